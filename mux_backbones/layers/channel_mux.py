@@ -1,0 +1,56 @@
+"""Channel multiplexing (MUXConv paper, Sec. 3.2): leave out, copy, mix up.
+
+Only ``split_ratio`` of the channels go through the wrapped block; the rest are copied unchanged,
+the two parts are concatenated and a channel shuffle mixes them, so every channel is processed
+every few blocks while each block pays for a fraction of them. This is the ``sp`` block of the
+official MUXNet release (an inverted residual wrapped this way).
+"""
+import torch
+from torch import nn
+
+from .channel_shuffle import channel_shuffle
+
+
+def split_width(channels: int, split_ratio: float) -> int:
+    """Channels processed by a channel-multiplexed block (rounded down as the official code)."""
+    if not 0.0 < split_ratio < 1.0:
+        raise ValueError(f'split_ratio must lie strictly between 0 and 1, got {split_ratio}')
+    processed = int(channels * split_ratio)
+    if processed == 0 or processed == channels:
+        raise ValueError(f'split_ratio {split_ratio} leaves nothing to process or to copy '
+                         f'out of {channels} channels')
+    return processed
+
+
+class ChannelMux(nn.Module):
+    """Run ``body`` on the first ``split_ratio`` of the channels, copy the rest, shuffle.
+
+    Args:
+        body (nn.Module): Block applied to the processed channels; it must keep their number.
+        channels (int): Channels of the input (and output).
+        split_ratio (float): Fraction of the channels ``body`` processes.
+        shuffle_groups (int): Groups of the channel shuffle that mixes the two parts.
+    """
+
+    def __init__(self, body: nn.Module, channels: int, split_ratio: float,
+                 shuffle_groups: int = 2):
+        super().__init__()
+        self.processed = split_width(channels, split_ratio)
+        if shuffle_groups < 1 or channels % shuffle_groups != 0:
+            raise ValueError(f'ChannelMux: {channels} channels cannot be shuffled in '
+                             f'{shuffle_groups} groups')
+        self.body = body
+        self.channels = channels
+        self.split_ratio = split_ratio
+        self.shuffle_groups = shuffle_groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        processed, copied = x[:, :self.processed], x[:, self.processed:]
+        out = torch.cat([self.body(processed), copied], dim=1)
+        if self.shuffle_groups > 1:
+            out = channel_shuffle(out, self.shuffle_groups)
+        return out
+
+    def extra_repr(self) -> str:
+        return (f'channels={self.channels}, processed={self.processed}, '
+                f'shuffle_groups={self.shuffle_groups}')

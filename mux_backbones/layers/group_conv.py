@@ -1,0 +1,39 @@
+"""Factory for the spatial (depth-wise / group-wise) convolution of a MUXNet block.
+
+One place decides which layer realises a block's spatial conv: a plain grouped ``nn.Conv2d``,
+a :class:`MixedConv2d` (several kernel sizes) or a :class:`SpatialMuxConv` (several scales).
+"""
+from typing import Optional, Sequence
+
+from torch import nn
+
+from .mixed_conv import MixedConv2d, same_padding
+from .spatial_mux_conv import SpatialMuxConv
+
+
+def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1,
+                     dilation: int = 1, channels_per_group: int = 1,
+                     scales: Optional[Sequence[int]] = None) -> nn.Module:
+    """Build the spatial conv of a block; it keeps the channel count.
+
+    Args:
+        channels (int): Input and output channels.
+        kernel_sizes (Sequence[int]): One kernel size, or one per channel group.
+        stride (int): Stride. Default: 1.
+        dilation (int): Dilation. Default: 1.
+        channels_per_group (int): Channels per conv group (1: depth-wise). Default: 1.
+        scales (Sequence[int], optional): Spatial-multiplexing scales, one per group; ``None`` or
+            all zeros means no spatial multiplexing.
+    """
+    kernel_sizes = tuple(kernel_sizes)
+    if scales is not None and any(scales):
+        return SpatialMuxConv(channels, kernel_sizes if len(kernel_sizes) > 1 else kernel_sizes[0],
+                              scales, stride, dilation, channels_per_group)
+    if len(kernel_sizes) > 1:
+        return MixedConv2d(channels, kernel_sizes, stride, dilation, channels_per_group)
+    if channels % channels_per_group != 0:
+        raise ValueError(f'{channels} channels are not divisible by channels_per_group='
+                         f'{channels_per_group}')
+    k = kernel_sizes[0]
+    return nn.Conv2d(channels, channels, k, stride, same_padding(k, dilation), dilation,
+                     groups=channels // channels_per_group, bias=False)

@@ -1,0 +1,126 @@
+"""Spatial multiplexing (MUXConv paper, Sec. 3.1).
+
+The channels are split into groups, one per *scale*:
+
+* scale ``-1`` -- space-to-channel: each 2x2 neighbourhood is folded into 4x the channels at half
+  resolution (``pixel_unshuffle(2)``); the group-wise conv there sees a 2x larger receptive field;
+* scale ``0`` -- the group-wise conv runs at the input resolution;
+* scale ``+1`` -- channel-to-space: every 4 channels are unfolded into a 2x larger map
+  (``pixel_shuffle(2)``); the group-wise conv there works at a finer resolution.
+
+Each group is folded back to the input resolution (the inverse shuffle) and the groups are
+concatenated, so the layer is a drop-in replacement for a depth-wise convolution. Any mix of
+scales is allowed, negative ones included (the official release's parser drops the sign).
+
+Maps whose size is not a multiple of what the shuffles need (odd sizes, 300x300 inputs, ...) are
+zero-padded at the bottom/right before the shuffle and the result is cropped, so the output size is
+always ``ceil(H / stride)`` -- exactly what a same-padded depth-wise conv gives.
+"""
+from typing import List, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mixed_conv import same_padding
+
+# Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
+# pixel_shuffle(2) consumes channels in fours.
+_SCALE_ALIGN = {-1: 1, 0: 1, 1: 4}
+
+
+def split_for_scales(channels: int, scales: Sequence[int], channels_per_group: int) -> List[int]:
+    """Split ``channels`` into one group per scale, each valid for its shuffle and grouping.
+
+    Every group gets an equal share rounded down to what its scale needs; the remainder goes to the
+    first identity group (scale 0), or else to the first group that can take it.
+    """
+    aligns = []
+    for s in scales:
+        if s not in _SCALE_ALIGN:
+            raise ValueError(f'SpatialMuxConv: scale {s} is not supported; use -1 (space-to-'
+                             f'channel), 0 (identity) or 1 (channel-to-space)')
+        a = _SCALE_ALIGN[s] * channels_per_group
+        aligns.append(a)
+    share = channels // len(scales)
+    parts = [share // a * a for a in aligns]
+    rest = channels - sum(parts)
+    order = [i for i, s in enumerate(scales) if s == 0] + [i for i, s in enumerate(scales) if s]
+    for i in order:
+        if rest % aligns[i] == 0:
+            parts[i] += rest
+            rest = 0
+            break
+    if rest or min(parts) <= 0:
+        raise ValueError(f'SpatialMuxConv: {channels} channels cannot be split over scales '
+                         f'{tuple(scales)} with {channels_per_group} channels per group '
+                         f'(channel-to-space groups need multiples of {4 * channels_per_group})')
+    return parts
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+class SpatialMuxConv(nn.Module):
+    """Group-wise convolution applied at several spatial scales of one feature map.
+
+    Args:
+        channels (int): Input and output channels.
+        kernel_sizes (int | Sequence[int]): One odd kernel size, or one per scale.
+        scales (Sequence[int]): One entry per channel group, each -1, 0 or 1 (see module doc).
+        stride (int): Stride of every group (at its own scale). Default: 1.
+        dilation (int): Dilation of every group (at its own scale). Default: 1.
+        channels_per_group (int): Channels per convolution group; 1 is depth-wise. Default: 1.
+    """
+
+    def __init__(self, channels: int, kernel_sizes: Union[int, Sequence[int]],
+                 scales: Sequence[int], stride: int = 1, dilation: int = 1,
+                 channels_per_group: int = 1):
+        super().__init__()
+        scales = tuple(int(s) for s in scales)
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = (kernel_sizes, ) * len(scales)
+        if len(kernel_sizes) != len(scales):
+            raise ValueError(f'SpatialMuxConv: {len(kernel_sizes)} kernel sizes for '
+                             f'{len(scales)} scales')
+        if stride not in (1, 2):
+            raise ValueError(f'SpatialMuxConv: stride must be 1 or 2, got {stride}')
+        self.scales = scales
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.stride = stride
+        self.splits = split_for_scales(channels, scales, channels_per_group)
+        convs = []
+        for k, c, s in zip(self.kernel_sizes, self.splits, scales):
+            c_at_scale = c * 4 if s < 0 else c // 4 if s > 0 else c
+            convs.append(
+                nn.Conv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, dilation), dilation,
+                          groups=c_at_scale // channels_per_group, bias=False))
+        self.convs = nn.ModuleList(convs)
+        self.in_channels = self.out_channels = channels
+
+    def _run_scale(self, x: torch.Tensor, conv: nn.Conv2d, scale: int) -> torch.Tensor:
+        if scale == 0:
+            return conv(x)
+        h, w = x.shape[-2:]
+        out_h, out_w = -(-h // self.stride), -(-w // self.stride)
+        if scale < 0:
+            y = F.pixel_shuffle(conv(F.pixel_unshuffle(_pad_to_multiple(x, 2 * self.stride), 2)), 2)
+        else:
+            y = F.pixel_unshuffle(conv(F.pixel_shuffle(_pad_to_multiple(x, self.stride), 2)), 2)
+        if y.shape[-2] != out_h or y.shape[-1] != out_w:
+            y = y[..., :out_h, :out_w]
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.splits, dim=1)
+        return torch.cat(
+            [self._run_scale(p, conv, s) for p, conv, s in zip(parts, self.convs, self.scales)],
+            dim=1)
+
+    def extra_repr(self) -> str:
+        return f'scales={self.scales}, splits={self.splits}, stride={self.stride}'

@@ -1,0 +1,4 @@
+"""Whole models built around the backbone."""
+from .classifier import LinearClsHead, MUXNetClassifier
+
+__all__ = ['LinearClsHead', 'MUXNetClassifier']

@@ -1,0 +1,49 @@
+"""Convert an official MUXNet-m/-l ImageNet checkpoint to this project's layout.
+
+    python tools/model_converters/muxnet_official_to_mmengine.py muxnet_m.pth \
+        checkpoints/muxnet-m_in1k.pth --arch m
+
+The output is a weights-only checkpoint (``{'state_dict': ..., 'meta': ...}``) of
+:class:`mux_backbones.MUXNetClassifier`; a backbone reads it with
+``init_cfg=dict(type='Pretrained', checkpoint=OUT, prefix='backbone.')``. Every official key is
+mapped and every project weight filled, or the conversion stops with the key at fault.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+
+from mux_backbones.models.official_weights import (CheckpointMismatchError,
+                                                    convert_official_state_dict,
+                                                    load_official_checkpoint)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Convert an official MUXNet checkpoint')
+    parser.add_argument('src', help='official checkpoint (timm-style keys)')
+    parser.add_argument('dst', help='output checkpoint path')
+    parser.add_argument('--arch', choices=['m', 'l'], required=True, help='MUXNet arch')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of SRC (only for files you trust)')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.src):
+        sys.exit(f'error: checkpoint not found: {args.src}')
+    try:
+        state = load_official_checkpoint(args.src, trust=args.trust_checkpoint)
+        converted = convert_official_state_dict(state, args.arch)
+    except CheckpointMismatchError as err:
+        sys.exit(f'error: {err}')
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    torch.save(dict(state_dict=converted, meta=dict(arch=f'muxnet-{args.arch}',
+                                                    source=osp.basename(args.src))), args.dst)
+    print(f'converted {len(converted)} tensors of MUXNet-{args.arch} to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
