@@ -5,7 +5,7 @@ any mmdet/mmseg config reaches it with
 ``custom_imports=dict(imports=['mux_backbones'], allow_failed_imports=False)``, and applies the
 stack fixes of :mod:`mux_backbones.compat`.
 """
-from . import compat, datasets  # noqa: F401  (datasets registers its transforms)
+from . import compat, datasets, engine  # noqa: F401  (register transforms and hooks)
 from .backbones import MUXNet, arch_settings, muxnet_out_channels
 from .models import MUXNetClassifier
 from .version import __version__

@@ -23,6 +23,15 @@ def _mmengine_checkpoint_globals() -> List[object]:
     return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
 
 
+def mmengine_checkpoint_types():
+    """Context manager: weights-only loading that also admits mmengine's own checkpoint types.
+
+    For tools that read the run's own training checkpoints outside the runner (e.g. the demo).
+    """
+    import torch
+    return torch.serialization.safe_globals(_mmengine_checkpoint_globals())
+
+
 def _patch_mmengine_checkpoint_loading() -> None:
     """Let ``Runner.load_checkpoint`` (resume, ``load_from``) read mmengine's own checkpoints.
 

@@ -50,4 +50,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=130, max_keep_ckpts=2))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+custom_hooks = [dict(type='EvaluateBeforeTrainHook')]  # logs the untrained model's mIoU too
 randomness = dict(seed=0)

@@ -54,4 +54,9 @@ default_hooks = dict(
                     max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(base_batch_size=8)
+custom_hooks = [
+    dict(type='NumClassCheckHook'),
+    dict(type='CheckInvalidLossHook', interval=50, priority='VERY_LOW'),
+    dict(type='EvaluateBeforeTrainHook')  # logs the untrained model's mAP too
+]
 randomness = dict(seed=0)

@@ -1,0 +1,4 @@
+"""Engine pieces: hooks."""
+from .hooks import EvaluateBeforeTrainHook
+
+__all__ = ['EvaluateBeforeTrainHook']

@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated datasets and the repository root."""
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    return REPO
+
+
+@pytest.fixture(scope='session')
+def toy_voc(tmp_path_factory):
+    """A small toy VOC set (24 trainval / 8 test images): returns the VOCdevkit folder."""
+    from mux_backbones.datasets import make_toy_voc
+    root = tmp_path_factory.mktemp('voc') / 'VOCdevkit'
+    make_toy_voc(str(root), num_trainval=24, num_test=8, seed=1)
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def toy_ade(tmp_path_factory):
+    """A small toy ADE20K set (8 train / 4 val images): returns ADEChallengeData2016."""
+    from mux_backbones.datasets import make_toy_ade20k
+    root = tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'
+    make_toy_ade20k(str(root), num_train=8, num_val=4, seed=1)
+    return str(root)

@@ -1,0 +1,154 @@
+"""Generic tests over every registered MUXNet arch, plus the OpenMMLab backbone contract."""
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mux_backbones import MUXNet, arch_settings, muxnet_out_channels
+
+ALL_ARCHS = sorted(arch_settings)
+ALL_OUT = tuple(range(8))
+
+
+def _x(h, w, n=1):
+    torch.manual_seed(0)
+    return torch.randn(n, 3, h, w)
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_forward_shapes_channels_no_nan(arch):
+    model = MUXNet(arch, out_indices=ALL_OUT).eval()
+    assert model.out_channels == muxnet_out_channels(arch, ALL_OUT)
+    reductions = [2, 4, 8, 16, 16, 32, 32, 32]
+    with torch.no_grad():
+        for h, w in ((64, 64), (97, 131)):
+            outs = model(_x(h, w))
+            assert len(outs) == 8
+            for out, info, red in zip(outs, model.feature_info, reductions):
+                assert out.shape[1] == info['num_chs']
+                assert info['reduction'] == red
+                assert out.shape[-2:] == (-(-h // red), -(-w // red))
+                assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_every_parameter_gets_a_gradient(arch):
+    model = MUXNet(arch, out_indices=(4, 7)).train()
+    outs = model(_x(64, 64, n=2))
+    sum(o.float().pow(2).mean() for o in outs).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f'{name} has no gradient'
+        assert torch.isfinite(p.grad).all(), f'{name} has a non-finite gradient'
+
+
+@pytest.mark.parametrize('hw', [(300, 300), (513, 513), (97, 131)])
+@pytest.mark.parametrize('output_stride', [8, 16, 32])
+def test_odd_sizes_and_output_strides(hw, output_stride):
+    model = MUXNet('tiny', out_indices=(6, ), output_stride=output_stride).eval()
+    with torch.no_grad():
+        out = model(_x(*hw))[0]
+    assert out.shape[-2:] == tuple(-(-s // output_stride) for s in hw)
+
+
+def test_strides_and_dilations_equal_output_stride_shorthand():
+    a = MUXNet('tiny', out_indices=(6, ), output_stride=8)
+    b = MUXNet('tiny', out_indices=(6, ), strides=(1, 2, 2, 1, 1, 1, 1),
+               dilations=(1, 1, 1, 2, 2, 4, 4))
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = _x(64, 64)
+    torch.testing.assert_close(a(x)[0], b(x)[0])
+    assert a.feature_info[0]['reduction'] == 8
+
+
+def test_with_cp_gives_same_outputs_and_grads():
+    torch.manual_seed(0)
+    plain = MUXNet('tiny', out_indices=(2, 7)).train()
+    ckpt = MUXNet('tiny', out_indices=(2, 7), with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x1 = _x(48, 48, n=2).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    o1, o2 = plain(x1), ckpt(x2)
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b)
+    sum(o.sum() for o in o1).backward()
+    sum(o.sum() for o in o2).backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for (n, p), (_, q) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 4, 8])
+def test_frozen_stages(frozen_stages):
+    model = MUXNet('tiny', out_indices=ALL_OUT, frozen_stages=frozen_stages)
+    model.train()
+    frozen = [] if frozen_stages < 0 else ['stem'] + model.layers[:frozen_stages]
+    for name in ['stem'] + model.layers:
+        module = getattr(model, name)
+        is_frozen = name in frozen
+        for p in module.parameters():
+            assert p.requires_grad is not is_frozen, name
+        for m in module.modules():
+            if isinstance(m, _BatchNorm):
+                assert m.training is not is_frozen, name
+
+
+def test_norm_eval_keeps_bn_in_eval():
+    model = MUXNet('tiny', norm_eval=True)
+    model.train()
+    assert all(not m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    assert model.training
+
+
+def test_widen_factor_and_truncation():
+    model = MUXNet('m', widen_factor=0.5, out_indices=(2, 4))
+    assert not hasattr(model, 'conv_head') and model.layers[-1] == 'layer5'
+    assert model.out_channels == muxnet_out_channels('m', (2, 4), widen_factor=0.5)
+    with torch.no_grad():
+        outs = model.eval()(_x(64, 64))
+    assert tuple(o.shape[1] for o in outs) == model.out_channels
+
+
+def test_custom_norm_and_act():
+    model = MUXNet('tiny', norm_cfg=dict(type='GN', num_groups=4),
+                   act_cfg=dict(type='HSwish'), out_indices=(3, ))
+    with torch.no_grad():
+        assert model(_x(32, 32))[0].shape[1] == model.out_channels[0]
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='xxl'), 'unknown MUXNet arch'),
+    (dict(out_indices=(8, )), 'out of range'),
+    (dict(out_indices=()), 'at least one'),
+    (dict(frozen_stages=9), 'frozen_stages'),
+    (dict(out_indices=(3, ), frozen_stages=5), 'frozen_stages'),
+    (dict(output_stride=4), 'output_stride'),
+    (dict(output_stride=8, strides=(1, 2, 2, 2, 1, 2, 1)), 'not both'),
+    (dict(strides=(1, 2)), '7 entries'),
+    (dict(widen_factor=0), 'widen_factor'),
+])
+def test_bad_arguments(kwargs, match):
+    kwargs.setdefault('arch', 'tiny')
+    with pytest.raises(ValueError, match=match):
+        MUXNet(**kwargs)
+
+
+def test_pretrained_init_cfg_loads_weights(tmp_path):
+    src = MUXNet('tiny')
+    state = {f'backbone.{k}': v for k, v in src.state_dict().items()}
+    path = tmp_path / 'tiny.pth'
+    torch.save(dict(state_dict=state), path)
+    dst = MUXNet('tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                       prefix='backbone.'))
+    dst.init_weights()
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v)
+
+
+def test_registered_in_mmdet_and_mmseg_registries():
+    from mmdet.registry import MODELS as DET
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS as SEG
+    for scope, registry in (('mmdet', DET), ('mmseg', SEG)):
+        with DefaultScope.overwrite_default_scope(scope):
+            model = registry.build(dict(type='MUXNet', arch='tiny', out_indices=(4, )))
+        assert isinstance(model, MUXNet)

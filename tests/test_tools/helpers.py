@@ -1,0 +1,61 @@
+"""Small configs for running the real tools in subprocesses on CPU within seconds."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def write_det_config(tmp_path, voc_root, max_iters=200, ckpt_interval=3, val_interval=1000):
+    """SSDLite + MUXNet-tiny on the toy VOC set, batch 2, no workers."""
+    path = osp.join(str(tmp_path), 'ssdlite_muxnet-tiny_toyvoc.py')
+    with open(path, 'w') as f:
+        f.write(f'''
+_base_ = {osp.join(REPO, 'configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py')!r}
+from mux_backbones import muxnet_out_channels  # noqa: E402
+ch = muxnet_out_channels('tiny', (4, 7)) + (64, 32, 32, 16)
+model = dict(backbone=dict(arch='tiny'), neck=dict(in_channels=ch[:2], out_channels=ch),
+             bbox_head=dict(in_channels=ch))
+loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
+train_dataloader = dict(**loader, dataset=dict(data_root={voc_root!r}))
+val_dataloader = dict(**loader, dataset=dict(data_root={voc_root!r}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={max_iters}, val_interval={val_interval})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ckpt_interval}))
+custom_hooks = []
+''')
+    return path
+
+
+def write_seg_config(tmp_path, ade_root, max_iters=2):
+    """PPM + MUXNet-tiny (d8) on the toy ADE20K set, batch 2, no workers."""
+    path = osp.join(str(tmp_path), 'pspnet_muxnet-tiny_toyade.py')
+    with open(path, 'w') as f:
+        f.write(f'''
+_base_ = {osp.join(REPO, 'configs/pspnet/pspnet_muxnet-m-d8_1xb4-260it_toyade-192x192.py')!r}
+from mux_backbones import muxnet_out_channels  # noqa: E402
+aux, last = muxnet_out_channels('tiny', (5, 6))
+model = dict(backbone=dict(arch='tiny'), decode_head=dict(in_channels=last, channels=32),
+             auxiliary_head=dict(in_channels=aux, channels=16))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={ade_root!r}))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root={ade_root!r}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={max_iters}, val_interval={max_iters})
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={max_iters}))
+custom_hooks = []
+''')
+    return path
+
+
+def run_tool(*args, timeout=600, check=True):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS='2')
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-3000:]}')
+    return proc

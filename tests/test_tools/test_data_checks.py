@@ -1,0 +1,145 @@
+"""Bad data fails fast with one line naming the file or setting at fault."""
+import os
+import os.path as osp
+import shutil
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+
+from mux_backbones.apis import (DatasetError, check_datasets, check_segmentation_config,
+                                insert_seg_map_validation)
+from mux_backbones.apis.data_checks import check_ade20k_dataset, check_voc_dataset
+
+from .helpers import REPO, run_tool, write_det_config, write_seg_config
+
+
+@pytest.fixture
+def voc_copy(tmp_path, toy_voc):
+    dst = tmp_path / 'VOCdevkit'
+    shutil.copytree(toy_voc, dst)
+    return str(dst)
+
+
+@pytest.fixture
+def ade_copy(tmp_path, toy_ade):
+    dst = tmp_path / 'ADEChallengeData2016'
+    shutil.copytree(toy_ade, dst)
+    return str(dst)
+
+
+def _first_id(voc):
+    with open(osp.join(voc, 'VOC2007/ImageSets/Main/trainval.txt')) as f:
+        return f.readline().strip()
+
+
+def _check(voc):
+    return check_voc_dataset(voc, 'VOC2007/ImageSets/Main/trainval.txt', 'VOC2007/')
+
+
+def test_toy_voc_passes(toy_voc):
+    assert _check(toy_voc) == 24
+
+
+def test_missing_data_root(tmp_path):
+    with pytest.raises(DatasetError, match='data root not found: .*nowhere'):
+        _check(str(tmp_path / 'nowhere'))
+
+
+def test_listed_image_absent(voc_copy):
+    img = osp.join(voc_copy, 'VOC2007/JPEGImages', _first_id(voc_copy) + '.jpg')
+    os.remove(img)
+    with pytest.raises(DatasetError, match=f'not found: {img}'):
+        _check(voc_copy)
+
+
+def test_malformed_xml(voc_copy):
+    xml = osp.join(voc_copy, 'VOC2007/Annotations', _first_id(voc_copy) + '.xml')
+    with open(xml, 'w') as f:
+        f.write('<annotation><object><name>car</name>')
+    with pytest.raises(DatasetError, match=f'malformed VOC annotation {xml}'):
+        _check(voc_copy)
+
+
+def test_class_not_in_voc(voc_copy):
+    xml = osp.join(voc_copy, 'VOC2007/Annotations', _first_id(voc_copy) + '.xml')
+    with open(xml) as f:
+        text = f.read()
+    for name in ('car', 'bottle', 'tvmonitor', 'boat'):
+        text = text.replace(f'<name>{name}</name>', '<name>unicorn</name>')
+    with open(xml, 'w') as f:
+        f.write(text)
+    with pytest.raises(DatasetError, match=f"{xml}: object class 'unicorn' is not a VOC class"):
+        _check(voc_copy)
+
+
+def test_train_tool_reports_bad_data_in_one_line(tmp_path, voc_copy):
+    xml = osp.join(voc_copy, 'VOC2007/Annotations', _first_id(voc_copy) + '.xml')
+    with open(xml, 'w') as f:
+        f.write('<annotation>')
+    cfg = write_det_config(tmp_path, voc_copy, max_iters=1)
+    proc = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'), check=False)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: malformed VOC annotation') and xml in last
+    assert 'Traceback' not in proc.stderr
+
+
+def test_missing_annotation_png(ade_copy):
+    label = osp.join(ade_copy, 'annotations/training/ADE_train_00000002.png')
+    os.remove(label)
+    with pytest.raises(DatasetError, match=f'not found: {label}'):
+        check_ade20k_dataset(ade_copy, 'images/training', 'annotations/training')
+
+
+def _load_sample(ade_root, name):
+    from mmseg.registry import TRANSFORMS
+    from mmengine.registry import DefaultScope
+    import mux_backbones  # noqa: F401
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        pipeline = [TRANSFORMS.build(t) for t in (
+            dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+            dict(type='ValidateSegMap', num_classes=150))]
+    results = dict(img_path=osp.join(ade_root, 'images/training', name + '.jpg'),
+                   seg_map_path=osp.join(ade_root, 'annotations/training', name + '.png'),
+                   reduce_zero_label=True, seg_fields=[])
+    for t in pipeline:
+        results = t(results)
+    return results
+
+
+def test_label_png_wrong_size(ade_copy):
+    label = osp.join(ade_copy, 'annotations/training/ADE_train_00000001.png')
+    Image.fromarray(np.ones((10, 12), np.uint8)).save(label)
+    with pytest.raises(ValueError, match=f'label map {label} is 12x10 but its image'):
+        _load_sample(ade_copy, 'ADE_train_00000001')
+
+
+def test_label_png_values_above_150(ade_copy):
+    label = osp.join(ade_copy, 'annotations/training/ADE_train_00000001.png')
+    arr = np.array(Image.open(label))
+    arr[0, 0] = 200
+    Image.fromarray(arr).save(label)
+    with pytest.raises(ValueError, match=f'label map {label} has value 200, above the 150'):
+        _load_sample(ade_copy, 'ADE_train_00000001')
+
+
+def test_good_label_passes(toy_ade):
+    assert _load_sample(toy_ade, 'ADE_train_00000001')['gt_seg_map'].max() < 150
+
+
+def test_crop_size_too_small_for_output_stride(tmp_path, toy_ade):
+    cfg = Config.fromfile(write_seg_config(tmp_path, toy_ade))
+    check_segmentation_config(cfg)  # 192 is fine at output stride 8
+    cfg.crop_size = (32, 32)
+    with pytest.raises(ValueError, match=r'crop_size=\(32, 32\) is too small for output stride 8'):
+        check_segmentation_config(cfg)
+
+
+def test_seg_map_validation_is_inserted(tmp_path, toy_ade):
+    cfg = Config.fromfile(write_seg_config(tmp_path, toy_ade))
+    insert_seg_map_validation(cfg)
+    types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    assert types[types.index('LoadAnnotations') + 1] == 'ValidateSegMap'
+    check_datasets(cfg)

@@ -1,0 +1,74 @@
+"""The command-line tools run end to end on tiny models: train, test (--out, --show-dir), demo,
+get_flops and the checkpoint converter."""
+import os
+import os.path as osp
+import pickle
+import re
+
+import torch
+
+from .helpers import run_tool, write_det_config, write_seg_config
+
+
+def test_det_train_test_demo(tmp_path, toy_voc):
+    cfg = write_det_config(tmp_path, toy_voc, max_iters=2, ckpt_interval=2, val_interval=2)
+    work = str(tmp_path / 'work')
+    out = run_tool('tools/train.py', cfg, '--work-dir', work)
+    log = out.stdout + out.stderr
+    assert 'pascal_voc/mAP' in log and 'Iter(train) [2/2]' in log
+    assert '| car ' in log  # per-class AP table
+    ckpt = osp.join(work, 'iter_2.pth')
+    vis, pkl = str(tmp_path / 'vis'), str(tmp_path / 'res.pkl')
+    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--out', pkl, '--show-dir', vis)
+    assert 'pascal_voc/mAP' in out.stdout + out.stderr
+    with open(pkl, 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == 8 and 'pred_instances' in results[0]
+    drawn = [f for _, _, fs in os.walk(os.path.join(work)) for f in fs if f.endswith('.jpg')]
+    assert drawn, 'no visualisation written'
+    img = osp.join(toy_voc, 'VOC2007/JPEGImages/000000.jpg')
+    out_img = str(tmp_path / 'demo.jpg')
+    run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img, '--score-thr', '0.0')
+    assert osp.getsize(out_img) > 0
+
+
+def test_seg_train_test_demo(tmp_path, toy_ade):
+    cfg = write_seg_config(tmp_path, toy_ade, max_iters=2)
+    work = str(tmp_path / 'work')
+    out = run_tool('tools/train.py', cfg, '--work-dir', work)
+    log = out.stdout + out.stderr
+    assert 'mIoU' in log and 'aAcc' in log
+    assert re.search(r'\|\s+wall\s+\|', log)  # per-class IoU table
+    ckpt = osp.join(work, 'iter_2.pth')
+    vis = str(tmp_path / 'vis')
+    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--show-dir', vis)
+    assert 'mIoU' in out.stdout + out.stderr
+    drawn = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.png')]
+    assert len(drawn) == 4
+    img = osp.join(toy_ade, 'images/validation/ADE_valid_00000000.jpg')
+    out_img = str(tmp_path / 'demo.png')
+    out = run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img)
+    assert 'classes found' in out.stdout and osp.getsize(out_img) > 0
+
+
+def test_get_flops_arch_and_config(repo_root):
+    out = run_tool('tools/analysis_tools/get_flops.py', '--arch', 'm').stdout
+    assert '3.354M params' in out and '216.8M MAdds' in out and 'paper' in out
+    out = run_tool('tools/analysis_tools/get_flops.py',
+                   'configs/ssd/ssdlite_muxnet-m_8xb24-600e_voc0712.py').stdout
+    assert 'ssdlite_muxnet-m' in out and 'MAdds' in out and 'paper: 3.2M' in out
+    bad = run_tool('tools/analysis_tools/get_flops.py', '--arch', 'zz', check=False)
+    assert bad.returncode != 0 and 'unknown arch' in bad.stderr
+
+
+def test_converter_cli(tmp_path):
+    from mux_backbones import MUXNetClassifier
+    from tests.test_models.test_official_weights import to_official
+    src, dst = str(tmp_path / 'official.pth'), str(tmp_path / 'converted.pth')
+    torch.save({'state_dict_ema': to_official(MUXNetClassifier('m').state_dict())}, src)
+    out = run_tool('tools/model_converters/muxnet_official_to_mmengine.py', src, dst, '--arch', 'm')
+    assert 'converted 413 tensors' in out.stdout
+    assert len(torch.load(dst)['state_dict']) == 413
+    bad = run_tool('tools/model_converters/muxnet_official_to_mmengine.py', src, dst, '--arch',
+                   'l', check=False)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith('error:')

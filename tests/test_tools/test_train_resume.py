@@ -1,0 +1,69 @@
+"""kill -9 during training, then tools/train.py --resume continues where it stopped."""
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from mux_backbones.compat import mmengine_checkpoint_types
+
+from .helpers import REPO, run_tool, write_det_config
+
+
+def _last_checkpoint(work_dir):
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.exists(marker):
+        return None
+    with open(marker) as f:
+        return f.read().strip() or None
+
+
+def _load(path):
+    with mmengine_checkpoint_types():
+        return torch.load(path, map_location='cpu')
+
+
+def _adam_steps(ckpt):
+    return {float(s['step']) for s in ckpt['optimizer']['state'].values()}
+
+
+def test_resume_after_kill(tmp_path, toy_voc):
+    cfg = write_det_config(tmp_path, toy_voc, max_iters=400, ckpt_interval=3)
+    work_dir = str(tmp_path / 'work')
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='2')
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', work_dir],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            last = _last_checkpoint(work_dir)
+            if last and int(osp.basename(last)[5:-4]) >= 6:
+                break
+            assert proc.poll() is None, 'training ended before it could be killed'
+            time.sleep(0.5)
+        else:
+            raise AssertionError('no checkpoint written in time')
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    last = _last_checkpoint(work_dir)
+    resumed_from = _load(last)
+    n = resumed_from['meta']['iter']
+    assert _adam_steps(resumed_from) == {float(n)}
+    # No half-written file sits under a checkpoint's final name.
+    for name in os.listdir(work_dir):
+        if name.endswith('.pth'):
+            _load(osp.join(work_dir, name))
+
+    out = run_tool('tools/train.py', cfg, '--work-dir', work_dir, '--resume',
+                   '--cfg-options', f'train_cfg.max_iters={n + 3}')
+    log = out.stdout + out.stderr
+    assert f'resumed epoch: 0, iter: {n}' in log
+    final = _load(osp.join(work_dir, f'iter_{n + 3}.pth'))
+    assert final['meta']['iter'] == n + 3
+    # The optimizer continued from its saved state (AdamW step counts carry over).
+    assert _adam_steps(final) == {float(n + 3)}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# GPU check of the suite, for an offline machine with torch + CUDA + nvcc (e.g. H100/H200,
+# torch 2.11 + CUDA 13, Python 3.12), in about 10 minutes:
+#   1. install the carried wheels (tools/gpu/fetch_wheels.sh) into /tmp/site;
+#   2. build mmcv 2.1.0 with its CUDA ops for this torch (TORCH_CUDA_ARCH_LIST=9.0, all cores);
+#   3. check mmcv's CUDA nms against its CPU result;
+#   4. train SSDLite + MUXNet-m on the embedded toy VOC set (a few hundred iterations, then VOC mAP);
+#   5. train PPM + MUXNet-m (d8) on the embedded toy ADE20K set (a few hundred iterations, then mIoU).
+# Logs go to $OUT (default work_dirs/gpu_check).
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$REPO/work_dirs/gpu_check}
+mkdir -p "$OUT"
+cd "$REPO"
+export PYTHONUNBUFFERED=1
+SECONDS=0
+stamp() { echo "[gpu_check t=${SECONDS}s] $*" | tee -a "$OUT/summary.txt"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
+stamp "card: $(head -1 "$OUT/gpu.txt")"
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || { stamp 'wheel install failed'; exit 1; }
+export PYTHONPATH=/tmp/site
+stamp 'wheels installed'
+
+# Kept if present, so a rerun on the same machine resumes an interrupted build.
+[[ -d /tmp/mmcv-2.1.0 ]] || tar xzf .whl/mmcv-2.1.0.tar.gz -C /tmp
+CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
+(cd /tmp/mmcv-2.1.0 && CUDA_HOME=$CUDA_HOME MMCV_WITH_OPS=1 FORCE_CUDA=1 \
+    TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=$(nproc) \
+    timeout ${BUILD_TIMEOUT:-480} python3 setup.py build_ext --inplace) > "$OUT/mmcv_build.log" 2>&1
+BUILD_RC=$?
+stamp "mmcv CUDA build rc=$BUILD_RC"
+if [[ $BUILD_RC -ne 0 ]]; then
+    grep -m 20 -E 'error|Error' "$OUT/mmcv_build.log" | tee -a "$OUT/summary.txt"
+    exit 1
+fi
+export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
+python3 - <<'PY' 2>&1 | tee -a "$OUT/summary.txt"
+import torch
+from mmcv.ops import nms
+boxes = torch.rand(500, 4) * 100
+boxes[:, 2:] += boxes[:, :2]
+scores = torch.rand(500)
+cpu = nms(boxes, scores, 0.5)[1]
+gpu = nms(boxes.cuda(), scores.cuda(), 0.5)[1].cpu()
+print('mmcv CUDA nms equals CPU nms:', torch.equal(cpu, gpu))
+PY
+
+python3 tools/dataset_converters/make_toy_data.py --out data > /dev/null
+train() {  # config, work dir name, extra cfg-options...
+    local cfg=$1 name=$2; shift 2
+    local start=$SECONDS
+    timeout ${TRAIN_TIMEOUT:-240} python3 tools/train.py "$cfg" --work-dir "work_dirs/gpu_$name" \
+        --cfg-options "$@" > "$OUT/train_$name.log" 2>&1
+    local rc=$?
+    stamp "$name: rc=$rc, $((SECONDS - start))s; $(grep -E 'Iter\(train\)' "$OUT/train_$name.log" | tail -1 | grep -oE 'time: [0-9.]+' | head -1) s/iter"
+    python3 tools/analysis_tools/summarize_run.py "work_dirs/gpu_$name" 2>&1 | tee -a "$OUT/summary.txt"
+}
+train configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py ssdlite_muxnet-m \
+    train_dataloader.num_workers=8 val_dataloader.num_workers=8
+train configs/pspnet/pspnet_muxnet-m-d8_1xb4-260it_toyade-192x192.py pspnet_muxnet-m \
+    train_cfg.max_iters=300 train_cfg.val_interval=300 train_dataloader.num_workers=8 \
+    val_dataloader.num_workers=8
+stamp 'done'
