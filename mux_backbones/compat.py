@@ -20,7 +20,10 @@ def _mmengine_checkpoint_globals() -> List[object]:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
     dtypes = [type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')]
-    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
+    # HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer, 'min')``. Admitting
+    # ``getattr`` lets the weights-only unpickler look such attributes up, but never call them:
+    # it still refuses to call anything outside its allow-list, so no code runs.
+    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtypes, getattr]
 
 
 def mmengine_checkpoint_types():

@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [[ "${1:-}" == "baseline" ]]; then
     DET=configs/ssd/ssdlite_mobilenetv2_1xb8-300it_toyvoc.py
-    SEG=configs/pspnet/pspnet_mobilenetv2-d8_1xb4-260it_toyade-192x192.py
+    SEG=configs/pspnet/pspnet_mobilenetv2-d8_1xb4-220it_toyade-192x192.py
 else
     DET=configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py
-    SEG=configs/pspnet/pspnet_muxnet-m-d8_1xb4-260it_toyade-192x192.py
+    SEG=configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py
 fi
 $PYTHON tools/dataset_converters/make_toy_data.py --out data
 for CFG in "$DET" "$SEG"; do

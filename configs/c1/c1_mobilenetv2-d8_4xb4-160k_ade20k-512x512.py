@@ -10,7 +10,7 @@ model = dict(
         strides=(1, 2, 2, 1, 1, 1, 1),
         dilations=(1, 1, 1, 2, 2, 4, 4),
         out_indices=(5, 6),
-        norm_cfg={{_base_.norm_cfg}},
+        norm_cfg=dict(type='SyncBN', requires_grad=True),
         init_cfg=dict(type='Pretrained', checkpoint='mmcls://mobilenet_v2')),
     decode_head=dict(in_channels=fc_dim, channels=fc_dim // 4),
     auxiliary_head=dict(in_channels=160, channels=fc_dim // 4))

@@ -1,14 +1,13 @@
-# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (4 classes, 160 trainval /
-# 40 test images on real photographs): the suite's default CPU job (a few minutes on 2 cores).
+# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (160 trainval / 40 test images
+# on real photographs, objects of 4 of the 20 VOC classes): the suite's default CPU job (~7 minutes
+# on 2 cores). The model keeps all 20 VOC classes, so the stock VOCDataset/VOCMetric apply unchanged
+# (VOC mAP averages over the classes that have ground truth).
 # Make the data with: python tools/dataset_converters/make_toy_data.py
 _base_ = './ssdlite_muxnet-m_8xb24-600e_voc0712.py'
 
 data_root = 'data/toy_voc/VOCdevkit/'
-classes = ('car', 'bottle', 'tvmonitor', 'boat')
 max_iters = 300
-model = dict(
-    backbone=dict(init_cfg=None),  # from scratch: no network, no pretrained weights
-    bbox_head=dict(num_classes=len(classes)))
+model = dict(backbone=dict(init_cfg=None))  # from scratch: no network, no pretrained weights
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -26,7 +25,6 @@ train_dataloader = dict(
         _delete_=True,
         type='VOCDataset',
         data_root=data_root,
-        metainfo=dict(classes=classes),
         ann_file='VOC2007/ImageSets/Main/trainval.txt',
         data_prefix=dict(sub_data_root='VOC2007/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=8),
@@ -35,7 +33,7 @@ val_dataloader = dict(
     batch_size=8,
     num_workers=2,
     persistent_workers=True,
-    dataset=dict(data_root=data_root, metainfo=dict(classes=classes)))
+    dataset=dict(data_root=data_root))
 test_dataloader = val_dataloader
 
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,

@@ -43,8 +43,11 @@ def test_c1_heads_match_csail_definition():
             aux = MODELS.build(cfg.model.auxiliary_head).eval()
         assert decode.dropout is None and aux.dropout is None
         ref = csail_c1(fc_dim, 150).eval()
-        assert [_describe(m) for m in _layers(decode)] == [_describe(m) for m in _layers(ref)]
-        assert _describe(_layers(aux)[0])[1:3] == (deepsup_in, fc_dim // 4)
+        # In forward order: the conv block, then the classifier (mmseg registers it first).
+        layers = _layers(decode.convs) + _layers(decode.conv_seg)
+        assert len(layers) == len(_layers(decode))
+        assert [_describe(m) for m in layers] == [_describe(m) for m in _layers(ref)]
+        assert _describe(_layers(aux.convs)[0])[1:3] == (deepsup_in, fc_dim // 4)
         # Same weights -> same logits.
         ref[0].weight.data.copy_(decode.convs[0].conv.weight)
         ref[1].load_state_dict(decode.convs[0].bn.state_dict())

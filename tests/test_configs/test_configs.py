@@ -29,8 +29,9 @@ def _det_batch(size, num_classes):
     sample.gt_instances = InstanceData(
         bboxes=torch.tensor([[10., 20., 120., 150.], [150., 60., 250., 200.]]),
         labels=torch.tensor([0, num_classes - 1]))
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8)],
-                data_samples=[sample])
+    # Two images: BN on the 1x1 top level needs more than one value per channel.
+    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
+                data_samples=[sample, sample.clone()])
 
 
 def _seg_batch(size):
@@ -41,8 +42,8 @@ def _seg_batch(size):
     label = torch.randint(0, 150, (1, h, w))
     label[:, :8] = 255
     sample.gt_sem_seg = PixelData(data=label)
-    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8)],
-                data_samples=[sample])
+    return dict(inputs=[torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(2)],
+                data_samples=[sample, sample.clone()])
 
 
 def _run(model, batch):

@@ -33,7 +33,7 @@ def write_seg_config(tmp_path, ade_root, max_iters=2):
     path = osp.join(str(tmp_path), 'pspnet_muxnet-tiny_toyade.py')
     with open(path, 'w') as f:
         f.write(f'''
-_base_ = {osp.join(REPO, 'configs/pspnet/pspnet_muxnet-m-d8_1xb4-260it_toyade-192x192.py')!r}
+_base_ = {osp.join(REPO, 'configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py')!r}
 from mux_backbones import muxnet_out_channels  # noqa: E402
 aux, last = muxnet_out_channels('tiny', (5, 6))
 model = dict(backbone=dict(arch='tiny'), decode_head=dict(in_channels=last, channels=32),

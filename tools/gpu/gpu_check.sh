@@ -61,7 +61,7 @@ train() {  # config, work dir name, extra cfg-options...
 }
 train configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py ssdlite_muxnet-m \
     train_dataloader.num_workers=8 val_dataloader.num_workers=8
-train configs/pspnet/pspnet_muxnet-m-d8_1xb4-260it_toyade-192x192.py pspnet_muxnet-m \
+train configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py pspnet_muxnet-m \
     train_cfg.max_iters=300 train_cfg.val_interval=300 train_dataloader.num_workers=8 \
     val_dataloader.num_workers=8
 stamp 'done'

@@ -6,7 +6,7 @@ _base_ = './pspnet_muxnet-m-d8_4xb4-160k_ade20k-512x512.py'
 norm_cfg = dict(type='BN', requires_grad=True)
 crop_size = (192, 192)
 data_root = 'data/toy_ade/ADEChallengeData2016'
-max_iters = 260
+max_iters = 220
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(norm_cfg=norm_cfg, init_cfg=None),  # from scratch: no network
