@@ -288,6 +288,11 @@ class MUXNet(BaseModule):
             if hasattr(module, 'with_cp') and module is not self:
                 module.with_cp = with_cp
 
+    def switch_to_deploy(self, channels_last: bool = False) -> 'MUXNet':
+        """Fold BN, merge MixConv kernels, fuse split/shuffle (see :mod:`mux_backbones.deploy`)."""
+        from ..deploy import switch_to_deploy
+        return switch_to_deploy(self, channels_last)
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)
         outs = []

@@ -1,0 +1,144 @@
+"""Fast inference paths give the eval-mode outputs: deploy mode, jit.trace, torch.compile, ONNX."""
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mux_backbones import MUXNet, arch_settings
+from mux_backbones.deploy import count_modules, mixed_to_single_conv, switch_to_deploy
+from mux_backbones.layers import MixedConv2d
+
+ALL_ARCHS = sorted(arch_settings)
+
+
+def _randomise_bn(model):
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    model.eval()  # not chained: mmdet's MobileNetV2.train() returns None
+    return model
+
+
+def _outputs(model, x):
+    with torch.no_grad():
+        return [o.float() for o in model(x)]
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_deploy_equals_eval(arch, channels_last):
+    model = _randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
+    x = torch.randn(2, 3, 65, 81)
+    ref = _outputs(model, x)
+    model.switch_to_deploy(channels_last=channels_last)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for a, b in zip(ref, _outputs(model, x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    if arch in ('m', 'l'):  # no spatial multiplexing: every BN is folded
+        assert count_modules(model, (_BatchNorm, )) == 0
+
+
+def test_deploy_applies_to_mmdet_mobilenetv2():
+    from mmdet.models.backbones import MobileNetV2
+    model = _randomise_bn(MobileNetV2(out_indices=(7, )))
+    x = torch.randn(1, 3, 64, 64)
+    ref = _outputs(model, x)
+    switch_to_deploy(model)
+    assert count_modules(model, (_BatchNorm, )) == 0
+    torch.testing.assert_close(_outputs(model, x)[0], ref[0], atol=1e-4, rtol=1e-4)
+
+
+def test_mixconv_merge_is_exact():
+    mixed = MixedConv2d(30, (3, 5, 7), stride=2)
+    x = torch.randn(1, 30, 17, 17)
+    torch.testing.assert_close(mixed_to_single_conv(mixed)(x), mixed(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_jit_trace(arch):
+    model = _randomise_bn(MUXNet(arch, out_indices=(4, 7)))
+    x = torch.randn(1, 3, 96, 96)
+    ref = _outputs(model, x)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.switch_to_deploy(), x)
+    for a, b in zip(ref, _outputs(traced, x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_compile_tiny():
+    model = _randomise_bn(MUXNet('tiny', out_indices=(4, 7)))
+    x = torch.randn(1, 3, 64, 64)
+    ref = _outputs(model, x)
+    compiled = torch.compile(model.switch_to_deploy(), backend='aot_eager')
+    for a, b in zip(ref, _outputs(compiled, x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def _onnx_roundtrip(module, x, path):
+    ort = pytest.importorskip('onnxruntime')
+    pytest.importorskip('onnx')
+    # The exporter restores the wrapper's mode afterwards, so a wrapper left in train mode would
+    # flip every submodule back to training.
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(module, (x, ), str(path), input_names=['input'], opset_version=17,
+                          dynamo=False)
+        ref = module(x)
+    ref = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    outs = sess.run(None, {'input': x.numpy()})
+    assert len(outs) == len(ref)
+    for a, b in zip(ref, outs):
+        torch.testing.assert_close(torch.from_numpy(b), a.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_onnx_backbone(arch, tmp_path):
+    model = _randomise_bn(MUXNet(arch, out_indices=(4, 7))).switch_to_deploy()
+    _onnx_roundtrip(model, torch.randn(1, 3, 97, 131), tmp_path / f'{arch}.onnx')
+
+
+class _RawOutputs(torch.nn.Module):
+    """A detector/segmentor up to its raw head outputs, flattened to a tuple of tensors."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model._forward(x)
+        flat = []
+
+        def walk(o):
+            if isinstance(o, (list, tuple)):
+                for v in o:
+                    walk(v)
+            else:
+                flat.append(o)
+
+        walk(out)
+        return tuple(flat)
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_onnx_detector_and_segmentor(task, tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from tests.test_tools.helpers import REPO
+    if task == 'det':
+        from mmdet.registry import MODELS
+        cfg = Config.fromfile(f'{REPO}/configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py')
+        size = (320, 320)
+    else:
+        from mmseg.registry import MODELS
+        cfg = Config.fromfile(f'{REPO}/configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py')
+        size = (96, 144)  # PPM's adaptive pools export only when scales divide the map
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    model = switch_to_deploy(_randomise_bn(model))
+    _onnx_roundtrip(_RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')

@@ -1,0 +1,292 @@
+"""Latency / throughput / peak memory of MUXNet vs MobileNetV2 (and whole configs), one process.
+
+    python tools/analysis_tools/benchmark.py                                 # CPU, batch 1, fp32
+    python tools/analysis_tools/benchmark.py --models mobilenetv2 muxnet-m muxnet-l --batch 1 32 \
+        --modes eager deploy --device cuda --amp fp16 bf16
+    python tools/analysis_tools/benchmark.py --onnx                          # + onnxruntime
+    python tools/analysis_tools/benchmark.py --train-step                    # SSDLite train step
+    python tools/analysis_tools/benchmark.py --config CONFIG --shape 320     # a whole model
+
+Every model runs in the same process under the same settings: warm-up, then the median and the
+inter-quartile spread of ``--runs`` timed forward passes. ``eager`` is the model as built (eval
+mode); ``deploy`` is ``mux_backbones.deploy.switch_to_deploy`` (BN folded, MixConv merged, fused
+split/shuffle) applied to *every* model, MobileNetV2 included, plus channels-last. Ratios are to
+``mobilenetv2`` in the same mode, batch, device and precision. This is a benchmark: tests only
+check that it runs.
+"""
+import argparse
+import contextlib
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
+from mux_backbones import MUXNet, arch_settings
+from mux_backbones.deploy import switch_to_deploy
+
+
+def build_backbone(name: str) -> torch.nn.Module:
+    """``mobilenetv2`` (mmdet's, 1.0, to its 1280-ch head conv) or ``muxnet-<arch>``."""
+    if name == 'mobilenetv2':
+        from mmdet.models.backbones import MobileNetV2
+        model = MobileNetV2(out_indices=(7, ))
+    elif name.startswith('muxnet-') and name[7:] in arch_settings:
+        model = MUXNet(name[7:], out_indices=(7, ))
+    else:
+        raise ValueError(f'unknown model "{name}"; use mobilenetv2 or muxnet-'
+                         f'{{{",".join(arch_settings)}}}')
+    model.eval()  # mmdet's MobileNetV2.train() returns None, so not chained
+    return model
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def time_forward(fn, x, device, warmup, runs):
+    """Median and IQR (ms) of ``fn(x)``, and peak memory (MiB; CUDA allocator or CPU RSS)."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(x)
+        _sync(device)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn(x)
+            _sync(device)
+            times.append((time.perf_counter() - start) * 1e3)
+    q = statistics.quantiles(times, n=4)
+    if device.type == 'cuda':
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return statistics.median(times), q[2] - q[0], peak
+
+
+def _autocast(device, amp):
+    if amp == 'fp32':
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == 'fp16' else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def bench_models(args, device):
+    rows = []
+    for mode in args.modes:
+        for amp in args.amp:
+            if amp == 'fp16' and device.type != 'cuda':
+                print(f'skipping fp16 on {device.type} (use bf16)')
+                continue
+            for batch in args.batch:
+                base = None
+                for name in args.models:
+                    model = build_backbone(name).to(device)
+                    x = torch.randn(batch, 3, args.shape, args.shape, device=device)
+                    if mode == 'deploy':
+                        switch_to_deploy(model, channels_last=True)
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    elif mode == 'compile':
+                        model = torch.compile(model)
+                    runs = args.runs if batch == 1 else max(5, args.runs // 5)
+
+                    def fn(inp, model=model, amp=amp):
+                        with _autocast(device, amp):
+                            return model(inp)
+
+                    med, iqr, peak = time_forward(fn, x, device, args.warmup, runs)
+                    if name == 'mobilenetv2':
+                        base = med
+                    rows.append((name, mode, amp, batch, med, iqr, batch / med * 1e3, peak,
+                                 med / base if base else float('nan')))
+    return rows
+
+
+def profile_models(args, device):
+    """torch.profiler table of the top operators of each model (batch 1), per mode."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    for mode in args.modes:
+        for name in args.models:
+            model = build_backbone(name).to(device)
+            x = torch.randn(1, 3, args.shape, args.shape, device=device)
+            if mode == 'deploy':
+                switch_to_deploy(model, channels_last=True)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                for _ in range(args.warmup):
+                    model(x)
+                with profile(activities=activities) as prof:
+                    for _ in range(10):
+                        model(x)
+            key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+            print(f'\n== {name} [{mode}] top operators (10 runs) ==')
+            print(prof.key_averages().table(sort_by=key, row_limit=12))
+
+
+def bench_onnx(args):
+    import onnxruntime as ort
+    rows = []
+    for name in args.models:
+        model = switch_to_deploy(build_backbone(name))
+        x = torch.randn(1, 3, args.shape, args.shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, f'{name}.onnx')
+            torch.onnx.export(model, (x, ), path, input_names=['input'], opset_version=17,
+                              dynamo=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            sess = ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
+            feed = {'input': x.numpy()}
+            med, iqr, _ = time_forward(lambda _: sess.run(None, feed), x, torch.device('cpu'),
+                                       args.warmup, args.runs)
+        rows.append((name, med, iqr))
+    base = next((m for n, m, _ in rows if n == 'mobilenetv2'), None)
+    print(f'\nonnxruntime (CPU, {torch.get_num_threads()} threads, batch 1, {args.shape}x{args.shape})')
+    print(f'{"model":<14}{"median ms":>10}{"IQR":>8}{"vs MNv2":>9}')
+    for name, med, iqr in rows:
+        print(f'{name:<14}{med:10.2f}{iqr:8.2f}{med / base if base else float("nan"):9.2f}x')
+
+
+def bench_train_step(args, device):
+    """SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training step (synthetic batch)."""
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    print(f'\ntraining step, batch {args.train_batch}, 320x320, {device}')
+    print(f'{"config":<42}{"median ms":>10}{"IQR":>8}{"peak MiB":>10}{"vs MNv2":>9}')
+    base = None
+    for cfg_name in ('ssdlite_mobilenetv2_1xb8-300it_toyvoc', 'ssdlite_muxnet-m_1xb8-300it_toyvoc'):
+        cfg = Config.fromfile(os.path.join(repo, 'configs/ssd', cfg_name + '.py'))
+        cfg.model.backbone.init_cfg = None
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            model = MODELS.build(cfg.model).to(device).train()
+        optim = torch.optim.AdamW(model.parameters(), 1e-3)
+        samples = []
+        for _ in range(args.train_batch):
+            s = DetDataSample(metainfo=dict(img_shape=(320, 320), ori_shape=(320, 320),
+                                            scale_factor=(1., 1.), pad_shape=(320, 320),
+                                            batch_input_shape=(320, 320)))
+            s.gt_instances = InstanceData(
+                bboxes=torch.tensor([[20., 30., 150., 200.], [160., 100., 300., 260.]], device=device),
+                labels=torch.tensor([3, 7], device=device))
+            samples.append(s)
+        inputs = torch.randn(args.train_batch, 3, 320, 320, device=device)
+
+        def step(_):
+            with torch.enable_grad():
+                losses = model.loss(inputs, samples)
+                loss = sum(v for k, v in losses.items() if 'loss' in k for v in
+                           (v if isinstance(v, (list, tuple)) else [v]))
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+
+        med, iqr, peak = time_forward(step, None, device, 2, max(5, args.runs // 10))
+        base = base or med
+        print(f'{cfg_name:<42}{med:10.1f}{iqr:8.1f}{peak:10.0f}{med / base:9.2f}x')
+
+
+def bench_config(args, device):
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mux_backbones.apis import task_of
+    cfg = Config.fromfile(args.config)
+    task = task_of(cfg)
+    cfg.model.backbone['init_cfg'] = None
+    cfg.model.pop('pretrained', None)
+    if task == 'det':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model).to(device).eval()
+    for mode in args.modes:
+        m = copy.deepcopy(model)
+        x = torch.randn(1, 3, args.shape, args.shape, device=device)
+        if mode == 'deploy':
+            switch_to_deploy(m, channels_last=True)
+            x = x.contiguous(memory_format=torch.channels_last)
+        med, iqr, peak = time_forward(lambda inp: m._forward(inp), x, device, args.warmup,
+                                      args.runs)
+        print(f'{os.path.basename(args.config)} [{mode}] {args.shape}x{args.shape}: '
+              f'{med:.2f} ms (IQR {iqr:.2f}), peak {peak:.0f} MiB')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Benchmark MUXNet against MobileNetV2')
+    parser.add_argument('--models', nargs='+', default=['mobilenetv2', 'muxnet-m', 'muxnet-l'])
+    parser.add_argument('--config', help='benchmark a whole mmdet/mmseg config instead')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch', type=int, nargs='+', default=[1])
+    parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
+                        choices=['eager', 'deploy', 'compile'])
+    parser.add_argument('--amp', nargs='+', default=['fp32'], choices=['fp32', 'fp16', 'bf16'])
+    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch)')
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--runs', type=int, default=50)
+    parser.add_argument('--onnx', action='store_true', help='also time onnxruntime (CPU)')
+    parser.add_argument('--profile', action='store_true', help='print torch.profiler tables')
+    parser.add_argument('--train-step', action='store_true',
+                        help='also time SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training steps')
+    parser.add_argument('--train-batch', type=int, default=24)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+        if device.type == 'cuda' and not torch.cuda.is_available():
+            raise RuntimeError('CUDA is not available on this machine')
+        torch.empty(1, device=device)
+    except RuntimeError as err:
+        sys.exit(f'error: device "{args.device}" is not usable: {str(err).splitlines()[0]}')
+    if args.config:
+        if not os.path.isfile(args.config):
+            sys.exit(f'error: config file not found: {args.config}')
+        bench_config(args, device)
+        return
+    for name in args.models:
+        try:
+            build_backbone(name)
+        except ValueError as err:
+            sys.exit(f'error: {err}')
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
+        f'CPU, {torch.get_num_threads()} threads'
+    print(f'device: {name}; torch {torch.__version__}; input {args.shape}x{args.shape}')
+    rows = bench_models(args, device)
+    print(f'{"model":<12}{"mode":>8}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
+          f'{"img/s":>9}{"peak MiB":>10}{"vs MNv2":>9}')
+    for r in rows:
+        print(f'{r[0]:<12}{r[1]:>8}{r[2]:>6}{r[3]:>6}{r[4]:11.2f}{r[5]:8.2f}{r[6]:9.1f}'
+              f'{r[7]:10.0f}{r[8]:9.2f}x')
+    eager = {(r[0], r[2], r[3]): r[4] for r in rows if r[1] == 'eager'}
+    for r in rows:
+        if r[1] != 'eager' and (r[0], r[2], r[3]) in eager:
+            print(f'{r[0]} {r[1]} vs eager ({r[2]}, batch {r[3]}): '
+                  f'{eager[(r[0], r[2], r[3])] / r[4]:.2f}x faster')
+    if args.profile:
+        profile_models(args, device)
+    if args.onnx:
+        bench_onnx(args)
+    if args.train_step:
+        bench_train_step(args, device)
+
+
+if __name__ == '__main__':
+    main()
