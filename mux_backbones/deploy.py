@@ -82,13 +82,32 @@ def _fuse_conv_module(module: ConvModule) -> nn.Module:
     return ConvAct(fuse_conv_bn(module.conv, module.norm), act)
 
 
+def _slice_bn(bn: _BatchNorm, start: int, end: int) -> nn.BatchNorm2d:
+    part = nn.BatchNorm2d(end - start, eps=bn.eps).to(bn.running_mean)
+    part.running_mean.copy_(bn.running_mean[start:end])
+    part.running_var.copy_(bn.running_var[start:end])
+    if bn.affine:
+        part.weight.data.copy_(bn.weight[start:end])
+        part.bias.data.copy_(bn.bias[start:end])
+    return part
+
+
 def _fuse_block_spatial_conv(block: nn.Module) -> None:
     conv, norm = block.depthwise_conv, block.depthwise_norm
-    if isinstance(norm, nn.Identity):
+    if isinstance(norm, nn.Identity) or not isinstance(norm, _BatchNorm):
         return
-    if isinstance(conv, MixedConv2d) and all(c.groups == c.in_channels for c in conv.convs):
+    if isinstance(conv, MixedConv2d):
+        mergeable = all(c.groups == c.in_channels for c in conv.convs) and \
+            len({c.dilation for c in conv.convs}) == 1
+        if not mergeable:  # e.g. per-kernel dilations: fold BN into each kernel group instead
+            start = 0
+            for i, c in enumerate(conv.convs):
+                conv.convs[i] = fuse_conv_bn(c, _slice_bn(norm, start, start + c.out_channels))
+                start += c.out_channels
+            block.depthwise_norm = nn.Identity()
+            return
         conv = mixed_to_single_conv(conv)
-    if isinstance(conv, nn.Conv2d) and isinstance(norm, _BatchNorm):
+    if isinstance(conv, nn.Conv2d):
         block.depthwise_conv = fuse_conv_bn(conv, norm)
         block.depthwise_norm = nn.Identity()
 
@@ -137,6 +156,30 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False) -> nn.Module
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+class RawOutputs(nn.Module):
+    """A detector/segmentor up to its raw head outputs (``_forward``), as a flat tensor tuple.
+
+    What ONNX export and tracing need: no data samples, no post-processing.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        flat = []
+
+        def walk(out):
+            if isinstance(out, (list, tuple)):
+                for item in out:
+                    walk(item)
+            else:
+                flat.append(out)
+
+        walk(self.model._forward(x))
+        return tuple(flat)
 
 
 def count_modules(model: nn.Module, types: Tuple[type, ...]) -> int:

@@ -4,7 +4,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import count_modules, mixed_to_single_conv, switch_to_deploy
+from mux_backbones.deploy import (RawOutputs, count_modules, mixed_to_single_conv,
+                                   switch_to_deploy)
 from mux_backbones.layers import MixedConv2d
 
 ALL_ARCHS = sorted(arch_settings)
@@ -102,28 +103,6 @@ def test_onnx_backbone(arch, tmp_path):
     _onnx_roundtrip(model, torch.randn(1, 3, 97, 131), tmp_path / f'{arch}.onnx')
 
 
-class _RawOutputs(torch.nn.Module):
-    """A detector/segmentor up to its raw head outputs, flattened to a tuple of tensors."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        out = self.model._forward(x)
-        flat = []
-
-        def walk(o):
-            if isinstance(o, (list, tuple)):
-                for v in o:
-                    walk(v)
-            else:
-                flat.append(o)
-
-        walk(out)
-        return tuple(flat)
-
-
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_onnx_detector_and_segmentor(task, tmp_path):
     from mmengine.config import Config
@@ -141,4 +120,14 @@ def test_onnx_detector_and_segmentor(task, tmp_path):
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
     model = switch_to_deploy(_randomise_bn(model))
-    _onnx_roundtrip(_RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')
+    _onnx_roundtrip(RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')
+
+
+@pytest.mark.parametrize('arch', ['xs', 'm'])
+def test_deploy_equals_eval_dilated(arch):
+    model = _randomise_bn(MUXNet(arch, output_stride=8, out_indices=(4, 6)))
+    x = torch.randn(1, 3, 64, 80)
+    ref = _outputs(model, x)
+    model.switch_to_deploy()
+    for a, b in zip(ref, _outputs(model, x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)

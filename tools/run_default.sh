@@ -14,7 +14,7 @@ else
     DET=configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py
     SEG=configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py
 fi
-$PYTHON tools/dataset_converters/make_toy_data.py --out data
+$PYTHON tools/dataset_converters/make_toy_data.py --out data --force  # deterministic, seconds
 for CFG in "$DET" "$SEG"; do
     NAME=$(basename "$CFG" .py)
     rm -rf "work_dirs/$NAME"

@@ -6,51 +6,33 @@ Example:
     python tools/train.py CONFIG --cfg-options train_cfg.max_iters=100
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mux_backbones.apis import (DatasetError, check_datasets, check_segmentation_config,
-                                ensure_custom_imports, insert_seg_map_validation, set_work_dir,
+from mux_backbones.apis import (DatasetError, add_runner_args, check_datasets,
+                                check_segmentation_config, insert_seg_map_validation, load_config,
                                 task_of)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a detector or a segmentor')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument('--amp', action='store_true', help='enable automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the real batch size')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or from the latest one in work_dir if none is given')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings of the config, as key=value pairs')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_runner_args(parser)
+    return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.config):
-        raise SystemExit(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    task = task_of(cfg)
-    ensure_custom_imports(cfg)
-    set_work_dir(cfg, args.work_dir)
+    cfg = load_config(args.config, args)
     try:
-        if task == 'seg':
+        if task_of(cfg) == 'seg':
             check_segmentation_config(cfg)
             insert_seg_map_validation(cfg)
         check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train', ))

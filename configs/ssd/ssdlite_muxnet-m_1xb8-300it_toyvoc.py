@@ -1,4 +1,4 @@
-# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (160 trainval / 40 test images
+# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (160 trainval / 100 test images
 # on real photographs, objects of 4 of the 20 VOC classes): the suite's default CPU job (~7 minutes
 # on 2 cores). The model keeps all 20 VOC classes, so the stock VOCDataset/VOCMetric apply unchanged
 # (VOC mAP averages over the classes that have ground truth).

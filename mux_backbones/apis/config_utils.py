@@ -4,10 +4,36 @@ The tools stay thin (Config -> --cfg-options -> Runner.from_cfg, as in mmdet/mms
 between detection and segmentation (visualisation, result dumping, sanity checks of the config)
 is dispatched here on the config's ``default_scope``.
 """
+import os
 import os.path as osp
 from typing import Optional
 
 from mmengine.config import Config
+
+
+def add_runner_args(parser) -> None:
+    """Arguments ``tools/train.py`` and ``tools/test.py`` share (as mmdet's/mmseg's tools)."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='the dir to save logs, models and metrics')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, as key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_config(path: str, args) -> Config:
+    """Read a config, apply ``--launcher`` and ``--cfg-options``; exits if the file is missing."""
+    if not osp.isfile(path):
+        raise SystemExit(f'config file not found: {path}')
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(path)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    ensure_custom_imports(cfg)
+    set_work_dir(cfg, args.work_dir)
+    return cfg
 
 
 def task_of(cfg: Config) -> str:

@@ -98,6 +98,13 @@ def make_divisible(channels: float, divisor: int = 8) -> int:
     return rounded
 
 
+def kernel_dilation(kernel_size: int, dilation: int) -> int:
+    """Dilation of a k x k kernel in a stage dilated by ``dilation``: span near a dilated 3x3."""
+    if dilation == 1 or kernel_size <= 3:
+        return dilation
+    return max(1, round(dilation * 2 / (kernel_size - 1)))
+
+
 def _scaled(channels: int, widen_factor: float) -> int:
     return channels if widen_factor == 1.0 else make_divisible(channels * widen_factor)
 
@@ -145,6 +152,12 @@ class MUXNet(BaseModule):
         dilations (Sequence[int], optional): Dilation of each of the seven stages.
         output_stride (int, optional): 8, 16 or 32: shorthand for the strides/dilations of a
             dilated backbone (as mmseg's ``-d8`` models); exclusive with strides/dilations.
+        dilate_large_kernels (bool): In a dilated stage, dilate every kernel by the stage's full
+            factor (keeps the undilated net's receptive field exactly, but a 11x11 kernel at
+            dilation 4 spans 41 pixels of a stride-8 map). False (default): each kernel of size k
+            gets dilation ``max(1, round(d * 2 / (k - 1)))``, so its span stays near that of a
+            dilated 3x3 (the smallest kernel), as a dilated MobileNetV2 sees. Weights are the
+            same either way.
         conv_cfg (dict, optional): Conv config of the 1x1 convs. Default: None.
         norm_cfg (dict): Norm config. Default: ``dict(type='BN')`` (eps 1e-5, momentum 0.1 as the
             official nets).
@@ -153,6 +166,9 @@ class MUXNet(BaseModule):
         drop_path_rate (float): Stochastic depth, growing linearly over the blocks. Default: 0.
         norm_eval (bool): Keep norm layers in eval mode while training. Default: False.
         with_cp (bool): Activation checkpointing in every block. Default: False.
+        zero_init_residual (bool): Start every residual block as the identity by zero-initialising
+            the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps
+            training from scratch. Pretrained weights overwrite it. Default: True.
         init_cfg (dict | list[dict], optional): Initialization config; use
             ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` for a checkpoint made
             by ``tools/model_converters/muxnet_official_to_mmengine.py``.
@@ -162,10 +178,11 @@ class MUXNet(BaseModule):
                  out_indices: Sequence[int] = (7, ), frozen_stages: int = -1,
                  strides: Optional[Sequence[int]] = None,
                  dilations: Optional[Sequence[int]] = None,
-                 output_stride: Optional[int] = None, conv_cfg: Optional[dict] = None,
+                 output_stride: Optional[int] = None, dilate_large_kernels: bool = False,
+                 conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'), act_cfg: dict = dict(type='SiLU'),
                  drop_path_rate: float = 0.0, norm_eval: bool = False, with_cp: bool = False,
-                 init_cfg=None):
+                 zero_init_residual: bool = True, init_cfg=None):
         if init_cfg is None:
             init_cfg = [
                 dict(type='Kaiming', layer='Conv2d', mode='fan_out', nonlinearity='relu'),
@@ -191,6 +208,8 @@ class MUXNet(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.zero_init_residual = zero_init_residual
+        self.dilate_large_kernels = dilate_large_kernels
 
         stem_channels = _scaled(setting['stem_channels'], widen_factor)
         self.stem = ConvModule(3, stem_channels, 3, stride=2, padding=1, conv_cfg=conv_cfg,
@@ -209,8 +228,10 @@ class MUXNet(BaseModule):
                 stride = strides[i] if j == 0 else 1
                 out_channels = _scaled(spec.out_channels, widen_factor)
                 rate = drop_path_rate * block_idx / max(num_blocks - 1, 1)
+                dilation = tuple(dilations[i] if dilate_large_kernels else
+                                 kernel_dilation(k, dilations[i]) for k in spec.kernel_sizes)
                 blocks.append(self._make_block(spec, in_channels, out_channels, stride,
-                                               dilations[i], norm_cfg, act_cfg, rate))
+                                               dilation, norm_cfg, act_cfg, rate))
                 in_channels = out_channels
                 block_idx += 1
             name = f'layer{i + 1}'
@@ -255,7 +276,8 @@ class MUXNet(BaseModule):
 
     @staticmethod
     def _make_block(spec: BlockSpec, in_channels: int, out_channels: int, stride: int,
-                    dilation: int, norm_cfg: dict, act_cfg: dict, drop_path_rate: float):
+                    dilation: Tuple[int, ...], norm_cfg: dict, act_cfg: dict,
+                    drop_path_rate: float):
         common = dict(kernel_sizes=spec.kernel_sizes, stride=stride, dilation=dilation,
                       se_ratio=spec.se_ratio, channels_per_group=spec.channels_per_group,
                       scales=spec.scales, norm_cfg=norm_cfg, act_cfg=spec.act_cfg or act_cfg,
@@ -271,6 +293,17 @@ class MUXNet(BaseModule):
         processed = split_width(in_channels, spec.split_ratio)
         body = InvertedResidual(processed, processed, expand_ratio=spec.expand_ratio, **common)
         return ChannelMux(body, in_channels, spec.split_ratio, spec.shuffle_groups)
+
+    def init_weights(self):
+        super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        pretrained = any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs)
+        if self.zero_init_residual and not pretrained:
+            for m in self.modules():
+                if isinstance(m, (InvertedResidual, DepthwiseSeparable)) and m.has_residual:
+                    norm = m.project_conv.norm
+                    if getattr(norm, 'weight', None) is not None:
+                        nn.init.zeros_(norm.weight)
 
     def _freeze_stages(self):
         if self.frozen_stages < 0:

@@ -140,7 +140,7 @@ def _iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def make_toy_voc(root: str, num_trainval: int = 160, num_test: int = 40,
+def make_toy_voc(root: str, num_trainval: int = 160, num_test: int = 100,
                  image_size: Tuple[int, int] = (320, 256), seed: int = 0,
                  classes: Sequence[str] = tuple(DET_CLASSES)) -> str:
     """Write a VOC2007-layout detection set under ``root`` (``root/VOC2007/...``).

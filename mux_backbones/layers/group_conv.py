@@ -3,7 +3,7 @@
 One place decides which layer realises a block's spatial conv: a plain grouped ``nn.Conv2d``,
 a :class:`MixedConv2d` (several kernel sizes) or a :class:`SpatialMuxConv` (several scales).
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from torch import nn
 
@@ -12,7 +12,7 @@ from .spatial_mux_conv import SpatialMuxConv
 
 
 def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1,
-                     dilation: int = 1, channels_per_group: int = 1,
+                     dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1,
                      scales: Optional[Sequence[int]] = None) -> nn.Module:
     """Build the spatial conv of a block; it keeps the channel count.
 
@@ -20,13 +20,16 @@ def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1
         channels (int): Input and output channels.
         kernel_sizes (Sequence[int]): One kernel size, or one per channel group.
         stride (int): Stride. Default: 1.
-        dilation (int): Dilation. Default: 1.
+        dilation (int | Sequence[int]): Dilation, or one per kernel (per scale with
+            spatial multiplexing). Default: 1.
         channels_per_group (int): Channels per conv group (1: depth-wise). Default: 1.
         scales (Sequence[int], optional): Spatial-multiplexing scales, one per group; ``None`` or
             all zeros means no spatial multiplexing.
     """
     kernel_sizes = tuple(kernel_sizes)
     if scales is not None and any(scales):
+        if not isinstance(dilation, int) and len(kernel_sizes) == 1:
+            dilation = dilation[0]  # one kernel shared by every scale
         return SpatialMuxConv(channels, kernel_sizes if len(kernel_sizes) > 1 else kernel_sizes[0],
                               scales, stride, dilation, channels_per_group)
     if len(kernel_sizes) > 1:
@@ -35,5 +38,6 @@ def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1
         raise ValueError(f'{channels} channels are not divisible by channels_per_group='
                          f'{channels_per_group}')
     k = kernel_sizes[0]
+    dilation = dilation if isinstance(dilation, int) else dilation[0]
     return nn.Conv2d(channels, channels, k, stride, same_padding(k, dilation), dilation,
                      groups=channels // channels_per_group, bias=False)

@@ -4,7 +4,7 @@
 multiplexed MUXConv) -> squeeze-excite -> 1x1 linear projection, with an identity shortcut when
 shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses right after its stem.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -45,7 +45,7 @@ class InvertedResidual(_ResidualBlock):
         out_channels (int): Output channels.
         kernel_sizes (Sequence[int]): Kernel size(s) of the spatial conv.
         stride (int): Stride of the spatial conv. Default: 1.
-        dilation (int): Dilation of the spatial conv. Default: 1.
+        dilation (int | Sequence[int]): Dilation of the spatial conv (one per kernel allowed).
         expand_ratio (float): Hidden channels = ``int(in_channels * expand_ratio)``.
         se_ratio (float): SE width as a ratio of ``in_channels``; 0 disables SE.
         channels_per_group (int): Channels per group of the spatial conv (1: depth-wise).
@@ -57,7 +57,8 @@ class InvertedResidual(_ResidualBlock):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int],
-                 stride: int = 1, dilation: int = 1, expand_ratio: float = 6.0,
+                 stride: int = 1, dilation: Union[int, Sequence[int]] = 1,
+                 expand_ratio: float = 6.0,
                  se_ratio: float = 0.0, channels_per_group: int = 1,
                  scales: Optional[Sequence[int]] = None, norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None, drop_path_rate: float = 0.0,
@@ -97,7 +98,7 @@ class DepthwiseSeparable(_ResidualBlock):
         out_channels (int): Output channels.
         kernel_sizes (Sequence[int]): Kernel size(s) of the depth-wise conv.
         stride (int): Stride. Default: 1.
-        dilation (int): Dilation. Default: 1.
+        dilation (int | Sequence[int]): Dilation (one per kernel allowed). Default: 1.
         se_ratio (float): SE width as a ratio of ``in_channels``; 0 disables SE.
         channels_per_group (int): Channels per group of the spatial conv (1: depth-wise).
         scales (Sequence[int], optional): Spatial-multiplexing scales.
@@ -108,7 +109,8 @@ class DepthwiseSeparable(_ResidualBlock):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int],
-                 stride: int = 1, dilation: int = 1, se_ratio: float = 0.0,
+                 stride: int = 1, dilation: Union[int, Sequence[int]] = 1,
+                 se_ratio: float = 0.0,
                  channels_per_group: int = 1, scales: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None,
                  drop_path_rate: float = 0.0, with_cp: bool = False):

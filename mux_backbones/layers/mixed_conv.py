@@ -5,7 +5,7 @@ group-wise) convolution, and the results are concatenated. MUXNet-m/-l use it in
 of each down-sampling stage. The split puts the remainder on the first group, as the official
 release does, so official weights load unchanged.
 """
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 from torch import nn
@@ -27,6 +27,13 @@ def same_padding(kernel_size: int, dilation: int = 1) -> int:
     return dilation * (kernel_size // 2)
 
 
+def _per_kernel(value: Union[int, Sequence[int]], count: int) -> List[int]:
+    values = [value] * count if isinstance(value, int) else list(value)
+    if len(values) != count:
+        raise ValueError(f'{len(values)} dilations given for {count} kernels')
+    return values
+
+
 class MixedConv2d(nn.Module):
     """Group-wise convolution with one kernel size per channel group.
 
@@ -34,23 +41,24 @@ class MixedConv2d(nn.Module):
         channels (int): Input and output channels.
         kernel_sizes (Sequence[int]): One odd kernel size per channel group.
         stride (int): Stride of every group. Default: 1.
-        dilation (int): Dilation of every group. Default: 1.
+        dilation (int | Sequence[int]): Dilation of every group, or one per kernel. Default: 1.
         channels_per_group (int): Channels per convolution group inside each kernel group;
             1 is depth-wise. Default: 1.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1,
-                 dilation: int = 1, channels_per_group: int = 1):
+                 dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1):
         super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
+        dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
         convs = []
-        for k, c in zip(self.kernel_sizes, self.splits):
+        for k, c, d in zip(self.kernel_sizes, self.splits, dilations):
             if c % channels_per_group != 0:
                 raise ValueError(f'MixedConv2d: group of {c} channels is not divisible by '
                                  f'channels_per_group={channels_per_group}')
             convs.append(
-                nn.Conv2d(c, c, k, stride, same_padding(k, dilation), dilation,
+                nn.Conv2d(c, c, k, stride, same_padding(k, d), d,
                           groups=c // channels_per_group, bias=False))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixed_conv import same_padding
+from .mixed_conv import _per_kernel, same_padding
 
 # Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
 # pixel_shuffle(2) consumes channels in fours.
@@ -74,12 +74,14 @@ class SpatialMuxConv(nn.Module):
         kernel_sizes (int | Sequence[int]): One odd kernel size, or one per scale.
         scales (Sequence[int]): One entry per channel group, each -1, 0 or 1 (see module doc).
         stride (int): Stride of every group (at its own scale). Default: 1.
-        dilation (int): Dilation of every group (at its own scale). Default: 1.
+        dilation (int | Sequence[int]): Dilation of every group (at its own scale), or one per
+            group. Default: 1.
         channels_per_group (int): Channels per convolution group; 1 is depth-wise. Default: 1.
     """
 
     def __init__(self, channels: int, kernel_sizes: Union[int, Sequence[int]],
-                 scales: Sequence[int], stride: int = 1, dilation: int = 1,
+                 scales: Sequence[int], stride: int = 1,
+                 dilation: Union[int, Sequence[int]] = 1,
                  channels_per_group: int = 1):
         super().__init__()
         scales = tuple(int(s) for s in scales)
@@ -95,10 +97,11 @@ class SpatialMuxConv(nn.Module):
         self.stride = stride
         self.splits = split_for_scales(channels, scales, channels_per_group)
         convs = []
-        for k, c, s in zip(self.kernel_sizes, self.splits, scales):
+        dilations = _per_kernel(dilation, len(scales))
+        for k, c, s, d in zip(self.kernel_sizes, self.splits, scales, dilations):
             c_at_scale = c * 4 if s < 0 else c // 4 if s > 0 else c
             convs.append(
-                nn.Conv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, dilation), dilation,
+                nn.Conv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, d), d,
                           groups=c_at_scale // channels_per_group, bias=False))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels

@@ -152,3 +152,29 @@ def test_registered_in_mmdet_and_mmseg_registries():
         with DefaultScope.overwrite_default_scope(scope):
             model = registry.build(dict(type='MUXNet', arch='tiny', out_indices=(4, )))
         assert isinstance(model, MUXNet)
+
+
+def test_zero_init_residual_starts_blocks_as_identity():
+    model = MUXNet('tiny', out_indices=(1, ))
+    model.init_weights()
+    block = model.layer2[0]  # first block of a stage: strided, no residual
+    assert not block.has_residual and block.project_conv.norm.weight.abs().sum() > 0
+    mux_body = model.layer2[1].body
+    assert mux_body.has_residual and torch.all(mux_body.project_conv.norm.weight == 0)
+    plain = MUXNet('tiny', out_indices=(1, ), zero_init_residual=False)
+    plain.init_weights()
+    assert plain.layer2[1].body.project_conv.norm.weight.abs().sum() > 0
+
+
+def test_dilated_large_kernels_keep_a_3x3_span():
+    from mux_backbones.backbones.muxnet import kernel_dilation
+    assert [kernel_dilation(k, 4) for k in (3, 5, 7, 9, 11)] == [4, 2, 1, 1, 1]
+    assert [kernel_dilation(k, 2) for k in (3, 5)] == [2, 1]
+    assert kernel_dilation(11, 1) == 1
+    model = MUXNet('m', output_stride=8, out_indices=(5, ))
+    convs = model.layer6[0].depthwise_conv.convs
+    assert [c.dilation[0] for c in convs] == [4, 2, 1, 1, 1]
+    full = MUXNet('m', output_stride=8, out_indices=(5, ), dilate_large_kernels=True)
+    assert [c.dilation[0] for c in full.layer6[0].depthwise_conv.convs] == [4] * 5
+    # Same weights either way.
+    full.load_state_dict(model.state_dict())

@@ -24,8 +24,8 @@ def test_det_train_test_demo(tmp_path, toy_voc):
     with open(pkl, 'rb') as f:
         results = pickle.load(f)
     assert len(results) == 8 and 'pred_instances' in results[0]
-    drawn = [f for _, _, fs in os.walk(os.path.join(work)) for f in fs if f.endswith('.jpg')]
-    assert drawn, 'no visualisation written'
+    drawn = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.jpg')]
+    assert len(drawn) == 8, 'one drawn image per test image expected'
     img = osp.join(toy_voc, 'VOC2007/JPEGImages/000000.jpg')
     out_img = str(tmp_path / 'demo.jpg')
     run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img, '--score-thr', '0.0')

@@ -17,28 +17,7 @@ import torch
 
 import mux_backbones  # noqa: F401
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import switch_to_deploy
-
-
-class RawOutputs(torch.nn.Module):
-    """A detector/segmentor up to its raw head outputs, as a flat tuple of tensors."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        flat = []
-
-        def walk(o):
-            if isinstance(o, (list, tuple)):
-                for v in o:
-                    walk(v)
-            else:
-                flat.append(o)
-
-        walk(self.model._forward(x))
-        return tuple(flat)
+from mux_backbones.deploy import RawOutputs, switch_to_deploy
 
 
 def build(args):

@@ -5,8 +5,10 @@
 #   2. build mmcv 2.1.0 with its CUDA ops for this torch (TORCH_CUDA_ARCH_LIST=9.0, all cores);
 #   3. check mmcv's CUDA nms against its CPU result;
 #   4. train SSDLite + MUXNet-m on the embedded toy VOC set (a few hundred iterations, then VOC mAP);
-#   5. train PPM + MUXNet-m (d8) on the embedded toy ADE20K set (a few hundred iterations, then mIoU).
-# Logs go to $OUT (default work_dirs/gpu_check).
+#   5. train PPM + MUXNet-m (d8) on the embedded toy ADE20K set (a few hundred iterations, then mIoU);
+#   6. with BENCH=1: tools/analysis_tools/benchmark.py on the GPU (MobileNetV2 vs MUXNet, batch 1
+#      and 32, fp32/fp16/bf16, eager and deploy, plus the SSDLite training step).
+# SKIP_TRAIN=1 skips 4-5. Logs go to $OUT (default work_dirs/gpu_check).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/work_dirs/gpu_check}
@@ -49,6 +51,15 @@ gpu = nms(boxes.cuda(), scores.cuda(), 0.5)[1].cpu()
 print('mmcv CUDA nms equals CPU nms:', torch.equal(cpu, gpu))
 PY
 
+if [[ "${BENCH:-0}" == "1" ]]; then
+    timeout ${BENCH_TIMEOUT:-200} python3 tools/analysis_tools/benchmark.py --device cuda \
+        --models mobilenetv2 muxnet-xs muxnet-s muxnet-m muxnet-l --batch 1 32 \
+        --modes eager deploy --amp fp32 fp16 bf16 --runs 100 --train-step \
+        > "$OUT/benchmark.txt" 2>&1
+    stamp "benchmark rc=$?"
+    grep -vi warn "$OUT/benchmark.txt" | tail -80
+fi
+[[ "${SKIP_TRAIN:-0}" == "1" ]] && { stamp 'done'; exit 0; }
 python3 tools/dataset_converters/make_toy_data.py --out data > /dev/null
 train() {  # config, work dir name, extra cfg-options...
     local cfg=$1 name=$2; shift 2
