@@ -7,7 +7,10 @@ _base_ = './ssdlite_muxnet-m_8xb24-600e_voc0712.py'
 
 data_root = 'data/toy_voc/VOCdevkit/'
 max_iters = 300
-model = dict(backbone=dict(init_cfg=None))  # from scratch: no network, no pretrained weights
+# From scratch (no network, no pretrained weights), with the conv init of mmdet's SSDLite scratch
+# recipe, as the MobileNetV2 baseline that inherits this file.
+model = dict(
+    backbone=dict(init_cfg=dict(_delete_=True, type='TruncNormal', layer='Conv2d', std=0.03)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
