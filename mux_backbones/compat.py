@@ -54,7 +54,7 @@ def _patch_mmengine_checkpoint_loading() -> None:
     original = Runner.load_checkpoint
 
     def load_checkpoint(self, *args, **kwargs):
-        with torch.serialization.safe_globals(_mmengine_checkpoint_globals()):
+        with mmengine_checkpoint_types():
             return original(self, *args, **kwargs)
 
     load_checkpoint._mux_patched = True

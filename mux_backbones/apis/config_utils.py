@@ -65,6 +65,23 @@ def set_work_dir(cfg: Config, work_dir: Optional[str]) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
 
 
+def build_model_from_config(cfg: Config):
+    """Build ``cfg.model`` in the config's scope without loading pretrained backbone weights.
+
+    For analysis tools (MAdds, benchmarks, export) that need the architecture, not the weights.
+    """
+    from mmengine.registry import DefaultScope
+    if task_of(cfg) == 'det':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model_cfg = cfg.model
+    model_cfg.pop('pretrained', None)
+    model_cfg.backbone['init_cfg'] = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(model_cfg)
+
+
 def _iter_dicts(obj):
     if isinstance(obj, dict):
         yield obj

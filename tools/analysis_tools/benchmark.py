@@ -27,6 +27,7 @@ import torch
 
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet, arch_settings
+from mux_backbones.apis import build_model_from_config
 from mux_backbones.deploy import switch_to_deploy
 
 
@@ -159,8 +160,6 @@ def bench_onnx(args):
 def bench_train_step(args, device):
     """SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training step (synthetic batch)."""
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -169,9 +168,7 @@ def bench_train_step(args, device):
     base = None
     for cfg_name in ('ssdlite_mobilenetv2_1xb8-300it_toyvoc', 'ssdlite_muxnet-m_1xb8-300it_toyvoc'):
         cfg = Config.fromfile(os.path.join(repo, 'configs/ssd', cfg_name + '.py'))
-        cfg.model.backbone.init_cfg = None
-        with DefaultScope.overwrite_default_scope('mmdet'):
-            model = MODELS.build(cfg.model).to(device).train()
+        model = build_model_from_config(cfg).to(device).train()
         optim = torch.optim.AdamW(model.parameters(), 1e-3)
         samples = []
         for _ in range(args.train_batch):
@@ -200,18 +197,7 @@ def bench_train_step(args, device):
 
 def bench_config(args, device):
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    from mux_backbones.apis import task_of
-    cfg = Config.fromfile(args.config)
-    task = task_of(cfg)
-    cfg.model.backbone['init_cfg'] = None
-    cfg.model.pop('pretrained', None)
-    if task == 'det':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model).to(device).eval()
+    model = build_model_from_config(Config.fromfile(args.config)).to(device).eval()
     for mode in args.modes:
         m = copy.deepcopy(model)
         x = torch.randn(1, 3, args.shape, args.shape, device=device)

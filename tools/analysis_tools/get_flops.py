@@ -14,6 +14,7 @@ import os.path as osp
 import sys
 
 import torch
+from mmengine.config import DictAction
 
 import mux_backbones
 from mux_backbones import MUXNetClassifier, arch_settings
@@ -32,7 +33,8 @@ def parse_args():
     parser.add_argument('config', nargs='?', help='an mmdet/mmseg config (or use --arch)')
     parser.add_argument('--arch', help=f'MUXNet arch: {", ".join(arch_settings)} or "all"')
     parser.add_argument('--shape', type=int, nargs='+', help='input height [width]')
-    parser.add_argument('--cfg-options', nargs='+', default=None, help='key=value overrides')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override settings of the config, as key=value pairs')
     return parser.parse_args()
 
 
@@ -59,28 +61,13 @@ def measure_arch(arch: str, shape) -> None:
 
 
 def measure_config(path: str, shape, cfg_options) -> None:
-    from mmengine.config import Config, DictAction  # noqa: F401
-    from mmengine.registry import init_default_scope
+    from mmengine.config import Config
 
-    from mux_backbones.apis import task_of
+    from mux_backbones.apis import build_model_from_config
     cfg = Config.fromfile(path)
     if cfg_options:
-        opts = {}
-        for item in cfg_options:
-            key, _, value = item.partition('=')
-            opts[key] = eval(value, {}, {})  # literal overrides for analysis only
-        cfg.merge_from_dict(opts)
-    task = task_of(cfg)
-    init_default_scope(cfg.default_scope)
-    model_cfg = cfg.model
-    model_cfg.backbone.pop('init_cfg', None)  # counting needs no weights
-    model_cfg.pop('pretrained', None)
-    if task == 'det':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-        model_cfg.pop('data_preprocessor', None)
-    model = MODELS.build(model_cfg)
+        cfg.merge_from_dict(cfg_options)
+    model = build_model_from_config(cfg)  # counting needs no weights
     if shape is None:
         crop = cfg.get('crop_size', None) or (cfg.get('input_size', None), ) * 2
         shape = tuple(crop) if crop[0] else (512, 512)

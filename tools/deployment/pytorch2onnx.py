@@ -26,20 +26,12 @@ def build(args):
             sys.exit(f'error: unknown arch "{args.arch}"; choose from {", ".join(arch_settings)}')
         return MUXNet(args.arch, out_indices=tuple(args.out_indices))
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
+
+    from mux_backbones.apis import build_model_from_config
     if not osp.isfile(args.config):
         sys.exit(f'error: config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    cfg.model.backbone['init_cfg'] = None
-    cfg.model.pop('pretrained', None)
-    scope = cfg.get('default_scope', 'mmdet')
-    if scope == 'mmdet':
-        from mmdet.registry import MODELS
-    else:
-        from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
+    model = build_model_from_config(Config.fromfile(args.config))
     if args.checkpoint:
         from mux_backbones.compat import mmengine_checkpoint_types
         with mmengine_checkpoint_types():
