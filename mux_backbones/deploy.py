@@ -7,7 +7,14 @@
 * a MixConv (one kernel size per channel group, depth-wise) becomes a single depth-wise conv whose
   smaller kernels are zero-padded to the largest: one kernel launch instead of split + k convs + cat;
 * channel multiplexing with a 2-group shuffle of two equal halves writes the processed and the
-  copied halves interleaved in one pass (``stack`` + ``flatten``) instead of ``cat`` + shuffle.
+  copied halves interleaved in one pass (``stack`` + ``flatten``) instead of ``cat`` + shuffle;
+* a group-wise conv with 2 channels per group (the ``dwg2`` convs of channel-multiplexed blocks),
+  which oneDNN runs on a slow generic path (4-10x a depth-wise conv of the same size on CPU), becomes
+  two depth-wise convs and a channel roll. The block's hidden channels are reordered so that the two
+  members of every group lie half the channels apart (a permutation folded into the weights of the
+  expand conv, the squeeze-excite and the project conv: free at run time);
+* squeeze-excite runs its two 1x1 convs on the pooled vector as ``linear`` layers (a conv on a
+  1x1 map pays the full conv dispatch for a matrix-vector product).
 
 It works on any model built from mmcv ``ConvModule``s (mmdet's/mmseg's MobileNetV2 too), so a
 benchmark can apply the same mode to a baseline. Outputs equal the eval-mode outputs (tested to
@@ -17,12 +24,14 @@ four output channels from one conv channel, which one folded bias per conv chann
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers.channel_mux import ChannelMux
 from .layers.mixed_conv import MixedConv2d
+from .layers.squeeze_excite import SqueezeExcite
 
 
 @torch.no_grad()
@@ -112,8 +121,121 @@ def _fuse_block_spatial_conv(block: nn.Module) -> None:
         block.depthwise_norm = nn.Identity()
 
 
+class PairwiseGroupConv(nn.Module):
+    """Deploy form of a conv with 2 channels per group, on channels reordered by pair halves.
+
+    Input channel ``j`` and ``j + C/2`` form group ``j`` (see :func:`_pair_halves_permutation`).
+    ``own`` holds, per channel, the weight of its own input; ``cross`` the weight each input
+    contributes to its partner's output, which a roll by ``C/2`` moves into place.
+
+    Args:
+        conv (nn.Conv2d): The group-wise conv (2 in/out channels per group, bias allowed), in the
+            original (interleaved) channel order.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        channels = conv.in_channels
+        if conv.groups * 2 != channels or conv.out_channels != channels:
+            raise ValueError('PairwiseGroupConv needs a conv with 2 channels per group')
+        self.half = channels // 2
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        # conv.weight[o, i]: output channel o from input (o // 2) * 2 + i.
+        weight = conv.weight.detach()
+        perm = _pair_halves_permutation(channels)
+        first, second = perm[:self.half], perm[self.half:]  # old channels 2g, 2g + 1
+        own = torch.cat([weight[first, 0], weight[second, 1]])
+        # The cross weight sits at the *input* channel; after the roll it lands on the output.
+        cross = torch.cat([weight[second, 0], weight[first, 1]])
+        self.own = nn.Parameter(own.unsqueeze(1).contiguous(), requires_grad=False)
+        self.cross = nn.Parameter(cross.unsqueeze(1).contiguous(), requires_grad=False)
+        bias = conv.bias.detach()[perm] if conv.bias is not None else None
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = 2 * self.half
+        own = F.conv2d(x, self.own, self.bias, self.stride, self.padding, self.dilation, channels)
+        cross = F.conv2d(x, self.cross, None, self.stride, self.padding, self.dilation, channels)
+        return own + torch.roll(cross, self.half, 1)
+
+
+def _pair_halves_permutation(channels: int) -> torch.Tensor:
+    """New channel ``j`` = old channel ``perm[j]``: first members of the pairs, then second ones."""
+    idx = torch.arange(channels)
+    return torch.cat([idx[0::2], idx[1::2]])
+
+
+def _conv_of(module: nn.Module):
+    """The ``nn.Conv2d`` of a plain conv or a fused ``ConvAct``; None for anything else."""
+    if isinstance(module, nn.Conv2d):
+        return module
+    if isinstance(module, ConvAct) and isinstance(module.conv, nn.Conv2d):
+        return module.conv
+    return None
+
+
+@torch.no_grad()
+def _rewrite_pairwise_group_conv(block: nn.Module) -> None:
+    """Replace a block's 2-channels-per-group conv by :class:`PairwiseGroupConv`.
+
+    Needs BN already folded (so nothing sits between the convs but the activation, SE and the
+    project conv, all of which take a channel permutation in their weights).
+    """
+    conv = block.depthwise_conv
+    if not isinstance(conv, nn.Conv2d) or conv.groups * 2 != conv.in_channels or \
+            conv.out_channels != conv.in_channels or \
+            not isinstance(block.depthwise_norm, nn.Identity):
+        return
+    expand = _conv_of(getattr(block, 'expand_conv', None))
+    project = _conv_of(block.project_conv)
+    se = block.se
+    if expand is None or project is None or expand.groups != 1 or project.groups != 1 or \
+            not isinstance(se, (LinearSqueezeExcite, nn.Identity)):
+        return
+    perm = _pair_halves_permutation(conv.in_channels).to(conv.weight.device)
+    expand.weight.copy_(expand.weight[perm])
+    if expand.bias is not None:
+        expand.bias.copy_(expand.bias[perm])
+    if isinstance(se, LinearSqueezeExcite):
+        se.reduce.weight.copy_(se.reduce.weight[:, perm])
+        se.expand.weight.copy_(se.expand.weight[perm])
+        se.expand.bias.copy_(se.expand.bias[perm])
+    project.weight.copy_(project.weight[:, perm])
+    block.depthwise_conv = PairwiseGroupConv(conv)
+
+
+class LinearSqueezeExcite(nn.Module):
+    """Deploy form of :class:`SqueezeExcite`: the same gate computed with ``linear`` layers."""
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.reduce = _conv1x1_to_linear(se.conv_reduce)
+        self.act = se.act
+        self.expand = _conv1x1_to_linear(se.conv_expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.expand(self.act(self.reduce(x.mean((2, 3))))).sigmoid()
+        return x * scale[:, :, None, None]
+
+
+@torch.no_grad()
+def _conv1x1_to_linear(conv: nn.Conv2d) -> nn.Linear:
+    linear = nn.Linear(conv.in_channels, conv.out_channels, conv.bias is not None).to(conv.weight)
+    linear.weight.copy_(conv.weight.flatten(1))
+    if conv.bias is not None:
+        linear.bias.copy_(conv.bias)
+    return linear
+
+
 def _interleave_halves(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:
     # cat([p, c], 1) followed by a 2-group channel shuffle == p and c interleaved channel-wise.
+    if processed.dim() == 4 and not processed.is_contiguous() and \
+            processed.is_contiguous(memory_format=torch.channels_last):
+        # Interleave in the channels-last layout itself: an NCHW-contiguous result would cost
+        # the next conv a layout conversion (one more copy of the whole map).
+        b, c, h, w = processed.shape
+        out = torch.stack((processed.permute(0, 2, 3, 1), copied.permute(0, 2, 3, 1)), dim=4)
+        return out.reshape(b, h, w, 2 * c).permute(0, 3, 1, 2)
     return torch.stack((processed, copied), dim=2).flatten(1, 2)
 
 
@@ -145,6 +267,8 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False) -> nn.Module
     for name, child in list(model.named_children()):
         if isinstance(child, ConvModule):
             setattr(model, name, _fuse_conv_module(child))
+        elif isinstance(child, SqueezeExcite):
+            setattr(model, name, LinearSqueezeExcite(child))
         elif isinstance(child, ChannelMux) and child.shuffle_groups == 2 and \
                 2 * child.processed == child.channels:
             switch_to_deploy(child.body)
@@ -153,6 +277,7 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False) -> nn.Module
             switch_to_deploy(child)
     if hasattr(model, 'depthwise_conv') and hasattr(model, 'depthwise_norm'):
         _fuse_block_spatial_conv(model)
+        _rewrite_pairwise_group_conv(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model

@@ -4,9 +4,9 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import (RawOutputs, count_modules, mixed_to_single_conv,
-                                   switch_to_deploy)
-from mux_backbones.layers import MixedConv2d
+from mux_backbones.deploy import (PairwiseGroupConv, RawOutputs, count_modules,
+                                   mixed_to_single_conv, switch_to_deploy)
+from mux_backbones.layers import InvertedResidual, MixedConv2d
 
 ALL_ARCHS = sorted(arch_settings)
 
@@ -51,6 +51,40 @@ def test_deploy_applies_to_mmdet_mobilenetv2():
     switch_to_deploy(model)
     assert count_modules(model, (_BatchNorm, )) == 0
     torch.testing.assert_close(_outputs(model, x)[0], ref[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('stride,dilation,bias', [(1, 1, True), (2, 1, False), (1, 2, True)])
+def test_pairwise_group_conv_equals_grouped_conv(stride, dilation, bias):
+    """On channels reordered into pair halves, two depth-wise convs + a roll == the grouped conv."""
+    conv = torch.nn.Conv2d(12, 12, 5, stride, 2 * dilation, dilation, groups=6, bias=bias)
+    x = torch.randn(2, 12, 15, 13)
+    perm = torch.cat([torch.arange(0, 12, 2), torch.arange(1, 12, 2)])
+    with torch.no_grad():
+        torch.testing.assert_close(PairwiseGroupConv(conv)(x[:, perm]), conv(x)[:, perm],
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match='2 channels per group'):
+        PairwiseGroupConv(torch.nn.Conv2d(12, 12, 3, groups=4))
+
+
+def test_pairwise_rewrite_keeps_block_outputs():
+    """The channel reorder is folded into expand, SE and project: block outputs are unchanged."""
+    block = _randomise_bn(InvertedResidual(16, 16, (3, ), expand_ratio=3, se_ratio=0.5,
+                                           channels_per_group=2))
+    x = torch.randn(2, 16, 9, 9)
+    with torch.no_grad():
+        ref = block(x)
+        switch_to_deploy(block)
+        assert isinstance(block.depthwise_conv, PairwiseGroupConv)
+        torch.testing.assert_close(block(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('arch', ['m', 'l'])
+def test_no_grouped_conv_left_in_deploy(arch):
+    """Every 2-channels-per-group conv of m/l (oneDNN's slow path) is rewritten."""
+    model = MUXNet(arch).switch_to_deploy()
+    grouped = [m for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
+    assert not grouped and count_modules(model, (PairwiseGroupConv, )) > 0
 
 
 def test_mixconv_merge_is_exact():

@@ -1,6 +1,6 @@
-# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (160 trainval / 100 test images
-# on real photographs, objects of 4 of the 20 VOC classes): the suite's default CPU job (~7 minutes
-# on 2 cores). The model keeps all 20 VOC classes, so the stock VOCDataset/VOCMetric apply unchanged
+# SSDLite + MUXNet-m trained from scratch on the embedded toy VOC set (200 trainval / 150 test images
+# on real photographs, small, overlapping objects of 4 of the 20 VOC classes): the suite's default
+# CPU job (~8 minutes on 2 cores). The model keeps all 20 VOC classes, so the stock VOCDataset/VOCMetric apply unchanged
 # (VOC mAP averages over the classes that have ground truth).
 # Make the data with: python tools/dataset_converters/make_toy_data.py
 _base_ = './ssdlite_muxnet-m_8xb24-600e_voc0712.py'

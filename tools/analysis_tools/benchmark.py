@@ -8,7 +8,8 @@
     python tools/analysis_tools/benchmark.py --config CONFIG --shape 320     # a whole model
 
 Every model runs in the same process under the same settings: warm-up, then the median and the
-inter-quartile spread of ``--runs`` timed forward passes. ``eager`` is the model as built (eval
+inter-quartile spread of ``--runs`` timed forward passes, all models and modes of one precision
+and batch size timed in interleaved rounds (a noisy phase of a shared machine hits all alike). ``eager`` is the model as built (eval
 mode); ``deploy`` is ``mux_backbones.deploy.switch_to_deploy`` (BN folded, MixConv merged, fused
 split/shuffle) applied to *every* model, MobileNetV2 included, plus channels-last. Ratios are to
 ``mobilenetv2`` in the same mode, batch, device and precision. This is a benchmark: tests only
@@ -50,27 +51,53 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _peak_memory(device) -> float:
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summary(times):
+    q = statistics.quantiles(times, n=4)
+    return statistics.median(times), q[2] - q[0]
+
+
+def time_interleaved(fns, inputs, device, warmup, runs):
+    """Median and IQR (ms) and peak memory (MiB) of each ``fns[i](inputs[i])``.
+
+    The candidates are timed in interleaved rounds (one run of each per round, the order rotating),
+    so a slow phase of a shared machine hits all of them alike instead of whichever ran then.
+    Peak memory is the CUDA allocator's peak of a separate pass per candidate (on CPU the
+    process's peak RSS, which only grows).
+    """
+    results = []
+    with torch.no_grad():
+        peaks = []
+        for fn, x in zip(fns, inputs):
+            _sync(device)
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(warmup):
+                fn(x)
+            _sync(device)
+            peaks.append(_peak_memory(device))
+        times = [[] for _ in fns]
+        order = list(range(len(fns)))
+        for r in range(runs):
+            for i in order[r % len(order):] + order[:r % len(order)]:
+                start = time.perf_counter()
+                fns[i](inputs[i])
+                _sync(device)
+                times[i].append((time.perf_counter() - start) * 1e3)
+    for t, peak in zip(times, peaks):
+        results.append((*_summary(t), peak))
+    return results
+
+
 def time_forward(fn, x, device, warmup, runs):
     """Median and IQR (ms) of ``fn(x)``, and peak memory (MiB; CUDA allocator or CPU RSS)."""
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        _sync(device)
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats(device)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn(x)
-            _sync(device)
-            times.append((time.perf_counter() - start) * 1e3)
-    q = statistics.quantiles(times, n=4)
-    if device.type == 'cuda':
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return statistics.median(times), q[2] - q[0], peak
+    return time_interleaved([fn], [x], device, warmup, runs)[0]
 
 
 def _autocast(device, amp):
@@ -80,34 +107,43 @@ def _autocast(device, amp):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _prepare(name, mode, batch, args, device):
+    model = build_backbone(name).to(device)
+    x = torch.randn(batch, 3, args.shape, args.shape, device=device)
+    if mode == 'deploy':
+        switch_to_deploy(model, channels_last=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif mode == 'compile':
+        model = torch.compile(model)
+    return model, x
+
+
 def bench_models(args, device):
+    """Every model in every mode, timed interleaved per (precision, batch)."""
     rows = []
-    for mode in args.modes:
-        for amp in args.amp:
-            if amp == 'fp16' and device.type != 'cuda':
-                print(f'skipping fp16 on {device.type} (use bf16)')
-                continue
-            for batch in args.batch:
-                base = None
-                for name in args.models:
-                    model = build_backbone(name).to(device)
-                    x = torch.randn(batch, 3, args.shape, args.shape, device=device)
-                    if mode == 'deploy':
-                        switch_to_deploy(model, channels_last=True)
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    elif mode == 'compile':
-                        model = torch.compile(model)
-                    runs = args.runs if batch == 1 else max(5, args.runs // 5)
+    for amp in args.amp:
+        if amp == 'fp16' and device.type != 'cuda':
+            print(f'skipping fp16 on {device.type} (use bf16)')
+            continue
+        for batch in args.batch:
+            cases = [(name, mode) for mode in args.modes for name in args.models]
+            fns, inputs = [], []
+            for name, mode in cases:
+                model, x = _prepare(name, mode, batch, args, device)
 
-                    def fn(inp, model=model, amp=amp):
-                        with _autocast(device, amp):
-                            return model(inp)
+                def fn(inp, model=model, amp=amp):
+                    with _autocast(device, amp):
+                        return model(inp)
 
-                    med, iqr, peak = time_forward(fn, x, device, args.warmup, runs)
-                    if name == 'mobilenetv2':
-                        base = med
-                    rows.append((name, mode, amp, batch, med, iqr, batch / med * 1e3, peak,
-                                 med / base if base else float('nan')))
+                fns.append(fn)
+                inputs.append(x)
+            runs = args.runs if batch == 1 else max(5, args.runs // 5)
+            results = time_interleaved(fns, inputs, device, args.warmup, runs)
+            base = {mode: med for (name, mode), (med, _, _) in zip(cases, results)
+                    if name == 'mobilenetv2'}
+            for (name, mode), (med, iqr, peak) in zip(cases, results):
+                rows.append((name, mode, amp, batch, med, iqr, batch / med * 1e3, peak,
+                             med / base[mode] if mode in base else float('nan')))
     return rows
 
 
@@ -117,11 +153,7 @@ def profile_models(args, device):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     for mode in args.modes:
         for name in args.models:
-            model = build_backbone(name).to(device)
-            x = torch.randn(1, 3, args.shape, args.shape, device=device)
-            if mode == 'deploy':
-                switch_to_deploy(model, channels_last=True)
-                x = x.contiguous(memory_format=torch.channels_last)
+            model, x = _prepare(name, mode, 1, args, device)
             with torch.no_grad():
                 for _ in range(args.warmup):
                     model(x)
