@@ -166,26 +166,29 @@ def profile_models(args, device):
 
 
 def bench_onnx(args):
+    """onnxruntime latency of every model's deploy-mode export, timed interleaved."""
     import onnxruntime as ort
-    rows = []
-    for name in args.models:
-        model = switch_to_deploy(build_backbone(name))
-        x = torch.randn(1, 3, args.shape, args.shape)
-        with tempfile.TemporaryDirectory() as tmp:
+    names, fns = [], []
+    x = torch.randn(1, 3, args.shape, args.shape)
+    feed = {'input': x.numpy()}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
             path = os.path.join(tmp, f'{name}.onnx')
-            torch.onnx.export(model, (x, ), path, input_names=['input'], opset_version=17,
-                              dynamo=False)
+            torch.onnx.export(switch_to_deploy(build_backbone(name)), (x, ), path,
+                              input_names=['input'], opset_version=17, dynamo=False)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = torch.get_num_threads()
+            # Idle sessions must not spin-wait on the cores the timed one is using.
+            opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
             sess = ort.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
-            feed = {'input': x.numpy()}
-            med, iqr, _ = time_forward(lambda _: sess.run(None, feed), x, torch.device('cpu'),
-                                       args.warmup, args.runs)
-        rows.append((name, med, iqr))
-    base = next((m for n, m, _ in rows if n == 'mobilenetv2'), None)
+            names.append(name)
+            fns.append(lambda _, sess=sess: sess.run(None, feed))
+        results = time_interleaved(fns, [x] * len(fns), torch.device('cpu'), args.warmup,
+                                   args.runs)
+    base = next((r[0] for n, r in zip(names, results) if n == 'mobilenetv2'), None)
     print(f'\nonnxruntime (CPU, {torch.get_num_threads()} threads, batch 1, {args.shape}x{args.shape})')
     print(f'{"model":<14}{"median ms":>10}{"IQR":>8}{"vs MNv2":>9}')
-    for name, med, iqr in rows:
+    for name, (med, iqr, _) in zip(names, results):
         print(f'{name:<14}{med:10.2f}{iqr:8.2f}{med / base if base else float("nan"):9.2f}x')
 
 
