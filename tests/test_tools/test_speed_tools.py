@@ -1,0 +1,85 @@
+"""The speed tools run and report: benchmark.py (tables, ratios, onnxruntime, configs) and the
+ONNX exporter, and both turn bad input into one clear line instead of a traceback."""
+import os.path as osp
+
+import pytest
+
+from .helpers import REPO, run_tool, write_det_config
+
+BENCH = 'tools/analysis_tools/benchmark.py'
+EXPORT = 'tools/deployment/pytorch2onnx.py'
+FAST = ('--shape', '64', '--runs', '3', '--warmup', '1', '--threads', '2')
+
+
+def _clean_failure(proc, *expected):
+    assert proc.returncode != 0
+    assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith('error:'), last
+    for text in expected:
+        assert text in last, last
+
+
+def test_benchmark_prints_comparison_table():
+    out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'eager', 'deploy',
+                   '--onnx', *FAST).stdout
+    assert 'vs MNv2' in out and 'median ms' in out
+    rows = [line.split() for line in out.splitlines()
+            if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
+    # Table rows (model, mode, fp32, batch, median, IQR, img/s, peak, ratio) and onnxruntime rows.
+    table = [r for r in rows if len(r) == 9 and r[2] == 'fp32']
+    assert {(r[0], r[1]) for r in table} == {(m, mode) for m in ('mobilenetv2', 'muxnet-tiny')
+                                             for mode in ('eager', 'deploy')}
+    assert all(float(r[4]) > 0 and r[8].endswith('x') for r in table)
+    assert next(r for r in table if r[0] == 'mobilenetv2')[8] == '1.00x'
+    assert 'muxnet-tiny deploy vs eager' in out
+    assert 'onnxruntime' in out and len([r for r in rows if len(r) == 4]) == 2
+
+
+def test_benchmark_whole_config():
+    cfg = osp.join(REPO, 'configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py')
+    out = run_tool(BENCH, '--config', cfg, '--modes', 'eager', 'deploy', *FAST).stdout
+    assert '[eager]' in out and '[deploy]' in out and 'ms' in out
+
+
+@pytest.mark.parametrize('args,expected', [
+    (('--models', 'muxnet-zz'), 'unknown model "muxnet-zz"'),
+    (('--device', 'cuda:99'), 'device "cuda:99" is not usable'),
+    (('--device', 'tpu'), 'device "tpu" is not usable'),
+    (('--config', 'configs/ssd/no_such_config.py'), 'config file not found'),
+])
+def test_benchmark_bad_input(args, expected):
+    _clean_failure(run_tool(BENCH, *args, *FAST, check=False), expected)
+
+
+def test_export_backbone_and_detector(tmp_path):
+    out = run_tool(EXPORT, '--arch', 'tiny', '--shape', '64', '64', '--out',
+                   str(tmp_path / 'tiny.onnx')).stdout
+    assert 'max |onnxruntime - torch|' in out and osp.getsize(tmp_path / 'tiny.onnx') > 0
+    cfg = write_det_config(tmp_path, str(tmp_path / 'unused'))
+    out = run_tool(EXPORT, '--config', cfg, '--shape', '96', '96', '--out',
+                   str(tmp_path / 'ssdlite.onnx')).stdout
+    assert 'outputs, max |onnxruntime - torch|' in out
+
+
+def test_export_bad_input(tmp_path):
+    _clean_failure(run_tool(EXPORT, '--arch', 'zz', '--out', str(tmp_path / 'x.onnx'),
+                            check=False), 'unknown arch "zz"')
+    _clean_failure(run_tool(EXPORT, '--out', str(tmp_path / 'x.onnx'), check=False),
+                   'either --arch or --config')
+    # A user layer the exporter has no ONNX mapping for: one line naming the operator.
+    (tmp_path / 'unexportable_backbone.py').write_text(
+        'import torch\n'
+        'from mmdet.registry import MODELS\n'
+        'from mux_backbones import MUXNet\n\n\n'
+        '@MODELS.register_module()\n'
+        'class HistogramMUXNet(MUXNet):\n'
+        '    def forward(self, x):\n'
+        '        return tuple(o + torch.histc(o).mean() for o in super().forward(x))\n')
+    cfg = write_det_config(tmp_path, str(tmp_path / 'unused'))
+    with open(cfg, 'a') as f:
+        f.write("custom_imports = dict(imports=['mux_backbones', 'unexportable_backbone'])\n"
+                "model['backbone']['type'] = 'HistogramMUXNet'\n")
+    proc = run_tool(EXPORT, '--config', cfg, '--shape', '96', '96', '--out',
+                    str(tmp_path / 'x.onnx'), check=False, extra_path=str(tmp_path))
+    _clean_failure(proc, 'ONNX export failed', 'aten::histc')
