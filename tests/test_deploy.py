@@ -4,8 +4,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import (PairwiseGroupConv, RawOutputs, count_modules,
-                                   mixed_to_single_conv, switch_to_deploy)
+from mux_backbones.deploy import (PairwiseGroupConv, PointwiseConv2d, RawOutputs,
+                                   count_modules, mixed_to_single_conv, switch_to_deploy)
 from mux_backbones.layers import InvertedResidual, MixedConv2d
 
 ALL_ARCHS = sorted(arch_settings)
@@ -85,6 +85,25 @@ def test_no_grouped_conv_left_in_deploy(arch):
     grouped = [m for m in model.modules()
                if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
     assert not grouped and count_modules(model, (PairwiseGroupConv, )) > 0
+
+
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'channel_slice'])
+@pytest.mark.parametrize('bias', [True, False])
+def test_pointwise_conv_as_matrix_product(layout, bias):
+    """The GEMM form of a 1x1 conv equals the conv on any layout (views, slices, batches)."""
+    conv = torch.nn.Conv2d(6, 5, 1, bias=bias)
+    fast = PointwiseConv2d(6, 5, 1, bias=bias)
+    fast.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 12, 7, 9)
+    if layout != 'nchw':
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x[:, :6] if layout == 'channel_slice' else x[:, 6:].contiguous(
+        memory_format=torch.channels_last if layout == 'channels_last' else torch.contiguous_format)
+    with torch.no_grad():
+        out = fast(x)
+        torch.testing.assert_close(out, conv(x), atol=1e-5, rtol=1e-5)
+    if layout != 'nchw':
+        assert out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_mixconv_merge_is_exact():
