@@ -156,8 +156,8 @@ def test_onnx_backbone(arch, tmp_path):
     _onnx_roundtrip(model, torch.randn(1, 3, 97, 131), tmp_path / f'{arch}.onnx')
 
 
-@pytest.mark.parametrize('task', ['det', 'seg'])
-def test_onnx_detector_and_segmentor(task, tmp_path):
+def _dense_model(task):
+    """SSDLite-MUXNet-m or PPM-MUXNet-m-d8 from the toy configs (random BN statistics), input size."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from tests.test_tools.helpers import REPO
@@ -172,8 +172,28 @@ def test_onnx_detector_and_segmentor(task, tmp_path):
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
-    model = switch_to_deploy(_randomise_bn(model))
+    return _randomise_bn(model), size
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_onnx_detector_and_segmentor(task, tmp_path):
+    model, size = _dense_model(task)
+    model = switch_to_deploy(model)
     _onnx_roundtrip(RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_deploy_detector_and_segmentor_equal_eval(task):
+    """Whole models in channels-last deploy mode (necks and heads fused too) give the same raw
+    head outputs as in eval mode."""
+    model, size = _dense_model(task)
+    x = torch.randn(2, 3, *size)
+    ref = _outputs(RawOutputs(model), x)
+    switch_to_deploy(model, channels_last=True)
+    out = _outputs(RawOutputs(model), x.contiguous(memory_format=torch.channels_last))
+    assert len(out) == len(ref)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('arch', ['xs', 'm'])
