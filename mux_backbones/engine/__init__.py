@@ -1,4 +1,4 @@
 """Engine pieces: hooks."""
-from .hooks import EvaluateBeforeTrainHook
+from .hooks import ChannelsLastHook, EvaluateBeforeTrainHook
 
-__all__ = ['EvaluateBeforeTrainHook']
+__all__ = ['ChannelsLastHook', 'EvaluateBeforeTrainHook']

@@ -23,7 +23,7 @@ val_dataloader = dict(**loader, dataset=dict(data_root={voc_root!r}))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters={max_iters}, val_interval={val_interval})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ckpt_interval}))
-custom_hooks = []
+custom_hooks = [dict(type='ChannelsLastHook')]  # train, test and resume in NHWC as the toy config
 ''')
     return path
 
