@@ -164,7 +164,7 @@ class PairwiseGroupConv(nn.Module):
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
         channels = conv.in_channels
-        if conv.groups * 2 != channels or conv.out_channels != channels:
+        if not _has_channel_pairs(conv):
             raise ValueError('PairwiseGroupConv needs a conv with 2 channels per group')
         self.half = channels // 2
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
@@ -185,6 +185,12 @@ class PairwiseGroupConv(nn.Module):
         own = F.conv2d(x, self.own, self.bias, self.stride, self.padding, self.dilation, channels)
         cross = F.conv2d(x, self.cross, None, self.stride, self.padding, self.dilation, channels)
         return own + torch.roll(cross, self.half, 1)
+
+
+def _has_channel_pairs(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a channel-preserving conv with exactly 2 channels per group."""
+    return isinstance(conv, nn.Conv2d) and conv.groups * 2 == conv.in_channels == \
+        conv.out_channels
 
 
 def _pair_halves_permutation(channels: int) -> torch.Tensor:
@@ -210,9 +216,7 @@ def _rewrite_pairwise_group_conv(block: nn.Module) -> None:
     project conv, all of which take a channel permutation in their weights).
     """
     conv = block.depthwise_conv
-    if not isinstance(conv, nn.Conv2d) or conv.groups * 2 != conv.in_channels or \
-            conv.out_channels != conv.in_channels or \
-            not isinstance(block.depthwise_norm, nn.Identity):
+    if not _has_channel_pairs(conv) or not isinstance(block.depthwise_norm, nn.Identity):
         return
     expand = _conv_of(getattr(block, 'expand_conv', None))
     project = _conv_of(block.project_conv)

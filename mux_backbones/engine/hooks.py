@@ -1,4 +1,5 @@
 """Training hooks of the suite (registered in mmengine's HOOKS, so every scope finds them)."""
+import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -41,7 +42,6 @@ class ChannelsLastHook(Hook):
         self.devices = tuple(devices)
 
     def before_run(self, runner) -> None:
-        import torch
         param = next(runner.model.parameters(), None)
         if param is None or param.device.type not in self.devices:
             return

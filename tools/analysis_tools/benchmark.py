@@ -9,11 +9,11 @@
 
 Every model runs in the same process under the same settings: warm-up, then the median and the
 inter-quartile spread of ``--runs`` timed forward passes, all models and modes of one precision
-and batch size timed in interleaved rounds (a noisy phase of a shared machine hits all alike). ``eager`` is the model as built (eval
-mode); ``deploy`` is ``mux_backbones.deploy.switch_to_deploy`` (BN folded, MixConv merged, fused
-split/shuffle) applied to *every* model, MobileNetV2 included, plus channels-last. Ratios are to
-``mobilenetv2`` in the same mode, batch, device and precision. This is a benchmark: tests only
-check that it runs.
+and batch size timed in interleaved rounds (a noisy phase of a shared machine hits all alike).
+``eager`` is the model as built (eval mode); ``deploy`` is ``mux_backbones.deploy.switch_to_deploy``
+(see that module for what it rewrites) applied to *every* model, MobileNetV2 included, plus
+channels-last. Ratios are to ``mobilenetv2`` in the same mode, batch, device and precision. This
+is a benchmark: tests only check that it runs.
 """
 import argparse
 import contextlib
@@ -71,7 +71,6 @@ def time_interleaved(fns, inputs, device, warmup, runs):
     Peak memory is the CUDA allocator's peak of a separate pass per candidate (on CPU the
     process's peak RSS, which only grows).
     """
-    results = []
     with torch.no_grad():
         peaks = []
         for fn, x in zip(fns, inputs):
@@ -90,9 +89,7 @@ def time_interleaved(fns, inputs, device, warmup, runs):
                 fns[i](inputs[i])
                 _sync(device)
                 times[i].append((time.perf_counter() - start) * 1e3)
-    for t, peak in zip(times, peaks):
-        results.append((*_summary(t), peak))
-    return results
+    return [(*_summary(t), peak) for t, peak in zip(times, peaks)]
 
 
 def time_forward(fn, x, device, warmup, runs):
