@@ -1,18 +1,38 @@
 """Fixes for known breakages of the pinned OpenMMLab stack, applied once on import.
 
-Each fix is guarded (it only applies when the bug is present) and names the upstream issue.
-Nothing here edits installed files; everything is a runtime patch of one named function.
+Only fixes of upstream bugs live here. Each is guarded (it applies once, only where the bug can
+bite) and names the upstream issue. Nothing here edits installed files; everything is a runtime
+patch of one named function.
 """
-import os
-import os.path as osp
-import tempfile
+import functools
+import pickle
 from typing import List
 
 _applied = False
 
 
+# The statistics HistoryBuffer pickles into every message hub, by name. mmengine pickles them as
+# ``getattr(HistoryBuffer, '<name>')`` (protocol 2 has no other way to name a method).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj, name):
+    """Stands in for ``builtins.getattr`` while mmengine checkpoints are unpickled.
+
+    It answers the only look-ups those checkpoints make -- HistoryBuffer's four built-in statistics
+    methods, which the class holds anyway -- and refuses every other attribute of every other
+    object, so a crafted file cannot reach any other callable through it.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'refused getattr({obj!r}, {name!r}) in a checkpoint: only '
+                                 f'HistoryBuffer statistics {_HISTORY_BUFFER_STATISTICS} may be '
+                                 f'looked up')
+
+
 def _mmengine_checkpoint_globals() -> List[object]:
-    """Non-tensor types mmengine 0.10.7 pickles into its own training checkpoints."""
+    """Data types mmengine 0.10.7 pickles into its own training checkpoints, and nothing more."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
     try:
@@ -20,10 +40,9 @@ def _mmengine_checkpoint_globals() -> List[object]:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
     dtypes = [type(np.dtype(t)) for t in ('float64', 'float32', 'int64', 'int32', 'bool')]
-    # HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer, 'min')``. Admitting
-    # ``getattr`` lets the weights-only unpickler look such attributes up, but never call them:
-    # it still refuses to call anything outside its allow-list, so no code runs.
-    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtypes, getattr]
+    # ``builtins.getattr`` itself is not admitted: the name resolves to the narrow stand-in above.
+    return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, *dtypes,
+            (_history_buffer_getattr, 'builtins.getattr')]
 
 
 def mmengine_checkpoint_types():
@@ -62,45 +81,6 @@ def _patch_mmengine_checkpoint_loading() -> None:
     Runner.load_checkpoint = load_checkpoint
 
 
-def _patch_atomic_local_writes() -> None:
-    """Write local files (checkpoints, ``last_checkpoint``) atomically.
-
-    mmengine's ``LocalBackend.put``/``put_text`` write in place, so a run killed while saving leaves a
-    truncated ``.pth`` under its final name, and ``last_checkpoint`` may point at it. Writing to a
-    temporary file and renaming it means a file under its final name is always complete.
-    """
-    from mmengine.fileio.backends.local_backend import LocalBackend
-    if getattr(LocalBackend.put, '_mux_patched', False):
-        return
-
-    def _atomic_write(data: bytes, filepath) -> None:
-        filepath = str(filepath)
-        directory = osp.dirname(osp.abspath(filepath))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{osp.basename(filepath)}.',
-                                   suffix='.partial')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
-
-    def put(self, obj: bytes, filepath) -> None:
-        _atomic_write(obj, filepath)
-
-    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-        _atomic_write(obj.encode(encoding), filepath)
-
-    put._mux_patched = True
-    LocalBackend.put = put
-    LocalBackend.put_text = put_text
-
-
 def _patch_ssd_head_predict() -> None:
     """Give mmdet's ``SSDHead`` the ``loss_cls`` attribute its inference path reads.
 
@@ -128,12 +108,44 @@ def _patch_ssd_head_predict() -> None:
     SSDHead.__init__ = __init__
 
 
+def _patch_mmcv_nms_low_precision() -> None:
+    """Run mmcv's NMS in float32 when boxes or scores come in half or bfloat16.
+
+    Under autocast (``--amp``, or bf16 inference on CPU) SSD's boxes and scores reach
+    ``mmcv.ops.nms`` in 16 bits; its CPU kernel accepts only float32 and stops with ``expected
+    scalar type Float but found BFloat16``, and half-precision NMS suppresses wrongly where it does
+    run (open-mmlab/mmcv issue 1663). Boxes and scores are cast to float32 for the op and the
+    detections cast back to the boxes' dtype. ``batched_nms`` looks ``nms`` up in its module, so
+    the one patch covers both.
+    """
+    import importlib
+
+    import torch
+    # ``mmcv.ops.nms`` the attribute is the function; the module is what batched_nms reads.
+    nms_module = importlib.import_module('mmcv.ops.nms')
+    if getattr(nms_module.nms, '_mux_patched', False):
+        return
+    original = nms_module.nms
+    low = (torch.float16, torch.bfloat16)
+
+    @functools.wraps(original)
+    def nms(boxes, scores, *args, **kwargs):
+        dtype = boxes.dtype if isinstance(boxes, torch.Tensor) else None
+        if dtype not in low and getattr(scores, 'dtype', None) not in low:
+            return original(boxes, scores, *args, **kwargs)
+        dets, keep = original(boxes.float(), scores.float(), *args, **kwargs)
+        return dets.to(dtype), keep
+
+    nms._mux_patched = True
+    nms_module.nms = nms
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
     if _applied:
         return
     _patch_mmengine_checkpoint_loading()
-    _patch_atomic_local_writes()
+    _patch_mmcv_nms_low_precision()
     _patch_ssd_head_predict()
     _applied = True

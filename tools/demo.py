@@ -8,15 +8,19 @@ mask over the image (mmseg's visualizer) with a legend of the classes present.
 import argparse
 import os
 import os.path as osp
-import sys
 
 import mmcv
 import numpy as np
 from mmengine.config import Config
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
-from mux_backbones.apis import task_of
+from mux_backbones.cli import ToolError, exits_cleanly, task_of, verify_checkpoint
 from mux_backbones.compat import mmengine_checkpoint_types
+from mux_backbones.datasets import check_image_file
+
+# Below this the visualizers' label boxes and our legend have no room (mmseg's visualizer
+# crashes on a 1x1 image).
+MIN_SIDE = 8
 
 
 def parse_args():
@@ -51,6 +55,7 @@ def run_detection(args, out_file):
     from mmdet.registry import VISUALIZERS
     with mmengine_checkpoint_types():
         model = init_detector(args.config, args.checkpoint, device=args.device)
+    verify_checkpoint(model, args.checkpoint)
     result = inference_detector(model, args.img)
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
@@ -66,6 +71,7 @@ def run_segmentation(args, out_file):
     from mmseg.registry import VISUALIZERS
     with mmengine_checkpoint_types():
         model = init_model(args.config, args.checkpoint, device=args.device)
+    verify_checkpoint(model, args.checkpoint)
     result = inference_model(model, args.img)
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.set_dataset_meta(model.dataset_meta['classes'], model.dataset_meta['palette'])
@@ -81,12 +87,17 @@ def run_segmentation(args, out_file):
     print(f'classes found: {", ".join(names)}')
 
 
+@exits_cleanly
 def main():
     args = parse_args()
     for path, what in ((args.img, 'image'), (args.config, 'config'),
                        (args.checkpoint, 'checkpoint')):
         if not osp.isfile(path):
-            sys.exit(f'error: {what} file not found: {path}')
+            raise ToolError(f'{what} file not found: {path}')
+    width, height = check_image_file(args.img)
+    if min(width, height) < MIN_SIDE:
+        raise ToolError(f'image {args.img} is {width}x{height}; the demo needs at least '
+                        f'{MIN_SIDE} pixels a side')
     out_file = args.out_file or osp.splitext(args.img)[0] + '_pred.jpg'
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     task = task_of(Config.fromfile(args.config))

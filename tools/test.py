@@ -3,15 +3,17 @@
 Example:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out results.pkl --show-dir vis
+
+The checkpoint must be readable and fill the model exactly (no missing, unexpected or mis-shaped
+key): another model's weights are refused, naming the first key that does not fit.
 """
 import argparse
-import os.path as osp
 
 from mmengine.runner import Runner
 
-from mux_backbones.apis import (DatasetError, add_runner_args, check_datasets,
-                                enable_visualization, insert_seg_map_validation, load_config,
-                                task_of)
+from mux_backbones.cli import (ToolError, add_runner_args, enable_visualization, exits_cleanly,
+                               load_config, task_of, verify_checkpoint)
+from mux_backbones.datasets import check_datasets, insert_seg_map_validation
 
 
 def parse_args():
@@ -26,24 +28,20 @@ def parse_args():
     return parser.parse_args()
 
 
+@exits_cleanly
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint file not found: {args.checkpoint}')
     cfg = load_config(args.config, args)
     task = task_of(cfg)
     cfg.load_from = args.checkpoint
-    try:
-        if task == 'seg':
-            insert_seg_map_validation(cfg)
-        check_datasets(cfg, ('test', ))
-    except DatasetError as err:
-        raise SystemExit(f'error: {err}')
+    if task == 'seg':
+        insert_seg_map_validation(cfg)
+    check_datasets(cfg, ('test', ))
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
-            raise SystemExit('--out must be a .pkl or .pickle file')
+            raise ToolError('--out must be a .pkl or .pickle file')
         dump = dict(type='DumpDetResults' if task == 'det' else 'DumpResults',
                     out_file_path=args.out)
         evaluator = cfg.test_evaluator
@@ -51,6 +49,7 @@ def main():
                               [evaluator]) + [dump]
 
     runner = Runner.from_cfg(cfg)
+    verify_checkpoint(runner.model, args.checkpoint)
     runner.test()
 
 

@@ -4,15 +4,22 @@ Example:
     python tools/train.py configs/ssd/ssdlite_muxnet-m_8xb24-600e_voc0712.py
     python tools/train.py CONFIG --resume                 # continue from the last checkpoint
     python tools/train.py CONFIG --cfg-options train_cfg.max_iters=100
+
+Before the runner starts, every image and annotation the config reads is checked (missing,
+undecodable, malformed, boxes outside their image), and a checkpoint to resume from must be
+readable and fit the model exactly. Checkpoints are written atomically (the ``atomic_local``
+file backend) unless the config chose a storage backend itself.
 """
 import argparse
 import os.path as osp
 
 from mmengine.runner import Runner
+from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from mux_backbones.apis import (DatasetError, add_runner_args, check_datasets,
-                                check_segmentation_config, insert_seg_map_validation, load_config,
-                                task_of)
+from mux_backbones.cli import (ToolError, add_runner_args, exits_cleanly, load_config, task_of,
+                               use_atomic_checkpoints, verify_checkpoint)
+from mux_backbones.datasets import (check_datasets, check_segmentation_config,
+                                    insert_seg_map_validation)
 
 
 def parse_args():
@@ -24,20 +31,25 @@ def parse_args():
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or from the latest one in work_dir if none is given')
+    parser.add_argument('--clip-boxes', action='store_true',
+                        help='accept VOC boxes that extend outside their image (the pipeline '
+                        'clips them) instead of stopping at the first one')
     add_runner_args(parser)
     return parser.parse_args()
 
 
+@exits_cleanly
 def main():
     args = parse_args()
     cfg = load_config(args.config, args)
-    try:
-        if task_of(cfg) == 'seg':
-            check_segmentation_config(cfg)
-            insert_seg_map_validation(cfg)
-        check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train', ))
-    except (DatasetError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    if task_of(cfg) == 'seg':
+        check_segmentation_config(cfg)
+        insert_seg_map_validation(cfg)
+    clipped = check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train', ),
+                             clip_boxes=args.clip_boxes)
+    if clipped:
+        print(f'--clip-boxes: {clipped} boxes extend outside their images; the pipeline clips '
+              f'them to the image')
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
@@ -47,19 +59,25 @@ def main():
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise SystemExit('--auto-scale-lr needs "auto_scale_lr.base_batch_size" in the config')
+            raise ToolError('--auto-scale-lr needs "auto_scale_lr.base_batch_size" in the config')
         cfg.auto_scale_lr.enable = True
 
+    resume_from = None
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
+        resume_from = find_latest_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise SystemExit(f'checkpoint to resume from not found: {args.resume}')
+            raise ToolError(f'checkpoint to resume from not found: {args.resume}')
         cfg.resume = True
-        cfg.load_from = args.resume
+        cfg.load_from = resume_from = args.resume
+    use_atomic_checkpoints(cfg)
 
     runner = Runner.from_cfg(cfg)
+    for path in (resume_from, cfg.get('load_from')):
+        if path and osp.isfile(path):
+            verify_checkpoint(runner.model, path)
     runner.train()
 
 

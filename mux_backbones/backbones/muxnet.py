@@ -8,7 +8,7 @@ into an OpenMMLab backbone with the standard contract (``out_indices``, ``frozen
 The stage layout mirrors mmdet's MobileNetV2 (seven stages, then the 1x1 head conv as output
 index 7), so configs written for it translate index for index.
 """
-import math
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -18,8 +18,11 @@ from mmengine.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..engine.checkpoint import load_weights
 from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_width
-from .block_spec import BlockSpec, decode_stage
+from .block_spec import BlockSpec
+from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation,
+                         plan_stages, scale_width)
 
 # Per arch: stem channels, head (1x1 conv) channels, and seven stages of block strings.
 # Stages end at output strides 2, 4, 8, 16, 16, 32, 32 (indices 0..6); index 7 is the head conv.
@@ -81,41 +84,6 @@ arch_settings: Dict[str, dict] = {
         ['ir_r1_k3_s1_e2_c40_se0.5'],
     ]),
 }
-NUM_STAGES = 7
-# Output stride -> (per-stage strides, per-stage dilations) for dense prediction.
-_OUTPUT_STRIDE = {
-    32: ((1, 2, 2, 2, 1, 2, 1), (1, 1, 1, 1, 1, 1, 1)),
-    16: ((1, 2, 2, 2, 1, 1, 1), (1, 1, 1, 1, 1, 2, 2)),
-    8: ((1, 2, 2, 1, 1, 1, 1), (1, 1, 1, 2, 2, 4, 4)),
-}
-
-
-def make_divisible(channels: float, divisor: int = 8) -> int:
-    """Round a width to a multiple of ``divisor``, never more than 10% below it."""
-    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * channels:
-        rounded += divisor
-    return rounded
-
-
-def kernel_dilation(kernel_size: int, dilation: int) -> int:
-    """Dilation of a k x k kernel in a stage dilated by ``dilation``: span near a dilated 3x3."""
-    if dilation == 1 or kernel_size <= 3:
-        return dilation
-    return max(1, round(dilation * 2 / (kernel_size - 1)))
-
-
-def _scaled(channels: int, widen_factor: float) -> int:
-    return channels if widen_factor == 1.0 else make_divisible(channels * widen_factor)
-
-
-def _arch(arch) -> dict:
-    if isinstance(arch, dict):
-        return arch
-    if arch not in arch_settings:
-        raise ValueError(f'unknown MUXNet arch "{arch}"; choose one of '
-                         f'{sorted(arch_settings)} or pass a dict')
-    return arch_settings[arch]
 
 
 def muxnet_out_channels(arch='m', out_indices: Sequence[int] = (7, ),
@@ -124,14 +92,8 @@ def muxnet_out_channels(arch='m', out_indices: Sequence[int] = (7, ),
 
     Configs call this so head/neck ``in_channels`` never have to be copied by hand.
     """
-    setting = _arch(arch)
-    widths = [_scaled(decode_stage(s)[-1].out_channels, widen_factor)
-              for s in setting['stages']]
-    widths.append(_scaled(setting['head_channels'], widen_factor))
-    for i in out_indices:
-        if not 0 <= i <= NUM_STAGES:
-            raise ValueError(f'out_indices entry {i} is out of range 0..{NUM_STAGES}')
-    return tuple(widths[i] for i in out_indices)
+    plan = plan_stages(arch, widen_factor)
+    return tuple(plan.channels(i) for i in check_out_indices(out_indices))
 
 
 @MODELS.register_module()
@@ -143,11 +105,12 @@ class MUXNet(BaseModule):
             ``stem_channels``, ``head_channels`` and seven ``stages`` of block strings.
             Default: ``'m'``.
         widen_factor (float): Width multiplier for every layer. Default: 1.0.
-        out_indices (Sequence[int]): Outputs to return: 0..6 are the ends of the seven stages,
-            7 is the 1x1 head conv. Stages after the last requested one are not built.
-            Default: (7, ).
-        frozen_stages (int): Stages to freeze (eval mode, no grad): -1 none, 0 the stem,
-            i the stem and stages up to index i - 1. Default: -1.
+        out_indices (Sequence[int]): Outputs to return, strictly increasing: 0..6 are the ends of
+            the seven stages, 7 is the 1x1 head conv. Stages after the last requested one are not
+            built. Default: (7, ).
+        frozen_stages (int): Stages to freeze (eval mode, no grad), as mmdet's MobileNetV2:
+            -1 none, 0 the stem, i in 1..7 the stem and stages 1..i (stages that are not built
+            are skipped). The head conv is never frozen. Default: -1.
         strides (Sequence[int], optional): Stride of each of the seven stages.
         dilations (Sequence[int], optional): Dilation of each of the seven stages.
         output_stride (int, optional): 8, 16 or 32: shorthand for the strides/dilations of a
@@ -159,9 +122,11 @@ class MUXNet(BaseModule):
             dilated 3x3 (the smallest kernel), as a dilated MobileNetV2 sees. Weights are the
             same either way.
         conv_cfg (dict, optional): Conv config of the 1x1 convs. Default: None.
-        norm_cfg (dict): Norm config. Default: ``dict(type='BN')`` (eps 1e-5, momentum 0.1 as the
+        norm_cfg (dict, optional): Norm config; None: no normalisation anywhere (every conv
+            then has a bias). Default: ``dict(type='BN')`` (eps 1e-5, momentum 0.1 as the
             official nets).
-        act_cfg (dict): The network's main activation; blocks marked ``nre`` use ReLU.
+        act_cfg (dict, optional): The network's main activation; blocks marked ``nre`` use ReLU.
+            None: no activation anywhere (the SE gate keeps its sigmoid).
             Default: ``dict(type='SiLU')`` (swish, as the paper).
         drop_path_rate (float): Stochastic depth, growing linearly over the blocks. Default: 0.
         norm_eval (bool): Keep norm layers in eval mode while training. Default: False.
@@ -169,9 +134,15 @@ class MUXNet(BaseModule):
         zero_init_residual (bool): Start every residual block as the identity by zero-initialising
             the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps
             training from scratch. Pretrained weights overwrite it. Default: True.
-        init_cfg (dict | list[dict], optional): Initialization config; use
-            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')`` for a checkpoint made
-            by ``tools/model_converters/muxnet_official_to_mmengine.py``.
+        pretrained (str, optional): Deprecated, as in mmdet/mmseg backbones: a checkpoint path,
+            mapped to ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+        init_cfg (dict | list[dict], optional): Initialization config. ``dict(type='Pretrained',
+            checkpoint=..., prefix='backbone.')`` loads a checkpoint made by
+            ``tools/model_converters/muxnet_official_to_mmengine.py`` (or any checkpoint whose
+            keys under ``prefix`` are this backbone's; without ``prefix``, ``backbone.`` is used
+            when present). Loading is exact: a missing, unexpected or mis-shaped key is an error
+            naming it (the stages a truncated backbone does not build may be in the file); add
+            ``strict=False`` to load what fits and keep the rest initialised.
     """
 
     def __init__(self, arch='m', widen_factor: float = 1.0,
@@ -180,29 +151,32 @@ class MUXNet(BaseModule):
                  dilations: Optional[Sequence[int]] = None,
                  output_stride: Optional[int] = None, dilate_large_kernels: bool = False,
                  conv_cfg: Optional[dict] = None,
-                 norm_cfg: dict = dict(type='BN'), act_cfg: dict = dict(type='SiLU'),
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='SiLU'),
                  drop_path_rate: float = 0.0, norm_eval: bool = False, with_cp: bool = False,
-                 zero_init_residual: bool = True, init_cfg=None):
+                 zero_init_residual: bool = True, pretrained: Optional[str] = None,
+                 init_cfg=None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained (deprecated) or init_cfg, not both')
+            if not isinstance(pretrained, str):
+                raise ValueError(f'pretrained must be a checkpoint path, got {pretrained!r}')
+            warnings.warn('MUXNet: pretrained is deprecated, use init_cfg=dict(type='
+                          '"Pretrained", checkpoint=...) instead', DeprecationWarning)
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         if init_cfg is None:
             init_cfg = [
                 dict(type='Kaiming', layer='Conv2d', mode='fan_out', nonlinearity='relu'),
                 dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
             ]
         super().__init__(init_cfg)
-        setting = _arch(arch)
-        if widen_factor <= 0:
-            raise ValueError(f'widen_factor must be positive, got {widen_factor}')
-        out_indices = tuple(out_indices)
-        if not out_indices:
-            raise ValueError('out_indices must name at least one output')
-        for i in out_indices:
-            if not 0 <= i <= NUM_STAGES:
-                raise ValueError(f'out_indices entry {i} is out of range 0..{NUM_STAGES}')
-        if not -1 <= frozen_stages <= max(out_indices) + 1:
-            raise ValueError(f'frozen_stages={frozen_stages} is out of range '
-                             f'-1..{max(out_indices) + 1} for out_indices={out_indices}')
-        strides, dilations = self._resolve_strides(setting, strides, dilations, output_stride)
+        plan = plan_stages(arch, widen_factor, strides, dilations, output_stride)
+        out_indices = check_out_indices(out_indices)
+        if frozen_stages not in range(-1, NUM_STAGES + 1):
+            raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}) (-1: none, '
+                             f'0: the stem, i: the stem and stages 1..i), got {frozen_stages}')
         self.arch = arch if isinstance(arch, str) else 'custom'
+        self.plan = plan
         self.widen_factor = widen_factor
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -211,41 +185,35 @@ class MUXNet(BaseModule):
         self.zero_init_residual = zero_init_residual
         self.dilate_large_kernels = dilate_large_kernels
 
-        stem_channels = _scaled(setting['stem_channels'], widen_factor)
-        self.stem = ConvModule(3, stem_channels, 3, stride=2, padding=1, conv_cfg=conv_cfg,
+        self.stem = ConvModule(3, plan.stem_channels, 3, stride=2, padding=1, conv_cfg=conv_cfg,
                                norm_cfg=norm_cfg, act_cfg=act_cfg)
-        stage_specs = [decode_stage(s) for s in setting['stages']]
-        num_blocks = sum(len(s) for s in stage_specs)
-        block_idx, in_channels, reduction = 0, stem_channels, 2
+        num_blocks = sum(len(stage.blocks) for stage in plan.stages)
+        block_idx, in_channels = 0, plan.stem_channels
         self.layers: List[str] = []
-        self.feature_info: List[dict] = []
-        for i, specs in enumerate(stage_specs):
-            if i > max(out_indices):
-                break
+        for i, stage in enumerate(plan.stages[:max(out_indices) + 1]):
             blocks = []
-            reduction *= strides[i]
-            for j, spec in enumerate(specs):
-                stride = strides[i] if j == 0 else 1
-                out_channels = _scaled(spec.out_channels, widen_factor)
+            for j, spec in enumerate(stage.blocks):
+                out_channels = scale_width(spec.out_channels, widen_factor)
                 rate = drop_path_rate * block_idx / max(num_blocks - 1, 1)
-                dilation = tuple(dilations[i] if dilate_large_kernels else
-                                 kernel_dilation(k, dilations[i]) for k in spec.kernel_sizes)
-                blocks.append(self._make_block(spec, in_channels, out_channels, stride,
-                                               dilation, norm_cfg, act_cfg, rate))
+                dilation = tuple(stage.dilation if dilate_large_kernels else
+                                 kernel_dilation(k, stage.dilation) for k in spec.kernel_sizes)
+                # No activation anywhere when act_cfg is None, "nre" blocks included.
+                act = None if act_cfg is None else (spec.act_cfg or act_cfg)
+                blocks.append(self._make_block(spec, in_channels, out_channels,
+                                               stage.stride if j == 0 else 1, dilation,
+                                               norm_cfg, act, rate))
                 in_channels = out_channels
                 block_idx += 1
-            name = f'layer{i + 1}'
-            self.add_module(name, nn.Sequential(*blocks))
-            self.layers.append(name)
-            self.feature_info.append(dict(num_chs=in_channels, reduction=reduction, module=name))
-        if max(out_indices) == NUM_STAGES:
-            head_channels = _scaled(setting['head_channels'], widen_factor)
-            self.conv_head = ConvModule(in_channels, head_channels, 1, conv_cfg=conv_cfg,
+            self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
+            self.layers.append(f'layer{i + 1}')
+        if max(out_indices) == HEAD_INDEX:
+            self.conv_head = ConvModule(in_channels, plan.head_channels, 1, conv_cfg=conv_cfg,
                                         norm_cfg=norm_cfg, act_cfg=act_cfg)
             self.layers.append('conv_head')
-            self.feature_info.append(
-                dict(num_chs=head_channels, reduction=reduction, module='conv_head'))
-        self.feature_info = [self.feature_info[i] for i in out_indices]
+        self.feature_info = [
+            dict(num_chs=plan.channels(i), reduction=plan.reduction(i), module=self.layers[i])
+            for i in out_indices
+        ]
         self.set_with_cp(with_cp)
         self._freeze_stages()
 
@@ -255,32 +223,12 @@ class MUXNet(BaseModule):
         return tuple(info['num_chs'] for info in self.feature_info)
 
     @staticmethod
-    def _resolve_strides(setting, strides, dilations, output_stride):
-        if output_stride is not None:
-            if strides is not None or dilations is not None:
-                raise ValueError('give either output_stride or strides/dilations, not both')
-            if output_stride not in _OUTPUT_STRIDE:
-                raise ValueError(f'output_stride must be one of {sorted(_OUTPUT_STRIDE)}, '
-                                 f'got {output_stride}')
-            return _OUTPUT_STRIDE[output_stride]
-        default = tuple(decode_stage(s)[0].stride for s in setting['stages'])
-        strides = tuple(strides) if strides is not None else default
-        dilations = tuple(dilations) if dilations is not None else (1, ) * NUM_STAGES
-        if len(strides) != NUM_STAGES or len(dilations) != NUM_STAGES:
-            raise ValueError(f'strides and dilations need {NUM_STAGES} entries, got '
-                             f'{len(strides)} and {len(dilations)}')
-        if any(s not in (1, 2) for s in strides) or any(d < 1 for d in dilations):
-            raise ValueError(f'strides must be 1 or 2 and dilations >= 1, got {strides}, '
-                             f'{dilations}')
-        return strides, dilations
-
-    @staticmethod
     def _make_block(spec: BlockSpec, in_channels: int, out_channels: int, stride: int,
-                    dilation: Tuple[int, ...], norm_cfg: dict, act_cfg: dict,
-                    drop_path_rate: float):
+                    dilation: Tuple[int, ...], norm_cfg: Optional[dict],
+                    act_cfg: Optional[dict], drop_path_rate: float):
         common = dict(kernel_sizes=spec.kernel_sizes, stride=stride, dilation=dilation,
                       se_ratio=spec.se_ratio, channels_per_group=spec.channels_per_group,
-                      scales=spec.scales, norm_cfg=norm_cfg, act_cfg=spec.act_cfg or act_cfg,
+                      scales=spec.scales, norm_cfg=norm_cfg, act_cfg=act_cfg,
                       drop_path_rate=drop_path_rate)
         if spec.block_type == 'ds':
             return DepthwiseSeparable(in_channels, out_channels, **common)
@@ -294,10 +242,30 @@ class MUXNet(BaseModule):
         body = InvertedResidual(processed, processed, expand_ratio=spec.expand_ratio, **common)
         return ChannelMux(body, in_channels, spec.split_ratio, spec.shuffle_groups)
 
+    def _unbuilt_prefixes(self) -> Tuple[str, ...]:
+        """State-dict prefixes of the stages (and head) this truncated backbone did not build."""
+        names = [f'layer{i + 1}.' for i in range(NUM_STAGES)] + ['conv_head.']
+        return tuple(n for n in names if n[:-1] not in self.layers)
+
     def init_weights(self):
-        super().init_weights()
+        """Initialise as ``init_cfg`` says; ``Pretrained`` entries load exactly (see Args)."""
+        if self.is_init:
+            return
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
-        pretrained = any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs)
+        pretrained = [c for c in cfgs if isinstance(c, dict) and c.get('type') == 'Pretrained']
+        own = self.init_cfg
+        self.init_cfg = [c for c in cfgs if c is not None and c not in pretrained] or None
+        try:
+            super().init_weights()
+        finally:
+            self.init_cfg = own
+        for cfg in pretrained:
+            unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location', 'strict'}
+            if unknown:
+                raise ValueError(f'MUXNet init_cfg Pretrained: unknown key "{sorted(unknown)[0]}"')
+            load_weights(self, cfg['checkpoint'], cfg.get('prefix'),
+                         cfg.get('map_location', 'cpu'), cfg.get('strict', True),
+                         ignore_prefixes=self._unbuilt_prefixes())
         if self.zero_init_residual and not pretrained:
             for m in self.modules():
                 if isinstance(m, (InvertedResidual, DepthwiseSeparable)) and m.has_residual:
@@ -308,8 +276,8 @@ class MUXNet(BaseModule):
     def _freeze_stages(self):
         if self.frozen_stages < 0:
             return
-        modules = [self.stem] + [getattr(self, n) for n in self.layers[:self.frozen_stages]]
-        for module in modules:
+        stages = [n for n in self.layers if n != 'conv_head'][:self.frozen_stages]
+        for module in [self.stem] + [getattr(self, n) for n in stages]:
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False

@@ -1,13 +1,13 @@
-"""Embedded toy datasets and data checks.
+"""Embedded toy datasets and the checks of every dataset a config reads.
 
 The generators write the stock VOC/ADE20K layouts: mmdet's ``VOCDataset`` and mmseg's
-``ADE20KDataset`` read them unchanged.
+``ADE20KDataset`` read them unchanged. Importing registers the ``ValidateSegMap`` transform.
 """
-import importlib.util
-
+from .checks import (DatasetError, ValidateSegMap, check_ade20k_dataset, check_datasets,
+                     check_image_file, check_segmentation_config, check_voc_dataset,
+                     insert_seg_map_validation)
 from .toy_data import make_toy_ade20k, make_toy_voc
 
-__all__ = ['make_toy_ade20k', 'make_toy_voc']
-if importlib.util.find_spec('mmseg') is not None:
-    from .transforms import ValidateSegMap  # noqa: F401  (registers the transform)
-    __all__.append('ValidateSegMap')
+__all__ = ['DatasetError', 'ValidateSegMap', 'check_ade20k_dataset', 'check_datasets',
+           'check_image_file', 'check_segmentation_config', 'check_voc_dataset',
+           'insert_seg_map_validation', 'make_toy_ade20k', 'make_toy_voc']

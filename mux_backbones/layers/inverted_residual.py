@@ -22,6 +22,30 @@ class _ResidualBlock(nn.Module):
     has_residual: bool
     with_cp: bool
 
+    def _build_tail(self, in_channels: int, channels: int, out_channels: int,
+                    kernel_sizes: Sequence[int], stride: int, dilation: Union[int, Sequence[int]],
+                    se_ratio: float, channels_per_group: int, scales: Optional[Sequence[int]],
+                    norm_cfg: Optional[dict], act_cfg: Optional[dict], drop_path_rate: float,
+                    with_cp: bool) -> None:
+        """Spatial conv -> norm -> act -> SE -> 1x1 linear projection on ``channels``."""
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride = stride
+        self.with_cp = with_cp
+        self.has_residual = stride == 1 and in_channels == out_channels
+        # Without a norm the spatial conv gets a bias, as ConvModule's bias='auto' does.
+        self.depthwise_conv = build_group_conv(channels, kernel_sizes, stride, dilation,
+                                               channels_per_group, scales, bias=norm_cfg is None)
+        self.depthwise_norm = (build_norm_layer(norm_cfg, channels)[1]
+                               if norm_cfg is not None else nn.Identity())
+        self.depthwise_act = build_activation_layer(act_cfg) if act_cfg is not None else \
+            nn.Identity()
+        # SE width is a ratio of the block *input* channels, as the official release.
+        self.se = (SqueezeExcite(channels, max(1, int(in_channels * se_ratio)), act_cfg)
+                   if se_ratio > 0 else nn.Identity())
+        self.project_conv = ConvModule(channels, out_channels, 1, norm_cfg=norm_cfg,
+                                       act_cfg=None)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -50,8 +74,8 @@ class InvertedResidual(_ResidualBlock):
         se_ratio (float): SE width as a ratio of ``in_channels``; 0 disables SE.
         channels_per_group (int): Channels per group of the spatial conv (1: depth-wise).
         scales (Sequence[int], optional): Spatial-multiplexing scales (see SpatialMuxConv).
-        norm_cfg (dict): Norm layer config.
-        act_cfg (dict): Activation config (also used inside SE).
+        norm_cfg (dict, optional): Norm layer config; None: no norm (the convs get biases).
+        act_cfg (dict, optional): Activation config (also used inside SE); None: no activation.
         drop_path_rate (float): Stochastic depth on the residual branch.
         with_cp (bool): Trade compute for memory with activation checkpointing.
     """
@@ -60,28 +84,17 @@ class InvertedResidual(_ResidualBlock):
                  stride: int = 1, dilation: Union[int, Sequence[int]] = 1,
                  expand_ratio: float = 6.0,
                  se_ratio: float = 0.0, channels_per_group: int = 1,
-                 scales: Optional[Sequence[int]] = None, norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = None, drop_path_rate: float = 0.0,
+                 scales: Optional[Sequence[int]] = None,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'), drop_path_rate: float = 0.0,
                  with_cp: bool = False):
         super().__init__()
-        norm_cfg = norm_cfg or dict(type='BN')
-        act_cfg = act_cfg or dict(type='ReLU')
         mid_channels = int(in_channels * expand_ratio)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.stride = stride
-        self.with_cp = with_cp
-        self.has_residual = stride == 1 and in_channels == out_channels
         self.expand_conv = ConvModule(in_channels, mid_channels, 1, norm_cfg=norm_cfg,
                                       act_cfg=act_cfg)
-        self.depthwise_conv = build_group_conv(mid_channels, kernel_sizes, stride, dilation,
-                                               channels_per_group, scales)
-        self.depthwise_norm = build_norm_layer(norm_cfg, mid_channels)[1]
-        self.depthwise_act = build_activation_layer(act_cfg)
-        self.se = (SqueezeExcite(mid_channels, max(1, int(in_channels * se_ratio)), act_cfg)
-                   if se_ratio > 0 else nn.Identity())
-        self.project_conv = ConvModule(mid_channels, out_channels, 1, norm_cfg=norm_cfg,
-                                       act_cfg=None)
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self._build_tail(in_channels, mid_channels, out_channels, kernel_sizes, stride, dilation,
+                         se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
+                         drop_path_rate, with_cp)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.expand_conv(x)
@@ -102,8 +115,8 @@ class DepthwiseSeparable(_ResidualBlock):
         se_ratio (float): SE width as a ratio of ``in_channels``; 0 disables SE.
         channels_per_group (int): Channels per group of the spatial conv (1: depth-wise).
         scales (Sequence[int], optional): Spatial-multiplexing scales.
-        norm_cfg (dict): Norm layer config.
-        act_cfg (dict): Activation config.
+        norm_cfg (dict, optional): Norm layer config; None: no norm (the convs get biases).
+        act_cfg (dict, optional): Activation config (also used inside SE); None: no activation.
         drop_path_rate (float): Stochastic depth on the residual branch.
         with_cp (bool): Use activation checkpointing.
     """
@@ -112,24 +125,13 @@ class DepthwiseSeparable(_ResidualBlock):
                  stride: int = 1, dilation: Union[int, Sequence[int]] = 1,
                  se_ratio: float = 0.0,
                  channels_per_group: int = 1, scales: Optional[Sequence[int]] = None,
-                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
                  drop_path_rate: float = 0.0, with_cp: bool = False):
         super().__init__()
-        norm_cfg = norm_cfg or dict(type='BN')
-        act_cfg = act_cfg or dict(type='ReLU')
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.stride = stride
-        self.with_cp = with_cp
-        self.has_residual = stride == 1 and in_channels == out_channels
-        self.depthwise_conv = build_group_conv(in_channels, kernel_sizes, stride, dilation,
-                                               channels_per_group, scales)
-        self.depthwise_norm = build_norm_layer(norm_cfg, in_channels)[1]
-        self.depthwise_act = build_activation_layer(act_cfg)
-        self.se = (SqueezeExcite(in_channels, max(1, int(in_channels * se_ratio)), act_cfg)
-                   if se_ratio > 0 else nn.Identity())
-        self.project_conv = ConvModule(in_channels, out_channels, 1, norm_cfg=norm_cfg,
-                                       act_cfg=None)
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self._build_tail(in_channels, in_channels, out_channels, kernel_sizes, stride, dilation,
+                         se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
+                         drop_path_rate, with_cp)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))

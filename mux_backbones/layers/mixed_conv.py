@@ -44,10 +44,12 @@ class MixedConv2d(nn.Module):
         dilation (int | Sequence[int]): Dilation of every group, or one per kernel. Default: 1.
         channels_per_group (int): Channels per convolution group inside each kernel group;
             1 is depth-wise. Default: 1.
+        bias (bool): Give every kernel group a bias (used when no norm follows). Default: False.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1,
-                 dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1):
+                 dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1,
+                 bias: bool = False):
         super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
         dilations = _per_kernel(dilation, len(self.kernel_sizes))
@@ -59,7 +61,7 @@ class MixedConv2d(nn.Module):
                                  f'channels_per_group={channels_per_group}')
             convs.append(
                 nn.Conv2d(c, c, k, stride, same_padding(k, d), d,
-                          groups=c // channels_per_group, bias=False))
+                          groups=c // channels_per_group, bias=bias))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
 

@@ -77,12 +77,14 @@ class SpatialMuxConv(nn.Module):
         dilation (int | Sequence[int]): Dilation of every group (at its own scale), or one per
             group. Default: 1.
         channels_per_group (int): Channels per convolution group; 1 is depth-wise. Default: 1.
+        bias (bool): Give every group-wise conv a bias (used when no norm follows).
+            Default: False.
     """
 
     def __init__(self, channels: int, kernel_sizes: Union[int, Sequence[int]],
                  scales: Sequence[int], stride: int = 1,
                  dilation: Union[int, Sequence[int]] = 1,
-                 channels_per_group: int = 1):
+                 channels_per_group: int = 1, bias: bool = False):
         super().__init__()
         scales = tuple(int(s) for s in scales)
         if isinstance(kernel_sizes, int):
@@ -102,7 +104,7 @@ class SpatialMuxConv(nn.Module):
             c_at_scale = c * 4 if s < 0 else c // 4 if s > 0 else c
             convs.append(
                 nn.Conv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, d), d,
-                          groups=c_at_scale // channels_per_group, bias=False))
+                          groups=c_at_scale // channels_per_group, bias=bias))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
 

@@ -16,16 +16,17 @@ class SqueezeExcite(nn.Module):
     Args:
         channels (int): Channels of the tensor being gated.
         squeeze_channels (int): Width of the bottleneck.
-        act_cfg (dict): Activation between the two 1x1 convs.
+        act_cfg (dict, optional): Activation between the two 1x1 convs; None: none.
+            Default: ReLU.
     """
 
     def __init__(self, channels: int, squeeze_channels: int,
-                 act_cfg: Optional[dict] = None):
+                 act_cfg: Optional[dict] = dict(type='ReLU')):
         super().__init__()
         if squeeze_channels < 1:
             raise ValueError(f'SqueezeExcite: squeeze_channels must be >= 1, got {squeeze_channels}')
         self.conv_reduce = nn.Conv2d(channels, squeeze_channels, 1, bias=True)
-        self.act = build_activation_layer(act_cfg or dict(type='ReLU'))
+        self.act = build_activation_layer(act_cfg) if act_cfg is not None else nn.Identity()
         self.conv_expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

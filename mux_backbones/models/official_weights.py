@@ -13,6 +13,7 @@ import torch
 
 from ..backbones.block_spec import decode_stage
 from ..backbones.muxnet import arch_settings
+from ..engine.checkpoint import CheckpointError, CheckpointRefusedError, read_checkpoint
 from .classifier import MUXNetClassifier
 
 # Official layer name -> project layer name, per block type.
@@ -30,7 +31,7 @@ _TOP_LEVEL = {'conv_stem': 'backbone.stem.conv', 'bn1': 'backbone.stem.bn',
 _WRAPPERS = ('state_dict_ema', 'state_dict', 'model')
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError):
     """The checkpoint is not an official MUXNet checkpoint of the requested arch."""
 
 
@@ -115,14 +116,17 @@ def load_official_checkpoint(path: str, trust: bool = False) -> Dict[str, torch.
 
     Official training checkpoints may pickle training arguments; loading those needs ``trust``
     (full unpickling), which must only be used for files from a trusted source.
+
+    Raises:
+        CheckpointError: The file is missing, empty, truncated or corrupt (one line naming it).
+        CheckpointRefusedError: It pickles an object weights-only loading refuses; the message
+            says that ``--trust-checkpoint`` would load it.
+        CheckpointMismatchError: It holds no state dict of tensors.
     """
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=not trust)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        hint = '' if trust else (' (if the file is trusted and pickles more than weights, '
-                                 'pass --trust-checkpoint)')
-        raise CheckpointMismatchError(f'cannot read checkpoint "{path}": '
-                                      f'{str(err).splitlines()[0]}{hint}') from None
+        checkpoint = read_checkpoint(path, trust=trust)
+    except CheckpointRefusedError as err:
+        raise CheckpointRefusedError(
+            f'{err} (if the file comes from a trusted source, --trust-checkpoint loads it)',
+            err.global_name) from None
     return unwrap_state_dict(checkpoint)

@@ -77,11 +77,13 @@ def test_with_cp_gives_same_outputs_and_grads():
         torch.testing.assert_close(p.grad, q.grad, msg=n)
 
 
-@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 4, 8])
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 4, 7])
 def test_frozen_stages(frozen_stages):
     model = MUXNet('tiny', out_indices=ALL_OUT, frozen_stages=frozen_stages)
     model.train()
-    frozen = [] if frozen_stages < 0 else ['stem'] + model.layers[:frozen_stages]
+    # As mmdet's MobileNetV2: the stem and stages 1..i; the head conv is never frozen.
+    frozen = [] if frozen_stages < 0 else ['stem'] + [f'layer{i}'
+                                                       for i in range(1, frozen_stages + 1)]
     for name in ['stem'] + model.layers:
         module = getattr(model, name)
         is_frozen = name in frozen
@@ -119,8 +121,15 @@ def test_custom_norm_and_act():
     (dict(arch='xxl'), 'unknown MUXNet arch'),
     (dict(out_indices=(8, )), 'out of range'),
     (dict(out_indices=()), 'at least one'),
-    (dict(frozen_stages=9), 'frozen_stages'),
-    (dict(out_indices=(3, ), frozen_stages=5), 'frozen_stages'),
+    (dict(frozen_stages=8), r'frozen_stages must be in range\(-1, 8\)'),
+    (dict(frozen_stages=-2), r'frozen_stages must be in range\(-1, 8\)'),
+    (dict(out_indices=(7, 4)), 'strictly increasing'),
+    (dict(out_indices=(4, 4)), 'strictly increasing'),
+    (dict(arch=dict(stem_channels=8, head_channels=16)), 'arch dict lacks "stages"'),
+    (dict(arch=dict(stem_channels=8, head_channels=16, stages=[['ds_r1_k3_s1_c8']])),
+     '7 non-empty lists'),
+    (dict(pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='y.pth')),
+     'not both'),
     (dict(output_stride=4), 'output_stride'),
     (dict(output_stride=8, strides=(1, 2, 2, 2, 1, 2, 1)), 'not both'),
     (dict(strides=(1, 2)), '7 entries'),
@@ -178,3 +187,102 @@ def test_dilated_large_kernels_keep_a_3x3_span():
     assert [c.dilation[0] for c in full.layer6[0].depthwise_conv.convs] == [4] * 5
     # Same weights either way.
     full.load_state_dict(model.state_dict())
+
+
+def test_frozen_stages_on_a_truncated_backbone():
+    # Like mmdet's MobileNetV2: the range does not depend on out_indices; stages that are not
+    # built are simply not there to freeze.
+    model = MUXNet('tiny', out_indices=(4, ), frozen_stages=7)
+    model.train()
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_norm_cfg_none_means_no_norm_anywhere(arch):
+    model = MUXNet(arch, out_indices=ALL_OUT, norm_cfg=None)
+    norms = [n for n, m in model.named_modules()
+             if isinstance(m, (_BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm))]
+    assert norms == []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.bias is not None for c in convs), 'a conv without a norm needs its bias'
+    with torch.no_grad():
+        outs = model.eval()(_x(64, 64))
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_act_cfg_none_means_no_activation_anywhere(arch):
+    from mux_backbones.layers import SqueezeExcite
+    model = MUXNet(arch, out_indices=ALL_OUT, act_cfg=None)
+    acts = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.GELU)
+    assert [n for n, m in model.named_modules() if isinstance(m, acts)] == []
+    # SE keeps only its sigmoid gate.
+    assert all(isinstance(m.act, torch.nn.Identity)
+               for m in model.modules() if isinstance(m, SqueezeExcite))
+
+
+def test_pretrained_argument_is_deprecated_but_works(tmp_path):
+    src = MUXNet('tiny')
+    path = tmp_path / 'tiny.pth'
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in src.state_dict().items()}), path)
+    with pytest.warns(DeprecationWarning, match='pretrained is deprecated'):
+        dst = MUXNet('tiny', pretrained=str(path))
+    assert dst.init_cfg == dict(type='Pretrained', checkpoint=str(path))
+    dst.init_weights()
+    for k, v in src.state_dict().items():
+        torch.testing.assert_close(dst.state_dict()[k], v)
+
+
+def test_mmseg_encoder_decoder_passes_pretrained():
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    cfg = ConfigDict(type='EncoderDecoder', pretrained='nowhere.pth',
+                     backbone=dict(type='MUXNet', arch='tiny', out_indices=(6, )),
+                     decode_head=dict(type='FCNHead', in_channels=40, channels=8, num_classes=3))
+    with DefaultScope.overwrite_default_scope('mmseg'), pytest.warns(DeprecationWarning):
+        model = MODELS.build(cfg)
+    assert model.backbone.init_cfg['checkpoint'] == 'nowhere.pth'
+
+
+def _converted(tmp_path, arch, name='weights.pth', **kwargs):
+    src = MUXNet(arch, **kwargs)
+    path = tmp_path / name
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in src.state_dict().items()},
+                    meta=dict(arch=arch)), path)
+    return src, str(path)
+
+
+def test_pretrained_of_another_arch_is_refused_naming_a_key(tmp_path):
+    from mux_backbones.engine import CheckpointError
+    _, path = _converted(tmp_path, 'xs')
+    model = MUXNet('tiny', init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    with pytest.raises(CheckpointError, match=f'checkpoint {path} does not fit the model: .*'
+                       r'\(first: "[\w.]+"'):
+        model.init_weights()
+    # strict=False: load what fits, keep the rest initialised.
+    loose = MUXNet('tiny', init_cfg=dict(type='Pretrained', checkpoint=path, strict=False))
+    loose.init_weights()
+
+
+def test_truncated_backbone_loads_a_full_checkpoint(tmp_path):
+    src, path = _converted(tmp_path, 'tiny')
+    model = MUXNet('tiny', out_indices=(3, ),
+                   init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
+    model.init_weights()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, src.state_dict()[k])
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+@pytest.mark.parametrize('output_stride', [8, 32])
+def test_stage_plan_is_what_gets_built(arch, output_stride):
+    from mux_backbones.backbones import plan_stages
+    plan = plan_stages(arch, 0.75, output_stride=output_stride)
+    model = MUXNet(arch, widen_factor=0.75, output_stride=output_stride, out_indices=ALL_OUT)
+    assert model.out_channels == tuple(plan.channels(i) for i in ALL_OUT)
+    assert [f['reduction'] for f in model.feature_info] == [plan.reduction(i) for i in ALL_OUT]
+    assert model.stem.conv.out_channels == plan.stem_channels
+    assert plan.output_stride == output_stride
+    for i, stage in enumerate(plan.stages):
+        assert len(getattr(model, f'layer{i + 1}')) == len(stage.blocks)

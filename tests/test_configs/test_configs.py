@@ -85,6 +85,14 @@ def test_config_builds_and_runs(path):
             assert preds[0].pred_sem_seg.data.shape[-2:] == size
 
 
+def test_encoder_pieces_give_the_backbones_channels():
+    from mux_backbones import muxnet_out_channels
+    for name, channels in (('muxnet-m-d8', muxnet_out_channels('m', (5, 6))),
+                           ('mobilenetv2-d8', (160, 320))):
+        cfg = Config.fromfile(osp.join(REPO, f'configs/_base_/models/encoders/{name}.py'))
+        assert (cfg.deepsup_channels, cfg.fc_dim) == channels, name
+
+
 def test_config_channels_come_from_the_backbone():
     cfg = Config.fromfile(osp.join(REPO, 'configs/ssd/ssdlite_muxnet-m_8xb24-600e_voc0712.py'))
     assert tuple(cfg.model.neck.in_channels) == (112, 1280)

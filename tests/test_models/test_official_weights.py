@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mux_backbones import MUXNetClassifier
+from mux_backbones.engine import CheckpointError, CheckpointRefusedError
 from mux_backbones.models.official_weights import (CheckpointMismatchError,
                                                     convert_official_state_dict,
                                                     load_official_checkpoint)
@@ -116,13 +117,21 @@ def test_missing_and_extra_keys_are_rejected(official_m):
         convert_official_state_dict(extra, 'm')
 
 
-def test_corrupt_and_unsafe_files(tmp_path):
+@pytest.mark.parametrize('content, message', [
+    (b'', 'is empty'),
+    (b'not a checkpoint at all', 'is not a PyTorch checkpoint'),
+])
+def test_corrupt_files_get_no_advice_to_trust_them(tmp_path, content, message):
     bad = tmp_path / 'corrupt.pth'
-    bad.write_bytes(b'not a checkpoint at all')
-    with pytest.raises(CheckpointMismatchError, match='cannot read checkpoint'):
+    bad.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as info:
         load_official_checkpoint(str(bad))
+    assert 'trust' not in str(info.value)
+
+
+def test_unsafe_files_need_trust(tmp_path):
     unsafe = tmp_path / 'unsafe.pth'
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'args': re.compile('x')}, unsafe)
-    with pytest.raises(CheckpointMismatchError, match='trust-checkpoint'):
+    with pytest.raises(CheckpointRefusedError, match='pickles re._compile.*--trust-checkpoint'):
         load_official_checkpoint(str(unsafe))
     assert 'w' in load_official_checkpoint(str(unsafe), trust=True)

@@ -1,6 +1,7 @@
 """Bad data fails fast with one line naming the file or setting at fault."""
 import os
 import os.path as osp
+import re
 import shutil
 
 import numpy as np
@@ -8,9 +9,9 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mux_backbones.apis import (DatasetError, check_datasets, check_segmentation_config,
-                                insert_seg_map_validation)
-from mux_backbones.apis.data_checks import check_ade20k_dataset, check_voc_dataset
+from mux_backbones.datasets import (DatasetError, check_ade20k_dataset, check_datasets,
+                                    check_segmentation_config, check_voc_dataset,
+                                    insert_seg_map_validation)
 
 from .helpers import REPO, run_tool, write_det_config, write_seg_config
 
@@ -39,7 +40,7 @@ def _check(voc):
 
 
 def test_toy_voc_passes(toy_voc):
-    assert _check(toy_voc) == 24
+    assert _check(toy_voc) == (24, 0)
 
 
 def test_missing_data_root(tmp_path):
@@ -70,7 +71,7 @@ def test_class_not_in_voc(voc_copy):
         text = text.replace(f'<name>{name}</name>', '<name>unicorn</name>')
     with open(xml, 'w') as f:
         f.write(text)
-    with pytest.raises(DatasetError, match=f"{xml}: object class 'unicorn' is not a VOC class"):
+    with pytest.raises(DatasetError, match=f"{xml}: object 0 class 'unicorn' is not a VOC class"):
         _check(voc_copy)
 
 
@@ -144,3 +145,77 @@ def test_seg_map_validation_is_inserted(tmp_path, toy_ade):
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
     assert types[types.index('LoadAnnotations') + 1] == 'ValidateSegMap'
     check_datasets(cfg)
+
+
+def _xml_of(voc):
+    return osp.join(voc, 'VOC2007/Annotations', _first_id(voc) + '.xml')
+
+
+def _set_first_box(xml, xmin, ymin, xmax, ymax):
+    import xml.etree.ElementTree as ET
+    tree = ET.parse(xml)
+    box = tree.getroot().find('object').find('bndbox')
+    for tag, value in zip(('xmin', 'ymin', 'xmax', 'ymax'), (xmin, ymin, xmax, ymax)):
+        box.find(tag).text = str(value)
+    tree.write(xml)
+
+
+def test_box_outside_image_is_an_error_naming_file_and_object(voc_copy):
+    xml = _xml_of(voc_copy)
+    _set_first_box(xml, -300, 10, 5000, 4000)
+    with pytest.raises(DatasetError, match=rf'{xml}: object 0 \(\w+\) box \(-300, 10, 5000, '
+                       r'4000\) lies outside its 320x256 image \(train with --clip-boxes'):
+        _check(voc_copy)
+    # The explicit option lets such boxes through, counted.
+    assert check_voc_dataset(voc_copy, 'VOC2007/ImageSets/Main/trainval.txt', 'VOC2007/',
+                             clip_boxes=True) == (24, 1)
+
+
+def test_annotated_size_must_match_the_image(voc_copy):
+    xml = _xml_of(voc_copy)
+    with open(xml) as f:
+        text = f.read()
+    with open(xml, 'w') as f:
+        f.write(text.replace('<width>320</width>', '<width>640</width>'))
+    with pytest.raises(DatasetError, match=f'{xml}: <size> says 640x256 but .* is 320x256'):
+        _check(voc_copy)
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda data: b'', 'is empty (0 bytes)'),
+    (lambda data: data[:len(data) // 2], 'does not decode'),
+    (lambda data: bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8)),
+     'is not an image file'),
+])
+def test_undecodable_images_are_found_before_training(voc_copy, damage, message):
+    img = osp.join(voc_copy, 'VOC2007/JPEGImages', _first_id(voc_copy) + '.jpg')
+    with open(img, 'rb') as f:
+        data = f.read()
+    with open(img, 'wb') as f:
+        f.write(damage(data))
+    with pytest.raises(DatasetError, match=re.escape(f'image {img} {message}')):
+        _check(voc_copy)
+
+
+def test_undecodable_label_map(ade_copy):
+    label = osp.join(ade_copy, 'annotations/training/ADE_train_00000003.png')
+    with open(label, 'rb') as f:
+        data = f.read()
+    with open(label, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(DatasetError, match=re.escape(f'image {label} does not decode')):
+        check_ade20k_dataset(ade_copy, 'images/training', 'annotations/training')
+
+
+def test_train_tool_refuses_a_box_outside_and_clips_on_request(tmp_path, voc_copy):
+    xml = _xml_of(voc_copy)
+    _set_first_box(xml, -300, 10, 5000, 4000)
+    cfg = write_det_config(tmp_path, voc_copy, max_iters=1, ckpt_interval=1)
+    work = str(tmp_path / 'w')
+    proc = run_tool('tools/train.py', cfg, '--work-dir', work, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'error: {xml}: object 0') and 'outside' in last
+    assert not osp.exists(work), 'nothing may be written before the data is known good'
+    proc = run_tool('tools/train.py', cfg, '--work-dir', work, '--clip-boxes')
+    assert '--clip-boxes: 1 boxes extend outside their images' in proc.stdout

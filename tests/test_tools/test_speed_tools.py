@@ -64,7 +64,7 @@ def test_export_backbone_and_detector(tmp_path):
 
 def test_export_bad_input(tmp_path):
     _clean_failure(run_tool(EXPORT, '--arch', 'zz', '--out', str(tmp_path / 'x.onnx'),
-                            check=False), 'unknown arch "zz"')
+                            check=False), 'unknown MUXNet arch "zz"')
     _clean_failure(run_tool(EXPORT, '--out', str(tmp_path / 'x.onnx'), check=False),
                    'either --arch or --config')
     # A user layer the exporter has no ONNX mapping for: one line naming the operator.

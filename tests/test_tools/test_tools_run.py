@@ -58,7 +58,7 @@ def test_get_flops_arch_and_config(repo_root):
                    'configs/ssd/ssdlite_muxnet-m_8xb24-600e_voc0712.py').stdout
     assert 'ssdlite_muxnet-m' in out and 'MAdds' in out and 'paper: 3.2M' in out
     bad = run_tool('tools/analysis_tools/get_flops.py', '--arch', 'zz', check=False)
-    assert bad.returncode != 0 and 'unknown arch' in bad.stderr
+    assert bad.returncode != 0 and 'unknown MUXNet arch "zz"' in bad.stderr
 
 
 def test_converter_cli(tmp_path):

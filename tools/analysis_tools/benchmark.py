@@ -20,16 +20,34 @@ import contextlib
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
+from typing import List, NamedTuple
 
 import torch
 
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
-from mux_backbones import MUXNet, arch_settings
-from mux_backbones.apis import build_model_from_config
+from mux_backbones import MUXNet
+from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, int_at_least,
+                               positive_int)
 from mux_backbones.deploy import switch_to_deploy
+
+
+class Timing(NamedTuple):
+    """What :func:`time_interleaved` measures for one candidate."""
+    median_ms: float
+    iqr_ms: float
+    peak_mib: float
+
+
+class Row(NamedTuple):
+    """One line of the latency table."""
+    model: str
+    mode: str
+    precision: str
+    batch: int
+    timing: Timing
+    ratio: float  # median over MobileNetV2's in the same mode, precision and batch
 
 
 def build_backbone(name: str) -> torch.nn.Module:
@@ -37,11 +55,13 @@ def build_backbone(name: str) -> torch.nn.Module:
     if name == 'mobilenetv2':
         from mmdet.models.backbones import MobileNetV2
         model = MobileNetV2(out_indices=(7, ))
-    elif name.startswith('muxnet-') and name[7:] in arch_settings:
-        model = MUXNet(name[7:], out_indices=(7, ))
+    elif name.startswith('muxnet-'):
+        try:
+            model = MUXNet(name[7:], out_indices=(7, ))
+        except ValueError as err:  # MUXNet names the archs it knows
+            raise ToolError(f'unknown model "{name}": {err}') from None
     else:
-        raise ValueError(f'unknown model "{name}"; use mobilenetv2 or muxnet-'
-                         f'{{{",".join(arch_settings)}}}')
+        raise ToolError(f'unknown model "{name}"; use mobilenetv2 or muxnet-<arch>')
     model.eval()  # mmdet's MobileNetV2.train() returns None, so not chained
     return model
 
@@ -63,7 +83,7 @@ def _summary(times):
     return statistics.median(times), q[2] - q[0]
 
 
-def time_interleaved(fns, inputs, device, warmup, runs):
+def time_interleaved(fns, inputs, device, warmup, runs) -> List[Timing]:
     """Median and IQR (ms) and peak memory (MiB) of each ``fns[i](inputs[i])``.
 
     The candidates are timed in interleaved rounds (one run of each per round, the order rotating),
@@ -89,10 +109,10 @@ def time_interleaved(fns, inputs, device, warmup, runs):
                 fns[i](inputs[i])
                 _sync(device)
                 times[i].append((time.perf_counter() - start) * 1e3)
-    return [(*_summary(t), peak) for t, peak in zip(times, peaks)]
+    return [Timing(*_summary(t), peak) for t, peak in zip(times, peaks)]
 
 
-def time_forward(fn, x, device, warmup, runs):
+def time_forward(fn, x, device, warmup, runs) -> Timing:
     """Median and IQR (ms) of ``fn(x)``, and peak memory (MiB; CUDA allocator or CPU RSS)."""
     return time_interleaved([fn], [x], device, warmup, runs)[0]
 
@@ -115,7 +135,7 @@ def _prepare(name, mode, batch, args, device):
     return model, x
 
 
-def bench_models(args, device):
+def bench_models(args, device) -> List[Row]:
     """Every model in every mode, timed interleaved per (precision, batch)."""
     rows = []
     for amp in args.amp:
@@ -136,11 +156,11 @@ def bench_models(args, device):
                 inputs.append(x)
             runs = args.runs if batch == 1 else max(5, args.runs // 5)
             results = time_interleaved(fns, inputs, device, args.warmup, runs)
-            base = {mode: med for (name, mode), (med, _, _) in zip(cases, results)
+            base = {mode: t.median_ms for (name, mode), t in zip(cases, results)
                     if name == 'mobilenetv2'}
-            for (name, mode), (med, iqr, peak) in zip(cases, results):
-                rows.append((name, mode, amp, batch, med, iqr, batch / med * 1e3, peak,
-                             med / base[mode] if mode in base else float('nan')))
+            for (name, mode), t in zip(cases, results):
+                rows.append(Row(name, mode, amp, batch, t,
+                                t.median_ms / base[mode] if mode in base else float('nan')))
     return rows
 
 
@@ -182,11 +202,12 @@ def bench_onnx(args):
             fns.append(lambda _, sess=sess: sess.run(None, feed))
         results = time_interleaved(fns, [x] * len(fns), torch.device('cpu'), args.warmup,
                                    args.runs)
-    base = next((r[0] for n, r in zip(names, results) if n == 'mobilenetv2'), None)
+    base = next((t.median_ms for n, t in zip(names, results) if n == 'mobilenetv2'), None)
     print(f'\nonnxruntime (CPU, {torch.get_num_threads()} threads, batch 1, {args.shape}x{args.shape})')
     print(f'{"model":<14}{"median ms":>10}{"IQR":>8}{"vs MNv2":>9}')
-    for name, (med, iqr, _) in zip(names, results):
-        print(f'{name:<14}{med:10.2f}{iqr:8.2f}{med / base if base else float("nan"):9.2f}x')
+    for name, t in zip(names, results):
+        ratio = t.median_ms / base if base else float('nan')
+        print(f'{name:<14}{t.median_ms:10.2f}{t.iqr_ms:8.2f}{ratio:9.2f}x')
 
 
 def bench_train_step(args, device):
@@ -222,9 +243,10 @@ def bench_train_step(args, device):
                 loss.backward()
                 optim.step()
 
-        med, iqr, peak = time_forward(step, None, device, 2, max(5, args.runs // 10))
-        base = base or med
-        print(f'{cfg_name:<42}{med:10.1f}{iqr:8.1f}{peak:10.0f}{med / base:9.2f}x')
+        t = time_forward(step, None, device, 2, max(5, args.runs // 10))
+        base = base or t.median_ms
+        print(f'{cfg_name:<42}{t.median_ms:10.1f}{t.iqr_ms:8.1f}{t.peak_mib:10.0f}'
+              f'{t.median_ms / base:9.2f}x')
 
 
 def bench_config(args, device):
@@ -236,10 +258,9 @@ def bench_config(args, device):
         if mode == 'deploy':
             switch_to_deploy(m, channels_last=True)
             x = x.contiguous(memory_format=torch.channels_last)
-        med, iqr, peak = time_forward(lambda inp: m._forward(inp), x, device, args.warmup,
-                                      args.runs)
+        t = time_forward(lambda inp: m._forward(inp), x, device, args.warmup, args.runs)
         print(f'{os.path.basename(args.config)} [{mode}] {args.shape}x{args.shape}: '
-              f'{med:.2f} ms (IQR {iqr:.2f}), peak {peak:.0f} MiB')
+              f'{t.median_ms:.2f} ms (IQR {t.iqr_ms:.2f}), peak {t.peak_mib:.0f} MiB')
 
 
 def parse_args():
@@ -247,22 +268,25 @@ def parse_args():
     parser.add_argument('--models', nargs='+', default=['mobilenetv2', 'muxnet-m', 'muxnet-l'])
     parser.add_argument('--config', help='benchmark a whole mmdet/mmseg config instead')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch', type=int, nargs='+', default=[1])
+    parser.add_argument('--batch', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
                         choices=['eager', 'deploy', 'compile'])
     parser.add_argument('--amp', nargs='+', default=['fp32'], choices=['fp32', 'fp16', 'bf16'])
-    parser.add_argument('--shape', type=int, default=224)
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch)')
-    parser.add_argument('--warmup', type=int, default=10)
-    parser.add_argument('--runs', type=int, default=50)
+    parser.add_argument('--shape', type=positive_int, default=224)
+    parser.add_argument('--threads', type=positive_int, default=None,
+                        help='CPU threads (default: torch)')
+    parser.add_argument('--warmup', type=int_at_least(0), default=10)
+    # A median and an inter-quartile range need at least two timed runs.
+    parser.add_argument('--runs', type=int_at_least(2), default=50)
     parser.add_argument('--onnx', action='store_true', help='also time onnxruntime (CPU)')
     parser.add_argument('--profile', action='store_true', help='print torch.profiler tables')
     parser.add_argument('--train-step', action='store_true',
                         help='also time SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training steps')
-    parser.add_argument('--train-batch', type=int, default=24)
+    parser.add_argument('--train-batch', type=positive_int, default=24)
     return parser.parse_args()
 
 
+@exits_cleanly
 def main():
     args = parse_args()
     if args.threads:
@@ -273,17 +297,15 @@ def main():
             raise RuntimeError('CUDA is not available on this machine')
         torch.empty(1, device=device)
     except RuntimeError as err:
-        sys.exit(f'error: device "{args.device}" is not usable: {str(err).splitlines()[0]}')
+        raise ToolError(f'device "{args.device}" is not usable: '
+                        f'{str(err).splitlines()[0]}') from None
     if args.config:
         if not os.path.isfile(args.config):
-            sys.exit(f'error: config file not found: {args.config}')
+            raise ToolError(f'config file not found: {args.config}')
         bench_config(args, device)
         return
     for name in args.models:
-        try:
-            build_backbone(name)
-        except ValueError as err:
-            sys.exit(f'error: {err}')
+        build_backbone(name)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'CPU, {torch.get_num_threads()} threads'
     print(f'device: {name}; torch {torch.__version__}; input {args.shape}x{args.shape}')
@@ -291,13 +313,17 @@ def main():
     print(f'{"model":<12}{"mode":>8}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
           f'{"img/s":>9}{"peak MiB":>10}{"vs MNv2":>9}')
     for r in rows:
-        print(f'{r[0]:<12}{r[1]:>8}{r[2]:>6}{r[3]:>6}{r[4]:11.2f}{r[5]:8.2f}{r[6]:9.1f}'
-              f'{r[7]:10.0f}{r[8]:9.2f}x')
-    eager = {(r[0], r[2], r[3]): r[4] for r in rows if r[1] == 'eager'}
+        t = r.timing
+        print(f'{r.model:<12}{r.mode:>8}{r.precision:>6}{r.batch:>6}{t.median_ms:11.2f}'
+              f'{t.iqr_ms:8.2f}{r.batch / t.median_ms * 1e3:9.1f}{t.peak_mib:10.0f}'
+              f'{r.ratio:9.2f}x')
+    eager = {(r.model, r.precision, r.batch): r.timing.median_ms for r in rows
+             if r.mode == 'eager'}
     for r in rows:
-        if r[1] != 'eager' and (r[0], r[2], r[3]) in eager:
-            print(f'{r[0]} {r[1]} vs eager ({r[2]}, batch {r[3]}): '
-                  f'{eager[(r[0], r[2], r[3])] / r[4]:.2f}x faster')
+        key = (r.model, r.precision, r.batch)
+        if r.mode != 'eager' and key in eager:
+            print(f'{r.model} {r.mode} vs eager ({r.precision}, batch {r.batch}): '
+                  f'{eager[key] / r.timing.median_ms:.2f}x faster')
     if args.profile:
         profile_models(args, device)
     if args.onnx:

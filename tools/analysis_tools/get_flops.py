@@ -11,13 +11,13 @@ head outputs (no NMS / resize). The paper's figure is printed next to each measu
 """
 import argparse
 import os.path as osp
-import sys
 
 import torch
 from mmengine.config import DictAction
 
 import mux_backbones
 from mux_backbones import MUXNetClassifier, arch_settings
+from mux_backbones.cli import ToolError, build_model_from_config, exits_cleanly, positive_int
 from mux_backbones.utils import PAPER_RESULTS, count_macs, count_params
 
 _PAPER_KEYS = {
@@ -32,7 +32,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description='Count params and MAdds')
     parser.add_argument('config', nargs='?', help='an mmdet/mmseg config (or use --arch)')
     parser.add_argument('--arch', help=f'MUXNet arch: {", ".join(arch_settings)} or "all"')
-    parser.add_argument('--shape', type=int, nargs='+', help='input height [width]')
+    parser.add_argument('--shape', type=positive_int, nargs='+', help='input height [width]')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override settings of the config, as key=value pairs')
     return parser.parse_args()
@@ -53,7 +53,10 @@ def _paper_line(key: str) -> str:
 
 
 def measure_arch(arch: str, shape) -> None:
-    model = MUXNetClassifier(arch)
+    try:
+        model = MUXNetClassifier(arch)
+    except ValueError as err:  # MUXNet names the archs it knows
+        raise ToolError(str(err)) from None
     params, macs = count_params(model), count_macs(model, (1, 3, *shape))
     line = f'MUXNet-{arch:<4s} {shape[0]}x{shape[1]}: {_fmt(params, macs)}'
     ref = _paper_line(f'muxnet-{arch}')
@@ -62,8 +65,6 @@ def measure_arch(arch: str, shape) -> None:
 
 def measure_config(path: str, shape, cfg_options) -> None:
     from mmengine.config import Config
-
-    from mux_backbones.apis import build_model_from_config
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -80,25 +81,23 @@ def measure_config(path: str, shape, cfg_options) -> None:
         print(f'  {_paper_line(key)}')
 
 
+@exits_cleanly
 def main():
     args = parse_args()
     if bool(args.config) == bool(args.arch):
-        sys.exit('error: give either a config or --arch')
+        raise ToolError('give either a config or --arch')
     shape = None
     if args.shape:
         if len(args.shape) not in (1, 2):
-            sys.exit('error: --shape takes one or two numbers')
+            raise ToolError('--shape takes one or two numbers')
         shape = tuple(args.shape) * (3 - len(args.shape))
     torch.set_grad_enabled(False)
     if args.arch:
-        archs = list(arch_settings) if args.arch == 'all' else [args.arch]
-        for arch in archs:
-            if arch not in arch_settings:
-                sys.exit(f'error: unknown arch "{arch}"; choose from {", ".join(arch_settings)}')
+        for arch in list(arch_settings) if args.arch == 'all' else [args.arch]:
             measure_arch(arch, shape or (224, 224))
     else:
         if not osp.isfile(args.config):
-            sys.exit(f'error: config file not found: {args.config}')
+            raise ToolError(f'config file not found: {args.config}')
         measure_config(args.config, shape, args.cfg_options)
 
 

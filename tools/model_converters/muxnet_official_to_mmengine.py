@@ -9,14 +9,14 @@ The output is a weights-only checkpoint (``{'state_dict': ..., 'meta': ...}``) o
 mapped and every project weight filled, or the conversion stops with the key at fault.
 """
 import argparse
-import os
+import io
 import os.path as osp
-import sys
 
 import torch
 
-from mux_backbones.models.official_weights import (CheckpointMismatchError,
-                                                    convert_official_state_dict,
+from mux_backbones.cli import exits_cleanly
+from mux_backbones.engine.atomic_backend import atomic_write
+from mux_backbones.models.official_weights import (convert_official_state_dict,
                                                     load_official_checkpoint)
 
 
@@ -30,18 +30,15 @@ def parse_args():
     return parser.parse_args()
 
 
+@exits_cleanly
 def main():
     args = parse_args()
-    if not osp.isfile(args.src):
-        sys.exit(f'error: checkpoint not found: {args.src}')
-    try:
-        state = load_official_checkpoint(args.src, trust=args.trust_checkpoint)
-        converted = convert_official_state_dict(state, args.arch)
-    except CheckpointMismatchError as err:
-        sys.exit(f'error: {err}')
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    state = load_official_checkpoint(args.src, trust=args.trust_checkpoint)
+    converted = convert_official_state_dict(state, args.arch)
+    buffer = io.BytesIO()
     torch.save(dict(state_dict=converted, meta=dict(arch=f'muxnet-{args.arch}',
-                                                    source=osp.basename(args.src))), args.dst)
+                                                    source=osp.basename(args.src))), buffer)
+    atomic_write(buffer.getvalue(), args.dst)  # never a half-written file under DST
     print(f'converted {len(converted)} tensors of MUXNet-{args.arch} to {args.dst}')
 
 

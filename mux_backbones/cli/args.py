@@ -1,0 +1,62 @@
+"""Command-line pieces every tool shares: argument types, runner arguments, one exit style.
+
+Every tool ends a bad input the same way: ``error: <one line naming the file, key or argument>``
+on stderr and exit status 1 (argparse's own usage errors keep its status 2).
+"""
+import argparse
+import functools
+import sys
+
+
+class ToolError(ValueError):
+    """A user input a tool cannot work with; the message names the file, key or argument."""
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer ``>= minimum``, else a usage error naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'{value} is below the minimum {minimum}')
+        return value
+
+    parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments ``tools/train.py`` and ``tools/test.py`` share (as mmdet's/mmseg's tools)."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='the dir to save logs, models and metrics')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the config, as key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def user_errors():
+    """The exception types that mean "bad input", reported as one line by :func:`exits_cleanly`."""
+    from ..datasets.checks import DatasetError
+    from ..engine.checkpoint import CheckpointError
+    return ToolError, DatasetError, CheckpointError
+
+
+def exits_cleanly(main):
+    """Decorate a tool's ``main``: a bad-input error becomes ``error: ...`` and exit status 1."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except user_errors() as err:
+            sys.exit(f'error: {err}')
+
+    return run

@@ -1,0 +1,126 @@
+"""Config plumbing of the tools, for mmdet and mmseg configs alike.
+
+The tools stay thin (Config -> --cfg-options -> Runner.from_cfg, as in mmdet/mmseg); what differs
+between detection and segmentation (visualisation, result dumping) is dispatched here on the
+config's ``default_scope``. Also here: the config changes a tool makes on the user's behalf
+(atomic checkpoint writes, visualisation) and the exact check of a checkpoint against the model a
+runner built.
+"""
+import os
+import os.path as osp
+from typing import Optional
+
+from mmengine.config import Config
+
+from ..engine.atomic_backend import BACKEND_NAME
+from ..engine.checkpoint import check_state_dict, read_checkpoint, state_dict_of
+from .args import ToolError
+
+
+def load_config(path: str, args) -> Config:
+    """Read a config, apply ``--launcher`` and ``--cfg-options``; exits if the file is missing."""
+    if not osp.isfile(path):
+        raise ToolError(f'config file not found: {path}')
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(path)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    ensure_custom_imports(cfg)
+    set_work_dir(cfg, args.work_dir)
+    return cfg
+
+
+def task_of(cfg: Config) -> str:
+    """``'det'`` or ``'seg'``, from the config's default scope."""
+    scope = cfg.get('default_scope', None)
+    if scope == 'mmdet':
+        return 'det'
+    if scope == 'mmseg':
+        return 'seg'
+    raise ToolError(f'config {cfg.filename}: default_scope is {scope!r}; expected an mmdet '
+                    f'("mmdet") or mmseg ("mmseg") config')
+
+
+def ensure_custom_imports(cfg: Config) -> None:
+    """Make sure the config imports ``mux_backbones`` so MUXNet and the fixes are registered."""
+    imports = cfg.get('custom_imports', None) or dict(imports=[], allow_failed_imports=False)
+    names = list(imports.get('imports', []))
+    if 'mux_backbones' not in names:
+        names.append('mux_backbones')
+    imports['imports'] = names
+    cfg.custom_imports = imports
+
+
+def set_work_dir(cfg: Config, work_dir: Optional[str]) -> None:
+    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
+
+
+def build_model_from_config(cfg: Config):
+    """Build ``cfg.model`` in the config's scope without loading pretrained backbone weights.
+
+    For analysis tools (MAdds, benchmarks, export) that need the architecture, not the weights.
+    """
+    from mmengine.registry import DefaultScope
+    if task_of(cfg) == 'det':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model_cfg = cfg.model
+    model_cfg.pop('pretrained', None)
+    model_cfg.backbone['init_cfg'] = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(model_cfg)
+
+
+def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False,
+                         wait_time: float = 2.0) -> None:
+    """Turn on the visualization hook so predictions are drawn over the test images."""
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise ToolError('the config has no "visualization" hook in default_hooks')
+    vis = hooks['visualization']
+    vis['draw'] = True
+    if task_of(cfg) == 'det':
+        if show_dir:
+            vis['test_out_dir'] = show_dir
+        vis['show'] = show
+        vis['wait_time'] = wait_time
+    else:
+        vis['interval'] = 1
+        vis['show'] = show
+        vis['wait_time'] = wait_time
+        if show_dir:
+            cfg.visualizer['save_dir'] = show_dir
+            cfg.visualizer['vis_backends'] = [dict(type='LocalVisBackend')]
+
+
+def use_atomic_checkpoints(cfg: Config) -> bool:
+    """Have the checkpoint hook write through the ``atomic_local`` backend.
+
+    Only where the config chose no storage backend itself (``backend_args``/``file_client_args``
+    or an ``out_dir`` on remote storage). Returns whether it did.
+    """
+    hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if not hook or hook.get('backend_args') or hook.get('file_client_args') or \
+            '://' in str(hook.get('out_dir') or ''):
+        return False
+    hook['backend_args'] = dict(backend=BACKEND_NAME)
+    return True
+
+
+def verify_checkpoint(model, path: str) -> None:
+    """Refuse a checkpoint that does not fill ``model`` exactly (or cannot be read), in one line.
+
+    mmengine's runner loads ``load_from`` and resumes non-strictly: another model's weights
+    evaluate as an ordinary, wrong result behind one warning. The tools call this first.
+    """
+    from mmengine.model import is_model_wrapper
+    model = model.module if is_model_wrapper(model) else model
+    checkpoint = read_checkpoint(path, training_state=True)
+    check_state_dict(model.state_dict(), state_dict_of(checkpoint, f'checkpoint {path}'),
+                     f'checkpoint {path}')
