@@ -121,6 +121,7 @@ def _patch_mmcv_nms_low_precision() -> None:
     import importlib
 
     import torch
+
     # ``mmcv.ops.nms`` the attribute is the function; the module is what batched_nms reads.
     nms_module = importlib.import_module('mmcv.ops.nms')
     if getattr(nms_module.nms, '_mux_patched', False):

@@ -5,12 +5,14 @@
 * every conv followed by a BatchNorm (mmcv ``ConvModule``s -- the stem, the 1x1 expand/project
   convs, the head conv -- and the spatial convs of the blocks) becomes one conv with a bias; the
   1x1 ones run as a single matrix product on channels-last input (:class:`PointwiseConv2d`);
-* a MixConv (one kernel size per channel group, depth-wise) becomes a single depth-wise conv whose
-  smaller kernels are zero-padded to the largest: one kernel launch instead of split + k convs + cat;
+* a MixConv (one kernel size per channel group, depth-wise) becomes a single depth-wise conv
+  whose smaller kernels are zero-padded to the largest: one kernel launch instead of split +
+  k convs + cat;
 * channel multiplexing with a 2-group shuffle of two equal halves writes the processed and the
   copied halves interleaved in one pass (``stack`` + ``flatten``) instead of ``cat`` + shuffle;
-* a group-wise conv with 2 channels per group (the ``dwg2`` convs of channel-multiplexed blocks),
-  which oneDNN runs on a slow generic path (4-10x a depth-wise conv of the same size on CPU), becomes
+* a group-wise conv with 2 channels per group (the ``dwg2`` convs of channel-multiplexed
+  blocks), which oneDNN runs on a slow generic path (4-10x a depth-wise conv of the same size on
+  CPU), becomes
   two depth-wise convs and a channel roll. The block's hidden channels are reordered so that the two
   members of every group lie half the channels apart (a permutation folded into the weights of the
   expand conv, the squeeze-excite and the project conv: free at run time);

@@ -4,8 +4,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import (PairwiseGroupConv, PointwiseConv2d, RawOutputs,
-                                   count_modules, mixed_to_single_conv, switch_to_deploy)
+from mux_backbones.deploy import (PairwiseGroupConv, PointwiseConv2d, RawOutputs, count_modules,
+                                  mixed_to_single_conv, switch_to_deploy)
 from mux_backbones.layers import InvertedResidual, MixedConv2d
 
 ALL_ARCHS = sorted(arch_settings)
@@ -157,9 +157,11 @@ def test_onnx_backbone(arch, tmp_path):
 
 
 def _dense_model(task):
-    """SSDLite-MUXNet-m or PPM-MUXNet-m-d8 from the toy configs (random BN statistics), input size."""
+    """SSDLite-MUXNet-m or PPM-MUXNet-m-d8 from the toy configs (random BN statistics), and
+    the input size."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
+
     from tests.test_tools.helpers import REPO
     if task == 'det':
         from mmdet.registry import MODELS
@@ -167,7 +169,8 @@ def _dense_model(task):
         size = (320, 320)
     else:
         from mmseg.registry import MODELS
-        cfg = Config.fromfile(f'{REPO}/configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py')
+        cfg = Config.fromfile(
+            f'{REPO}/configs/pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py')
         size = (96, 144)  # PPM's adaptive pools export only when scales divide the map
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.default_scope):

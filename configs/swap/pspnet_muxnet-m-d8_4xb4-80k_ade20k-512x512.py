@@ -4,6 +4,7 @@ from mux_backbones import muxnet_out_channels  # noqa: E402
 
 custom_imports = dict(imports=['mux_backbones'], allow_failed_imports=False)
 aux, last = muxnet_out_channels('m', (4, 6))
-model = dict(pretrained=None,
-             backbone=dict(_delete_=True, type='MUXNet', arch='m', output_stride=8, out_indices=(4, 6)),
-             decode_head=dict(in_channels=last, in_index=1), auxiliary_head=dict(in_channels=aux, in_index=0))
+backbone = dict(type='MUXNet', arch='m', output_stride=8, out_indices=(4, 6))
+model = dict(pretrained=None, backbone=dict(_delete_=True, **backbone),
+             decode_head=dict(in_channels=last, in_index=1),
+             auxiliary_head=dict(in_channels=aux, in_index=0))

@@ -90,7 +90,8 @@ def _draw_object(draw: ImageDraw.ImageDraw, shape: str, box, colour, rng) -> Non
     elif shape == 'boat':
         draw.polygon([(x0, y0 + h * 0.65), (x1, y0 + h * 0.65), (x1 - w * 0.15, y1),
                       (x0 + w * 0.15, y1)], fill=(120, 70, 30))
-        draw.polygon([(x0 + w * 0.5, y0), (x0 + w * 0.5, y0 + h * 0.6), (x0 + w * 0.1, y0 + h * 0.6)],
+        draw.polygon([(x0 + w * 0.5, y0), (x0 + w * 0.5, y0 + h * 0.6),
+                      (x0 + w * 0.1, y0 + h * 0.6)],
                      fill=colour)
     else:
         raise ValueError(f'unknown shape {shape}')

@@ -24,7 +24,8 @@ class SqueezeExcite(nn.Module):
                  act_cfg: Optional[dict] = dict(type='ReLU')):
         super().__init__()
         if squeeze_channels < 1:
-            raise ValueError(f'SqueezeExcite: squeeze_channels must be >= 1, got {squeeze_channels}')
+            raise ValueError(f'SqueezeExcite: squeeze_channels must be >= 1, got '
+                             f'{squeeze_channels}')
         self.conv_reduce = nn.Conv2d(channels, squeeze_channels, 1, bias=True)
         self.act = build_activation_layer(act_cfg) if act_cfg is not None else nn.Identity()
         self.conv_expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)

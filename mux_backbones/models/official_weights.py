@@ -68,7 +68,8 @@ def map_official_key(key: str, rows: List[Tuple[str, str]]) -> str:
 def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
     """The state dict inside an official checkpoint (plain, or under state_dict[_ema])."""
     if not isinstance(checkpoint, dict):
-        raise CheckpointMismatchError(f'expected a dict checkpoint, got {type(checkpoint).__name__}')
+        raise CheckpointMismatchError(f'expected a dict checkpoint, got '
+                                      f'{type(checkpoint).__name__}')
     for wrapper in _WRAPPERS:
         if isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
@@ -106,8 +107,8 @@ def convert_official_state_dict(state: Dict[str, torch.Tensor],
         converted[new_key] = value
     missing = [k for k in target if k not in converted]
     if missing:
-        raise CheckpointMismatchError(f'{len(missing)} weights of MUXNet-{arch} are missing from the '
-                                      f'checkpoint, e.g. "{missing[0]}"')
+        raise CheckpointMismatchError(f'{len(missing)} weights of MUXNet-{arch} are missing from '
+                                      f'the checkpoint, e.g. "{missing[0]}"')
     return OrderedDict((k, converted[k]) for k in target)
 
 

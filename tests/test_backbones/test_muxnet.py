@@ -82,8 +82,8 @@ def test_frozen_stages(frozen_stages):
     model = MUXNet('tiny', out_indices=ALL_OUT, frozen_stages=frozen_stages)
     model.train()
     # As mmdet's MobileNetV2: the stem and stages 1..i; the head conv is never frozen.
-    frozen = [] if frozen_stages < 0 else ['stem'] + [f'layer{i}'
-                                                       for i in range(1, frozen_stages + 1)]
+    frozen = [] if frozen_stages < 0 else \
+        ['stem'] + [f'layer{i}' for i in range(1, frozen_stages + 1)]
     for name in ['stem'] + model.layers:
         module = getattr(model, name)
         is_frozen = name in frozen

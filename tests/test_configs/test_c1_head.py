@@ -19,8 +19,8 @@ def csail_c1(fc_dim, num_class):
 
 
 def _layers(module):
-    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
-                                                           nn.Dropout, nn.Dropout2d))]
+    kinds = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Dropout, nn.Dropout2d)
+    return [m for m in module.modules() if isinstance(m, kinds)]
 
 
 def _describe(m):

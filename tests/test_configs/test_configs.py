@@ -96,7 +96,8 @@ def test_encoder_pieces_give_the_backbones_channels():
 def test_config_channels_come_from_the_backbone():
     cfg = Config.fromfile(osp.join(REPO, 'configs/ssd/ssdlite_muxnet-m_8xb24-600e_voc0712.py'))
     assert tuple(cfg.model.neck.in_channels) == (112, 1280)
-    cfg = Config.fromfile(osp.join(REPO, 'configs/pspnet/pspnet_muxnet-m-d8_4xb4-160k_ade20k-512x512.py'))
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/pspnet/pspnet_muxnet-m-d8_4xb4-160k_ade20k-512x512.py'))
     assert (cfg.model.auxiliary_head.in_channels, cfg.model.decode_head.in_channels) == (160, 200)
 
 

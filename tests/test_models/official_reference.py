@@ -48,7 +48,8 @@ def _dw(x, sd, p, stride):
 def _se(x, sd, p, act):
     s = x.mean((2, 3), keepdim=True)
     s = act(F.conv2d(s, sd[f'{p}.conv_reduce.weight'], sd[f'{p}.conv_reduce.bias']))
-    return x * torch.sigmoid(F.conv2d(s, sd[f'{p}.conv_expand.weight'], sd[f'{p}.conv_expand.bias']))
+    s = F.conv2d(s, sd[f'{p}.conv_expand.weight'], sd[f'{p}.conv_expand.bias'])
+    return x * torch.sigmoid(s)
 
 
 def _inverted_residual(x, sd, p, stride, act):

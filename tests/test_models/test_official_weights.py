@@ -7,9 +7,8 @@ import torch
 from mux_backbones import MUXNetClassifier
 from mux_backbones.engine import CheckpointError, CheckpointRefusedError
 from mux_backbones.models.official_weights import (CheckpointMismatchError,
-                                                    convert_official_state_dict,
-                                                    load_official_checkpoint)
-
+                                                   convert_official_state_dict,
+                                                   load_official_checkpoint)
 from .official_reference import official_forward
 
 # Inverse of the converter's mapping, written independently from the key patterns.

@@ -12,8 +12,7 @@ from PIL import Image
 from mux_backbones.datasets import (DatasetError, check_ade20k_dataset, check_datasets,
                                     check_segmentation_config, check_voc_dataset,
                                     insert_seg_map_validation)
-
-from .helpers import REPO, run_tool, write_det_config, write_seg_config
+from .helpers import run_tool, write_det_config, write_seg_config
 
 
 @pytest.fixture
@@ -95,8 +94,9 @@ def test_missing_annotation_png(ade_copy):
 
 
 def _load_sample(ade_root, name):
-    from mmseg.registry import TRANSFORMS
     from mmengine.registry import DefaultScope
+    from mmseg.registry import TRANSFORMS
+
     import mux_backbones  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmseg'):
         pipeline = [TRANSFORMS.build(t) for t in (

@@ -9,7 +9,6 @@ import time
 import torch
 
 from mux_backbones.compat import mmengine_checkpoint_types
-
 from .helpers import REPO, run_tool, write_det_config
 
 

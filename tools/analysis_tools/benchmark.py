@@ -203,7 +203,8 @@ def bench_onnx(args):
         results = time_interleaved(fns, [x] * len(fns), torch.device('cpu'), args.warmup,
                                    args.runs)
     base = next((t.median_ms for n, t in zip(names, results) if n == 'mobilenetv2'), None)
-    print(f'\nonnxruntime (CPU, {torch.get_num_threads()} threads, batch 1, {args.shape}x{args.shape})')
+    print(f'\nonnxruntime (CPU, {torch.get_num_threads()} threads, batch 1, '
+          f'{args.shape}x{args.shape})')
     print(f'{"model":<14}{"median ms":>10}{"IQR":>8}{"vs MNv2":>9}')
     for name, t in zip(names, results):
         ratio = t.median_ms / base if base else float('nan')
@@ -212,8 +213,8 @@ def bench_onnx(args):
 
 def bench_train_step(args, device):
     """SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training step (synthetic batch)."""
-    from mmengine.config import Config
     from mmdet.structures import DetDataSample
+    from mmengine.config import Config
     from mmengine.structures import InstanceData
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     print(f'\ntraining step, batch {args.train_batch}, 320x320, {device}')
@@ -229,7 +230,8 @@ def bench_train_step(args, device):
                                             scale_factor=(1., 1.), pad_shape=(320, 320),
                                             batch_input_shape=(320, 320)))
             s.gt_instances = InstanceData(
-                bboxes=torch.tensor([[20., 30., 150., 200.], [160., 100., 300., 260.]], device=device),
+                bboxes=torch.tensor([[20., 30., 150., 200.], [160., 100., 300., 260.]],
+                                    device=device),
                 labels=torch.tensor([3, 7], device=device))
             samples.append(s)
         inputs = torch.randn(args.train_batch, 3, 320, 320, device=device)

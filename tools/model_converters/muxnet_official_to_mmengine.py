@@ -17,7 +17,7 @@ import torch
 from mux_backbones.cli import exits_cleanly
 from mux_backbones.engine.atomic_backend import atomic_write
 from mux_backbones.models.official_weights import (convert_official_state_dict,
-                                                    load_official_checkpoint)
+                                                   load_official_checkpoint)
 
 
 def parse_args():

@@ -1,0 +1,121 @@
+"""Broken inputs to the tools end in one line naming the file, key or argument: checkpoints of
+another model, corrupt checkpoints, impossible numbers, images too small to draw on."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mux_backbones.cli import build_model_from_config
+from .helpers import run_tool, write_det_config, write_seg_config
+
+
+def _one_line_error(proc, *expected, status=1):
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
+    assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert 'error:' in last, last
+    for text in expected:
+        assert text in last, last
+    return last
+
+
+def _save_model_of(cfg_path, path, **cfg_options):
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict(cfg_options)
+    torch.save(dict(state_dict=build_model_from_config(cfg).state_dict(), meta={}), path)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def det_cfg(tmp_path_factory, toy_voc):
+    return write_det_config(tmp_path_factory.mktemp('det'), toy_voc, max_iters=1)
+
+
+def test_test_tool_refuses_a_segmentation_checkpoint_on_a_detector(tmp_path, det_cfg, toy_ade):
+    seg = _save_model_of(write_seg_config(tmp_path, toy_ade), tmp_path / 'seg.pth')
+    proc = run_tool('tools/test.py', det_cfg, seg, '--work-dir', str(tmp_path / 'w'),
+                    check=False)
+    _one_line_error(proc, f'checkpoint {seg} does not fit the model', 'first: "')
+
+
+def test_test_tool_refuses_m_weights_on_tiny(tmp_path, det_cfg):
+    m = _save_model_of(det_cfg, tmp_path / 'm.pth', **{
+        'model.backbone.arch': 'm', 'model.neck.in_channels': (112, 1280),
+        'model.neck.out_channels': (112, 1280, 64, 32, 32, 16),
+        'model.bbox_head.in_channels': (112, 1280, 64, 32, 32, 16)})
+    proc = run_tool('tools/test.py', det_cfg, m, '--work-dir', str(tmp_path / 'w'), check=False)
+    last = _one_line_error(proc, f'checkpoint {m} does not fit the model')
+    assert 'differ in shape' in last or 'have no place' in last
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'is empty (0 bytes)'),
+    (b'\x13' * 3000, 'is not a PyTorch checkpoint'),
+    ('half', 'is truncated'),
+])
+def test_corrupt_checkpoints_for_test_and_resume(tmp_path, det_cfg, content, message):
+    path = tmp_path / 'iter_1.pth'
+    if content == 'half':
+        good = _save_model_of(det_cfg, tmp_path / 'good.pth')
+        data = open(good, 'rb').read()
+        content = data[:len(data) // 2]
+    path.write_bytes(content)
+    proc = run_tool('tools/test.py', det_cfg, str(path), '--work-dir', str(tmp_path / 'w'),
+                    check=False)
+    _one_line_error(proc, str(path), message)
+    proc = run_tool('tools/train.py', det_cfg, '--resume', str(path), '--work-dir',
+                    str(tmp_path / 'w'), check=False)
+    _one_line_error(proc, str(path), message)
+
+
+def test_converter_on_corrupt_files(tmp_path):
+    for content, message in ((b'', 'is empty'), (b'\x13' * 3000, 'not a PyTorch checkpoint')):
+        src = tmp_path / 'official.pth'
+        src.write_bytes(content)
+        proc = run_tool('tools/model_converters/muxnet_official_to_mmengine.py', str(src),
+                        str(tmp_path / 'out.pth'), '--arch', 'm', check=False)
+        last = _one_line_error(proc, message)
+        assert 'trust' not in last, 'a corrupt file is no matter of trust'
+        assert not osp.exists(tmp_path / 'out.pth')
+
+
+@pytest.mark.parametrize('tool, args, expected', [
+    ('tools/analysis_tools/get_flops.py', ('--arch', 'tiny', '--shape', '0'),
+     'argument --shape: 0 is below the minimum 1'),
+    ('tools/analysis_tools/benchmark.py', ('--batch', '0'),
+     'argument --batch: 0 is below the minimum 1'),
+    ('tools/analysis_tools/benchmark.py', ('--runs', '1'),
+     'argument --runs: 1 is below the minimum 2'),
+    ('tools/analysis_tools/benchmark.py', ('--runs', 'many'),
+     "argument --runs: 'many' is not an integer"),
+])
+def test_impossible_numbers_are_usage_errors(tool, args, expected):
+    _one_line_error(run_tool(tool, *args, check=False), expected, status=2)
+
+
+def test_demo_refuses_an_image_too_small_to_draw(tmp_path, toy_ade):
+    import numpy as np
+    from PIL import Image
+    cfg = write_seg_config(tmp_path, toy_ade)
+    img = tmp_path / 'dot.png'
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(img)
+    ckpt = _save_model_of(cfg, tmp_path / 'seg.pth')
+    proc = run_tool('tools/demo.py', str(img), cfg, ckpt, '--out-file',
+                    str(tmp_path / 'out.png'), check=False)
+    _one_line_error(proc, f'image {img} is 1x1', 'at least 8 pixels')
+    assert not osp.exists(tmp_path / 'out.png')
+
+
+def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
+    from mmdet.structures import DetDataSample
+    model = build_model_from_config(Config.fromfile(det_cfg)).eval()
+    sample = DetDataSample(metainfo=dict(img_shape=(96, 96), ori_shape=(96, 96),
+                                         scale_factor=(1., 1.), batch_input_shape=(96, 96)))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        low = model.predict(x, [sample])[0].pred_instances
+    with torch.no_grad():
+        full = model.predict(x, [sample.clone()])[0].pred_instances
+    assert low.bboxes.shape[1] == 4 and len(low.scores) == len(low.labels) > 0
+    assert len(full.scores) > 0
