@@ -5,4 +5,4 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py', 'mmseg::_base_/schedules/schedule_160k.py',
     'mmseg::_base_/default_runtime.py'
 ]
-model = dict(**_base_.csail_encoder, data_preprocessor=dict(size=_base_.crop_size))
+model = dict(**_base_.ppm_encoder, data_preprocessor=dict(size=_base_.crop_size))

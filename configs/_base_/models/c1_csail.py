@@ -2,8 +2,7 @@
 # with mmseg's FCNHead, for the 150 ADE20K classes: on the encoder's last map a 3x3 conv
 # (fc_dim -> fc_dim / 4, no bias) + BN + ReLU and a 1x1 classifier, no dropout; the same branch on
 # the map before as deep supervision (weight 0.4). The encoder and the channels it gives come
-# from an ``encoders/`` piece: ``model = dict(**_base_.csail_encoder, ...)`` in the experiment,
-# which also sets the decode head's width to ``_base_.fc_dim // 4``.
+# from an ``encoders/`` piece: ``model = dict(**_base_.c1_encoder, ...)`` in the experiment.
 _base_ = 'mmseg::_base_/models/fcn_r50-d8.py'
 
 custom_imports = dict(imports=['mux_backbones'], allow_failed_imports=False)

@@ -3,7 +3,10 @@
 # The channels are muxnet_out_channels('m', (5, 6)), written out because a base config without
 # `_base_` may not import (mmengine would take it for a lazy-import config); a test checks them.
 deepsup_channels, fc_dim = 160, 200
-csail_encoder = dict(
+# The encoder wired into the PPM head (ppm_encoder) and the C1 head (c1_encoder): the last map
+# feeds the decode head, the one before the deep-supervision branch; C1 and deep supervision
+# are fc_dim / 4 wide (PPM is 512 wide, set by its head piece).
+ppm_encoder = dict(
     backbone=dict(
         _delete_=True,
         type='MUXNet',
@@ -16,3 +19,4 @@ csail_encoder = dict(
                       prefix='backbone.')),
     decode_head=dict(in_channels=fc_dim),
     auxiliary_head=dict(in_channels=deepsup_channels, channels=fc_dim // 4))
+c1_encoder = dict(ppm_encoder, decode_head=dict(in_channels=fc_dim, channels=fc_dim // 4))
