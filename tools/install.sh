@@ -24,7 +24,7 @@ if ! $PYTHON -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/d
 fi
 # mmseg 1.2.2 imports ftfy and regex without declaring them.
 $PIP 'mmdet==3.3.0' 'mmsegmentation==1.2.2' pycocotools ftfy regex scikit-image pytest \
-    onnx onnxruntime 'flake8==7.*' 'isort==5.*'
+    onnx onnxruntime 'flake8==7.*' 'isort==5.*' 'pymoo==0.6.2' tqdm
 # opencv-python needs libGL, which a bare machine lacks; the headless build does not.
 if ! $PYTHON -c 'import cv2' 2>/dev/null; then
     $PYTHON -m pip uninstall -y -q opencv-python || true

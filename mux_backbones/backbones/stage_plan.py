@@ -6,6 +6,7 @@ output channels, stride, dilation and cumulative reduction, and the head width. 
 builds itself from it, :func:`muxnet_out_channels` reads channels off it without building a net,
 and the tools read output strides off it; nobody works the geometry out a second time.
 """
+import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -22,6 +23,9 @@ OUTPUT_STRIDE_SETTINGS = {
     8: ((1, 2, 2, 1, 1, 1, 1), (1, 1, 1, 2, 2, 4, 4)),
 }
 _ARCH_KEYS = ('stem_channels', 'head_channels', 'stages')
+# An arch written as one string (what a search writes to its CSV and a config can hold):
+#   muxnet_stem<C>_head<C>|<stage 1>|...|<stage 7>, each stage its block strings joined by '+'.
+_ARCH_PREFIX = 'muxnet_stem'
 
 
 def make_divisible(channels: float, divisor: int = 8) -> int:
@@ -44,8 +48,27 @@ def kernel_dilation(kernel_size: int, dilation: int) -> int:
     return max(1, round(dilation * 2 / (kernel_size - 1)))
 
 
+def arch_to_string(arch: dict) -> str:
+    """One string for an arch dict, as ``MUXNet(arch=...)`` takes it (:func:`arch_from_string`)."""
+    stages = '|'.join('+'.join(blocks) for blocks in arch['stages'])
+    return f'{_ARCH_PREFIX}{arch["stem_channels"]}_head{arch["head_channels"]}|{stages}'
+
+
+def arch_from_string(text: str) -> dict:
+    """The arch dict of a string made by :func:`arch_to_string`."""
+    head, *stages = text.split('|')
+    match = re.fullmatch(rf'{_ARCH_PREFIX}(\d+)_head(\d+)', head)
+    if not match or len(stages) != NUM_STAGES:
+        raise ValueError(f'arch string {text!r} is not "{_ARCH_PREFIX}<C>_head<C>" followed by '
+                         f'{NUM_STAGES} "|"-separated stages')
+    return dict(stem_channels=int(match.group(1)), head_channels=int(match.group(2)),
+                stages=[stage.split('+') for stage in stages])
+
+
 def resolve_arch(arch, registry: Dict[str, dict]) -> dict:
-    """The arch dict of a registered name, or a user's dict checked for its keys."""
+    """The arch dict of a registered name or an arch string, or a user's dict checked for keys."""
+    if isinstance(arch, str) and arch.startswith(_ARCH_PREFIX):
+        arch = arch_from_string(arch)
     if isinstance(arch, str):
         if arch not in registry:
             raise ValueError(f'unknown MUXNet arch "{arch}"; choose one of {sorted(registry)} '
@@ -149,8 +172,9 @@ def plan_stages(arch, widen_factor: float = 1.0, strides: Optional[Sequence[int]
     """Work out the geometry of a MUXNet.
 
     Args:
-        arch (str | dict): A name of ``registry`` (default: the released ``arch_settings``) or a
-            dict with ``stem_channels``, ``head_channels`` and seven ``stages`` of block strings.
+        arch (str | dict): A name of ``registry`` (default: the released ``arch_settings``), a
+            dict with ``stem_channels``, ``head_channels`` and seven ``stages`` of block strings,
+            or that dict as one string (:func:`arch_to_string`).
         widen_factor (float): Width multiplier of every layer.
         strides (Sequence[int], optional): Stride of each stage (default: the arch's own).
         dilations (Sequence[int], optional): Dilation of each stage (default: all 1).

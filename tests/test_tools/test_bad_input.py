@@ -119,3 +119,8 @@ def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
         full = model.predict(x, [sample.clone()])[0].pred_instances
     assert low.bboxes.shape[1] == 4 and len(low.scores) == len(low.labels) > 0
     assert len(full.scores) > 0
+
+
+def test_summarize_run_without_a_run(tmp_path):
+    proc = run_tool('tools/analysis_tools/summarize_run.py', str(tmp_path), check=False)
+    _one_line_error(proc, f'no scalars.json under {tmp_path}')

@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,11 @@ def test_resume_after_kill(tmp_path, toy_voc):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     last = _last_checkpoint(work_dir)
+    # A write the kill interrupted leaves a hidden partial file of the dead process; the next
+    # save into the folder removes it.
+    partial = osp.join(work_dir, f'.iter_999.pth.{socket.gethostname()}.{proc.pid}.partial')
+    with open(partial, 'wb') as f:
+        f.write(b'\0' * 1024)
     resumed_from = _load(last)
     n = resumed_from['meta']['iter']
     assert _adam_steps(resumed_from) == {float(n)}
@@ -62,7 +68,12 @@ def test_resume_after_kill(tmp_path, toy_voc):
                    '--cfg-options', f'train_cfg.max_iters={n + 3}')
     log = out.stdout + out.stderr
     assert f'resumed epoch: 0, iter: {n}' in log
-    final = _load(osp.join(work_dir, f'iter_{n + 3}.pth'))
+    final_path = osp.join(work_dir, f'iter_{n + 3}.pth')
+    final = _load(final_path)
     assert final['meta']['iter'] == n + 3
+    assert not osp.exists(partial)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(final_path).st_mode & 0o777 == 0o666 & ~umask
     # The optimizer continued from its saved state (AdamW step counts carry over).
     assert _adam_steps(final) == {float(n + 3)}

@@ -9,7 +9,8 @@ import argparse
 import glob
 import json
 import os.path as osp
-import sys
+
+from mux_backbones.cli import ToolError, exits_cleanly
 
 METRICS = ('pascal_voc/mAP', 'mIoU', 'mAcc', 'aAcc')
 
@@ -17,7 +18,7 @@ METRICS = ('pascal_voc/mAP', 'mIoU', 'mAcc', 'aAcc')
 def read_evaluations(work_dir):
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
-        raise FileNotFoundError(f'no scalars.json under {work_dir}/*/vis_data')
+        raise ToolError(f'no scalars.json under {work_dir}/*/vis_data')
     evals = []
     with open(files[-1]) as f:
         for line in f:
@@ -27,17 +28,15 @@ def read_evaluations(work_dir):
     return evals
 
 
+@exits_cleanly
 def main():
     parser = argparse.ArgumentParser(description='Summarise a run\'s evaluations')
     parser.add_argument('work_dirs', nargs='+')
     args = parser.parse_args()
     for work_dir in args.work_dirs:
-        try:
-            evals = read_evaluations(work_dir)
-        except FileNotFoundError as err:
-            sys.exit(f'error: {err}')
+        evals = read_evaluations(work_dir)
         if not evals:
-            sys.exit(f'error: no evaluation recorded in {work_dir}')
+            raise ToolError(f'no evaluation recorded in {work_dir}')
         name = osp.basename(osp.normpath(work_dir))
         fmt = ', '.join
         before = fmt(f'{k}={v:.4g}' for k, v in evals[0].items())

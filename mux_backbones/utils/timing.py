@@ -1,0 +1,69 @@
+"""Timing of forward passes, shared by the benchmark and the search's latency objective.
+
+Candidates are timed in interleaved rounds (one run of each per round, the order rotating), so a
+slow phase of a shared machine hits all of them alike instead of whichever ran then. Each result
+is the median and inter-quartile range of the runs, and the peak memory.
+"""
+import statistics
+import time
+from typing import List, NamedTuple
+
+import torch
+
+
+class Timing(NamedTuple):
+    """What :func:`time_interleaved` measures for one candidate."""
+    median_ms: float
+    iqr_ms: float
+    peak_mib: float
+
+
+def _sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _peak_memory(device) -> float:
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _summary(times):
+    q = statistics.quantiles(times, n=4)
+    return statistics.median(times), q[2] - q[0]
+
+
+def time_interleaved(fns, inputs, device, warmup, runs) -> List[Timing]:
+    """Median and IQR (ms) and peak memory (MiB) of each ``fns[i](inputs[i])``.
+
+    The candidates are timed in interleaved rounds (one run of each per round, the order rotating),
+    so a slow phase of a shared machine hits all of them alike instead of whichever ran then.
+    Peak memory is the CUDA allocator's peak of a separate pass per candidate (on CPU the
+    process's peak RSS, which only grows).
+    """
+    with torch.no_grad():
+        peaks = []
+        for fn, x in zip(fns, inputs):
+            _sync(device)
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            for _ in range(warmup):
+                fn(x)
+            _sync(device)
+            peaks.append(_peak_memory(device))
+        times = [[] for _ in fns]
+        order = list(range(len(fns)))
+        for r in range(runs):
+            for i in order[r % len(order):] + order[:r % len(order)]:
+                start = time.perf_counter()
+                fns[i](inputs[i])
+                _sync(device)
+                times[i].append((time.perf_counter() - start) * 1e3)
+    return [Timing(*_summary(t), peak) for t, peak in zip(times, peaks)]
+
+
+def time_forward(fn, x, device, warmup, runs) -> Timing:
+    """Median and IQR (ms) of ``fn(x)``, and peak memory (MiB; CUDA allocator or CPU RSS)."""
+    return time_interleaved([fn], [x], device, warmup, runs)[0]

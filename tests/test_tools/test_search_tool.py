@@ -1,0 +1,59 @@
+"""tools/search/search_muxnet.py end to end: a small search prints its front and writes its
+files, resumes, exports a config that trains as it is, and names bad input in one line."""
+import csv
+import os.path as osp
+
+from .helpers import run_tool
+
+TOOL = 'tools/search/search_muxnet.py'
+CONFIG = 'configs/search/muxnet_search_synflow.py'
+SMALL = ('--budget', '8', '--pop-size', '4', '--workers', '1')
+
+
+def test_search_prints_the_front_and_exports_a_config(tmp_path):
+    work = str(tmp_path / 'search')
+    out = run_tool(TOOL, CONFIG, '--work-dir', work, *SMALL).stdout
+    assert 'Pareto front' in out and 'hypervolume' in out
+    for name in ('pareto.csv', 'history.csv', 'pareto.png', 'search.log', 'state.pkl'):
+        assert osp.getsize(osp.join(work, name)) > 0, name
+    with open(osp.join(work, 'pareto.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and rows[0]['arch'].startswith('muxnet_stem')
+    # A finished search resumes to the same front without evaluating anything again.
+    again = run_tool(TOOL, CONFIG, '--work-dir', work, *SMALL, '--resume')
+    assert 'resumed at generation' in again.stderr and 'Pareto front' in again.stdout
+    out = run_tool(TOOL, CONFIG, '--work-dir', work, '--export-config', '0', '--task',
+                   'seg').stdout
+    path = osp.join(work, 'configs', 'muxnet-pareto0_seg.py')
+    assert f'wrote {path}' in out
+    root = _toy_ade_root(tmp_path)
+    train = run_tool('tools/train.py', path, '--work-dir', str(tmp_path / 'train'),
+                     '--cfg-options', 'train_cfg.max_iters=1', 'train_cfg.val_interval=5',
+                     'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+                     'train_dataloader.persistent_workers=False',
+                     f'train_dataloader.dataset.data_root={root}',
+                     f'val_dataloader.dataset.data_root={root}', 'custom_hooks=[]',
+                     check=False)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert osp.isfile(tmp_path / 'train' / 'iter_1.pth')
+
+
+def _toy_ade_root(tmp_path):
+    from mux_backbones.datasets import make_toy_ade20k
+    root = str(tmp_path / 'ade' / 'ADEChallengeData2016')
+    make_toy_ade20k(root, num_train=4, num_val=2, seed=1)
+    return root
+
+
+def test_search_bad_input(tmp_path):
+    cases = [
+        (('--budget', '2', '--pop-size', '4'), 'budget 2 is below one generation'),
+        (('--ref-point', 'params=0.1'), 'params=0.1M is unreachable'),
+        (('--ref-point', 'speed=3'), "--ref-point 'speed=3'"),
+        (('--resume', ), 'nothing to resume'),
+        (('--export-config', '0'), 'run the search first'),
+    ]
+    for args, message in cases:
+        proc = run_tool(TOOL, CONFIG, '--work-dir', str(tmp_path / 'w'), *args, check=False)
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        assert message in proc.stderr.strip().splitlines()[-1], proc.stderr[-500:]
