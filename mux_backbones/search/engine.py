@@ -54,6 +54,10 @@ class SearchSettings:
         bounds: Per objective ``(best, worst)`` in raw units, mapped to 0 and 1.
         ref_point: Preferred raw point per objective (MOEA/D, NSGA-III), or None.
         roi_width: Width of the region of interest around ``ref_point``.
+        limits: Hard budgets per objective in raw units (e.g. ``dict(params=1.8,
+            madds=66)``): an architecture beyond one is penalised in every normalised objective
+            by 10x its relative excess, so all algorithms are driven into the budget, and it
+            stays off the Pareto front.
         surrogate_candidates: Candidates per slot pre-screened by the surrogate (1: off).
         latency: ``dict(device, batch_sizes, shape)`` of the latency objective.
         algorithm_args: Extra arguments of the algorithm (``n_neighbors``, ``sample_size``, ...).
@@ -67,6 +71,7 @@ class SearchSettings:
     bounds: Dict[str, Sequence[float]] = field(default_factory=dict)
     ref_point: Optional[Dict[str, float]] = None
     roi_width: float = 1.0
+    limits: Optional[Dict[str, float]] = None
     surrogate_candidates: int = 1
     latency: dict = field(default_factory=lambda: dict(device='cpu', batch_sizes=(1, ),
                                                        shape=224))
@@ -189,6 +194,10 @@ class Search:
             raise SearchError(f'unknown algorithm "{settings.algorithm}"; choose one of '
                               f'{ALGORITHMS}')
         build_evaluator(settings.evaluator)  # names an unknown evaluator now, not mid-search
+        for name, limit in (settings.limits or {}).items():
+            if name not in ('params', 'madds', 'latency') or not limit > 0:
+                raise SearchError(f'limit {name}={limit!r}: limits are positive budgets of '
+                                  f'params, madds or latency')
         if settings.budget < settings.pop_size:
             raise SearchError(f'budget {settings.budget} is below one generation (pop_size '
                               f'{settings.pop_size} evaluations)')
@@ -236,7 +245,16 @@ class Search:
         best = np.array([self.bounds[n][0] for n in self.objectives])
         worst = np.array([self.bounds[n][1] for n in self.objectives])
         F = (F - best) / (worst - best)
-        return np.where(np.isfinite(F), F, 10.0)  # a failed score ranks last
+        F = np.where(np.isfinite(F), F, 10.0)  # a failed score ranks last
+        return F + 10 * self.excess(rows)[:, None]
+
+    def excess(self, rows: Sequence[dict]) -> np.ndarray:
+        """Summed relative excess of each row over ``limits`` (0 within the budgets)."""
+        total = np.zeros(len(rows))
+        for name, limit in (self.settings.limits or {}).items():
+            values = np.array([row.get(_KEYS[name], np.inf) for row in rows], dtype=float)
+            total += np.clip(values / limit - 1, 0, None)
+        return total
 
     def _normalise_ref_point(self) -> Optional[np.ndarray]:
         ref = self.settings.ref_point
@@ -255,7 +273,10 @@ class Search:
             if name == 'acc' and (value - best) * (best - worst) > 0:
                 raise SearchError(f'reference point acc={value:g} is unreachable: scores of '
                                   f'this search lie between {worst:g} and {best:g}')
-        row = {_KEYS[n]: ref.get(n, self.bounds[n][0]) for n in self.objectives}
+        # An objective the point leaves out gets its worst bound: the ray from the ideal point
+        # through the point then meets the front where the named objectives are met (a point
+        # of params and MAdds alone lands among the architectures of that size).
+        row = {_KEYS[n]: ref.get(n, self.bounds[n][1]) for n in self.objectives}
         return np.clip(self.normalise([row])[0], 0, 1)
 
     # -- persistence -------------------------------------------------------------------------
@@ -396,9 +417,11 @@ class Search:
         from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
         if not self.history:
             return []
-        front = NonDominatedSorting().do(self.normalise(self.history),
-                                         only_non_dominated_front=True)
-        rows = [self.history[i] for i in front]
+        feasible = [r for r, e in zip(self.history, self.excess(self.history)) if e == 0]
+        if not feasible:
+            return []
+        front = NonDominatedSorting().do(self.normalise(feasible), only_non_dominated_front=True)
+        rows = [feasible[i] for i in front]
         return sorted(rows, key=lambda r: (-r.get('score', 0), r['madds']))
 
     def write_results(self) -> None:

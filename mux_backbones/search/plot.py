@@ -45,6 +45,7 @@ def plot_front(search, path: str, released: dict) -> None:
     ax.set_ylabel(f'score ({evaluator} evaluator)')
     ax.set_title(f'MUXNet search: {search.settings.algorithm}, {len(history)} evaluations, '
                  f'seed {search.settings.seed}', fontsize=10)
+    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
     ax.legend(loc='lower right', fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

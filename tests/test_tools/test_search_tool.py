@@ -19,6 +19,8 @@ def test_search_prints_the_front_and_exports_a_config(tmp_path):
     with open(osp.join(work, 'pareto.csv')) as f:
         rows = list(csv.DictReader(f))
     assert rows and rows[0]['arch'].startswith('muxnet_stem')
+    best = run_tool(TOOL, CONFIG, '--work-dir', work, '--within', 'params=10', 'madds=1000')
+    assert best.stdout.startswith('Pareto row ') and 'muxnet_stem' in best.stdout
     # A finished search resumes to the same front without evaluating anything again.
     again = run_tool(TOOL, CONFIG, '--work-dir', work, *SMALL, '--resume')
     assert 'resumed at generation' in again.stderr and 'Pareto front' in again.stdout
@@ -52,6 +54,7 @@ def test_search_bad_input(tmp_path):
         (('--ref-point', 'speed=3'), "--ref-point 'speed=3'"),
         (('--resume', ), 'nothing to resume'),
         (('--export-config', '0'), 'run the search first'),
+        (('--within', 'params=1'), 'run the search first'),
     ]
     for args, message in cases:
         proc = run_tool(TOOL, CONFIG, '--work-dir', str(tmp_path / 'w'), *args, check=False)

@@ -38,6 +38,9 @@ def parse_args():
                         help='preferred point, e.g. params=1.8 madds=66 acc=0.7 (M for params '
                         'and MAdds)')
     parser.add_argument('--roi-width', type=float, help='region-of-interest width in (0, 1]')
+    parser.add_argument('--limits', nargs='+', metavar='OBJ=LIMIT',
+                        help='hard budgets, e.g. params=1.8 madds=66 (M): architectures beyond '
+                        'them are penalised and kept off the front')
     parser.add_argument('--seed', type=int, help='seed of everything random')
     parser.add_argument('--workers', type=positive_int, default=None,
                         help='local evaluation processes (default: one per two cores)')
@@ -45,6 +48,9 @@ def parse_args():
     parser.add_argument('--resume', action='store_true', help='continue the search in work-dir')
     parser.add_argument('--export-config', type=int_at_least(0), metavar='IDX',
                         help='write an mm config for row IDX of work-dir/pareto.csv and exit')
+    parser.add_argument('--within', nargs='+', metavar='OBJ=LIMIT',
+                        help='print the best-scoring Pareto architecture within these limits '
+                        '(e.g. params=1.8 madds=66) and exit')
     parser.add_argument('--task', choices=['det', 'seg'], default='det',
                         help='task of --export-config')
     parser.add_argument('--out', help='file of --export-config (default: in work-dir)')
@@ -52,6 +58,7 @@ def parse_args():
 
 
 def _ref_point(items):
+    """``['params=1.8', ...]`` as ``{'params': 1.8, ...}`` (None when empty)."""
     ref = {}
     for item in items or ():
         name, sep, value = item.partition('=')
@@ -68,15 +75,32 @@ def load_settings(args) -> SearchSettings:
     return settings_from_config(
         args.config, budget=args.budget, pop_size=args.pop_size, algorithm=args.algo,
         objectives=args.objectives, ref_point=_ref_point(args.ref_point),
-        roi_width=args.roi_width, seed=args.seed)
+        roi_width=args.roi_width, seed=args.seed, limits=_ref_point(args.limits))
 
 
-def export(args) -> None:
-    path = osp.join(args.work_dir, 'pareto.csv')
+def _pareto(work_dir):
+    path = osp.join(work_dir, 'pareto.csv')
     if not osp.isfile(path):
         raise ToolError(f'no {path}: run the search first')
     with open(path) as f:
-        rows = list(csv.DictReader(f))
+        return path, list(csv.DictReader(f))
+
+
+def within(args) -> None:
+    limits = _ref_point(args.within)
+    _, rows = _pareto(args.work_dir)
+    fits = [(i, r) for i, r in enumerate(rows)
+            if all(float(r['latency_ms' if k == 'latency' else k]) <= v
+                   for k, v in limits.items() if k != 'acc')]
+    if not fits:
+        raise ToolError(f'no Pareto architecture within {args.within}')
+    i, row = max(fits, key=lambda item: float(item[1].get('score') or 'nan'))
+    print(f'Pareto row {i}: {float(row["params"]):.3f}M params, {float(row["madds"]):.1f}M '
+          f'MAdds, score {row.get("score")}\n{row["arch"]}')
+
+
+def export(args) -> None:
+    path, rows = _pareto(args.work_dir)
     if args.export_config >= len(rows):
         raise ToolError(f'--export-config {args.export_config}: {path} has {len(rows)} rows')
     out = args.out or osp.join(args.work_dir, 'configs',
@@ -90,6 +114,8 @@ def main():
     args = parse_args()
     if args.export_config is not None:
         return export(args)
+    if args.within:
+        return within(args)
     try:
         settings = load_settings(args)
         executor = RayExecutor(args.ray_address) if args.ray_address else \
