@@ -107,6 +107,8 @@ def test_outputs(tmp_path):
     (dict(ref_point=dict(latency=3.0)), 'not an objective of this search'),
     (dict(objectives=('acc', 'latency'), bounds=dict(acc=(1.0, 0.0))),
      'no bounds for objective "latency"'),
+    (dict(limits=dict(acc=0.5)), 'limits are positive budgets'),
+    (dict(limits=dict(params=0)), 'limits are positive budgets'),
 ])
 def test_bad_settings_are_named(tmp_path, kwargs, message):
     with pytest.raises((SearchError, ValueError), match=message):
@@ -174,3 +176,21 @@ def test_search_configs_load_as_settings():
         assert settings.budget >= settings.pop_size
         build_evaluator_type = settings.evaluator['type']
         assert build_evaluator_type in EVALUATORS
+
+
+def test_limits_keep_the_front_within_the_budget(tmp_path):
+    search = _run(tmp_path, limits=dict(params=2.5, madds=150), budget=16)
+    front = search.pareto_rows()
+    assert all(r['params'] <= 2.5 and r['madds'] <= 150 for r in front)
+    over = [r for r in search.history if r['params'] > 2.5 or r['madds'] > 150]
+    assert over, 'the random start has architectures over the budget'
+    assert (search.normalise(over) > 1).any(axis=1).all(), 'they are penalised'
+
+
+def test_process_pool_gives_the_same_search(tmp_path):
+    from mux_backbones.search.engine import LocalExecutor
+    serial = _run(tmp_path / 'serial', budget=8)
+    pooled = Search(_settings(budget=8), str(tmp_path / 'pooled'), executor=LocalExecutor(2))
+    pooled.run()
+    assert [r['arch'] for r in pooled.history] == [r['arch'] for r in serial.history]
+    assert [r['score'] for r in pooled.history] == [r['score'] for r in serial.history]

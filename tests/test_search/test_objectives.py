@@ -48,3 +48,16 @@ def test_unknown_evaluator_and_objective():
         check_objectives(('acc', 'beauty'))
     with pytest.raises(ValueError, match='at least two distinct'):
         check_objectives(('params', 'params'))
+
+
+def test_train_evaluator_trains_through_the_runner(tmp_path, toy_voc):
+    from mux_backbones.search.objectives import TrainEvaluator
+    space = MUXNetSpace()
+    arch = space.arch_string(space.canonical(space.xl))
+    loader = dict(num_workers=0, persistent_workers=False, batch_size=2)
+    options = {f'{split}_dataloader.{k}': v for split in ('train', 'val')
+               for k, v in dict(loader, **{'dataset.data_root': toy_voc}).items()}
+    evaluator = TrainEvaluator('det', work_root=str(tmp_path), max_iters=2, cfg_options=options)
+    score = evaluator(arch)
+    assert 0 <= score <= 1
+    assert (tmp_path / arch_hash(arch) / 'candidate.py').exists()
