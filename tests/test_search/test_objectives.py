@@ -4,8 +4,8 @@ import pytest
 
 from mux_backbones import MUXNetClassifier
 from mux_backbones.search import MUXNetSpace
-from mux_backbones.search.objectives import (SynflowEvaluator, build_evaluator, check_objectives,
-                                             complexity, measure_latency)
+from mux_backbones.search.objectives import (SynflowEvaluator, arch_hash, build_evaluator,
+                                             check_objectives, complexity, measure_latency)
 from mux_backbones.utils import count_macs, count_params
 
 
