@@ -82,7 +82,7 @@ def test_history_buffer_statistics_still_load(tmp_path):
     (bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8)) + b'x',
      'is not a PyTorch checkpoint'),
     (b'\x80\x02garbage', 'cannot read checkpoint'),
-])
+], ids=['empty', 'truncated', 'foreign-bytes', 'bad-pickle'])
 def test_corrupt_checkpoints_give_one_line(tmp_path, content, message):
     path = tmp_path / 'bad.pth'
     if content is None:

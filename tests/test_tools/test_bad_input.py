@@ -53,7 +53,7 @@ def test_test_tool_refuses_m_weights_on_tiny(tmp_path, det_cfg):
     (b'', 'is empty (0 bytes)'),
     (b'\x13' * 3000, 'is not a PyTorch checkpoint'),
     ('half', 'is truncated'),
-])
+], ids=['empty', 'foreign-bytes', 'truncated'])
 def test_corrupt_checkpoints_for_test_and_resume(tmp_path, det_cfg, content, message):
     path = tmp_path / 'iter_1.pth'
     if content == 'half':
