@@ -39,7 +39,8 @@ def preference_ref_dirs(n_obj: int, n_points: int, ref_point: Optional[np.ndarra
     return (1 - roi_width) * w0[None] + roi_width * dirs
 
 
-def _nondominated_rank(F: np.ndarray) -> np.ndarray:
+def nondominated_rank(F: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting rank of each row of ``F`` (0: the first front)."""
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
     rank = np.empty(len(F), dtype=int)
     for r, front in enumerate(NonDominatedSorting().do(F)):
@@ -77,7 +78,7 @@ class RegularizedEvolution:
         children = []
         for _ in range(self.pop_size):
             sample = self.rng.choice(len(self.X), self.sample_size, replace=False)
-            rank = _nondominated_rank(self.F[sample])
+            rank = nondominated_rank(self.F[sample])
             best = sample[self.rng.choice(np.flatnonzero(rank == rank.min()))]
             children.append(mutate(self.space, self.X[best], self.rng, genes=1))
         return np.stack(children)

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..engine.atomic_backend import atomic_write
-from .algorithms import ALGORITHMS, build_algorithm, mutate
+from .algorithms import ALGORITHMS, build_algorithm, mutate, nondominated_rank
 from .objectives import arch_hash, build_evaluator, check_objectives, complexity, measure_latency
 from .space import MUXNetSpace
 from .surrogate import RidgeSurrogate, kendall_tau
@@ -334,6 +334,8 @@ class Search:
             rows = []
             for c, score in zip(cands, scores):
                 params, madds = complexity(self.space.arch_string(c))
+                # Latency is not predicted: every candidate gets the best bound, so it does
+                # not decide between them.
                 rows.append(dict(score=score, params=params, madds=madds,
                                  latency_ms=self.bounds.get('latency', (0, 1))[0]))
             F = self.normalise(rows)
@@ -342,8 +344,7 @@ class Search:
                 value = PBI().do(F, weights=weights[i][None], ideal_point=np.zeros(F.shape[1]))
                 best = int(np.argmin(value))
             else:
-                from .algorithms import _nondominated_rank
-                rank = _nondominated_rank(F)
+                rank = nondominated_rank(F)
                 best = int(np.argmin(rank * 1e3 + F[:, 0]))
             chosen.append(cands[best])
             predicted.append(float(scores[best]))
