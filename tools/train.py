@@ -75,8 +75,8 @@ def main():
     use_atomic_checkpoints(cfg)
 
     runner = Runner.from_cfg(cfg)
-    for path in (resume_from, cfg.get('load_from')):
-        if path and osp.isfile(path):
+    for path in {resume_from, cfg.get('load_from')} - {None}:
+        if osp.isfile(path):
             verify_checkpoint(runner.model, path)
     runner.train()
 
