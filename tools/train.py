@@ -76,7 +76,7 @@ def main():
 
     runner = Runner.from_cfg(cfg)
     for path in {resume_from, cfg.get('load_from')} - {None}:
-        if osp.isfile(path):
+        if '://' not in path:  # remote weights are left to mmengine's loader
             verify_checkpoint(runner.model, path)
     runner.train()
 

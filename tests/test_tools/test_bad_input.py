@@ -124,3 +124,10 @@ def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
 def test_summarize_run_without_a_run(tmp_path):
     proc = run_tool('tools/analysis_tools/summarize_run.py', str(tmp_path), check=False)
     _one_line_error(proc, f'no scalars.json under {tmp_path}')
+
+
+def test_train_tool_names_a_missing_load_from(tmp_path, det_cfg):
+    missing = str(tmp_path / 'nowhere.pth')
+    proc = run_tool('tools/train.py', det_cfg, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', f'load_from={missing}', check=False)
+    _one_line_error(proc, f'checkpoint not found: {missing}')
