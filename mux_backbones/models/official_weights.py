@@ -13,7 +13,8 @@ import torch
 
 from ..backbones.block_spec import decode_stage
 from ..backbones.muxnet import arch_settings
-from ..engine.checkpoint import CheckpointError, CheckpointRefusedError, read_checkpoint
+from ..engine.checkpoint import (CheckpointError, CheckpointRefusedError, read_checkpoint,
+                                 state_dict_of)
 from .classifier import MUXNetClassifier
 
 # Official layer name -> project layer name, per block type.
@@ -74,11 +75,10 @@ def unwrap_state_dict(checkpoint) -> Dict[str, torch.Tensor]:
         if isinstance(checkpoint.get(wrapper), dict):
             checkpoint = checkpoint[wrapper]
             break
-    state = OrderedDict((k[7:] if k.startswith('module.') else k, v)
-                        for k, v in checkpoint.items())
-    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointMismatchError('checkpoint holds no state dict of tensors')
-    return state
+    try:
+        return OrderedDict(state_dict_of(checkpoint))
+    except CheckpointError:
+        raise CheckpointMismatchError('checkpoint holds no state dict of tensors') from None
 
 
 def convert_official_state_dict(state: Dict[str, torch.Tensor],
