@@ -1,0 +1,454 @@
+"""Fused group-wise spatial convolution: every kernel-size group of a MixConv in one launch.
+
+MUXNet's spatial convs (paper Sec. 3; the ``k3.5.7`` MixConv blocks and the ``dwg2`` convs of the
+channel-multiplexed blocks) are depth-wise or 2-channels-per-group convolutions, several kernel
+sizes side by side. cuDNN has no fast path for most of them (NHWC half precision, 2 channels per
+group, kernels up to 11x11), and the stock MixConv is split + one conv per kernel size + cat. This
+op runs all groups in one kernel over an NHWC (channels-last) map:
+
+* each channel group at its own kernel size and dilation -- no zero-padding to the largest kernel;
+* 1 or 2 channels per conv group (the grouped conv of the channel-multiplexed blocks);
+* stride 1 or 2, "same" padding (output ``ceil(H / stride)``), fp32/fp16/bf16 in, fp32 accumulation;
+* epilogue: bias (a folded BatchNorm), activation (ReLU, SiLU/swish, ReLU6) and, for the
+  squeeze-excite that follows, the per-channel sum over the map (the pooling) -- so the SE reads
+  a vector instead of the whole map again.
+
+It is a ``torch.library`` custom op (one node for ``torch.compile`` and CUDA-graph capture) with a
+fake implementation and an autograd formula whose input and weight gradients are Triton kernels
+too. The weights are packed (see :func:`pack_weights`): per group, tap-major, channels innermost,
+so each tap of a channel block is one contiguous vector load.
+
+Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
+``F.conv2d`` calls -- also the reference the tests compare the kernels with.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
+
+ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
+_ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
+_TABLE_COLS = 8  # per channel block: first, end, group start, group size, K, dilation, pad, w offset
+_INT32_MAX = 2**31 - 1
+
+
+def pack_weights(weights: Sequence[Tensor]) -> Tensor:
+    """Pack per-group conv weights ``(C_g, cpg, K, K)`` into the op's flat layout.
+
+    Differentiable (plain tensor ops), so a module can pack its parameters on every call in
+    training, or once for deployment.
+    """
+    return torch.cat([w.permute(2, 3, 1, 0).reshape(-1) for w in weights])
+
+
+def unpack_weights(packed: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                   channels_per_group: int) -> List[Tensor]:
+    """Inverse of :func:`pack_weights`: the ``(C_g, cpg, K, K)`` conv weight of every group."""
+    out, offset = [], 0
+    for c, k in zip(splits, kernel_sizes):
+        n = k * k * channels_per_group * c
+        out.append(packed[offset:offset + n].view(k, k, channels_per_group, c).permute(3, 2, 0, 1))
+        offset += n
+    return out
+
+
+def output_size(size: int, stride: int) -> int:
+    """Output length of a "same"-padded conv: ``ceil(size / stride)``."""
+    return -(-size // stride)
+
+
+def _check(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, stride,
+           channels_per_group, act):
+    if x.dim() != 4:
+        raise ValueError(f'group_conv expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}')
+    if sum(splits) != x.shape[1]:
+        raise ValueError(f'group_conv: splits {list(splits)} do not add up to the {x.shape[1]} '
+                         f'input channels')
+    if not len(splits) == len(kernel_sizes) == len(dilations):
+        raise ValueError('group_conv: one kernel size and one dilation per group are needed')
+    if any(k % 2 == 0 for k in kernel_sizes):
+        raise ValueError(f'group_conv: kernel sizes must be odd, got {list(kernel_sizes)}')
+    if channels_per_group not in (1, 2) or any(c % channels_per_group for c in splits):
+        raise ValueError(f'group_conv: channels_per_group must be 1 or 2 and divide every group, '
+                         f'got {channels_per_group} for groups {list(splits)}')
+    if stride not in (1, 2):
+        raise ValueError(f'group_conv: stride must be 1 or 2, got {stride}')
+    if act not in _ACT_CODE:
+        raise ValueError(f'group_conv: act must be one of {ACTIVATIONS}, got "{act}"')
+    expected = sum(k * k * channels_per_group * c for c, k in zip(splits, kernel_sizes))
+    if weight.numel() != expected:
+        raise ValueError(f'group_conv: packed weight has {weight.numel()} values, the groups '
+                         f'need {expected}')
+
+
+def _activate_torch(z: Tensor, act: str) -> Tensor:
+    if act == 'relu':
+        return F.relu(z)
+    if act == 'silu':
+        return F.silu(z)
+    if act == 'relu6':
+        return F.relu6(z)
+    return z
+
+
+def _activation_grad(z: Tensor, act: str) -> Tensor:
+    """d act(z) / dz, in fp32."""
+    z = z.float()
+    if act == 'relu':
+        return (z > 0).float()
+    if act == 'relu6':
+        return ((z > 0) & (z < 6)).float()
+    s = torch.sigmoid(z)  # silu
+    return s * (1 + z * (1 - s))
+
+
+def reference_group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
+                         kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int,
+                         channels_per_group: int, act: str = 'none') -> Tensor:
+    """The op with stock PyTorch convolutions (the fallback and the tests' reference)."""
+    parts = torch.split(x, list(splits), dim=1)
+    weights = unpack_weights(weight, splits, kernel_sizes, channels_per_group)
+    outs = [
+        F.conv2d(p, w.to(p.dtype), None, stride, d * (k // 2), d, groups=c // channels_per_group)
+        for p, w, c, k, d in zip(parts, weights, splits, kernel_sizes, dilations)
+    ]
+    y = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+    if bias is not None:
+        y = y + bias.to(y.dtype).view(1, -1, 1, 1)
+    return _activate_torch(y, act)
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _activate(z, ACT: tl.constexpr):
+        if ACT == 1:
+            z = tl.maximum(z, 0.0)
+        elif ACT == 2:
+            z = z * tl.sigmoid(z)
+        elif ACT == 3:
+            z = tl.minimum(tl.maximum(z, 0.0), 6.0)
+        return z
+
+    @triton.jit
+    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, table_ptr, H, W, C, OH, OW, stride,
+                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
+                        CPG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        pid_p = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        n = tl.program_id(2)
+        row = table_ptr + pid_c * 8
+        c_end = tl.load(row + 1)
+        g_start = tl.load(row + 2)
+        g_size = tl.load(row + 3)
+        ksize = tl.load(row + 4)
+        dil = tl.load(row + 5)
+        pad = tl.load(row + 6)
+        w_off = tl.load(row + 7)
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)
+        mask_p = offs_p < OH * OW
+        mask_c = offs_c < c_end
+        oh = offs_p // OW
+        ow = offs_p % OW
+        local = offs_c - g_start
+        first_in = offs_c - local % CPG  # first input channel of each output's conv group
+        x_img = x_ptr + n * H * W * C
+        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        for kh in range(0, ksize):
+            ih = oh * stride - pad + kh * dil
+            ok_h = mask_p & (ih >= 0) & (ih < H)
+            for kw in range(0, ksize):
+                iw = ow * stride - pad + kw * dil
+                ok = ok_h & (iw >= 0) & (iw < W)
+                pix = (ih * W + iw) * C
+                tap = kh * ksize + kw
+                for j in tl.static_range(CPG):
+                    xv = tl.load(x_img + pix[:, None] + (first_in + j)[None, :],
+                                 mask=ok[:, None] & mask_c[None, :], other=0.0)
+                    wv = tl.load(w_ptr + w_off + (tap * CPG + j) * g_size + local, mask=mask_c,
+                                 other=0.0)
+                    acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+        acc = _activate(acc, ACT)
+        out_mask = mask_p[:, None] & mask_c[None, :]
+        tl.store(y_ptr + n * OH * OW * C + offs_p[:, None] * C + offs_c[None, :],
+                 acc.to(y_ptr.dtype.element_ty), mask=out_mask)
+        if WITH_POOL:
+            # Squeeze-excite's pooling as an epilogue: per-channel sums of this pixel block.
+            tl.atomic_add(pool_ptr + n * C + offs_c, tl.sum(tl.where(out_mask, acc, 0.0), axis=0),
+                          mask=mask_c)
+
+    @triton.jit
+    def _input_grad_kernel(dz_ptr, w_ptr, dx_ptr, table_ptr, H, W, C, OH, OW, stride,
+                           CPG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        pid_p = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        n = tl.program_id(2)
+        row = table_ptr + pid_c * 8
+        c_end = tl.load(row + 1)
+        g_start = tl.load(row + 2)
+        g_size = tl.load(row + 3)
+        ksize = tl.load(row + 4)
+        dil = tl.load(row + 5)
+        pad = tl.load(row + 6)
+        w_off = tl.load(row + 7)
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # input pixels
+        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)  # input channels
+        mask_p = offs_p < H * W
+        mask_c = offs_c < c_end
+        ih = offs_p // W
+        iw = offs_p % W
+        local = offs_c - g_start
+        j_in = local % CPG  # which input of its conv group each channel is
+        first = offs_c - j_in
+        dz_img = dz_ptr + n * OH * OW * C
+        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        for kh in range(0, ksize):
+            th = ih + pad - kh * dil  # = oh * stride where an output reads this pixel
+            th_ok = tl.where(th >= 0, th, 0)
+            oh = th_ok // stride
+            ok_h = mask_p & (th >= 0) & (th_ok % stride == 0) & (oh < OH)
+            for kw in range(0, ksize):
+                tw = iw + pad - kw * dil
+                tw_ok = tl.where(tw >= 0, tw, 0)
+                ow = tw_ok // stride
+                ok = ok_h & (tw >= 0) & (tw_ok % stride == 0) & (ow < OW)
+                pix = (oh * OW + ow) * C
+                tap = kh * ksize + kw
+                for jo in tl.static_range(CPG):
+                    out_c = first + jo
+                    dz = tl.load(dz_img + pix[:, None] + out_c[None, :],
+                                 mask=ok[:, None] & mask_c[None, :], other=0.0)
+                    wv = tl.load(w_ptr + w_off + (tap * CPG + j_in) * g_size + (out_c - g_start),
+                                 mask=mask_c, other=0.0)
+                    acc += dz.to(tl.float32) * wv.to(tl.float32)[None, :]
+        tl.store(dx_ptr + n * H * W * C + offs_p[:, None] * C + offs_c[None, :],
+                 acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+
+    @triton.jit
+    def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, table_ptr, total, H, W, C, OH, OW, stride,
+                            pixels_per_program, CPG: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr):
+        pid_p = tl.program_id(0)  # a chunk of the N * OH * OW output pixels
+        pid_c = tl.program_id(1)
+        tap = tl.program_id(2)  # taps past this group's K * K do nothing
+        row = table_ptr + pid_c * 8
+        c_end = tl.load(row + 1)
+        g_start = tl.load(row + 2)
+        g_size = tl.load(row + 3)
+        ksize = tl.load(row + 4)
+        dil = tl.load(row + 5)
+        pad = tl.load(row + 6)
+        w_off = tl.load(row + 7)
+        tap_ok = tap < ksize * ksize
+        kh = tap // ksize
+        kw = tap % ksize
+        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < c_end
+        local = offs_c - g_start
+        first_in = offs_c - local % CPG
+        start = pid_p * pixels_per_program
+        stop = tl.where(tap_ok, tl.minimum(start + pixels_per_program, total), start)
+        acc0 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        acc1 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        for p0 in range(start, stop, BLOCK_P):
+            offs = p0 + tl.arange(0, BLOCK_P)
+            mask_p = offs < stop
+            n = offs // (OH * OW)
+            rest = offs % (OH * OW)
+            ih = (rest // OW) * stride - pad + kh * dil
+            iw = (rest % OW) * stride - pad + kw * dil
+            ok = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            dz = tl.load(dz_ptr + offs[:, None] * C + offs_c[None, :],
+                         mask=mask_p[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            pix = ((n * H + ih) * W + iw) * C
+            x0 = tl.load(x_ptr + pix[:, None] + first_in[None, :],
+                         mask=ok[:, None] & mask_c[None, :], other=0.0)
+            acc0 += dz * x0.to(tl.float32)
+            if CPG == 2:
+                x1 = tl.load(x_ptr + pix[:, None] + (first_in + 1)[None, :],
+                             mask=ok[:, None] & mask_c[None, :], other=0.0)
+                acc1 += dz * x1.to(tl.float32)
+        # (a vector compare: the interpreter takes no scalar-and-vector mask)
+        mask_w = mask_c & (tl.zeros((BLOCK_C, ), dtype=tl.int32) + tap < ksize * ksize)
+        tl.atomic_add(dw_ptr + w_off + (tap * CPG) * g_size + local, tl.sum(acc0, axis=0),
+                      mask=mask_w)
+        if CPG == 2:
+            tl.atomic_add(dw_ptr + w_off + (tap * CPG + 1) * g_size + local,
+                          tl.sum(acc1, axis=0), mask=mask_w)
+
+
+_tables = {}
+
+
+def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tensor:
+    """One row per channel block (blocks never straddle a group), cached per layer shape."""
+    key = (tuple(splits), tuple(kernel_sizes), tuple(dilations), cpg, block_c, str(device))
+    table = _tables.get(key)
+    if table is None:
+        rows, start, w_off = [], 0, 0
+        for c, k, d in zip(splits, kernel_sizes, dilations):
+            for first in range(start, start + c, block_c):
+                rows.append([first, start + c, start, c, k, d, d * (k // 2), w_off])
+            start += c
+            w_off += k * k * cpg * c
+        table = torch.tensor(rows, dtype=torch.int32, device=device)
+        _tables[key] = table
+    return table
+
+
+def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
+    block_c = min(64, max(16, next_power_of_2(max(splits))))
+    block_p = max(16, min(128, 4096 // block_c, next_power_of_2(spatial)))
+    return block_p, block_c
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _empty_channels_last(n, c, h, w, like: Tensor, dtype=None) -> Tensor:
+    return torch.empty((n, h, w, c), dtype=dtype or like.dtype,
+                       device=like.device).permute(0, 3, 1, 2)
+
+
+def _fits_int32(*shapes) -> bool:
+    return all(torch.Size(s).numel() <= _INT32_MAX for s in shapes)
+
+
+def _triton_ok(x: Tensor, out_shape) -> bool:
+    return can_use_triton(x, 'group_conv') and _fits_int32(x.shape, out_shape)
+
+
+@torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
+def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
+                kernel_sizes: List[int], dilations: List[int], stride: int,
+                channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
+    n, c, h, w = x.shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    if not _triton_ok(x, (n, c, oh, ow)):
+        y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
+                                                stride, channels_per_group, act))
+        pool = y.float().sum((2, 3)) if with_pool else x.new_empty(0, dtype=torch.float32)
+        return y, pool
+    x = _channels_last(x)
+    y = _empty_channels_last(n, c, oh, ow, x)
+    pool = torch.zeros((n, c) if with_pool else (0, ), dtype=torch.float32, device=x.device)
+    block_p, block_c = _block_sizes(splits, oh * ow)
+    table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c, x.device)
+    grid = (triton.cdiv(oh * ow, block_p), table.shape[0], n)
+    _forward_kernel[grid](x, weight.contiguous(), bias if bias is not None else weight, y, pool,
+                          table, h, w, c, oh, ow, stride, HAS_BIAS=bias is not None,
+                          ACT=_ACT_CODE[act], WITH_POOL=with_pool, CPG=channels_per_group,
+                          BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    return y, pool
+
+
+@_group_conv.register_fake
+def _(x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+      with_pool):
+    n, c, h, w = x.shape
+    y = _empty_channels_last(n, c, output_size(h, stride), output_size(w, stride), x)
+    pool = x.new_empty((n, c) if with_pool else (0, ), dtype=torch.float32)
+    return y, pool
+
+
+@torch.library.custom_op('mux_backbones::group_conv_backward', mutates_args=())
+def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[int],
+                         kernel_sizes: List[int], dilations: List[int], stride: int,
+                         channels_per_group: int) -> Tuple[Tensor, Tensor]:
+    """Gradients of the bias-free, activation-free conv: (d input, d packed weight)."""
+    n, c, h, w = x.shape
+    oh, ow = grad.shape[-2:]
+    if not _triton_ok(x, grad.shape):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_()
+            wr = weight.detach().requires_grad_()
+            y = reference_group_conv(xr, wr, None, splits, kernel_sizes, dilations, stride,
+                                     channels_per_group)
+            gx, gw = torch.autograd.grad(y, (xr, wr), grad.to(y.dtype))
+        return _channels_last(gx), gw
+    grad, x = _channels_last(grad), _channels_last(x)
+    weight = weight.contiguous()
+    block_p, block_c = _block_sizes(splits, h * w)
+    table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c, x.device)
+    grad_x = _empty_channels_last(n, c, h, w, x)
+    _input_grad_kernel[(triton.cdiv(h * w, block_p), table.shape[0], n)](
+        grad, weight, grad_x, table, h, w, c, oh, ow, stride, CPG=channels_per_group,
+        BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+    total = n * oh * ow
+    per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * 8)))
+    max_taps = max(kernel_sizes)**2
+    _weight_grad_kernel[(triton.cdiv(total, per_program), table.shape[0], max_taps)](
+        grad, x, grad_w, table, total, h, w, c, oh, ow, stride, per_program,
+        CPG=channels_per_group, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    return grad_x, grad_w.to(weight.dtype)
+
+
+@_group_conv_backward.register_fake
+def _(grad, x, weight, splits, kernel_sizes, dilations, stride, channels_per_group):
+    n, c, h, w = x.shape
+    return _empty_channels_last(n, c, h, w, x), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, act, with_pool = inputs
+    ctx.conv_args = (list(splits), list(kernel_sizes), list(dilations), stride, cpg)
+    ctx.act, ctx.with_pool, ctx.has_bias = act, with_pool, bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.out_shape = output[0].shape
+    ctx.save_for_backward(x, weight, bias)
+
+
+def _backward(ctx, grad_y, grad_pool):
+    x, weight, bias = ctx.saved_tensors
+    splits, kernel_sizes, dilations, stride, cpg = ctx.conv_args
+    grad = grad_y.float() if grad_y is not None else x.new_zeros(ctx.out_shape, dtype=torch.float)
+    if ctx.with_pool and grad_pool is not None:
+        grad = grad + grad_pool[:, :, None, None]  # d sum / d y is 1 at every pixel
+    if ctx.act != 'none':
+        # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
+        z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, 'none',
+                           False)
+        grad = grad * _activation_grad(z, ctx.act)
+    grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
+    grad_x, grad_w = _group_conv_backward(grad.to(x.dtype), x, weight, splits, kernel_sizes,
+                                          dilations, stride, cpg)
+    return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None
+
+
+_group_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
+               kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
+               channels_per_group: int = 1, act: str = 'none', with_pool: bool = False):
+    """Group-wise conv of every channel group at its own kernel size, in one launch.
+
+    Args:
+        x (Tensor): (N, C, H, W) input, best channels-last (other layouts are converted).
+        weight (Tensor): The groups' weights packed by :func:`pack_weights`.
+        bias (Tensor, optional): (C, ) bias added before the activation.
+        splits (Sequence[int]): Channels of each group, in order; they add up to C.
+        kernel_sizes (Sequence[int]): Odd kernel size of each group.
+        dilations (Sequence[int]): Dilation of each group.
+        stride (int): 1 or 2; padding is "same" (output ``ceil(H / stride)``). Default: 1.
+        channels_per_group (int): 1 (depth-wise) or 2 channels per conv group. Default: 1.
+        act (str): Epilogue activation: 'none', 'relu', 'silu' or 'relu6'. Default: 'none'.
+        with_pool (bool): Also return the (N, C) fp32 per-channel sum of the output (the
+            squeeze-excite pooling, before dividing by H * W). Default: False.
+
+    Returns:
+        Tensor | tuple[Tensor, Tensor]: The channels-last output (and the sums if ``with_pool``).
+    """
+    splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
+    _check(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
+    y, pool = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride,
+                          channels_per_group, act, with_pool)
+    return (y, pool) if with_pool else y
