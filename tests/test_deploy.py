@@ -4,9 +4,9 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
-from mux_backbones.deploy import (PairwiseGroupConv, PointwiseConv2d, RawOutputs, count_modules,
-                                  mixed_to_single_conv, switch_to_deploy)
-from mux_backbones.layers import InvertedResidual, MixedConv2d
+from mux_backbones.deploy import RawOutputs, count_modules, switch_to_deploy
+from mux_backbones.layers import (InvertedResidual, MixedConv2d, PairwiseGroupConv,
+                                  PointwiseConv2d)
 
 ALL_ARCHS = sorted(arch_settings)
 
@@ -109,7 +109,7 @@ def test_pointwise_conv_as_matrix_product(layout, bias):
 def test_mixconv_merge_is_exact():
     mixed = MixedConv2d(30, (3, 5, 7), stride=2)
     x = torch.randn(1, 30, 17, 17)
-    torch.testing.assert_close(mixed_to_single_conv(mixed)(x), mixed(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed.merged_conv()(x), mixed(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('arch', ALL_ARCHS)

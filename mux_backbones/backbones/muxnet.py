@@ -131,6 +131,12 @@ class MUXNet(BaseModule):
         drop_path_rate (float): Stochastic depth, growing linearly over the blocks. Default: 0.
         norm_eval (bool): Keep norm layers in eval mode while training. Default: False.
         with_cp (bool): Activation checkpointing in every block. Default: False.
+        fused_ops (bool): Run the spatial convs (MixConv, depth-wise, 2 channels per group) on the
+            fused Triton kernels (:mod:`mux_backbones.ops`), in training and inference, and use
+            them in :meth:`switch_to_deploy`. Same parameters and state-dict keys either way, so
+            checkpoints move between the two. Inputs the kernels do not take (CPU without
+            ``TRITON_INTERPRET=1``, no Triton, float64) run the stock path after one warning.
+            Feed channels-last input (the kernels' layout) to avoid conversions. Default: False.
         zero_init_residual (bool): Start every residual block as the identity by zero-initialising
             the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps
             training from scratch. Pretrained weights overwrite it. Default: True.
@@ -154,8 +160,8 @@ class MUXNet(BaseModule):
                  norm_cfg: Optional[dict] = dict(type='BN'),
                  act_cfg: Optional[dict] = dict(type='SiLU'),
                  drop_path_rate: float = 0.0, norm_eval: bool = False, with_cp: bool = False,
-                 zero_init_residual: bool = True, pretrained: Optional[str] = None,
-                 init_cfg=None):
+                 zero_init_residual: bool = True, fused_ops: bool = False,
+                 pretrained: Optional[str] = None, init_cfg=None):
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('give either pretrained (deprecated) or init_cfg, not both')
@@ -184,6 +190,7 @@ class MUXNet(BaseModule):
         self.with_cp = with_cp
         self.zero_init_residual = zero_init_residual
         self.dilate_large_kernels = dilate_large_kernels
+        self.fused_ops = fused_ops
 
         self.stem = ConvModule(3, plan.stem_channels, 3, stride=2, padding=1, conv_cfg=conv_cfg,
                                norm_cfg=norm_cfg, act_cfg=act_cfg)
@@ -201,7 +208,7 @@ class MUXNet(BaseModule):
                 act = None if act_cfg is None else (spec.act_cfg or act_cfg)
                 blocks.append(self._make_block(spec, in_channels, out_channels,
                                                stage.stride if j == 0 else 1, dilation,
-                                               norm_cfg, act, rate))
+                                               norm_cfg, act, rate, fused_ops))
                 in_channels = out_channels
                 block_idx += 1
             self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))
@@ -225,11 +232,11 @@ class MUXNet(BaseModule):
     @staticmethod
     def _make_block(spec: BlockSpec, in_channels: int, out_channels: int, stride: int,
                     dilation: Tuple[int, ...], norm_cfg: Optional[dict],
-                    act_cfg: Optional[dict], drop_path_rate: float):
+                    act_cfg: Optional[dict], drop_path_rate: float, fused_ops: bool):
         common = dict(kernel_sizes=spec.kernel_sizes, stride=stride, dilation=dilation,
                       se_ratio=spec.se_ratio, channels_per_group=spec.channels_per_group,
                       scales=spec.scales, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                      drop_path_rate=drop_path_rate)
+                      drop_path_rate=drop_path_rate, fused_ops=fused_ops)
         if spec.block_type == 'ds':
             return DepthwiseSeparable(in_channels, out_channels, **common)
         if spec.block_type == 'ir':
@@ -289,10 +296,26 @@ class MUXNet(BaseModule):
             if hasattr(module, 'with_cp') and module is not self:
                 module.with_cp = with_cp
 
-    def switch_to_deploy(self, channels_last: bool = False) -> 'MUXNet':
-        """Fold BN, merge MixConv kernels, fuse split/shuffle (see :mod:`mux_backbones.deploy`)."""
+    def switch_to_deploy(self, channels_last: bool = False,
+                         fused_ops: Optional[bool] = None) -> 'MUXNet':
+        """Every layer in its deploy form (see :mod:`mux_backbones.deploy`).
+
+        Args:
+            channels_last (bool): Also convert the weights to channels-last. Default: False.
+            fused_ops (bool, optional): Fused Triton kernels; None (default): ``self.fused_ops``
+                or, when that is False, whether Triton is installed and the model is on CUDA.
+        """
         from ..deploy import switch_to_deploy
-        return switch_to_deploy(self, channels_last)
+        if fused_ops is None and self.fused_ops:
+            fused_ops = True
+        return switch_to_deploy(self, channels_last, fused_ops)
+
+    def set_fused_ops(self, fused_ops: bool) -> None:
+        """Switch the fused kernels of every spatial conv on or off (weights are unchanged)."""
+        self.fused_ops = fused_ops
+        for module in self.modules():
+            if hasattr(module, 'fused_ops') and module is not self:
+                module.fused_ops = fused_ops
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         x = self.stem(x)

@@ -4,6 +4,10 @@ Only ``split_ratio`` of the channels go through the wrapped block; the rest are 
 the two parts are concatenated and a channel shuffle mixes them, so every channel is processed
 every few blocks while each block pays for a fraction of them. This is the ``sp`` block of the
 official MUXNet release (an inverted residual wrapped this way).
+
+Deploy form (:meth:`ChannelMux.switch_to_deploy`): with two equal halves and a 2-group shuffle,
+``cat`` + shuffle is the processed and the copied channels interleaved, written in one pass
+(:func:`interleave_halves`) in the input's own memory layout.
 """
 import torch
 from torch import nn
@@ -43,14 +47,34 @@ class ChannelMux(nn.Module):
         self.channels = channels
         self.split_ratio = split_ratio
         self.shuffle_groups = shuffle_groups
+        self.interleave = False  # deploy form: one interleaving pass for cat + shuffle
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         processed, copied = x[:, :self.processed], x[:, self.processed:]
+        if self.interleave:
+            return interleave_halves(self.body(processed), copied)
         out = torch.cat([self.body(processed), copied], dim=1)
         if self.shuffle_groups > 1:
             out = channel_shuffle(out, self.shuffle_groups)
         return out
 
+    def switch_to_deploy(self, fused_ops: bool = False) -> None:
+        """Deploy the body (see the block's ``switch_to_deploy``) and interleave in one pass."""
+        self.body.switch_to_deploy(fused_ops)
+        self.interleave = self.shuffle_groups == 2 and 2 * self.processed == self.channels
+
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, processed={self.processed}, '
                 f'shuffle_groups={self.shuffle_groups}')
+
+
+def interleave_halves(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:
+    """``channel_shuffle(cat([processed, copied], 1), 2)`` for two equal halves, in one pass."""
+    if processed.dim() == 4 and not processed.is_contiguous() and \
+            processed.is_contiguous(memory_format=torch.channels_last):
+        # Interleave in the channels-last layout itself: an NCHW-contiguous result would cost
+        # the next conv a layout conversion (one more copy of the whole map).
+        b, c, h, w = processed.shape
+        out = torch.stack((processed.permute(0, 2, 3, 1), copied.permute(0, 2, 3, 1)), dim=4)
+        return out.reshape(b, h, w, 2 * c).permute(0, 3, 1, 2)
+    return torch.stack((processed, copied), dim=2).flatten(1, 2)

@@ -1,19 +1,22 @@
 """Factory for the spatial (depth-wise / group-wise) convolution of a MUXNet block.
 
-One place decides which layer realises a block's spatial conv: a plain grouped ``nn.Conv2d``,
-a :class:`MixedConv2d` (several kernel sizes) or a :class:`SpatialMuxConv` (several scales).
+One place decides which layer realises a block's spatial conv: a plain :class:`GroupConv2d` (an
+``nn.Conv2d``), a :class:`MixedConv2d` (several kernel sizes) or a :class:`SpatialMuxConv`
+(several scales). Each can run on the fused kernel (``fused_ops``).
 """
 from typing import Optional, Sequence, Union
 
 from torch import nn
 
+from .fused_group_conv import GroupConv2d
 from .mixed_conv import MixedConv2d, same_padding
 from .spatial_mux_conv import SpatialMuxConv
 
 
 def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1,
                      dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1,
-                     scales: Optional[Sequence[int]] = None, bias: bool = False) -> nn.Module:
+                     scales: Optional[Sequence[int]] = None, bias: bool = False,
+                     fused_ops: bool = False) -> nn.Module:
     """Build the spatial conv of a block; it keeps the channel count.
 
     Args:
@@ -26,19 +29,21 @@ def build_group_conv(channels: int, kernel_sizes: Sequence[int], stride: int = 1
         scales (Sequence[int], optional): Spatial-multiplexing scales, one per group; ``None`` or
             all zeros means no spatial multiplexing.
         bias (bool): Add a bias (a block without a norm after its spatial conv). Default: False.
+        fused_ops (bool): Run on the fused kernel where the input allows. Default: False.
     """
     kernel_sizes = tuple(kernel_sizes)
     if scales is not None and any(scales):
         if not isinstance(dilation, int) and len(kernel_sizes) == 1:
             dilation = dilation[0]  # one kernel shared by every scale
         return SpatialMuxConv(channels, kernel_sizes if len(kernel_sizes) > 1 else kernel_sizes[0],
-                              scales, stride, dilation, channels_per_group, bias)
+                              scales, stride, dilation, channels_per_group, bias, fused_ops)
     if len(kernel_sizes) > 1:
-        return MixedConv2d(channels, kernel_sizes, stride, dilation, channels_per_group, bias)
+        return MixedConv2d(channels, kernel_sizes, stride, dilation, channels_per_group, bias,
+                           fused_ops)
     if channels % channels_per_group != 0:
         raise ValueError(f'{channels} channels are not divisible by channels_per_group='
                          f'{channels_per_group}')
     k = kernel_sizes[0]
     dilation = dilation if isinstance(dilation, int) else dilation[0]
-    return nn.Conv2d(channels, channels, k, stride, same_padding(k, dilation), dilation,
-                     groups=channels // channels_per_group, bias=bias)
+    return GroupConv2d(channels, channels, k, stride, same_padding(k, dilation), dilation,
+                       groups=channels // channels_per_group, bias=bias, fused_ops=fused_ops)

@@ -3,6 +3,12 @@
 ``InvertedResidual``: 1x1 expand -> spatial group-wise conv (plain, MixConv or spatially
 multiplexed MUXConv) -> squeeze-excite -> 1x1 linear projection, with an identity shortcut when
 shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses right after its stem.
+
+Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
+conv; then either the fused kernel (``fused_ops``: spatial conv + BN + activation + the SE's pooling
+in one launch, the SE gate applied on the project conv's weights) or, on the stock path, MixConv
+kernels merged into one conv and 2-channels-per-group convs rewritten as two depth-wise convs
+(:mod:`.pairwise_group_conv`).
 """
 from typing import Optional, Sequence, Union
 
@@ -11,8 +17,13 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
+from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
 from .group_conv import build_group_conv
+from .mixed_conv import MixedConv2d
+from .pairwise_group_conv import PairwiseGroupConv, has_channel_pairs, pair_halves_permutation
+from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
 
@@ -26,15 +37,18 @@ class _ResidualBlock(nn.Module):
                     kernel_sizes: Sequence[int], stride: int, dilation: Union[int, Sequence[int]],
                     se_ratio: float, channels_per_group: int, scales: Optional[Sequence[int]],
                     norm_cfg: Optional[dict], act_cfg: Optional[dict], drop_path_rate: float,
-                    with_cp: bool) -> None:
+                    with_cp: bool, fused_ops: bool) -> None:
         """Spatial conv -> norm -> act -> SE -> 1x1 linear projection on ``channels``."""
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride = stride
         self.with_cp = with_cp
         self.has_residual = stride == 1 and in_channels == out_channels
+        self.deploy = False
+        self.pool_in_kernel = False  # deploy: the spatial conv's kernel also pools for the SE
         # Without a norm the spatial conv gets a bias, as ConvModule's bias='auto' does.
         self.depthwise_conv = build_group_conv(channels, kernel_sizes, stride, dilation,
-                                               channels_per_group, scales, bias=norm_cfg is None)
+                                               channels_per_group, scales, bias=norm_cfg is None,
+                                               fused_ops=fused_ops)
         self.depthwise_norm = (build_norm_layer(norm_cfg, channels)[1]
                                if norm_cfg is not None else nn.Identity())
         self.depthwise_act = build_activation_layer(act_cfg) if act_cfg is not None else \
@@ -48,6 +62,84 @@ class _ResidualBlock(nn.Module):
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _spatial_to_project(self, x: torch.Tensor) -> torch.Tensor:
+        """Spatial conv -> norm -> act -> SE -> project."""
+        if self.pool_in_kernel:
+            y, sums = self.depthwise_conv(x, with_pool=True)
+            gate = self.se.gate(sums / (y.shape[2] * y.shape[3]))
+            return self.project_conv.conv.forward_scaled(y, gate)
+        x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
+        return self.project_conv(self.se(x))
+
+    def switch_to_deploy(self, fused_ops: bool = False) -> None:
+        """Rewrite the block in place for inference (eval-mode outputs unchanged).
+
+        Args:
+            fused_ops (bool): Use the fused kernel for the spatial conv (CUDA; CPU only under the
+                Triton interpreter). False: the stock-path forms (merged MixConv, pairwise convs).
+        """
+        if self.deploy:
+            return
+        self.deploy = True
+        if isinstance(getattr(self, 'expand_conv', None), ConvModule):
+            self.expand_conv = deploy_conv_module(self.expand_conv)
+        if isinstance(self.project_conv, ConvModule):
+            self.project_conv = deploy_conv_module(self.project_conv)
+        if isinstance(self.se, SqueezeExcite):
+            self.se.switch_to_deploy()
+        norm = self.depthwise_norm
+        if not isinstance(norm, (_BatchNorm, nn.Identity)):
+            return  # e.g. GroupNorm: nothing to fold
+        bn = norm if isinstance(norm, _BatchNorm) else None
+        conv = self.depthwise_conv
+        if fused_ops and hasattr(conv, 'fused_form'):
+            fused = conv.fused_form(bn, self.depthwise_act)
+            if fused is not None:
+                self.depthwise_conv = fused
+                self.depthwise_norm = self.depthwise_act = nn.Identity()
+                project = self.project_conv
+                self.pool_in_kernel = isinstance(self.se, SqueezeExcite) and \
+                    isinstance(project, ConvAct) and isinstance(project.act, nn.Identity) and \
+                    isinstance(project.conv, PointwiseConv2d)
+                return
+        if fused_ops and isinstance(conv, SpatialMuxConv):
+            for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
+                c.fused_ops = True
+        if bn is None:
+            return
+        if isinstance(conv, MixedConv2d):
+            if not conv.can_merge():  # e.g. per-kernel dilations: fold into each group
+                conv.fold_norm(bn)
+                self.depthwise_norm = nn.Identity()
+                return
+            conv = conv.merged_conv()
+        if isinstance(conv, nn.Conv2d):
+            self.depthwise_conv = fuse_conv_bn(conv, bn)
+            self.depthwise_norm = nn.Identity()
+            self._rewrite_channel_pairs()
+
+    @torch.no_grad()
+    def _rewrite_channel_pairs(self) -> None:
+        """Stock path: a 2-channels-per-group conv becomes :class:`PairwiseGroupConv`, its channel
+        reorder folded into the expand conv, the SE and the project conv."""
+        conv = self.depthwise_conv
+        if not has_channel_pairs(conv):
+            return
+        expand = conv_of(getattr(self, 'expand_conv', None))
+        project = conv_of(self.project_conv)
+        if expand is None or project is None or expand.groups != 1 or project.groups != 1:
+            return
+        perm = pair_halves_permutation(conv.in_channels).to(conv.weight.device)
+        expand.weight.copy_(expand.weight[perm])
+        if expand.bias is not None:
+            expand.bias.copy_(expand.bias[perm])
+        if isinstance(self.se, SqueezeExcite):
+            self.se.conv_reduce.weight.copy_(self.se.conv_reduce.weight[:, perm])
+            self.se.conv_expand.weight.copy_(self.se.conv_expand.weight[perm])
+            self.se.conv_expand.bias.copy_(self.se.conv_expand.bias[perm])
+        project.weight.copy_(project.weight[:, perm])
+        self.depthwise_conv = PairwiseGroupConv(conv)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._body(x)
@@ -78,6 +170,7 @@ class InvertedResidual(_ResidualBlock):
         act_cfg (dict, optional): Activation config (also used inside SE); None: no activation.
         drop_path_rate (float): Stochastic depth on the residual branch.
         with_cp (bool): Trade compute for memory with activation checkpointing.
+        fused_ops (bool): Spatial conv on the fused kernel where the input allows.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int],
@@ -87,20 +180,17 @@ class InvertedResidual(_ResidualBlock):
                  scales: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = dict(type='BN'),
                  act_cfg: Optional[dict] = dict(type='ReLU'), drop_path_rate: float = 0.0,
-                 with_cp: bool = False):
+                 with_cp: bool = False, fused_ops: bool = False):
         super().__init__()
         mid_channels = int(in_channels * expand_ratio)
         self.expand_conv = ConvModule(in_channels, mid_channels, 1, norm_cfg=norm_cfg,
                                       act_cfg=act_cfg)
         self._build_tail(in_channels, mid_channels, out_channels, kernel_sizes, stride, dilation,
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
-                         drop_path_rate, with_cp)
+                         drop_path_rate, with_cp, fused_ops)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.expand_conv(x)
-        x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
-        x = self.se(x)
-        return self.project_conv(x)
+        return self._spatial_to_project(self.expand_conv(x))
 
 
 class DepthwiseSeparable(_ResidualBlock):
@@ -119,6 +209,7 @@ class DepthwiseSeparable(_ResidualBlock):
         act_cfg (dict, optional): Activation config (also used inside SE); None: no activation.
         drop_path_rate (float): Stochastic depth on the residual branch.
         with_cp (bool): Use activation checkpointing.
+        fused_ops (bool): Spatial conv on the fused kernel where the input allows.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int],
@@ -127,12 +218,11 @@ class DepthwiseSeparable(_ResidualBlock):
                  channels_per_group: int = 1, scales: Optional[Sequence[int]] = None,
                  norm_cfg: Optional[dict] = dict(type='BN'),
                  act_cfg: Optional[dict] = dict(type='ReLU'),
-                 drop_path_rate: float = 0.0, with_cp: bool = False):
+                 drop_path_rate: float = 0.0, with_cp: bool = False, fused_ops: bool = False):
         super().__init__()
         self._build_tail(in_channels, in_channels, out_channels, kernel_sizes, stride, dilation,
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
-                         drop_path_rate, with_cp)
+                         drop_path_rate, with_cp, fused_ops)
 
     def _body(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
-        return self.project_conv(self.se(x))
+        return self._spatial_to_project(x)

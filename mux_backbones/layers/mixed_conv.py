@@ -4,11 +4,22 @@ The channels are split into one group per kernel size, each group gets its own d
 group-wise) convolution, and the results are concatenated. MUXNet-m/-l use it in the first block
 of each down-sampling stage. The split puts the remainder on the first group, as the official
 release does, so official weights load unchanged.
+
+With ``fused_ops`` every group runs in one launch of the fused kernel
+(:mod:`mux_backbones.ops.group_conv`), each at its own kernel size. Its deploy forms live here
+too: :meth:`MixedConv2d.fused_form` (the fused kernel, BN and activation folded in) and
+:meth:`MixedConv2d.merged_conv` (one depth-wise conv, smaller kernels zero-padded: the stock path).
 """
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..ops import group_conv, pack_weights
+from ..ops._triton import can_use_triton
+from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
+from .fused_group_conv import FusedGroupConv, kernel_can_run
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -45,14 +56,19 @@ class MixedConv2d(nn.Module):
         channels_per_group (int): Channels per convolution group inside each kernel group;
             1 is depth-wise. Default: 1.
         bias (bool): Give every kernel group a bias (used when no norm follows). Default: False.
+        fused_ops (bool): Run all groups in one launch of the fused kernel where the input's
+            device and dtype allow (else the stock convs, after one warning). Default: False.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1,
                  dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1,
-                 bias: bool = False):
+                 bias: bool = False, fused_ops: bool = False):
         super().__init__()
         self.kernel_sizes = tuple(kernel_sizes)
-        dilations = _per_kernel(dilation, len(self.kernel_sizes))
+        self.stride = stride
+        self.channels_per_group = channels_per_group
+        self.fused_ops = fused_ops
+        self.dilations = dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
         convs = []
         for k, c, d in zip(self.kernel_sizes, self.splits, dilations):
@@ -65,6 +81,66 @@ class MixedConv2d(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
 
+    def conv_groups(self):
+        """``(weights, splits, kernel sizes, dilations)`` of its kernel-size groups."""
+        return [c.weight for c in self.convs], self.splits, list(self.kernel_sizes), \
+            list(self.dilations)
+
+    def _packed_bias(self) -> Optional[torch.Tensor]:
+        if self.convs[0].bias is None:
+            return None
+        return torch.cat([c.bias for c in self.convs])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_ops and all(kernel_can_run(c) for c in self.convs) and \
+                can_use_triton(x, 'group_conv'):
+            weights, splits, kernel_sizes, dilations = self.conv_groups()
+            return group_conv(x, pack_weights(weights), self._packed_bias(), splits,
+                              kernel_sizes, dilations, self.stride, self.channels_per_group)
         parts = torch.split(x, self.splits, dim=1)
         return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
+
+    def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional[FusedGroupConv]:
+        """Deploy form on the fused kernel: ``norm`` folded, ``act`` as epilogue (None where the
+        kernel cannot compute it)."""
+        if not all(kernel_can_run(c) for c in self.convs):
+            return None
+        return FusedGroupConv.from_groups(self, norm, act)
+
+    @torch.no_grad()
+    def fold_norm(self, norm: _BatchNorm) -> None:
+        """Fold ``norm`` (over all channels) into the groups' convs, in place (they get biases)."""
+        scale, shift = bn_scale_shift(norm)
+        start = 0
+        for i, c in enumerate(self.convs):
+            end = start + c.out_channels
+            self.convs[i] = fuse_conv_scale_shift(c, scale[start:end], shift[start:end])
+            start = end
+
+    def can_merge(self) -> bool:
+        """Whether :meth:`merged_conv` applies: depth-wise, one dilation for every kernel."""
+        return all(c.groups == c.in_channels for c in self.convs) and \
+            len(set(self.dilations)) == 1
+
+    @torch.no_grad()
+    def merged_conv(self) -> nn.Conv2d:
+        """One depth-wise conv with the largest kernel, the smaller ones zero-padded to it: one
+        launch of the stock conv instead of split + k convs + cat (the deploy form off the fused
+        kernel). Biases are merged too."""
+        if not self.can_merge():
+            raise ValueError('only a depth-wise MixConv with one dilation can be merged')
+        k = max(self.kernel_sizes)
+        dilation, channels = self.dilations[0], self.out_channels
+        merged = nn.Conv2d(channels, channels, k, self.stride, dilation * (k // 2), dilation,
+                           groups=channels, bias=self.convs[0].bias is not None)
+        merged = merged.to(self.convs[0].weight)
+        merged.weight.zero_()
+        start = 0
+        for c in self.convs:
+            ck, n = c.kernel_size[0], c.out_channels
+            off = (k - ck) // 2
+            merged.weight[start:start + n, :, off:off + ck, off:off + ck] = c.weight
+            if c.bias is not None:
+                merged.bias[start:start + n] = c.bias
+            start += n
+        return merged

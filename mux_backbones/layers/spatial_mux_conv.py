@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused_group_conv import GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
 # Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
@@ -79,12 +80,14 @@ class SpatialMuxConv(nn.Module):
         channels_per_group (int): Channels per convolution group; 1 is depth-wise. Default: 1.
         bias (bool): Give every group-wise conv a bias (used when no norm follows).
             Default: False.
+        fused_ops (bool): Run each scale's conv on the fused kernel where the input allows (the
+            pixel shuffles stay stock). Default: False.
     """
 
     def __init__(self, channels: int, kernel_sizes: Union[int, Sequence[int]],
                  scales: Sequence[int], stride: int = 1,
                  dilation: Union[int, Sequence[int]] = 1,
-                 channels_per_group: int = 1, bias: bool = False):
+                 channels_per_group: int = 1, bias: bool = False, fused_ops: bool = False):
         super().__init__()
         scales = tuple(int(s) for s in scales)
         if isinstance(kernel_sizes, int):
@@ -103,8 +106,9 @@ class SpatialMuxConv(nn.Module):
         for k, c, s, d in zip(self.kernel_sizes, self.splits, scales, dilations):
             c_at_scale = c * 4 if s < 0 else c // 4 if s > 0 else c
             convs.append(
-                nn.Conv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, d), d,
-                          groups=c_at_scale // channels_per_group, bias=bias))
+                GroupConv2d(c_at_scale, c_at_scale, k, stride, same_padding(k, d), d,
+                            groups=c_at_scale // channels_per_group, bias=bias,
+                            fused_ops=fused_ops))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
 
