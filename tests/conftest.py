@@ -3,8 +3,13 @@ import os
 import os.path as osp
 import sys
 
-import pytest
-import torch
+# The Triton kernels of mux_backbones.ops run on CPU tensors in Triton's interpreter; it is chosen
+# when the kernels are defined (at import), so before anything imports them. A GPU machine can
+# set TRITON_INTERPRET=0 to test the compiled kernels instead.
+os.environ.setdefault('TRITON_INTERPRET', '1')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:

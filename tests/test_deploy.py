@@ -5,8 +5,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet, arch_settings
 from mux_backbones.deploy import RawOutputs, count_modules, switch_to_deploy
-from mux_backbones.layers import (InvertedResidual, MixedConv2d, PairwiseGroupConv,
-                                  PointwiseConv2d)
+from mux_backbones.layers import InvertedResidual, MixedConv2d, PairwiseGroupConv, PointwiseConv2d
 
 ALL_ARCHS = sorted(arch_settings)
 

@@ -25,6 +25,9 @@ fi
 # mmseg 1.2.2 imports ftfy and regex without declaring them.
 $PIP 'mmdet==3.3.0' 'mmsegmentation==1.2.2' pycocotools ftfy regex scikit-image pytest \
     onnx onnxruntime 'flake8==7.*' 'isort==5.*' 'pymoo==0.6.2' tqdm
+# Triton: the fused kernels of mux_backbones.ops (CUDA), and their CPU tests in its interpreter.
+# A CUDA torch brings its own matching Triton; only a torch without one gets this release.
+$PYTHON -c 'import triton' 2>/dev/null || $PIP 'triton==3.9.0'
 # opencv-python needs libGL, which a bare machine lacks; the headless build does not.
 if ! $PYTHON -c 'import cv2' 2>/dev/null; then
     $PYTHON -m pip uninstall -y -q opencv-python || true

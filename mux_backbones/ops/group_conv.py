@@ -31,7 +31,8 @@ from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
-_TABLE_COLS = 8  # per channel block: first, end, group start, group size, K, dilation, pad, w offset
+# Block table columns, per channel block: first channel, end, group start, group size, K,
+# dilation, padding, weight offset.
 _INT32_MAX = 2**31 - 1
 
 

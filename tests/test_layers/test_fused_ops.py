@@ -1,0 +1,94 @@
+"""MUXNet with ``fused_ops=True`` equals the stock path: training (outputs and gradients), deploy
+mode (BN, activation and SE pooling in the kernel), checkpoints in both directions, compile."""
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mux_backbones import MUXNet
+from mux_backbones.layers import FusedGroupConv, InvertedResidual
+from mux_backbones.ops import _triton
+
+pytest.importorskip('triton')
+pytestmark = pytest.mark.skipif(not _triton.interpreting(),
+                                reason='CPU kernel tests need TRITON_INTERPRET=1')
+
+
+def _pair(arch='tiny', **kwargs):
+    torch.manual_seed(0)
+    stock = MUXNet(arch, **kwargs)
+    for m in stock.modules():  # non-trivial BN statistics and affine parameters
+        if isinstance(m, _BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    fused = MUXNet(arch, fused_ops=True, **kwargs)
+    fused.load_state_dict(stock.state_dict())  # the same keys and shapes either way
+    assert list(fused.state_dict()) == list(stock.state_dict())
+    return stock, fused
+
+
+def _input(size=(37, 45), batch=2):
+    torch.manual_seed(1)
+    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+
+
+def test_training_outputs_and_gradients_equal_stock():
+    stock, fused = _pair(out_indices=(2, 4, 7))
+    x = _input()
+    xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    outs, outf = stock(xs), fused(xf)
+    for a, b in zip(outs, outf):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    sum((o * o).mean() for o in outs).backward()
+    sum((o * o).mean() for o in outf).backward()
+    torch.testing.assert_close(xf.grad, xs.grad, atol=1e-5, rtol=1e-3)
+    for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_activation_checkpointing_with_fused_ops():
+    stock, fused = _pair(out_indices=(3, ), with_cp=True)
+    x = _input((24, 24), 1).requires_grad_()
+    fused(x)[0].sum().backward()
+    ref = x.grad.clone()
+    x.grad = None
+    stock(x)[0].sum().backward()
+    torch.testing.assert_close(ref, x.grad, atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.parametrize('arch,kwargs', [('tiny', {}), ('m', {}),
+                                         ('m', dict(output_stride=8, out_indices=(4, 6)))])
+def test_deploy_with_fused_kernels_equals_eval(arch, kwargs):
+    kwargs = {'out_indices': (2, 4, 7), **kwargs}
+    stock, fused = _pair(arch, **kwargs)
+    stock.eval()
+    x = _input((33, 29), 1)
+    with torch.no_grad():
+        ref = stock(x)
+        fused.switch_to_deploy(channels_last=True)
+        out = fused(x)
+    for a, b in zip(ref, out):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]
+    assert kernels
+    if arch == 'm':  # every spatial conv of m (MixConv, dwg2, dilated) takes the kernel
+        blocks = [m for m in fused.modules() if isinstance(m, InvertedResidual)]
+        assert len(kernels) == len(blocks) + 1  # + the depth-wise separable block
+        assert all(m.pool_in_kernel for m in blocks)
+
+
+def test_stock_weights_load_into_fused_and_back():
+    stock, fused = _pair()
+    fused.set_fused_ops(False)
+    assert not any(getattr(m, 'fused_ops', False) for m in fused.modules())
+    stock.load_state_dict(fused.state_dict())
+
+
+def test_compiled_fused_deploy_model():
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    compiled = torch.compile(fused.switch_to_deploy(channels_last=True), backend='aot_eager')
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)

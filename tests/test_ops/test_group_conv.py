@@ -1,0 +1,134 @@
+"""The fused group-wise conv kernels against the stock PyTorch reference (Triton interpreter on
+CPU): forward and gradients, every kernel-size mix of the arch tables, strides, dilations, odd
+sizes, epilogues, the custom-op registration, and the fallback for unsupported inputs."""
+import warnings
+
+import pytest
+import torch
+
+from mux_backbones import arch_settings
+from mux_backbones.backbones.block_spec import decode_stage
+from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
+from mux_backbones.ops.group_conv import _group_conv
+
+triton = pytest.importorskip('triton')
+pytestmark = pytest.mark.skipif(not _triton.interpreting(),
+                                reason='CPU kernel tests need TRITON_INTERPRET=1')
+
+
+def _arch_mixes():
+    """Every (kernel sizes, channels per group, stride) of the registered archs' spatial convs."""
+    mixes = set()
+    for arch in arch_settings.values():
+        for stage in arch['stages']:
+            for spec in decode_stage(stage):
+                if not spec.scales or not any(spec.scales):
+                    mixes.add((spec.kernel_sizes, spec.channels_per_group, spec.stride))
+    return sorted(mixes)
+
+
+def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, pool=False,
+          size=(11, 9), batch=2, dtype=torch.float32, grads=True):
+    torch.manual_seed(sum(splits) + len(kernel_sizes))
+    channels = sum(splits)
+    x = torch.randn(batch, channels, *size, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(grads)
+    weights = [torch.randn(c, cpg, k, k, requires_grad=grads) for c, k in zip(splits, kernel_sizes)]
+    b = torch.randn(channels, requires_grad=grads) if bias else None
+    packed = pack_weights(weights)
+    out = group_conv(x, packed, b, splits, kernel_sizes, dilations, stride, cpg, act, pool)
+    y, sums = out if pool else (out, None)
+    ref = reference_group_conv(x.float(), packed, b, splits, kernel_sizes, dilations, stride,
+                               cpg, act)
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y.float(), ref, **tol)
+    if pool:
+        torch.testing.assert_close(sums, ref.sum((2, 3)), **tol)
+    if not grads:
+        return
+    params = [x] + weights + ([b] if bias else [])
+    g = torch.randn_like(ref)
+    loss = (y * g).sum() + (sums.square().sum() * 1e-2 if pool else 0)
+    ref_loss = (ref * g).sum() + (ref.sum((2, 3)).square().sum() * 1e-2 if pool else 0)
+    for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize('kernel_sizes,cpg,stride', _arch_mixes())
+def test_every_arch_kernel_mix(kernel_sizes, cpg, stride):
+    splits = [4 * cpg] * len(kernel_sizes)
+    splits[0] += 2 * cpg  # unequal groups, as split_channels makes them
+    _case(splits, kernel_sizes, [1] * len(kernel_sizes), stride, cpg, size=(13, 11))
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('cpg', [1, 2])
+def test_per_group_dilation_and_odd_sizes(stride, cpg):
+    """The segmentation configs' dilated kernels (one dilation per kernel size)."""
+    _case([6, 4], [3, 5], [4, 2], stride, cpg, size=(15, 7), batch=1)
+
+
+@pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
+def test_epilogue_bias_activation_pool(act):
+    _case([10, 6], [3, 5], [1, 1], 2, 2, act=act, bias=True, pool=True, size=(9, 10))
+
+
+def test_many_channel_blocks_and_tiny_maps():
+    """More channels than one program block, a 1x1 and a 2x3 map."""
+    _case([70, 66], [3, 7], [1, 1], 1, 1, bias=True, size=(1, 1), batch=1)
+    _case([70, 66], [3, 7], [1, 1], 2, 2, size=(2, 3), batch=1)
+
+
+def test_half_precision_forward():
+    _case([8, 8], [3, 5], [1, 1], 1, 1, act='silu', bias=True, dtype=torch.float16, grads=False)
+
+
+def test_custom_op_registration():
+    """Fake (meta) implementation and autograd formula agree with the real kernel."""
+    x = torch.randn(1, 8, 6, 7).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(3 * 3 * 4 + 5 * 5 * 4)
+    torch.library.opcheck(_group_conv, (x, w, torch.randn(8), [4, 4], [3, 5], [1, 1], 2, 1,
+                                        'silu', True),
+                          test_utils=('test_schema', 'test_faketensor', 'test_aot_dispatch_static'))
+
+
+def test_torch_compile_sees_one_node():
+    conv_w = torch.randn(6, 1, 3, 3)
+
+    def fn(x):
+        return group_conv(x, pack_weights([conv_w]), None, [6], [3], [1], 1, 1, 'relu') * 2
+
+    x = torch.randn(1, 6, 8, 8).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(fn, backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(compiled(x), fn(x))
+
+
+def test_unsupported_input_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_triton, '_warned', set())
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    w = pack_weights([torch.randn(4, 1, 3, 3, dtype=torch.float64)])
+    with pytest.warns(RuntimeWarning, match='float64 is not supported.*stock PyTorch'):
+        y = group_conv(x, w, None, [4], [3], [1], 1, 1)
+    torch.testing.assert_close(y, reference_group_conv(x, w, None, [4], [3], [1], 1, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # only once per reason
+        group_conv(x, w, None, [4], [3], [1], 1, 1)
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):
+        group_conv(x.float(), w.float(), None, [4], [3], [1], 1, 1)
+
+
+def test_bad_arguments():
+    x = torch.randn(1, 8, 5, 5)
+    w = torch.randn(8 * 9)
+    with pytest.raises(ValueError, match='do not add up'):
+        group_conv(x, w, None, [4], [3], [1])
+    with pytest.raises(ValueError, match='odd'):
+        group_conv(x, torch.randn(8 * 16), None, [8], [4], [1])
+    with pytest.raises(ValueError, match='channels_per_group'):
+        group_conv(x, w, None, [8], [3], [1], channels_per_group=3)
+    with pytest.raises(ValueError, match='packed weight'):
+        group_conv(x, w[:-1], None, [8], [3], [1])
+    with pytest.raises(ValueError, match='act must be'):
+        group_conv(x, w, None, [8], [3], [1], act='gelu')
