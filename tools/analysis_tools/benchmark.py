@@ -65,14 +65,56 @@ def _autocast(device, amp):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _prepare(name, mode, batch, args, device):
+_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+class CudaGraphed:
+    """A model's forward captured once in a CUDA graph and replayed on a static input buffer."""
+
+    def __init__(self, model, x, warmup=3):
+        self.static_x = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(warmup):  # kernels compiled and allocator settled before capture
+                model(self.static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.static_out = model(self.static_x)
+
+    def __call__(self, x):
+        if x is not self.static_x:
+            self.static_x.copy_(x)
+        self.graph.replay()
+        return self.static_out
+
+
+def _prepare(name, mode, batch, args, device, amp='fp32'):
+    """The model and input of one case.
+
+    ``eager`` runs as built under autocast (``amp``). The inference modes cast weights and input to
+    the precision instead (BN is folded, so half weights are what a deployment runs):
+    ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's fused kernels on CUDA;
+    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``graph`` is ``deploy`` captured in
+    a CUDA graph; ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')``
+    (Inductor + CUDA graphs). MobileNetV2 gets every mode alike (it has no fused kernels).
+    """
     model = build_backbone(name).to(device)
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
-    if mode == 'deploy':
-        switch_to_deploy(model, channels_last=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+    if mode == 'eager':
+        return model, x
+    switch_to_deploy(model, channels_last=True,
+                     fused_ops=False if mode == 'deploy-stock' else None)
+    dtype = _DTYPES[amp]
+    model.to(dtype)
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    if mode == 'graph':
+        if device.type != 'cuda':
+            raise ToolError('--modes graph needs --device cuda')
+        model = CudaGraphed(model, x)
     elif mode == 'compile':
-        model = torch.compile(model)
+        model = torch.compile(model, mode='reduce-overhead' if device.type == 'cuda' else None)
     return model, x
 
 
@@ -84,13 +126,15 @@ def bench_models(args, device) -> List[Row]:
             print(f'skipping fp16 on {device.type} (use bf16)')
             continue
         for batch in args.batch:
-            cases = [(name, mode) for mode in args.modes for name in args.models]
+            cases = [(name, mode) for mode in args.modes for name in args.models
+                     if mode != 'compile' or args.compile_cases is None or
+                     (amp, batch) in args.compile_cases]
             fns, inputs = [], []
             for name, mode in cases:
-                model, x = _prepare(name, mode, batch, args, device)
+                model, x = _prepare(name, mode, batch, args, device, amp)
 
-                def fn(inp, model=model, amp=amp):
-                    with _autocast(device, amp):
+                def fn(inp, model=model, amp=amp, mode=mode):
+                    with _autocast(device, amp if mode == 'eager' else 'fp32'):
                         return model(inp)
 
                 fns.append(fn)
@@ -102,25 +146,72 @@ def bench_models(args, device) -> List[Row]:
             for (name, mode), t in zip(cases, results):
                 rows.append(Row(name, mode, amp, batch, t,
                                 t.median_ms / base[mode] if mode in base else float('nan')))
+            print_rows([r for r in rows if r.precision == amp and r.batch == batch], flush=True)
     return rows
 
 
+def print_rows(rows, flush=False):
+    for r in rows:
+        t = r.timing
+        print(f'{r.model:<12}{r.mode:>13}{r.precision:>6}{r.batch:>6}{t.median_ms:11.3f}'
+              f'{t.iqr_ms:8.3f}{r.batch / t.median_ms * 1e3:10.1f}{t.peak_mib:10.0f}'
+              f'{r.ratio:9.2f}x', flush=flush)
+
+
+def _fused_conv_bytes(model, x):
+    """Bytes the fused group-conv kernels read and write in one forward (input, output, weights):
+    what their achieved bandwidth is measured against."""
+    from mux_backbones.layers import FusedGroupConv
+    total = [0]
+
+    def hook(module, inputs, output):
+        out = output[0] if isinstance(output, tuple) else output
+        total[0] += sum(t.numel() * t.element_size() for t in (inputs[0], out, module.weight))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, FusedGroupConv)]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
 def profile_models(args, device):
-    """torch.profiler table of the top operators of each model (batch 1), per mode."""
+    """Per-kernel GPU time of each model (deploy-type modes), and the fused kernels' bandwidth.
+
+    The table lists the kernels by total device time over 10 forwards; for the fused group-conv
+    kernel it adds the bytes moved and the achieved bandwidth (H200 peak: ~4.8 TB/s).
+    """
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
-    for mode in args.modes:
+    amp, batch = args.profile_case
+    for mode in [m for m in args.modes if m not in ('graph', 'compile')]:
         for name in args.models:
-            model, x = _prepare(name, mode, 1, args, device)
-            with torch.no_grad():
+            model, x = _prepare(name, mode, batch, args, device, amp)
+            with torch.no_grad(), _autocast(device, amp if mode == 'eager' else 'fp32'):
                 for _ in range(args.warmup):
                     model(x)
                 with profile(activities=activities) as prof:
                     for _ in range(10):
                         model(x)
-            key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
-            print(f'\n== {name} [{mode}] top operators (10 runs) ==')
-            print(prof.key_averages().table(sort_by=key, row_limit=12))
+            key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+            print(f'\n== {name} [{mode}, {amp}, batch {batch}] top operators (10 runs) ==')
+            print(prof.key_averages().table(sort_by=key, row_limit=15))
+            if device.type != 'cuda':
+                continue
+            events = prof.key_averages()
+            fused_us = sum(e.self_device_time_total for e in events
+                           if '_forward_kernel' in e.key) / 10
+            total_us = sum(e.self_device_time_total for e in events
+                           if e.device_type == torch.autograd.DeviceType.CUDA) / 10
+            moved = _fused_conv_bytes(model, x)
+            if fused_us:
+                print(f'fused group conv: {fused_us:.0f} us of {total_us:.0f} us GPU time per '
+                      f'forward; {moved / 2**20:.1f} MiB moved -> '
+                      f'{moved / fused_us / 1e6:.2f} TB/s (H200 peak ~4.8 TB/s)')
+            else:
+                print(f'GPU time per forward: {total_us:.0f} us (no fused kernels)')
 
 
 def bench_onnx(args):
@@ -152,44 +243,83 @@ def bench_onnx(args):
         print(f'{name:<14}{t.median_ms:10.2f}{t.iqr_ms:8.2f}{ratio:9.2f}x')
 
 
-def bench_train_step(args, device):
-    """SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training step (synthetic batch)."""
-    from mmdet.structures import DetDataSample
-    from mmengine.config import Config
-    from mmengine.structures import InstanceData
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    print(f'\ntraining step, batch {args.train_batch}, 320x320, {device}')
-    print(f'{"config":<42}{"median ms":>10}{"IQR":>8}{"peak MiB":>10}{"vs MNv2":>9}')
-    base = None
-    for cfg_name in ('ssdlite_mobilenetv2_1xb8-300it_toyvoc', 'ssdlite_muxnet-m_1xb8-300it_toyvoc'):
-        cfg = Config.fromfile(os.path.join(repo, 'configs/ssd', cfg_name + '.py'))
-        model = build_model_from_config(cfg).to(device).train()
-        optim = torch.optim.AdamW(model.parameters(), 1e-3)
+_TRAIN_CASES = {
+    # task: (input size, config per backbone)
+    'ssdlite': ((320, 320), {'mobilenetv2': 'ssd/ssdlite_mobilenetv2_1xb8-300it_toyvoc.py',
+                             'muxnet-m': 'ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py'}),
+    'pspnet': ((512, 512), {
+        'mobilenetv2': 'pspnet/pspnet_mobilenetv2-d8_1xb4-220it_toyade-192x192.py',
+        'muxnet-m': 'pspnet/pspnet_muxnet-m-d8_1xb4-220it_toyade-192x192.py'}),
+}
+
+
+def _train_samples(task, batch, size, device):
+    if task == 'ssdlite':
+        from mmdet.structures import DetDataSample
+        from mmengine.structures import InstanceData
         samples = []
-        for _ in range(args.train_batch):
-            s = DetDataSample(metainfo=dict(img_shape=(320, 320), ori_shape=(320, 320),
-                                            scale_factor=(1., 1.), pad_shape=(320, 320),
-                                            batch_input_shape=(320, 320)))
+        for _ in range(batch):
+            s = DetDataSample(metainfo=dict(img_shape=size, ori_shape=size, scale_factor=(1., 1.),
+                                            pad_shape=size, batch_input_shape=size))
             s.gt_instances = InstanceData(
                 bboxes=torch.tensor([[20., 30., 150., 200.], [160., 100., 300., 260.]],
                                     device=device),
                 labels=torch.tensor([3, 7], device=device))
             samples.append(s)
-        inputs = torch.randn(args.train_batch, 3, 320, 320, device=device)
+        return samples
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = []
+    for i in range(batch):
+        s = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
+        label = torch.randint(0, 150, (1, *size), device=device, generator=None)
+        s.gt_sem_seg = PixelData(data=label)
+        samples.append(s)
+    return samples
 
-        def step(_):
-            with torch.enable_grad():
-                losses = model.loss(inputs, samples)
-                loss = sum(v for k, v in losses.items() if 'loss' in k for v in
-                           (v if isinstance(v, (list, tuple)) else [v]))
-                optim.zero_grad()
-                loss.backward()
-                optim.step()
 
-        t = time_forward(step, None, device, 2, max(5, args.runs // 10))
-        base = base or t.median_ms
-        print(f'{cfg_name:<42}{t.median_ms:10.1f}{t.iqr_ms:8.1f}{t.peak_mib:10.0f}'
-              f'{t.median_ms / base:9.2f}x')
+def bench_train_step(args, device):
+    """Training steps (AMP, channels-last, AdamW) of SSDLite and PSPNet-d8: MobileNetV2 vs
+    MUXNet-m on the stock path vs MUXNet-m with ``fused_ops``; median time and peak memory."""
+    from mmengine.config import Config
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for task in args.train_step:
+        size, cfgs = _TRAIN_CASES[task]
+        batch = args.train_batch.get(task, 24 if task == 'ssdlite' else 8)
+        print(f'\ntraining step {task}, batch {batch}, {size[0]}x{size[1]}, AMP {args.train_amp},'
+              f' channels-last, {device}', flush=True)
+        print(f'{"backbone":<22}{"median ms":>10}{"IQR":>8}{"peak MiB":>10}{"vs MNv2":>9}')
+        base = None
+        for label, name, fused in (('mobilenetv2', 'mobilenetv2', False),
+                                   ('muxnet-m', 'muxnet-m', False),
+                                   ('muxnet-m fused_ops', 'muxnet-m', True)):
+            cfg = Config.fromfile(os.path.join(repo, 'configs', cfgs[name]))
+            if fused:
+                cfg.model.backbone.fused_ops = True
+            model = build_model_from_config(cfg).to(device).train()
+            model.to(memory_format=torch.channels_last)
+            optim = torch.optim.AdamW(model.parameters(), 1e-4)
+            samples = _train_samples(task, batch, size, device)
+            inputs = torch.randn(batch, 3, *size, device=device).contiguous(
+                memory_format=torch.channels_last)
+
+            def step(_, model=model, optim=optim, samples=samples, inputs=inputs):
+                with torch.enable_grad():
+                    with _autocast(device, args.train_amp):
+                        losses = model.loss(inputs, samples)
+                    loss = sum(v for k, v in losses.items() if 'loss' in k for v in
+                               (v if isinstance(v, (list, tuple)) else [v]))
+                    optim.zero_grad()
+                    loss.backward()
+                    optim.step()
+
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+            t = time_forward(step, None, device, 3, max(5, args.runs // 10))
+            base = base or t.median_ms
+            print(f'{label:<22}{t.median_ms:10.1f}{t.iqr_ms:8.1f}{t.peak_mib:10.0f}'
+                  f'{t.median_ms / base:9.2f}x', flush=True)
+            del model, optim
 
 
 def bench_config(args, device):
@@ -213,7 +343,13 @@ def parse_args():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
-                        choices=['eager', 'deploy', 'compile'])
+                        choices=['eager', 'deploy', 'deploy-stock', 'graph', 'compile'],
+                        help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
+                        'deploy-stock, graph (deploy in a CUDA graph), compile (deploy under '
+                        'torch.compile reduce-overhead)')
+    parser.add_argument('--compile-cases', nargs='+', default=None, metavar='PREC:BATCH',
+                        help='restrict --modes compile to these cases, e.g. fp16:32 bf16:128 '
+                        '(each compile takes ~1 min); default: every case')
     parser.add_argument('--amp', nargs='+', default=['fp32'], choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--threads', type=positive_int, default=None,
@@ -222,11 +358,47 @@ def parse_args():
     # A median and an inter-quartile range need at least two timed runs.
     parser.add_argument('--runs', type=int_at_least(2), default=50)
     parser.add_argument('--onnx', action='store_true', help='also time onnxruntime (CPU)')
-    parser.add_argument('--profile', action='store_true', help='print torch.profiler tables')
-    parser.add_argument('--train-step', action='store_true',
-                        help='also time SSDLite-MUXNet-m vs SSDLite-MobileNetV2 training steps')
-    parser.add_argument('--train-batch', type=positive_int, default=24)
-    return parser.parse_args()
+    parser.add_argument('--profile', nargs='?', const='fp32:1', default=None, metavar='PREC:BATCH',
+                        help='per-kernel GPU time (and the fused kernels\' bandwidth) of one case')
+    parser.add_argument('--train-step', nargs='*', choices=sorted(_TRAIN_CASES), default=None,
+                        help='also time training steps (default when given bare: ssdlite)')
+    parser.add_argument('--train-batch', nargs='+', default=[], metavar='[TASK:]N',
+                        help='training batch, e.g. 24 or ssdlite:24 pspnet:8')
+    parser.add_argument('--train-amp', default='fp16', choices=['fp32', 'fp16', 'bf16'])
+    parser.add_argument('--target-table', action='store_true',
+                        help='the speed goal of docs/speed.md on CUDA: MobileNetV2 vs MUXNet-m, '
+                        'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
+    args = parser.parse_args()
+    if args.target_table:
+        args.models = ['mobilenetv2', 'muxnet-m']
+        args.modes = ['eager', 'deploy-stock', 'deploy', 'graph', 'compile']
+        args.batch = [1, 32, 128]
+        args.amp = ['fp16', 'bf16']
+        args.compile_cases = args.compile_cases or ['fp16:1', 'fp16:32', 'bf16:128']
+        args.train_step = args.train_step or ['ssdlite', 'pspnet']
+        args.profile = args.profile or 'fp16:32'
+    if args.train_step == []:
+        args.train_step = ['ssdlite']
+    args.compile_cases = None if args.compile_cases is None else \
+        {_case(c) for c in args.compile_cases}
+    args.profile_case = _case(args.profile) if args.profile else None
+    batches = {}
+    for item in args.train_batch:
+        task, _, n = item.rpartition(':')
+        for t in ([task] if task else sorted(_TRAIN_CASES)):
+            if t not in _TRAIN_CASES:
+                parser.error(f'--train-batch: unknown task "{t}"')
+            batches[t] = positive_int(n)
+    args.train_batch = batches
+    return args
+
+
+def _case(text):
+    """'fp16:32' -> ('fp16', 32)."""
+    prec, _, batch = text.partition(':')
+    if prec not in _DTYPES or not batch.isdigit() or int(batch) < 1:
+        raise argparse.ArgumentTypeError(f'expected PREC:BATCH such as fp16:32, got "{text}"')
+    return prec, int(batch)
 
 
 @exits_cleanly
@@ -252,14 +424,9 @@ def main():
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else \
         f'CPU, {torch.get_num_threads()} threads'
     print(f'device: {name}; torch {torch.__version__}; input {args.shape}x{args.shape}')
+    print(f'{"model":<12}{"mode":>13}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
+          f'{"img/s":>10}{"peak MiB":>10}{"vs MNv2":>9}', flush=True)
     rows = bench_models(args, device)
-    print(f'{"model":<12}{"mode":>8}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
-          f'{"img/s":>9}{"peak MiB":>10}{"vs MNv2":>9}')
-    for r in rows:
-        t = r.timing
-        print(f'{r.model:<12}{r.mode:>8}{r.precision:>6}{r.batch:>6}{t.median_ms:11.2f}'
-              f'{t.iqr_ms:8.2f}{r.batch / t.median_ms * 1e3:9.1f}{t.peak_mib:10.0f}'
-              f'{r.ratio:9.2f}x')
     eager = {(r.model, r.precision, r.batch): r.timing.median_ms for r in rows
              if r.mode == 'eager'}
     for r in rows:
@@ -267,12 +434,34 @@ def main():
         if r.mode != 'eager' and key in eager:
             print(f'{r.model} {r.mode} vs eager ({r.precision}, batch {r.batch}): '
                   f'{eager[key] / r.timing.median_ms:.2f}x faster')
+    if args.target_table:
+        print_target_table(rows)
+    if args.train_step:
+        bench_train_step(args, device)
     if args.profile:
         profile_models(args, device)
     if args.onnx:
         bench_onnx(args)
-    if args.train_step:
-        bench_train_step(args, device)
+
+
+# The goal of the fused kernels (docs/speed.md): MUXNet-m over MobileNetV2, at most.
+_GOALS = {('graph', 32): 1.0, ('graph', 128): 1.0, ('graph', 1): 1.0, ('compile', 32): 1.0,
+          ('compile', 128): 1.0, ('compile', 1): 1.0, ('deploy', 32): 1.2}
+
+
+def print_target_table(rows):
+    """MUXNet-m / MobileNetV2 per mode, precision and batch, against the goal where one is set."""
+    print('\ntarget table: MUXNet-m / MobileNetV2 (same mode, precision, batch)')
+    print(f'{"mode":<14}{"prec":>6}{"batch":>6}{"MNv2 ms":>10}{"MUXNet-m ms":>13}{"ratio":>8}'
+          f'{"goal":>7}  met')
+    for r in rows:
+        if r.model != 'muxnet-m':
+            continue
+        goal = _GOALS.get((r.mode, r.batch))
+        base = r.timing.median_ms / r.ratio
+        verdict = '' if goal is None else ('yes' if r.ratio <= goal else 'NO')
+        print(f'{r.mode:<14}{r.precision:>6}{r.batch:>6}{base:10.3f}{r.timing.median_ms:13.3f}'
+              f'{r.ratio:8.2f}{"" if goal is None else f"{goal:.1f}":>7}  {verdict}')
 
 
 if __name__ == '__main__':

@@ -9,6 +9,12 @@
 #   6. with BENCH=1: tools/analysis_tools/benchmark.py on the GPU (MobileNetV2 vs MUXNet, batch 1
 #      and 32, fp32/fp16/bf16, eager and deploy, plus the SSDLite training step).
 # SKIP_TRAIN=1 skips 4-5. Logs go to $OUT (default work_dirs/gpu_check).
+#
+# SPEED_ONLY=1 instead (the fused-kernel check, ~7 minutes): no mmcv build (a stub extension that
+# raises if called, tools/gpu/mmcv_ext_stub.py; nothing timed calls an mmcv op), then
+#   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
+#   b. benchmark.py --target-table: MobileNetV2 vs MUXNet-m in every mode, batch 1/32/128,
+#      fp16/bf16, SSDLite and PSPNet training steps, per-kernel profile.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/work_dirs/gpu_check}
@@ -29,6 +35,21 @@ stamp 'wheels installed'
 
 # Kept if present, so a rerun on the same machine resumes an interrupted build.
 [[ -d /tmp/mmcv-2.1.0 ]] || tar xzf .whl/mmcv-2.1.0.tar.gz -C /tmp
+
+if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
+    [[ -e /tmp/mmcv-2.1.0/mmcv/_ext.py ]] || ls /tmp/mmcv-2.1.0/mmcv/_ext*.so >/dev/null 2>&1 || \
+        cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
+    export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
+    python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
+    timeout ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py 2>&1 | \
+        grep -v Warning | tee "$OUT/check_kernels.txt"
+    stamp "kernel check rc=${PIPESTATUS[0]}"
+    timeout ${BENCH_TIMEOUT:-330} python3 tools/analysis_tools/benchmark.py --device cuda \
+        --target-table --compile-cases ${COMPILE_CASES:-fp16:32} --runs ${RUNS:-100} \
+        --warmup 10 2>&1 | grep -v -i warn | tee "$OUT/benchmark.txt"
+    stamp "benchmark rc=${PIPESTATUS[0]}"
+    exit 0
+fi
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
 (cd /tmp/mmcv-2.1.0 && CUDA_HOME=$CUDA_HOME MMCV_WITH_OPS=1 FORCE_CUDA=1 \
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=$(nproc) \

@@ -1,0 +1,97 @@
+"""GPU check of the fused kernels (compiled Triton, not the interpreter): each kernel against the
+stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes;
+then whole MUXNet-m with ``fused_ops`` against the stock path in training and in deploy mode.
+
+    python tools/gpu/check_kernels.py        # prints one line per check, exits 1 on a mismatch
+"""
+import sys
+
+import torch
+
+from mux_backbones import MUXNet
+from mux_backbones.ops import group_conv, pack_weights, reference_group_conv
+
+# (splits, kernel sizes, dilations, stride, channels per group, H) taken from MUXNet-m's layers
+_CASES = [
+    ([24], [3], [1], 1, 1, 112),
+    ([48, 32, 32], [3, 5, 7], [1, 1, 1], 2, 1, 56),
+    ([120, 120, 120, 120], [3, 5, 7, 9], [1, 1, 1, 1], 2, 1, 28),
+    ([96, 96, 96, 96, 96], [3, 5, 7, 9, 11], [1, 1, 1, 1, 1], 2, 1, 14),
+    ([240], [5], [1], 1, 2, 14),
+    ([480], [5], [4], 1, 2, 64),
+]
+_TOL = {torch.float32: 2e-3, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+def check_ops(failures):
+    for splits, ks, dils, stride, cpg, size in _CASES:
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            torch.manual_seed(0)
+            c = sum(splits)
+            x = torch.randn(8, c, size, size, device='cuda', dtype=dtype).contiguous(
+                memory_format=torch.channels_last).requires_grad_()
+            ws = [torch.randn(n, cpg, k, k, device='cuda', requires_grad=True) * 0.2
+                  for n, k in zip(splits, ks)]
+            bias = torch.randn(c, device='cuda', requires_grad=True)
+            w = pack_weights(ws)
+            y, pool = group_conv(x, w, bias, splits, ks, dils, stride, cpg, 'silu', True)
+            xr = x.detach().float().requires_grad_()
+            ref = reference_group_conv(xr, w, bias, splits, ks, dils, stride, cpg, 'silu')
+            g = torch.randn_like(ref)
+            grads = torch.autograd.grad((y.float() * g).sum(), [x] + ws + [bias])
+            rgrads = torch.autograd.grad((ref * g).sum(), [xr] + ws + [bias])
+            errs = [_rel(y, ref), _rel(pool, ref.sum((2, 3)))] + \
+                [_rel(a, b) for a, b in zip(grads, rgrads)]
+            ok = max(errs) < _TOL[dtype]
+            if not ok:
+                failures.append(f'op {ks} cpg{cpg} s{stride} {dtype}')
+            print(f'{"ok  " if ok else "FAIL"} group_conv k{ks} cpg{cpg} stride{stride} '
+                  f'dil{dils[0]} {str(dtype)[6:]:>8}: max rel err {max(errs):.1e}', flush=True)
+
+
+def check_model(failures):
+    torch.manual_seed(0)
+    stock = MUXNet('m', out_indices=(2, 4, 7)).cuda()
+    fused = MUXNet('m', out_indices=(2, 4, 7), fused_ops=True).cuda()
+    fused.load_state_dict(stock.state_dict())
+    x = torch.randn(4, 3, 224, 224, device='cuda').contiguous(memory_format=torch.channels_last)
+    for name, dtype in (('fp32', None), ('fp16 autocast', torch.float16)):
+        outs = []
+        for model in (stock, fused):
+            model.zero_grad()
+            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
+                out = model(x)
+            sum(o.float().square().mean() for o in out).backward()
+            outs.append((out, [p.grad.clone() for p in model.parameters()]))
+        err_out = max(_rel(a, b) for a, b in zip(outs[1][0], outs[0][0]))
+        err_grad = max(_rel(a, b) for a, b in zip(outs[1][1], outs[0][1]))
+        ok = err_out < 2e-2 and err_grad < 5e-2
+        if not ok:
+            failures.append(f'MUXNet-m train {name}')
+        print(f'{"ok  " if ok else "FAIL"} MUXNet-m training {name}: outputs {err_out:.1e}, '
+              f'weight grads {err_grad:.1e} (max rel err, fused vs stock)', flush=True)
+    stock.eval()
+    fused.eval().switch_to_deploy(channels_last=True)
+    with torch.no_grad():
+        err = max(_rel(a, b) for a, b in zip(fused(x), stock(x)))
+        fused.half()
+        err16 = max(_rel(a, b) for a, b in zip(fused(x.half()), stock(x)))
+    ok = err < 1e-3 and err16 < 2e-2
+    if not ok:
+        failures.append('MUXNet-m deploy')
+    print(f'{"ok  " if ok else "FAIL"} MUXNet-m deploy (fused kernels) vs eval: fp32 {err:.1e}, '
+          f'fp16 weights {err16:.1e}', flush=True)
+
+
+if __name__ == '__main__':
+    if not torch.cuda.is_available():
+        sys.exit('error: no CUDA device')
+    failures = []
+    check_ops(failures)
+    check_model(failures)
+    print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
+    sys.exit(1 if failures else 0)
