@@ -368,6 +368,8 @@ def parse_args():
     parser.add_argument('--target-table', action='store_true',
                         help='the speed goal of docs/speed.md on CUDA: MobileNetV2 vs MUXNet-m, '
                         'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
+    parser.add_argument('--target-table-rows', action='store_true',
+                        help='print the target table for the cases given (no preset matrix)')
     args = parser.parse_args()
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
@@ -434,7 +436,7 @@ def main():
         if r.mode != 'eager' and key in eager:
             print(f'{r.model} {r.mode} vs eager ({r.precision}, batch {r.batch}): '
                   f'{eager[key] / r.timing.median_ms:.2f}x faster')
-    if args.target_table:
+    if args.target_table or args.target_table_rows:
         print_target_table(rows)
     if args.train_step:
         bench_train_step(args, device)

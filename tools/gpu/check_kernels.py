@@ -2,7 +2,7 @@
 stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes;
 then whole MUXNet-m with ``fused_ops`` against the stock path in training and in deploy mode.
 
-    python tools/gpu/check_kernels.py        # prints one line per check, exits 1 on a mismatch
+    python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
 """
 import sys
 
@@ -68,7 +68,11 @@ def check_model(failures):
             sum(o.float().square().mean() for o in out).backward()
             outs.append((out, [p.grad.clone() for p in model.parameters()]))
         err_out = max(_rel(a, b) for a, b in zip(outs[1][0], outs[0][0]))
-        err_grad = max(_rel(a, b) for a, b in zip(outs[1][1], outs[0][1]))
+        # Against the largest gradient: some are zero up to rounding (a BN bias before a
+        # train-mode BN), where any relative error is noise.
+        scale = max(g.float().norm() for g in outs[0][1])
+        err_grad = max(((a.float() - b.float()).norm() / scale).item()
+                       for a, b in zip(outs[1][1], outs[0][1]))
         ok = err_out < 2e-2 and err_grad < 5e-2
         if not ok:
             failures.append(f'MUXNet-m train {name}')
@@ -91,7 +95,8 @@ if __name__ == '__main__':
     if not torch.cuda.is_available():
         sys.exit('error: no CUDA device')
     failures = []
-    check_ops(failures)
+    if '--model-only' not in sys.argv:
+        check_ops(failures)
     check_model(failures)
     print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
     sys.exit(1 if failures else 0)

@@ -41,13 +41,28 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
     export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
     python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
-    timeout ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py 2>&1 | \
+    timeout ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-} 2>&1 | \
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
-    timeout ${BENCH_TIMEOUT:-330} python3 tools/analysis_tools/benchmark.py --device cuda \
-        --target-table --compile-cases ${COMPILE_CASES:-fp16:32} --runs ${RUNS:-100} \
-        --warmup 10 2>&1 | grep -v -i warn | tee "$OUT/benchmark.txt"
-    stamp "benchmark rc=${PIPESTATUS[0]}"
+    CUDA_LAUNCH_BLOCKING=1 timeout 60 python3 tools/gpu/diag_deploy.py 32 2>&1 | grep -v -i warn | \
+        tail -4 | tee "$OUT/diag.txt"
+    # One process per case: a fault in one cannot take the others' numbers with it.
+    bench() {  # name, timeout, benchmark args...
+        local name=$1 limit=$2; shift 2
+        timeout "$limit" python3 tools/analysis_tools/benchmark.py --device cuda \
+            --runs ${RUNS:-100} --warmup 10 "$@" 2>&1 | grep -v -i warn | tee "$OUT/bench_$name.txt"
+        stamp "benchmark $name rc=${PIPESTATUS[0]}"
+    }
+    MODELS="--models mobilenetv2 muxnet-m"
+    bench fp16_b32 150 $MODELS --amp fp16 --batch 32 --modes eager deploy-stock deploy graph \
+        compile --target-table-rows
+    for case in fp16:1 bf16:128 fp16:128 bf16:32 bf16:1; do
+        bench "${case/:/_b}" 60 $MODELS --amp ${case%:*} --batch ${case#*:} \
+            --modes eager deploy-stock deploy graph --target-table-rows
+    done
+    bench train 150 $MODELS --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
+    bench profile 60 $MODELS --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
+        --profile fp16:32
     exit 0
 fi
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
