@@ -9,9 +9,10 @@
   (:func:`mux_backbones.layers.conv_bn.deploy_conv_module`) -- so it works on any OpenMMLab model
   (mmdet's/mmseg's MobileNetV2 too), and a benchmark can give a baseline the same treatment.
 
-With ``fused_ops`` (default: on when the model is on CUDA and Triton imports) MUXNet's spatial
-convs take the fused Triton kernel (:mod:`mux_backbones.ops.group_conv`); otherwise the stock-path
-forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs). Outputs equal the
+With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
+(:mod:`mux_backbones.ops.group_conv`); by default the stock-path forms (merged MixConv kernels,
+pairwise rewrite of 2-channels-per-group convs), which measured faster for inference on an H200
+(docs/speed.md: the kernel is not yet tuned), so the kernel is opt-in. Outputs equal the
 eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs keep their BN: a
 channel-to-space branch feeds four output channels from one conv channel, which one folded bias
 per conv channel cannot express.
@@ -23,12 +24,6 @@ from mmcv.cnn import ConvModule
 from torch import nn
 
 from .layers.conv_bn import deploy_conv_module
-from .ops import HAS_TRITON
-
-
-def _on_cuda(model: nn.Module) -> bool:
-    param = next(model.parameters(), None)
-    return param is not None and param.is_cuda
 
 
 def switch_to_deploy(model: nn.Module, channels_last: bool = False,
@@ -41,13 +36,12 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
         channels_last (bool): Also convert the weights to channels-last memory format (feed the
             input in channels-last too).
         fused_ops (bool, optional): Use the fused Triton kernels for MUXNet's spatial convs.
-            None (default): when Triton is installed and the model is on CUDA.
+            None or False (default): the stock-path forms.
 
     Returns:
         nn.Module: The same model object.
     """
-    if fused_ops is None:
-        fused_ops = HAS_TRITON and _on_cuda(model)
+    fused_ops = bool(fused_ops)
     model.eval()
     if type(model).__module__.startswith('mux_backbones.layers.'):
         model.switch_to_deploy(fused_ops=fused_ops)  # a single layer given directly

@@ -302,12 +302,11 @@ class MUXNet(BaseModule):
 
         Args:
             channels_last (bool): Also convert the weights to channels-last. Default: False.
-            fused_ops (bool, optional): Fused Triton kernels; None (default): ``self.fused_ops``
-                or, when that is False, whether Triton is installed and the model is on CUDA.
+            fused_ops (bool, optional): Fused Triton kernels; None (default): ``self.fused_ops``.
         """
         from ..deploy import switch_to_deploy
-        if fused_ops is None and self.fused_ops:
-            fused_ops = True
+        if fused_ops is None:
+            fused_ops = self.fused_ops
         return switch_to_deploy(self, channels_last, fused_ops)
 
     def set_fused_ops(self, fused_ops: bool) -> None:

@@ -104,8 +104,7 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
     if mode == 'eager':
         return model, x
-    switch_to_deploy(model, channels_last=True,
-                     fused_ops=False if mode == 'deploy-stock' else None)
+    switch_to_deploy(model, channels_last=True, fused_ops=mode != 'deploy-stock')
     dtype = _DTYPES[amp]
     model.to(dtype)
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
