@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import group_conv, pack_weights
 from ..ops._triton import can_use_triton
+from ..ops.group_conv import _group_conv, check_args
 from .conv_bn import bn_scale_shift
 
 _ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
@@ -120,13 +121,19 @@ class FusedGroupConv(nn.Module):
             start += c
         cpg = weights[0].shape[1]
         stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
-        return cls(pack_weights(scaled).contiguous(), bias * scale + shift, splits, kernel_sizes,
-                   dilations, stride, cpg, act_name)
+        weight = pack_weights(scaled).contiguous()
+        check_args(torch.empty(1, channels, 1, 1), weight, splits, kernel_sizes, dilations,
+                   stride, cpg, act_name)
+        return cls(weight, bias * scale + shift, splits, kernel_sizes, dilations, stride, cpg,
+                   act_name)
 
     def forward(self, x: torch.Tensor, with_pool: bool = False):
-        return group_conv(x, self.weight, self.bias, self.splits, self.kernel_sizes,
-                          self.dilations, self.stride, self.channels_per_group, self.act,
-                          with_pool)
+        # The op itself (arguments were checked when this module was built): the Python checks
+        # of ``group_conv`` cost more than a small layer's kernel in eager mode.
+        y, pool = _group_conv(x, self.weight, self.bias, self.splits, self.kernel_sizes,
+                              self.dilations, self.stride, self.channels_per_group, self.act,
+                              with_pool)
+        return (y, pool) if with_pool else y
 
     def extra_repr(self) -> str:
         return (f'splits={self.splits}, kernel_sizes={self.kernel_sizes}, '

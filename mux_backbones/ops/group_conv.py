@@ -61,8 +61,9 @@ def output_size(size: int, stride: int) -> int:
     return -(-size // stride)
 
 
-def _check(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, stride,
-           channels_per_group, act):
+def check_args(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, stride,
+               channels_per_group, act):
+    """ValueError naming the first argument of :func:`group_conv` that does not fit."""
     if x.dim() != 4:
         raise ValueError(f'group_conv expects an (N, C, H, W) tensor, got shape {tuple(x.shape)}')
     if sum(splits) != x.shape[1]:
@@ -135,52 +136,71 @@ if HAS_TRITON:
         return z
 
     @triton.jit
-    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, table_ptr, H, W, C, OH, OW, stride,
+    def _load_channels(ptrs, mask_c, EVEN_C: tl.constexpr):
+        if EVEN_C:
+            return tl.load(ptrs).to(tl.float32)
+        return tl.load(ptrs, mask=mask_c, other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, stride, tiles_w,
+                        c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
-                        CPG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        pid_p = tl.program_id(0)
+                        CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                        BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
+        """One kernel-size group: a TILE_H x TILE_W tile of output pixels x BLOCK_C channels."""
+        pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         n = tl.program_id(2)
-        row = table_ptr + pid_c * 8
-        c_end = tl.load(row + 1)
-        g_start = tl.load(row + 2)
-        g_size = tl.load(row + 3)
-        ksize = tl.load(row + 4)
-        dil = tl.load(row + 5)
-        pad = tl.load(row + 6)
-        w_off = tl.load(row + 7)
-        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)
-        mask_p = offs_p < OH * OW
-        mask_c = offs_c < c_end
-        oh = offs_p // OW
-        ow = offs_p % OW
-        local = offs_c - g_start
-        first_in = offs_c - local % CPG  # first input channel of each output's conv group
+        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
+            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
+        offs_c = c_start + local
+        mask_c = local < g_size
+        i = tl.arange(0, TILE_H * TILE_W)
+        oh = (pid_t // tiles_w) * TILE_H + i // TILE_W
+        ow = (pid_t % tiles_w) * TILE_W + i % TILE_W
+        ok_p = (oh < OH) & (ow < OW)
         x_img = x_ptr + n * H * W * C
-        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-        for kh in range(0, ksize):
+        acc = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
+        odd = (local % 2) == 1
+        # Rows of taps in a loop, the taps of a row unrolled (K is known per launch): unrolling
+        # both made the compiler hoist every tap's load and spill (K >= 9).
+        for kh in range(0, KS):
             ih = oh * stride - pad + kh * dil
-            ok_h = mask_p & (ih >= 0) & (ih < H)
-            for kw in range(0, ksize):
+            ok_h = ok_p & (ih >= 0) & (ih < H)
+            for kw in tl.static_range(KS):
                 iw = ow * stride - pad + kw * dil
                 ok = ok_h & (iw >= 0) & (iw < W)
+                if EVEN_C:
+                    mask = ok[:, None]
+                else:
+                    mask = ok[:, None] & mask_c[None, :]
                 pix = (ih * W + iw) * C
-                tap = kh * ksize + kw
-                for j in tl.static_range(CPG):
-                    xv = tl.load(x_img + pix[:, None] + (first_in + j)[None, :],
-                                 mask=ok[:, None] & mask_c[None, :], other=0.0)
-                    wv = tl.load(w_ptr + w_off + (tap * CPG + j) * g_size + local, mask=mask_c,
-                                 other=0.0)
-                    acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+                tap = kh * KS + kw
+                xv = tl.load(x_img + pix[:, None] + offs_c[None, :], mask=mask, other=0.0)
+                w0 = _load_channels(w_ptr + w_off + (tap * CPG) * g_size + local, mask_c, EVEN_C)
+                if CPG == 1:
+                    acc += xv.to(tl.float32) * w0[None, :]
+                else:
+                    # Each output also reads its pair partner (c ^ 1 inside the group): an
+                    # L1-resident gather next to the contiguous load of its own channel.
+                    w1 = _load_channels(w_ptr + w_off + (tap * CPG + 1) * g_size + local, mask_c,
+                                        EVEN_C)
+                    partner = tl.where(odd, offs_c - 1, offs_c + 1)
+                    xp = tl.load(x_img + pix[:, None] + partner[None, :], mask=mask, other=0.0)
+                    acc += xv.to(tl.float32) * tl.where(odd, w1, w0)[None, :] + \
+                        xp.to(tl.float32) * tl.where(odd, w0, w1)[None, :]
         if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[None, :]
+            acc += _load_channels(b_ptr + offs_c, mask_c, EVEN_C)[None, :]
         acc = _activate(acc, ACT)
-        out_mask = mask_p[:, None] & mask_c[None, :]
-        tl.store(y_ptr + n * OH * OW * C + offs_p[:, None] * C + offs_c[None, :],
+        if EVEN_C:
+            out_mask = ok_p[:, None]
+        else:
+            out_mask = ok_p[:, None] & mask_c[None, :]
+        tl.store(y_ptr + n * OH * OW * C + ((oh * OW + ow) * C)[:, None] + offs_c[None, :],
                  acc.to(y_ptr.dtype.element_ty), mask=out_mask)
         if WITH_POOL:
-            # Squeeze-excite's pooling as an epilogue: per-channel sums of this pixel block.
+            # Squeeze-excite's pooling as an epilogue: per-channel sums of this tile.
             tl.atomic_add(pool_ptr + n * C + offs_c, tl.sum(tl.where(out_mask, acc, 0.0), axis=0),
                           mask=mask_c)
 
@@ -304,9 +324,30 @@ def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tenso
 
 
 def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
+    """Pixels and channels per program of the gradient kernels (flat pixel blocks)."""
     block_c = min(64, max(16, next_power_of_2(max(splits))))
     block_p = max(16, min(128, 4096 // block_c, next_power_of_2(spatial)))
     return block_p, block_c
+
+
+def _forward_tiling(group_size: int, out_h: int, out_w: int, channels_per_group: int):
+    """``(tile_h, tile_w, block_c, even_c)`` of the forward kernel for one group.
+
+    Channel blocks are the largest power of two (4..32) that divides the group, so every block is
+    full and aligned (``even_c``: no channel masks, 8/16-byte vector accesses); a group that allows
+    none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Tiles hold up
+    to 2048 accumulators (64-128 pixels, as square as the map allows), half that where the loads
+    are scalar (pair partners, masked groups): more ran out of registers (sm_90 SASS: 255 per
+    thread, with spills, at 64 x 64 for 5x5).
+    """
+    pow2 = group_size & -group_size  # largest power of two dividing the group
+    even_c = pow2 >= 4
+    block_c = min(32, pow2) if even_c else 32
+    budget = 2048 if even_c and channels_per_group == 1 else 1024
+    pixels = max(32, min(128, budget // block_c))
+    tile_w = min(next_power_of_2(out_w), 16, pixels)
+    tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
+    return tile_h, tile_w, block_c, even_c
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -340,13 +381,21 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     x = _channels_last(x)
     y = _empty_channels_last(n, c, oh, ow, x)
     pool = torch.zeros((n, c) if with_pool else (0, ), dtype=torch.float32, device=x.device)
-    block_p, block_c = _block_sizes(splits, oh * ow)
-    table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c, x.device)
-    grid = (triton.cdiv(oh * ow, block_p), table.shape[0], n)
-    _forward_kernel[grid](x, weight.contiguous(), bias if bias is not None else weight, y, pool,
-                          table, h, w, c, oh, ow, stride, HAS_BIAS=bias is not None,
-                          ACT=_ACT_CODE[act], WITH_POOL=with_pool, CPG=channels_per_group,
-                          BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    weight = weight.contiguous()
+    c_start, w_off = 0, 0
+    # One launch per kernel-size group, its taps unrolled for its own K (a single launch
+    # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
+    for size, k, d in zip(splits, kernel_sizes, dilations):
+        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
+        tiles_w = triton.cdiv(ow, tile_w)
+        grid = (triton.cdiv(oh, tile_h) * tiles_w, triton.cdiv(size, block_c), n)
+        _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
+                              oh, ow, stride, tiles_w, c_start, size, w_off, d, d * (k // 2),
+                              KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
+                              WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
+                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, num_warps=4)
+        c_start += size
+        w_off += k * k * channels_per_group * size
     return y, pool
 
 
@@ -449,7 +498,7 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
         Tensor | tuple[Tensor, Tensor]: The channels-last output (and the sums if ``with_pool``).
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
-    _check(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
+    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
     y, pool = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride,
                           channels_per_group, act, with_pool)
     return (y, pool) if with_pool else y
