@@ -96,19 +96,21 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     ``eager`` runs as built under autocast (``amp``). The inference modes cast weights and input to
     the precision instead (BN is folded, so half weights are what a deployment runs):
     ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's fused kernels on CUDA;
-    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``graph`` is ``deploy`` captured in
-    a CUDA graph; ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')``
-    (Inductor + CUDA graphs). MobileNetV2 gets every mode alike (it has no fused kernels).
+    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``graph`` / ``graph-stock`` are
+    ``deploy`` / ``deploy-stock`` captured in a CUDA graph; ``compile`` is ``deploy`` under
+    ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA graphs). MobileNetV2 gets every
+    mode alike (it has no fused kernels).
     """
     model = build_backbone(name).to(device)
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
     if mode == 'eager':
         return model, x
-    switch_to_deploy(model, channels_last=True, fused_ops=mode != 'deploy-stock')
+    switch_to_deploy(model, channels_last=True,
+                     fused_ops=mode not in ('deploy-stock', 'graph-stock'))
     dtype = _DTYPES[amp]
     model.to(dtype)
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
-    if mode == 'graph':
+    if mode in ('graph', 'graph-stock'):
         if device.type != 'cuda':
             raise ToolError('--modes graph needs --device cuda')
         model = CudaGraphed(model, x)
@@ -185,7 +187,7 @@ def profile_models(args, device):
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     amp, batch = args.profile_case
-    for mode in [m for m in args.modes if m not in ('graph', 'compile')]:
+    for mode in [m for m in args.modes if m not in ('graph', 'graph-stock', 'compile')]:
         for name in args.models:
             model, x = _prepare(name, mode, batch, args, device, amp)
             with torch.no_grad(), _autocast(device, amp if mode == 'eager' else 'fp32'):
@@ -342,7 +344,8 @@ def parse_args():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
-                        choices=['eager', 'deploy', 'deploy-stock', 'graph', 'compile'],
+                        choices=['eager', 'deploy', 'deploy-stock', 'graph', 'graph-stock',
+                                 'compile'],
                         help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
                         'deploy-stock, graph (deploy in a CUDA graph), compile (deploy under '
                         'torch.compile reduce-overhead)')
@@ -372,7 +375,7 @@ def parse_args():
     args = parser.parse_args()
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
-        args.modes = ['eager', 'deploy-stock', 'deploy', 'graph', 'compile']
+        args.modes = ['eager', 'deploy-stock', 'deploy', 'graph-stock', 'graph', 'compile']
         args.batch = [1, 32, 128]
         args.amp = ['fp16', 'bf16']
         args.compile_cases = args.compile_cases or ['fp16:1', 'fp16:32', 'bf16:128']

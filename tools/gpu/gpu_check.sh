@@ -44,8 +44,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     timeout ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-} 2>&1 | \
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
-    CUDA_LAUNCH_BLOCKING=1 timeout 30 python3 tools/gpu/diag_deploy.py 32 2>&1 | grep -v -i warn | \
-        tail -4 | tee "$OUT/diag.txt"
+    timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
     # One process per case: a fault in one cannot take the others' numbers with it.
     bench() {  # name, timeout, benchmark args...
         local name=$1 limit=$2; shift 2
@@ -54,11 +53,12 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         stamp "benchmark $name rc=${PIPESTATUS[0]}"
     }
     MODELS="--models mobilenetv2 muxnet-m"
-    bench fp16_b32 130 $MODELS --amp fp16 --batch 32 --modes eager deploy-stock deploy graph \
+    bench fp16_b32 130 $MODELS --amp fp16 --batch 32 \
+        --modes eager deploy-stock deploy graph-stock graph \
         compile --target-table-rows
     for case in fp16:1 bf16:128 fp16:128 bf16:32; do
         bench "${case/:/_b}" 50 $MODELS --amp ${case%:*} --batch ${case#*:} \
-            --modes eager deploy-stock deploy graph --target-table-rows
+            --modes eager deploy-stock deploy graph-stock graph --target-table-rows
     done
     bench train 120 $MODELS --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
     bench profile 45 $MODELS --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \

@@ -1,0 +1,63 @@
+"""Short GPU probe of the fused kernels in CUDA graphs (fits the last minutes of a lease).
+
+Step by step, synchronising after each so a fault names its step: for batch 128 then 32 (fp16),
+MobileNetV2 and MUXNet-m on the stock path and with the fused kernels, each in deploy mode
+(channels-last, BN folded, half weights) captured in a CUDA graph, then timed by CUDA events
+over replays; in between, the per-kernel profile of fused MUXNet-m at batch 32 (no graph) with
+the kernels' achieved bandwidth.
+
+    python tools/gpu/graph_probe.py [--batches 128 32] [--reps 50]
+"""
+import argparse
+import os
+import sys
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                                'analysis_tools'))
+from benchmark import _prepare, profile_models  # noqa: E402
+
+
+def replay_ms(fn, x, reps):
+    for _ in range(5):
+        fn(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn(x)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--batches', type=int, nargs='+', default=[128, 32])
+    parser.add_argument('--reps', type=int, default=50)
+    parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
+    args = parser.parse_args()
+    device = torch.device('cuda')
+    opts = SimpleNamespace(shape=224, warmup=3, modes=['deploy'], models=['muxnet-m'],
+                           profile_case=(args.amp, 32))
+    cases = [('mobilenetv2', 'graph'), ('muxnet-m', 'graph-stock'), ('muxnet-m', 'graph')]
+    for i, batch in enumerate(args.batches):
+        times = {}
+        for name, mode in cases:
+            print(f'[b{batch}] {name} {mode}: capturing', flush=True)
+            model, x = _prepare(name, mode, batch, opts, device, args.amp)
+            torch.cuda.synchronize()
+            times[(name, mode)] = replay_ms(model, x, args.reps)
+            print(f'[b{batch}] {name} {mode}: {times[(name, mode)]:.3f} ms', flush=True)
+            del model
+        base = times[('mobilenetv2', 'graph')]
+        for (name, mode), t in times.items():
+            print(f'RESULT {args.amp} batch {batch} {name:<12} {mode:<12} {t:8.3f} ms '
+                  f'{t / base:5.2f}x MobileNetV2', flush=True)
+        if i == 0:
+            profile_models(opts, device)
+
+
+if __name__ == '__main__':
+    main()
