@@ -72,7 +72,7 @@ class GroupConv2d(nn.Conv2d):
 
 
 class FusedGroupConv(nn.Module):
-    """Deploy form of a (mixed-kernel) group-wise conv + BN + activation, one kernel launch.
+    """Deploy form of a (mixed-kernel) group-wise conv + BN + activation, in one op.
 
     Build it with :meth:`from_groups`. ``forward(x, with_pool=True)`` also returns the (N, C)
     per-channel sums of the output, for the squeeze-excite that follows.

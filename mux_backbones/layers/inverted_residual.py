@@ -6,7 +6,7 @@ shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses r
 
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
 conv; then either the fused kernel (``fused_ops``: spatial conv + BN + activation + the SE's pooling
-in one launch, the SE gate applied on the project conv's weights) or, on the stock path, MixConv
+in one op, the SE gate applied on the project conv's weights) or, on the stock path, MixConv
 kernels merged into one conv and 2-channels-per-group convs rewritten as two depth-wise convs
 (:mod:`.pairwise_group_conv`).
 """

@@ -5,7 +5,7 @@ group-wise) convolution, and the results are concatenated. MUXNet-m/-l use it in
 of each down-sampling stage. The split puts the remainder on the first group, as the official
 release does, so official weights load unchanged.
 
-With ``fused_ops`` every group runs in one launch of the fused kernel
+With ``fused_ops`` all groups run in one call of the fused kernel
 (:mod:`mux_backbones.ops.group_conv`), each at its own kernel size. Its deploy forms live here
 too: :meth:`MixedConv2d.fused_form` (the fused kernel, BN and activation folded in) and
 :meth:`MixedConv2d.merged_conv` (one depth-wise conv, smaller kernels zero-padded: the stock path).
@@ -56,7 +56,7 @@ class MixedConv2d(nn.Module):
         channels_per_group (int): Channels per convolution group inside each kernel group;
             1 is depth-wise. Default: 1.
         bias (bool): Give every kernel group a bias (used when no norm follows). Default: False.
-        fused_ops (bool): Run all groups in one launch of the fused kernel where the input's
+        fused_ops (bool): Run all groups in one call of the fused kernel where the input's
             device and dtype allow (else the stock convs, after one warning). Default: False.
     """
 

@@ -1,10 +1,11 @@
-"""Fused group-wise spatial convolution: every kernel-size group of a MixConv in one launch.
+"""Fused group-wise spatial convolution: every kernel-size group of a MixConv in one op.
 
 MUXNet's spatial convs (paper Sec. 3; the ``k3.5.7`` MixConv blocks and the ``dwg2`` convs of the
 channel-multiplexed blocks) are depth-wise or 2-channels-per-group convolutions, several kernel
 sizes side by side. cuDNN has no fast path for most of them (NHWC half precision, 2 channels per
 group, kernels up to 11x11), and the stock MixConv is split + one conv per kernel size + cat. This
-op runs all groups in one kernel over an NHWC (channels-last) map:
+op computes all groups straight into one NHWC (channels-last) output, one launch per kernel size
+with that size's taps unrolled (no split, no cat, no per-call weight reshaping):
 
 * each channel group at its own kernel size and dilation -- no zero-padding to the largest kernel;
 * 1 or 2 channels per conv group (the grouped conv of the channel-multiplexed blocks);
@@ -479,7 +480,7 @@ _group_conv.register_autograd(_backward, setup_context=_setup_context)
 def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
                channels_per_group: int = 1, act: str = 'none', with_pool: bool = False):
-    """Group-wise conv of every channel group at its own kernel size, in one launch.
+    """Group-wise conv of every channel group at its own kernel size, into one output.
 
     Args:
         x (Tensor): (N, C, H, W) input, best channels-last (other layouts are converted).

@@ -74,6 +74,18 @@ def test_epilogue_bias_activation_pool(act):
     _case([10, 6], [3, 5], [1, 1], 2, 2, act=act, bias=True, pool=True, size=(9, 10))
 
 
+@pytest.mark.parametrize('cpg', [1, 2])
+def test_vector_path_aligned_groups(cpg):
+    """Groups that are multiples of 8 take the mask-free, vectorised channel blocks."""
+    _case([16, 8, 8], [3, 5, 7], [1, 2, 1], 2, cpg, act='silu', bias=True, pool=True,
+          size=(13, 11))
+
+
+def test_any_odd_kernel_size():
+    """Kernel sizes outside the arch tables (13) are unrolled like the others."""
+    _case([8, 6], [13, 3], [1, 1], 1, 2, bias=True, size=(15, 14), batch=1)
+
+
 def test_many_channel_blocks_and_tiny_maps():
     """More channels than one program block, a 1x1 and a 2x3 map."""
     _case([70, 66], [3, 7], [1, 1], 1, 1, bias=True, size=(1, 1), batch=1)
