@@ -253,31 +253,28 @@ if HAS_TRITON:
                  acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
 
     @triton.jit
-    def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, table_ptr, total, H, W, C, OH, OW, stride,
-                            pixels_per_program, CPG: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_C: tl.constexpr):
-        pid_p = tl.program_id(0)  # a chunk of the N * OH * OW output pixels
+    def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, H, W, C, OH, OW, stride, total,
+                            pixels_per_program, c_start, g_size, w_off, dil, pad,
+                            KS: tl.constexpr, CPG: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
+        """d weight of one kernel-size group: one tap x BLOCK_C channels, summed over a chunk of
+        the N * OH * OW output pixels (chunks meet in fp32 atomics)."""
+        pid_p = tl.program_id(0)
         pid_c = tl.program_id(1)
-        tap = tl.program_id(2)  # taps past this group's K * K do nothing
-        row = table_ptr + pid_c * 8
-        c_end = tl.load(row + 1)
-        g_start = tl.load(row + 2)
-        g_size = tl.load(row + 3)
-        ksize = tl.load(row + 4)
-        dil = tl.load(row + 5)
-        pad = tl.load(row + 6)
-        w_off = tl.load(row + 7)
-        tap_ok = tap < ksize * ksize
-        kh = tap // ksize
-        kw = tap % ksize
-        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)
-        mask_c = offs_c < c_end
-        local = offs_c - g_start
-        first_in = offs_c - local % CPG
+        tap = tl.program_id(2)
+        kh = tap // KS
+        kw = tap % KS
+        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        if EVEN_C:
+            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
+        offs_c = c_start + local
+        mask_c = local < g_size
+        odd = (local % 2) == 1
+        partner = tl.where(odd, offs_c - 1, offs_c + 1)
         start = pid_p * pixels_per_program
-        stop = tl.where(tap_ok, tl.minimum(start + pixels_per_program, total), start)
-        acc0 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-        acc1 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        stop = tl.minimum(start + pixels_per_program, total)
+        acc_own = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        acc_partner = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
         for p0 in range(start, stop, BLOCK_P):
             offs = p0 + tl.arange(0, BLOCK_P)
             mask_p = offs < stop
@@ -286,23 +283,31 @@ if HAS_TRITON:
             ih = (rest // OW) * stride - pad + kh * dil
             iw = (rest % OW) * stride - pad + kw * dil
             ok = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            dz = tl.load(dz_ptr + offs[:, None] * C + offs_c[None, :],
-                         mask=mask_p[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            if EVEN_C:
+                mask_dz = mask_p[:, None]
+                mask_x = ok[:, None]
+            else:
+                mask_dz = mask_p[:, None] & mask_c[None, :]
+                mask_x = ok[:, None] & mask_c[None, :]
+            dz = tl.load(dz_ptr + offs[:, None] * C + offs_c[None, :], mask=mask_dz,
+                         other=0.0).to(tl.float32)
             pix = ((n * H + ih) * W + iw) * C
-            x0 = tl.load(x_ptr + pix[:, None] + first_in[None, :],
-                         mask=ok[:, None] & mask_c[None, :], other=0.0)
-            acc0 += dz * x0.to(tl.float32)
+            xo = tl.load(x_ptr + pix[:, None] + offs_c[None, :], mask=mask_x, other=0.0)
+            acc_own += dz * xo.to(tl.float32)
             if CPG == 2:
-                x1 = tl.load(x_ptr + pix[:, None] + (first_in + 1)[None, :],
-                             mask=ok[:, None] & mask_c[None, :], other=0.0)
-                acc1 += dz * x1.to(tl.float32)
-        # (a vector compare: the interpreter takes no scalar-and-vector mask)
-        mask_w = mask_c & (tl.zeros((BLOCK_C, ), dtype=tl.int32) + tap < ksize * ksize)
-        tl.atomic_add(dw_ptr + w_off + (tap * CPG) * g_size + local, tl.sum(acc0, axis=0),
-                      mask=mask_w)
-        if CPG == 2:
-            tl.atomic_add(dw_ptr + w_off + (tap * CPG + 1) * g_size + local,
-                          tl.sum(acc1, axis=0), mask=mask_w)
+                xp = tl.load(x_ptr + pix[:, None] + partner[None, :], mask=mask_x, other=0.0)
+                acc_partner += dz * xp.to(tl.float32)
+        own = tl.sum(acc_own, axis=0)
+        if CPG == 1:
+            tl.atomic_add(dw_ptr + w_off + tap * g_size + local, own, mask=mask_c)
+        else:
+            # Weight j of output c multiplies input (c - c % 2 + j): its own channel when
+            # j == c % 2, its partner otherwise.
+            other = tl.sum(acc_partner, axis=0)
+            tl.atomic_add(dw_ptr + w_off + (tap * 2) * g_size + local, tl.where(odd, other, own),
+                          mask=mask_c)
+            tl.atomic_add(dw_ptr + w_off + (tap * 2 + 1) * g_size + local,
+                          tl.where(odd, own, other), mask=mask_c)
 
 
 _tables = {}
@@ -325,7 +330,8 @@ def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tenso
 
 
 def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
-    """Pixels and channels per program of the gradient kernels (flat pixel blocks)."""
+    """Pixels and channels per program of the stride-2 input-gradient kernel (flat pixel blocks;
+    stride 1 reuses the forward kernel)."""
     block_c = min(64, max(16, next_power_of_2(max(splits))))
     block_p = max(16, min(128, 4096 // block_c, next_power_of_2(spatial)))
     return block_p, block_c
@@ -368,6 +374,50 @@ def _triton_ok(x: Tensor, out_shape) -> bool:
     return can_use_triton(x, 'group_conv') and _fits_int32(x.shape, out_shape)
 
 
+def _groups(splits, kernel_sizes, dilations, channels_per_group):
+    """``(first channel, channels, K, dilation, weight offset)`` of every kernel-size group."""
+    c_start, w_off = 0, 0
+    for size, k, d in zip(splits, kernel_sizes, dilations):
+        yield c_start, size, k, d, w_off
+        c_start += size
+        w_off += k * k * channels_per_group * size
+
+
+def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,
+                    channels_per_group, act, with_pool):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[-2:]
+    # One launch per kernel-size group, its taps unrolled for its own K (a single launch
+    # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
+        tiles_w = triton.cdiv(ow, tile_w)
+        grid = (triton.cdiv(oh, tile_h) * tiles_w, triton.cdiv(size, block_c), n)
+        _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
+                              oh, ow, stride, tiles_w, c_start, size, w_off, d, d * (k // 2),
+                              KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
+                              WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
+                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, num_warps=4)
+
+
+def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                       channels_per_group: int) -> Tensor:
+    """Packed weights of the conv that maps d output to d input at stride 1.
+
+    That conv is the same kernel with its taps flipped and, with 2 channels per group, each
+    group's 2 x 2 channel block transposed -- so the forward kernel computes input gradients.
+    """
+    out = []
+    for w, c, k in zip(unpack_weights(weight, splits, kernel_sizes, channels_per_group), splits,
+                       kernel_sizes):
+        w = w.flip(-1, -2)
+        if channels_per_group == 2:
+            w = w.reshape(c // 2, 2, 2, k, k).transpose(1, 2).reshape(c, 2, k, k)
+        out.append(w)
+    return pack_weights(out).contiguous()
+
+
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
 def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
                 kernel_sizes: List[int], dilations: List[int], stride: int,
@@ -382,21 +432,8 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     x = _channels_last(x)
     y = _empty_channels_last(n, c, oh, ow, x)
     pool = torch.zeros((n, c) if with_pool else (0, ), dtype=torch.float32, device=x.device)
-    weight = weight.contiguous()
-    c_start, w_off = 0, 0
-    # One launch per kernel-size group, its taps unrolled for its own K (a single launch
-    # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
-    for size, k, d in zip(splits, kernel_sizes, dilations):
-        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
-        tiles_w = triton.cdiv(ow, tile_w)
-        grid = (triton.cdiv(oh, tile_h) * tiles_w, triton.cdiv(size, block_c), n)
-        _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
-                              oh, ow, stride, tiles_w, c_start, size, w_off, d, d * (k // 2),
-                              KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
-                              WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
-                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, num_warps=4)
-        c_start += size
-        w_off += k * k * channels_per_group * size
+    _launch_forward(x, weight.contiguous(), bias, y, pool, splits, kernel_sizes, dilations, stride,
+                    channels_per_group, act, with_pool)
     return y, pool
 
 
@@ -426,19 +463,29 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
         return _channels_last(gx), gw
     grad, x = _channels_last(grad), _channels_last(x)
     weight = weight.contiguous()
-    block_p, block_c = _block_sizes(splits, h * w)
-    table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c, x.device)
     grad_x = _empty_channels_last(n, c, h, w, x)
-    _input_grad_kernel[(triton.cdiv(h * w, block_p), table.shape[0], n)](
-        grad, weight, grad_x, table, h, w, c, oh, ow, stride, CPG=channels_per_group,
-        BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    if stride == 1:  # the forward kernel with flipped (and pair-transposed) weights
+        _launch_forward(grad, transposed_weights(weight, splits, kernel_sizes, channels_per_group),
+                        None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
+                        kernel_sizes, dilations, 1, channels_per_group, 'none', False)
+    else:
+        block_p, block_c = _block_sizes(splits, h * w)
+        table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c,
+                             x.device)
+        _input_grad_kernel[(triton.cdiv(h * w, block_p), table.shape[0], n)](
+            grad, weight, grad_x, table, h, w, c, oh, ow, stride, CPG=channels_per_group,
+            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
     total = n * oh * ow
-    per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * 8)))
-    max_taps = max(kernel_sizes)**2
-    _weight_grad_kernel[(triton.cdiv(total, per_program), table.shape[0], max_taps)](
-        grad, x, grad_w, table, total, h, w, c, oh, ow, stride, per_program,
-        CPG=channels_per_group, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
+        block_p = tile_h * tile_w
+        per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * 8)))
+        _weight_grad_kernel[(triton.cdiv(total, per_program), triton.cdiv(size, block_c), k * k)](
+            grad, x, grad_w, h, w, c, oh, ow, stride, total, per_program, c_start, size, w_off, d,
+            d * (k // 2), KS=k, CPG=channels_per_group, BLOCK_P=block_p, BLOCK_C=block_c,
+            EVEN_C=even_c, num_warps=4)
     return grad_x, grad_w.to(weight.dtype)
 
 
