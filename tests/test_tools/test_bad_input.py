@@ -89,6 +89,14 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --runs: 1 is below the minimum 2'),
     ('tools/analysis_tools/benchmark.py', ('--runs', 'many'),
      "argument --runs: 'many' is not an integer"),
+    ('tools/analysis_tools/benchmark.py', ('--compile-cases', 'fp16'),
+     'argument --compile-cases: expected PREC:BATCH such as fp16:32, got "fp16"'),
+    ('tools/analysis_tools/benchmark.py', ('--profile', 'fp8:1'),
+     'argument --profile: expected PREC:BATCH'),
+    ('tools/analysis_tools/benchmark.py', ('--train-batch', 'yolo:8'),
+     'argument --train-batch: unknown task "yolo"'),
+    ('tools/analysis_tools/benchmark.py', ('--train-batch', 'pspnet:0'),
+     'argument --train-batch: 0 is below the minimum 1'),
 ])
 def test_impossible_numbers_are_usage_errors(tool, args, expected):
     _one_line_error(run_tool(tool, *args, check=False), expected, status=2)

@@ -349,7 +349,8 @@ def parse_args():
                         help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
                         'deploy-stock, graph (deploy in a CUDA graph), compile (deploy under '
                         'torch.compile reduce-overhead)')
-    parser.add_argument('--compile-cases', nargs='+', default=None, metavar='PREC:BATCH',
+    parser.add_argument('--compile-cases', nargs='+', type=_case, default=None,
+                        metavar='PREC:BATCH',
                         help='restrict --modes compile to these cases, e.g. fp16:32 bf16:128 '
                         '(each compile takes ~1 min); default: every case')
     parser.add_argument('--amp', nargs='+', default=['fp32'], choices=['fp32', 'fp16', 'bf16'])
@@ -360,11 +361,13 @@ def parse_args():
     # A median and an inter-quartile range need at least two timed runs.
     parser.add_argument('--runs', type=int_at_least(2), default=50)
     parser.add_argument('--onnx', action='store_true', help='also time onnxruntime (CPU)')
-    parser.add_argument('--profile', nargs='?', const='fp32:1', default=None, metavar='PREC:BATCH',
+    parser.add_argument('--profile', nargs='?', type=_case, const=('fp32', 1), default=None,
+                        metavar='PREC:BATCH',
                         help='per-kernel GPU time (and the fused kernels\' bandwidth) of one case')
     parser.add_argument('--train-step', nargs='*', choices=sorted(_TRAIN_CASES), default=None,
                         help='also time training steps (default when given bare: ssdlite)')
-    parser.add_argument('--train-batch', nargs='+', default=[], metavar='[TASK:]N',
+    parser.add_argument('--train-batch', nargs='+', type=_train_batch, default=[],
+                        metavar='[TASK:]N',
                         help='training batch, e.g. 24 or ssdlite:24 pspnet:8')
     parser.add_argument('--train-amp', default='fp16', choices=['fp32', 'fp16', 'bf16'])
     parser.add_argument('--target-table', action='store_true',
@@ -378,21 +381,16 @@ def parse_args():
         args.modes = ['eager', 'deploy-stock', 'deploy', 'graph-stock', 'graph', 'compile']
         args.batch = [1, 32, 128]
         args.amp = ['fp16', 'bf16']
-        args.compile_cases = args.compile_cases or ['fp16:1', 'fp16:32', 'bf16:128']
+        args.compile_cases = args.compile_cases or [('fp16', 1), ('fp16', 32), ('bf16', 128)]
         args.train_step = args.train_step or ['ssdlite', 'pspnet']
-        args.profile = args.profile or 'fp16:32'
+        args.profile = args.profile or ('fp16', 32)
     if args.train_step == []:
         args.train_step = ['ssdlite']
-    args.compile_cases = None if args.compile_cases is None else \
-        {_case(c) for c in args.compile_cases}
-    args.profile_case = _case(args.profile) if args.profile else None
+    args.compile_cases = None if args.compile_cases is None else set(args.compile_cases)
+    args.profile_case = args.profile
     batches = {}
-    for item in args.train_batch:
-        task, _, n = item.rpartition(':')
-        for t in ([task] if task else sorted(_TRAIN_CASES)):
-            if t not in _TRAIN_CASES:
-                parser.error(f'--train-batch: unknown task "{t}"')
-            batches[t] = positive_int(n)
+    for tasks, n in args.train_batch:
+        batches.update({t: n for t in tasks})
     args.train_batch = batches
     return args
 
@@ -403,6 +401,14 @@ def _case(text):
     if prec not in _DTYPES or not batch.isdigit() or int(batch) < 1:
         raise argparse.ArgumentTypeError(f'expected PREC:BATCH such as fp16:32, got "{text}"')
     return prec, int(batch)
+
+
+def _train_batch(text):
+    """'pspnet:8' -> (['pspnet'], 8); '8' -> (every task, 8)."""
+    task, _, n = text.rpartition(':')
+    if task and task not in _TRAIN_CASES:
+        raise argparse.ArgumentTypeError(f'unknown task "{task}" (use {sorted(_TRAIN_CASES)})')
+    return ([task] if task else sorted(_TRAIN_CASES)), positive_int(n)
 
 
 @exits_cleanly
