@@ -19,6 +19,7 @@ from mmcv.cnn.bricks import DropPath
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..ops._triton import can_use_triton
 from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
@@ -77,7 +78,8 @@ class _ResidualBlock(nn.Module):
 
         Args:
             fused_ops (bool): Use the fused kernel for the spatial conv (CUDA; CPU only under the
-                Triton interpreter). False: the stock-path forms (merged MixConv, pairwise convs).
+                Triton interpreter; elsewhere one warning and the stock forms). False: the
+                stock-path forms (merged MixConv, pairwise convs).
         """
         if self.deploy:
             return
@@ -93,6 +95,9 @@ class _ResidualBlock(nn.Module):
             return  # e.g. GroupNorm: nothing to fold
         bn = norm if isinstance(norm, _BatchNorm) else None
         conv = self.depthwise_conv
+        # Where the kernels cannot run (a CPU model outside the interpreter), the stock forms are
+        # faster than the op's fallback: warn once and build those. Deploy on the target device.
+        fused_ops = fused_ops and can_use_triton(next(conv.parameters()), 'group_conv')
         if fused_ops and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
             if fused is not None:

@@ -92,3 +92,17 @@ def test_compiled_fused_deploy_model():
     compiled = torch.compile(fused.switch_to_deploy(channels_last=True), backend='aot_eager')
     with torch.no_grad():
         torch.testing.assert_close(compiled(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_fused_deploy_where_kernels_cannot_run_builds_stock_forms(monkeypatch):
+    """A CPU model outside the interpreter: one warning, then the (faster) stock deploy forms."""
+    monkeypatch.setattr(_triton, '_warned', set())
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):
+        fused.switch_to_deploy(fused_ops=True)
+    assert not any(isinstance(m, FusedGroupConv) for m in fused.modules())
+    x = _input((32, 32), 1)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)

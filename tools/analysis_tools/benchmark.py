@@ -105,8 +105,9 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
     if mode == 'eager':
         return model, x
-    switch_to_deploy(model, channels_last=True,
-                     fused_ops=mode not in ('deploy-stock', 'graph-stock'))
+    # The kernels run on CUDA only: a CPU "deploy" is the stock forms, as before they existed.
+    switch_to_deploy(model, channels_last=True, fused_ops=device.type == 'cuda' and
+                     mode not in ('deploy-stock', 'graph-stock'))
     dtype = _DTYPES[amp]
     model.to(dtype)
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
