@@ -13,6 +13,7 @@
 # SPEED_ONLY=1 instead (the fused-kernel check, ~7 minutes): no mmcv build (a stub extension that
 # raises if called, tools/gpu/mmcv_ext_stub.py; nothing timed calls an mmcv op), then
 #   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
+#      tools/gpu/graph_probe.py and layer_bench.py: CUDA-graph totals and per-layer times;
 #   b. benchmark.py --target-table: MobileNetV2 vs MUXNet-m in every mode, batch 1/32/128,
 #      fp16/bf16, SSDLite and PSPNet training steps, per-kernel profile.
 set -uo pipefail
@@ -45,6 +46,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
     timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
+    timeout 60 python3 tools/gpu/layer_bench.py 2>&1 | grep -v -i warn | tee "$OUT/layer_bench.txt"
     # One process per case: a fault in one cannot take the others' numbers with it.
     bench() {  # name, timeout, benchmark args...
         local name=$1 limit=$2; shift 2

@@ -1,0 +1,98 @@
+"""Per-layer GPU time of MUXNet's spatial convs: the stock deploy form (cuDNN) vs the fused kernel.
+
+For every block of a deployed MUXNet (fp16/bf16, channels-last), the spatial conv with its
+activation as the stock path runs it, and the fused kernel (with the SE pooling where the block
+uses it), each replayed from a CUDA graph of 20 calls so launch overhead does not count. Prints
+time per call, the bytes the fused kernel moves and its bandwidth: the map the next kernel
+iteration works from.
+
+    python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
+"""
+import argparse
+
+import torch
+
+from mux_backbones import MUXNet
+from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
+
+
+def graph_time_us(fn, calls=20, replays=10):
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / (calls * replays)
+
+
+def spatial_inputs(model, x):
+    """The input of every block's spatial conv, by block name."""
+    inputs, handles = {}, []
+    for name, block in model.named_modules():
+        if isinstance(block, (InvertedResidual, DepthwiseSeparable)):
+            handles.append(block.depthwise_conv.register_forward_hook(
+                lambda m, i, o, name=name: inputs.__setitem__(name, i[0])))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return inputs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='m')
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
+    args = parser.parse_args()
+    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[args.amp]
+    torch.manual_seed(0)
+    stock = MUXNet(args.arch).cuda().eval()
+    fused = MUXNet(args.arch).cuda().eval()
+    fused.load_state_dict(stock.state_dict())
+    for model, use in ((stock, False), (fused, True)):
+        model.switch_to_deploy(channels_last=True, fused_ops=use).to(dtype)
+    x = torch.randn(args.batch, 3, args.shape, args.shape, device='cuda', dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    inputs = spatial_inputs(stock, x)
+    blocks = dict(fused.named_modules())
+    print(f'{args.arch} batch {args.batch} {args.amp} {args.shape}x{args.shape}: spatial conv '
+          f'(+act, +SE pooling when fused) per call')
+    print(f'{"block":<20}{"in (C,H,W)":>18}{"kernels":>18}{"cpg":>4}{"s":>3}{"stock us":>10}'
+          f'{"fused us":>10}{"MiB":>8}{"TB/s":>7}')
+    total_stock = total_fused = 0.0
+    with torch.no_grad():
+        for name, inp in inputs.items():
+            sb, fb = dict(stock.named_modules())[name], blocks[name]
+            conv = fb.depthwise_conv
+            if not isinstance(conv, FusedGroupConv):
+                continue
+            t_stock = graph_time_us(lambda: sb.depthwise_act(sb.depthwise_norm(
+                sb.depthwise_conv(inp))))
+            t_fused = graph_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel))
+            out = conv(inp)
+            moved = (inp.numel() + out.numel()) * inp.element_size() + \
+                conv.weight.numel() * conv.weight.element_size()
+            total_stock += t_stock
+            total_fused += t_fused
+            print(f'{name:<20}{str(tuple(inp.shape[1:])):>18}{str(conv.kernel_sizes):>18}'
+                  f'{conv.channels_per_group:>4}{conv.stride:>3}{t_stock:10.1f}{t_fused:10.1f}'
+                  f'{moved / 2**20:8.1f}{moved / t_fused / 1e6:7.2f}', flush=True)
+    print(f'{"total":<20}{"":>43}{total_stock:10.1f}{total_fused:10.1f}')
+
+
+if __name__ == '__main__':
+    main()
