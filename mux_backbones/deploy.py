@@ -11,23 +11,29 @@
 
 With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 (:mod:`mux_backbones.ops.group_conv`); by default the stock-path forms (merged MixConv kernels,
-pairwise rewrite of 2-channels-per-group convs), which measured faster for inference on an H200
-(docs/speed.md: the kernel is not yet tuned), so the kernel is opt-in. Outputs equal the
-eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs keep their BN: a
-channel-to-space branch feeds four output channels from one conv channel, which one folded bias
-per conv channel cannot express.
+pairwise rewrite of 2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every
+block on the device with an example input (CUDA-graph replays, as a captured or compiled model
+runs) and keeps the faster, so a deployed model is never slower than either form layer by layer.
+Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
+keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
+one folded bias per conv channel cannot express.
 """
-from typing import Optional, Tuple
+import copy
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmcv.cnn import ConvModule
+from mmengine.logging import print_log
 from torch import nn
 
+from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from .layers.conv_bn import deploy_conv_module
+from .utils.timing import device_time_us
 
 
 def switch_to_deploy(model: nn.Module, channels_last: bool = False,
-                     fused_ops: Optional[bool] = None) -> nn.Module:
+                     fused_ops: Union[None, bool, str] = None,
+                     example_input: Optional[torch.Tensor] = None) -> nn.Module:
     """Rewrite ``model`` in place for inference (see module docstring) and put it in eval mode.
 
     Args:
@@ -35,34 +41,93 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
             mmcv ConvModules.
         channels_last (bool): Also convert the weights to channels-last memory format (feed the
             input in channels-last too).
-        fused_ops (bool, optional): Use the fused Triton kernels for MUXNet's spatial convs.
-            None or False (default): the stock-path forms.
+        fused_ops (bool | str, optional): Use the fused Triton kernels for MUXNet's spatial convs.
+            None or False (default): the stock-path forms. ``'auto'``: per block, whichever form
+            is faster on ``example_input``.
+        example_input (Tensor, optional): For ``'auto'``: an input ``model(example_input)``
+            takes, with the batch, size, dtype, device and memory format it will run with (the
+            model may still be fp32: blocks are timed cast to the example's dtype). For a
+            detector/segmentor, deploy its backbone this way first, then the whole model.
 
     Returns:
         nn.Module: The same model object.
     """
-    fused_ops = bool(fused_ops)
     model.eval()
+    choices: Dict[int, bool] = {}
+    if fused_ops == 'auto':
+        if example_input is None:
+            raise ValueError("fused_ops='auto' needs example_input (what the model will run on)")
+        choices = _fastest_forms(model, example_input, channels_last)
+        fused_ops = False
+    elif fused_ops not in (None, True, False):
+        raise ValueError(f"fused_ops must be True, False, None or 'auto', got {fused_ops!r}")
+    fused_ops = bool(fused_ops)
     if type(model).__module__.startswith('mux_backbones.layers.'):
-        model.switch_to_deploy(fused_ops=fused_ops)  # a single layer given directly
+        model.switch_to_deploy(fused_ops=choices.get(id(model), fused_ops))  # a single layer
     else:
-        _walk(model, fused_ops)
+        _walk(model, fused_ops, choices)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
 
 
-def _walk(module: nn.Module, fused_ops: bool) -> None:
+def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, ConvModule):
             setattr(module, name, deploy_conv_module(child))
         elif hasattr(child, 'switch_to_deploy'):
             if type(child).__module__.startswith('mux_backbones.'):
-                child.switch_to_deploy(fused_ops=fused_ops)
+                # a block's own choice, or (channel multiplexing) its body's
+                key = id(getattr(child, 'body', child))
+                child.switch_to_deploy(fused_ops=choices.get(key, fused_ops))
             else:  # another library's re-parameterisable block (mmpretrain's MobileOne, ...)
                 child.switch_to_deploy()
         else:
-            _walk(child, fused_ops)
+            _walk(child, fused_ops, choices)
+
+
+@torch.no_grad()
+def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
+                   channels_last: bool) -> Dict[int, bool]:
+    """Per MUXNet block (by ``id``): whether its fused deploy form beats its stock one on the
+    input it receives from ``example_input``."""
+    blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparable))
+              and not m.deploy]
+    inputs = {}
+    handles = [b.register_forward_pre_hook(lambda m, args: inputs.setdefault(id(m), args[0]))
+               for b in blocks]
+    # Record in the model's own precision (BN is folded in it); time in the example's.
+    param = next(model.parameters(), None)
+    try:
+        model(example_input.to(param.dtype) if param is not None else example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    choices, times = {}, []
+    for block in blocks:
+        x = inputs.get(id(block))
+        if x is None:  # not on the path of this input
+            continue
+        x = x.to(example_input.dtype)
+        forms = []
+        for fused in (False, True):
+            form = copy.deepcopy(block)
+            form.switch_to_deploy(fused_ops=fused)
+            forms.append(form.to(dtype=x.dtype, memory_format=memory_format))
+        if not any(isinstance(m, FusedGroupConv) or getattr(m, 'fused_ops', False)
+                   for m in forms[1].modules()):
+            continue  # the kernels cannot run here (or the block has none): stock form
+        x = x.contiguous(memory_format=memory_format) if channels_last else x
+        stock_us, fused_us = (device_time_us(lambda f=f: f(x), x.device) for f in forms)
+        choices[id(block)] = fused_us < stock_us
+        times.append((stock_us, min(stock_us, fused_us)))
+    if times:
+        print_log(f"switch_to_deploy(fused_ops='auto'): fused kernels in "
+                  f'{sum(choices.values())} of {len(choices)} blocks; their spatial + SE + '
+                  f'project time {sum(t[0] for t in times):.0f} -> '
+                  f'{sum(t[1] for t in times):.0f} us', logger='current')
+    return choices
 
 
 class RawOutputs(nn.Module):

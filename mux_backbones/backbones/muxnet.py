@@ -296,18 +296,21 @@ class MUXNet(BaseModule):
             if hasattr(module, 'with_cp') and module is not self:
                 module.with_cp = with_cp
 
-    def switch_to_deploy(self, channels_last: bool = False,
-                         fused_ops: Optional[bool] = None) -> 'MUXNet':
+    def switch_to_deploy(self, channels_last: bool = False, fused_ops=None,
+                         example_input: Optional[torch.Tensor] = None) -> 'MUXNet':
         """Every layer in its deploy form (see :mod:`mux_backbones.deploy`).
 
         Args:
             channels_last (bool): Also convert the weights to channels-last. Default: False.
-            fused_ops (bool, optional): Fused Triton kernels; None (default): ``self.fused_ops``.
+            fused_ops (bool | str, optional): Fused Triton kernels (True), the stock forms
+                (False), or per block the faster on ``example_input`` (``'auto'``). None
+                (default): ``self.fused_ops``.
+            example_input (Tensor, optional): What ``'auto'`` times the forms on.
         """
         from ..deploy import switch_to_deploy
         if fused_ops is None:
             fused_ops = self.fused_ops
-        return switch_to_deploy(self, channels_last, fused_ops)
+        return switch_to_deploy(self, channels_last, fused_ops, example_input)
 
     def set_fused_ops(self, fused_ops: bool) -> None:
         """Switch the fused kernels of every spatial conv on or off (weights are unchanged)."""

@@ -5,7 +5,7 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import FusedGroupConv, InvertedResidual
+from mux_backbones.layers import FusedGroupConv, InvertedResidual, SpatialMuxConv
 from mux_backbones.ops import _triton
 
 pytest.importorskip('triton')
@@ -104,5 +104,29 @@ def test_fused_deploy_where_kernels_cannot_run_builds_stock_forms(monkeypatch):
         fused.switch_to_deploy(fused_ops=True)
     assert not any(isinstance(m, FusedGroupConv) for m in fused.modules())
     x = _input((32, 32), 1)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize('prefer_fused', [True, False])
+def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
+    """``fused_ops='auto'`` times both forms of every block and keeps the faster one."""
+    import mux_backbones.deploy as deploy
+
+    def fake_timer(fn, device):  # the fused form's module tree holds a FusedGroupConv
+        fused = any(isinstance(m, FusedGroupConv) for m in fn.__defaults__[0].modules())
+        return 1.0 if fused == prefer_fused else 2.0
+
+    monkeypatch.setattr(deploy, 'device_time_us', fake_timer)
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    with pytest.raises(ValueError, match='needs example_input'):
+        MUXNet('tiny').switch_to_deploy(fused_ops='auto')
+    fused.switch_to_deploy(channels_last=True, fused_ops='auto', example_input=x)
+    blocks = [m for m in fused.modules() if isinstance(m, InvertedResidual) and
+              not isinstance(m.depthwise_conv, SpatialMuxConv)]  # which have no fused form
+    kernels = [isinstance(b.depthwise_conv, FusedGroupConv) for b in blocks]
+    assert kernels and (all(kernels) if prefer_fused else not any(kernels))
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)

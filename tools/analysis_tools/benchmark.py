@@ -96,22 +96,24 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     ``eager`` runs as built under autocast (``amp``). The inference modes cast weights and input to
     the precision instead (BN is folded, so half weights are what a deployment runs):
     ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's fused kernels on CUDA;
-    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``graph`` / ``graph-stock`` are
-    ``deploy`` / ``deploy-stock`` captured in a CUDA graph; ``compile`` is ``deploy`` under
-    ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA graphs). MobileNetV2 gets every
-    mode alike (it has no fused kernels).
+    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``deploy-auto`` per block the
+    faster of the two (``fused_ops='auto'``); ``graph[-stock|-auto]`` are those in a CUDA graph;
+    ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA
+    graphs). MobileNetV2 gets every mode alike (it has no fused kernels).
     """
     model = build_backbone(name).to(device)
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
     if mode == 'eager':
         return model, x
-    # The kernels run on CUDA only: a CPU "deploy" is the stock forms, as before they existed.
-    switch_to_deploy(model, channels_last=True, fused_ops=device.type == 'cuda' and
-                     mode not in ('deploy-stock', 'graph-stock'))
     dtype = _DTYPES[amp]
-    model.to(dtype)
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
-    if mode in ('graph', 'graph-stock'):
+    if mode.endswith('-auto'):
+        switch_to_deploy(model, channels_last=True, fused_ops='auto', example_input=x)
+    else:  # the kernels run on CUDA only: a CPU "deploy" is the stock forms
+        switch_to_deploy(model, channels_last=True, fused_ops=device.type == 'cuda' and
+                         not mode.endswith('-stock'))
+    model.to(dtype)
+    if mode.startswith('graph'):
         if device.type != 'cuda':
             raise ToolError('--modes graph needs --device cuda')
         model = CudaGraphed(model, x)
@@ -188,7 +190,7 @@ def profile_models(args, device):
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
     amp, batch = args.profile_case
-    for mode in [m for m in args.modes if m not in ('graph', 'graph-stock', 'compile')]:
+    for mode in [m for m in args.modes if not m.startswith('graph') and m != 'compile']:
         for name in args.models:
             model, x = _prepare(name, mode, batch, args, device, amp)
             with torch.no_grad(), _autocast(device, amp if mode == 'eager' else 'fp32'):
@@ -345,8 +347,8 @@ def parse_args():
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
-                        choices=['eager', 'deploy', 'deploy-stock', 'graph', 'graph-stock',
-                                 'compile'],
+                        choices=['eager', 'deploy', 'deploy-stock', 'deploy-auto', 'graph',
+                                 'graph-stock', 'graph-auto', 'compile'],
                         help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
                         'deploy-stock, graph (deploy in a CUDA graph), compile (deploy under '
                         'torch.compile reduce-overhead)')

@@ -57,10 +57,10 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     MODELS="--models mobilenetv2 muxnet-m"
     bench fp16_b32 130 $MODELS --amp fp16 --batch 32 \
         --modes eager deploy-stock deploy graph-stock graph \
-        compile --target-table-rows
+        graph-auto compile --target-table-rows
     for case in fp16:1 bf16:128 fp16:128 bf16:32; do
         bench "${case/:/_b}" 50 $MODELS --amp ${case%:*} --batch ${case#*:} \
-            --modes eager deploy-stock deploy graph-stock graph --target-table-rows
+            --modes eager deploy-stock deploy graph-stock graph graph-auto --target-table-rows
     done
     bench train 120 $MODELS --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
     bench profile 45 $MODELS --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \

@@ -1,7 +1,8 @@
 """Short GPU probe of the fused kernels in CUDA graphs (fits the last minutes of a lease).
 
 Step by step, synchronising after each so a fault names its step: for batch 128 then 32 (fp16),
-MobileNetV2 and MUXNet-m on the stock path and with the fused kernels, each in deploy mode
+MobileNetV2 and MUXNet-m on the stock path, with the fused kernels and per block the faster
+(``fused_ops='auto'``), each in deploy mode
 (channels-last, BN folded, half weights) captured in a CUDA graph, then timed by CUDA events
 over replays; in between, the per-kernel profile of fused MUXNet-m at batch 32 (no graph) with
 the kernels' achieved bandwidth.
@@ -41,7 +42,8 @@ def main():
     device = torch.device('cuda')
     opts = SimpleNamespace(shape=224, warmup=3, modes=['deploy'], models=['muxnet-m'],
                            profile_case=(args.amp, 32))
-    cases = [('mobilenetv2', 'graph'), ('muxnet-m', 'graph-stock'), ('muxnet-m', 'graph')]
+    cases = [('mobilenetv2', 'graph'), ('muxnet-m', 'graph-stock'), ('muxnet-m', 'graph'),
+             ('muxnet-m', 'graph-auto')]
     for i, batch in enumerate(args.batches):
         times = {}
         for name, mode in cases:

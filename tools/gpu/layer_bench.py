@@ -14,27 +14,7 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
-
-
-def graph_time_us(fn, calls=20, replays=10):
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (calls * replays)
+from mux_backbones.utils.timing import device_time_us
 
 
 def spatial_inputs(model, x):
@@ -80,9 +60,9 @@ def main():
             conv = fb.depthwise_conv
             if not isinstance(conv, FusedGroupConv):
                 continue
-            t_stock = graph_time_us(lambda: sb.depthwise_act(sb.depthwise_norm(
-                sb.depthwise_conv(inp))))
-            t_fused = graph_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel))
+            t_stock = device_time_us(lambda: sb.depthwise_act(sb.depthwise_norm(
+                sb.depthwise_conv(inp))), x.device)
+            t_fused = device_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel), x.device)
             out = conv(inp)
             moved = (inp.numel() + out.numel()) * inp.element_size() + \
                 conv.weight.numel() * conv.weight.element_size()
