@@ -5,7 +5,7 @@ channel-multiplexed blocks) are depth-wise or 2-channels-per-group convolutions,
 sizes side by side. cuDNN has no fast path for most of them (NHWC half precision, 2 channels per
 group, kernels up to 11x11), and the stock MixConv is split + one conv per kernel size + cat. This
 op computes all groups straight into one NHWC (channels-last) output, one launch per kernel size
-with that size's taps unrolled (no split, no cat, no per-call weight reshaping):
+with that size's taps unrolled (no split, no cat):
 
 * each channel group at its own kernel size and dilation -- no zero-padding to the largest kernel;
 * 1 or 2 channels per conv group (the grouped conv of the channel-multiplexed blocks);
@@ -32,8 +32,6 @@ from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
-# Block table columns, per channel block: first channel, end, group start, group size, K,
-# dilation, padding, weight offset.
 _INT32_MAX = 2**31 - 1
 
 
@@ -314,7 +312,9 @@ _tables = {}
 
 
 def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tensor:
-    """One row per channel block (blocks never straddle a group), cached per layer shape."""
+    """The stride-2 input-gradient kernel's work list, cached per layer shape: one row per
+    channel block (blocks never straddle a group) of first channel, end, group start, group
+    size, K, dilation, padding and weight offset."""
     key = (tuple(splits), tuple(kernel_sizes), tuple(dilations), cpg, block_c, str(device))
     table = _tables.get(key)
     if table is None:
