@@ -135,6 +135,11 @@ if HAS_TRITON:
         return z
 
     @triton.jit
+    def _swap_pairs(x, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """``x[:, c ^ 1]``: each channel's pair partner (blocks start on even channels)."""
+        return tl.reshape(tl.flip(tl.reshape(x, (ROWS, COLS // 2, 2)), 2), (ROWS, COLS))
+
+    @triton.jit
     def _load_channels(ptrs, mask_c, EVEN_C: tl.constexpr):
         if EVEN_C:
             return tl.load(ptrs).to(tl.float32)
@@ -181,12 +186,11 @@ if HAS_TRITON:
                 if CPG == 1:
                     acc += xv.to(tl.float32) * w0[None, :]
                 else:
-                    # Each output also reads its pair partner (c ^ 1 inside the group): an
-                    # L1-resident gather next to the contiguous load of its own channel.
+                    # Each output also reads its pair partner (c ^ 1 inside the group): the same
+                    # vector with neighbours swapped, no second load.
                     w1 = _load_channels(w_ptr + w_off + (tap * CPG + 1) * g_size + local, mask_c,
                                         EVEN_C)
-                    partner = tl.where(odd, offs_c - 1, offs_c + 1)
-                    xp = tl.load(x_img + pix[:, None] + partner[None, :], mask=mask, other=0.0)
+                    xp = _swap_pairs(xv, TILE_H * TILE_W, BLOCK_C)
                     acc += xv.to(tl.float32) * tl.where(odd, w1, w0)[None, :] + \
                         xp.to(tl.float32) * tl.where(odd, w0, w1)[None, :]
         if HAS_BIAS:
@@ -268,7 +272,6 @@ if HAS_TRITON:
         offs_c = c_start + local
         mask_c = local < g_size
         odd = (local % 2) == 1
-        partner = tl.where(odd, offs_c - 1, offs_c + 1)
         start = pid_p * pixels_per_program
         stop = tl.minimum(start + pixels_per_program, total)
         acc_own = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
@@ -293,8 +296,7 @@ if HAS_TRITON:
             xo = tl.load(x_ptr + pix[:, None] + offs_c[None, :], mask=mask_x, other=0.0)
             acc_own += dz * xo.to(tl.float32)
             if CPG == 2:
-                xp = tl.load(x_ptr + pix[:, None] + partner[None, :], mask=mask_x, other=0.0)
-                acc_partner += dz * xp.to(tl.float32)
+                acc_partner += dz * _swap_pairs(xo, BLOCK_P, BLOCK_C).to(tl.float32)
         own = tl.sum(acc_own, axis=0)
         if CPG == 1:
             tl.atomic_add(dw_ptr + w_off + tap * g_size + local, own, mask=mask_c)
@@ -337,20 +339,20 @@ def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
     return block_p, block_c
 
 
-def _forward_tiling(group_size: int, out_h: int, out_w: int, channels_per_group: int):
+def _forward_tiling(group_size: int, out_h: int, out_w: int):
     """``(tile_h, tile_w, block_c, even_c)`` of the forward kernel for one group.
 
     Channel blocks are the largest power of two (4..32) that divides the group, so every block is
     full and aligned (``even_c``: no channel masks, 8/16-byte vector accesses); a group that allows
     none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Tiles hold up
     to 2048 accumulators (64-128 pixels, as square as the map allows), half that where the loads
-    are scalar (pair partners, masked groups): more ran out of registers (sm_90 SASS: 255 per
-    thread, with spills, at 64 x 64 for 5x5).
+    are scalar (masked groups): more ran out of registers (sm_90 SASS: 255 per thread, with
+    spills, at 64 x 64 for 5x5).
     """
     pow2 = group_size & -group_size  # largest power of two dividing the group
     even_c = pow2 >= 4
     block_c = min(32, pow2) if even_c else 32
-    budget = 2048 if even_c and channels_per_group == 1 else 1024
+    budget = 2048 if even_c else 1024
     pixels = max(32, min(128, budget // block_c))
     tile_w = min(next_power_of_2(out_w), 16, pixels)
     tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
@@ -391,7 +393,7 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
     # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
-        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
+        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow)
         tiles_w = triton.cdiv(ow, tile_w)
         grid = (triton.cdiv(oh, tile_h) * tiles_w, triton.cdiv(size, block_c), n)
         _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
@@ -479,7 +481,7 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
     total = n * oh * ow
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
-        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow, channels_per_group)
+        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow)
         block_p = tile_h * tile_w
         per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * 8)))
         _weight_grad_kernel[(triton.cdiv(total, per_program), triton.cdiv(size, block_c), k * k)](
