@@ -28,11 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
+from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
 _INT32_MAX = 2**31 - 1
+# How 2-channels-per-group kernels read each pair partner: by swapping neighbours of the loaded
+# vector in registers (compiled), or by a second load (the interpreter, where the swap's
+# reshape/flip is slow). None: by the mode; the tests force each.
+PAIR_SWAP = None
+
+
+def _pair_swap() -> bool:
+    return (not interpreting()) if PAIR_SWAP is None else PAIR_SWAP
 
 
 def pack_weights(weights: Sequence[Tensor]) -> Tensor:
@@ -150,7 +158,7 @@ if HAS_TRITON:
                         c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
                         CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-                        BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
+                        BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr):
         """One kernel-size group: a TILE_H x TILE_W tile of output pixels x BLOCK_C channels."""
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
@@ -190,7 +198,12 @@ if HAS_TRITON:
                     # vector with neighbours swapped, no second load.
                     w1 = _load_channels(w_ptr + w_off + (tap * CPG + 1) * g_size + local, mask_c,
                                         EVEN_C)
-                    xp = _swap_pairs(xv, TILE_H * TILE_W, BLOCK_C)
+                    if PAIR_SWAP:
+                        xp = _swap_pairs(xv, TILE_H * TILE_W, BLOCK_C)
+                    else:
+                        xp = tl.load(x_img + pix[:, None] + tl.where(odd, offs_c - 1,
+                                                                     offs_c + 1)[None, :],
+                                     mask=mask, other=0.0)
                     acc += xv.to(tl.float32) * tl.where(odd, w1, w0)[None, :] + \
                         xp.to(tl.float32) * tl.where(odd, w0, w1)[None, :]
         if HAS_BIAS:
@@ -258,7 +271,8 @@ if HAS_TRITON:
     def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, H, W, C, OH, OW, stride, total,
                             pixels_per_program, c_start, g_size, w_off, dil, pad,
                             KS: tl.constexpr, CPG: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr):
+                            BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                            PAIR_SWAP: tl.constexpr):
         """d weight of one kernel-size group: one tap x BLOCK_C channels, summed over a chunk of
         the N * OH * OW output pixels (chunks meet in fp32 atomics)."""
         pid_p = tl.program_id(0)
@@ -296,7 +310,13 @@ if HAS_TRITON:
             xo = tl.load(x_ptr + pix[:, None] + offs_c[None, :], mask=mask_x, other=0.0)
             acc_own += dz * xo.to(tl.float32)
             if CPG == 2:
-                acc_partner += dz * _swap_pairs(xo, BLOCK_P, BLOCK_C).to(tl.float32)
+                if PAIR_SWAP:
+                    xp = _swap_pairs(xo, BLOCK_P, BLOCK_C)
+                else:
+                    xp = tl.load(x_ptr + pix[:, None] + tl.where(odd, offs_c - 1,
+                                                                 offs_c + 1)[None, :],
+                                 mask=mask_x, other=0.0)
+                acc_partner += dz * xp.to(tl.float32)
         own = tl.sum(acc_own, axis=0)
         if CPG == 1:
             tl.atomic_add(dw_ptr + w_off + tap * g_size + local, own, mask=mask_c)
@@ -354,6 +374,9 @@ def _forward_tiling(group_size: int, out_h: int, out_w: int):
     block_c = min(32, pow2) if even_c else 32
     budget = 2048 if even_c else 1024
     pixels = max(32, min(128, budget // block_c))
+    if interpreting():  # CPU tests: fewer, larger programs (the interpreter runs them one by one)
+        block_c = min(64, pow2) if even_c else min(64, next_power_of_2(group_size))
+        pixels = 256
     tile_w = min(next_power_of_2(out_w), 16, pixels)
     tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
     return tile_h, tile_w, block_c, even_c
@@ -400,7 +423,8 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
                               oh, ow, stride, tiles_w, c_start, size, w_off, d, d * (k // 2),
                               KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
                               WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
-                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, num_warps=4)
+                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c,
+                              PAIR_SWAP=_pair_swap(), num_warps=4)
 
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
@@ -483,11 +507,12 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                                               channels_per_group):
         tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow)
         block_p = tile_h * tile_w
-        per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * 8)))
+        chunks = 1 if interpreting() else 8  # (the interpreter runs programs one by one)
+        per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * chunks)))
         _weight_grad_kernel[(triton.cdiv(total, per_program), triton.cdiv(size, block_c), k * k)](
             grad, x, grad_w, h, w, c, oh, ow, stride, total, per_program, c_start, size, w_off, d,
             d * (k // 2), KS=k, CPG=channels_per_group, BLOCK_P=block_p, BLOCK_C=block_c,
-            EVEN_C=even_c, num_warps=4)
+            EVEN_C=even_c, PAIR_SWAP=_pair_swap(), num_warps=4)
     return grad_x, grad_w.to(weight.dtype)
 
 

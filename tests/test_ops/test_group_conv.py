@@ -1,6 +1,7 @@
 """The fused group-wise conv kernels against the stock PyTorch reference (Triton interpreter on
 CPU): forward and gradients, every kernel-size mix of the arch tables, strides, dilations, odd
 sizes, epilogues, the custom-op registration, and the fallback for unsupported inputs."""
+import sys
 import warnings
 
 import pytest
@@ -74,11 +75,14 @@ def test_epilogue_bias_activation_pool(act):
     _case([10, 6], [3, 5], [1, 1], 2, 2, act=act, bias=True, pool=True, size=(9, 10))
 
 
-@pytest.mark.parametrize('cpg', [1, 2])
-def test_vector_path_aligned_groups(cpg):
-    """Groups that are multiples of 8 take the mask-free, vectorised channel blocks."""
+@pytest.mark.parametrize('cpg,pair_swap', [(1, None), (2, True), (2, False)])
+def test_vector_path_aligned_groups(cpg, pair_swap, monkeypatch):
+    """Groups that are multiples of 8 take the mask-free, vectorised channel blocks; pair
+    partners come from swapping the loaded vector (as compiled) or from a second load."""
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'PAIR_SWAP', pair_swap)
     _case([16, 8, 8], [3, 5, 7], [1, 2, 1], 2, cpg, act='silu', bias=True, pool=True,
           size=(13, 11))
+    _case([6, 4], [3, 5], [1, 1], 1, cpg, size=(20, 33), batch=1)  # several tiles, masked
 
 
 def test_any_odd_kernel_size():
