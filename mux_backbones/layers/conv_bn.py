@@ -45,11 +45,12 @@ class PointwiseConv2d(nn.Conv2d):
         otherwise scaling the map is the smaller pass.
         """
         b, c, h, w = x.shape
-        if self._rows(x) is None or h * w < self.out_channels:
+        rows = self._rows(x)
+        if rows is None or h * w < self.out_channels:
             return self(x * scale[:, :, None, None].to(x.dtype))
         weight = self.weight.reshape(self.out_channels, c).t().to(x.dtype)
         weight = scale.to(x.dtype)[:, :, None] * weight  # (N, C_in, C_out)
-        rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        rows = rows.view(b, h * w, c)
         if self.bias is None:
             out = torch.bmm(rows, weight)
         else:

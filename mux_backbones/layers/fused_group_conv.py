@@ -41,6 +41,30 @@ def kernel_can_run(conv: nn.Conv2d) -> bool:
         conv.stride in ((1, 1), (2, 2))
 
 
+def _layout(convs: Sequence[nn.Conv2d]):
+    """``(splits, kernel sizes, dilations, stride, channels per group)`` of side-by-side convs."""
+    first = convs[0]
+    return ([c.out_channels for c in convs], [c.kernel_size[0] for c in convs],
+            [c.dilation[0] for c in convs], first.stride[0], first.in_channels // first.groups)
+
+
+def _concat_bias(convs: Sequence[nn.Conv2d]) -> Optional[torch.Tensor]:
+    """The convs' biases end to end (zeros for a conv without one); None if none has one."""
+    if all(c.bias is None for c in convs):
+        return None
+    return torch.cat([c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels)
+                      for c in convs])
+
+
+def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """The side-by-side convs (each on its own channels of ``x``) in one call of the fused kernel;
+    None where the kernel cannot compute them or cannot take ``x`` (after one warning)."""
+    if not all(kernel_can_run(c) for c in convs) or not can_use_triton(x, 'group_conv'):
+        return None
+    return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs),
+                      *_layout(convs))
+
+
 class GroupConv2d(nn.Conv2d):
     """A depth-wise / group-wise ``nn.Conv2d`` that can run on the fused kernel.
 
@@ -54,27 +78,18 @@ class GroupConv2d(nn.Conv2d):
         self.fused_ops = fused_ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_ops and kernel_can_run(self) and can_use_triton(x, 'group_conv'):
-            return group_conv(x, pack_weights([self.weight]), self.bias, [self.in_channels],
-                              [self.kernel_size[0]], [self.dilation[0]], self.stride[0],
-                              self.in_channels // self.groups)
-        return super().forward(x)
-
-    def conv_groups(self):
-        """``(weights, splits, kernel sizes, dilations)`` of its kernel-size groups (one)."""
-        return [self.weight], [self.in_channels], [self.kernel_size[0]], [self.dilation[0]]
+        y = kernel_forward([self], x) if self.fused_ops else None
+        return super().forward(x) if y is None else y
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional['FusedGroupConv']:
         """Its deploy form with ``norm`` folded and ``act`` fused (None where not computable)."""
-        if not kernel_can_run(self):
-            return None
-        return FusedGroupConv.from_groups(self, norm, act)
+        return FusedGroupConv.from_convs([self], norm, act)
 
 
 class FusedGroupConv(nn.Module):
     """Deploy form of a (mixed-kernel) group-wise conv + BN + activation, in one op.
 
-    Build it with :meth:`from_groups`. ``forward(x, with_pool=True)`` also returns the (N, C)
+    Build it with :meth:`from_convs`. ``forward(x, with_pool=True)`` also returns the (N, C)
     per-channel sums of the output, for the squeeze-excite that follows.
 
     Args:
@@ -99,33 +114,26 @@ class FusedGroupConv(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_groups(cls, conv: nn.Module, norm: Optional[_BatchNorm],
-                    act: nn.Module) -> Optional['FusedGroupConv']:
-        """Fold ``norm`` into ``conv`` (anything with ``conv_groups()``, ``stride``, ``groups``
-        structure of :class:`GroupConv2d` / MixedConv2d) and take ``act`` as the epilogue."""
+    def from_convs(cls, convs: Sequence[nn.Conv2d], norm: Optional[_BatchNorm],
+                   act: nn.Module) -> Optional['FusedGroupConv']:
+        """Side-by-side group convs (one per kernel size) with ``norm`` (over all their channels)
+        folded in and ``act`` as the epilogue; None where the kernel cannot compute them."""
         act_name = activation_name(act)
-        if act_name is None:
+        if act_name is None or not all(kernel_can_run(c) for c in convs):
             return None
-        weights, splits, kernel_sizes, dilations = conv.conv_groups()
-        channels = sum(splits)
+        splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
+        bias = _concat_bias(convs)
+        if bias is None:
+            bias = convs[0].weight.new_zeros(sum(splits))
+        weights = [c.weight for c in convs]
         if norm is not None:
             scale, shift = bn_scale_shift(norm)
-        else:
-            scale, shift = torch.ones(channels).to(weights[0]), torch.zeros(channels).to(weights[0])
-        biases = [getattr(c, 'bias', None) for c in getattr(conv, 'convs', [conv])]
-        bias = torch.cat([b if b is not None else torch.zeros(c).to(weights[0])
-                          for b, c in zip(biases, splits)])
-        scaled, start = [], 0
-        for w, c in zip(weights, splits):
-            scaled.append(w * scale[start:start + c].view(-1, 1, 1, 1))
-            start += c
-        cpg = weights[0].shape[1]
-        stride = conv.stride if isinstance(conv.stride, int) else conv.stride[0]
-        weight = pack_weights(scaled).contiguous()
-        check_args(torch.empty(1, channels, 1, 1), weight, splits, kernel_sizes, dilations,
+            weights = [w * s.view(-1, 1, 1, 1) for w, s in zip(weights, scale.split(splits))]
+            bias = bias * scale + shift
+        weight = pack_weights(weights).contiguous()
+        check_args(torch.empty(1, sum(splits), 1, 1), weight, splits, kernel_sizes, dilations,
                    stride, cpg, act_name)
-        return cls(weight, bias * scale + shift, splits, kernel_sizes, dilations, stride, cpg,
-                   act_name)
+        return cls(weight, bias, splits, kernel_sizes, dilations, stride, cpg, act_name)
 
     def forward(self, x: torch.Tensor, with_pool: bool = False):
         # The op itself (arguments were checked when this module was built): the Python checks

@@ -16,10 +16,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops import group_conv, pack_weights
-from ..ops._triton import can_use_triton
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import FusedGroupConv, kernel_can_run
+from .fused_group_conv import FusedGroupConv, kernel_forward
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -81,31 +79,17 @@ class MixedConv2d(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
 
-    def conv_groups(self):
-        """``(weights, splits, kernel sizes, dilations)`` of its kernel-size groups."""
-        return [c.weight for c in self.convs], self.splits, list(self.kernel_sizes), \
-            list(self.dilations)
-
-    def _packed_bias(self) -> Optional[torch.Tensor]:
-        if self.convs[0].bias is None:
-            return None
-        return torch.cat([c.bias for c in self.convs])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused_ops and all(kernel_can_run(c) for c in self.convs) and \
-                can_use_triton(x, 'group_conv'):
-            weights, splits, kernel_sizes, dilations = self.conv_groups()
-            return group_conv(x, pack_weights(weights), self._packed_bias(), splits,
-                              kernel_sizes, dilations, self.stride, self.channels_per_group)
+        y = kernel_forward(self.convs, x) if self.fused_ops else None
+        if y is not None:
+            return y
         parts = torch.split(x, self.splits, dim=1)
         return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional[FusedGroupConv]:
         """Deploy form on the fused kernel: ``norm`` folded, ``act`` as epilogue (None where the
         kernel cannot compute it)."""
-        if not all(kernel_can_run(c) for c in self.convs):
-            return None
-        return FusedGroupConv.from_groups(self, norm, act)
+        return FusedGroupConv.from_convs(self.convs, norm, act)
 
     @torch.no_grad()
     def fold_norm(self, norm: _BatchNorm) -> None:

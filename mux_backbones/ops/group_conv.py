@@ -340,12 +340,9 @@ def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tenso
     key = (tuple(splits), tuple(kernel_sizes), tuple(dilations), cpg, block_c, str(device))
     table = _tables.get(key)
     if table is None:
-        rows, start, w_off = [], 0, 0
-        for c, k, d in zip(splits, kernel_sizes, dilations):
-            for first in range(start, start + c, block_c):
-                rows.append([first, start + c, start, c, k, d, d * (k // 2), w_off])
-            start += c
-            w_off += k * k * cpg * c
+        rows = [[first, start + c, start, c, k, d, d * (k // 2), w_off]
+                for start, c, k, d, w_off in _groups(splits, kernel_sizes, dilations, cpg)
+                for first in range(start, start + c, block_c)]
         table = torch.tensor(rows, dtype=torch.int32, device=device)
         _tables[key] = table
     return table
@@ -386,9 +383,8 @@ def _channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _empty_channels_last(n, c, h, w, like: Tensor, dtype=None) -> Tensor:
-    return torch.empty((n, h, w, c), dtype=dtype or like.dtype,
-                       device=like.device).permute(0, 3, 1, 2)
+def _empty_channels_last(n, c, h, w, like: Tensor) -> Tensor:
+    return torch.empty((n, h, w, c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
 
 
 def _fits_int32(*shapes) -> bool:

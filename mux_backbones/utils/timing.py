@@ -69,6 +69,25 @@ def time_forward(fn, x, device, warmup, runs) -> Timing:
     return time_interleaved([fn], [x], device, warmup, runs)[0]
 
 
+def capture_cuda_graph(fn, calls: int = 1, warmup: int = 3):
+    """``calls`` calls of ``fn()`` captured in one CUDA graph: ``(graph, last output)``.
+
+    ``fn`` first runs ``warmup`` times on a side stream, so kernels are compiled and the caching
+    allocator has settled before the capture (which forbids both).
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            out = fn()
+    return graph, out
+
+
 def device_time_us(fn, device: torch.device, calls: int = 20, replays: int = 10) -> float:
     """Time of one ``fn()`` in microseconds, launch overhead excluded where possible.
 
@@ -83,16 +102,7 @@ def device_time_us(fn, device: torch.device, calls: int = 20, replays: int = 10)
             fn()
             times.append((time.perf_counter() - start) * 1e6)
         return statistics.median(times)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):  # kernels compiled and allocator settled before the capture
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+    graph, _ = capture_cuda_graph(fn, calls)
     graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()

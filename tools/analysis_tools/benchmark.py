@@ -29,7 +29,7 @@ from mux_backbones import MUXNet
 from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, int_at_least,
                                positive_int)
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.utils.timing import Timing, time_forward, time_interleaved
+from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
 
 
 class Row(NamedTuple):
@@ -71,17 +71,10 @@ _DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 class CudaGraphed:
     """A model's forward captured once in a CUDA graph and replayed on a static input buffer."""
 
-    def __init__(self, model, x, warmup=3):
+    def __init__(self, model, x):
         self.static_x = x.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(warmup):  # kernels compiled and allocator settled before capture
-                model(self.static_x)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.static_out = model(self.static_x)
+        with torch.no_grad():
+            self.graph, self.static_out = capture_cuda_graph(lambda: model(self.static_x))
 
     def __call__(self, x):
         if x is not self.static_x:
@@ -274,10 +267,9 @@ def _train_samples(task, batch, size, device):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     samples = []
-    for i in range(batch):
+    for _ in range(batch):
         s = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
-        label = torch.randint(0, 150, (1, *size), device=device, generator=None)
-        s.gt_sem_seg = PixelData(data=label)
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, *size), device=device))
         samples.append(s)
     return samples
 
@@ -350,8 +342,9 @@ def parse_args():
                         choices=['eager', 'deploy', 'deploy-stock', 'deploy-auto', 'graph',
                                  'graph-stock', 'graph-auto', 'compile'],
                         help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
-                        'deploy-stock, graph (deploy in a CUDA graph), compile (deploy under '
-                        'torch.compile reduce-overhead)')
+                        'deploy-stock, deploy-auto (per block the faster), graph[-stock|-auto] '
+                        '(those in a CUDA graph), compile (deploy under torch.compile '
+                        'reduce-overhead)')
     parser.add_argument('--compile-cases', nargs='+', type=_case, default=None,
                         metavar='PREC:BATCH',
                         help='restrict --modes compile to these cases, e.g. fp16:32 bf16:128 '
