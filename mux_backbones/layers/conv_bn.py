@@ -33,29 +33,38 @@ class PointwiseConv2d(nn.Conv2d):
         if rows is None:
             return super().forward(x)
         b, _, h, w = x.shape
-        weight = self.weight.reshape(self.out_channels, -1).t()
+        weight = self.matrix()
         out = rows @ weight if self.bias is None else torch.addmm(self.bias, rows, weight)
         return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
 
-    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """``self(x * scale[:, :, None, None])`` for a per-sample channel scale ``(N, C_in)``.
+    def matrix(self) -> torch.Tensor:
+        """The weight as the ``(C_in, C_out)`` matrix the product multiplies by (a view)."""
+        return self.weight.reshape(self.out_channels, -1).t()
 
-        When the map has more pixels than the conv has outputs, the scale goes on a per-sample
-        copy of the weights (``N * C_in * C_out`` values) and a batched product reads ``x`` once;
-        otherwise scaling the map is the smaller pass.
+    def scales_weights(self, x: torch.Tensor) -> bool:
+        """Whether a per-sample channel scale of ``x`` is cheaper on a per-sample copy of the
+        weights (``N * C_in * C_out`` values) than on the map itself (more pixels than outputs)."""
+        return self._rows(x) is not None and x.shape[2] * x.shape[3] >= self.out_channels
+
+    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The conv with per-sample ``(N, C_in, C_out)`` weight matrices (and its own bias), one
+        batched product reading ``x`` once. Needs channels-last ``x`` (see :meth:`scales_weights`).
         """
         b, c, h, w = x.shape
-        rows = self._rows(x)
-        if rows is None or h * w < self.out_channels:
-            return self(x * scale[:, :, None, None].to(x.dtype))
-        weight = self.weight.reshape(self.out_channels, c).t().to(x.dtype)
-        weight = scale.to(x.dtype)[:, :, None] * weight  # (N, C_in, C_out)
-        rows = rows.view(b, h * w, c)
+        rows = self._rows(x).view(b, h * w, c)
+        weights = weights.to(x.dtype)
         if self.bias is None:
-            out = torch.bmm(rows, weight)
+            out = torch.bmm(rows, weights)
         else:
-            out = torch.baddbmm(self.bias.to(x.dtype)[None, None], rows, weight)
+            out = torch.baddbmm(self.bias.to(x.dtype)[None, None], rows, weights)
         return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
+
+    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``self(x * scale[:, :, None, None])`` for a per-sample channel scale ``(N, C_in)``,
+        the scale on whichever is smaller, the weights or the map."""
+        if not self.scales_weights(x):
+            return self(x * scale[:, :, None, None].to(x.dtype))
+        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype))
 
 
 def is_pointwise(conv: nn.Conv2d) -> bool:

@@ -5,10 +5,10 @@ multiplexed MUXConv) -> squeeze-excite -> 1x1 linear projection, with an identit
 shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses right after its stem.
 
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
-conv; then either the fused kernel (``fused_ops``: spatial conv + BN + activation + the SE's pooling
-in one op, the SE gate applied on the project conv's weights) or, on the stock path, MixConv
-kernels merged into one conv and 2-channels-per-group convs rewritten as two depth-wise convs
-(:mod:`.pairwise_group_conv`).
+conv; then either the fused kernels (``fused_ops``: spatial conv + BN + activation + the SE's
+pooling in one op, the SE gate in one more that scales the project conv's weights per sample) or,
+on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
+two depth-wise convs (:mod:`.pairwise_group_conv`).
 """
 from typing import Optional, Sequence, Union
 
@@ -68,8 +68,7 @@ class _ResidualBlock(nn.Module):
         """Spatial conv -> norm -> act -> SE -> project."""
         if self.pool_in_kernel:
             y, sums = self.depthwise_conv(x, with_pool=True)
-            gate = self.se.gate(sums / (y.shape[2] * y.shape[3]))
-            return self.project_conv.conv.forward_scaled(y, gate)
+            return self.se.gated_project(y, sums, self.project_conv.conv)
         x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
         return self.project_conv(self.se(x))
 

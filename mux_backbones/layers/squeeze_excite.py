@@ -5,14 +5,20 @@ gates), and the squeeze activation is the block's own activation; the gate is a 
 
 Deploy form (:meth:`SqueezeExcite.switch_to_deploy`): the two 1x1 convs on the pooled vector run
 as ``linear`` layers (a conv on a 1x1 map pays the full conv dispatch for a matrix-vector
-product), and :meth:`SqueezeExcite.gate` lets a block that already has the pooled sums (the fused
-kernel's epilogue) compute the gate without reading the map again.
+product). A block whose fused spatial conv already pooled the map (the kernel's epilogue) calls
+:meth:`SqueezeExcite.gated_project`: the whole gate is one op (:mod:`mux_backbones.ops.se_gate`)
+that writes the following 1x1 conv's weights scaled per sample, so the map is never read again
+and the gate costs one launch instead of six.
 """
 from typing import Optional
 
 import torch
 from mmcv.cnn import build_activation_layer
 from torch import nn
+
+from ..ops import se_gate
+from .conv_bn import PointwiseConv2d
+from .fused_group_conv import activation_name
 
 
 @torch.no_grad()
@@ -49,6 +55,25 @@ class SqueezeExcite(nn.Module):
         """The (N, C) sigmoid gate from the (N, C) channel means (deploy form)."""
         return self.conv_expand(self.act(self.conv_reduce(mean.to(self.conv_reduce.weight))))\
             .sigmoid()
+
+    def gated_project(self, x: torch.Tensor, sums: torch.Tensor,
+                      project: PointwiseConv2d) -> torch.Tensor:
+        """``project(self(x))`` from ``x``'s (N, C) per-channel sums (deploy form).
+
+        The gate goes on ``project``'s weights or on ``x``, whichever is smaller
+        (:meth:`PointwiseConv2d.scales_weights`), computed by the ``se_gate`` op (one kernel on
+        CUDA, the stock computation elsewhere).
+        """
+        pixels = x.shape[2] * x.shape[3]
+        act = activation_name(self.act)
+        if not self.deploy or act is None:  # no epilogue for this activation: the stock gate
+            return project.forward_scaled(x, self.gate(sums / pixels))
+        params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
+                  self.conv_expand.bias, act)
+        if project.scales_weights(x):
+            weights = se_gate(sums, pixels, *params, weight=project.matrix().to(x.dtype))
+            return project.forward_per_sample(x, weights)
+        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

@@ -5,6 +5,7 @@ unsupported dtypes; see :mod:`._triton`).
 """
 from ._triton import HAS_TRITON, unsupported_reason
 from .group_conv import group_conv, pack_weights, reference_group_conv, unpack_weights
+from .se_gate import reference_se_gate, se_gate
 
 __all__ = ['HAS_TRITON', 'group_conv', 'pack_weights', 'reference_group_conv',
-           'unpack_weights', 'unsupported_reason']
+           'reference_se_gate', 'se_gate', 'unpack_weights', 'unsupported_reason']

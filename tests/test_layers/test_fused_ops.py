@@ -5,8 +5,9 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import FusedGroupConv, InvertedResidual, SpatialMuxConv
-from mux_backbones.ops import _triton
+from mux_backbones.layers import FusedGroupConv, InvertedResidual, SpatialMuxConv, squeeze_excite
+from mux_backbones.layers.squeeze_excite import SqueezeExcite
+from mux_backbones.ops import _triton, se_gate
 
 pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -59,15 +60,25 @@ def test_activation_checkpointing_with_fused_ops():
 
 @pytest.mark.parametrize('arch,kwargs', [('tiny', {}), ('m', {}),
                                          ('m', dict(output_stride=8, out_indices=(4, 6)))])
-def test_deploy_with_fused_kernels_equals_eval(arch, kwargs):
+def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
     kwargs = {'out_indices': (2, 4, 7), **kwargs}
     stock, fused = _pair(arch, **kwargs)
     stock.eval()
     x = _input((33, 29), 1)
+    gates = []  # the SE gates run as one op each: on the project weights or on small maps
+
+    def spy(*args, weight=None, **kw):
+        gates.append(weight is not None)
+        return se_gate(*args, weight=weight, **kw)
+
+    monkeypatch.setattr(squeeze_excite, 'se_gate', spy)
     with torch.no_grad():
         ref = stock(x)
         fused.switch_to_deploy(channels_last=True)
         out = fused(x)
+    pooled = [m for m in fused.modules() if getattr(m, 'pool_in_kernel', False)]
+    assert pooled and all(isinstance(m.se, SqueezeExcite) for m in pooled)
+    assert len(gates) == len(pooled) and (arch == 'tiny' or (any(gates) and not all(gates)))
     for a, b in zip(ref, out):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]

@@ -1,0 +1,194 @@
+"""Squeeze-excite gate in one launch: channel means -> reduce -> act -> expand -> sigmoid (-> scale).
+
+MUXNet puts a squeeze-excite after the spatial conv of most blocks (paper Sec. 4, the official
+blocks' ``se``). On the deploy path the pooling is already the fused spatial conv's epilogue
+(:mod:`.group_conv`, ``with_pool``), which leaves the gate: two tiny matrix-vector products, an
+activation and a sigmoid -- four or five launches of a few microseconds each, per block, plus the
+product that applies the gate. This op computes the whole gate in one kernel and, given the
+following 1x1 conv's weight, writes that weight already scaled per sample (the product the
+project conv then runs with, see ``PointwiseConv2d.forward_per_sample``), so the gate costs one
+launch instead of six.
+
+The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and the tests'
+reference; gradients go through it too (the op is an inference path: training runs the SE's own
+modules), so the op stays differentiable.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
+from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+
+if HAS_TRITON:
+    from .group_conv import _activate
+
+
+def check_args(sums: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
+               b_expand: Tensor, act: str, weight: Optional[Tensor]) -> None:
+    """ValueError naming the first argument of :func:`se_gate` that does not fit."""
+    if sums.dim() != 2:
+        raise ValueError(f'se_gate expects (N, C) channel sums, got shape {tuple(sums.shape)}')
+    channels = sums.shape[1]
+    if w_reduce.dim() != 2 or w_reduce.shape[1] != channels:
+        raise ValueError(f'se_gate: reduce weight must be (S, {channels}), got '
+                         f'{tuple(w_reduce.shape)}')
+    squeeze = w_reduce.shape[0]
+    if tuple(w_expand.shape) != (channels, squeeze):
+        raise ValueError(f'se_gate: expand weight must be ({channels}, {squeeze}), got '
+                         f'{tuple(w_expand.shape)}')
+    if tuple(b_reduce.shape) != (squeeze, ) or tuple(b_expand.shape) != (channels, ):
+        raise ValueError(f'se_gate: biases must be ({squeeze},) and ({channels},), got '
+                         f'{tuple(b_reduce.shape)} and {tuple(b_expand.shape)}')
+    if act not in _ACT_CODE:
+        raise ValueError(f'se_gate: act must be one of {ACTIVATIONS}, got "{act}"')
+    if weight is not None and (weight.dim() != 2 or weight.shape[0] != channels):
+        raise ValueError(f'se_gate: the weight to scale must be ({channels}, C_out), got '
+                         f'{tuple(weight.shape)}')
+
+
+def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
+                      w_expand: Tensor, b_expand: Tensor, act: str,
+                      weight: Optional[Tensor] = None) -> Tensor:
+    """The op with stock PyTorch (the fallback and the tests' reference), computed in fp32."""
+    mean = sums.float() * inv_pixels
+    hidden = _activate_torch(F.linear(mean, w_reduce.float(), b_reduce.float()), act)
+    gate = torch.sigmoid(F.linear(hidden, w_expand.float(), b_expand.float()))
+    if weight is None:
+        return gate.to(w_expand.dtype)
+    return (gate[:, :, None] * weight.float()).to(weight.dtype)
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, pw_ptr, out_ptr, C, S, C_OUT,
+                        inv_pixels, stride_pc, stride_po, ACT: tl.constexpr,
+                        HAS_WEIGHT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
+        """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
+        of its sample, so no second launch or cross-program sync is needed."""
+        n = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        offs_s = tl.arange(0, BLOCK_S)
+        mask_s = offs_s < S
+        hidden = tl.zeros((BLOCK_S, ), dtype=tl.float32)
+        for k0 in range(0, C, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
+            mean = tl.load(sums_ptr + n * C + offs_k, mask=mask_k, other=0.0).to(tl.float32)
+            w1 = tl.load(w1_ptr + offs_s[:, None] * C + offs_k[None, :],
+                         mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            hidden += tl.sum(w1 * (mean * inv_pixels)[None, :], axis=1)
+        hidden += tl.load(b1_ptr + offs_s, mask=mask_s, other=0.0).to(tl.float32)
+        hidden = tl.where(mask_s, _activate(hidden, ACT), 0.0)
+        offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        w2 = tl.load(w2_ptr + offs_c[:, None] * S + offs_s[None, :],
+                     mask=mask_c[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
+        logit = tl.sum(w2 * hidden[None, :], axis=1)
+        logit += tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        gate = tl.sigmoid(logit)
+        if HAS_WEIGHT:
+            # The following 1x1 conv's (C, C_out) weight, scaled per sample: out[n, c, o].
+            for o0 in range(0, C_OUT, BLOCK_O):
+                offs_o = o0 + tl.arange(0, BLOCK_O)
+                mask = mask_c[:, None] & (offs_o < C_OUT)[None, :]
+                w = tl.load(pw_ptr + offs_c[:, None] * stride_pc + offs_o[None, :] * stride_po,
+                            mask=mask, other=0.0).to(tl.float32)
+                tl.store(out_ptr + (n * C + offs_c[:, None]) * C_OUT + offs_o[None, :],
+                         (w * gate[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.store(out_ptr + n * C + offs_c, gate.to(out_ptr.dtype.element_ty), mask=mask_c)
+
+
+def _out_shape(sums: Tensor, weight: Optional[Tensor]):
+    n, c = sums.shape
+    return (n, c, weight.shape[1]) if weight is not None else (n, c)
+
+
+def _out_dtype(w_expand: Tensor, weight: Optional[Tensor]) -> torch.dtype:
+    return weight.dtype if weight is not None else w_expand.dtype
+
+
+@torch.library.custom_op('mux_backbones::se_gate', mutates_args=())
+def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
+             w_expand: Tensor, b_expand: Tensor, act: str, weight: Optional[Tensor]) -> Tensor:
+    if not can_use_triton(sums, 'se_gate'):
+        return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act,
+                                 weight)
+    n, c = sums.shape
+    s = w_reduce.shape[0]
+    out = torch.empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight),
+                      device=sums.device)
+    block_s = next_power_of_2(s)
+    block_k = max(16, min(128, 4096 // block_s))
+    block_c = 32
+    block_o = min(64, next_power_of_2(weight.shape[1])) if weight is not None else 16
+    _se_gate_kernel[(n, triton.cdiv(c, block_c))](
+        sums.contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(), b_expand,
+        weight if weight is not None else w_expand, out, c, s,
+        weight.shape[1] if weight is not None else 1, inv_pixels,
+        weight.stride(0) if weight is not None else 0,
+        weight.stride(1) if weight is not None else 0, ACT=_ACT_CODE[act],
+        HAS_WEIGHT=weight is not None, BLOCK_S=block_s, BLOCK_K=block_k, BLOCK_C=block_c,
+        BLOCK_O=block_o, num_warps=4)
+    return out
+
+
+@_se_gate.register_fake
+def _(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight):
+    return sums.new_empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight))
+
+
+def _setup_context(ctx, inputs, output):
+    sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight = inputs
+    ctx.inv_pixels, ctx.act, ctx.has_weight = inv_pixels, act, weight is not None
+    ctx.save_for_backward(sums, w_reduce, b_reduce, w_expand, b_expand, weight)
+
+
+def _backward(ctx, grad):
+    # The op is an inference path; its gradient is the reference's (stock autograd, recomputed).
+    saved = ctx.saved_tensors
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(t.is_floating_point()) if t is not None else None
+                  for t in saved]
+        sums, w_reduce, b_reduce, w_expand, b_expand, weight = inputs
+        out = reference_se_gate(sums, ctx.inv_pixels, w_reduce, b_reduce, w_expand, b_expand,
+                                ctx.act, weight)
+        wanted = [t for t in inputs if t is not None]
+        grads = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True))
+    g = [next(grads) if t is not None else None for t in inputs]
+    return g[0], None, g[1], g[2], g[3], g[4], None, g[5]
+
+
+_se_gate.register_autograd(_backward, setup_context=_setup_context)
+
+
+def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
+            b_expand: Tensor, act: str = 'relu', weight: Optional[Tensor] = None) -> Tensor:
+    """The squeeze-excite gate from per-channel sums, optionally applied to a 1x1 conv's weight.
+
+    Args:
+        sums (Tensor): (N, C) per-channel sums of the gated map (fp32, e.g. the ``with_pool``
+            output of :func:`mux_backbones.ops.group_conv`).
+        pixels (int): Pixels the sums ran over (H * W), to turn them into means.
+        w_reduce (Tensor): (S, C) weight of the squeeze (reduce) layer.
+        b_reduce (Tensor): (S, ) its bias.
+        w_expand (Tensor): (C, S) weight of the excite (expand) layer.
+        b_expand (Tensor): (C, ) its bias.
+        act (str): Activation between the two: 'none', 'relu', 'silu' or 'relu6'.
+            Default: 'relu'.
+        weight (Tensor, optional): (C, C_out) weight of the 1x1 conv that reads the gated map
+            (any strides, e.g. a transposed view).
+
+    Returns:
+        Tensor: With ``weight``, the per-sample scaled weights ``gate[:, :, None] * weight``
+        (N, C, C_out) in ``weight``'s dtype; else the (N, C) gate in ``w_expand``'s dtype.
+    """
+    check_args(sums, w_reduce, b_reduce, w_expand, b_expand, act, weight)
+    if pixels < 1:
+        raise ValueError(f'se_gate: pixels must be >= 1, got {pixels}')
+    return _se_gate(sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight)

@@ -1,0 +1,99 @@
+"""The one-launch squeeze-excite gate against its stock reference (Triton interpreter on CPU):
+gate alone and applied to a (strided) 1x1 conv weight, odd widths, every activation, half
+precision, gradients, the custom-op registration, the fallback and bad arguments."""
+import warnings
+
+import pytest
+import torch
+
+from mux_backbones.ops import _triton, reference_se_gate, se_gate
+from mux_backbones.ops.se_gate import _se_gate
+
+triton = pytest.importorskip('triton')
+pytestmark = pytest.mark.skipif(not _triton.interpreting(),
+                                reason='CPU kernel tests need TRITON_INTERPRET=1')
+
+
+def _params(channels, squeeze, dtype=torch.float32, grads=False):
+    torch.manual_seed(channels + squeeze)
+    return [torch.randn(*shape, dtype=dtype, requires_grad=grads)
+            for shape in ((squeeze, channels), (squeeze, ), (channels, squeeze), (channels, ))]
+
+
+@pytest.mark.parametrize('act', ['none', 'relu', 'silu', 'relu6'])
+@pytest.mark.parametrize('batch,channels,squeeze,c_out', [(2, 48, 12, 24), (3, 37, 5, 19),
+                                                          (1, 300, 20, 80)])
+def test_gate_and_scaled_weight(act, batch, channels, squeeze, c_out):
+    """Channel counts beyond one program block, squeeze widths that are no power of two, and the
+    weight as the transposed view the project conv passes."""
+    params = _params(channels, squeeze)
+    sums = torch.randn(batch, channels) * 40
+    weight = torch.randn(c_out, channels).t()
+    for w in (None, weight):
+        got = se_gate(sums, 49, *params, act=act, weight=w)
+        want = reference_se_gate(sums, 1 / 49, *params, act, w)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    gate = reference_se_gate(sums, 1 / 49, *params, act)
+    torch.testing.assert_close(se_gate(sums, 49, *params, act=act, weight=weight),
+                               gate[:, :, None] * weight)
+
+
+def test_half_precision_weights():
+    params = _params(40, 8, torch.float16)
+    sums = torch.randn(2, 40) * 10
+    weight = torch.randn(16, 40, dtype=torch.float16).t()
+    got = se_gate(sums, 9, *params, act='silu', weight=weight)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, reference_se_gate(sums, 1 / 9, *params, 'silu', weight),
+                               atol=2e-3, rtol=2e-3)
+
+
+def test_gradients_match_the_reference():
+    params = _params(20, 6, grads=True)
+    sums = (torch.randn(2, 20) * 5).requires_grad_()
+    weight = torch.randn(8, 20).t().requires_grad_()
+    inputs = [sums] + params + [weight]
+    got = se_gate(sums, 25, *params, act='silu', weight=weight)
+    want = reference_se_gate(sums, 1 / 25, *params, 'silu', weight)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((got * g).sum(), inputs),
+                    torch.autograd.grad((want * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_custom_op_registration():
+    params = _params(12, 4)
+    for w in (None, torch.randn(12, 5)):
+        torch.library.opcheck(_se_gate, (torch.randn(2, 12), 0.25, *params, 'relu', w),
+                              test_utils=('test_schema', 'test_faketensor',
+                                          'test_aot_dispatch_static'))
+
+
+def test_unsupported_input_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_triton, '_warned', set())
+    params = _params(6, 2, torch.float64)
+    sums = torch.randn(1, 6, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match='se_gate: dtype torch.float64 is not supported'):
+        got = se_gate(sums, 4, *params)
+    torch.testing.assert_close(got, reference_se_gate(sums, 0.25, *params, 'relu'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # only once per reason
+        se_gate(sums, 4, *params)
+
+
+def test_bad_arguments():
+    params = _params(6, 2)
+    sums = torch.randn(1, 6)
+    with pytest.raises(ValueError, match=r'\(N, C\) channel sums'):
+        se_gate(sums[0], 4, *params)
+    with pytest.raises(ValueError, match='reduce weight'):
+        se_gate(torch.randn(1, 7), 4, *params)
+    with pytest.raises(ValueError, match='expand weight'):
+        se_gate(sums, 4, params[0], params[1], params[2].t(), params[3])
+    with pytest.raises(ValueError, match='act must be'):
+        se_gate(sums, 4, *params, act='gelu')
+    with pytest.raises(ValueError, match='weight to scale'):
+        se_gate(sums, 4, *params, weight=torch.randn(5, 3))
+    with pytest.raises(ValueError, match='pixels'):
+        se_gate(sums, 0, *params)
