@@ -1,4 +1,4 @@
-"""Squeeze-excite gate in one launch: channel means -> reduce -> act -> expand -> sigmoid (-> scale).
+"""Squeeze-excite gate in one launch: means, reduce, act, expand, sigmoid (and scaled weights).
 
 MUXNet puts a squeeze-excite after the spatial conv of most blocks (paper Sec. 4, the official
 blocks' ``se``). On the deploy path the pooling is already the fused spatial conv's epilogue
