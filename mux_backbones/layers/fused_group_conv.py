@@ -89,8 +89,9 @@ class GroupConv2d(nn.Conv2d):
 class FusedGroupConv(nn.Module):
     """Deploy form of a (mixed-kernel) group-wise conv + BN + activation, in one op.
 
-    Build it with :meth:`from_convs`. ``forward(x, with_pool=True)`` also returns the (N, C)
-    per-channel sums of the output, for the squeeze-excite that follows.
+    Build it with :meth:`from_convs`. ``forward(x, with_pool=True)`` also returns the output's
+    per-channel sums, as (N, T, C) partial sums over tiles of the map, for the squeeze-excite
+    that follows.
 
     Args:
         weight (Tensor): Packed weights (see :func:`mux_backbones.ops.pack_weights`), BN folded.

@@ -58,7 +58,8 @@ class SqueezeExcite(nn.Module):
 
     def gated_project(self, x: torch.Tensor, sums: torch.Tensor,
                       project: PointwiseConv2d) -> torch.Tensor:
-        """``project(self(x))`` from ``x``'s (N, C) per-channel sums (deploy form).
+        """``project(self(x))`` from ``x``'s per-channel sums, (N, C) or (N, T, C) partial sums
+        (deploy form).
 
         The gate goes on ``project``'s weights or on ``x``, whichever is smaller
         (:meth:`PointwiseConv2d.scales_weights`), computed by the ``se_gate`` op (one kernel on
@@ -67,6 +68,7 @@ class SqueezeExcite(nn.Module):
         pixels = x.shape[2] * x.shape[3]
         act = activation_name(self.act)
         if not self.deploy or act is None:  # no epilogue for this activation: the stock gate
+            sums = sums if sums.dim() == 2 else sums.sum(1)
             return project.forward_scaled(x, self.gate(sums / pixels))
         params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
                   self.conv_expand.bias, act)

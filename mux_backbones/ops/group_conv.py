@@ -11,8 +11,9 @@ with that size's taps unrolled (no split, no cat):
 * 1 or 2 channels per conv group (the grouped conv of the channel-multiplexed blocks);
 * stride 1 or 2, "same" padding (output ``ceil(H / stride)``), fp32/fp16/bf16 in, fp32 accumulation;
 * epilogue: bias (a folded BatchNorm), activation (ReLU, SiLU/swish, ReLU6) and, for the
-  squeeze-excite that follows, the per-channel sum over the map (the pooling) -- so the SE reads
-  a vector instead of the whole map again.
+  squeeze-excite that follows, the per-channel sums of every output tile (the pooling, written
+  once per tile: no zeroed buffer, no atomics, the same bits every run) -- so the SE reads a few
+  vectors instead of the whole map again.
 
 It is a ``torch.library`` custom op (one node for ``torch.compile`` and CUDA-graph capture) with a
 fake implementation and an autograd formula whose input and weight gradients are Triton kernels
@@ -155,7 +156,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, stride, tiles_w,
-                        c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
+                        num_tiles, c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
                         CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
                         BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr):
@@ -217,8 +218,8 @@ if HAS_TRITON:
                  acc.to(y_ptr.dtype.element_ty), mask=out_mask)
         if WITH_POOL:
             # Squeeze-excite's pooling as an epilogue: per-channel sums of this tile.
-            tl.atomic_add(pool_ptr + n * C + offs_c, tl.sum(tl.where(out_mask, acc, 0.0), axis=0),
-                          mask=mask_c)
+            tl.store(pool_ptr + (n * num_tiles + pid_t) * C + offs_c,
+                     tl.sum(tl.where(out_mask, acc, 0.0), axis=0), mask=mask_c)
 
     @triton.jit
     def _input_grad_kernel(dz_ptr, w_ptr, dx_ptr, table_ptr, H, W, C, OH, OW, stride,
@@ -356,27 +357,53 @@ def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
     return block_p, block_c
 
 
-def _forward_tiling(group_size: int, out_h: int, out_w: int):
-    """``(tile_h, tile_w, block_c, even_c)`` of the forward kernel for one group.
+def _channel_block(group_size: int) -> Tuple[int, bool, int]:
+    """``(block_c, even_c, pixels)`` of one group: its channel block, whether every block is full
+    and aligned, and the pixels per program that fit the registers.
 
     Channel blocks are the largest power of two (4..32) that divides the group, so every block is
     full and aligned (``even_c``: no channel masks, 8/16-byte vector accesses); a group that allows
-    none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Tiles hold up
-    to 2048 accumulators (64-128 pixels, as square as the map allows), half that where the loads
-    are scalar (masked groups): more ran out of registers (sm_90 SASS: 255 per thread, with
-    spills, at 64 x 64 for 5x5).
+    none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Programs hold
+    up to 2048 accumulators (64-128 pixels), half that where the loads are scalar (masked groups):
+    more ran out of registers (sm_90 SASS: 255 per thread, with spills, at 64 x 64 for 5x5).
     """
     pow2 = group_size & -group_size  # largest power of two dividing the group
     even_c = pow2 >= 4
-    block_c = min(32, pow2) if even_c else 32
-    budget = 2048 if even_c else 1024
-    pixels = max(32, min(128, budget // block_c))
     if interpreting():  # CPU tests: fewer, larger programs (the interpreter runs them one by one)
-        block_c = min(64, pow2) if even_c else min(64, next_power_of_2(group_size))
-        pixels = 256
+        return (min(64, pow2) if even_c else min(64, next_power_of_2(group_size))), even_c, 256
+    block_c = min(32, pow2) if even_c else 32
+    return block_c, even_c, max(32, min(128, (2048 if even_c else 1024) // block_c))
+
+
+def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int]:
+    """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
+    every channel's pooled sums come in the same tiles): the smallest any group needs, as square
+    as the map allows."""
+    pixels = min(_channel_block(size)[2] for size in splits)
     tile_w = min(next_power_of_2(out_w), 16, pixels)
-    tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
-    return tile_h, tile_w, block_c, even_c
+    return max(1, min(next_power_of_2(out_h), pixels // tile_w)), tile_w
+
+
+def pool_tiles(splits: Sequence[int], out_h: int, out_w: int) -> int:
+    """How many partial sums per channel ``group_conv(..., with_pool=True)`` returns."""
+    tile_h, tile_w = _pixel_tile(splits, out_h, out_w)
+    return output_size(out_h, tile_h) * output_size(out_w, tile_w)
+
+
+def _tile_sums(y: Tensor, tile_h: int, tile_w: int) -> Tensor:
+    """(N, T, C) fp32 sums of ``y`` over each ``tile_h x tile_w`` tile (row-major tiles)."""
+    n, c, h, w = y.shape
+    th, tw = output_size(h, tile_h), output_size(w, tile_w)
+    y = F.pad(y.float(), (0, tw * tile_w - w, 0, th * tile_h - h))
+    return y.view(n, c, th, tile_h, tw, tile_w).sum((3, 5)).view(n, c, th * tw).transpose(1, 2)
+
+
+def _tile_broadcast(grad: Tensor, out_h: int, out_w: int, tile_h: int, tile_w: int) -> Tensor:
+    """(N, C, out_h, out_w): every pixel gets its tile's entry of the (N, T, C) ``grad``."""
+    rows = torch.arange(out_h, device=grad.device) // tile_h
+    cols = torch.arange(out_w, device=grad.device) // tile_w
+    tile = rows[:, None] * output_size(out_w, tile_w) + cols[None, :]
+    return grad[:, tile.flatten()].view(grad.shape[0], out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -408,15 +435,18 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
                     channels_per_group, act, with_pool):
     n, c, h, w = x.shape
     oh, ow = y.shape[-2:]
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tiles_w = triton.cdiv(ow, tile_w)
+    num_tiles = triton.cdiv(oh, tile_h) * tiles_w
     # One launch per kernel-size group, its taps unrolled for its own K (a single launch
     # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
-        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow)
-        tiles_w = triton.cdiv(ow, tile_w)
-        grid = (triton.cdiv(oh, tile_h) * tiles_w, triton.cdiv(size, block_c), n)
+        block_c, even_c, _ = _channel_block(size)
+        grid = (num_tiles, triton.cdiv(size, block_c), n)
         _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
-                              oh, ow, stride, tiles_w, c_start, size, w_off, d, d * (k // 2),
+                              oh, ow, stride, tiles_w, num_tiles, c_start, size, w_off, d,
+                              d * (k // 2),
                               KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
                               WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
                               TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c,
@@ -440,6 +470,10 @@ def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequ
     return pack_weights(out).contiguous()
 
 
+def _pool_shape(n, c, out_h, out_w, splits, with_pool):
+    return (n, pool_tiles(splits, out_h, out_w), c) if with_pool else (0, )
+
+
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
 def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
                 kernel_sizes: List[int], dilations: List[int], stride: int,
@@ -449,11 +483,13 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     if not _triton_ok(x, (n, c, oh, ow)):
         y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
                                                 stride, channels_per_group, act))
-        pool = y.float().sum((2, 3)) if with_pool else x.new_empty(0, dtype=torch.float32)
+        pool = _tile_sums(y, *_pixel_tile(splits, oh, ow)) if with_pool else \
+            x.new_empty(0, dtype=torch.float32)
         return y, pool
     x = _channels_last(x)
     y = _empty_channels_last(n, c, oh, ow, x)
-    pool = torch.zeros((n, c) if with_pool else (0, ), dtype=torch.float32, device=x.device)
+    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool), dtype=torch.float32,
+                       device=x.device)
     _launch_forward(x, weight.contiguous(), bias, y, pool, splits, kernel_sizes, dilations, stride,
                     channels_per_group, act, with_pool)
     return y, pool
@@ -463,9 +499,9 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
 def _(x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
       with_pool):
     n, c, h, w = x.shape
-    y = _empty_channels_last(n, c, output_size(h, stride), output_size(w, stride), x)
-    pool = x.new_empty((n, c) if with_pool else (0, ), dtype=torch.float32)
-    return y, pool
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    y = _empty_channels_last(n, c, oh, ow, x)
+    return y, x.new_empty(_pool_shape(n, c, oh, ow, splits, with_pool), dtype=torch.float32)
 
 
 @torch.library.custom_op('mux_backbones::group_conv_backward', mutates_args=())
@@ -499,10 +535,11 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
             BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
     total = n * oh * ow
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    block_p = tile_h * tile_w
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
-        tile_h, tile_w, block_c, even_c = _forward_tiling(size, oh, ow)
-        block_p = tile_h * tile_w
+        block_c, even_c, _ = _channel_block(size)
         chunks = 1 if interpreting() else 8  # (the interpreter runs programs one by one)
         per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * chunks)))
         _weight_grad_kernel[(triton.cdiv(total, per_program), triton.cdiv(size, block_c), k * k)](
@@ -531,8 +568,9 @@ def _backward(ctx, grad_y, grad_pool):
     x, weight, bias = ctx.saved_tensors
     splits, kernel_sizes, dilations, stride, cpg = ctx.conv_args
     grad = grad_y.float() if grad_y is not None else x.new_zeros(ctx.out_shape, dtype=torch.float)
-    if ctx.with_pool and grad_pool is not None:
-        grad = grad + grad_pool[:, :, None, None]  # d sum / d y is 1 at every pixel
+    if ctx.with_pool and grad_pool is not None:  # d tile sum / d y is 1 at the tile's pixels
+        grad = grad + _tile_broadcast(grad_pool, *ctx.out_shape[-2:],
+                                      *_pixel_tile(splits, *ctx.out_shape[-2:]))
     if ctx.act != 'none':
         # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
         z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, 'none',
@@ -562,11 +600,13 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
         stride (int): 1 or 2; padding is "same" (output ``ceil(H / stride)``). Default: 1.
         channels_per_group (int): 1 (depth-wise) or 2 channels per conv group. Default: 1.
         act (str): Epilogue activation: 'none', 'relu', 'silu' or 'relu6'. Default: 'none'.
-        with_pool (bool): Also return the (N, C) fp32 per-channel sum of the output (the
-            squeeze-excite pooling, before dividing by H * W). Default: False.
+        with_pool (bool): Also return the fp32 per-channel sums of the output (the
+            squeeze-excite pooling, before dividing by H * W): ``(N, T, C)`` partial sums over
+            ``T`` = :func:`pool_tiles` tiles of the map, which add up to the sums. Default: False.
 
     Returns:
-        Tensor | tuple[Tensor, Tensor]: The channels-last output (and the sums if ``with_pool``).
+        Tensor | tuple[Tensor, Tensor]: The channels-last output (and the partial sums if
+        ``with_pool``).
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
     check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)

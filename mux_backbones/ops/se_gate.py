@@ -29,9 +29,10 @@ if HAS_TRITON:
 def check_args(sums: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
                b_expand: Tensor, act: str, weight: Optional[Tensor]) -> None:
     """ValueError naming the first argument of :func:`se_gate` that does not fit."""
-    if sums.dim() != 2:
-        raise ValueError(f'se_gate expects (N, C) channel sums, got shape {tuple(sums.shape)}')
-    channels = sums.shape[1]
+    if sums.dim() not in (2, 3):
+        raise ValueError(f'se_gate expects (N, C) channel sums or (N, T, C) partial sums, got '
+                         f'shape {tuple(sums.shape)}')
+    channels = sums.shape[-1]
     if w_reduce.dim() != 2 or w_reduce.shape[1] != channels:
         raise ValueError(f'se_gate: reduce weight must be (S, {channels}), got '
                          f'{tuple(w_reduce.shape)}')
@@ -53,7 +54,7 @@ def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduc
                       w_expand: Tensor, b_expand: Tensor, act: str,
                       weight: Optional[Tensor] = None) -> Tensor:
     """The op with stock PyTorch (the fallback and the tests' reference), computed in fp32."""
-    mean = sums.float() * inv_pixels
+    mean = (sums.float() if sums.dim() == 2 else sums.float().sum(1)) * inv_pixels
     hidden = _activate_torch(F.linear(mean, w_reduce.float(), b_reduce.float()), act)
     gate = torch.sigmoid(F.linear(hidden, w_expand.float(), b_expand.float()))
     if weight is None:
@@ -64,8 +65,8 @@ def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduc
 if HAS_TRITON:
 
     @triton.jit
-    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, pw_ptr, out_ptr, C, S, C_OUT,
-                        inv_pixels, stride_pc, stride_po, ACT: tl.constexpr,
+    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, pw_ptr, out_ptr, T, C, S,
+                        C_OUT, inv_pixels, stride_pc, stride_po, ACT: tl.constexpr,
                         HAS_WEIGHT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
         """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
@@ -78,10 +79,12 @@ if HAS_TRITON:
         for k0 in range(0, C, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < C
-            mean = tl.load(sums_ptr + n * C + offs_k, mask=mask_k, other=0.0).to(tl.float32)
+            total = tl.zeros((BLOCK_K, ), dtype=tl.float32)
+            for t in range(0, T):  # the partial sums of the map's tiles
+                total += tl.load(sums_ptr + (n * T + t) * C + offs_k, mask=mask_k, other=0.0)
             w1 = tl.load(w1_ptr + offs_s[:, None] * C + offs_k[None, :],
                          mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
-            hidden += tl.sum(w1 * (mean * inv_pixels)[None, :], axis=1)
+            hidden += tl.sum(w1 * (total * inv_pixels)[None, :], axis=1)
         hidden += tl.load(b1_ptr + offs_s, mask=mask_s, other=0.0).to(tl.float32)
         hidden = tl.where(mask_s, _activate(hidden, ACT), 0.0)
         offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -105,7 +108,7 @@ if HAS_TRITON:
 
 
 def _out_shape(sums: Tensor, weight: Optional[Tensor]):
-    n, c = sums.shape
+    n, c = sums.shape[0], sums.shape[-1]
     return (n, c, weight.shape[1]) if weight is not None else (n, c)
 
 
@@ -119,7 +122,7 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
     if not can_use_triton(sums, 'se_gate'):
         return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act,
                                  weight)
-    n, c = sums.shape
+    n, c = sums.shape[0], sums.shape[-1]
     s = w_reduce.shape[0]
     out = torch.empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight),
                       device=sums.device)
@@ -128,8 +131,9 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
     block_c = 32
     block_o = min(64, next_power_of_2(weight.shape[1])) if weight is not None else 16
     _se_gate_kernel[(n, triton.cdiv(c, block_c))](
-        sums.contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(), b_expand,
-        weight if weight is not None else w_expand, out, c, s,
+        sums.float().contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(),
+        b_expand, weight if weight is not None else w_expand, out,
+        sums.shape[1] if sums.dim() == 3 else 1, c, s,
         weight.shape[1] if weight is not None else 1, inv_pixels,
         weight.stride(0) if weight is not None else 0,
         weight.stride(1) if weight is not None else 0, ACT=_ACT_CODE[act],
@@ -172,8 +176,9 @@ def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_exp
     """The squeeze-excite gate from per-channel sums, optionally applied to a 1x1 conv's weight.
 
     Args:
-        sums (Tensor): (N, C) per-channel sums of the gated map (fp32, e.g. the ``with_pool``
-            output of :func:`mux_backbones.ops.group_conv`).
+        sums (Tensor): (N, C) per-channel sums of the gated map, or (N, T, C) partial sums
+            that add up to them (e.g. the ``with_pool`` output of
+            :func:`mux_backbones.ops.group_conv`).
         pixels (int): Pixels the sums ran over (H * W), to turn them into means.
         w_reduce (Tensor): (S, C) weight of the squeeze (reduce) layer.
         b_reduce (Tensor): (S, ) its bias.

@@ -10,7 +10,7 @@ import torch
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import _group_conv
+from mux_backbones.ops.group_conv import _group_conv, _pixel_tile, _tile_sums, pool_tiles
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -44,14 +44,17 @@ def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, 
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y.float(), ref, **tol)
-    if pool:
-        torch.testing.assert_close(sums, ref.sum((2, 3)), **tol)
+    if pool:  # per-tile partial sums, adding up to the channel sums
+        ref_parts = _tile_sums(ref, *_pixel_tile(splits, *ref.shape[-2:]))
+        assert sums.shape == (batch, pool_tiles(splits, *ref.shape[-2:]), channels)
+        torch.testing.assert_close(sums, ref_parts, **tol)
+        torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), **tol)
     if not grads:
         return
     params = [x] + weights + ([b] if bias else [])
     g = torch.randn_like(ref)
     loss = (y * g).sum() + (sums.square().sum() * 1e-2 if pool else 0)
-    ref_loss = (ref * g).sum() + (ref.sum((2, 3)).square().sum() * 1e-2 if pool else 0)
+    ref_loss = (ref * g).sum() + (ref_parts.square().sum() * 1e-2 if pool else 0)
     for got, want in zip(torch.autograd.grad(loss, params), torch.autograd.grad(ref_loss, params)):
         torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
 
@@ -73,6 +76,12 @@ def test_per_group_dilation_and_odd_sizes(stride, cpg):
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
 def test_epilogue_bias_activation_pool(act):
     _case([10, 6], [3, 5], [1, 1], 2, 2, act=act, bias=True, pool=True, size=(9, 10))
+
+
+def test_pool_partial_sums_over_several_tiles():
+    """One partial sum per tile and channel (no atomics), ragged edge tiles, their gradient."""
+    _case([4, 4], [3, 5], [1, 1], 1, 1, act='relu', bias=True, pool=True, size=(37, 21), batch=1)
+    assert pool_tiles([4, 4], 37, 21) > 4
 
 
 @pytest.mark.parametrize('cpg,pair_swap', [(1, None), (2, True), (2, False)])
@@ -132,7 +141,10 @@ def test_unsupported_input_falls_back_with_one_warning(monkeypatch):
         group_conv(x, w, None, [4], [3], [1], 1, 1)
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):
-        group_conv(x.float(), w.float(), None, [4], [3], [1], 1, 1)
+        y, parts = group_conv(x.float(), w.float(), None, [4], [3], [1], 1, 1, with_pool=True)
+    # The fallback's pooled sums come in the kernel's tiles too (its fake has one shape).
+    assert parts.shape == (1, pool_tiles([4], 5, 5), 4)
+    torch.testing.assert_close(parts.sum(1), y.sum((2, 3)))
 
 
 def test_bad_arguments():
