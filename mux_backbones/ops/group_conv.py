@@ -23,6 +23,7 @@ so each tap of a channel block is one contiguous vector load.
 Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -155,25 +156,32 @@ if HAS_TRITON:
         return tl.load(ptrs, mask=mask_c, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, stride, tiles_w,
-                        num_tiles, c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
-                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
-                        CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-                        BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr):
-        """One kernel-size group: a TILE_H x TILE_W tile of output pixels x BLOCK_C channels."""
+    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
+                        stride, tiles_w, num_tiles, c_start, g_size, w_off, dil, pad,
+                        KS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                        WITH_POOL: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
+                        TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                        PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+        """One kernel-size group: a TILE_H x TILE_W tile of output pixels x BLOCK_C channels.
+
+        ``ALIGN`` (a power of two dividing C, c_start, g_size and w_off) tells the compiler what
+        its own specialisation (integer arguments that are multiples of 16) misses -- C = 24 or
+        120 -- so those layers get vector accesses too; for the same reason the image sizes
+        ``x_image`` = H * W * C and ``y_image`` = OH * OW * C come as arguments.
+        """
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         n = tl.program_id(2)
         local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
-        offs_c = c_start + local
+        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
         mask_c = local < g_size
         i = tl.arange(0, TILE_H * TILE_W)
         oh = (pid_t // tiles_w) * TILE_H + i // TILE_W
         ow = (pid_t % tiles_w) * TILE_W + i % TILE_W
         ok_p = (oh < OH) & (ow < OW)
-        x_img = x_ptr + n * H * W * C
+        x_img = x_ptr + n * x_image
         acc = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         odd = (local % 2) == 1
         # Rows of taps in a loop, the taps of a row unrolled (K is known per launch): unrolling
@@ -188,25 +196,29 @@ if HAS_TRITON:
                     mask = ok[:, None]
                 else:
                     mask = ok[:, None] & mask_c[None, :]
-                pix = (ih * W + iw) * C
+                pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
                 tap = kh * KS + kw
                 xv = tl.load(x_img + pix[:, None] + offs_c[None, :], mask=mask, other=0.0)
-                w0 = _load_channels(w_ptr + w_off + (tap * CPG) * g_size + local, mask_c, EVEN_C)
+                xv = xv.to(tl.float32)  # once per loaded value (the pair swap moves fp32 values)
+                w_row = tl.max_contiguous(
+                    tl.multiple_of(w_off + (tap * CPG) * g_size + local, ALIGN), BLOCK_C)
+                w0 = _load_channels(w_ptr + w_row, mask_c, EVEN_C)
                 if CPG == 1:
-                    acc += xv.to(tl.float32) * w0[None, :]
+                    acc += xv * w0[None, :]
                 else:
                     # Each output also reads its pair partner (c ^ 1 inside the group): the same
                     # vector with neighbours swapped, no second load.
-                    w1 = _load_channels(w_ptr + w_off + (tap * CPG + 1) * g_size + local, mask_c,
-                                        EVEN_C)
+                    w1_row = tl.max_contiguous(tl.multiple_of(w_row + g_size, ALIGN), BLOCK_C)
+                    w1 = _load_channels(w_ptr + w1_row, mask_c, EVEN_C)
                     if PAIR_SWAP:
                         xp = _swap_pairs(xv, TILE_H * TILE_W, BLOCK_C)
                     else:
                         xp = tl.load(x_img + pix[:, None] + tl.where(odd, offs_c - 1,
                                                                      offs_c + 1)[None, :],
-                                     mask=mask, other=0.0)
-                    acc += xv.to(tl.float32) * tl.where(odd, w1, w0)[None, :] + \
-                        xp.to(tl.float32) * tl.where(odd, w0, w1)[None, :]
+                                     mask=mask, other=0.0).to(tl.float32)
+                    # Two separate products: each one fused multiply-add into the accumulator.
+                    acc += xv * tl.where(odd, w1, w0)[None, :]
+                    acc += xp * tl.where(odd, w0, w1)[None, :]
         if HAS_BIAS:
             acc += _load_channels(b_ptr + offs_c, mask_c, EVEN_C)[None, :]
         acc = _activate(acc, ACT)
@@ -214,7 +226,8 @@ if HAS_TRITON:
             out_mask = ok_p[:, None]
         else:
             out_mask = ok_p[:, None] & mask_c[None, :]
-        tl.store(y_ptr + n * OH * OW * C + ((oh * OW + ow) * C)[:, None] + offs_c[None, :],
+        out_pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
+        tl.store(y_ptr + n * y_image + out_pix[:, None] + offs_c[None, :],
                  acc.to(y_ptr.dtype.element_ty), mask=out_mask)
         if WITH_POOL:
             # Squeeze-excite's pooling as an epilogue: per-channel sums of this tile.
@@ -406,6 +419,12 @@ def _tile_broadcast(grad: Tensor, out_h: int, out_w: int, tile_h: int, tile_w: i
     return grad[:, tile.flatten()].view(grad.shape[0], out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
+def _pow2_divisor(*values: int) -> int:
+    """The largest power of two dividing every value (zeros divide by anything)."""
+    g = math.gcd(*values)
+    return g & -g if g else 1 << 30
+
+
 def _channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -444,13 +463,15 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
                                               channels_per_group):
         block_c, even_c, _ = _channel_block(size)
         grid = (num_tiles, triton.cdiv(size, block_c), n)
+        # Hints must hold for every channel block: blocks start at multiples of block_c.
+        align = min(16, block_c, _pow2_divisor(c, c_start, size, w_off))
         _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
-                              oh, ow, stride, tiles_w, num_tiles, c_start, size, w_off, d,
-                              d * (k // 2),
-                              KS=k, HAS_BIAS=bias is not None, ACT=_ACT_CODE[act],
-                              WITH_POOL=with_pool, CPG=channels_per_group, TILE_H=tile_h,
-                              TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c,
-                              PAIR_SWAP=_pair_swap(), num_warps=4)
+                              oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles,
+                              c_start, size, w_off, d, d * (k // 2), KS=k,
+                              HAS_BIAS=bias is not None, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
+                              CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w,
+                              BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(), ALIGN=align,
+                              num_warps=4)
 
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
