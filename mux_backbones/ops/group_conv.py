@@ -156,6 +156,33 @@ if HAS_TRITON:
         return tl.load(ptrs, mask=mask_c, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _accumulate_tap(acc, x_row, offs_c, mask, w_ptr, w_row, g_size, mask_c, odd,
+                        CPG: tl.constexpr, PIXELS: tl.constexpr, BLOCK_C: tl.constexpr,
+                        EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+        """``acc`` plus one tap: the input at ``x_row[:, None] + offs_c`` (pixel pointers x
+        channels) times the tap's weights at ``w_row`` (packed: weight j of the tap at
+        ``w_row + j * g_size``)."""
+        xv = tl.load(x_row[:, None] + offs_c[None, :], mask=mask, other=0.0)
+        xv = xv.to(tl.float32)  # once per loaded value (the pair swap moves fp32 values)
+        w0 = _load_channels(w_ptr + w_row, mask_c, EVEN_C)
+        if CPG == 1:
+            acc += xv * w0[None, :]
+        else:
+            # Each output also reads its pair partner (c ^ 1 inside the group): the same vector
+            # with neighbours swapped, no second load.
+            w1_row = tl.max_contiguous(tl.multiple_of(w_row + g_size, ALIGN), BLOCK_C)
+            w1 = _load_channels(w_ptr + w1_row, mask_c, EVEN_C)
+            if PAIR_SWAP:
+                xp = _swap_pairs(xv, PIXELS, BLOCK_C)
+            else:
+                xp = tl.load(x_row[:, None] + tl.where(odd, offs_c - 1, offs_c + 1)[None, :],
+                             mask=mask, other=0.0).to(tl.float32)
+            # Two separate products: each one fused multiply-add into the accumulator.
+            acc += xv * tl.where(odd, w1, w0)[None, :]
+            acc += xp * tl.where(odd, w0, w1)[None, :]
+        return acc
+
+    @triton.jit
     def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
                         stride, tiles_w, num_tiles, c_start, g_size, w_off, dil, pad,
                         KS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
@@ -197,28 +224,12 @@ if HAS_TRITON:
                 else:
                     mask = ok[:, None] & mask_c[None, :]
                 pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
-                tap = kh * KS + kw
-                xv = tl.load(x_img + pix[:, None] + offs_c[None, :], mask=mask, other=0.0)
-                xv = xv.to(tl.float32)  # once per loaded value (the pair swap moves fp32 values)
                 w_row = tl.max_contiguous(
-                    tl.multiple_of(w_off + (tap * CPG) * g_size + local, ALIGN), BLOCK_C)
-                w0 = _load_channels(w_ptr + w_row, mask_c, EVEN_C)
-                if CPG == 1:
-                    acc += xv * w0[None, :]
-                else:
-                    # Each output also reads its pair partner (c ^ 1 inside the group): the same
-                    # vector with neighbours swapped, no second load.
-                    w1_row = tl.max_contiguous(tl.multiple_of(w_row + g_size, ALIGN), BLOCK_C)
-                    w1 = _load_channels(w_ptr + w1_row, mask_c, EVEN_C)
-                    if PAIR_SWAP:
-                        xp = _swap_pairs(xv, TILE_H * TILE_W, BLOCK_C)
-                    else:
-                        xp = tl.load(x_img + pix[:, None] + tl.where(odd, offs_c - 1,
-                                                                     offs_c + 1)[None, :],
-                                     mask=mask, other=0.0).to(tl.float32)
-                    # Two separate products: each one fused multiply-add into the accumulator.
-                    acc += xv * tl.where(odd, w1, w0)[None, :]
-                    acc += xp * tl.where(odd, w0, w1)[None, :]
+                    tl.multiple_of(w_off + ((kh * KS + kw) * CPG) * g_size + local, ALIGN),
+                    BLOCK_C)
+                acc = _accumulate_tap(acc, x_img + pix, offs_c, mask, w_ptr, w_row, g_size,
+                                      mask_c, odd, CPG, TILE_H * TILE_W, BLOCK_C, EVEN_C,
+                                      PAIR_SWAP, ALIGN)
         if HAS_BIAS:
             acc += _load_channels(b_ptr + offs_c, mask_c, EVEN_C)[None, :]
         acc = _activate(acc, ACT)
@@ -235,60 +246,80 @@ if HAS_TRITON:
                      tl.sum(tl.where(out_mask, acc, 0.0), axis=0), mask=mask_c)
 
     @triton.jit
-    def _input_grad_kernel(dz_ptr, w_ptr, dx_ptr, table_ptr, H, W, C, OH, OW, stride,
-                           CPG: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        pid_p = tl.program_id(0)
+    def _input_grad_s2_kernel(dz_ptr, w_ptr, dx_ptr, H, W, C, OH, OW, x_image, y_image, tiles_w,
+                              c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
+                              CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                              BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                              PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+        """d input of a stride-2 group, one parity class of input pixels per program.
+
+        Input row ``ih = 2a + p`` receives tap ``kh`` from output row ``(ih + pad - kh*dil) / 2``
+        when that is whole, i.e. when ``p + pad - kh*dil`` is even: per class a fixed subset of
+        the taps on a stride-1 grid ``a``. So each program takes a tile of ``(a, b)`` of one
+        class ``(p, q)`` (grid axis 2 is ``4 n + 2 p + q``), skips the other taps with a uniform
+        branch and reads the gradient with the forward kernel's vector loads. Weights come
+        pair-transposed (:func:`transposed_weights` with ``flip=False``).
+        """
+        pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
-        n = tl.program_id(2)
-        row = table_ptr + pid_c * 8
-        c_end = tl.load(row + 1)
-        g_start = tl.load(row + 2)
-        g_size = tl.load(row + 3)
-        ksize = tl.load(row + 4)
-        dil = tl.load(row + 5)
-        pad = tl.load(row + 6)
-        w_off = tl.load(row + 7)
-        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # input pixels
-        offs_c = tl.load(row) + tl.arange(0, BLOCK_C)  # input channels
-        mask_p = offs_p < H * W
-        mask_c = offs_c < c_end
-        ih = offs_p // W
-        iw = offs_p % W
-        local = offs_c - g_start
-        j_in = local % CPG  # which input of its conv group each channel is
-        first = offs_c - j_in
-        dz_img = dz_ptr + n * OH * OW * C
-        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-        for kh in range(0, ksize):
-            th = ih + pad - kh * dil  # = oh * stride where an output reads this pixel
-            th_ok = tl.where(th >= 0, th, 0)
-            oh = th_ok // stride
-            ok_h = mask_p & (th >= 0) & (th_ok % stride == 0) & (oh < OH)
-            for kw in range(0, ksize):
-                tw = iw + pad - kw * dil
-                tw_ok = tl.where(tw >= 0, tw, 0)
-                ow = tw_ok // stride
-                ok = ok_h & (tw >= 0) & (tw_ok % stride == 0) & (ow < OW)
-                pix = (oh * OW + ow) * C
-                tap = kh * ksize + kw
-                for jo in tl.static_range(CPG):
-                    out_c = first + jo
-                    dz = tl.load(dz_img + pix[:, None] + out_c[None, :],
-                                 mask=ok[:, None] & mask_c[None, :], other=0.0)
-                    wv = tl.load(w_ptr + w_off + (tap * CPG + j_in) * g_size + (out_c - g_start),
-                                 mask=mask_c, other=0.0)
-                    acc += dz.to(tl.float32) * wv.to(tl.float32)[None, :]
-        tl.store(dx_ptr + n * H * W * C + offs_p[:, None] * C + offs_c[None, :],
-                 acc.to(dx_ptr.dtype.element_ty), mask=mask_p[:, None] & mask_c[None, :])
+        n = tl.program_id(2) // 4
+        p = (tl.program_id(2) // 2) % 2
+        q = tl.program_id(2) % 2
+        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        if EVEN_C:
+            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
+        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
+        mask_c = local < g_size
+        odd = (local % 2) == 1
+        i = tl.arange(0, TILE_H * TILE_W)
+        a = (pid_t // tiles_w) * TILE_H + i // TILE_W
+        b = (pid_t % tiles_w) * TILE_W + i % TILE_W
+        ih = 2 * a + p
+        iw = 2 * b + q
+        ok_p = (ih < H) & (iw < W)
+        dz_img = dz_ptr + n * y_image
+        acc = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
+        for kh in range(0, KS):
+            e_h = p + pad - kh * dil  # even: this tap reaches row class p
+            if e_h % 2 == 0:
+                oh = a + e_h // 2
+                ok_h = ok_p & (oh >= 0) & (oh < OH)
+                for kw in tl.static_range(KS):
+                    e_w = q + pad - kw * dil
+                    if e_w % 2 == 0:
+                        ow = b + e_w // 2
+                        ok = ok_h & (ow >= 0) & (ow < OW)
+                        if EVEN_C:
+                            mask = ok[:, None]
+                        else:
+                            mask = ok[:, None] & mask_c[None, :]
+                        pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
+                        w_row = tl.max_contiguous(
+                            tl.multiple_of(w_off + ((kh * KS + kw) * CPG) * g_size + local,
+                                           ALIGN), BLOCK_C)
+                        acc = _accumulate_tap(acc, dz_img + pix, offs_c, mask, w_ptr, w_row,
+                                              g_size, mask_c, odd, CPG, TILE_H * TILE_W,
+                                              BLOCK_C, EVEN_C, PAIR_SWAP, ALIGN)
+        if EVEN_C:
+            out_mask = ok_p[:, None]
+        else:
+            out_mask = ok_p[:, None] & mask_c[None, :]
+        out_pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
+        tl.store(dx_ptr + n * x_image + out_pix[:, None] + offs_c[None, :],
+                 acc.to(dx_ptr.dtype.element_ty), mask=out_mask)
 
     @triton.jit
-    def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, H, W, C, OH, OW, stride, total,
-                            pixels_per_program, c_start, g_size, w_off, dil, pad,
-                            KS: tl.constexpr, CPG: tl.constexpr, BLOCK_P: tl.constexpr,
-                            BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-                            PAIR_SWAP: tl.constexpr):
+    def _weight_grad_kernel(dz_ptr, x_ptr, dw_ptr, H, W, C, OH, OW, x_image, y_image, stride,
+                            tiles_w, num_tiles, work, tiles_per_program, c_start, g_size, w_off,
+                            dil, pad, KS: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
+                            TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                            PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
         """d weight of one kernel-size group: one tap x BLOCK_C channels, summed over a chunk of
-        the N * OH * OW output pixels (chunks meet in fp32 atomics)."""
+        the N * num_tiles output tiles (the forward's tiles; chunks meet in fp32 atomics).
+
+        The pixel of a tile comes from constant shifts and the tile's origin from scalar
+        arithmetic once per tile, so no per-pixel division (a flat pixel index needed two).
+        """
         pid_p = tl.program_id(0)
         pid_c = tl.program_id(1)
         tap = tl.program_id(2)
@@ -297,40 +328,43 @@ if HAS_TRITON:
         local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         if EVEN_C:
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
-        offs_c = c_start + local
+        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
         mask_c = local < g_size
         odd = (local % 2) == 1
-        start = pid_p * pixels_per_program
-        stop = tl.minimum(start + pixels_per_program, total)
-        acc_own = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-        acc_partner = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-        for p0 in range(start, stop, BLOCK_P):
-            offs = p0 + tl.arange(0, BLOCK_P)
-            mask_p = offs < stop
-            n = offs // (OH * OW)
-            rest = offs % (OH * OW)
-            ih = (rest // OW) * stride - pad + kh * dil
-            iw = (rest % OW) * stride - pad + kw * dil
-            ok = mask_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+        i = tl.arange(0, TILE_H * TILE_W)
+        acc_own = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
+        acc_partner = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
+        start = pid_p * tiles_per_program
+        for j in range(start, tl.minimum(start + tiles_per_program, work)):
+            n = j // num_tiles
+            t = j % num_tiles
+            oh = (t // tiles_w) * TILE_H + i // TILE_W
+            ow = (t % tiles_w) * TILE_W + i % TILE_W
+            ok_p = (oh < OH) & (ow < OW)
+            ih = oh * stride - pad + kh * dil
+            iw = ow * stride - pad + kw * dil
+            ok = ok_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             if EVEN_C:
-                mask_dz = mask_p[:, None]
+                mask_dz = ok_p[:, None]
                 mask_x = ok[:, None]
             else:
-                mask_dz = mask_p[:, None] & mask_c[None, :]
+                mask_dz = ok_p[:, None] & mask_c[None, :]
                 mask_x = ok[:, None] & mask_c[None, :]
-            dz = tl.load(dz_ptr + offs[:, None] * C + offs_c[None, :], mask=mask_dz,
+            out_pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
+            dz = tl.load(dz_ptr + n * y_image + out_pix[:, None] + offs_c[None, :], mask=mask_dz,
                          other=0.0).to(tl.float32)
-            pix = ((n * H + ih) * W + iw) * C
-            xo = tl.load(x_ptr + pix[:, None] + offs_c[None, :], mask=mask_x, other=0.0)
-            acc_own += dz * xo.to(tl.float32)
+            pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
+            xo = tl.load(x_ptr + n * x_image + pix[:, None] + offs_c[None, :], mask=mask_x,
+                         other=0.0).to(tl.float32)
+            acc_own += dz * xo
             if CPG == 2:
                 if PAIR_SWAP:
-                    xp = _swap_pairs(xo, BLOCK_P, BLOCK_C)
+                    xp = _swap_pairs(xo, TILE_H * TILE_W, BLOCK_C)
                 else:
-                    xp = tl.load(x_ptr + pix[:, None] + tl.where(odd, offs_c - 1,
-                                                                 offs_c + 1)[None, :],
-                                 mask=mask_x, other=0.0)
-                acc_partner += dz * xp.to(tl.float32)
+                    xp = tl.load(x_ptr + n * x_image + pix[:, None] +
+                                 tl.where(odd, offs_c - 1, offs_c + 1)[None, :], mask=mask_x,
+                                 other=0.0).to(tl.float32)
+                acc_partner += dz * xp
         own = tl.sum(acc_own, axis=0)
         if CPG == 1:
             tl.atomic_add(dw_ptr + w_off + tap * g_size + local, own, mask=mask_c)
@@ -342,32 +376,6 @@ if HAS_TRITON:
                           mask=mask_c)
             tl.atomic_add(dw_ptr + w_off + (tap * 2 + 1) * g_size + local,
                           tl.where(odd, own, other), mask=mask_c)
-
-
-_tables = {}
-
-
-def _block_table(splits, kernel_sizes, dilations, cpg, block_c, device) -> Tensor:
-    """The stride-2 input-gradient kernel's work list, cached per layer shape: one row per
-    channel block (blocks never straddle a group) of first channel, end, group start, group
-    size, K, dilation, padding and weight offset."""
-    key = (tuple(splits), tuple(kernel_sizes), tuple(dilations), cpg, block_c, str(device))
-    table = _tables.get(key)
-    if table is None:
-        rows = [[first, start + c, start, c, k, d, d * (k // 2), w_off]
-                for start, c, k, d, w_off in _groups(splits, kernel_sizes, dilations, cpg)
-                for first in range(start, start + c, block_c)]
-        table = torch.tensor(rows, dtype=torch.int32, device=device)
-        _tables[key] = table
-    return table
-
-
-def _block_sizes(splits, spatial: int) -> Tuple[int, int]:
-    """Pixels and channels per program of the stride-2 input-gradient kernel (flat pixel blocks;
-    stride 1 reuses the forward kernel)."""
-    block_c = min(64, max(16, next_power_of_2(max(splits))))
-    block_p = max(16, min(128, 4096 // block_c, next_power_of_2(spatial)))
-    return block_p, block_c
 
 
 def _channel_block(group_size: int) -> Tuple[int, bool, int]:
@@ -419,10 +427,12 @@ def _tile_broadcast(grad: Tensor, out_h: int, out_w: int, tile_h: int, tile_w: i
     return grad[:, tile.flatten()].view(grad.shape[0], out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
-def _pow2_divisor(*values: int) -> int:
-    """The largest power of two dividing every value (zeros divide by anything)."""
-    g = math.gcd(*values)
-    return g & -g if g else 1 << 30
+def _align(channels: int, c_start: int, size: int, w_off: int, block_c: int) -> int:
+    """The kernels' ``ALIGN`` hint for one group: a power of two (<= 16) dividing the channel
+    count, the group's first channel, its size and weight offset and the channel block (blocks
+    start at its multiples, and the hint must hold for each)."""
+    g = math.gcd(channels, c_start, size, w_off, block_c)
+    return min(16, g & -g)
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -463,28 +473,47 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
                                               channels_per_group):
         block_c, even_c, _ = _channel_block(size)
         grid = (num_tiles, triton.cdiv(size, block_c), n)
-        # Hints must hold for every channel block: blocks start at multiples of block_c.
-        align = min(16, block_c, _pow2_divisor(c, c_start, size, w_off))
         _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
                               oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles,
                               c_start, size, w_off, d, d * (k // 2), KS=k,
                               HAS_BIAS=bias is not None, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
                               CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w,
-                              BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(), ALIGN=align,
+                              BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
+                              ALIGN=_align(c, c_start, size, w_off, block_c),
                               num_warps=4)
 
 
-def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
-                       channels_per_group: int) -> Tensor:
-    """Packed weights of the conv that maps d output to d input at stride 1.
+def _launch_input_grad_s2(grad, weight, grad_x, splits, kernel_sizes, dilations,
+                          channels_per_group):
+    n, c, h, w = grad_x.shape
+    oh, ow = grad.shape[-2:]
+    # Tiles of one parity class of input pixels: a grid of ceil(H / 2) x ceil(W / 2).
+    tile_h, tile_w = _pixel_tile(splits, output_size(h, 2), output_size(w, 2))
+    tiles_w = triton.cdiv(output_size(w, 2), tile_w)
+    num_tiles = triton.cdiv(output_size(h, 2), tile_h) * tiles_w
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        block_c, even_c, _ = _channel_block(size)
+        _input_grad_s2_kernel[(num_tiles, triton.cdiv(size, block_c), 4 * n)](
+            grad, weight, grad_x, h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, c_start,
+            size, w_off, d, d * (k // 2), KS=k, CPG=channels_per_group, TILE_H=tile_h,
+            TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
+            ALIGN=_align(c, c_start, size, w_off, block_c), num_warps=4)
 
-    That conv is the same kernel with its taps flipped and, with 2 channels per group, each
-    group's 2 x 2 channel block transposed -- so the forward kernel computes input gradients.
+
+def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                       channels_per_group: int, flip: bool = True) -> Tensor:
+    """Packed weights of the conv that maps d output to d input.
+
+    At stride 1 that conv is the same kernel with its taps flipped and, with 2 channels per
+    group, each group's 2 x 2 channel block transposed -- so the forward kernel computes input
+    gradients. The stride-2 gradient kernel walks the taps itself (``flip=False``).
     """
     out = []
     for w, c, k in zip(unpack_weights(weight, splits, kernel_sizes, channels_per_group), splits,
                        kernel_sizes):
-        w = w.flip(-1, -2)
+        if flip:
+            w = w.flip(-1, -2)
         if channels_per_group == 2:
             w = w.reshape(c // 2, 2, 2, k, k).transpose(1, 2).reshape(c, 2, k, k)
         out.append(w)
@@ -548,25 +577,25 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
                         kernel_sizes, dilations, 1, channels_per_group, 'none', False)
     else:
-        block_p, block_c = _block_sizes(splits, h * w)
-        table = _block_table(splits, kernel_sizes, dilations, channels_per_group, block_c,
-                             x.device)
-        _input_grad_kernel[(triton.cdiv(h * w, block_p), table.shape[0], n)](
-            grad, weight, grad_x, table, h, w, c, oh, ow, stride, CPG=channels_per_group,
-            BLOCK_P=block_p, BLOCK_C=block_c, num_warps=4)
+        _launch_input_grad_s2(grad, transposed_weights(weight, splits, kernel_sizes,
+                                                       channels_per_group, flip=False),
+                              grad_x, splits, kernel_sizes, dilations, channels_per_group)
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-    total = n * oh * ow
     tile_h, tile_w = _pixel_tile(splits, oh, ow)
-    block_p = tile_h * tile_w
+    tiles_w = triton.cdiv(ow, tile_w)
+    num_tiles = triton.cdiv(oh, tile_h) * tiles_w
+    work = n * num_tiles
+    # ~8 programs per tap and channel block share the tiles (the interpreter runs one).
+    per_program = work if interpreting() else max(1, min(64, triton.cdiv(work, 8)))
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
         block_c, even_c, _ = _channel_block(size)
-        chunks = 1 if interpreting() else 8  # (the interpreter runs programs one by one)
-        per_program = block_p * max(1, min(64, triton.cdiv(total, block_p * chunks)))
-        _weight_grad_kernel[(triton.cdiv(total, per_program), triton.cdiv(size, block_c), k * k)](
-            grad, x, grad_w, h, w, c, oh, ow, stride, total, per_program, c_start, size, w_off, d,
-            d * (k // 2), KS=k, CPG=channels_per_group, BLOCK_P=block_p, BLOCK_C=block_c,
-            EVEN_C=even_c, PAIR_SWAP=_pair_swap(), num_warps=4)
+        _weight_grad_kernel[(triton.cdiv(work, per_program), triton.cdiv(size, block_c), k * k)](
+            grad, x, grad_w, h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles,
+            work, per_program, c_start, size, w_off, d, d * (k // 2), KS=k,
+            CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, BLOCK_C=block_c,
+            EVEN_C=even_c, PAIR_SWAP=_pair_swap(), ALIGN=_align(c, c_start, size, w_off, block_c),
+            num_warps=4)
     return grad_x, grad_w.to(weight.dtype)
 
 
