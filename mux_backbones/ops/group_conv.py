@@ -24,7 +24,7 @@ Where Triton cannot run (see :mod:`._triton`), the op computes the same thing wi
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,8 @@ _INT32_MAX = 2**31 - 1
 # vector in registers (compiled), or by a second load (the interpreter, where the swap's
 # reshape/flip is slow). None: by the mode; the tests force each.
 PAIR_SWAP = None
+# Rows of the forward's pixel tile per weight-gradient tile (halved with 2 channels per group).
+WEIGHT_GRAD_ROWS = 4
 
 
 def _pair_swap() -> bool:
@@ -460,45 +462,108 @@ def _groups(splits, kernel_sizes, dilations, channels_per_group):
         w_off += k * k * channels_per_group * size
 
 
+class Launch(NamedTuple):
+    """One kernel launch of an op call: which kernel, its grid, its scalar arguments (after the
+    tensor pointers) and its compile-time meta-parameters. The launchers run these; offline
+    tools (``tools/gpu/kernel_sass.py``) compile them for a GPU they do not have."""
+    kernel: str
+    grid: Tuple[int, int, int]
+    scalars: Tuple[int, ...]
+    meta: dict
+
+
+def _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w) -> dict:
+    block_c, even_c, _ = _channel_block(size)
+    return dict(KS=k, CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, BLOCK_C=block_c,
+                EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
+                ALIGN=_align(c, c_start, size, w_off, block_c))
+
+
+def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+                     with_pool, has_bias) -> List[Launch]:
+    """The forward kernel's launches for an input of ``x_shape``: one per kernel-size group, its
+    taps unrolled for its own K (a single launch unrolling every K made an ~80k-instruction
+    kernel that took minutes to compile)."""
+    n, c, h, w = x_shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tiles_w = output_size(ow, tile_w)
+    num_tiles = output_size(oh, tile_h) * tiles_w
+    launches = []
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
+        meta.update(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool)
+        launches.append(Launch(
+            'forward', (num_tiles, output_size(size, meta['BLOCK_C']), n),
+            (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, c_start, size,
+             w_off, d, d * (k // 2)), meta))
+    return launches
+
+
+def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
+                           channels_per_group) -> List[Launch]:
+    """The stride-2 input-gradient kernel's launches: tiles of one parity class of input
+    pixels, a grid of ceil(H / 2) x ceil(W / 2)."""
+    n, c, h, w = x_shape
+    oh, ow = output_size(h, 2), output_size(w, 2)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tiles_w = output_size(ow, tile_w)
+    num_tiles = output_size(oh, tile_h) * tiles_w
+    launches = []
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
+        launches.append(Launch(
+            'input_grad_s2', (num_tiles, output_size(size, meta['BLOCK_C']), 4 * n),
+            (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, c_start, size, w_off, d,
+             d * (k // 2)), meta))
+    return launches
+
+
+def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
+                         channels_per_group) -> List[Launch]:
+    """The weight-gradient kernel's launches: per group, programs of one tap x one channel
+    block, ~8 of them sharing the N x tiles of the output (the interpreter: one)."""
+    n, c, h, w = x_shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
+        tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
+                     max(tile_h, next_power_of_2(oh)))
+    tiles_w = output_size(ow, tile_w)
+    num_tiles = output_size(oh, tile_h) * tiles_w
+    work = n * num_tiles
+    per_program = work if interpreting() else max(1, min(64, output_size(work, 8)))
+    launches = []
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
+        launches.append(Launch(
+            'weight_grad', (output_size(work, per_program), output_size(size, meta['BLOCK_C']),
+                            k * k),
+            (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
+             per_program, c_start, size, w_off, d, d * (k // 2)), meta))
+    return launches
+
+
+def kernels():
+    """The Triton kernels by the name a :class:`Launch` gives (Triton must be importable)."""
+    return dict(forward=_forward_kernel, input_grad_s2=_input_grad_s2_kernel,
+                weight_grad=_weight_grad_kernel)
+
+
+def _run(launches, *tensors) -> None:
+    table = kernels()
+    for launch in launches:
+        table[launch.kernel][launch.grid](*tensors, *launch.scalars, **launch.meta, num_warps=4)
+
+
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,
                     channels_per_group, act, with_pool):
-    n, c, h, w = x.shape
-    oh, ow = y.shape[-2:]
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)
-    tiles_w = triton.cdiv(ow, tile_w)
-    num_tiles = triton.cdiv(oh, tile_h) * tiles_w
-    # One launch per kernel-size group, its taps unrolled for its own K (a single launch
-    # unrolling every K made an ~80k-instruction kernel that took minutes to compile).
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        block_c, even_c, _ = _channel_block(size)
-        grid = (num_tiles, triton.cdiv(size, block_c), n)
-        _forward_kernel[grid](x, weight, bias if bias is not None else weight, y, pool, h, w, c,
-                              oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles,
-                              c_start, size, w_off, d, d * (k // 2), KS=k,
-                              HAS_BIAS=bias is not None, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
-                              CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w,
-                              BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
-                              ALIGN=_align(c, c_start, size, w_off, block_c),
-                              num_warps=4)
-
-
-def _launch_input_grad_s2(grad, weight, grad_x, splits, kernel_sizes, dilations,
-                          channels_per_group):
-    n, c, h, w = grad_x.shape
-    oh, ow = grad.shape[-2:]
-    # Tiles of one parity class of input pixels: a grid of ceil(H / 2) x ceil(W / 2).
-    tile_h, tile_w = _pixel_tile(splits, output_size(h, 2), output_size(w, 2))
-    tiles_w = triton.cdiv(output_size(w, 2), tile_w)
-    num_tiles = triton.cdiv(output_size(h, 2), tile_h) * tiles_w
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        block_c, even_c, _ = _channel_block(size)
-        _input_grad_s2_kernel[(num_tiles, triton.cdiv(size, block_c), 4 * n)](
-            grad, weight, grad_x, h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, c_start,
-            size, w_off, d, d * (k // 2), KS=k, CPG=channels_per_group, TILE_H=tile_h,
-            TILE_W=tile_w, BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
-            ALIGN=_align(c, c_start, size, w_off, block_c), num_warps=4)
+    _run(forward_launches(x.shape, splits, kernel_sizes, dilations, stride, channels_per_group,
+                          act, with_pool, bias is not None),
+         x, weight, bias if bias is not None else weight, y, pool)
 
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
@@ -577,25 +642,13 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
                         kernel_sizes, dilations, 1, channels_per_group, 'none', False)
     else:
-        _launch_input_grad_s2(grad, transposed_weights(weight, splits, kernel_sizes,
-                                                       channels_per_group, flip=False),
-                              grad_x, splits, kernel_sizes, dilations, channels_per_group)
+        _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
+                                    channels_per_group),
+             grad, transposed_weights(weight, splits, kernel_sizes, channels_per_group,
+                                      flip=False), grad_x)
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)
-    tiles_w = triton.cdiv(ow, tile_w)
-    num_tiles = triton.cdiv(oh, tile_h) * tiles_w
-    work = n * num_tiles
-    # ~8 programs per tap and channel block share the tiles (the interpreter runs one).
-    per_program = work if interpreting() else max(1, min(64, triton.cdiv(work, 8)))
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        block_c, even_c, _ = _channel_block(size)
-        _weight_grad_kernel[(triton.cdiv(work, per_program), triton.cdiv(size, block_c), k * k)](
-            grad, x, grad_w, h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles,
-            work, per_program, c_start, size, w_off, d, d * (k // 2), KS=k,
-            CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, BLOCK_C=block_c,
-            EVEN_C=even_c, PAIR_SWAP=_pair_swap(), ALIGN=_align(c, c_start, size, w_off, block_c),
-            num_warps=4)
+    _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
+                              channels_per_group), grad, x, grad_w)
     return grad_x, grad_w.to(weight.dtype)
 
 

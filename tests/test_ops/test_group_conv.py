@@ -94,6 +94,15 @@ def test_vector_path_aligned_groups(cpg, pair_swap, monkeypatch):
     _case([6, 4], [3, 5], [1, 1], 1, cpg, size=(20, 33), batch=1)  # several tiles, masked
 
 
+@pytest.mark.parametrize('cpg,stride', [(1, 2), (2, 1), (2, 2)])
+def test_gpu_launch_plans(cpg, stride, monkeypatch):
+    """The tiles, channel blocks, alignment hints and weight-gradient tiles the kernels get on a
+    GPU (the interpreter otherwise plans fewer, larger programs), run by the interpreter."""
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
+    _case([16, 8], [3, 5], [1, 2], stride, cpg, act='silu', bias=True, pool=True, size=(18, 9),
+          batch=1)
+
+
 def test_any_odd_kernel_size():
     """Kernel sizes outside the arch tables (13) are unrolled like the others."""
     _case([8, 6], [13, 3], [1, 1], 1, 2, bias=True, size=(15, 14), batch=1)

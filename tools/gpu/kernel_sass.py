@@ -1,0 +1,205 @@
+"""Static look at the fused kernels as an H100/H200 would run them, without a GPU.
+
+Compiles every kernel launch of a deployed MUXNet's spatial convs (forward, and with
+``--backward`` the gradient kernels of training) for ``sm_90`` with Triton's own compiler, exactly
+as the launchers plan them (:func:`mux_backbones.ops.group_conv.forward_launches` and siblings),
+disassembles them with the ``nvdisasm``/``cuobjdump`` that ship with Triton and prints per launch:
+registers, the instructions of the tap loop (how many fused multiply-adds, how wide the loads)
+and an *issue-bound* time -- the warp instructions the launch executes over what the SMs can
+issue (4 per clock each). That is a lower bound, not a measurement: it ignores memory latency
+and occupancy, so a kernel far above it on the GPU is latency-bound. It is how a change to a
+kernel's instruction count is checked on a machine without a GPU; the GPU numbers come from
+``tools/gpu/layer_bench.py`` and ``benchmark.py --profile``.
+
+    python tools/gpu/kernel_sass.py [--arch m] [--batch 32] [--shape 224] [--dtype fp16]
+                                    [--backward] [--sms 132] [--clock-ghz 1.98]
+
+Needs Triton's CUDA backend (the ``triton`` wheel), not a GPU or ``TRITON_INTERPRET``.
+"""
+import argparse
+import collections
+import importlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+
+if os.environ.get('TRITON_INTERPRET') == '1':  # the interpreter's kernels cannot be compiled
+    sys.exit('kernel_sass.py compiles the kernels: run it without TRITON_INTERPRET=1')
+
+import torch  # noqa: E402
+
+try:
+    import triton  # noqa: E402
+    from triton.backends.compiler import GPUTarget  # noqa: E402
+    from triton.compiler import ASTSource  # noqa: E402
+except ImportError:  # pragma: no cover - depends on the machine
+    sys.exit('kernel_sass.py needs Triton')
+
+from mux_backbones import MUXNet  # noqa: E402
+from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+
+# (the package exports the op function under the module's name)
+ops = importlib.import_module('mux_backbones.ops.group_conv')
+
+_BIN = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
+_INSTRUCTION = re.compile(r'^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);',
+                          re.M)
+_DTYPES = {'fp16': 'fp16', 'bf16': 'bf16', 'fp32': 'fp32'}
+
+
+def spatial_layers(arch: str, shape: int):
+    """``(name, FusedGroupConv, input shape, with_pool)`` of every block of a fused deploy model.
+
+    The model is deployed on the CPU as if the kernels could run there (the deploy forms do not
+    depend on the device) and run once at batch 1 to see each layer's input shape.
+    """
+    real = inverted_residual.can_use_triton
+    inverted_residual.can_use_triton = lambda *args: True
+    try:
+        model = MUXNet(arch, out_indices=(7, )).eval().switch_to_deploy(channels_last=True,
+                                                                        fused_ops=True)
+    finally:
+        inverted_residual.can_use_triton = real
+    layers, handles = [], []
+    for name, block in model.named_modules():
+        conv = getattr(block, 'depthwise_conv', None)
+        if isinstance(conv, FusedGroupConv):
+            handles.append(conv.register_forward_hook(
+                lambda m, i, o, name=name, block=block: layers.append(
+                    (name, m, tuple(i[0].shape), block.pool_in_kernel))))
+    x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # the op's CPU fallback computes it
+        model(x)
+    for h in handles:
+        h.remove()
+    return layers
+
+
+def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool):
+    """``(what, Launch)`` of the layer's forward (and gradient) kernels."""
+    args = (conv.splits, conv.kernel_sizes, conv.dilations)
+    out = [('forward', plan) for plan in ops.forward_launches(
+        x_shape, *args, conv.stride, conv.channels_per_group, conv.act, with_pool, True)]
+    if backward:
+        n, c, h, w = x_shape
+        if conv.stride == 1:  # the forward kernel on flipped weights, no epilogue
+            out += [('input grad', plan) for plan in ops.forward_launches(
+                x_shape, *args, 1, conv.channels_per_group, 'none', False, False)]
+        else:
+            out += [('input grad', plan) for plan in ops.input_grad_s2_launches(
+                x_shape, *args, conv.channels_per_group)]
+        out += [('weight grad', plan) for plan in ops.weight_grad_launches(
+            x_shape, *args, conv.stride, conv.channels_per_group)]
+    return out
+
+
+def compile_launch(launch, dtype: str):
+    """The launch compiled for sm_90 as Triton would specialise it at run time."""
+    fn = ops.kernels()[launch.kernel]
+    names = fn.arg_names
+    n_ptr = len(names) - len(launch.scalars) - len(launch.meta)
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(names):
+        if i < n_ptr:  # tensors: the activations in `dtype`, partial sums and dW in fp32
+            fp32 = name.startswith(('pool', 'dw'))
+            signature[name] = '*' + ('fp32' if fp32 else dtype)
+            attrs[(i, )] = [['tt.divisibility', 16]]
+        elif name in launch.meta:
+            signature[name] = 'constexpr'
+            constexprs[(i, )] = launch.meta[name]
+        else:
+            value = launch.scalars[i - n_ptr]
+            if value == 1:  # Triton specialises integer 1 as a constant
+                signature[name] = 'constexpr'
+                constexprs[(i, )] = 1
+            else:
+                signature[name] = 'i32'
+                if value % 16 == 0:
+                    attrs[(i, )] = [['tt.divisibility', 16]]
+    source = ASTSource(fn, signature, constexprs, attrs)
+    return triton.compile(source, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=4))
+
+
+def analyse(kernel):
+    """``(registers, instructions, tap-loop instruction counts)`` of a compiled kernel."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'k.cubin')
+        with open(path, 'wb') as f:
+            f.write(kernel.asm['cubin'])
+        sass = subprocess.run([os.path.join(_BIN, 'nvdisasm'), '-c', path], capture_output=True,
+                              text=True, check=True).stdout
+        usage = subprocess.run([os.path.join(_BIN, 'cuobjdump'), '-res-usage', path],
+                               capture_output=True, text=True).stdout
+    regs = re.search(r'REG:(\d+)', usage)
+    instructions = [(int(a, 16), op, rest) for a, op, rest in _INSTRUCTION.findall(sass)]
+    labels, lines = {}, sass.splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r'^(\.L_x_\d+):', line)
+        if m:
+            nxt = next((re.match(r'^\s+/\*([0-9a-f]+)\*/', s) for s in lines[i + 1:]
+                        if re.match(r'^\s+/\*([0-9a-f]+)\*/', s)), None)
+            if nxt:
+                labels[m.group(1)] = int(nxt.group(1), 16)
+    loop = collections.Counter()
+    for addr, op, rest in instructions:  # the outermost backward branch closes the tap loop
+        target = re.search(r'\((\.L_x_\d+)\)', rest)
+        if op.startswith('BRA') and target and labels.get(target.group(1), addr) < addr:
+            start = labels[target.group(1)]
+            loop = collections.Counter(o for a, o, _ in instructions if start <= a <= addr)
+            break
+    return int(regs.group(1)) if regs else None, len(instructions), loop
+
+
+def trips(launch) -> int:
+    """Iterations of the tap loop per program (an upper bound for the stride-2 gradient, whose
+    programs skip the taps of other parity classes)."""
+    if launch.kernel == 'weight_grad':
+        return launch.scalars[11]  # tiles per program
+    return launch.meta['KS']
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='m')
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--dtype', default='fp16', choices=sorted(_DTYPES))
+    parser.add_argument('--backward', action='store_true', help='also the gradient kernels')
+    parser.add_argument('--sms', type=int, default=132, help='SMs (H200/H100 SXM: 132)')
+    parser.add_argument('--clock-ghz', type=float, default=1.98)
+    args = parser.parse_args()
+    if args.batch < 1 or args.shape < 1:
+        sys.exit('--batch and --shape must be positive')
+    issue_rate = args.sms * 4 * args.clock_ghz * 1e3  # warp instructions per microsecond
+    print(f'MUXNet-{args.arch}, batch {args.batch}, {args.shape}x{args.shape}, {args.dtype}, '
+          f'sm_90, Triton {triton.__version__}')
+    print(f'{"layer":<16}{"kernel":<12}{"C":>5}{"HxW":>8}{"K":>3}{"cpg":>4}{"s":>2}'
+          f'{"tile":>10}{"regs":>5}{"loop":>6}{"FMA":>5}  {"loads":<22}{"us":>7}')
+    totals = collections.Counter()
+    for name, conv, shape, with_pool in spatial_layers(args.arch, args.shape):
+        shape = (args.batch, ) + shape[1:]
+        for what, launch in launches(conv, shape, with_pool, args.backward):
+            regs, static, loop = analyse(compile_launch(launch, _DTYPES[args.dtype]))
+            body = sum(loop.values())
+            per_program = static - body + body * trips(launch)
+            programs = launch.grid[0] * launch.grid[1] * launch.grid[2]
+            us = programs * 4 * per_program / issue_rate  # 4 warps per program
+            totals[what] += us
+            meta = launch.meta
+            tile = f'{meta["TILE_H"]}x{meta["TILE_W"]}x{meta["BLOCK_C"]}'
+            loads = ' '.join(f'{op.split(".", 2)[-1]}x{n}' for op, n in sorted(loop.items())
+                             if op.startswith('LDG'))
+            print(f'{name.replace("layers.", ""):<16}{what:<12}{shape[1]:>5}'
+                  f'{f"{shape[2]}x{shape[3]}":>8}{meta["KS"]:>3}{meta["CPG"]:>4}'
+                  f'{conv.stride:>2}{tile:>10}'
+                  f'{regs or "?":>5}{body:>6}{loop["FFMA"]:>5}  {loads:<22}{us:>7.1f}')
+    for what, us in totals.items():
+        print(f'issue-bound total, {what}: {us:.0f} us')
+
+
+if __name__ == '__main__':
+    main()
