@@ -50,9 +50,9 @@ custom_hooks = []
     return path
 
 
-def run_tool(*args, timeout=600, check=True, extra_path=None):
+def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
     path = os.pathsep.join(p for p in (REPO, extra_path, os.environ.get('PYTHONPATH', '')) if p)
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2')
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2', **(extra_env or {}))
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:
