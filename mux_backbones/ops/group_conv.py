@@ -23,6 +23,7 @@ so each tap of a channel block is one contiguous vector load.
 Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
+import functools
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -479,8 +480,23 @@ def _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w) 
                 ALIGN=_align(c, c_start, size, w_off, block_c))
 
 
+def _planned(plan):
+    """Cache a launch plan per call signature (and per the module switches it reads): planning
+    in Python costs 7-27 us per call, about a small layer's kernel time in eager mode."""
+    cached = functools.lru_cache(maxsize=1024)(
+        lambda key, *args: plan(*(tuple(a) if isinstance(a, list) else a for a in args)))
+
+    @functools.wraps(plan)
+    def planned(*args):
+        args = tuple(tuple(a) if isinstance(a, (list, torch.Size)) else a for a in args)
+        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS), *args)
+
+    return planned
+
+
+@_planned
 def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-                     with_pool, has_bias) -> List[Launch]:
+                     with_pool, has_bias) -> Tuple[Launch, ...]:
     """The forward kernel's launches for an input of ``x_shape``: one per kernel-size group, its
     taps unrolled for its own K (a single launch unrolling every K made an ~80k-instruction
     kernel that took minutes to compile)."""
@@ -498,11 +514,12 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
             'forward', (num_tiles, output_size(size, meta['BLOCK_C']), n),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, c_start, size,
              w_off, d, d * (k // 2)), meta))
-    return launches
+    return tuple(launches)
 
 
+@_planned
 def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
-                           channels_per_group) -> List[Launch]:
+                           channels_per_group) -> Tuple[Launch, ...]:
     """The stride-2 input-gradient kernel's launches: tiles of one parity class of input
     pixels, a grid of ceil(H / 2) x ceil(W / 2)."""
     n, c, h, w = x_shape
@@ -518,11 +535,12 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
             'input_grad_s2', (num_tiles, output_size(size, meta['BLOCK_C']), 4 * n),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, c_start, size, w_off, d,
              d * (k // 2)), meta))
-    return launches
+    return tuple(launches)
 
 
+@_planned
 def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
-                         channels_per_group) -> List[Launch]:
+                         channels_per_group) -> Tuple[Launch, ...]:
     """The weight-gradient kernel's launches: per group, programs of one tap x one channel
     block, ~8 of them sharing the N x tiles of the output (the interpreter: one)."""
     n, c, h, w = x_shape
@@ -544,7 +562,7 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
                             k * k),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
              per_program, c_start, size, w_off, d, d * (k // 2)), meta))
-    return launches
+    return tuple(launches)
 
 
 def kernels():
@@ -670,8 +688,17 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y, grad_pool):
     x, weight, bias = ctx.saved_tensors
     splits, kernel_sizes, dilations, stride, cpg = ctx.conv_args
-    grad = grad_y.float() if grad_y is not None else x.new_zeros(ctx.out_shape, dtype=torch.float)
-    if ctx.with_pool and grad_pool is not None:  # d tile sum / d y is 1 at the tile's pixels
+    if grad_y is None:
+        grad_y = x.new_zeros(ctx.out_shape)
+    pooled = ctx.with_pool and grad_pool is not None
+    if not (pooled or ctx.act != 'none' or ctx.has_bias):
+        # The plain conv (training: BN and activation are modules of their own): the incoming
+        # gradient as it is, no fp32 round trip of the whole map.
+        return (*_group_conv_backward(grad_y.to(x.dtype), x, weight, splits, kernel_sizes,
+                                      dilations, stride, cpg), None, None, None, None, None, None,
+                None, None)
+    grad = grad_y.float()
+    if pooled:  # d tile sum / d y is 1 at the tile's pixels
         grad = grad + _tile_broadcast(grad_pool, *ctx.out_shape[-2:],
                                       *_pixel_tile(splits, *ctx.out_shape[-2:]))
     if ctx.act != 'none':
