@@ -388,15 +388,17 @@ def _channel_block(group_size: int) -> Tuple[int, bool, int]:
     Channel blocks are the largest power of two (4..32) that divides the group, so every block is
     full and aligned (``even_c``: no channel masks, 8/16-byte vector accesses); a group that allows
     none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Programs hold
-    up to 2048 accumulators (64-128 pixels), half that where the loads are scalar (masked groups):
-    more ran out of registers (sm_90 SASS: 255 per thread, with spills, at 64 x 64 for 5x5).
+    up to 2048 accumulators (64-256 pixels), half that where the loads are scalar (masked groups):
+    more ran out of registers (sm_90 SASS: 255 per thread, with spills, at 64 x 64 for 5x5); 256
+    pixels for 8-channel blocks keep <= 133 registers and convert each tap's weights once for two
+    pixels (``tools/gpu/kernel_sass.py``: 222 -> 205 us issue-bound, MUXNet-m b32 fp16).
     """
     pow2 = group_size & -group_size  # largest power of two dividing the group
     even_c = pow2 >= 4
     if interpreting():  # CPU tests: fewer, larger programs (the interpreter runs them one by one)
         return (min(64, pow2) if even_c else min(64, next_power_of_2(group_size))), even_c, 256
     block_c = min(32, pow2) if even_c else 32
-    return block_c, even_c, max(32, min(128, (2048 if even_c else 1024) // block_c))
+    return block_c, even_c, max(32, min(256, (2048 if even_c else 1024) // block_c))
 
 
 def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int]:
