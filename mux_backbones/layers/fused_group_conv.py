@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import group_conv, pack_weights
+from ..ops._dispatch import call
 from ..ops._triton import can_use_triton
 from ..ops.group_conv import _group_conv, check_args
 from .conv_bn import bn_scale_shift
@@ -139,9 +140,8 @@ class FusedGroupConv(nn.Module):
     def forward(self, x: torch.Tensor, with_pool: bool = False):
         # The op itself (arguments were checked when this module was built): the Python checks
         # of ``group_conv`` cost more than a small layer's kernel in eager mode.
-        y, pool = _group_conv(x, self.weight, self.bias, self.splits, self.kernel_sizes,
-                              self.dilations, self.stride, self.channels_per_group, self.act,
-                              with_pool)
+        y, pool = call(_group_conv, x, self.weight, self.bias, self.splits, self.kernel_sizes,
+                       self.dilations, self.stride, self.channels_per_group, self.act, with_pool)
         return (y, pool) if with_pool else y
 
     def extra_repr(self) -> str:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
@@ -742,6 +743,6 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
     check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
-    y, pool = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride,
-                          channels_per_group, act, with_pool)
+    y, pool = call(_group_conv, x, weight, bias, splits, kernel_sizes, dilations, stride,
+                   channels_per_group, act, with_pool)
     return (y, pool) if with_pool else y

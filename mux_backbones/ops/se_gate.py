@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
 
@@ -196,4 +197,4 @@ def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_exp
     check_args(sums, w_reduce, b_reduce, w_expand, b_expand, act, weight)
     if pixels < 1:
         raise ValueError(f'se_gate: pixels must be >= 1, got {pixels}')
-    return _se_gate(sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight)
+    return call(_se_gate, sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight)
