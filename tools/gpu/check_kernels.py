@@ -1,6 +1,7 @@
 """GPU check of the fused kernels (compiled Triton, not the interpreter): each kernel against the
-stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes;
-then whole MUXNet-m with ``fused_ops`` against the stock path in training and in deploy mode.
+stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes,
+the squeeze-excite gate on its SE shapes; then whole MUXNet-m with ``fused_ops`` against the stock
+path in training and in deploy mode.
 
     python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
 """
@@ -9,7 +10,8 @@ import sys
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.ops import group_conv, pack_weights, reference_group_conv
+from mux_backbones.ops import (group_conv, pack_weights, reference_group_conv,
+                               reference_se_gate, se_gate)
 
 # (splits, kernel sizes, dilations, stride, channels per group, H) taken from MUXNet-m's layers
 _CASES = [
@@ -17,6 +19,8 @@ _CASES = [
     ([48, 32, 32], [3, 5, 7], [1, 1, 1], 2, 1, 56),
     ([120, 120, 120, 120], [3, 5, 7, 9], [1, 1, 1, 1], 2, 1, 28),
     ([96, 96, 96, 96, 96], [3, 5, 7, 9, 11], [1, 1, 1, 1, 1], 2, 1, 14),
+    ([92, 89, 89, 89, 89], [3, 5, 7, 9, 11], [1, 1, 1, 1, 1], 2, 1, 14),  # unaligned groups
+    ([120], [3], [1], 1, 2, 28),  # 8-aligned channels (alignment hints)
     ([240], [5], [1], 1, 2, 14),
     ([480], [5], [4], 1, 2, 64),
 ]
@@ -44,13 +48,32 @@ def check_ops(failures):
             g = torch.randn_like(ref)
             grads = torch.autograd.grad((y.float() * g).sum(), [x] + ws + [bias])
             rgrads = torch.autograd.grad((ref * g).sum(), [xr] + ws + [bias])
-            errs = [_rel(y, ref), _rel(pool, ref.sum((2, 3)))] + \
+            errs = [_rel(y, ref), _rel(pool.sum(1), ref.sum((2, 3)))] + \
                 [_rel(a, b) for a, b in zip(grads, rgrads)]
             ok = max(errs) < _TOL[dtype]
             if not ok:
                 failures.append(f'op {ks} cpg{cpg} s{stride} {dtype}')
             print(f'{"ok  " if ok else "FAIL"} group_conv k{ks} cpg{cpg} stride{stride} '
                   f'dil{dils[0]} {str(dtype)[6:]:>8}: max rel err {max(errs):.1e}', flush=True)
+
+
+def check_se_gate(failures):
+    # (channels, squeeze, project outputs) of MUXNet-m's squeeze-excites
+    for c, s, c_out in ((96, 4, 24), (240, 10, 40), (480, 20, 80), (960, 40, 160)):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            torch.manual_seed(0)
+            params = [torch.randn(*shape, device='cuda', dtype=dtype) * 0.3
+                      for shape in ((s, c), (s, ), (c, s), (c, ))]
+            parts = torch.randn(32, 7, c, device='cuda') * 30
+            weight = torch.randn(c_out, c, device='cuda', dtype=dtype).t()
+            errs = [_rel(se_gate(parts, 196, *params, act='silu', weight=w),
+                         reference_se_gate(parts, 1 / 196, *params, 'silu', w))
+                    for w in (None, weight)]
+            ok = max(errs) < _TOL[dtype]
+            if not ok:
+                failures.append(f'se_gate {c} {dtype}')
+            print(f'{"ok  " if ok else "FAIL"} se_gate C{c} S{s} -> {c_out} {str(dtype)[6:]:>8}: '
+                  f'max rel err {max(errs):.1e}', flush=True)
 
 
 def check_model(failures):
@@ -97,6 +120,7 @@ if __name__ == '__main__':
     failures = []
     if '--model-only' not in sys.argv:
         check_ops(failures)
+        check_se_gate(failures)
     check_model(failures)
     print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
     sys.exit(1 if failures else 0)
