@@ -207,7 +207,7 @@ if HAS_TRITON:
         if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
         offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = local < g_size
+        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
         i = tl.arange(0, TILE_H * TILE_W)
         oh = (pid_t // tiles_w) * TILE_H + i // TILE_W
         ow = (pid_t % tiles_w) * TILE_W + i % TILE_W
@@ -273,7 +273,7 @@ if HAS_TRITON:
         if EVEN_C:
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
         offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = local < g_size
+        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
         odd = (local % 2) == 1
         i = tl.arange(0, TILE_H * TILE_W)
         a = (pid_t // tiles_w) * TILE_H + i // TILE_W
@@ -333,7 +333,7 @@ if HAS_TRITON:
         if EVEN_C:
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
         offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = local < g_size
+        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
         odd = (local % 2) == 1
         i = tl.arange(0, TILE_H * TILE_W)
         acc_own = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
@@ -382,31 +382,42 @@ if HAS_TRITON:
                           tl.where(odd, own, other), mask=mask_c)
 
 
-def _channel_block(group_size: int) -> Tuple[int, bool, int]:
+def _channel_block(group_size: int, c_start: int) -> Tuple[int, bool, int]:
     """``(block_c, even_c, pixels)`` of one group: its channel block, whether every block is full
-    and aligned, and the pixels per program that fit the registers.
+    (``even_c``: no channel masks), and the pixels per program that fit the registers.
 
-    Channel blocks are the largest power of two (4..32) that divides the group, so every block is
-    full and aligned (``even_c``: no channel masks, 8/16-byte vector accesses); a group that allows
-    none (e.g. MUXNet-m's 89-channel MixConv groups) gets masked 32-channel blocks. Programs hold
-    up to 2048 accumulators (64-256 pixels), half that where the loads are scalar (masked groups):
-    more ran out of registers (sm_90 SASS: 255 per thread, with spills, at 64 x 64 for 5x5); 256
-    pixels for 8-channel blocks keep <= 133 registers and convert each tap's weights once for two
-    pixels (``tools/gpu/kernel_sass.py``: 222 -> 205 us issue-bound, MUXNet-m b32 fp16).
+    On channels-last maps a warp's load is coalesced when it covers few pixels and many of their
+    channels: Triton lays a (pixels, block_c) tile out with 16-byte vectors along the channels, so
+    8-channel blocks had each warp read 32 pixels 16 bytes apart (32 cache lines per load, 4 per
+    load at 64 channels). So a group whose size and first channel are multiples of 4 takes the
+    widest block (<= 64 channels) that wastes at most an eighth of its lanes on the masked last
+    block (MUXNet-m: 64 for 120/240/480/960 channels, 32 for 96/336, 8-16 for 24/40/48); the mask
+    is built from multiples of the alignment (``ALIGN``), so masked loads stay vectors. Other
+    groups (MUXNet-m's 89-channel MixConv groups starting on odd channels) get masked 32-channel
+    blocks of 16-bit loads. Programs hold up to 2048 accumulators (32-256 pixels), half that
+    where the loads are scalar: more ran out of registers (sm_90 SASS: 255 per thread, with
+    spills, at 64 x 64 for 5x5).
     """
-    pow2 = group_size & -group_size  # largest power of two dividing the group
-    even_c = pow2 >= 4
+    g = math.gcd(group_size, c_start)
+    vector = (g & -g) >= 4  # 8-byte (fp16) vectors or wider
     if interpreting():  # CPU tests: fewer, larger programs (the interpreter runs them one by one)
-        return (min(64, pow2) if even_c else min(64, next_power_of_2(group_size))), even_c, 256
-    block_c = min(32, pow2) if even_c else 32
-    return block_c, even_c, max(32, min(256, (2048 if even_c else 1024) // block_c))
+        block_c = min(64, next_power_of_2(group_size))
+        return block_c, group_size % block_c == 0, 256
+    block_c = 32
+    if vector:
+        block_c = min(64, next_power_of_2(group_size))
+        while block_c > 8 and 8 * (-group_size % block_c) > group_size:
+            block_c //= 2
+    pixels = max(32, min(256, (2048 if vector else 1024) // block_c))
+    return block_c, group_size % block_c == 0, pixels
 
 
 def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int]:
     """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
     every channel's pooled sums come in the same tiles): the smallest any group needs, as square
     as the map allows."""
-    pixels = min(_channel_block(size)[2] for size in splits)
+    starts = [sum(splits[:i]) for i in range(len(splits))]
+    pixels = min(_channel_block(size, start)[2] for size, start in zip(splits, starts))
     tile_w = min(next_power_of_2(out_w), 16, pixels)
     return max(1, min(next_power_of_2(out_h), pixels // tile_w)), tile_w
 
@@ -477,7 +488,7 @@ class Launch(NamedTuple):
 
 
 def _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w) -> dict:
-    block_c, even_c, _ = _channel_block(size)
+    block_c, even_c, _ = _channel_block(size, c_start)
     return dict(KS=k, CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, BLOCK_C=block_c,
                 EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
                 ALIGN=_align(c, c_start, size, w_off, block_c))

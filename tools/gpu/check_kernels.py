@@ -10,8 +10,8 @@ import sys
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.ops import (group_conv, pack_weights, reference_group_conv,
-                               reference_se_gate, se_gate)
+from mux_backbones.ops import (group_conv, pack_weights, reference_group_conv, reference_se_gate,
+                               se_gate)
 
 # (splits, kernel sizes, dilations, stride, channels per group, H) taken from MUXNet-m's layers
 _CASES = [

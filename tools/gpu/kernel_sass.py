@@ -5,8 +5,10 @@ Compiles every kernel launch of a deployed MUXNet's spatial convs (forward, and 
 as the launchers plan them (:func:`mux_backbones.ops.group_conv.forward_launches` and siblings),
 disassembles them with the ``nvdisasm``/``cuobjdump`` that ship with Triton and prints per launch:
 registers, the instructions of the tap loop (how many fused multiply-adds, how wide the loads)
-and an *issue-bound* time -- the warp instructions the launch executes over what the SMs can
-issue (4 per clock each). That is a lower bound, not a measurement: it ignores memory latency
+the pixels one warp's load spans (``px/ld``: each a separate stretch of a channels-last map, so
+fewer is better coalesced; 4 = 128 bytes of one pixel's channels per 8 lanes) and an
+*issue-bound* time -- the warp instructions the launch executes over what the SMs can issue (4
+per clock each). That is a lower bound, not a measurement: it ignores memory latency
 and occupancy, so a kernel far above it on the GPU is latency-bound. It is how a change to a
 kernel's instruction count is checked on a machine without a GPU; the GPU numbers come from
 ``tools/gpu/layer_bench.py`` and ``benchmark.py --profile``.
@@ -154,6 +156,13 @@ def analyse(kernel):
     return int(regs.group(1)) if regs else None, len(instructions), loop
 
 
+def pixels_per_warp_load(launch, dtype: str) -> int:
+    """Pixels one warp's load spans (each a different cache line region of a channels-last map):
+    32 lanes over the channel block in vectors of up to 16 bytes (``ALIGN`` elements at most)."""
+    vector = min(launch.meta['ALIGN'], 16 // (4 if dtype == 'fp32' else 2))
+    return 32 // max(1, min(32, launch.meta['BLOCK_C'] // vector))
+
+
 def trips(launch) -> int:
     """Iterations of the tap loop per program (an upper bound for the stride-2 gradient, whose
     programs skip the taps of other parity classes)."""
@@ -178,7 +187,7 @@ def main():
     print(f'MUXNet-{args.arch}, batch {args.batch}, {args.shape}x{args.shape}, {args.dtype}, '
           f'sm_90, Triton {triton.__version__}')
     print(f'{"layer":<16}{"kernel":<12}{"C":>5}{"HxW":>8}{"K":>3}{"cpg":>4}{"s":>2}'
-          f'{"tile":>10}{"regs":>5}{"loop":>6}{"FMA":>5}  {"loads":<22}{"us":>7}')
+          f'{"tile":>10}{"px/ld":>6}{"regs":>5}{"loop":>6}{"FMA":>5}  {"loads":<22}{"us":>7}')
     totals = collections.Counter()
     for name, conv, shape, with_pool in spatial_layers(args.arch, args.shape):
         shape = (args.batch, ) + shape[1:]
@@ -195,7 +204,7 @@ def main():
                              if op.startswith('LDG'))
             print(f'{name.replace("layers.", ""):<16}{what:<12}{shape[1]:>5}'
                   f'{f"{shape[2]}x{shape[3]}":>8}{meta["KS"]:>3}{meta["CPG"]:>4}'
-                  f'{conv.stride:>2}{tile:>10}'
+                  f'{conv.stride:>2}{tile:>10}{pixels_per_warp_load(launch, args.dtype):>6}'
                   f'{regs or "?":>5}{body:>6}{loop["FFMA"]:>5}  {loads:<22}{us:>7.1f}')
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
