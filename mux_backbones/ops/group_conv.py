@@ -4,8 +4,8 @@ MUXNet's spatial convs (paper Sec. 3; the ``k3.5.7`` MixConv blocks and the ``dw
 channel-multiplexed blocks) are depth-wise or 2-channels-per-group convolutions, several kernel
 sizes side by side. cuDNN has no fast path for most of them (NHWC half precision, 2 channels per
 group, kernels up to 11x11), and the stock MixConv is split + one conv per kernel size + cat. This
-op computes all groups straight into one NHWC (channels-last) output, one launch per kernel size
-with that size's taps unrolled (no split, no cat):
+op computes all groups straight into one NHWC (channels-last) output in one launch, each group's
+programs running code compiled for its kernel size with the taps unrolled (no split, no cat):
 
 * each channel group at its own kernel size and dilation -- no zero-padding to the largest kernel;
 * 1 or 2 channels per conv group (the grouped conv of the channel-multiplexed blocks);
@@ -187,23 +187,21 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
-    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
-                        stride, tiles_w, num_tiles, c_start, g_size, w_off, dil, pad,
-                        KS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                        WITH_POOL: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
-                        TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-                        PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
-        """One kernel-size group: a TILE_H x TILE_W tile of output pixels x BLOCK_C channels.
+    def _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
+                       stride, tiles_w, num_tiles, pid_t, block, n, c_start, g_size, w_off, dil,
+                       pad, KS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
+                       WITH_POOL: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
+                       TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                       PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+        """One kernel-size group's share of a program: a TILE_H x TILE_W tile of output pixels
+        (``pid_t``) x the group's channel block ``block``.
 
         ``ALIGN`` (a power of two dividing C, c_start, g_size and w_off) tells the compiler what
         its own specialisation (integer arguments that are multiples of 16) misses -- C = 24 or
         120 -- so those layers get vector accesses too; for the same reason the image sizes
         ``x_image`` = H * W * C and ``y_image`` = OH * OW * C come as arguments.
         """
-        pid_t = tl.program_id(0)
-        pid_c = tl.program_id(1)
-        n = tl.program_id(2)
-        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        local = block * BLOCK_C + tl.arange(0, BLOCK_C)
         if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
             local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
         offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
@@ -248,6 +246,59 @@ if HAS_TRITON:
             # Squeeze-excite's pooling as an epilogue: per-channel sums of this tile.
             tl.store(pool_ptr + (n * num_tiles + pid_t) * C + offs_c,
                      tl.sum(tl.where(out_mask, acc, 0.0), axis=0), mask=mask_c)
+
+    @triton.jit
+    def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
+                        stride, tiles_w, num_tiles,
+                        c0, s0, o0, d0, p0, e0, c1, s1, o1, d1, p1, e1, c2, s2, o2, d2, p2, e2,
+                        c3, s3, o3, d3, p3, e3, c4, s4, o4, d4, p4, e4,
+                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
+                        CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                        PAIR_SWAP: tl.constexpr,
+                        K0: tl.constexpr, B0: tl.constexpr, V0: tl.constexpr, A0: tl.constexpr,
+                        K1: tl.constexpr, B1: tl.constexpr, V1: tl.constexpr, A1: tl.constexpr,
+                        K2: tl.constexpr, B2: tl.constexpr, V2: tl.constexpr, A2: tl.constexpr,
+                        K3: tl.constexpr, B3: tl.constexpr, V3: tl.constexpr, A3: tl.constexpr,
+                        K4: tl.constexpr, B4: tl.constexpr, V4: tl.constexpr, A4: tl.constexpr):
+        """Up to five kernel-size groups of a layer in one launch (a MixConv's 3x3 ... 11x11).
+
+        Grid axis 1 runs over the channel blocks of all groups, group ``g`` owning blocks
+        ``[e(g-1), e(g))``; each program branches (uniformly) to its group's code, compiled for
+        that group's K, channel block and alignment (``Kg``, ``Bg``, ``Vg`` = every block full,
+        ``Ag``); ``Kg = 0`` marks an unused slot. Its runtime values: first channel ``cg``, size
+        ``sg``, weight offset ``og``, dilation ``dg``, padding ``pg``.
+        """
+        pid_t = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        n = tl.program_id(2)
+        if pid_c < e0:
+            _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
+                           stride, tiles_w, num_tiles, pid_t, pid_c, n, c0, s0, o0, d0, p0, K0,
+                           HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B0, V0, PAIR_SWAP, A0)
+        if K1 > 0:
+            if (pid_c >= e0) & (pid_c < e1):
+                _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
+                               y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e0, n, c1, s1,
+                               o1, d1, p1, K1, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B1,
+                               V1, PAIR_SWAP, A1)
+        if K2 > 0:
+            if (pid_c >= e1) & (pid_c < e2):
+                _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
+                               y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e1, n, c2, s2,
+                               o2, d2, p2, K2, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B2,
+                               V2, PAIR_SWAP, A2)
+        if K3 > 0:
+            if (pid_c >= e2) & (pid_c < e3):
+                _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
+                               y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e2, n, c3, s3,
+                               o3, d3, p3, K3, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B3,
+                               V3, PAIR_SWAP, A3)
+        if K4 > 0:
+            if (pid_c >= e3) & (pid_c < e4):
+                _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
+                               y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e3, n, c4, s4,
+                               o4, d4, p4, K4, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B4,
+                               V4, PAIR_SWAP, A4)
 
     @triton.jit
     def _input_grad_s2_kernel(dz_ptr, w_ptr, dx_ptr, H, W, C, OH, OW, x_image, y_image, tiles_w,
@@ -508,27 +559,64 @@ def _planned(plan):
     return planned
 
 
+FORWARD_SLOTS = 5  # kernel-size groups per forward launch (MUXNet's widest MixConv: 3..11)
+
+
 @_planned
 def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_per_group, act,
                      with_pool, has_bias) -> Tuple[Launch, ...]:
-    """The forward kernel's launches for an input of ``x_shape``: one per kernel-size group, its
-    taps unrolled for its own K (a single launch unrolling every K made an ~80k-instruction
-    kernel that took minutes to compile)."""
+    """The forward kernel's launches for an input of ``x_shape``: all kernel-size groups of a
+    layer in one launch (up to :data:`FORWARD_SLOTS`), each group's taps unrolled for its own K.
+    (Unrolling every K in one loop made an ~80k-instruction kernel that took minutes to compile;
+    one copy of the tap loop per group, chosen per program, compiles like separate kernels.)"""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     tile_h, tile_w = _pixel_tile(splits, oh, ow)
     tiles_w = output_size(ow, tile_w)
     num_tiles = output_size(oh, tile_h) * tiles_w
+    groups = list(_groups(splits, kernel_sizes, dilations, channels_per_group))
     launches = []
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
-        meta.update(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool)
-        launches.append(Launch(
-            'forward', (num_tiles, output_size(size, meta['BLOCK_C']), n),
-            (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, c_start, size,
-             w_off, d, d * (k // 2)), meta))
+    for first in range(0, len(groups), FORWARD_SLOTS):
+        scalars = [h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles]
+        meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
+                    CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
+        blocks = 0
+        for slot in range(FORWARD_SLOTS):
+            if first + slot < len(groups):
+                c_start, size, k, d, w_off = groups[first + slot]
+                block_c, even_c, _ = _channel_block(size, c_start)
+                blocks += output_size(size, block_c)
+                scalars += [c_start, size, w_off, d, d * (k // 2), blocks]
+                meta.update({f'K{slot}': k, f'B{slot}': block_c, f'V{slot}': even_c,
+                             f'A{slot}': _align(c, c_start, size, w_off, block_c)})
+            else:  # an unused slot
+                scalars += [0, 0, 0, 0, 0, blocks]
+                meta.update({f'K{slot}': 0, f'B{slot}': 1, f'V{slot}': True, f'A{slot}': 1})
+        launches.append(Launch('forward', (num_tiles, blocks, n), tuple(scalars), meta))
     return tuple(launches)
+
+
+def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
+    """Each used group slot of a forward launch as a launch of its own (slot 0 only): the code
+    path that slot's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
+    common, per_slot = launch.scalars[:10], 6
+    out, first_block = [], 0
+    for slot in range(FORWARD_SLOTS):
+        if not launch.meta[f'K{slot}']:
+            continue
+        c_start, size, w_off, d, pad, end = launch.scalars[10 + per_slot * slot:][:per_slot]
+        meta = {k: v for k, v in launch.meta.items() if k[0] not in 'KBVA' or not k[1:].isdigit()}
+        meta.update({f'K{i}': 0 for i in range(1, FORWARD_SLOTS)})
+        meta.update({f'{key}{i}': value for i in range(1, FORWARD_SLOTS)
+                     for key, value in (('B', 1), ('V', True), ('A', 1))})
+        meta.update(K0=launch.meta[f'K{slot}'], B0=launch.meta[f'B{slot}'],
+                    V0=launch.meta[f'V{slot}'], A0=launch.meta[f'A{slot}'])
+        blocks = end - first_block
+        first_block = end
+        scalars = common + (c_start, size, w_off, d, pad, blocks) + \
+            (0, 0, 0, 0, 0, blocks) * (FORWARD_SLOTS - 1)
+        out.append(Launch('forward', (launch.grid[0], blocks, launch.grid[2]), scalars, meta))
+    return tuple(out)
 
 
 @_planned

@@ -84,13 +84,16 @@ def spatial_layers(arch: str, shape: int):
 def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool):
     """``(what, Launch)`` of the layer's forward (and gradient) kernels."""
     args = (conv.splits, conv.kernel_sizes, conv.dilations)
-    out = [('forward', plan) for plan in ops.forward_launches(
-        x_shape, *args, conv.stride, conv.channels_per_group, conv.act, with_pool, True)]
+    # A forward launch runs all kernel sizes of a layer, each group's programs on a code path of
+    # their own: analysed one group at a time.
+    out = [('forward', slot) for plan in ops.forward_launches(
+        x_shape, *args, conv.stride, conv.channels_per_group, conv.act, with_pool, True)
+        for slot in ops.forward_slots(plan)]
     if backward:
-        n, c, h, w = x_shape
         if conv.stride == 1:  # the forward kernel on flipped weights, no epilogue
-            out += [('input grad', plan) for plan in ops.forward_launches(
-                x_shape, *args, 1, conv.channels_per_group, 'none', False, False)]
+            out += [('input grad', slot) for plan in ops.forward_launches(
+                x_shape, *args, 1, conv.channels_per_group, 'none', False, False)
+                for slot in ops.forward_slots(plan)]
         else:
             out += [('input grad', plan) for plan in ops.input_grad_s2_launches(
                 x_shape, *args, conv.channels_per_group)]
@@ -156,11 +159,20 @@ def analyse(kernel):
     return int(regs.group(1)) if regs else None, len(instructions), loop
 
 
+def group_meta(launch):
+    """``(K, channel block, ALIGN)`` of a one-group launch (a forward slot or a gradient)."""
+    meta = launch.meta
+    if 'K0' in meta:
+        return meta['K0'], meta['B0'], meta['A0']
+    return meta['KS'], meta['BLOCK_C'], meta['ALIGN']
+
+
 def pixels_per_warp_load(launch, dtype: str) -> int:
     """Pixels one warp's load spans (each a different cache line region of a channels-last map):
     32 lanes over the channel block in vectors of up to 16 bytes (``ALIGN`` elements at most)."""
-    vector = min(launch.meta['ALIGN'], 16 // (4 if dtype == 'fp32' else 2))
-    return 32 // max(1, min(32, launch.meta['BLOCK_C'] // vector))
+    _, block_c, align = group_meta(launch)
+    vector = min(align, 16 // (4 if dtype == 'fp32' else 2))
+    return 32 // max(1, min(32, block_c // vector))
 
 
 def trips(launch) -> int:
@@ -168,7 +180,7 @@ def trips(launch) -> int:
     programs skip the taps of other parity classes)."""
     if launch.kernel == 'weight_grad':
         return launch.scalars[11]  # tiles per program
-    return launch.meta['KS']
+    return group_meta(launch)[0]
 
 
 def main():
@@ -199,11 +211,12 @@ def main():
             us = programs * 4 * per_program / issue_rate  # 4 warps per program
             totals[what] += us
             meta = launch.meta
-            tile = f'{meta["TILE_H"]}x{meta["TILE_W"]}x{meta["BLOCK_C"]}'
+            k, block_c, _ = group_meta(launch)
+            tile = f'{meta["TILE_H"]}x{meta["TILE_W"]}x{block_c}'
             loads = ' '.join(f'{op.split(".", 2)[-1]}x{n}' for op, n in sorted(loop.items())
                              if op.startswith('LDG'))
             print(f'{name.replace("layers.", ""):<16}{what:<12}{shape[1]:>5}'
-                  f'{f"{shape[2]}x{shape[3]}":>8}{meta["KS"]:>3}{meta["CPG"]:>4}'
+                  f'{f"{shape[2]}x{shape[3]}":>8}{k:>3}{meta["CPG"]:>4}'
                   f'{conv.stride:>2}{tile:>10}{pixels_per_warp_load(launch, args.dtype):>6}'
                   f'{regs or "?":>5}{body:>6}{loop["FFMA"]:>5}  {loads:<22}{us:>7.1f}')
     for what, us in totals.items():
