@@ -203,10 +203,13 @@ def profile_models(args, device):
             total_us = sum(e.self_device_time_total for e in events
                            if e.device_type == torch.autograd.DeviceType.CUDA) / 10
             moved = _fused_conv_bytes(model, x)
+            gate_us = sum(e.self_device_time_total for e in events
+                          if '_se_gate_kernel' in e.key) / 10
             if fused_us:
                 print(f'fused group conv: {fused_us:.0f} us of {total_us:.0f} us GPU time per '
                       f'forward; {moved / 2**20:.1f} MiB moved -> '
-                      f'{moved / fused_us / 1e6:.2f} TB/s (H200 peak ~4.8 TB/s)')
+                      f'{moved / fused_us / 1e6:.2f} TB/s (H200 peak ~4.8 TB/s); SE gate '
+                      f'kernel: {gate_us:.0f} us')
             else:
                 print(f'GPU time per forward: {total_us:.0f} us (no fused kernels)')
 
