@@ -271,6 +271,8 @@ if HAS_TRITON:
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
         n = tl.program_id(2)
+        # One branch per slot, written out: each call must see its slot's constexprs by name
+        # (the Triton versions this runs on, 3.6-3.9, have no indexable constexpr arrays).
         if pid_c < e0:
             _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
                            stride, tiles_w, num_tiles, pid_t, pid_c, n, c0, s0, o0, d0, p0, K0,
