@@ -42,7 +42,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
     export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
     python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
-    timeout ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-} 2>&1 | \
+    timeout ${CHECK_TIMEOUT:-200} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-} 2>&1 | \
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
     timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
