@@ -43,6 +43,10 @@ _INT32_MAX = 2**31 - 1
 PAIR_SWAP = None
 # Rows of the forward's pixel tile per weight-gradient tile (halved with 2 channels per group).
 WEIGHT_GRAD_ROWS = 4
+# A channel block may leave at most 1 / LANE_WASTE of its group's lanes idle (masked) for the
+# sake of wider, better coalesced blocks (see _channel_block; tools/gpu/layer_bench.py times
+# other values).
+LANE_WASTE = 8
 
 
 def _pair_swap() -> bool:
@@ -459,7 +463,7 @@ def _channel_block(group_size: int, c_start: int) -> Tuple[int, bool, int]:
     block_c = 32
     if vector:
         block_c = min(64, next_power_of_2(group_size))
-        while block_c > 8 and 8 * (-group_size % block_c) > group_size:
+        while block_c > 8 and LANE_WASTE * (-group_size % block_c) > group_size:
             block_c //= 2
     pixels = max(32, min(256, (2048 if vector else 1024) // block_c))
     return block_c, group_size % block_c == 0, pixels
@@ -556,7 +560,7 @@ def _planned(plan):
     @functools.wraps(plan)
     def planned(*args):
         args = tuple(tuple(a) if isinstance(a, (list, torch.Size)) else a for a in args)
-        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS), *args)
+        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE), *args)
 
     return planned
 
