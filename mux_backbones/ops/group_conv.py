@@ -799,21 +799,19 @@ def _backward(ctx, grad_y, grad_pool):
     if grad_y is None:
         grad_y = x.new_zeros(ctx.out_shape)
     pooled = ctx.with_pool and grad_pool is not None
-    if not (pooled or ctx.act != 'none' or ctx.has_bias):
-        # The plain conv (training: BN and activation are modules of their own): the incoming
-        # gradient as it is, no fp32 round trip of the whole map.
-        return (*_group_conv_backward(grad_y.to(x.dtype), x, weight, splits, kernel_sizes,
-                                      dilations, stride, cpg), None, None, None, None, None, None,
-                None, None)
-    grad = grad_y.float()
-    if pooled:  # d tile sum / d y is 1 at the tile's pixels
-        grad = grad + _tile_broadcast(grad_pool, *ctx.out_shape[-2:],
-                                      *_pixel_tile(splits, *ctx.out_shape[-2:]))
-    if ctx.act != 'none':
-        # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
-        z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, 'none',
-                           False)
-        grad = grad * _activation_grad(z, ctx.act)
+    # The plain conv (training: BN and activation are modules of their own) passes the incoming
+    # gradient as it is; only the epilogue's terms need the map in fp32.
+    grad = grad_y
+    if pooled or ctx.act != 'none' or ctx.has_bias:
+        grad = grad_y.float()
+        if pooled:  # d tile sum / d y is 1 at the tile's pixels
+            grad = grad + _tile_broadcast(grad_pool, *ctx.out_shape[-2:],
+                                          *_pixel_tile(splits, *ctx.out_shape[-2:]))
+        if ctx.act != 'none':
+            # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
+            z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg,
+                               'none', False)
+            grad = grad * _activation_grad(z, ctx.act)
     grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
     grad_x, grad_w = _group_conv_backward(grad.to(x.dtype), x, weight, splits, kernel_sizes,
                                           dilations, stride, cpg)
