@@ -479,10 +479,15 @@ def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int
     return max(1, min(next_power_of_2(out_h), pixels // tile_w)), tile_w
 
 
+def _tiling(out_h: int, out_w: int, tile_h: int, tile_w: int) -> Tuple[int, int]:
+    """``(tiles per row, tiles)`` of a map tiled ``tile_h x tile_w``."""
+    tiles_w = output_size(out_w, tile_w)
+    return tiles_w, output_size(out_h, tile_h) * tiles_w
+
+
 def pool_tiles(splits: Sequence[int], out_h: int, out_w: int) -> int:
     """How many partial sums per channel ``group_conv(..., with_pool=True)`` returns."""
-    tile_h, tile_w = _pixel_tile(splits, out_h, out_w)
-    return output_size(out_h, tile_h) * output_size(out_w, tile_w)
+    return _tiling(out_h, out_w, *_pixel_tile(splits, out_h, out_w))[1]
 
 
 def _tile_sums(y: Tensor, tile_h: int, tile_w: int) -> Tensor:
@@ -566,6 +571,20 @@ def _planned(plan):
 
 
 FORWARD_SLOTS = 5  # kernel-size groups per forward launch (MUXNet's widest MixConv: 3..11)
+_FORWARD_SHARED = 10  # scalars before the slots; each slot has 6: c, s, o, d, p, e (see kernel)
+_EMPTY_SLOT = ((0, 0, 0, 0, 0), 0, (0, 1, True, 1))
+
+
+def _forward_launch(shared, meta, slots, num_tiles, n) -> Launch:
+    """One forward launch of up to :data:`FORWARD_SLOTS` groups, each ``((first channel, size,
+    weight offset, dilation, padding), channel blocks, (K, block_c, even_c, ALIGN))``."""
+    scalars, meta, end = list(shared), dict(meta), 0
+    for slot, (values, blocks, (k, block_c, even_c, align)) in enumerate(
+            list(slots) + [_EMPTY_SLOT] * (FORWARD_SLOTS - len(slots))):
+        end += blocks
+        scalars += [*values, end]
+        meta.update({f'K{slot}': k, f'B{slot}': block_c, f'V{slot}': even_c, f'A{slot}': align})
+    return Launch('forward', (num_tiles, end, n), tuple(scalars), meta)
 
 
 @_planned
@@ -578,50 +597,33 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     tile_h, tile_w = _pixel_tile(splits, oh, ow)
-    tiles_w = output_size(ow, tile_w)
-    num_tiles = output_size(oh, tile_h) * tiles_w
-    groups = list(_groups(splits, kernel_sizes, dilations, channels_per_group))
-    launches = []
-    for first in range(0, len(groups), FORWARD_SLOTS):
-        scalars = [h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles]
-        meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
-                    CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
-        blocks = 0
-        for slot in range(FORWARD_SLOTS):
-            if first + slot < len(groups):
-                c_start, size, k, d, w_off = groups[first + slot]
-                block_c, even_c, _ = _channel_block(size, c_start)
-                blocks += output_size(size, block_c)
-                scalars += [c_start, size, w_off, d, d * (k // 2), blocks]
-                meta.update({f'K{slot}': k, f'B{slot}': block_c, f'V{slot}': even_c,
-                             f'A{slot}': _align(c, c_start, size, w_off, block_c)})
-            else:  # an unused slot
-                scalars += [0, 0, 0, 0, 0, blocks]
-                meta.update({f'K{slot}': 0, f'B{slot}': 1, f'V{slot}': True, f'A{slot}': 1})
-        launches.append(Launch('forward', (num_tiles, blocks, n), tuple(scalars), meta))
-    return tuple(launches)
+    tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
+    shared = (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles)
+    meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
+                CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
+    slots = []
+    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
+                                              channels_per_group):
+        block_c, even_c, _ = _channel_block(size, c_start)
+        slots.append(((c_start, size, w_off, d, d * (k // 2)), output_size(size, block_c),
+                      (k, block_c, even_c, _align(c, c_start, size, w_off, block_c))))
+    return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n)
+                 for i in range(0, len(slots), FORWARD_SLOTS))
 
 
 def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
-    """Each used group slot of a forward launch as a launch of its own (slot 0 only): the code
-    path that slot's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
-    common, per_slot = launch.scalars[:10], 6
+    """Each used group slot of a forward launch as a launch of its own: the code path that
+    slot's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
+    shared = launch.scalars[:_FORWARD_SHARED]
+    meta = {k: v for k, v in launch.meta.items() if not (k[0] in 'KBVA' and k[1:].isdigit())}
     out, first_block = [], 0
     for slot in range(FORWARD_SLOTS):
-        if not launch.meta[f'K{slot}']:
-            continue
-        c_start, size, w_off, d, pad, end = launch.scalars[10 + per_slot * slot:][:per_slot]
-        meta = {k: v for k, v in launch.meta.items() if k[0] not in 'KBVA' or not k[1:].isdigit()}
-        meta.update({f'K{i}': 0 for i in range(1, FORWARD_SLOTS)})
-        meta.update({f'{key}{i}': value for i in range(1, FORWARD_SLOTS)
-                     for key, value in (('B', 1), ('V', True), ('A', 1))})
-        meta.update(K0=launch.meta[f'K{slot}'], B0=launch.meta[f'B{slot}'],
-                    V0=launch.meta[f'V{slot}'], A0=launch.meta[f'A{slot}'])
-        blocks = end - first_block
-        first_block = end
-        scalars = common + (c_start, size, w_off, d, pad, blocks) + \
-            (0, 0, 0, 0, 0, blocks) * (FORWARD_SLOTS - 1)
-        out.append(Launch('forward', (launch.grid[0], blocks, launch.grid[2]), scalars, meta))
+        values = launch.scalars[_FORWARD_SHARED + 6 * slot:][:6]
+        blocks, first_block = values[5] - first_block, values[5]
+        if launch.meta[f'K{slot}']:
+            group = tuple(launch.meta[f'{key}{slot}'] for key in 'KBVA')
+            out.append(_forward_launch(shared, meta, [(values[:5], blocks, group)],
+                                       launch.grid[0], launch.grid[2]))
     return tuple(out)
 
 
@@ -633,8 +635,7 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
     n, c, h, w = x_shape
     oh, ow = output_size(h, 2), output_size(w, 2)
     tile_h, tile_w = _pixel_tile(splits, oh, ow)
-    tiles_w = output_size(ow, tile_w)
-    num_tiles = output_size(oh, tile_h) * tiles_w
+    tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     launches = []
     for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
                                               channels_per_group):
@@ -657,8 +658,7 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
     if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
         tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
                      max(tile_h, next_power_of_2(oh)))
-    tiles_w = output_size(ow, tile_w)
-    num_tiles = output_size(oh, tile_h) * tiles_w
+    tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     work = n * num_tiles
     per_program = work if interpreting() else max(1, min(64, output_size(work, 8)))
     launches = []
