@@ -102,11 +102,22 @@ def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool):
     return out
 
 
+def _pointers(launch) -> int:
+    """How many tensor arguments come before the launch's scalars."""
+    return len(ops.kernels()[launch.kernel].arg_names) - len(launch.scalars) - len(launch.meta)
+
+
+def scalar(launch, name: str) -> int:
+    """The value a launch passes for the kernel's scalar argument ``name``."""
+    names = ops.kernels()[launch.kernel].arg_names
+    return launch.scalars[names.index(name) - _pointers(launch)]
+
+
 def compile_launch(launch, dtype: str):
     """The launch compiled for sm_90 as Triton would specialise it at run time."""
     fn = ops.kernels()[launch.kernel]
     names = fn.arg_names
-    n_ptr = len(names) - len(launch.scalars) - len(launch.meta)
+    n_ptr = _pointers(launch)
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if i < n_ptr:  # tensors: the activations in `dtype`, partial sums and dW in fp32
@@ -179,7 +190,7 @@ def trips(launch) -> int:
     """Iterations of the tap loop per program (an upper bound for the stride-2 gradient, whose
     programs skip the taps of other parity classes)."""
     if launch.kernel == 'weight_grad':
-        return launch.scalars[11]  # tiles per program
+        return scalar(launch, 'tiles_per_program')
     return group_meta(launch)[0]
 
 
