@@ -164,6 +164,41 @@ if HAS_TRITON:
         return tl.load(ptrs, mask=mask_c, other=0.0).to(tl.float32)
 
     @triton.jit
+    def _channel_offsets(block, c_start, g_size, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                         ALIGN: tl.constexpr):
+        """``(local, channels, mask, odd)`` of a group's channel block ``block``: channels in the
+        group and in the map, which exist, which are odd inside the group. The hints tell the
+        compiler the vectors it may use; the mask is built from multiples of ``ALIGN`` so it is
+        constant over a vector and masked loads stay vectors."""
+        local = block * BLOCK_C + tl.arange(0, BLOCK_C)
+        if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
+            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
+        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
+        mask_c = (local // ALIGN) < (g_size // ALIGN)
+        return local, offs_c, mask_c, (local % 2) == 1
+
+    @triton.jit
+    def _tile_pixels(tile, tiles_w, TILE_H: tl.constexpr, TILE_W: tl.constexpr):
+        """``(rows, cols)`` of the pixels of tile ``tile`` of a row-major tiling."""
+        i = tl.arange(0, TILE_H * TILE_W)
+        return (tile // tiles_w) * TILE_H + i // TILE_W, (tile % tiles_w) * TILE_W + i % TILE_W
+
+    @triton.jit
+    def _pixel_channel_mask(ok, mask_c, EVEN_C: tl.constexpr):
+        """Pixels ``ok`` x the block's channels (no channel mask where every block is full)."""
+        mask = ok[:, None]
+        if not EVEN_C:
+            mask = mask & mask_c[None, :]
+        return mask
+
+    @triton.jit
+    def _tap_weights(w_off, tap, g_size, local, CPG: tl.constexpr, BLOCK_C: tl.constexpr,
+                     ALIGN: tl.constexpr):
+        """Offsets of tap ``tap``'s first weight of each channel in the packed weights."""
+        return tl.max_contiguous(tl.multiple_of(w_off + (tap * CPG) * g_size + local, ALIGN),
+                                 BLOCK_C)
+
+    @triton.jit
     def _accumulate_tap(acc, x_row, offs_c, mask, w_ptr, w_row, g_size, mask_c, odd,
                         CPG: tl.constexpr, PIXELS: tl.constexpr, BLOCK_C: tl.constexpr,
                         EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
@@ -205,18 +240,12 @@ if HAS_TRITON:
         120 -- so those layers get vector accesses too; for the same reason the image sizes
         ``x_image`` = H * W * C and ``y_image`` = OH * OW * C come as arguments.
         """
-        local = block * BLOCK_C + tl.arange(0, BLOCK_C)
-        if EVEN_C:  # every block full and aligned: no channel masks, vector accesses
-            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
-        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
-        i = tl.arange(0, TILE_H * TILE_W)
-        oh = (pid_t // tiles_w) * TILE_H + i // TILE_W
-        ow = (pid_t % tiles_w) * TILE_W + i % TILE_W
+        local, offs_c, mask_c, odd = _channel_offsets(block, c_start, g_size, BLOCK_C, EVEN_C,
+                                                      ALIGN)
+        oh, ow = _tile_pixels(pid_t, tiles_w, TILE_H, TILE_W)
         ok_p = (oh < OH) & (ow < OW)
         x_img = x_ptr + n * x_image
         acc = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
-        odd = (local % 2) == 1
         # Rows of taps in a loop, the taps of a row unrolled (K is known per launch): unrolling
         # both made the compiler hoist every tap's load and spill (K >= 9).
         for kh in range(0, KS):
@@ -224,25 +253,16 @@ if HAS_TRITON:
             ok_h = ok_p & (ih >= 0) & (ih < H)
             for kw in tl.static_range(KS):
                 iw = ow * stride - pad + kw * dil
-                ok = ok_h & (iw >= 0) & (iw < W)
-                if EVEN_C:
-                    mask = ok[:, None]
-                else:
-                    mask = ok[:, None] & mask_c[None, :]
+                mask = _pixel_channel_mask(ok_h & (iw >= 0) & (iw < W), mask_c, EVEN_C)
                 pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
-                w_row = tl.max_contiguous(
-                    tl.multiple_of(w_off + ((kh * KS + kw) * CPG) * g_size + local, ALIGN),
-                    BLOCK_C)
+                w_row = _tap_weights(w_off, kh * KS + kw, g_size, local, CPG, BLOCK_C, ALIGN)
                 acc = _accumulate_tap(acc, x_img + pix, offs_c, mask, w_ptr, w_row, g_size,
                                       mask_c, odd, CPG, TILE_H * TILE_W, BLOCK_C, EVEN_C,
                                       PAIR_SWAP, ALIGN)
         if HAS_BIAS:
             acc += _load_channels(b_ptr + offs_c, mask_c, EVEN_C)[None, :]
         acc = _activate(acc, ACT)
-        if EVEN_C:
-            out_mask = ok_p[:, None]
-        else:
-            out_mask = ok_p[:, None] & mask_c[None, :]
+        out_mask = _pixel_channel_mask(ok_p, mask_c, EVEN_C)
         out_pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
         tl.store(y_ptr + n * y_image + out_pix[:, None] + offs_c[None, :],
                  acc.to(y_ptr.dtype.element_ty), mask=out_mask)
@@ -326,15 +346,9 @@ if HAS_TRITON:
         n = tl.program_id(2) // 4
         p = (tl.program_id(2) // 2) % 2
         q = tl.program_id(2) % 2
-        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        if EVEN_C:
-            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
-        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
-        odd = (local % 2) == 1
-        i = tl.arange(0, TILE_H * TILE_W)
-        a = (pid_t // tiles_w) * TILE_H + i // TILE_W
-        b = (pid_t % tiles_w) * TILE_W + i % TILE_W
+        local, offs_c, mask_c, odd = _channel_offsets(pid_c, c_start, g_size, BLOCK_C, EVEN_C,
+                                                      ALIGN)
+        a, b = _tile_pixels(pid_t, tiles_w, TILE_H, TILE_W)
         ih = 2 * a + p
         iw = 2 * b + q
         ok_p = (ih < H) & (iw < W)
@@ -349,22 +363,14 @@ if HAS_TRITON:
                     e_w = q + pad - kw * dil
                     if e_w % 2 == 0:
                         ow = b + e_w // 2
-                        ok = ok_h & (ow >= 0) & (ow < OW)
-                        if EVEN_C:
-                            mask = ok[:, None]
-                        else:
-                            mask = ok[:, None] & mask_c[None, :]
+                        mask = _pixel_channel_mask(ok_h & (ow >= 0) & (ow < OW), mask_c, EVEN_C)
                         pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
-                        w_row = tl.max_contiguous(
-                            tl.multiple_of(w_off + ((kh * KS + kw) * CPG) * g_size + local,
-                                           ALIGN), BLOCK_C)
+                        w_row = _tap_weights(w_off, kh * KS + kw, g_size, local, CPG, BLOCK_C,
+                                             ALIGN)
                         acc = _accumulate_tap(acc, dz_img + pix, offs_c, mask, w_ptr, w_row,
                                               g_size, mask_c, odd, CPG, TILE_H * TILE_W,
                                               BLOCK_C, EVEN_C, PAIR_SWAP, ALIGN)
-        if EVEN_C:
-            out_mask = ok_p[:, None]
-        else:
-            out_mask = ok_p[:, None] & mask_c[None, :]
+        out_mask = _pixel_channel_mask(ok_p, mask_c, EVEN_C)
         out_pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
         tl.store(dx_ptr + n * x_image + out_pix[:, None] + offs_c[None, :],
                  acc.to(dx_ptr.dtype.element_ty), mask=out_mask)
@@ -386,31 +392,20 @@ if HAS_TRITON:
         tap = tl.program_id(2)
         kh = tap // KS
         kw = tap % KS
-        local = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        if EVEN_C:
-            local = tl.max_contiguous(tl.multiple_of(local, BLOCK_C), BLOCK_C)
-        offs_c = tl.max_contiguous(tl.multiple_of(c_start + local, ALIGN), BLOCK_C)
-        mask_c = (local // ALIGN) < (g_size // ALIGN)  # constant over ALIGN lanes: vector loads
-        odd = (local % 2) == 1
-        i = tl.arange(0, TILE_H * TILE_W)
+        local, offs_c, mask_c, odd = _channel_offsets(pid_c, c_start, g_size, BLOCK_C, EVEN_C,
+                                                      ALIGN)
         acc_own = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         acc_partner = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         start = pid_p * tiles_per_program
         for j in range(start, tl.minimum(start + tiles_per_program, work)):
             n = j // num_tiles
-            t = j % num_tiles
-            oh = (t // tiles_w) * TILE_H + i // TILE_W
-            ow = (t % tiles_w) * TILE_W + i % TILE_W
+            oh, ow = _tile_pixels(j % num_tiles, tiles_w, TILE_H, TILE_W)
             ok_p = (oh < OH) & (ow < OW)
             ih = oh * stride - pad + kh * dil
             iw = ow * stride - pad + kw * dil
-            ok = ok_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            if EVEN_C:
-                mask_dz = ok_p[:, None]
-                mask_x = ok[:, None]
-            else:
-                mask_dz = ok_p[:, None] & mask_c[None, :]
-                mask_x = ok[:, None] & mask_c[None, :]
+            mask_dz = _pixel_channel_mask(ok_p, mask_c, EVEN_C)
+            mask_x = _pixel_channel_mask(ok_p & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W),
+                                         mask_c, EVEN_C)
             out_pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
             dz = tl.load(dz_ptr + n * y_image + out_pix[:, None] + offs_c[None, :], mask=mask_dz,
                          other=0.0).to(tl.float32)
