@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     sys.exit('kernel_sass.py needs Triton')
 
 from mux_backbones import MUXNet  # noqa: E402
+from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
 
 # (the package exports the op function under the module's name)
@@ -197,15 +198,13 @@ def trips(launch) -> int:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--arch', default='m')
-    parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--batch', type=positive_int, default=32)
+    parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--dtype', default='fp16', choices=sorted(_DTYPES))
     parser.add_argument('--backward', action='store_true', help='also the gradient kernels')
-    parser.add_argument('--sms', type=int, default=132, help='SMs (H200/H100 SXM: 132)')
+    parser.add_argument('--sms', type=positive_int, default=132, help='SMs (H200/H100 SXM: 132)')
     parser.add_argument('--clock-ghz', type=float, default=1.98)
     args = parser.parse_args()
-    if args.batch < 1 or args.shape < 1:
-        sys.exit('--batch and --shape must be positive')
     issue_rate = args.sms * 4 * args.clock_ghz * 1e3  # warp instructions per microsecond
     print(f'MUXNet-{args.arch}, batch {args.batch}, {args.shape}x{args.shape}, {args.dtype}, '
           f'sm_90, Triton {triton.__version__}')
