@@ -28,6 +28,7 @@ from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from .layers.conv_bn import deploy_conv_module
+from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
 
 
@@ -93,20 +94,14 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
     input it receives from ``example_input``."""
     blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparable))
               and not m.deploy]
-    inputs = {}
-    handles = [b.register_forward_pre_hook(lambda m, args: inputs.setdefault(id(m), args[0]))
-               for b in blocks]
     # Record in the model's own precision (BN is folded in it); time in the example's.
     param = next(model.parameters(), None)
-    try:
-        model(example_input.to(param.dtype) if param is not None else example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    inputs = module_inputs(model, blocks, example_input.to(param.dtype) if param is not None
+                           else example_input)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     choices, times = {}, []
     for block in blocks:
-        x = inputs.get(id(block))
+        x = inputs.get(block)
         if x is None:  # not on the path of this input
             continue
         x = x.to(example_input.dtype)

@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - depends on the machine
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
 # (the package exports the op function under the module's name)
 ops = importlib.import_module('mux_backbones.ops.group_conv')
@@ -66,20 +67,14 @@ def spatial_layers(arch: str, shape: int):
                                                                         fused_ops=True)
     finally:
         inverted_residual.can_use_triton = real
-    layers, handles = [], []
-    for name, block in model.named_modules():
-        conv = getattr(block, 'depthwise_conv', None)
-        if isinstance(conv, FusedGroupConv):
-            handles.append(conv.register_forward_hook(
-                lambda m, i, o, name=name, block=block: layers.append(
-                    (name, m, tuple(i[0].shape), block.pool_in_kernel))))
+    blocks = [(name, block) for name, block in model.named_modules()
+              if isinstance(getattr(block, 'depthwise_conv', None), FusedGroupConv)]
     x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # the op's CPU fallback computes it
-        model(x)
-    for h in handles:
-        h.remove()
-    return layers
+        inputs = module_inputs(model, [b.depthwise_conv for _, b in blocks], x)
+    return [(name, b.depthwise_conv, tuple(inputs[b.depthwise_conv].shape), b.pool_in_kernel)
+            for name, b in blocks if b.depthwise_conv in inputs]
 
 
 def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool):

@@ -18,21 +18,17 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
+from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
 
 
 def spatial_inputs(model, x):
     """The input of every block's spatial conv, by block name."""
-    inputs, handles = {}, []
-    for name, block in model.named_modules():
-        if isinstance(block, (InvertedResidual, DepthwiseSeparable)):
-            handles.append(block.depthwise_conv.register_forward_hook(
-                lambda m, i, o, name=name: inputs.__setitem__(name, i[0])))
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return inputs
+    blocks = {name: block for name, block in model.named_modules()
+              if isinstance(block, (InvertedResidual, DepthwiseSeparable))}
+    inputs = module_inputs(model, [b.depthwise_conv for b in blocks.values()], x)
+    return {name: inputs[b.depthwise_conv] for name, b in blocks.items()
+            if b.depthwise_conv in inputs}
 
 
 def main():
