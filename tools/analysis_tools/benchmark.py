@@ -182,7 +182,7 @@ def profile_models(args, device):
     """
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
-    amp, batch = args.profile_case
+    amp, batch = args.profile
     for mode in [m for m in args.modes if not m.startswith('graph') and m != 'compile']:
         for name in args.models:
             model, x = _prepare(name, mode, batch, args, device, amp)
@@ -386,7 +386,6 @@ def parse_args():
     if args.train_step == []:
         args.train_step = ['ssdlite']
     args.compile_cases = None if args.compile_cases is None else set(args.compile_cases)
-    args.profile_case = args.profile
     batches = {}
     for tasks, n in args.train_batch:
         batches.update({t: n for t in tasks})

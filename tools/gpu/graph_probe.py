@@ -41,7 +41,7 @@ def main():
     args = parser.parse_args()
     device = torch.device('cuda')
     opts = SimpleNamespace(shape=224, warmup=3, modes=['deploy'], models=['muxnet-m'],
-                           profile_case=(args.amp, 32))
+                           profile=(args.amp, 32))
     cases = [('mobilenetv2', 'graph'), ('muxnet-m', 'graph-stock'), ('muxnet-m', 'graph'),
              ('muxnet-m', 'graph-auto')]
     for i, batch in enumerate(args.batches):
