@@ -554,8 +554,7 @@ def _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w) 
 def _planned(plan):
     """Cache a launch plan per call signature (and per the module switches it reads): planning
     in Python costs 7-27 us per call, about a small layer's kernel time in eager mode."""
-    cached = functools.lru_cache(maxsize=1024)(
-        lambda key, *args: plan(*(tuple(a) if isinstance(a, list) else a for a in args)))
+    cached = functools.lru_cache(maxsize=1024)(lambda key, *args: plan(*args))
 
     @functools.wraps(plan)
     def planned(*args):
