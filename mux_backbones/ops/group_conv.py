@@ -47,6 +47,10 @@ WEIGHT_GRAD_ROWS = 4
 # sake of wider, better coalesced blocks (see _channel_block; tools/gpu/layer_bench.py times
 # other values).
 LANE_WASTE = 8
+# Channels a group's programs are aligned to: a group whose first channel or size is not a
+# multiple (MUXNet-m's 89-channel MixConv groups) is computed over the aligned window around it
+# (see _window), so its loads are vectors too.
+WINDOW_ALIGN = 8
 
 
 def _pair_swap() -> bool:
@@ -192,6 +196,14 @@ if HAS_TRITON:
         return mask
 
     @triton.jit
+    def _kept(mask, local, keep_from, keep, WINDOW: tl.constexpr):
+        """``mask`` restricted to the group's own channels where its programs compute an aligned
+        window around it (the other lanes belong to neighbouring groups: never stored)."""
+        if WINDOW:
+            mask = mask & ((local >= keep_from) & (local < keep_from + keep))
+        return mask
+
+    @triton.jit
     def _tap_weights(w_off, tap, g_size, local, CPG: tl.constexpr, BLOCK_C: tl.constexpr,
                      ALIGN: tl.constexpr):
         """Offsets of tap ``tap``'s first weight of each channel in the packed weights."""
@@ -228,17 +240,20 @@ if HAS_TRITON:
     @triton.jit
     def _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
                        stride, tiles_w, num_tiles, pid_t, block, n, c_start, g_size, w_off, dil,
-                       pad, KS: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr,
-                       WITH_POOL: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
-                       TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-                       PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+                       pad, keep_from, keep, KS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       ACT: tl.constexpr, WITH_POOL: tl.constexpr, CPG: tl.constexpr,
+                       TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
+                       EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr,
+                       WINDOW: tl.constexpr):
         """One kernel-size group's share of a program: a TILE_H x TILE_W tile of output pixels
         (``pid_t``) x the group's channel block ``block``.
 
         ``ALIGN`` (a power of two dividing C, c_start, g_size and w_off) tells the compiler what
         its own specialisation (integer arguments that are multiples of 16) misses -- C = 24 or
         120 -- so those layers get vector accesses too; for the same reason the image sizes
-        ``x_image`` = H * W * C and ``y_image`` = OH * OW * C come as arguments.
+        ``x_image`` = H * W * C and ``y_image`` = OH * OW * C come as arguments. With ``WINDOW``
+        the channels ``c_start + [0, g_size)`` are the aligned window around the group, whose own
+        channels are ``keep`` from ``keep_from`` on: only those are stored and pooled.
         """
         local, offs_c, mask_c, odd = _channel_offsets(block, c_start, g_size, BLOCK_C, EVEN_C,
                                                       ALIGN)
@@ -262,35 +277,44 @@ if HAS_TRITON:
         if HAS_BIAS:
             acc += _load_channels(b_ptr + offs_c, mask_c, EVEN_C)[None, :]
         acc = _activate(acc, ACT)
-        out_mask = _pixel_channel_mask(ok_p, mask_c, EVEN_C)
+        out_mask = _kept(_pixel_channel_mask(ok_p, mask_c, EVEN_C), local[None, :], keep_from,
+                         keep, WINDOW)
         out_pix = tl.multiple_of((oh * OW + ow) * C, ALIGN)
         tl.store(y_ptr + n * y_image + out_pix[:, None] + offs_c[None, :],
                  acc.to(y_ptr.dtype.element_ty), mask=out_mask)
         if WITH_POOL:
             # Squeeze-excite's pooling as an epilogue: per-channel sums of this tile.
             tl.store(pool_ptr + (n * num_tiles + pid_t) * C + offs_c,
-                     tl.sum(tl.where(out_mask, acc, 0.0), axis=0), mask=mask_c)
+                     tl.sum(tl.where(out_mask, acc, 0.0), axis=0),
+                     mask=_kept(mask_c, local, keep_from, keep, WINDOW))
 
     @triton.jit
     def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
                         stride, tiles_w, num_tiles,
-                        c0, s0, o0, d0, p0, e0, c1, s1, o1, d1, p1, e1, c2, s2, o2, d2, p2, e2,
-                        c3, s3, o3, d3, p3, e3, c4, s4, o4, d4, p4, e4,
+                        c0, s0, o0, d0, p0, f0, z0, e0, c1, s1, o1, d1, p1, f1, z1, e1,
+                        c2, s2, o2, d2, p2, f2, z2, e2, c3, s3, o3, d3, p3, f3, z3, e3,
+                        c4, s4, o4, d4, p4, f4, z4, e4,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
                         CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
                         PAIR_SWAP: tl.constexpr,
                         K0: tl.constexpr, B0: tl.constexpr, V0: tl.constexpr, A0: tl.constexpr,
+                        W0: tl.constexpr,
                         K1: tl.constexpr, B1: tl.constexpr, V1: tl.constexpr, A1: tl.constexpr,
+                        W1: tl.constexpr,
                         K2: tl.constexpr, B2: tl.constexpr, V2: tl.constexpr, A2: tl.constexpr,
+                        W2: tl.constexpr,
                         K3: tl.constexpr, B3: tl.constexpr, V3: tl.constexpr, A3: tl.constexpr,
-                        K4: tl.constexpr, B4: tl.constexpr, V4: tl.constexpr, A4: tl.constexpr):
+                        W3: tl.constexpr,
+                        K4: tl.constexpr, B4: tl.constexpr, V4: tl.constexpr, A4: tl.constexpr,
+                        W4: tl.constexpr):
         """Up to five kernel-size groups of a layer in one launch (a MixConv's 3x3 ... 11x11).
 
         Grid axis 1 runs over the channel blocks of all groups, group ``g`` owning blocks
         ``[e(g-1), e(g))``; each program branches (uniformly) to its group's code, compiled for
         that group's K, channel block and alignment (``Kg``, ``Bg``, ``Vg`` = every block full,
-        ``Ag``); ``Kg = 0`` marks an unused slot. Its runtime values: first channel ``cg``, size
-        ``sg``, weight offset ``og``, dilation ``dg``, padding ``pg``.
+        ``Ag``, ``Wg`` = computed over an aligned window); ``Kg = 0`` marks an unused slot. Its
+        runtime values: first channel ``cg``, size ``sg``, weight offset ``og``, dilation ``dg``,
+        padding ``pg``, the group's own channels in the window ``fg`` (first) and ``zg`` (count).
         """
         pid_t = tl.program_id(0)
         pid_c = tl.program_id(1)
@@ -299,39 +323,41 @@ if HAS_TRITON:
         # (the Triton versions this runs on, 3.6-3.9, have no indexable constexpr arrays).
         if pid_c < e0:
             _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
-                           stride, tiles_w, num_tiles, pid_t, pid_c, n, c0, s0, o0, d0, p0, K0,
-                           HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B0, V0, PAIR_SWAP, A0)
+                           stride, tiles_w, num_tiles, pid_t, pid_c, n, c0, s0, o0, d0, p0, f0,
+                           z0, K0, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B0, V0,
+                           PAIR_SWAP, A0, W0)
         if K1 > 0:
             if (pid_c >= e0) & (pid_c < e1):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e0, n, c1, s1,
-                               o1, d1, p1, K1, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B1,
-                               V1, PAIR_SWAP, A1)
+                               o1, d1, p1, f1, z1, K1, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
+                               TILE_W, B1, V1, PAIR_SWAP, A1, W1)
         if K2 > 0:
             if (pid_c >= e1) & (pid_c < e2):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e1, n, c2, s2,
-                               o2, d2, p2, K2, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B2,
-                               V2, PAIR_SWAP, A2)
+                               o2, d2, p2, f2, z2, K2, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
+                               TILE_W, B2, V2, PAIR_SWAP, A2, W2)
         if K3 > 0:
             if (pid_c >= e2) & (pid_c < e3):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e2, n, c3, s3,
-                               o3, d3, p3, K3, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B3,
-                               V3, PAIR_SWAP, A3)
+                               o3, d3, p3, f3, z3, K3, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
+                               TILE_W, B3, V3, PAIR_SWAP, A3, W3)
         if K4 > 0:
             if (pid_c >= e3) & (pid_c < e4):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e3, n, c4, s4,
-                               o4, d4, p4, K4, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B4,
-                               V4, PAIR_SWAP, A4)
+                               o4, d4, p4, f4, z4, K4, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
+                               TILE_W, B4, V4, PAIR_SWAP, A4, W4)
 
     @triton.jit
     def _input_grad_s2_kernel(dz_ptr, w_ptr, dx_ptr, H, W, C, OH, OW, x_image, y_image, tiles_w,
-                              c_start, g_size, w_off, dil, pad, KS: tl.constexpr,
-                              CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-                              BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-                              PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+                              c_start, g_size, w_off, dil, pad, keep_from, keep,
+                              KS: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
+                              TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
+                              PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr,
+                              WINDOW: tl.constexpr):
         """d input of a stride-2 group, one parity class of input pixels per program.
 
         Input row ``ih = 2a + p`` receives tap ``kh`` from output row ``(ih + pad - kh*dil) / 2``
@@ -370,7 +396,8 @@ if HAS_TRITON:
                         acc = _accumulate_tap(acc, dz_img + pix, offs_c, mask, w_ptr, w_row,
                                               g_size, mask_c, odd, CPG, TILE_H * TILE_W,
                                               BLOCK_C, EVEN_C, PAIR_SWAP, ALIGN)
-        out_mask = _pixel_channel_mask(ok_p, mask_c, EVEN_C)
+        out_mask = _kept(_pixel_channel_mask(ok_p, mask_c, EVEN_C), local[None, :], keep_from,
+                         keep, WINDOW)
         out_pix = tl.multiple_of((ih * W + iw) * C, ALIGN)
         tl.store(dx_ptr + n * x_image + out_pix[:, None] + offs_c[None, :],
                  acc.to(dx_ptr.dtype.element_ty), mask=out_mask)
@@ -444,11 +471,11 @@ def _channel_block(group_size: int, c_start: int) -> Tuple[int, bool, int]:
     load at 64 channels). So a group whose size and first channel are multiples of 4 takes the
     widest block (<= 64 channels) that wastes at most an eighth of its lanes on the masked last
     block (MUXNet-m: 64 for 120/240/480/960 channels, 32 for 96/336, 8-16 for 24/40/48); the mask
-    is built from multiples of the alignment (``ALIGN``), so masked loads stay vectors. Other
-    groups (MUXNet-m's 89-channel MixConv groups starting on odd channels) get masked 32-channel
-    blocks of 16-bit loads. Programs hold up to 2048 accumulators (32-256 pixels), half that
-    where the loads are scalar: more ran out of registers (sm_90 SASS: 255 per thread, with
-    spills, at 64 x 64 for 5x5).
+    is built from multiples of the alignment (``ALIGN``), so masked loads stay vectors. Groups
+    that are not (their aligned window, see :func:`_window`, is where the map's channels are not
+    multiples of 8) get masked 32-channel blocks of 16-bit loads. Programs hold up to 2048
+    accumulators (32-256 pixels), half that where the loads are scalar: more ran out of
+    registers (sm_90 SASS: 255 per thread, with spills, at 64 x 64 for 5x5).
     """
     g = math.gcd(group_size, c_start)
     vector = (g & -g) >= 4  # 8-byte (fp16) vectors or wider
@@ -464,12 +491,27 @@ def _channel_block(group_size: int, c_start: int) -> Tuple[int, bool, int]:
     return block_c, group_size % block_c == 0, pixels
 
 
+def _window(c_start: int, size: int, channels: int) -> Tuple[int, int]:
+    """``(first channel, size)`` of the channels a group's programs compute: the group itself,
+    or, where its first channel or size is not a multiple of :data:`WINDOW_ALIGN` (and the
+    map's channels are), the aligned window around it. The window's extra lanes read the
+    neighbouring groups' channels with zero weights and are never stored: all of the group's
+    loads become aligned vectors (MUXNet-m's [92, 89, 89, 89, 89] MixConv: 16-bit loads
+    before) for a few idle lanes (the 32-channel blocks those groups took covered 96 lanes
+    too)."""
+    if math.gcd(c_start, size) % WINDOW_ALIGN == 0 or channels % WINDOW_ALIGN:
+        return c_start, size
+    first = c_start // WINDOW_ALIGN * WINDOW_ALIGN
+    return first, -(-(c_start + size) // WINDOW_ALIGN) * WINDOW_ALIGN - first
+
+
 def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int]:
     """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
     every channel's pooled sums come in the same tiles): the smallest any group needs, as square
     as the map allows."""
-    starts = [sum(splits[:i]) for i in range(len(splits))]
-    pixels = min(_channel_block(size, start)[2] for size, start in zip(splits, starts))
+    channels, starts = sum(splits), [sum(splits[:i]) for i in range(len(splits))]
+    pixels = min(_channel_block(*reversed(_window(start, size, channels)))[2]
+                 for size, start in zip(splits, starts))
     tile_w = min(next_power_of_2(out_w), 16, pixels)
     return max(1, min(next_power_of_2(out_h), pixels // tile_w)), tile_w
 
@@ -525,13 +567,67 @@ def _triton_ok(x: Tensor, out_shape) -> bool:
     return can_use_triton(x, 'group_conv') and _fits_int32(x.shape, out_shape)
 
 
-def _groups(splits, kernel_sizes, dilations, channels_per_group):
-    """``(first channel, channels, K, dilation, weight offset)`` of every kernel-size group."""
-    c_start, w_off = 0, 0
+class _Group(NamedTuple):
+    """One kernel-size group as its programs compute it: the channels ``start + [0, size)``
+    (its aligned window, see :func:`_window`), of which ``keep`` from ``keep_from`` on are its
+    own; kernel size, dilation; its weights' offset in the windowed packing."""
+    start: int
+    size: int
+    keep_from: int
+    keep: int
+    k: int
+    dil: int
+    w_off: int
+
+    @property
+    def windowed(self) -> bool:
+        return self.keep != self.size
+
+
+def _groups(splits, kernel_sizes, dilations, channels_per_group) -> List[_Group]:
+    """Every kernel-size group of a layer (see :class:`_Group`)."""
+    groups, c_start, w_off, channels = [], 0, 0, sum(splits)
     for size, k, d in zip(splits, kernel_sizes, dilations):
-        yield c_start, size, k, d, w_off
+        first, window = _window(c_start, size, channels)
+        groups.append(_Group(first, window, c_start - first, size, k, d, w_off))
         c_start += size
-        w_off += k * k * channels_per_group * size
+        w_off += k * k * channels_per_group * window
+    return groups
+
+
+@functools.lru_cache(maxsize=256)
+def _window_positions(splits, kernel_sizes, channels_per_group, device) -> Optional[Tensor]:
+    """Where each packed weight goes in the windowed packing the kernels read (None where no
+    group has a window): each group's taps as rows of its window, zeros around its channels."""
+    groups = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)
+    if not any(g.windowed for g in groups):
+        return None
+    positions = [g.w_off + g.keep_from + torch.arange(g.k * g.k * channels_per_group)[:, None] *
+                 g.size + torch.arange(g.keep) for g in groups]
+    return torch.cat([p.flatten() for p in positions]).to(device)
+
+
+def _windowed_numel(splits, kernel_sizes, channels_per_group) -> int:
+    g = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)[-1]
+    return g.w_off + g.k * g.k * channels_per_group * g.size
+
+
+def window_weights(weight: Tensor, splits, kernel_sizes, channels_per_group) -> Tensor:
+    """The packed weights (see :func:`pack_weights`) as the kernels read them: each windowed
+    group's taps spread over its aligned window (zeros on the neighbours' lanes)."""
+    positions = _window_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                  weight.device)
+    if positions is None:
+        return weight
+    return weight.new_zeros(_windowed_numel(splits, kernel_sizes, channels_per_group)) \
+        .index_copy_(0, positions, weight)
+
+
+def unwindow_weights(windowed: Tensor, splits, kernel_sizes, channels_per_group) -> Tensor:
+    """Inverse of :func:`window_weights` (for the weight gradient): the groups' own entries."""
+    positions = _window_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                  windowed.device)
+    return windowed if positions is None else windowed[positions]
 
 
 class Launch(NamedTuple):
@@ -544,11 +640,11 @@ class Launch(NamedTuple):
     meta: dict
 
 
-def _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w) -> dict:
-    block_c, even_c, _ = _channel_block(size, c_start)
-    return dict(KS=k, CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, BLOCK_C=block_c,
-                EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
-                ALIGN=_align(c, c_start, size, w_off, block_c))
+def _group_meta(c, group: _Group, channels_per_group, tile_h, tile_w) -> dict:
+    block_c, even_c, _ = _channel_block(group.size, group.start)
+    return dict(KS=group.k, CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w,
+                BLOCK_C=block_c, EVEN_C=even_c, PAIR_SWAP=_pair_swap(),
+                ALIGN=_align(c, group.start, group.size, group.w_off, block_c))
 
 
 def _planned(plan):
@@ -565,19 +661,22 @@ def _planned(plan):
 
 
 FORWARD_SLOTS = 5  # kernel-size groups per forward launch (MUXNet's widest MixConv: 3..11)
-_FORWARD_SHARED = 10  # scalars before the slots; each slot has 6: c, s, o, d, p, e (see kernel)
-_EMPTY_SLOT = ((0, 0, 0, 0, 0), 0, (0, 1, True, 1))
+_FORWARD_SHARED = 10  # scalars before the slots (see the kernel), then 8 per slot:
+_SLOT_SCALARS = 8  # c, s, o, d, p, f, z (the group), e (its last channel block + 1)
+_SLOT_META = 'KBVAW'  # constexprs per slot: K, block, even, ALIGN, window
+_EMPTY_SLOT = ((0, 0, 0, 0, 0, 0, 0), 0, (0, 1, True, 1, False))
 
 
 def _forward_launch(shared, meta, slots, num_tiles, n) -> Launch:
     """One forward launch of up to :data:`FORWARD_SLOTS` groups, each ``((first channel, size,
-    weight offset, dilation, padding), channel blocks, (K, block_c, even_c, ALIGN))``."""
+    weight offset, dilation, padding, first own channel, own channels), channel blocks, (K,
+    block_c, even_c, ALIGN, window))``."""
     scalars, meta, end = list(shared), dict(meta), 0
-    for slot, (values, blocks, (k, block_c, even_c, align)) in enumerate(
+    for slot, (values, blocks, group_meta) in enumerate(
             list(slots) + [_EMPTY_SLOT] * (FORWARD_SLOTS - len(slots))):
         end += blocks
         scalars += [*values, end]
-        meta.update({f'K{slot}': k, f'B{slot}': block_c, f'V{slot}': even_c, f'A{slot}': align})
+        meta.update({f'{key}{slot}': v for key, v in zip(_SLOT_META, group_meta)})
     return Launch('forward', (num_tiles, end, n), tuple(scalars), meta)
 
 
@@ -596,11 +695,12 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
     meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
                 CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
     slots = []
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        block_c, even_c, _ = _channel_block(size, c_start)
-        slots.append(((c_start, size, w_off, d, d * (k // 2)), output_size(size, block_c),
-                      (k, block_c, even_c, _align(c, c_start, size, w_off, block_c))))
+    for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
+        block_c, even_c, _ = _channel_block(g.size, g.start)
+        slots.append(((g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2), g.keep_from, g.keep),
+                      output_size(g.size, block_c),
+                      (g.k, block_c, even_c, _align(c, g.start, g.size, g.w_off, block_c),
+                       g.windowed)))
     return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n)
                  for i in range(0, len(slots), FORWARD_SLOTS))
 
@@ -609,14 +709,15 @@ def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
     """Each used group slot of a forward launch as a launch of its own: the code path that
     slot's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
     shared = launch.scalars[:_FORWARD_SHARED]
-    meta = {k: v for k, v in launch.meta.items() if not (k[0] in 'KBVA' and k[1:].isdigit())}
+    meta = {k: v for k, v in launch.meta.items()
+            if not (k[0] in _SLOT_META and k[1:].isdigit())}
     out, first_block = [], 0
     for slot in range(FORWARD_SLOTS):
-        values = launch.scalars[_FORWARD_SHARED + 6 * slot:][:6]
-        blocks, first_block = values[5] - first_block, values[5]
+        values = launch.scalars[_FORWARD_SHARED + _SLOT_SCALARS * slot:][:_SLOT_SCALARS]
+        blocks, first_block = values[-1] - first_block, values[-1]
         if launch.meta[f'K{slot}']:
-            group = tuple(launch.meta[f'{key}{slot}'] for key in 'KBVA')
-            out.append(_forward_launch(shared, meta, [(values[:5], blocks, group)],
+            group = tuple(launch.meta[f'{key}{slot}'] for key in _SLOT_META)
+            out.append(_forward_launch(shared, meta, [(values[:-1], blocks, group)],
                                        launch.grid[0], launch.grid[2]))
     return tuple(out)
 
@@ -631,13 +732,12 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
     tile_h, tile_w = _pixel_tile(splits, oh, ow)
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     launches = []
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
+    for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
+        meta = _group_meta(c, g, channels_per_group, tile_h, tile_w)
         launches.append(Launch(
-            'input_grad_s2', (num_tiles, output_size(size, meta['BLOCK_C']), 4 * n),
-            (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, c_start, size, w_off, d,
-             d * (k // 2)), meta))
+            'input_grad_s2', (num_tiles, output_size(g.size, meta['BLOCK_C']), 4 * n),
+            (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, g.start, g.size, g.w_off, g.dil,
+             g.dil * (g.k // 2), g.keep_from, g.keep), dict(meta, WINDOW=g.windowed)))
     return tuple(launches)
 
 
@@ -656,14 +756,15 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
     work = n * num_tiles
     per_program = work if interpreting() else max(1, min(64, output_size(work, 8)))
     launches = []
-    for c_start, size, k, d, w_off in _groups(splits, kernel_sizes, dilations,
-                                              channels_per_group):
-        meta = _group_meta(c, c_start, size, w_off, k, channels_per_group, tile_h, tile_w)
+    for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
+        # A window's other lanes get gradients of weights that are not there (dropped by
+        # unwindow_weights).
+        meta = _group_meta(c, g, channels_per_group, tile_h, tile_w)
         launches.append(Launch(
-            'weight_grad', (output_size(work, per_program), output_size(size, meta['BLOCK_C']),
-                            k * k),
+            'weight_grad', (output_size(work, per_program), output_size(g.size, meta['BLOCK_C']),
+                            g.k * g.k),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
-             per_program, c_start, size, w_off, d, d * (k // 2)), meta))
+             per_program, g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2)), meta))
     return tuple(launches)
 
 
@@ -681,6 +782,7 @@ def _run(launches, *tensors) -> None:
 
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,
                     channels_per_group, act, with_pool):
+    weight = window_weights(weight, splits, kernel_sizes, channels_per_group)
     _run(forward_launches(x.shape, splits, kernel_sizes, dilations, stride, channels_per_group,
                           act, with_pool, bias is not None),
          x, weight, bias if bias is not None else weight, y, pool)
@@ -762,13 +864,15 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
                         kernel_sizes, dilations, 1, channels_per_group, 'none', False)
     else:
+        weight_t = transposed_weights(weight, splits, kernel_sizes, channels_per_group, flip=False)
         _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
                                     channels_per_group),
-             grad, transposed_weights(weight, splits, kernel_sizes, channels_per_group,
-                                      flip=False), grad_x)
-    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+             grad, window_weights(weight_t, splits, kernel_sizes, channels_per_group), grad_x)
+    grad_w = torch.zeros(_windowed_numel(splits, kernel_sizes, channels_per_group),
+                         dtype=torch.float32, device=x.device)
     _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
                               channels_per_group), grad, x, grad_w)
+    grad_w = unwindow_weights(grad_w, splits, kernel_sizes, channels_per_group)
     return grad_x, grad_w.to(weight.dtype)
 
 

@@ -10,7 +10,8 @@ import torch
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import _group_conv, _pixel_tile, _tile_sums, pool_tiles
+from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums,
+                                          pool_tiles, unwindow_weights, window_weights)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -102,6 +103,52 @@ def test_gpu_launch_plans(cpg, stride, monkeypatch):
     # 72 channels: 16-channel blocks, the last half masked (vector loads under a vector mask)
     _case([72, 8], [3, 5], [1, 2], stride, cpg, act='silu', bias=True, pool=True, size=(10, 9),
           batch=1)
+
+
+@pytest.mark.parametrize('gpu_plans', [False, True])
+@pytest.mark.parametrize('cpg,stride', [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_unaligned_groups_in_aligned_windows(cpg, stride, gpu_plans, monkeypatch):
+    """Groups whose first channel or size is no multiple of 8 (MUXNet-m's [92, 89, ...] MixConv)
+    are computed over the aligned window around them: forward, pooling and both gradients."""
+    if gpu_plans:
+        monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting',
+                            lambda: False)
+    splits = [12, 9, 11] if cpg == 1 else [12, 10, 10]
+    groups = _groups(splits, [3, 5, 7], [1, 1, 1], cpg)
+    assert [(g.start, g.size, g.keep_from) for g in groups] == (
+        [(0, 16, 0), (8, 16, 4), (16, 16, 5)] if cpg == 1 else
+        [(0, 16, 0), (8, 16, 4), (16, 16, 6)])
+    _case(splits, [3, 5, 7], [1, 2, 1], stride, cpg, act='silu', bias=True, pool=True,
+          size=(9, 10), batch=1)
+
+
+def test_window_weights_round_trip():
+    """The windowed packing holds each group's taps at its own lanes, zeros on the others."""
+    splits, ks = [12, 9, 11], [3, 5, 7]
+    weights = [torch.randn(c, 1, k, k) for c, k in zip(splits, ks)]
+    packed = pack_weights(weights)
+    windowed = window_weights(packed, splits, ks, 1)
+    assert windowed.numel() == 16 * (9 + 25 + 49)
+    second = windowed[16 * 9:16 * 34].view(25, 16)  # group 2: channels 12..20 of window 8..24
+    torch.testing.assert_close(second[:, 4:13], weights[1].flatten(1).t())
+    assert not second[:, :4].any() and not second[:, 13:].any()
+    torch.testing.assert_close(unwindow_weights(windowed, splits, ks, 1), packed)
+    aligned = pack_weights([torch.randn(8, 1, 3, 3), torch.randn(16, 1, 5, 5)])
+    assert window_weights(aligned, [8, 16], [3, 5], 1) is aligned  # nothing to window
+
+
+@pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')  # numpy, on the inf lanes
+def test_window_lanes_of_neighbours_never_leak():
+    """A window reads its neighbours' channels with zero weights: their inf/nan stay theirs."""
+    splits, ks = [12, 9, 11], [3, 5, 7]
+    x = torch.randn(1, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+    x[:, 5] = float('inf')
+    x[:, 25] = float('nan')
+    w = pack_weights([torch.randn(c, 1, k, k) for c, k in zip(splits, ks)])
+    y = group_conv(x, w, None, splits, ks, [1, 1, 1])
+    ref = reference_group_conv(x, w, None, splits, ks, [1, 1, 1], 1, 1)
+    assert y[:, 12:21].isfinite().all()  # group 2's window spans channels 8..23
+    torch.testing.assert_close(y, ref, equal_nan=True)
 
 
 def test_any_odd_kernel_size():
