@@ -51,6 +51,10 @@ LANE_WASTE = 8
 # multiple (MUXNet-m's 89-channel MixConv groups) is computed over the aligned window around it
 # (see _window), so its loads are vectors too.
 WINDOW_ALIGN = 8
+# How every launch is compiled. Fusion is asked for by name: the kernels' taps are written as
+# multiply + add for the compiler to fuse into FMAs, and Triton 3.9 warns that its default turns
+# to no fusion in 3.10 (which would double the tap loop's arithmetic).
+COMPILE_OPTIONS = dict(num_warps=4, enable_fp_fusion=True)
 
 
 def _pair_swap() -> bool:
@@ -777,7 +781,8 @@ def kernels():
 def _run(launches, *tensors) -> None:
     table = kernels()
     for launch in launches:
-        table[launch.kernel][launch.grid](*tensors, *launch.scalars, **launch.meta, num_warps=4)
+        table[launch.kernel][launch.grid](*tensors, *launch.scalars, **launch.meta,
+                                          **COMPILE_OPTIONS)
 
 
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,

@@ -10,8 +10,8 @@ import torch
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums,
-                                          pool_tiles, unwindow_weights, window_weights)
+from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums, pool_tiles,
+                                          unwindow_weights, window_weights)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),

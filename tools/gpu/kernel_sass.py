@@ -133,7 +133,7 @@ def compile_launch(launch, dtype: str):
                 if value % 16 == 0:
                     attrs[(i, )] = [['tt.divisibility', 16]]
     source = ASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=4))
+    return triton.compile(source, target=GPUTarget('cuda', 90, 32), options=ops.COMPILE_OPTIONS)
 
 
 def analyse(kernel):
@@ -213,7 +213,8 @@ def main():
             body = sum(loop.values())
             per_program = static - body + body * trips(launch)
             programs = launch.grid[0] * launch.grid[1] * launch.grid[2]
-            us = programs * 4 * per_program / issue_rate  # 4 warps per program
+            warps = ops.COMPILE_OPTIONS['num_warps']
+            us = programs * warps * per_program / issue_rate
             totals[what] += us
             meta = launch.meta
             k, block_c, _ = group_meta(launch)
