@@ -55,6 +55,12 @@ WINDOW_ALIGN = 8
 # multiply + add for the compiler to fuse into FMAs, and Triton 3.9 warns that its default turns
 # to no fusion in 3.10 (which would double the tap loop's arithmetic).
 COMPILE_OPTIONS = dict(num_warps=4, enable_fp_fusion=True)
+# Programs a forward launch should have where the map allows it: ~4 resident per SM of an
+# H100/H200 (132 SMs). Small launches (batch 1, the 7x7 and 14x14 stages, a MixConv's large-
+# kernel groups) otherwise ran a few long programs on a few SMs while the others idled
+# (kernel_sass.py's `waves` column); their pixel tiles shrink down to MIN_TILE_PIXELS instead.
+MIN_PROGRAMS = 512
+MIN_TILE_PIXELS = 16
 
 
 def _pair_swap() -> bool:
@@ -509,15 +515,28 @@ def _window(c_start: int, size: int, channels: int) -> Tuple[int, int]:
     return first, -(-(c_start + size) // WINDOW_ALIGN) * WINDOW_ALIGN - first
 
 
-def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int) -> Tuple[int, int]:
+def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int,
+                images: int = 0) -> Tuple[int, int]:
     """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
     every channel's pooled sums come in the same tiles): the smallest any group needs, as square
-    as the map allows."""
+    as the map allows. With ``images`` (the grid's third axis), halved -- down to
+    :data:`MIN_TILE_PIXELS` -- until the launch has :data:`MIN_PROGRAMS` programs."""
     channels, starts = sum(splits), [sum(splits[:i]) for i in range(len(splits))]
-    pixels = min(_channel_block(*reversed(_window(start, size, channels)))[2]
-                 for size, start in zip(splits, starts))
+    windows = [_window(start, size, channels) for size, start in zip(splits, starts)]
+    blocks = [_channel_block(size, first) for first, size in windows]
+    pixels = min(pixels for _, _, pixels in blocks)
     tile_w = min(next_power_of_2(out_w), 16, pixels)
-    return max(1, min(next_power_of_2(out_h), pixels // tile_w)), tile_w
+    tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
+    if images and not interpreting():
+        channel_blocks = sum(output_size(size, block_c)
+                             for (_, size), (block_c, _, _) in zip(windows, blocks))
+        while tile_h * tile_w > MIN_TILE_PIXELS and \
+                images * _tiling(out_h, out_w, tile_h, tile_w)[1] * channel_blocks < MIN_PROGRAMS:
+            if tile_h >= tile_w:
+                tile_h //= 2
+            else:
+                tile_w //= 2
+    return tile_h, tile_w
 
 
 def _tiling(out_h: int, out_w: int, tile_h: int, tile_w: int) -> Tuple[int, int]:
@@ -526,9 +545,10 @@ def _tiling(out_h: int, out_w: int, tile_h: int, tile_w: int) -> Tuple[int, int]
     return tiles_w, output_size(out_h, tile_h) * tiles_w
 
 
-def pool_tiles(splits: Sequence[int], out_h: int, out_w: int) -> int:
-    """How many partial sums per channel ``group_conv(..., with_pool=True)`` returns."""
-    return _tiling(out_h, out_w, *_pixel_tile(splits, out_h, out_w))[1]
+def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int) -> int:
+    """How many partial sums per channel ``group_conv(..., with_pool=True)`` returns for a
+    ``(batch, C, out_h, out_w)`` output."""
+    return _tiling(out_h, out_w, *_pixel_tile(splits, out_h, out_w, batch))[1]
 
 
 def _tile_sums(y: Tensor, tile_h: int, tile_w: int) -> Tensor:
@@ -659,7 +679,8 @@ def _planned(plan):
     @functools.wraps(plan)
     def planned(*args):
         args = tuple(tuple(a) if isinstance(a, (list, torch.Size)) else a for a in args)
-        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE), *args)
+        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS),
+                      *args)
 
     return planned
 
@@ -693,7 +714,7 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
     one copy of the tap loop per group, chosen per program, compiles like separate kernels.)"""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow, n)
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     shared = (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles)
     meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
@@ -733,7 +754,7 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
     pixels, a grid of ceil(H / 2) x ceil(W / 2)."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, 2), output_size(w, 2)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow, 4 * n)  # 4 parity classes per image
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     launches = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
@@ -752,7 +773,7 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
     block, ~8 of them sharing the N x tiles of the output (the interpreter: one)."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)  # its grid runs over the taps too: no filling
     if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
         tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
                      max(tile_h, next_power_of_2(oh)))
@@ -813,7 +834,7 @@ def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequ
 
 
 def _pool_shape(n, c, out_h, out_w, splits, with_pool):
-    return (n, pool_tiles(splits, out_h, out_w), c) if with_pool else (0, )
+    return (n, pool_tiles(splits, n, out_h, out_w), c) if with_pool else (0, )
 
 
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
@@ -825,7 +846,7 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     if not _triton_ok(x, (n, c, oh, ow)):
         y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
                                                 stride, channels_per_group, act))
-        pool = _tile_sums(y, *_pixel_tile(splits, oh, ow)) if with_pool else \
+        pool = _tile_sums(y, *_pixel_tile(splits, oh, ow, n)) if with_pool else \
             x.new_empty(0, dtype=torch.float32)
         return y, pool
     x = _channels_last(x)
@@ -908,8 +929,9 @@ def _backward(ctx, grad_y, grad_pool):
     if pooled or ctx.act != 'none' or ctx.has_bias:
         grad = grad_y.float()
         if pooled:  # d tile sum / d y is 1 at the tile's pixels
-            grad = grad + _tile_broadcast(grad_pool, *ctx.out_shape[-2:],
-                                          *_pixel_tile(splits, *ctx.out_shape[-2:]))
+            n, _, out_h, out_w = ctx.out_shape
+            grad = grad + _tile_broadcast(grad_pool, out_h, out_w,
+                                          *_pixel_tile(splits, out_h, out_w, n))
         if ctx.act != 'none':
             # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
             z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg,

@@ -69,7 +69,7 @@ if HAS_TRITON:
     def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, pw_ptr, out_ptr, T, C, S,
                         C_OUT, inv_pixels, stride_pc, stride_po, ACT: tl.constexpr,
                         HAS_WEIGHT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
-                        BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
         """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
         of its sample, so no second launch or cross-program sync is needed."""
         n = tl.program_id(0)
@@ -81,8 +81,13 @@ if HAS_TRITON:
             offs_k = k0 + tl.arange(0, BLOCK_K)
             mask_k = offs_k < C
             total = tl.zeros((BLOCK_K, ), dtype=tl.float32)
-            for t in range(0, T):  # the partial sums of the map's tiles
-                total += tl.load(sums_ptr + (n * T + t) * C + offs_k, mask=mask_k, other=0.0)
+            # The partial sums of the map's tiles, BLOCK_T tiles per load: small launches cut
+            # their maps into many tiles (group_conv.MIN_PROGRAMS), one load each was a chain.
+            for t0 in range(0, T, BLOCK_T):
+                offs_t = t0 + tl.arange(0, BLOCK_T)
+                parts = tl.load(sums_ptr + (n * T + offs_t[:, None]) * C + offs_k[None, :],
+                                mask=(offs_t < T)[:, None] & mask_k[None, :], other=0.0)
+                total += tl.sum(parts, axis=0)
             w1 = tl.load(w1_ptr + offs_s[:, None] * C + offs_k[None, :],
                          mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
             hidden += tl.sum(w1 * (total * inv_pixels)[None, :], axis=1)
@@ -129,17 +134,19 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
                       device=sums.device)
     block_s = next_power_of_2(s)
     block_k = max(16, min(128, 4096 // block_s))
+    tiles = sums.shape[1] if sums.dim() == 3 else 1
+    block_t = min(next_power_of_2(tiles), max(1, 2048 // block_k))
     block_c = 32
     block_o = min(64, next_power_of_2(weight.shape[1])) if weight is not None else 16
     _se_gate_kernel[(n, triton.cdiv(c, block_c))](
         sums.float().contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(),
         b_expand, weight if weight is not None else w_expand, out,
-        sums.shape[1] if sums.dim() == 3 else 1, c, s,
+        tiles, c, s,
         weight.shape[1] if weight is not None else 1, inv_pixels,
         weight.stride(0) if weight is not None else 0,
         weight.stride(1) if weight is not None else 0, ACT=_ACT_CODE[act],
-        HAS_WEIGHT=weight is not None, BLOCK_S=block_s, BLOCK_K=block_k, BLOCK_C=block_c,
-        BLOCK_O=block_o, num_warps=4)
+        HAS_WEIGHT=weight is not None, BLOCK_S=block_s, BLOCK_K=block_k, BLOCK_T=block_t,
+        BLOCK_C=block_c, BLOCK_O=block_o, num_warps=4)
     return out
 
 

@@ -46,8 +46,8 @@ def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, 
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y.float(), ref, **tol)
     if pool:  # per-tile partial sums, adding up to the channel sums
-        ref_parts = _tile_sums(ref, *_pixel_tile(splits, *ref.shape[-2:]))
-        assert sums.shape == (batch, pool_tiles(splits, *ref.shape[-2:]), channels)
+        ref_parts = _tile_sums(ref, *_pixel_tile(splits, *ref.shape[-2:], batch))
+        assert sums.shape == (batch, pool_tiles(splits, batch, *ref.shape[-2:]), channels)
         torch.testing.assert_close(sums, ref_parts, **tol)
         torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), **tol)
     if not grads:
@@ -82,7 +82,7 @@ def test_epilogue_bias_activation_pool(act):
 def test_pool_partial_sums_over_several_tiles():
     """One partial sum per tile and channel (no atomics), ragged edge tiles, their gradient."""
     _case([4, 4], [3, 5], [1, 1], 1, 1, act='relu', bias=True, pool=True, size=(37, 21), batch=1)
-    assert pool_tiles([4, 4], 37, 21) > 4
+    assert pool_tiles([4, 4], 1, 37, 21) > 4
 
 
 @pytest.mark.parametrize('cpg,pair_swap', [(1, None), (2, True), (2, False)])
@@ -151,6 +151,17 @@ def test_window_lanes_of_neighbours_never_leak():
     torch.testing.assert_close(y, ref, equal_nan=True)
 
 
+def test_small_launches_take_smaller_tiles(monkeypatch):
+    """Launches with few programs (batch 1, 7x7 maps) get smaller pixel tiles, down to
+    MIN_TILE_PIXELS, so more SMs share them; big launches and the weight gradient keep theirs."""
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
+    assert _pixel_tile([480], 7, 7) == (4, 8)  # 32 pixels of 64 channels fit the registers
+    assert _pixel_tile([480], 7, 7, images=1) == (4, 4)  # 16 pixels: the floor
+    assert _pixel_tile([480], 7, 7, images=128) == (4, 8)  # 128 x 2 tiles x 8 blocks: enough
+    assert _pixel_tile([24], 112, 112, images=1) == (8, 8)  # 196 tiles x 3 blocks >= 512
+    assert pool_tiles([480], 1, 7, 7) == 4 and pool_tiles([480], 128, 7, 7) == 2
+
+
 def test_any_odd_kernel_size():
     """Kernel sizes outside the arch tables (13) are unrolled like the others."""
     _case([8, 6], [13, 3], [1, 1], 1, 2, bias=True, size=(15, 14), batch=1)
@@ -200,7 +211,7 @@ def test_unsupported_input_falls_back_with_one_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):
         y, parts = group_conv(x.float(), w.float(), None, [4], [3], [1], 1, 1, with_pool=True)
     # The fallback's pooled sums come in the kernel's tiles too (its fake has one shape).
-    assert parts.shape == (1, pool_tiles([4], 5, 5), 4)
+    assert parts.shape == (1, pool_tiles([4], 1, 5, 5), 4)
     torch.testing.assert_close(parts.sum(1), y.sum((2, 3)))
 
 

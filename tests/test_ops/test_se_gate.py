@@ -39,11 +39,13 @@ def test_gate_and_scaled_weight(act, batch, channels, squeeze, c_out):
                                gate[:, :, None] * weight)
 
 
-def test_partial_sums_over_tiles():
-    """(N, T, C) partial sums, as the fused conv's pooling writes them, add up inside the op."""
-    params = _params(24, 6)
-    parts = torch.randn(2, 5, 24) * 10
-    weight = torch.randn(16, 24).t()
+@pytest.mark.parametrize('tiles,channels', [(5, 24), (37, 150)])
+def test_partial_sums_over_tiles(tiles, channels):
+    """(N, T, C) partial sums, as the fused conv's pooling writes them, add up inside the op
+    (several blocks of tiles per load, a ragged last one)."""
+    params = _params(channels, 6)
+    parts = torch.randn(2, tiles, channels) * 10
+    weight = torch.randn(16, channels).t()
     torch.testing.assert_close(se_gate(parts, 60, *params, act='silu', weight=weight),
                                se_gate(parts.sum(1), 60, *params, act='silu', weight=weight))
 

@@ -8,10 +8,12 @@ registers, the instructions of the tap loop (how many fused multiply-adds, how w
 the pixels one warp's load spans (``px/ld``: each a separate stretch of a channels-last map, so
 fewer is better coalesced; 4 = 128 bytes of one pixel's channels per 8 lanes) and an
 *issue-bound* time -- the warp instructions the launch executes over what the SMs can issue (4
-per clock each). That is a lower bound, not a measurement: it ignores memory latency
-and occupancy, so a kernel far above it on the GPU is latency-bound. It is how a change to a
-kernel's instruction count is checked on a machine without a GPU; the GPU numbers come from
-``tools/gpu/layer_bench.py`` and ``benchmark.py --profile``.
+per clock each). That is a lower bound, not a measurement: it ignores memory latency and
+occupancy, so a kernel far above it on the GPU is latency-bound. What hides latency is shown next
+to it: the warps resident per SM that the registers allow (``warps``, of 64) and how many waves
+of programs the launch fills (``waves``; for a forward slot, its own programs; under 1, SMs
+idle). It is how a change to a kernel's instruction count is checked on a machine without a GPU;
+the GPU numbers come from ``tools/gpu/layer_bench.py`` and ``benchmark.py --profile``.
 
     python tools/gpu/kernel_sass.py [--arch m] [--batch 32] [--shape 224] [--dtype fp16]
                                     [--backward] [--sms 132] [--clock-ghz 1.98]
@@ -182,6 +184,14 @@ def pixels_per_warp_load(launch, dtype: str) -> int:
     return 32 // max(1, min(32, block_c // vector))
 
 
+def resident_warps(regs: int, warps_per_program: int) -> int:
+    """Warps per SM that fit sm_90's 64K registers (allocated per warp in units of 256), at most
+    64 warps and 32 programs per SM."""
+    per_warp = -(-regs * 32 // 256) * 256
+    programs = min(32, 65536 // (per_warp * warps_per_program), 64 // warps_per_program)
+    return programs * warps_per_program
+
+
 def trips(launch) -> int:
     """Iterations of the tap loop per program (an upper bound for the stride-2 gradient, whose
     programs skip the taps of other parity classes)."""
@@ -204,7 +214,8 @@ def main():
     print(f'MUXNet-{args.arch}, batch {args.batch}, {args.shape}x{args.shape}, {args.dtype}, '
           f'sm_90, Triton {triton.__version__}')
     print(f'{"layer":<16}{"kernel":<12}{"C":>5}{"HxW":>8}{"K":>3}{"cpg":>4}{"s":>2}'
-          f'{"tile":>10}{"px/ld":>6}{"regs":>5}{"loop":>6}{"FMA":>5}  {"loads":<22}{"us":>7}')
+          f'{"tile":>10}{"px/ld":>6}{"regs":>5}{"warps":>6}{"waves":>6}{"loop":>6}{"FMA":>5}  '
+          f'{"loads":<22}{"us":>7}')
     totals = collections.Counter()
     for name, conv, shape, with_pool in spatial_layers(args.arch, args.shape):
         shape = (args.batch, ) + shape[1:]
@@ -215,6 +226,9 @@ def main():
             programs = launch.grid[0] * launch.grid[1] * launch.grid[2]
             warps = ops.COMPILE_OPTIONS['num_warps']
             us = programs * warps * per_program / issue_rate
+            resident = resident_warps(regs, warps) if regs else 0
+            waves = f'{programs * warps / (resident * args.sms):.1f}' if resident else '?'
+
             totals[what] += us
             meta = launch.meta
             k, block_c, _ = group_meta(launch)
@@ -224,7 +238,8 @@ def main():
             print(f'{name.replace("layers.", ""):<16}{what:<12}{shape[1]:>5}'
                   f'{f"{shape[2]}x{shape[3]}":>8}{k:>3}{meta["CPG"]:>4}'
                   f'{conv.stride:>2}{tile:>10}{pixels_per_warp_load(launch, args.dtype):>6}'
-                  f'{regs or "?":>5}{body:>6}{loop["FFMA"]:>5}  {loads:<22}{us:>7.1f}')
+                  f'{regs or "?":>5}{resident or "?":>6}{waves:>6}{body:>6}{loop["FFMA"]:>5}  '
+                  f'{loads:<22}{us:>7.1f}')
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
 
