@@ -58,9 +58,11 @@ COMPILE_OPTIONS = dict(num_warps=4, enable_fp_fusion=True)
 # Programs a forward launch should have where the map allows it: ~4 resident per SM of an
 # H100/H200 (132 SMs). Small launches (batch 1, the 7x7 and 14x14 stages, a MixConv's large-
 # kernel groups) otherwise ran a few long programs on a few SMs while the others idled
-# (kernel_sass.py's `waves` column); their pixel tiles shrink down to MIN_TILE_PIXELS instead.
+# (kernel_sass.py's `waves` column); their pixel tiles shrink instead, while a program still holds
+# MIN_TILE_VALUES outputs: 128 threads x 8, one 16-byte fp16 vector each (fewer per thread and
+# the compiler splits the loads into 2-8-byte pieces).
 MIN_PROGRAMS = 512
-MIN_TILE_PIXELS = 16
+MIN_TILE_VALUES = 1024
 
 
 def _pair_swap() -> bool:
@@ -519,8 +521,8 @@ def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int,
                 images: int = 0) -> Tuple[int, int]:
     """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
     every channel's pooled sums come in the same tiles): the smallest any group needs, as square
-    as the map allows. With ``images`` (the grid's third axis), halved -- down to
-    :data:`MIN_TILE_PIXELS` -- until the launch has :data:`MIN_PROGRAMS` programs."""
+    as the map allows. With ``images`` (the grid's third axis), halved -- while a program keeps
+    :data:`MIN_TILE_VALUES` outputs -- until the launch has :data:`MIN_PROGRAMS` programs."""
     channels, starts = sum(splits), [sum(splits[:i]) for i in range(len(splits))]
     windows = [_window(start, size, channels) for size, start in zip(splits, starts)]
     blocks = [_channel_block(size, first) for first, size in windows]
@@ -530,7 +532,8 @@ def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int,
     if images and not interpreting():
         channel_blocks = sum(output_size(size, block_c)
                              for (_, size), (block_c, _, _) in zip(windows, blocks))
-        while tile_h * tile_w > MIN_TILE_PIXELS and \
+        min_pixels = MIN_TILE_VALUES // min(block_c for block_c, _, _ in blocks)
+        while tile_h * tile_w > min_pixels and \
                 images * _tiling(out_h, out_w, tile_h, tile_w)[1] * channel_blocks < MIN_PROGRAMS:
             if tile_h >= tile_w:
                 tile_h //= 2

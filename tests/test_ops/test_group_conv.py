@@ -152,13 +152,14 @@ def test_window_lanes_of_neighbours_never_leak():
 
 
 def test_small_launches_take_smaller_tiles(monkeypatch):
-    """Launches with few programs (batch 1, 7x7 maps) get smaller pixel tiles, down to
-    MIN_TILE_PIXELS, so more SMs share them; big launches and the weight gradient keep theirs."""
+    """Launches with few programs (batch 1, 7x7 maps) get smaller pixel tiles, so more SMs share
+    them, down to 1024 outputs per program (a 16-byte vector per thread); big launches and the
+    weight gradient keep theirs."""
     monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
     assert _pixel_tile([480], 7, 7) == (4, 8)  # 32 pixels of 64 channels fit the registers
-    assert _pixel_tile([480], 7, 7, images=1) == (4, 4)  # 16 pixels: the floor
+    assert _pixel_tile([480], 7, 7, images=1) == (4, 4)  # 16 pixels x 64 channels: the floor
     assert _pixel_tile([480], 7, 7, images=128) == (4, 8)  # 128 x 2 tiles x 8 blocks: enough
-    assert _pixel_tile([24], 112, 112, images=1) == (8, 8)  # 196 tiles x 3 blocks >= 512
+    assert _pixel_tile([24], 112, 112, images=1) == (8, 16)  # 8-channel blocks: 128 pixels
     assert pool_tiles([480], 1, 7, 7) == 4 and pool_tiles([480], 128, 7, 7) == 2
 
 
