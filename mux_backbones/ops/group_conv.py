@@ -623,37 +623,53 @@ def _groups(splits, kernel_sizes, dilations, channels_per_group) -> List[_Group]
 
 
 @functools.lru_cache(maxsize=256)
-def _window_positions(splits, kernel_sizes, channels_per_group, device) -> Optional[Tensor]:
-    """Where each packed weight goes in the windowed packing the kernels read (None where no
-    group has a window): each group's taps as rows of its window, zeros around its channels."""
+def _weight_positions(splits, kernel_sizes, channels_per_group, transpose, flip,
+                      device) -> Optional[Tensor]:
+    """Where each packed weight goes in the layout a kernel reads (None: the packing itself):
+    each windowed group's taps as rows of its window (see :func:`_window`), and with
+    ``transpose`` the weights of the conv mapping d output to d input (see
+    :func:`transposed_weights`, the reference) -- one index for both."""
     groups = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)
-    if not any(g.windowed for g in groups):
+    if not transpose and not any(g.windowed for g in groups):
         return None
-    positions = [g.w_off + g.keep_from + torch.arange(g.k * g.k * channels_per_group)[:, None] *
-                 g.size + torch.arange(g.keep) for g in groups]
+    positions = []
+    for g in groups:
+        kh, kw, j, c = torch.meshgrid(torch.arange(g.k), torch.arange(g.k),
+                                      torch.arange(channels_per_group), torch.arange(g.keep),
+                                      indexing='ij')  # packed order: taps, j, channels
+        if transpose and flip:
+            kh, kw = g.k - 1 - kh, g.k - 1 - kw
+        if transpose and channels_per_group == 2:  # (2i + b, a) -> (2i + a, b)
+            c, j = c - c % 2 + j, c % 2
+        positions.append(g.w_off + ((kh * g.k + kw) * channels_per_group + j) * g.size +
+                         g.keep_from + c)
     return torch.cat([p.flatten() for p in positions]).to(device)
 
 
-def _windowed_numel(splits, kernel_sizes, channels_per_group) -> int:
+def _kernel_numel(splits, kernel_sizes, channels_per_group) -> int:
     g = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)[-1]
     return g.w_off + g.k * g.k * channels_per_group * g.size
 
 
-def window_weights(weight: Tensor, splits, kernel_sizes, channels_per_group) -> Tensor:
-    """The packed weights (see :func:`pack_weights`) as the kernels read them: each windowed
-    group's taps spread over its aligned window (zeros on the neighbours' lanes)."""
-    positions = _window_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
-                                  weight.device)
+def kernel_weights(weight: Tensor, splits, kernel_sizes, channels_per_group,
+                   transpose: bool = False, flip: bool = True) -> Tensor:
+    """The packed weights (see :func:`pack_weights`) as the kernels read them, in one pass (none
+    where nothing changes): each windowed group's taps spread over its aligned window, zeros on
+    the neighbours' lanes; with ``transpose``, transposed as :func:`transposed_weights`."""
+    positions = _weight_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                  transpose, flip, weight.device)
     if positions is None:
         return weight
-    return weight.new_zeros(_windowed_numel(splits, kernel_sizes, channels_per_group)) \
-        .index_copy_(0, positions, weight)
+    numel = _kernel_numel(splits, kernel_sizes, channels_per_group)
+    out = weight.new_zeros(numel) if numel != weight.numel() else weight.new_empty(numel)
+    return out.index_copy_(0, positions, weight)
 
 
 def unwindow_weights(windowed: Tensor, splits, kernel_sizes, channels_per_group) -> Tensor:
-    """Inverse of :func:`window_weights` (for the weight gradient): the groups' own entries."""
-    positions = _window_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
-                                  windowed.device)
+    """Inverse of :func:`kernel_weights` without ``transpose`` (for the weight gradient): the
+    groups' own entries, in the packed order."""
+    positions = _weight_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                  False, True, windowed.device)
     return windowed if positions is None else windowed[positions]
 
 
@@ -811,7 +827,7 @@ def _run(launches, *tensors) -> None:
 
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,
                     channels_per_group, act, with_pool):
-    weight = window_weights(weight, splits, kernel_sizes, channels_per_group)
+    """The forward kernel on ``weight`` laid out by :func:`kernel_weights`."""
     _run(forward_launches(x.shape, splits, kernel_sizes, dilations, stride, channels_per_group,
                           act, with_pool, bias is not None),
          x, weight, bias if bias is not None else weight, y, pool)
@@ -819,7 +835,9 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
                        channels_per_group: int, flip: bool = True) -> Tensor:
-    """Packed weights of the conv that maps d output to d input.
+    """Packed weights of the conv that maps d output to d input (the reference of
+    :func:`kernel_weights`'s ``transpose``, which the backward uses: one gather instead of a few
+    ops per group).
 
     At stride 1 that conv is the same kernel with its taps flipped and, with 2 channels per
     group, each group's 2 x 2 channel block transposed -- so the forward kernel computes input
@@ -856,8 +874,10 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     y = _empty_channels_last(n, c, oh, ow, x)
     pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool), dtype=torch.float32,
                        device=x.device)
-    _launch_forward(x, weight.contiguous(), bias, y, pool, splits, kernel_sizes, dilations, stride,
-                    channels_per_group, act, with_pool)
+    _launch_forward(x, kernel_weights(weight.contiguous(), splits, kernel_sizes,
+                                      channels_per_group),
+                    bias, y, pool, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+                    with_pool)
     return y, pool
 
 
@@ -889,15 +909,16 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
     weight = weight.contiguous()
     grad_x = _empty_channels_last(n, c, h, w, x)
     if stride == 1:  # the forward kernel with flipped (and pair-transposed) weights
-        _launch_forward(grad, transposed_weights(weight, splits, kernel_sizes, channels_per_group),
+        _launch_forward(grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
+                                             transpose=True),
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
                         kernel_sizes, dilations, 1, channels_per_group, 'none', False)
     else:
-        weight_t = transposed_weights(weight, splits, kernel_sizes, channels_per_group, flip=False)
         _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
                                     channels_per_group),
-             grad, window_weights(weight_t, splits, kernel_sizes, channels_per_group), grad_x)
-    grad_w = torch.zeros(_windowed_numel(splits, kernel_sizes, channels_per_group),
+             grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
+                                  transpose=True, flip=False), grad_x)
+    grad_w = torch.zeros(_kernel_numel(splits, kernel_sizes, channels_per_group),
                          dtype=torch.float32, device=x.device)
     _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
                               channels_per_group), grad, x, grad_w)

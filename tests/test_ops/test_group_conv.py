@@ -10,8 +10,9 @@ import torch
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums, pool_tiles,
-                                          unwindow_weights, window_weights)
+from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums,
+                                          kernel_weights, pool_tiles, transposed_weights,
+                                          unwindow_weights)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -127,14 +128,27 @@ def test_window_weights_round_trip():
     splits, ks = [12, 9, 11], [3, 5, 7]
     weights = [torch.randn(c, 1, k, k) for c, k in zip(splits, ks)]
     packed = pack_weights(weights)
-    windowed = window_weights(packed, splits, ks, 1)
+    windowed = kernel_weights(packed, splits, ks, 1)
     assert windowed.numel() == 16 * (9 + 25 + 49)
     second = windowed[16 * 9:16 * 34].view(25, 16)  # group 2: channels 12..20 of window 8..24
     torch.testing.assert_close(second[:, 4:13], weights[1].flatten(1).t())
     assert not second[:, :4].any() and not second[:, 13:].any()
     torch.testing.assert_close(unwindow_weights(windowed, splits, ks, 1), packed)
     aligned = pack_weights([torch.randn(8, 1, 3, 3), torch.randn(16, 1, 5, 5)])
-    assert window_weights(aligned, [8, 16], [3, 5], 1) is aligned  # nothing to window
+    assert kernel_weights(aligned, [8, 16], [3, 5], 1) is aligned  # nothing to window
+
+
+@pytest.mark.parametrize('splits,cpg', [([8, 16], 1), ([12, 9, 11], 1), ([8, 16], 2),
+                                        ([12, 10, 10], 2)])
+@pytest.mark.parametrize('flip', [True, False])
+def test_transposed_kernel_weights_in_one_gather(splits, cpg, flip):
+    """The backward's weights (taps flipped, 2 x 2 pair blocks transposed, windowed) are one
+    index of the packed weights, equal to the per-group reference."""
+    ks = [3, 5, 7][:len(splits)]
+    packed = pack_weights([torch.randn(c, cpg, k, k) for c, k in zip(splits, ks)])
+    want = kernel_weights(transposed_weights(packed, splits, ks, cpg, flip), splits, ks, cpg)
+    torch.testing.assert_close(kernel_weights(packed, splits, ks, cpg, transpose=True, flip=flip),
+                               want)
 
 
 @pytest.mark.filterwarnings('ignore:invalid value:RuntimeWarning')  # numpy, on the inf lanes
