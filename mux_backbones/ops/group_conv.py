@@ -789,24 +789,27 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
 def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
                          channels_per_group) -> Tuple[Launch, ...]:
     """The weight-gradient kernel's launches: per group, programs of one tap x one channel
-    block, ~8 of them sharing the N x tiles of the output (the interpreter: one)."""
+    block, each summing a chunk of the N x tiles of the output: at least 8 chunks, and enough
+    for :data:`MIN_PROGRAMS` programs (a 24-channel 3x3 layer has 27 blocks x taps: with 8
+    chunks of 56 tiles it filled 0.4 of an H200 with long programs); the interpreter: one."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)  # its grid runs over the taps too: no filling
+    tile_h, tile_w = _pixel_tile(splits, oh, ow)  # filled by chunks of tiles, not smaller tiles
     if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
         tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
                      max(tile_h, next_power_of_2(oh)))
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     work = n * num_tiles
-    per_program = work if interpreting() else max(1, min(64, output_size(work, 8)))
     launches = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
         # A window's other lanes get gradients of weights that are not there (dropped by
         # unwindow_weights).
         meta = _group_meta(c, g, channels_per_group, tile_h, tile_w)
+        blocks = output_size(g.size, meta['BLOCK_C'])
+        chunks = max(8, output_size(MIN_PROGRAMS, blocks * g.k * g.k))
+        per_program = work if interpreting() else max(1, min(64, output_size(work, chunks)))
         launches.append(Launch(
-            'weight_grad', (output_size(work, per_program), output_size(g.size, meta['BLOCK_C']),
-                            g.k * g.k),
+            'weight_grad', (output_size(work, per_program), blocks, g.k * g.k),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
              per_program, g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2)), meta))
     return tuple(launches)
