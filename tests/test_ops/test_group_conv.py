@@ -1,6 +1,7 @@
 """The fused group-wise conv kernels against the stock PyTorch reference (Triton interpreter on
 CPU): forward and gradients, every kernel-size mix of the arch tables, strides, dilations, odd
 sizes, epilogues, the custom-op registration, and the fallback for unsupported inputs."""
+import math
 import sys
 import warnings
 
@@ -10,9 +11,10 @@ import torch
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import (_group_conv, _groups, _pixel_tile, _tile_sums,
-                                          kernel_weights, pool_tiles, transposed_weights,
-                                          unwindow_weights)
+from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _group_conv, _groups, _pixel_tile,
+                                          _tile_sums, kernel_weights, pool_tiles,
+                                          transposed_weights, unwindow_weights,
+                                          weight_grad_launches)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -175,6 +177,9 @@ def test_small_launches_take_smaller_tiles(monkeypatch):
     assert _pixel_tile([480], 7, 7, images=128) == (4, 8)  # 128 x 2 tiles x 8 blocks: enough
     assert _pixel_tile([24], 112, 112, images=1) == (8, 16)  # 8-channel blocks: 128 pixels
     assert pool_tiles([480], 1, 7, 7) == 4 and pool_tiles([480], 128, 7, 7) == 2
+    # The weight gradient fills the GPU with chunks of tiles: MUXNet-m's first layer at batch 32
+    (launch, ) = weight_grad_launches((32, 24, 112, 112), [24], [3], [1], 1, 1)
+    assert math.prod(launch.grid) >= MIN_PROGRAMS and launch.grid[1:] == (3, 9)
 
 
 def test_any_odd_kernel_size():

@@ -44,9 +44,12 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
         pytest.skip("this Triton has no CUDA backend tools")
     out = run_tool('tools/gpu/kernel_sass.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    extra_env={'TRITON_INTERPRET': '0'}).stdout
-    rows = [line.split() for line in out.splitlines() if line.startswith('layer')][1:]
+    header, *rows = [line.split() for line in out.splitlines() if line.startswith('layer')]
     assert len(rows) >= 8 and all(r[1] == 'forward' for r in rows)
     assert any('128x' in line for line in out.splitlines()[2:])  # 16-byte loads
+    # resident warps per SM (of 64) and waves, from each launch's registers and grid
+    warps, waves = header.index('warps'), header.index('waves')
+    assert all(0 < int(r[warps]) <= 64 and float(r[waves]) >= 0 for r in rows)
     assert 'issue-bound total, forward' in out
 
 
