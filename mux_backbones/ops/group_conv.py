@@ -698,8 +698,8 @@ def _planned(plan):
     @functools.wraps(plan)
     def planned(*args):
         args = tuple(tuple(a) if isinstance(a, (list, torch.Size)) else a for a in args)
-        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS),
-                      *args)
+        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS,
+                       MIN_TILE_VALUES), *args)
 
     return planned
 

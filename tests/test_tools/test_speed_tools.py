@@ -100,3 +100,12 @@ def test_export_bad_input(tmp_path):
     proc = run_tool(EXPORT, '--config', cfg, '--shape', '96', '96', '--out',
                     str(tmp_path / 'x.onnx'), check=False, extra_path=str(tmp_path))
     _clean_failure(proc, 'ONNX export failed', 'aten::histc')
+
+
+def test_layer_bench_variants_name_the_planner_constants():
+    """tools/gpu/layer_bench.py (CUDA only) re-times the fused kernel per --variants column; a
+    constant it cannot set is a usage error before any GPU work."""
+    proc = run_tool('tools/gpu/layer_bench.py', '--variants', 'LANE_WASTE=3', 'WINDOW_ALIGN=4',
+                    check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert '"WINDOW_ALIGN=4": expected NAME=INTEGER with NAME one of LANE_WASTE' in proc.stderr

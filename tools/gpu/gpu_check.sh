@@ -46,7 +46,10 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
     timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
-    timeout 90 python3 tools/gpu/layer_bench.py --lane-waste 8 3 2>&1 | grep -v -i warn | tee "$OUT/layer_bench.txt"
+    timeout 90 python3 tools/gpu/layer_bench.py --variants LANE_WASTE=3 MIN_PROGRAMS=0 2>&1 | \
+        grep -v -i warn | tee "$OUT/layer_bench.txt"
+    timeout 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 2>&1 | \
+        grep -v -i warn | tee "$OUT/layer_bench_b1.txt"
     # One process per case: a fault in one cannot take the others' numbers with it.
     bench() {  # name, timeout, benchmark args...
         local name=$1 limit=$2; shift 2

@@ -4,14 +4,18 @@ For every block of a deployed MUXNet (fp16/bf16, channels-last), the spatial con
 activation as the stock path runs it, and the fused kernel (with the SE pooling where the block
 uses it), each replayed from a CUDA graph of 20 calls so launch overhead does not count. Prints
 time per call, the bytes the fused kernel moves and its bandwidth: the map the next kernel
-iteration works from. ``--lane-waste`` re-times the fused kernel with other channel-block rules
-(``group_conv.LANE_WASTE``: wider, better coalesced blocks against idle lanes); then, per block
-with a squeeze-excite, the SE and project conv as the stock forms run them (pool, two linears,
-sigmoid, scale, 1x1) against the fused forms (one ``se_gate`` launch + a batched 1x1).
+iteration works from. ``--variants`` re-times the fused kernel with other values of the launch
+planner's tuning constants, one column each: ``LANE_WASTE=3`` (channel blocks: wider, better
+coalesced blocks against idle lanes), ``MIN_PROGRAMS=0`` (no smaller tiles for small launches),
+``MIN_TILE_VALUES``. Then, per block with a squeeze-excite, the SE and project conv as the stock
+forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms (one
+``se_gate`` launch + a batched 1x1).
 
-    python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16] [--lane-waste 8 3]
+    python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
+                                    [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
 """
 import argparse
+import contextlib
 import importlib
 
 import torch
@@ -20,6 +24,30 @@ from mux_backbones import MUXNet
 from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
+
+ops = importlib.import_module('mux_backbones.ops.group_conv')
+# The planner's constants a variant may set (each is part of the launch plans' cache key).
+TUNABLES = ('LANE_WASTE', 'MIN_PROGRAMS', 'MIN_TILE_VALUES')
+
+
+def variant(text: str):
+    """``NAME=VALUE`` of a ``--variants`` column: one of :data:`TUNABLES`, an integer value."""
+    name, _, value = text.partition('=')
+    if name not in TUNABLES or not value.lstrip('-').isdigit():
+        raise argparse.ArgumentTypeError(f'"{text}": expected NAME=INTEGER with NAME one of '
+                                         f'{", ".join(TUNABLES)}')
+    return name, int(value)
+
+
+@contextlib.contextmanager
+def planned_with(name: str, value: int):
+    """The launch planner with ``group_conv.<name> = value`` inside the block."""
+    old = getattr(ops, name)
+    setattr(ops, name, value)
+    try:
+        yield
+    finally:
+        setattr(ops, name, old)
 
 
 def spatial_inputs(model, x):
@@ -37,10 +65,10 @@ def main():
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--shape', type=int, default=224)
     parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
-    parser.add_argument('--lane-waste', type=int, nargs='+', default=[8],
-                        help='channel-block rules to time (group_conv.LANE_WASTE values)')
+    parser.add_argument('--variants', type=variant, nargs='*', default=[],
+                        help='planner constants to re-time the fused kernel with, e.g. '
+                        'LANE_WASTE=3 MIN_PROGRAMS=0 (one column each)')
     args = parser.parse_args()
-    ops = importlib.import_module('mux_backbones.ops.group_conv')
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[args.amp]
     torch.manual_seed(0)
     stock = MUXNet(args.arch).cuda().eval()
@@ -56,9 +84,9 @@ def main():
           f'(+act, +SE pooling when fused) per call')
     print(f'{"block":<20}{"in (C,H,W)":>18}{"kernels":>18}{"cpg":>4}{"s":>3}{"stock us":>10}'
           f'{"fused us":>10}{"MiB":>8}{"TB/s":>7}' +
-          ''.join(f'{f"1/{w} us":>10}' for w in args.lane_waste[1:]))
+          ''.join(f'{f"{n[:7]}={v}":>14}' for n, v in args.variants))
     total_stock = total_fused = 0.0
-    totals = [0.0] * len(args.lane_waste[1:])
+    totals = [0.0] * len(args.variants)
     se_rows = []
     with torch.no_grad():
         for name, inp in inputs.items():
@@ -68,14 +96,12 @@ def main():
                 continue
             t_stock = device_time_us(lambda: sb.depthwise_act(sb.depthwise_norm(
                 sb.depthwise_conv(inp))), x.device)
-            ops.LANE_WASTE = args.lane_waste[0]
             t_fused = device_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel), x.device)
             others = []
-            for waste in args.lane_waste[1:]:
-                ops.LANE_WASTE = waste
-                others.append(device_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel),
-                                             x.device))
-            ops.LANE_WASTE = args.lane_waste[0]
+            for name_value in args.variants:
+                with planned_with(*name_value):
+                    others.append(device_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel),
+                                                 x.device))
             totals = [a + b for a, b in zip(totals, others)]
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
@@ -91,9 +117,9 @@ def main():
             print(f'{name:<20}{str(tuple(inp.shape[1:])):>18}{str(conv.kernel_sizes):>18}'
                   f'{conv.channels_per_group:>4}{conv.stride:>3}{t_stock:10.1f}{t_fused:10.1f}'
                   f'{moved / 2**20:8.1f}{moved / t_fused / 1e6:7.2f}' +
-                  ''.join(f'{t:10.1f}' for t in others), flush=True)
+                  ''.join(f'{t:14.1f}' for t in others), flush=True)
     print(f'{"total":<20}{"":>43}{total_stock:10.1f}{total_fused:10.1f}{"":>15}' +
-          ''.join(f'{t:10.1f}' for t in totals))
+          ''.join(f'{t:14.1f}' for t in totals))
     print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}')
     for name, shape, t_stock, t_fused in se_rows:
         print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}')
