@@ -517,14 +517,19 @@ def _window(c_start: int, size: int, channels: int) -> Tuple[int, int]:
     return first, -(-(c_start + size) // WINDOW_ALIGN) * WINDOW_ALIGN - first
 
 
+def _windows(splits: Sequence[int]) -> List[Tuple[int, int]]:
+    """:func:`_window` of every group of a layer, in order."""
+    channels, starts = sum(splits), [sum(splits[:i]) for i in range(len(splits))]
+    return [_window(start, size, channels) for start, size in zip(starts, splits)]
+
+
 def _pixel_tile(splits: Sequence[int], out_h: int, out_w: int,
                 images: int = 0) -> Tuple[int, int]:
     """``(tile_h, tile_w)`` output pixels per program, one tile for all groups of a layer (so
     every channel's pooled sums come in the same tiles): the smallest any group needs, as square
     as the map allows. With ``images`` (the grid's third axis), halved -- while a program keeps
     :data:`MIN_TILE_VALUES` outputs -- until the launch has :data:`MIN_PROGRAMS` programs."""
-    channels, starts = sum(splits), [sum(splits[:i]) for i in range(len(splits))]
-    windows = [_window(start, size, channels) for size, start in zip(splits, starts)]
+    windows = _windows(splits)
     blocks = [_channel_block(size, first) for first, size in windows]
     pixels = min(pixels for _, _, pixels in blocks)
     tile_w = min(next_power_of_2(out_w), 16, pixels)
@@ -613,9 +618,8 @@ class _Group(NamedTuple):
 
 def _groups(splits, kernel_sizes, dilations, channels_per_group) -> List[_Group]:
     """Every kernel-size group of a layer (see :class:`_Group`)."""
-    groups, c_start, w_off, channels = [], 0, 0, sum(splits)
-    for size, k, d in zip(splits, kernel_sizes, dilations):
-        first, window = _window(c_start, size, channels)
+    groups, c_start, w_off = [], 0, 0
+    for size, k, d, (first, window) in zip(splits, kernel_sizes, dilations, _windows(splits)):
         groups.append(_Group(first, window, c_start - first, size, k, d, w_off))
         c_start += size
         w_off += k * k * channels_per_group * window
@@ -623,15 +627,17 @@ def _groups(splits, kernel_sizes, dilations, channels_per_group) -> List[_Group]
 
 
 @functools.lru_cache(maxsize=256)
-def _weight_positions(splits, kernel_sizes, channels_per_group, transpose, flip,
-                      device) -> Optional[Tensor]:
-    """Where each packed weight goes in the layout a kernel reads (None: the packing itself):
-    each windowed group's taps as rows of its window (see :func:`_window`), and with
-    ``transpose`` the weights of the conv mapping d output to d input (see
-    :func:`transposed_weights`, the reference) -- one index for both."""
+def _weight_layout(splits, kernel_sizes, channels_per_group, transpose, flip,
+                   device) -> Tuple[int, Optional[Tensor]]:
+    """``(size, positions)`` of the weight layout a kernel reads: how many values, and where
+    each packed weight goes (None: the packing itself) -- each windowed group's taps as rows of
+    its window (see :func:`_window`), and with ``transpose`` the weights of the conv mapping d
+    output to d input (see :func:`transposed_weights`, the reference): one index for both."""
     groups = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)
+    last = groups[-1]
+    numel = last.w_off + last.k * last.k * channels_per_group * last.size
     if not transpose and not any(g.windowed for g in groups):
-        return None
+        return numel, None
     positions = []
     for g in groups:
         kh, kw, j, c = torch.meshgrid(torch.arange(g.k), torch.arange(g.k),
@@ -643,12 +649,7 @@ def _weight_positions(splits, kernel_sizes, channels_per_group, transpose, flip,
             c, j = c - c % 2 + j, c % 2
         positions.append(g.w_off + ((kh * g.k + kw) * channels_per_group + j) * g.size +
                          g.keep_from + c)
-    return torch.cat([p.flatten() for p in positions]).to(device)
-
-
-def _kernel_numel(splits, kernel_sizes, channels_per_group) -> int:
-    g = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)[-1]
-    return g.w_off + g.k * g.k * channels_per_group * g.size
+    return numel, torch.cat([p.flatten() for p in positions]).to(device)
 
 
 def kernel_weights(weight: Tensor, splits, kernel_sizes, channels_per_group,
@@ -656,11 +657,10 @@ def kernel_weights(weight: Tensor, splits, kernel_sizes, channels_per_group,
     """The packed weights (see :func:`pack_weights`) as the kernels read them, in one pass (none
     where nothing changes): each windowed group's taps spread over its aligned window, zeros on
     the neighbours' lanes; with ``transpose``, transposed as :func:`transposed_weights`."""
-    positions = _weight_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
-                                  transpose, flip, weight.device)
+    numel, positions = _weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                      transpose, flip, weight.device)
     if positions is None:
         return weight
-    numel = _kernel_numel(splits, kernel_sizes, channels_per_group)
     out = weight.new_zeros(numel) if numel != weight.numel() else weight.new_empty(numel)
     return out.index_copy_(0, positions, weight)
 
@@ -668,8 +668,8 @@ def kernel_weights(weight: Tensor, splits, kernel_sizes, channels_per_group,
 def unwindow_weights(windowed: Tensor, splits, kernel_sizes, channels_per_group) -> Tensor:
     """Inverse of :func:`kernel_weights` without ``transpose`` (for the weight gradient): the
     groups' own entries, in the packed order."""
-    positions = _weight_positions(tuple(splits), tuple(kernel_sizes), channels_per_group,
-                                  False, True, windowed.device)
+    _, positions = _weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group, False,
+                                  True, windowed.device)
     return windowed if positions is None else windowed[positions]
 
 
@@ -740,11 +740,10 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
                 CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
     slots = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
-        block_c, even_c, _ = _channel_block(g.size, g.start)
+        group = _group_meta(c, g, channels_per_group, tile_h, tile_w)
         slots.append(((g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2), g.keep_from, g.keep),
-                      output_size(g.size, block_c),
-                      (g.k, block_c, even_c, _align(c, g.start, g.size, g.w_off, block_c),
-                       g.windowed)))
+                      output_size(g.size, group['BLOCK_C']),
+                      (g.k, group['BLOCK_C'], group['EVEN_C'], group['ALIGN'], g.windowed)))
     return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n)
                  for i in range(0, len(slots), FORWARD_SLOTS))
 
@@ -921,7 +920,8 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                                     channels_per_group),
              grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
                                   transpose=True, flip=False), grad_x)
-    grad_w = torch.zeros(_kernel_numel(splits, kernel_sizes, channels_per_group),
+    grad_w = torch.zeros(_weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group,
+                                        False, True, x.device)[0],
                          dtype=torch.float32, device=x.device)
     _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
                               channels_per_group), grad, x, grad_w)
