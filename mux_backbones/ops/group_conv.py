@@ -25,14 +25,17 @@ Where Triton cannot run (see :mod:`._triton`), the op computes the same thing wi
 """
 import functools
 import math
+import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import launch_config
 from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
+from .launch_config import LaunchConfig
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
@@ -54,7 +57,9 @@ WINDOW_ALIGN = 8
 # How every launch is compiled. Fusion is asked for by name: the kernels' taps are written as
 # multiply + add for the compiler to fuse into FMAs, and Triton 3.9 warns that its default turns
 # to no fusion in 3.10 (which would double the tap loop's arithmetic).
-COMPILE_OPTIONS = dict(num_warps=4, enable_fp_fusion=True)
+COMPILE_OPTIONS = dict(enable_fp_fusion=True)
+# Warps per program where no tuned config (see .launch_config) says otherwise.
+NUM_WARPS = 4
 # Programs a forward launch should have where the map allows it: ~4 resident per SM of an
 # H100/H200 (132 SMs). Small launches (batch 1, the 7x7 and 14x14 stages, a MixConv's large-
 # kernel groups) otherwise ran a few long programs on a few SMs while the others idled
@@ -553,10 +558,34 @@ def _tiling(out_h: int, out_w: int, tile_h: int, tile_w: int) -> Tuple[int, int]
     return tiles_w, output_size(out_h, tile_h) * tiles_w
 
 
-def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int) -> int:
+def _forward_tile(splits: Sequence[int], batch: int, out_h: int, out_w: int,
+                  config: Optional[LaunchConfig] = None) -> Tuple[int, int]:
+    """The forward kernel's pixel tile: a tuned ``config``'s, else the planner's."""
+    return (config.tile_h, config.tile_w) if config else _pixel_tile(splits, out_h, out_w, batch)
+
+
+def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int,
+               config: Optional[LaunchConfig] = None) -> int:
     """How many partial sums per channel ``group_conv(..., with_pool=True)`` returns for a
-    ``(batch, C, out_h, out_w)`` output."""
-    return _tiling(out_h, out_w, *_pixel_tile(splits, out_h, out_w, batch))[1]
+    ``(batch, C, out_h, out_w)`` output (with a tuned ``config``: see :func:`tuned_config`)."""
+    return _tiling(out_h, out_w, *_forward_tile(splits, batch, out_h, out_w, config))[1]
+
+
+def tuning_key(x_shape, dtype, device, splits, kernel_sizes, dilations, stride,
+               channels_per_group) -> tuple:
+    """The call signature a tuned forward config is kept under (see :mod:`.launch_config`)."""
+    return ('group_conv', launch_config.device_kind(device), str(dtype).replace('torch.', ''),
+            tuple(x_shape), tuple(splits), tuple(kernel_sizes), tuple(dilations), stride,
+            channels_per_group)
+
+
+def tuned_config(x: Tensor, splits, kernel_sizes, dilations, stride,
+                 channels_per_group) -> Optional[LaunchConfig]:
+    """The tuned forward config for this call (None: the planner's own choice)."""
+    if launch_config.empty():  # the common case: skip building the key
+        return None
+    return launch_config.lookup(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
+                                           dilations, stride, channels_per_group))
 
 
 def _tile_sums(y: Tensor, tile_h: int, tile_w: int) -> Tensor:
@@ -681,6 +710,7 @@ class Launch(NamedTuple):
     grid: Tuple[int, int, int]
     scalars: Tuple[int, ...]
     meta: dict
+    num_warps: int = NUM_WARPS
 
 
 def _group_meta(c, group: _Group, channels_per_group, tile_h, tile_w) -> dict:
@@ -711,7 +741,7 @@ _SLOT_META = 'KBVAW'  # constexprs per slot: K, block, even, ALIGN, window
 _EMPTY_SLOT = ((0, 0, 0, 0, 0, 0, 0), 0, (0, 1, True, 1, False))
 
 
-def _forward_launch(shared, meta, slots, num_tiles, n) -> Launch:
+def _forward_launch(shared, meta, slots, num_tiles, n, num_warps=NUM_WARPS) -> Launch:
     """One forward launch of up to :data:`FORWARD_SLOTS` groups, each ``((first channel, size,
     weight offset, dilation, padding, first own channel, own channels), channel blocks, (K,
     block_c, even_c, ALIGN, window))``."""
@@ -721,19 +751,21 @@ def _forward_launch(shared, meta, slots, num_tiles, n) -> Launch:
         end += blocks
         scalars += [*values, end]
         meta.update({f'{key}{slot}': v for key, v in zip(_SLOT_META, group_meta)})
-    return Launch('forward', (num_tiles, end, n), tuple(scalars), meta)
+    return Launch('forward', (num_tiles, end, n), tuple(scalars), meta, num_warps)
 
 
 @_planned
 def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-                     with_pool, has_bias) -> Tuple[Launch, ...]:
+                     with_pool, has_bias, config=None) -> Tuple[Launch, ...]:
     """The forward kernel's launches for an input of ``x_shape``: all kernel-size groups of a
-    layer in one launch (up to :data:`FORWARD_SLOTS`), each group's taps unrolled for its own K.
+    layer in one launch (up to :data:`FORWARD_SLOTS`), each group's taps unrolled for its own K;
+    tile and warps from a tuned ``config`` where given (see :func:`tuned_config`).
     (Unrolling every K in one loop made an ~80k-instruction kernel that took minutes to compile;
     one copy of the tap loop per group, chosen per program, compiles like separate kernels.)"""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow, n)
+    tile_h, tile_w = _forward_tile(splits, n, oh, ow, config)
+    num_warps = config.num_warps if config else NUM_WARPS
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     shared = (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles)
     meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
@@ -744,7 +776,7 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
         slots.append(((g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2), g.keep_from, g.keep),
                       output_size(g.size, group['BLOCK_C']),
                       (g.k, group['BLOCK_C'], group['EVEN_C'], group['ALIGN'], g.windowed)))
-    return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n)
+    return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n, num_warps)
                  for i in range(0, len(slots), FORWARD_SLOTS))
 
 
@@ -761,7 +793,7 @@ def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
         if launch.meta[f'K{slot}']:
             group = tuple(launch.meta[f'{key}{slot}'] for key in _SLOT_META)
             out.append(_forward_launch(shared, meta, [(values[:-1], blocks, group)],
-                                       launch.grid[0], launch.grid[2]))
+                                       launch.grid[0], launch.grid[2], launch.num_warps))
     return tuple(out)
 
 
@@ -824,14 +856,14 @@ def _run(launches, *tensors) -> None:
     table = kernels()
     for launch in launches:
         table[launch.kernel][launch.grid](*tensors, *launch.scalars, **launch.meta,
-                                          **COMPILE_OPTIONS)
+                                          num_warps=launch.num_warps, **COMPILE_OPTIONS)
 
 
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,
-                    channels_per_group, act, with_pool):
+                    channels_per_group, act, with_pool, config):
     """The forward kernel on ``weight`` laid out by :func:`kernel_weights`."""
     _run(forward_launches(x.shape, splits, kernel_sizes, dilations, stride, channels_per_group,
-                          act, with_pool, bias is not None),
+                          act, with_pool, bias is not None, config),
          x, weight, bias if bias is not None else weight, y, pool)
 
 
@@ -856,8 +888,8 @@ def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequ
     return pack_weights(out).contiguous()
 
 
-def _pool_shape(n, c, out_h, out_w, splits, with_pool):
-    return (n, pool_tiles(splits, n, out_h, out_w), c) if with_pool else (0, )
+def _pool_shape(n, c, out_h, out_w, splits, with_pool, config):
+    return (n, pool_tiles(splits, n, out_h, out_w, config), c) if with_pool else (0, )
 
 
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
@@ -866,20 +898,21 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
                 channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
+    config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
     if not _triton_ok(x, (n, c, oh, ow)):
         y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
                                                 stride, channels_per_group, act))
-        pool = _tile_sums(y, *_pixel_tile(splits, oh, ow, n)) if with_pool else \
+        pool = _tile_sums(y, *_forward_tile(splits, n, oh, ow, config)) if with_pool else \
             x.new_empty(0, dtype=torch.float32)
         return y, pool
     x = _channels_last(x)
     y = _empty_channels_last(n, c, oh, ow, x)
-    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool), dtype=torch.float32,
+    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config), dtype=torch.float32,
                        device=x.device)
     _launch_forward(x, kernel_weights(weight.contiguous(), splits, kernel_sizes,
                                       channels_per_group),
                     bias, y, pool, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-                    with_pool)
+                    with_pool, config)
     return y, pool
 
 
@@ -889,7 +922,9 @@ def _(x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_gro
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     y = _empty_channels_last(n, c, oh, ow, x)
-    return y, x.new_empty(_pool_shape(n, c, oh, ow, splits, with_pool), dtype=torch.float32)
+    config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
+    return y, x.new_empty(_pool_shape(n, c, oh, ow, splits, with_pool, config),
+                          dtype=torch.float32)
 
 
 @torch.library.custom_op('mux_backbones::group_conv_backward', mutates_args=())
@@ -914,7 +949,8 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
         _launch_forward(grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
                                              transpose=True),
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
-                        kernel_sizes, dilations, 1, channels_per_group, 'none', False)
+                        kernel_sizes, dilations, 1, channels_per_group, 'none', False,
+                        tuned_config(grad, splits, kernel_sizes, dilations, 1, channels_per_group))
     else:
         _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
                                     channels_per_group),
@@ -941,6 +977,10 @@ def _setup_context(ctx, inputs, output):
     ctx.act, ctx.with_pool, ctx.has_bias = act, with_pool, bias is not None
     ctx.bias_dtype = bias.dtype if bias is not None else None
     ctx.out_shape = output[0].shape
+    n, _, out_h, out_w = ctx.out_shape
+    # The tiles the forward pooled over (a tuned config's, if any, as the forward saw it).
+    ctx.pool_tile = _forward_tile(splits, n, out_h, out_w, tuned_config(
+        x, splits, kernel_sizes, dilations, stride, cpg)) if with_pool else None
     ctx.save_for_backward(x, weight, bias)
 
 
@@ -957,8 +997,7 @@ def _backward(ctx, grad_y, grad_pool):
         grad = grad_y.float()
         if pooled:  # d tile sum / d y is 1 at the tile's pixels
             n, _, out_h, out_w = ctx.out_shape
-            grad = grad + _tile_broadcast(grad_pool, out_h, out_w,
-                                          *_pixel_tile(splits, out_h, out_w, n))
+            grad = grad + _tile_broadcast(grad_pool, out_h, out_w, *ctx.pool_tile)
         if ctx.act != 'none':
             # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
             z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg,
@@ -1001,3 +1040,89 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
     y, pool = call(_group_conv, x, weight, bias, splits, kernel_sizes, dilations, stride,
                    channels_per_group, act, with_pool)
     return (y, pool) if with_pool else y
+
+
+def forward_candidates(x_shape, splits: Sequence[int],
+                       stride: int = 1) -> List[LaunchConfig]:
+    """Forward launch configs worth timing for an input of ``x_shape``, the planner's own first:
+    2, 4 or 8 warps, each thread holding 8 or 16 accumulators of the widest channel block (the
+    planner's register rule is 16 at 4 warps), tiles of 16-256 pixels as square as the map
+    allows. Fewer warps or accumulators per program mean more programs in flight (latency
+    hidden by occupancy), more mean more independent loads per thread; which wins is the
+    GPU's to say."""
+    n, _, h, w = x_shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    out = [LaunchConfig(*_pixel_tile(splits, oh, ow, n), NUM_WARPS)]
+    widest = max(_channel_block(size, first)[0] for first, size in _windows(splits))
+    for num_warps in (2, 4, 8):
+        for per_thread in (8, 16):
+            pixels = per_thread * 32 * num_warps // widest
+            if not 16 <= pixels <= 256:
+                continue
+            tile_w = min(next_power_of_2(ow), 16, pixels)
+            tile_h = max(1, min(next_power_of_2(oh), pixels // tile_w))
+            config = LaunchConfig(tile_h, tile_w, num_warps)
+            if config not in out:
+                out.append(config)
+    return out
+
+
+def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
+                 kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
+                 channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
+                 time_us=None) -> dict:
+    """Time every :func:`forward_candidates` config of this call and keep the fastest for its
+    signature (:func:`tuned_config`; the stride-1 input gradient, the same kernel on the same
+    shape, uses it too). A candidate that fails to compile or changes the output is skipped.
+
+    Args:
+        x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+            with_pool: As :func:`group_conv`.
+        time_us (callable, optional): ``time_us(fn) -> microseconds per fn()``; default: CUDA
+            graph replays (:func:`mux_backbones.utils.timing.device_time_us`).
+
+    Returns:
+        dict: Microseconds per candidate config, the planner's own first (the fastest is the one
+        kept); empty where the kernels cannot take ``x`` (nothing is recorded then).
+    """
+    splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
+    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
+    n, c, h, w = x.shape
+    if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
+        return {}
+    if time_us is None:
+        from ..utils.timing import device_time_us
+        time_us = functools.partial(device_time_us, device=x.device)
+    key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
+                     channels_per_group)
+    previous = launch_config.lookup(key)
+    args = (x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+            with_pool)
+    times, reference = {}, None
+    with torch.no_grad():
+        for config in forward_candidates(x.shape, splits, stride):
+            launch_config.record(key, config)
+            try:
+                y, pool = _group_conv(*args)
+            except Exception as err:  # e.g. out of registers / shared memory for this tile
+                warnings.warn(f'group_conv tuning: config {tuple(config)} failed ({err}); '
+                              f'skipped', RuntimeWarning)
+                continue
+            sums = pool.sum(1) if with_pool else None
+            if reference is None:
+                reference = y, sums
+            elif not (torch.equal(y, reference[0]) and
+                      (sums is None or torch.allclose(sums, reference[1], 1e-4, 1e-3))):
+                # Every config runs each output's taps in the same order: the outputs are equal
+                # bit for bit, or the config is broken.
+                warnings.warn(f'group_conv tuning: config {tuple(config)} changed the output; '
+                              f'skipped', RuntimeWarning)
+                continue
+            times[config] = time_us(lambda: _group_conv(*args))
+    if not times:
+        launch_config.forget(key)
+        if previous is not None:
+            launch_config.record(key, previous)
+        return {}
+    launch_config.record(key, min(times, key=times.get))
+    return times

@@ -141,3 +141,37 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
     assert kernels and (all(kernels) if prefer_fused else not any(kernels))
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_tune_kernels_on_a_deployed_model():
+    """``tune_kernels`` tunes every fused conv of a deployed model on the input it receives,
+    keeps the fastest config per signature, and the model computes the same outputs with the
+    tuned launches."""
+    import itertools
+
+    from mux_backbones.deploy import tune_kernels
+    from mux_backbones.ops import launch_config
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    fused.switch_to_deploy(channels_last=True, fused_ops=True)
+    convs = {name for name, m in fused.named_modules() if isinstance(m, FusedGroupConv)}
+    fake_times = itertools.cycle([3.0, 1.0, 2.0])  # a stand-in for the GPU timer
+
+    def time_us(fn):
+        fn()
+        return next(fake_times)
+
+    launch_config.forget()
+    try:
+        results = tune_kernels(fused, x, time_us=time_us)
+        assert set(results) == convs
+        chosen = [min(times, key=times.get) for times in results.values()]
+        assert all(len(times) >= 2 for times in results.values())
+        assert any(c != next(iter(times)) for c, times in zip(chosen, results.values()))
+        assert set(launch_config.entries().values()) <= set(chosen)
+        assert 0 < len(launch_config.entries()) <= len(convs)  # one per call signature
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+    finally:
+        launch_config.forget()

@@ -10,11 +10,12 @@ import torch
 
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
-from mux_backbones.ops import _triton, group_conv, pack_weights, reference_group_conv
-from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _group_conv, _groups, _pixel_tile,
-                                          _tile_sums, kernel_weights, pool_tiles,
-                                          transposed_weights, unwindow_weights,
-                                          weight_grad_launches)
+from mux_backbones.ops import _triton, group_conv, launch_config, pack_weights, reference_group_conv
+from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_conv, _groups,
+                                          _pixel_tile, _tile_sums, forward_candidates,
+                                          forward_launches, kernel_weights, pool_tiles,
+                                          transposed_weights, tune_forward, tuned_config,
+                                          unwindow_weights, weight_grad_launches)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -48,9 +49,10 @@ def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, 
     tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
     assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y.float(), ref, **tol)
-    if pool:  # per-tile partial sums, adding up to the channel sums
-        ref_parts = _tile_sums(ref, *_pixel_tile(splits, *ref.shape[-2:], batch))
-        assert sums.shape == (batch, pool_tiles(splits, batch, *ref.shape[-2:]), channels)
+    if pool:  # per-tile partial sums (a tuned config's tiles, if any), adding up to the sums
+        config = tuned_config(x, splits, kernel_sizes, dilations, stride, cpg)
+        ref_parts = _tile_sums(ref, *_forward_tile(splits, batch, *ref.shape[-2:], config))
+        assert sums.shape == (batch, pool_tiles(splits, batch, *ref.shape[-2:], config), channels)
         torch.testing.assert_close(sums, ref_parts, **tol)
         torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), **tol)
     if not grads:
@@ -248,3 +250,102 @@ def test_bad_arguments():
         group_conv(x, w[:-1], None, [8], [3], [1])
     with pytest.raises(ValueError, match='act must be'):
         group_conv(x, w, None, [8], [3], [1], act='gelu')
+
+
+@pytest.fixture
+def clean_launch_configs():
+    launch_config.forget()
+    yield
+    launch_config.forget()
+
+
+def _timer_preferring(wanted, x, splits, kernel_sizes, dilations, stride, cpg):
+    """A stand-in for the GPU timer: ``wanted`` (a config predicate) is fast, the rest slow."""
+    def time_us(fn):
+        fn()
+        return 1.0 if wanted(tuned_config(x, splits, kernel_sizes, dilations, stride, cpg)) \
+            else 5.0
+    return time_us
+
+
+@pytest.mark.parametrize('cpg,stride', [(1, 1), (2, 2)])
+def test_tuned_config_drives_forward_pooling_and_gradients(cpg, stride, clean_launch_configs,
+                                                           monkeypatch):
+    """``tune_forward`` keeps the fastest candidate for the call's signature; every later call
+    with that signature launches it (tile and warps), the SE's partial sums come in its tiles,
+    and the forward, the pooled sums and both gradients still equal the reference."""
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
+    splits, ks, dil = [16, 8], [3, 5], [1, 2]
+    x = torch.randn(1, 24, 11, 13).contiguous(memory_format=torch.channels_last)
+    weight = pack_weights([torch.randn(c, cpg, k, k) for c, k in zip(splits, ks)])
+    candidates = forward_candidates(x.shape, splits, stride)
+    planner = candidates[0]
+    assert len(candidates) >= 3 and len(set(candidates)) == len(candidates)
+    assert {c.num_warps for c in candidates} >= {2, 4, 8}
+    # Prefer the candidate with the smallest tile: the pooled sums change shape.
+    smallest = min(candidates, key=lambda c: (c.tile_h * c.tile_w, c.num_warps))
+    times = tune_forward(x, weight, torch.randn(24), splits, ks, dil, stride, cpg, 'silu', True,
+                         time_us=_timer_preferring(lambda c: c == smallest, x, splits, ks, dil,
+                                                   stride, cpg))
+    assert list(times) == candidates and min(times, key=times.get) == smallest
+    assert tuned_config(x, splits, ks, dil, stride, cpg) == smallest
+    launch, = forward_launches(x.shape, splits, ks, dil, stride, cpg, 'silu', True, True,
+                               smallest)
+    assert (launch.meta['TILE_H'], launch.meta['TILE_W'], launch.num_warps) == smallest
+    out_h, out_w = -(-11 // stride), -(-13 // stride)
+    assert pool_tiles(splits, 1, out_h, out_w, smallest) > pool_tiles(splits, 1, out_h, out_w)
+    # Same signature (shape, dtype, device, layout): the tuned launch, checked end to end.
+    _case(splits, ks, dil, stride, cpg, act='silu', bias=True, pool=True, size=(11, 13), batch=1)
+    other = torch.randn(1, 24, 12, 13)  # another shape: the planner's own choice
+    assert tuned_config(other, splits, ks, dil, stride, cpg) is None
+    assert planner == (*_pixel_tile(splits, out_h, out_w, 1), 4)
+
+
+def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
+    """A config the compiler cannot build (e.g. out of registers) is skipped with a warning;
+    with none left, nothing is recorded."""
+    ops = sys.modules['mux_backbones.ops.group_conv']
+    real_run, failing = ops._run, {8}
+
+    def run(launches, *tensors):
+        if any(launch.num_warps in failing for launch in launches):
+            raise RuntimeError('out of resources: registers')
+        return real_run(launches, *tensors)
+
+    monkeypatch.setattr(ops, '_run', run)
+    splits, ks, dil = [8], [3], [1]
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    weight = pack_weights([torch.randn(8, 1, 3, 3)])
+    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8\) failed.*registers'):
+        times = tune_forward(x, weight, None, splits, ks, dil, 1, 1,
+                             time_us=_timer_preferring(lambda c: c.num_warps == 8, x, splits, ks,
+                                                       dil, 1, 1))
+    assert times and all(c.num_warps != 8 for c in times)
+    assert tuned_config(x, splits, ks, dil, 1, 1) == min(times, key=times.get)
+    failing.update({2, 4})  # nothing builds: the planner's own choice stays
+    launch_config.forget()
+    with pytest.warns(RuntimeWarning, match='failed'):
+        assert tune_forward(x, weight, None, splits, ks, dil, 1, 1, time_us=lambda fn: 1.0) == {}
+    assert launch_config.empty()
+
+
+def test_compiled_call_sees_the_tuned_pool_shape(clean_launch_configs):
+    """The fake implementation (what ``torch.compile`` traces) gives the pooled sums the tuned
+    tiles' shape, as the kernel does."""
+    conv_w = torch.randn(8, 1, 3, 3)
+    x = torch.randn(1, 8, 13, 11).contiguous(memory_format=torch.channels_last)
+
+    def fn(x):
+        y, sums = group_conv(x, pack_weights([conv_w]), None, [8], [3], [1], 1, 1, 'relu', True)
+        return y * 2, sums
+
+    smallest = min(forward_candidates(x.shape, [8]), key=lambda c: c.tile_h * c.tile_w)
+    tune_forward(x, pack_weights([conv_w]), None, [8], [3], [1], 1, 1, 'relu', True,
+                 time_us=_timer_preferring(lambda c: c == smallest, x, [8], [3], [1], 1, 1))
+    tuned = tuned_config(x, [8], [3], [1], 1, 1)
+    assert tuned == smallest
+    compiled = torch.compile(fn, backend='aot_eager', fullgraph=True)
+    got, want = compiled(x), fn(x)
+    assert got[1].shape == want[1].shape == (1, pool_tiles([8], 1, 13, 11, tuned), 8)
+    assert pool_tiles([8], 1, 13, 11, tuned) > pool_tiles([8], 1, 13, 11)
+    torch.testing.assert_close(got, want)

@@ -109,3 +109,23 @@ def test_layer_bench_variants_name_the_planner_constants():
                     check=False)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert '"WINDOW_ALIGN=4": expected NAME=INTEGER with NAME one of LANE_WASTE' in proc.stderr
+
+
+def test_launch_config_files_on_the_command_line(tmp_path):
+    """layer_bench.py writes tuned launch configs only when it tunes (a usage error before any
+    GPU work otherwise); benchmark.py refuses a file that is not one, in one line."""
+    proc = run_tool('tools/gpu/layer_bench.py', '--save-configs', str(tmp_path / 'c.json'),
+                    check=False)
+    assert proc.returncode == 2 and '--save-configs needs --tune' in proc.stderr
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"configs": []}')
+    proc = run_tool(BENCH, '--models', 'muxnet-tiny', '--launch-configs', str(bad), *FAST,
+                    check=False)
+    _clean_failure(proc, 'cannot load launch configs', 'not a launch-config file')
+    good = tmp_path / 'good.json'
+    good.write_text('{"format": "mux_backbones.launch_configs/1", "configs": [{"key": '
+                    '["group_conv", "cpu", "float32", [1, 8, 9, 9], [8], [3], [1], 1, 1], '
+                    '"config": {"tile_h": 4, "tile_w": 8, "num_warps": 2}}]}')
+    out = run_tool(BENCH, '--models', 'muxnet-tiny', '--modes', 'deploy',
+                   '--launch-configs', str(good), *FAST).stdout
+    assert '1 tuned launch configs from' in out and 'muxnet-tiny' in out

@@ -29,6 +29,7 @@ from mux_backbones import MUXNet
 from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, int_at_least,
                                positive_int)
 from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.ops import launch_config
 from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
 
 
@@ -374,6 +375,9 @@ def parse_args():
                         'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
     parser.add_argument('--target-table-rows', action='store_true',
                         help='print the target table for the cases given (no preset matrix)')
+    parser.add_argument('--launch-configs', metavar='FILE',
+                        help='tuned launch configs of the fused kernels to run with (written by '
+                        'tools/gpu/layer_bench.py --tune --save-configs)')
     args = parser.parse_args()
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
@@ -422,6 +426,12 @@ def main():
     except RuntimeError as err:
         raise ToolError(f'device "{args.device}" is not usable: '
                         f'{str(err).splitlines()[0]}') from None
+    if args.launch_configs:
+        try:
+            count = launch_config.load(args.launch_configs)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ToolError(f'cannot load launch configs: {err}') from None
+        print(f'{count} tuned launch configs from {args.launch_configs}')
     if args.config:
         if not os.path.isfile(args.config):
             raise ToolError(f'config file not found: {args.config}')

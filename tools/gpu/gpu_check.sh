@@ -13,7 +13,9 @@
 # SPEED_ONLY=1 instead (the fused-kernel check, ~7 minutes): no mmcv build (a stub extension that
 # raises if called, tools/gpu/mmcv_ext_stub.py; nothing timed calls an mmcv op), then
 #   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
-#      tools/gpu/graph_probe.py and layer_bench.py: CUDA-graph totals and per-layer times;
+#      tools/gpu/graph_probe.py and layer_bench.py: CUDA-graph totals and per-layer times, each
+#      layer's launch config tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32
+#      benchmark and the profile);
 #   b. benchmark.py --target-table: MobileNetV2 vs MUXNet-m in every mode, batch 1/32/128,
 #      fp16/bf16, SSDLite and PSPNet training steps, per-kernel profile.
 set -uo pipefail
@@ -46,10 +48,13 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         grep -v Warning | tee "$OUT/check_kernels.txt"
     stamp "kernel check rc=${PIPESTATUS[0]}"
     timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
-    timeout 90 python3 tools/gpu/layer_bench.py --variants LANE_WASTE=3 MIN_PROGRAMS=0 2>&1 | \
-        grep -v -i warn | tee "$OUT/layer_bench.txt"
-    timeout 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 2>&1 | \
-        grep -v -i warn | tee "$OUT/layer_bench_b1.txt"
+    # Per layer: planner vs tuned launch config (~5 compiles per layer); the table it writes is
+    # what the batch-32 fp16 benchmark below runs with (and what comes back to commit).
+    timeout 200 python3 tools/gpu/layer_bench.py --variants LANE_WASTE=3 --tune \
+        --save-configs "$OUT/launch_configs.json" 2>&1 | grep -v -i warn | tee "$OUT/layer_bench.txt"
+    stamp "layer_bench --tune rc=${PIPESTATUS[0]}"
+    TUNED=""
+    [[ -s "$OUT/launch_configs.json" ]] && TUNED="--launch-configs $OUT/launch_configs.json"
     # One process per case: a fault in one cannot take the others' numbers with it.
     bench() {  # name, timeout, benchmark args...
         local name=$1 limit=$2; shift 2
@@ -58,7 +63,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         stamp "benchmark $name rc=${PIPESTATUS[0]}"
     }
     MODELS="--models mobilenetv2 muxnet-m"
-    bench fp16_b32 130 $MODELS --amp fp16 --batch 32 \
+    bench fp16_b32 130 $MODELS --amp fp16 --batch 32 $TUNED \
         --modes eager deploy-stock deploy graph-stock graph \
         graph-auto compile --target-table-rows
     for case in fp16:1 bf16:128 fp16:128 bf16:32; do
@@ -69,7 +74,9 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     done
     bench train 120 $MODELS --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
     bench profile 45 $MODELS --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
-        --profile fp16:32
+        --profile fp16:32 $TUNED
+    timeout 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 2>&1 | \
+        grep -v -i warn | tee "$OUT/layer_bench_b1.txt"
     exit 0
 fi
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}

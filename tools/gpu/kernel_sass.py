@@ -135,7 +135,8 @@ def compile_launch(launch, dtype: str):
                 if value % 16 == 0:
                     attrs[(i, )] = [['tt.divisibility', 16]]
     source = ASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget('cuda', 90, 32), options=ops.COMPILE_OPTIONS)
+    return triton.compile(source, target=GPUTarget('cuda', 90, 32),
+                          options=dict(ops.COMPILE_OPTIONS, num_warps=launch.num_warps))
 
 
 def analyse(kernel):
@@ -224,7 +225,7 @@ def main():
             body = sum(loop.values())
             per_program = static - body + body * trips(launch)
             programs = launch.grid[0] * launch.grid[1] * launch.grid[2]
-            warps = ops.COMPILE_OPTIONS['num_warps']
+            warps = launch.num_warps
             us = programs * warps * per_program / issue_rate
             resident = resident_warps(regs, warps) if regs else 0
             waves = f'{programs * warps / (resident * args.sms):.1f}' if resident else '?'

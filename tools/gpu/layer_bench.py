@@ -7,12 +7,16 @@ time per call, the bytes the fused kernel moves and its bandwidth: the map the n
 iteration works from. ``--variants`` re-times the fused kernel with other values of the launch
 planner's tuning constants, one column each: ``LANE_WASTE=3`` (channel blocks: wider, better
 coalesced blocks against idle lanes), ``MIN_PROGRAMS=0`` (no smaller tiles for small launches),
-``MIN_TILE_VALUES``. Then, per block with a squeeze-excite, the SE and project conv as the stock
+``MIN_TILE_VALUES``. ``--tune`` times every layer's launch-config candidates (tile x warps,
+``FusedGroupConv.tune``), prints the fastest and its time, and with ``--save-configs FILE`` writes
+the table the benchmark and deployments load (``mux_backbones.ops.launch_config``). Then, per
+block with a squeeze-excite, the SE and project conv as the stock
 forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms (one
 ``se_gate`` launch + a batched 1x1).
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
+                                    [--tune [--save-configs configs.json]]
 """
 import argparse
 import contextlib
@@ -22,6 +26,7 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
+from mux_backbones.ops import launch_config
 from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
 
@@ -68,7 +73,15 @@ def main():
     parser.add_argument('--variants', type=variant, nargs='*', default=[],
                         help='planner constants to re-time the fused kernel with, e.g. '
                         'LANE_WASTE=3 MIN_PROGRAMS=0 (one column each)')
+    parser.add_argument('--tune', action='store_true',
+                        help='time each layer\'s launch configs and keep the fastest (columns '
+                        '"tuned us" and "config": tile_h x tile_w / warps)')
+    parser.add_argument('--save-configs', metavar='FILE',
+                        help='with --tune: write the tuned launch configs (JSON) for '
+                        'benchmark.py --launch-configs')
     args = parser.parse_args()
+    if args.save_configs and not args.tune:
+        parser.error('--save-configs needs --tune')
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[args.amp]
     torch.manual_seed(0)
     stock = MUXNet(args.arch).cuda().eval()
@@ -84,8 +97,9 @@ def main():
           f'(+act, +SE pooling when fused) per call')
     print(f'{"block":<20}{"in (C,H,W)":>18}{"kernels":>18}{"cpg":>4}{"s":>3}{"stock us":>10}'
           f'{"fused us":>10}{"MiB":>8}{"TB/s":>7}' +
-          ''.join(f'{f"{n[:7]}={v}":>14}' for n, v in args.variants))
-    total_stock = total_fused = 0.0
+          ''.join(f'{f"{n[:7]}={v}":>14}' for n, v in args.variants) +
+          (f'{"tuned us":>10}{"config":>10}' if args.tune else ''))
+    total_stock = total_fused = total_tuned = 0.0
     totals = [0.0] * len(args.variants)
     se_rows = []
     with torch.no_grad():
@@ -103,6 +117,13 @@ def main():
                     others.append(device_time_us(lambda: conv(inp, with_pool=fb.pool_in_kernel),
                                                  x.device))
             totals = [a + b for a, b in zip(totals, others)]
+            tuned = ''
+            if args.tune:  # last: every timing above ran the planner's own configs
+                times = conv.tune(inp, with_pool=fb.pool_in_kernel)
+                best = min(times, key=times.get) if times else None
+                total_tuned += times[best] if best else t_fused
+                label = f'{best.tile_h}x{best.tile_w}/{best.num_warps}' if best else '-'
+                tuned = f'{times[best] if best else float("nan"):10.1f}{label:>10}'
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
                 y_stock = sb.depthwise_act(sb.depthwise_norm(sb.depthwise_conv(inp)))
@@ -117,9 +138,13 @@ def main():
             print(f'{name:<20}{str(tuple(inp.shape[1:])):>18}{str(conv.kernel_sizes):>18}'
                   f'{conv.channels_per_group:>4}{conv.stride:>3}{t_stock:10.1f}{t_fused:10.1f}'
                   f'{moved / 2**20:8.1f}{moved / t_fused / 1e6:7.2f}' +
-                  ''.join(f'{t:14.1f}' for t in others), flush=True)
+                  ''.join(f'{t:14.1f}' for t in others) + tuned, flush=True)
     print(f'{"total":<20}{"":>43}{total_stock:10.1f}{total_fused:10.1f}{"":>15}' +
-          ''.join(f'{t:14.1f}' for t in totals))
+          ''.join(f'{t:14.1f}' for t in totals) +
+          (f'{total_tuned:10.1f}' if args.tune else ''))
+    if args.save_configs:
+        launch_config.save(args.save_configs)
+        print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
     print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}')
     for name, shape, t_stock, t_fused in se_rows:
         print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}')

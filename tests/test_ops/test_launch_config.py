@@ -1,0 +1,58 @@
+"""The tuned launch-config table: record, look up, forget, and the JSON round trip; bad configs
+and foreign files are refused."""
+import json
+
+import pytest
+import torch
+
+from mux_backbones.ops import launch_config
+from mux_backbones.ops.launch_config import LaunchConfig
+
+
+@pytest.fixture(autouse=True)
+def clean_table():
+    launch_config.forget()
+    yield
+    launch_config.forget()
+
+
+KEY = ('group_conv', 'NVIDIA H200', 'float16', (32, 96, 112, 112), (96, ), (3, ), (1, ), 2, 1)
+
+
+def test_record_lookup_forget():
+    assert launch_config.empty() and launch_config.lookup(KEY) is None
+    launch_config.record(KEY, (8, 16, 2))
+    assert not launch_config.empty()
+    assert launch_config.lookup(KEY) == LaunchConfig(8, 16, 2)
+    launch_config.forget(KEY)
+    assert launch_config.lookup(KEY) is None and launch_config.empty()
+
+
+def test_json_round_trip(tmp_path):
+    other = KEY[:3] + ((1, 480, 7, 7), ) + KEY[4:]
+    launch_config.record(KEY, LaunchConfig(4, 16, 8))
+    launch_config.record(other, LaunchConfig(2, 8, 4))
+    path = str(tmp_path / 'configs.json')
+    launch_config.save(path)
+    saved = launch_config.entries()
+    launch_config.forget()
+    assert launch_config.load(path) == 2
+    assert launch_config.entries() == saved  # nested tuples survive JSON's lists
+
+
+@pytest.mark.parametrize('config', [(3, 16, 4), (8, 16, 64), (64, 128, 4), (0, 16, 4)])
+def test_impossible_configs_are_refused(config):
+    with pytest.raises(ValueError, match='invalid launch config'):
+        launch_config.record(KEY, config)
+    assert launch_config.empty()
+
+
+def test_foreign_file_is_refused(tmp_path):
+    path = tmp_path / 'other.json'
+    path.write_text(json.dumps({'configs': []}))
+    with pytest.raises(ValueError, match='not a launch-config file'):
+        launch_config.load(str(path))
+
+
+def test_device_kind():
+    assert launch_config.device_kind(torch.device('cpu')) == 'cpu'
