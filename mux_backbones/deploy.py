@@ -22,6 +22,7 @@ keep their BN: a channel-to-space branch feeds four output channels from one con
 one folded bias per conv channel cannot express.
 """
 import copy
+import os
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -31,6 +32,7 @@ from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from .layers.conv_bn import deploy_conv_module
+from .ops.group_conv import precompile
 from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
 
@@ -129,7 +131,8 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
 
 
 @torch.no_grad()
-def tune_kernels(model: nn.Module, example_input: torch.Tensor, time_us=None) -> Dict[str, dict]:
+def tune_kernels(model: nn.Module, example_input: torch.Tensor, time_us=None,
+                 processes: Optional[int] = None) -> Dict[str, dict]:
     """Tune the launch config of every fused spatial conv of a deployed model on the input it
     receives from ``example_input`` (see ``FusedGroupConv.tune``). The choices hold for every
     call with the same signature (shape, dtype, device) from then on, process-wide; keep them
@@ -142,6 +145,8 @@ def tune_kernels(model: nn.Module, example_input: torch.Tensor, time_us=None) ->
         example_input (Tensor): What it will run on (batch, size, dtype, device).
         time_us (callable, optional): ``time_us(fn) -> microseconds``; default: CUDA-graph
             replays.
+        processes (int, optional): Worker processes compiling the candidates ahead of timing
+            (:func:`mux_backbones.ops.group_conv.precompile`); default: up to 8, one core left.
 
     Returns:
         dict: Per tuned layer (module name), microseconds per launch config (the planner's own
@@ -150,6 +155,10 @@ def tune_kernels(model: nn.Module, example_input: torch.Tensor, time_us=None) ->
     convs = {name: m for name, m in model.named_modules() if isinstance(m, FusedGroupConv)}
     pooled = {id(m.depthwise_conv) for m in model.modules() if getattr(m, 'pool_in_kernel', False)}
     inputs = module_inputs(model, convs.values(), example_input)
+    if processes is None:
+        processes = min(8, (os.cpu_count() or 1) - 1)
+    precompile([job for conv in convs.values() if conv in inputs
+                for job in conv.compile_jobs(inputs[conv], id(conv) in pooled)], processes)
     results = {}
     for name, conv in convs.items():
         if conv in inputs:

@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..ops import group_conv, pack_weights
 from ..ops._dispatch import call
 from ..ops._triton import can_use_triton
-from ..ops.group_conv import _group_conv, check_args, tune_forward
+from ..ops.group_conv import _group_conv, check_args, compile_jobs, tune_forward
 from .conv_bn import bn_scale_shift
 
 _ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
@@ -143,6 +143,12 @@ class FusedGroupConv(nn.Module):
         y, pool = call(_group_conv, x, self.weight, self.bias, self.splits, self.kernel_sizes,
                        self.dilations, self.stride, self.channels_per_group, self.act, with_pool)
         return (y, pool) if with_pool else y
+
+    def compile_jobs(self, x: torch.Tensor, with_pool: bool = False) -> list:
+        """What :meth:`tune` will compile, for :func:`mux_backbones.ops.group_conv.precompile`."""
+        return compile_jobs(x, self.weight, self.bias, self.splits, self.kernel_sizes,
+                            self.dilations, self.stride, self.channels_per_group, self.act,
+                            with_pool)
 
     def tune(self, x: torch.Tensor, with_pool: bool = False, time_us=None) -> dict:
         """Time the kernel's launch configs on ``x`` (as :meth:`forward` takes it) and keep the

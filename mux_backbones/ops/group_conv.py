@@ -573,8 +573,10 @@ def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int,
 
 def tuning_key(x_shape, dtype, device, splits, kernel_sizes, dilations, stride,
                channels_per_group) -> tuple:
-    """The call signature a tuned forward config is kept under (see :mod:`.launch_config`)."""
-    return ('group_conv', launch_config.device_kind(device), str(dtype).replace('torch.', ''),
+    """The call signature a tuned forward config is kept under (see :mod:`.launch_config`);
+    ``device`` a ``torch.device`` or a :func:`~.launch_config.device_kind` name (offline tools)."""
+    kind = device if isinstance(device, str) else launch_config.device_kind(device)
+    return ('group_conv', kind, str(dtype).replace('torch.', ''),
             tuple(x_shape), tuple(splits), tuple(kernel_sizes), tuple(dilations), stride,
             channels_per_group)
 
@@ -1065,6 +1067,67 @@ def forward_candidates(x_shape, splits: Sequence[int],
             if config not in out:
                 out.append(config)
     return out
+
+
+def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
+                 kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
+                 channels_per_group: int = 1, act: str = 'none',
+                 with_pool: bool = False) -> List[tuple]:
+    """The forward launches :func:`tune_forward` will run for this call, one per candidate
+    config, as picklable jobs for :func:`precompile` (nothing where the kernels cannot take
+    ``x``)."""
+    n, c, h, w = x.shape
+    if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
+        return []
+    dtypes = tuple(str(t.dtype).replace('torch.', '')
+                   for t in (x, weight, bias if bias is not None else weight))
+    return [(tuple(x.shape), dtypes, str(x.device), tuple(splits), tuple(kernel_sizes),
+             tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None,
+             tuple(config)) for config in forward_candidates(x.shape, splits, stride)]
+
+
+def _run_compile_jobs(jobs) -> int:
+    """Run each job's launches once on zeros (in a worker process: what compiles them into
+    Triton's on-disk cache); how many ran."""
+    for (x_shape, dtypes, device, splits, kernel_sizes, dilations, stride, cpg, act, with_pool,
+         has_bias, config) in jobs:
+        x_dtype, w_dtype, b_dtype = (getattr(torch, name) for name in dtypes)
+        config = LaunchConfig(*config)
+        n, c, h, w = x_shape
+        oh, ow = output_size(h, stride), output_size(w, stride)
+        x = _channels_last(torch.zeros(x_shape, dtype=x_dtype, device=device))
+        numel = _weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0]
+        weight = torch.zeros(numel, dtype=w_dtype, device=device)
+        bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
+        pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config),
+                           dtype=torch.float32, device=device)
+        _run(forward_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, act,
+                              with_pool, has_bias, config),
+             x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool)
+    return len(jobs)
+
+
+def precompile(jobs: Sequence[tuple], processes: int) -> int:
+    """Compile :func:`compile_jobs`' launches in ``processes`` worker processes at once, so
+    tuning (one compile per candidate and layer, ~1-2 s each) finds them in Triton's on-disk
+    cache instead of compiling one after another. Best effort: a worker that fails leaves its
+    jobs to be compiled when tuning runs them. Returns how many jobs ran in workers."""
+    jobs = list(jobs)
+    if processes < 2 or len(jobs) < 2 or interpreting():  # the interpreter compiles nothing
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    chunks = [jobs[i::processes] for i in range(min(processes, len(jobs)))]
+    done = 0
+    # spawn: a forked child cannot initialise CUDA once the parent has.
+    with ProcessPoolExecutor(len(chunks),
+                             mp_context=multiprocessing.get_context('spawn')) as pool:
+        for future in [pool.submit(_run_compile_jobs, chunk) for chunk in chunks]:
+            try:
+                done += future.result()
+            except Exception as err:  # the parent compiles them itself
+                warnings.warn(f'group_conv precompile: a worker failed ({err})', RuntimeWarning)
+    return done
 
 
 def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],

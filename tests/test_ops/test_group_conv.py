@@ -12,8 +12,9 @@ from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, launch_config, pack_weights, reference_group_conv
 from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_conv, _groups,
-                                          _pixel_tile, _tile_sums, forward_candidates,
-                                          forward_launches, kernel_weights, pool_tiles,
+                                          _pixel_tile, _run_compile_jobs, _tile_sums,
+                                          compile_jobs, forward_candidates, forward_launches,
+                                          kernel_weights, pool_tiles, precompile,
                                           transposed_weights, tune_forward, tuned_config,
                                           unwindow_weights, weight_grad_launches)
 
@@ -349,3 +350,24 @@ def test_compiled_call_sees_the_tuned_pool_shape(clean_launch_configs):
     assert got[1].shape == want[1].shape == (1, pool_tiles([8], 1, 13, 11, tuned), 8)
     assert pool_tiles([8], 1, 13, 11, tuned) > pool_tiles([8], 1, 13, 11)
     torch.testing.assert_close(got, want)
+
+
+def test_candidates_compile_ahead_in_worker_processes(monkeypatch):
+    """``compile_jobs`` lists the launches tuning will run (one per candidate), and
+    ``precompile`` runs them in spawned worker processes (on a GPU: compiled into Triton's disk
+    cache for the tuning that follows); here the workers run them in the interpreter."""
+    x = torch.randn(1, 24, 9, 10, dtype=torch.float16).contiguous(
+        memory_format=torch.channels_last)
+    weight = pack_weights([torch.randn(16, 2, 3, 3), torch.randn(8, 2, 5, 5)]).half()
+    jobs = compile_jobs(x, weight, torch.randn(24).half(), [16, 8], [3, 5], [1, 2], 2, 2,
+                        'relu6', True)
+    candidates = forward_candidates(x.shape, [16, 8], 2)
+    assert [job[-1] for job in jobs] == [tuple(c) for c in candidates]
+    assert _run_compile_jobs(jobs[:2]) == 2  # in this process
+    assert precompile(jobs, 2) == 0  # the interpreter has nothing to compile
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
+    assert precompile(jobs[:3], 2) == 3
+    monkeypatch.setattr(_triton, '_warned', set())
+    with pytest.warns(RuntimeWarning, match='float64'):  # nothing the kernels would run
+        assert compile_jobs(x.double(), weight.double(), None, [16, 8], [3, 5], [1, 2], 2,
+                            2) == []

@@ -53,6 +53,43 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     assert 'issue-bound total, forward' in out
 
 
+def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
+    """``--launch-configs``: the launches a tuned table makes (its tile and warps), not the
+    planner's."""
+    import importlib
+
+    import torch
+
+    from mux_backbones import MUXNet
+    from mux_backbones.layers import FusedGroupConv
+    from mux_backbones.ops import launch_config
+    from mux_backbones.utils.hooks import module_inputs
+    triton = pytest.importorskip('triton')
+    if not osp.exists(osp.join(osp.dirname(triton.__file__), 'backends/nvidia/bin/nvdisasm')):
+        pytest.skip("this Triton has no CUDA backend tools")
+    ops = importlib.import_module('mux_backbones.ops.group_conv')
+    model = MUXNet('tiny', out_indices=(7, )).eval().switch_to_deploy(channels_last=True,
+                                                                      fused_ops=True)
+    convs = [m for m in model.modules() if isinstance(m, FusedGroupConv)]
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    conv = convs[-1]
+    shape = (2, ) + tuple(module_inputs(model, [conv], x)[conv].shape[1:])
+    key = ops.tuning_key(shape, 'float16', 'NVIDIA H200', conv.splits, conv.kernel_sizes,
+                         conv.dilations, conv.stride, conv.channels_per_group)
+    launch_config.forget()
+    try:
+        launch_config.record(key, (2, 4, 8))
+        launch_config.save(str(tmp_path / 'tuned.json'))
+    finally:
+        launch_config.forget()
+    out = run_tool('tools/gpu/kernel_sass.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
+                   '--launch-configs', str(tmp_path / 'tuned.json'),
+                   extra_env={'TRITON_INTERPRET': '0'}).stdout
+    assert '1 tuned launch configs from' in out
+    rows = [line.split() for line in out.splitlines() if line.startswith('layer')][1:]
+    assert rows[-1][7].startswith('2x4x') and all(not r[7].startswith('2x4x') for r in rows[:-1])
+
+
 def test_benchmark_whole_config():
     cfg = osp.join(REPO, 'configs/ssd/ssdlite_muxnet-m_1xb8-300it_toyvoc.py')
     out = run_tool(BENCH, '--config', cfg, '--modes', 'eager', 'deploy', *FAST).stdout

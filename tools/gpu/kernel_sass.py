@@ -17,6 +17,11 @@ the GPU numbers come from ``tools/gpu/layer_bench.py`` and ``benchmark.py --prof
 
     python tools/gpu/kernel_sass.py [--arch m] [--batch 32] [--shape 224] [--dtype fp16]
                                     [--backward] [--sms 132] [--clock-ghz 1.98]
+                                    [--launch-configs FILE [--device-name "NVIDIA H200"]]
+
+``--launch-configs`` analyses the launches a tuned table (``layer_bench.py --tune
+--save-configs``, measured on the GPU named by ``--device-name``) makes, instead of the
+planner's own.
 
 Needs Triton's CUDA backend (the ``triton`` wheel), not a GPU or ``TRITON_INTERPRET``.
 """
@@ -45,6 +50,7 @@ except ImportError:  # pragma: no cover - depends on the machine
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.ops import launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
 # (the package exports the op function under the module's name)
@@ -54,6 +60,7 @@ _BIN = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin
 _INSTRUCTION = re.compile(r'^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);',
                           re.M)
 _DTYPES = {'fp16': 'fp16', 'bf16': 'bf16', 'fp32': 'fp32'}
+_TORCH_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16', 'fp32': 'float32'}
 
 
 def spatial_layers(arch: str, shape: int):
@@ -79,18 +86,22 @@ def spatial_layers(arch: str, shape: int):
             for name, b in blocks if b.depthwise_conv in inputs]
 
 
-def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool):
-    """``(what, Launch)`` of the layer's forward (and gradient) kernels."""
+def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool, tuned_for=None):
+    """``(what, Launch)`` of the layer's forward (and gradient) kernels; ``tuned_for``:
+    ``(device name, dtype name)`` whose tuned forward config (if any) to launch with."""
     args = (conv.splits, conv.kernel_sizes, conv.dilations)
+    config = launch_config.lookup(ops.tuning_key(
+        x_shape, tuned_for[1], tuned_for[0], *args, conv.stride,
+        conv.channels_per_group)) if tuned_for else None
     # A forward launch runs all kernel sizes of a layer, each group's programs on a code path of
     # their own: analysed one group at a time.
     out = [('forward', slot) for plan in ops.forward_launches(
-        x_shape, *args, conv.stride, conv.channels_per_group, conv.act, with_pool, True)
+        x_shape, *args, conv.stride, conv.channels_per_group, conv.act, with_pool, True, config)
         for slot in ops.forward_slots(plan)]
     if backward:
         if conv.stride == 1:  # the forward kernel on flipped weights, no epilogue
             out += [('input grad', slot) for plan in ops.forward_launches(
-                x_shape, *args, 1, conv.channels_per_group, 'none', False, False)
+                x_shape, *args, 1, conv.channels_per_group, 'none', False, False, config)
                 for slot in ops.forward_slots(plan)]
         else:
             out += [('input grad', plan) for plan in ops.input_grad_s2_launches(
@@ -210,7 +221,19 @@ def main():
     parser.add_argument('--backward', action='store_true', help='also the gradient kernels')
     parser.add_argument('--sms', type=positive_int, default=132, help='SMs (H200/H100 SXM: 132)')
     parser.add_argument('--clock-ghz', type=float, default=1.98)
+    parser.add_argument('--launch-configs', metavar='FILE',
+                        help='tuned launch configs to analyse (layer_bench.py --save-configs)')
+    parser.add_argument('--device-name', default='NVIDIA H200',
+                        help='the GPU the launch configs were tuned on')
     args = parser.parse_args()
+    tuned_for = None
+    if args.launch_configs:
+        try:
+            print(f'{launch_config.load(args.launch_configs)} tuned launch configs from '
+                  f'{args.launch_configs}')
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            sys.exit(f'error: cannot load launch configs: {err}')
+        tuned_for = (args.device_name, _TORCH_DTYPES[args.dtype])
     issue_rate = args.sms * 4 * args.clock_ghz * 1e3  # warp instructions per microsecond
     print(f'MUXNet-{args.arch}, batch {args.batch}, {args.shape}x{args.shape}, {args.dtype}, '
           f'sm_90, Triton {triton.__version__}')
@@ -220,7 +243,7 @@ def main():
     totals = collections.Counter()
     for name, conv, shape, with_pool in spatial_layers(args.arch, args.shape):
         shape = (args.batch, ) + shape[1:]
-        for what, launch in launches(conv, shape, with_pool, args.backward):
+        for what, launch in launches(conv, shape, with_pool, args.backward, tuned_for):
             regs, static, loop = analyse(compile_launch(launch, _DTYPES[args.dtype]))
             body = sum(loop.values())
             per_program = static - body + body * trips(launch)

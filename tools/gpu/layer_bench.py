@@ -21,12 +21,15 @@ forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms 
 import argparse
 import contextlib
 import importlib
+import os
+import time
 
 import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from mux_backbones.ops import launch_config
+from mux_backbones.ops.group_conv import precompile
 from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
 
@@ -102,6 +105,15 @@ def main():
     total_stock = total_fused = total_tuned = 0.0
     totals = [0.0] * len(args.variants)
     se_rows = []
+    if args.tune:  # every layer's candidates compiled at once in worker processes
+        jobs = [job for name, inp in inputs.items()
+                if isinstance(blocks[name].depthwise_conv, FusedGroupConv)
+                for job in blocks[name].depthwise_conv.compile_jobs(inp,
+                                                                    blocks[name].pool_in_kernel)]
+        start = time.perf_counter()
+        done = precompile(jobs, min(8, (os.cpu_count() or 1) - 1))
+        print(f'precompiled {done} of {len(jobs)} launch configs in '
+              f'{time.perf_counter() - start:.0f} s')
     with torch.no_grad():
         for name, inp in inputs.items():
             sb, fb = dict(stock.named_modules())[name], blocks[name]
@@ -123,6 +135,8 @@ def main():
                 best = min(times, key=times.get) if times else None
                 total_tuned += times[best] if best else t_fused
                 label = f'{best.tile_h}x{best.tile_w}/{best.num_warps}' if best else '-'
+                if args.save_configs:  # after every layer: a run cut short keeps what it has
+                    launch_config.save(args.save_configs)
                 tuned = f'{times[best] if best else float("nan"):10.1f}{label:>10}'
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
@@ -143,7 +157,6 @@ def main():
           ''.join(f'{t:14.1f}' for t in totals) +
           (f'{total_tuned:10.1f}' if args.tune else ''))
     if args.save_configs:
-        launch_config.save(args.save_configs)
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
     print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}')
     for name, shape, t_stock, t_fused in se_rows:
