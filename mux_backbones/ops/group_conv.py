@@ -261,7 +261,7 @@ if HAS_TRITON:
                        ACT: tl.constexpr, WITH_POOL: tl.constexpr, CPG: tl.constexpr,
                        TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr,
                        EVEN_C: tl.constexpr, PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr,
-                       WINDOW: tl.constexpr):
+                       WINDOW: tl.constexpr, STAGES: tl.constexpr):
         """One kernel-size group's share of a program: a TILE_H x TILE_W tile of output pixels
         (``pid_t``) x the group's channel block ``block``.
 
@@ -280,7 +280,7 @@ if HAS_TRITON:
         acc = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         # Rows of taps in a loop, the taps of a row unrolled (K is known per launch): unrolling
         # both made the compiler hoist every tap's load and spill (K >= 9).
-        for kh in range(0, KS):
+        for kh in tl.range(0, KS, num_stages=STAGES):
             ih = oh * stride - pad + kh * dil
             ok_h = ok_p & (ih >= 0) & (ih < H)
             for kw in tl.static_range(KS):
@@ -313,7 +313,7 @@ if HAS_TRITON:
                         c4, s4, o4, d4, p4, f4, z4, e4,
                         HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
                         CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-                        PAIR_SWAP: tl.constexpr,
+                        PAIR_SWAP: tl.constexpr, STAGES: tl.constexpr,
                         K0: tl.constexpr, B0: tl.constexpr, V0: tl.constexpr, A0: tl.constexpr,
                         W0: tl.constexpr,
                         K1: tl.constexpr, B1: tl.constexpr, V1: tl.constexpr, A1: tl.constexpr,
@@ -342,31 +342,31 @@ if HAS_TRITON:
             _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
                            stride, tiles_w, num_tiles, pid_t, pid_c, n, c0, s0, o0, d0, p0, f0,
                            z0, K0, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H, TILE_W, B0, V0,
-                           PAIR_SWAP, A0, W0)
+                           PAIR_SWAP, A0, W0, STAGES)
         if K1 > 0:
             if (pid_c >= e0) & (pid_c < e1):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e0, n, c1, s1,
                                o1, d1, p1, f1, z1, K1, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
-                               TILE_W, B1, V1, PAIR_SWAP, A1, W1)
+                               TILE_W, B1, V1, PAIR_SWAP, A1, W1, STAGES)
         if K2 > 0:
             if (pid_c >= e1) & (pid_c < e2):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e1, n, c2, s2,
                                o2, d2, p2, f2, z2, K2, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
-                               TILE_W, B2, V2, PAIR_SWAP, A2, W2)
+                               TILE_W, B2, V2, PAIR_SWAP, A2, W2, STAGES)
         if K3 > 0:
             if (pid_c >= e2) & (pid_c < e3):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e2, n, c3, s3,
                                o3, d3, p3, f3, z3, K3, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
-                               TILE_W, B3, V3, PAIR_SWAP, A3, W3)
+                               TILE_W, B3, V3, PAIR_SWAP, A3, W3, STAGES)
         if K4 > 0:
             if (pid_c >= e3) & (pid_c < e4):
                 _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
                                y_image, stride, tiles_w, num_tiles, pid_t, pid_c - e3, n, c4, s4,
                                o4, d4, p4, f4, z4, K4, HAS_BIAS, ACT, WITH_POOL, CPG, TILE_H,
-                               TILE_W, B4, V4, PAIR_SWAP, A4, W4)
+                               TILE_W, B4, V4, PAIR_SWAP, A4, W4, STAGES)
 
     @triton.jit
     def _input_grad_s2_kernel(dz_ptr, w_ptr, dx_ptr, H, W, C, OH, OW, x_image, y_image, tiles_w,
@@ -771,7 +771,8 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     shared = (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles)
     meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
-                CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap())
+                CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap(),
+                STAGES=config.num_stages if config else 1)
     slots = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
         group = _group_meta(c, g, channels_per_group, tile_h, tile_w)
@@ -1044,17 +1045,23 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
     return (y, pool) if with_pool else y
 
 
+# Software-pipeline depths of the tap-row loop the tuner tries: none (the planner's), and the
+# next two rows' loads in flight through shared memory (sm_90 SASS: 128-bit LDGSTS, 12-46 KB).
+TUNED_STAGES = (1, 3)
+
+
 def forward_candidates(x_shape, splits: Sequence[int],
                        stride: int = 1) -> List[LaunchConfig]:
     """Forward launch configs worth timing for an input of ``x_shape``, the planner's own first:
     2, 4 or 8 warps, each thread holding 8 or 16 accumulators of the widest channel block (the
     planner's register rule is 16 at 4 warps), tiles of 16-256 pixels as square as the map
-    allows. Fewer warps or accumulators per program mean more programs in flight (latency
-    hidden by occupancy), more mean more independent loads per thread; which wins is the
-    GPU's to say."""
+    allows, each with and without the tap-row loop pipelined (:data:`TUNED_STAGES`). Fewer warps
+    or accumulators per program mean more programs in flight (latency hidden by occupancy),
+    more mean more independent loads per thread, pipelining keeps loads in flight across rows
+    at the price of shared memory; which wins is the GPU's to say."""
     n, _, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    out = [LaunchConfig(*_pixel_tile(splits, oh, ow, n), NUM_WARPS)]
+    tiles = [LaunchConfig(*_pixel_tile(splits, oh, ow, n), NUM_WARPS)]
     widest = max(_channel_block(size, first)[0] for first, size in _windows(splits))
     for num_warps in (2, 4, 8):
         for per_thread in (8, 16):
@@ -1064,9 +1071,9 @@ def forward_candidates(x_shape, splits: Sequence[int],
             tile_w = min(next_power_of_2(ow), 16, pixels)
             tile_h = max(1, min(next_power_of_2(oh), pixels // tile_w))
             config = LaunchConfig(tile_h, tile_w, num_warps)
-            if config not in out:
-                out.append(config)
-    return out
+            if config not in tiles:
+                tiles.append(config)
+    return [config._replace(num_stages=stages) for stages in TUNED_STAGES for config in tiles]
 
 
 def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],

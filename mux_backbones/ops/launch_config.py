@@ -22,10 +22,13 @@ _FORMAT = 'mux_backbones.launch_configs/1'
 
 
 class LaunchConfig(NamedTuple):
-    """How a kernel is launched for one call signature: output tile and warps per program."""
+    """How a kernel is launched for one call signature: output tile and warps per program, and
+    the software-pipeline depth of its tap-row loop (1: none; ``s``: the loads of ``s - 1`` rows
+    ahead in flight through shared memory while a row is computed)."""
     tile_h: int
     tile_w: int
     num_warps: int
+    num_stages: int = 1
 
 
 _table: Dict[Tuple, LaunchConfig] = {}
@@ -33,10 +36,12 @@ _table: Dict[Tuple, LaunchConfig] = {}
 
 def _check(config: LaunchConfig) -> LaunchConfig:
     config = LaunchConfig(*(int(v) for v in config))
-    powers_of_two = all(v > 0 and v & (v - 1) == 0 for v in config)
-    if not powers_of_two or config.num_warps > 32 or config.tile_h * config.tile_w > 4096:
+    powers_of_two = all(v > 0 and v & (v - 1) == 0 for v in config[:3])
+    if not powers_of_two or config.num_warps > 32 or config.tile_h * config.tile_w > 4096 or \
+            not 1 <= config.num_stages <= 4:
         raise ValueError(f'invalid launch config {tuple(config)}: tile_h, tile_w and num_warps '
-                         f'must be powers of two (num_warps <= 32, tile <= 4096 pixels)')
+                         f'must be powers of two (num_warps <= 32, tile <= 4096 pixels), '
+                         f'num_stages 1-4')
     return config
 
 

@@ -283,8 +283,9 @@ def test_tuned_config_drives_forward_pooling_and_gradients(cpg, stride, clean_la
     planner = candidates[0]
     assert len(candidates) >= 3 and len(set(candidates)) == len(candidates)
     assert {c.num_warps for c in candidates} >= {2, 4, 8}
-    # Prefer the candidate with the smallest tile: the pooled sums change shape.
-    smallest = min(candidates, key=lambda c: (c.tile_h * c.tile_w, c.num_warps))
+    assert {c.num_stages for c in candidates} == {1, 3} and planner.num_stages == 1
+    # Prefer the pipelined candidate with the smallest tile: the pooled sums change shape.
+    smallest = min(candidates, key=lambda c: (c.tile_h * c.tile_w, c.num_warps, -c.num_stages))
     times = tune_forward(x, weight, torch.randn(24), splits, ks, dil, stride, cpg, 'silu', True,
                          time_us=_timer_preferring(lambda c: c == smallest, x, splits, ks, dil,
                                                    stride, cpg))
@@ -292,14 +293,15 @@ def test_tuned_config_drives_forward_pooling_and_gradients(cpg, stride, clean_la
     assert tuned_config(x, splits, ks, dil, stride, cpg) == smallest
     launch, = forward_launches(x.shape, splits, ks, dil, stride, cpg, 'silu', True, True,
                                smallest)
-    assert (launch.meta['TILE_H'], launch.meta['TILE_W'], launch.num_warps) == smallest
+    assert (launch.meta['TILE_H'], launch.meta['TILE_W'], launch.num_warps,
+            launch.meta['STAGES']) == smallest
     out_h, out_w = -(-11 // stride), -(-13 // stride)
     assert pool_tiles(splits, 1, out_h, out_w, smallest) > pool_tiles(splits, 1, out_h, out_w)
     # Same signature (shape, dtype, device, layout): the tuned launch, checked end to end.
     _case(splits, ks, dil, stride, cpg, act='silu', bias=True, pool=True, size=(11, 13), batch=1)
     other = torch.randn(1, 24, 12, 13)  # another shape: the planner's own choice
     assert tuned_config(other, splits, ks, dil, stride, cpg) is None
-    assert planner == (*_pixel_tile(splits, out_h, out_w, 1), 4)
+    assert planner == (*_pixel_tile(splits, out_h, out_w, 1), 4, 1)
 
 
 def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
@@ -317,7 +319,7 @@ def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
     splits, ks, dil = [8], [3], [1]
     x = torch.randn(1, 8, 9, 9).contiguous(memory_format=torch.channels_last)
     weight = pack_weights([torch.randn(8, 1, 3, 3)])
-    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8\) failed.*registers'):
+    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8, \d\) failed.*registers'):
         times = tune_forward(x, weight, None, splits, ks, dil, 1, 1,
                              time_us=_timer_preferring(lambda c: c.num_warps == 8, x, splits, ks,
                                                        dil, 1, 1))

@@ -23,7 +23,7 @@ def test_record_lookup_forget():
     assert launch_config.empty() and launch_config.lookup(KEY) is None
     launch_config.record(KEY, (8, 16, 2))
     assert not launch_config.empty()
-    assert launch_config.lookup(KEY) == LaunchConfig(8, 16, 2)
+    assert launch_config.lookup(KEY) == LaunchConfig(8, 16, 2, 1)  # not pipelined by default
     launch_config.forget(KEY)
     assert launch_config.lookup(KEY) is None and launch_config.empty()
 
@@ -31,7 +31,7 @@ def test_record_lookup_forget():
 def test_json_round_trip(tmp_path):
     other = KEY[:3] + ((1, 480, 7, 7), ) + KEY[4:]
     launch_config.record(KEY, LaunchConfig(4, 16, 8))
-    launch_config.record(other, LaunchConfig(2, 8, 4))
+    launch_config.record(other, LaunchConfig(2, 8, 4, 3))
     path = str(tmp_path / 'configs.json')
     launch_config.save(path)
     saved = launch_config.entries()
@@ -40,7 +40,8 @@ def test_json_round_trip(tmp_path):
     assert launch_config.entries() == saved  # nested tuples survive JSON's lists
 
 
-@pytest.mark.parametrize('config', [(3, 16, 4), (8, 16, 64), (64, 128, 4), (0, 16, 4)])
+@pytest.mark.parametrize('config', [(3, 16, 4), (8, 16, 64), (64, 128, 4), (0, 16, 4),
+                                    (8, 16, 4, 0), (8, 16, 4, 5)])
 def test_impossible_configs_are_refused(config):
     with pytest.raises(ValueError, match='invalid launch config'):
         launch_config.record(KEY, config)
