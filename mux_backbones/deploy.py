@@ -14,12 +14,13 @@ With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 pairwise rewrite of 2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every
 block on the device with an example input (CUDA-graph replays, as a captured or compiled model
 runs) and keeps the faster, so a deployed model is never slower than either form layer by layer.
-Outputs equal the eval-mode outputs (tested to 1e-4 for every arch).
-:func:`tune_kernels` then times the fused kernels' launch configs layer by layer on the device
-and keeps the fastest (:mod:`mux_backbones.ops.launch_config`; save the table to skip it next
-time). Spatially multiplexed convs
+Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.
+
+:func:`tune_kernels` then times the fused kernels' launch configs layer by layer on the device
+and keeps the fastest (:mod:`mux_backbones.ops.launch_config`; save the table to skip it next
+time).
 """
 import copy
 import os

@@ -1095,23 +1095,33 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
 
 def _run_compile_jobs(jobs) -> int:
     """Run each job's launches once on zeros (in a worker process: what compiles them into
-    Triton's on-disk cache); how many ran."""
-    for (x_shape, dtypes, device, splits, kernel_sizes, dilations, stride, cpg, act, with_pool,
-         has_bias, config) in jobs:
-        x_dtype, w_dtype, b_dtype = (getattr(torch, name) for name in dtypes)
-        config = LaunchConfig(*config)
-        n, c, h, w = x_shape
-        oh, ow = output_size(h, stride), output_size(w, stride)
-        x = _channels_last(torch.zeros(x_shape, dtype=x_dtype, device=device))
-        numel = _weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0]
-        weight = torch.zeros(numel, dtype=w_dtype, device=device)
-        bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
-        pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config),
-                           dtype=torch.float32, device=device)
-        _run(forward_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, act,
-                              with_pool, has_bias, config),
-             x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool)
-    return len(jobs)
+    Triton's on-disk cache); how many ran (one that fails is left to the tuning, which skips
+    it with a warning)."""
+    ran = 0
+    for job in jobs:
+        try:
+            _run_compile_job(*job)
+            ran += 1
+        except Exception:  # e.g. out of shared memory for this config
+            pass
+    return ran
+
+
+def _run_compile_job(x_shape, dtypes, device, splits, kernel_sizes, dilations, stride, cpg, act,
+                     with_pool, has_bias, config) -> None:
+    x_dtype, w_dtype, b_dtype = (getattr(torch, name) for name in dtypes)
+    config = LaunchConfig(*config)
+    n, c, h, w = x_shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    x = _channels_last(torch.zeros(x_shape, dtype=x_dtype, device=device))
+    numel = _weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0]
+    weight = torch.zeros(numel, dtype=w_dtype, device=device)
+    bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
+    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config), dtype=torch.float32,
+                       device=device)
+    _run(forward_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, act, with_pool,
+                          has_bias, config),
+         x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool)
 
 
 def precompile(jobs: Sequence[tuple], processes: int) -> int:

@@ -366,6 +366,8 @@ def test_candidates_compile_ahead_in_worker_processes(monkeypatch):
     candidates = forward_candidates(x.shape, [16, 8], 2)
     assert [job[-1] for job in jobs] == [tuple(c) for c in candidates]
     assert _run_compile_jobs(jobs[:2]) == 2  # in this process
+    broken = jobs[0][:2] + ('no_such_device', ) + jobs[0][3:]
+    assert _run_compile_jobs([broken, jobs[1]]) == 1  # one failing job does not stop the rest
     assert precompile(jobs, 2) == 0  # the interpreter has nothing to compile
     monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
     assert precompile(jobs[:3], 2) == 3
