@@ -18,12 +18,10 @@ Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially m
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.
 
-:func:`tune_kernels` then times the fused kernels' launch configs layer by layer on the device
-and keeps the fastest (:mod:`mux_backbones.ops.launch_config`; save the table to skip it next
-time).
+:func:`mux_backbones.tuning.tune_kernels` then times the fused kernels' launch configs call by
+call on the device and keeps the fastest.
 """
 import copy
-import os
 from typing import Dict, Optional, Tuple, Union
 
 import torch
@@ -33,7 +31,6 @@ from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from .layers.conv_bn import deploy_conv_module
-from .ops.group_conv import precompile
 from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
 
@@ -129,50 +126,6 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
                   f'project time {sum(t[0] for t in times):.0f} -> '
                   f'{sum(t[1] for t in times):.0f} us', logger='current')
     return choices
-
-
-@torch.no_grad()
-def tune_kernels(model: nn.Module, example_input: torch.Tensor, time_us=None,
-                 processes: Optional[int] = None) -> Dict[str, dict]:
-    """Tune the launch config of every fused spatial conv of a deployed model on the input it
-    receives from ``example_input`` (see ``FusedGroupConv.tune``). The choices hold for every
-    call with the same signature (shape, dtype, device) from then on, process-wide; keep them
-    with :func:`mux_backbones.ops.launch_config.save`. Tune before compiling or capturing the
-    model (a tuned tile changes the shape of the SE's partial sums).
-
-    Args:
-        model (nn.Module): A model after ``switch_to_deploy(..., fused_ops=True or 'auto')``, in
-            the dtype and memory format it will run with.
-        example_input (Tensor): What it will run on (batch, size, dtype, device).
-        time_us (callable, optional): ``time_us(fn) -> microseconds``; default: CUDA-graph
-            replays.
-        processes (int, optional): Worker processes compiling the candidates ahead of timing
-            (:func:`mux_backbones.ops.group_conv.precompile`); default: up to 8, one core left.
-
-    Returns:
-        dict: Per tuned layer (module name), microseconds per launch config (the planner's own
-        first; the fastest is the one kept).
-    """
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, FusedGroupConv)}
-    pooled = {id(m.depthwise_conv) for m in model.modules() if getattr(m, 'pool_in_kernel', False)}
-    inputs = module_inputs(model, convs.values(), example_input)
-    if processes is None:
-        processes = min(8, (os.cpu_count() or 1) - 1)
-    precompile([job for conv in convs.values() if conv in inputs
-                for job in conv.compile_jobs(inputs[conv], id(conv) in pooled)], processes)
-    results = {}
-    for name, conv in convs.items():
-        if conv in inputs:
-            times = conv.tune(inputs[conv], id(conv) in pooled, time_us)
-            if times:
-                results[name] = times
-    if results:
-        planned = sum(next(iter(t.values())) for t in results.values())
-        tuned = sum(min(t.values()) for t in results.values())
-        changed = sum(min(t, key=t.get) != next(iter(t)) for t in results.values())
-        print_log(f'tune_kernels: {changed} of {len(results)} fused convs take another launch '
-                  f'config; their time {planned:.0f} -> {tuned:.0f} us', logger='current')
-    return results
 
 
 class RawOutputs(nn.Module):

@@ -23,6 +23,7 @@ so each tap of a channel block is one contiguous vector load.
 Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
+import contextlib
 import functools
 import math
 import warnings
@@ -424,12 +425,13 @@ if HAS_TRITON:
                             tiles_w, num_tiles, work, tiles_per_program, c_start, g_size, w_off,
                             dil, pad, KS: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
                             TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, EVEN_C: tl.constexpr,
-                            PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr):
+                            PAIR_SWAP: tl.constexpr, ALIGN: tl.constexpr, STAGES: tl.constexpr):
         """d weight of one kernel-size group: one tap x BLOCK_C channels, summed over a chunk of
         the N * num_tiles output tiles (the forward's tiles; chunks meet in fp32 atomics).
 
         The pixel of a tile comes from constant shifts and the tile's origin from scalar
         arithmetic once per tile, so no per-pixel division (a flat pixel index needed two).
+        ``STAGES`` > 1 software-pipelines the tile loop (the next tiles' loads in flight).
         """
         pid_p = tl.program_id(0)
         pid_c = tl.program_id(1)
@@ -441,7 +443,7 @@ if HAS_TRITON:
         acc_own = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         acc_partner = tl.zeros((TILE_H * TILE_W, BLOCK_C), dtype=tl.float32)
         start = pid_p * tiles_per_program
-        for j in range(start, tl.minimum(start + tiles_per_program, work)):
+        for j in tl.range(start, tl.minimum(start + tiles_per_program, work), num_stages=STAGES):
             n = j // num_tiles
             oh, ow = _tile_pixels(j % num_tiles, tiles_w, TILE_H, TILE_W)
             ok_p = (oh < OH) & (ow < OW)
@@ -572,22 +574,24 @@ def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int,
 
 
 def tuning_key(x_shape, dtype, device, splits, kernel_sizes, dilations, stride,
-               channels_per_group) -> tuple:
-    """The call signature a tuned forward config is kept under (see :mod:`.launch_config`);
-    ``device`` a ``torch.device`` or a :func:`~.launch_config.device_kind` name (offline tools)."""
+               channels_per_group, kernel: str = 'forward') -> tuple:
+    """The call signature a tuned config of ``kernel`` ('forward' or 'weight_grad') is kept
+    under (see :mod:`.launch_config`); ``device`` a ``torch.device`` or a
+    :func:`~.launch_config.device_kind` name (offline tools)."""
     kind = device if isinstance(device, str) else launch_config.device_kind(device)
-    return ('group_conv', kind, str(dtype).replace('torch.', ''),
+    name = 'group_conv' if kernel == 'forward' else f'group_conv.{kernel}'
+    return (name, kind, str(dtype).replace('torch.', ''),
             tuple(x_shape), tuple(splits), tuple(kernel_sizes), tuple(dilations), stride,
             channels_per_group)
 
 
-def tuned_config(x: Tensor, splits, kernel_sizes, dilations, stride,
-                 channels_per_group) -> Optional[LaunchConfig]:
-    """The tuned forward config for this call (None: the planner's own choice)."""
+def tuned_config(x: Tensor, splits, kernel_sizes, dilations, stride, channels_per_group,
+                 kernel: str = 'forward') -> Optional[LaunchConfig]:
+    """The tuned config of ``kernel`` for this call (None: the planner's own choice)."""
     if launch_config.empty():  # the common case: skip building the key
         return None
     return launch_config.lookup(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
-                                           dilations, stride, channels_per_group))
+                                           dilations, stride, channels_per_group, kernel))
 
 
 def _tile_sums(y: Tensor, tile_h: int, tile_w: int) -> Tensor:
@@ -819,19 +823,29 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
     return tuple(launches)
 
 
+def _weight_grad_tile(splits, out_h: int, out_w: int, channels_per_group: int,
+                      forward_tile=None) -> Tuple[int, int]:
+    """The weight gradient's tile: the forward's (``forward_tile``, else the planner's without
+    the small-launch halving: its launches are filled by chunks of tiles), made taller."""
+    tile_h, tile_w = forward_tile or _pixel_tile(splits, out_h, out_w)
+    if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
+        tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
+                     max(tile_h, next_power_of_2(out_h)))
+    return tile_h, tile_w
+
+
 @_planned
 def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
-                         channels_per_group) -> Tuple[Launch, ...]:
+                         channels_per_group, config=None) -> Tuple[Launch, ...]:
     """The weight-gradient kernel's launches: per group, programs of one tap x one channel
     block, each summing a chunk of the N x tiles of the output: at least 8 chunks, and enough
     for :data:`MIN_PROGRAMS` programs (a 24-channel 3x3 layer has 27 blocks x taps: with 8
-    chunks of 56 tiles it filled 0.4 of an H200 with long programs); the interpreter: one."""
+    chunks of 56 tiles it filled 0.4 of an H200 with long programs); the interpreter: one.
+    Tile, warps and pipeline depth from a tuned ``config`` where given."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow)  # filled by chunks of tiles, not smaller tiles
-    if not interpreting():  # its per-tile work is light (one tap): taller tiles amortise it
-        tile_h = min(tile_h * WEIGHT_GRAD_ROWS // channels_per_group,
-                     max(tile_h, next_power_of_2(oh)))
+    tile_h, tile_w = (config.tile_h, config.tile_w) if config else \
+        _weight_grad_tile(splits, oh, ow, channels_per_group)
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     work = n * num_tiles
     launches = []
@@ -845,7 +859,9 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
         launches.append(Launch(
             'weight_grad', (output_size(work, per_program), blocks, g.k * g.k),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
-             per_program, g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2)), meta))
+             per_program, g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2)),
+            dict(meta, STAGES=config.num_stages if config else 1),
+            config.num_warps if config else NUM_WARPS))
     return tuple(launches)
 
 
@@ -895,10 +911,28 @@ def _pool_shape(n, c, out_h, out_w, splits, with_pool, config):
     return (n, pool_tiles(splits, n, out_h, out_w, config), c) if with_pool else (0, )
 
 
+_recorders: List[list] = []
+
+
+@contextlib.contextmanager
+def recorded_calls():
+    """Collect the arguments of every :func:`group_conv` call made inside (the op's own
+    arguments, after any dispatch: what tuning needs to replay a model's calls)."""
+    calls: list = []
+    _recorders.append(calls)
+    try:
+        yield calls
+    finally:
+        _recorders.remove(calls)
+
+
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
 def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
                 kernel_sizes: List[int], dilations: List[int], stride: int,
                 channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
+    for calls in _recorders:
+        calls.append((x, weight, bias, list(splits), list(kernel_sizes), list(dilations), stride,
+                      channels_per_group, act, with_pool))
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
@@ -963,7 +997,10 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                                         False, True, x.device)[0],
                          dtype=torch.float32, device=x.device)
     _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
-                              channels_per_group), grad, x, grad_w)
+                              channels_per_group, tuned_config(x, splits, kernel_sizes, dilations,
+                                                               stride, channels_per_group,
+                                                               'weight_grad')),
+         grad, x, grad_w)
     grad_w = unwindow_weights(grad_w, splits, kernel_sizes, channels_per_group)
     return grad_x, grad_w.to(weight.dtype)
 
@@ -1061,36 +1098,68 @@ def forward_candidates(x_shape, splits: Sequence[int],
     at the price of shared memory; which wins is the GPU's to say."""
     n, _, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tiles = [LaunchConfig(*_pixel_tile(splits, oh, ow, n), NUM_WARPS)]
+    return _with_stages(_candidate_tiles(splits, oh, ow, _pixel_tile(splits, oh, ow, n)))
+
+
+def _candidate_tiles(splits, out_h: int, out_w: int, planned) -> List[LaunchConfig]:
+    """``planned`` (a tile) at the planner's warps, then the tiles of :func:`forward_candidates`'
+    warp x accumulator rule."""
+    tiles = [LaunchConfig(*planned, NUM_WARPS)]
     widest = max(_channel_block(size, first)[0] for first, size in _windows(splits))
     for num_warps in (2, 4, 8):
         for per_thread in (8, 16):
             pixels = per_thread * 32 * num_warps // widest
             if not 16 <= pixels <= 256:
                 continue
-            tile_w = min(next_power_of_2(ow), 16, pixels)
-            tile_h = max(1, min(next_power_of_2(oh), pixels // tile_w))
+            tile_w = min(next_power_of_2(out_w), 16, pixels)
+            tile_h = max(1, min(next_power_of_2(out_h), pixels // tile_w))
             config = LaunchConfig(tile_h, tile_w, num_warps)
             if config not in tiles:
                 tiles.append(config)
+    return tiles
+
+
+def _with_stages(tiles: Sequence[LaunchConfig]) -> List[LaunchConfig]:
     return [config._replace(num_stages=stages) for stages in TUNED_STAGES for config in tiles]
+
+
+def weight_grad_candidates(x_shape, splits: Sequence[int], stride: int = 1,
+                           channels_per_group: int = 1) -> List[LaunchConfig]:
+    """Weight-gradient launch configs worth timing, the planner's own first: the taller tiles
+    the planner derives from each forward candidate's tile, at that candidate's warps, with and
+    without the tile loop pipelined (a streaming reduction: two loads and a few FMAs per tile,
+    the loop the pipeliner keeps loads in flight across)."""
+    _, _, h, w = x_shape
+    oh, ow = output_size(h, stride), output_size(w, stride)
+    tiles = []
+    for config in _candidate_tiles(splits, oh, ow, _pixel_tile(splits, oh, ow)):
+        taller = LaunchConfig(*_weight_grad_tile(splits, oh, ow, channels_per_group,
+                                                 config[:2]), config.num_warps)
+        if taller not in tiles:
+            tiles.append(taller)
+    return _with_stages(tiles)
 
 
 def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                  kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
-                 channels_per_group: int = 1, act: str = 'none',
-                 with_pool: bool = False) -> List[tuple]:
-    """The forward launches :func:`tune_forward` will run for this call, one per candidate
-    config, as picklable jobs for :func:`precompile` (nothing where the kernels cannot take
-    ``x``)."""
+                 channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
+                 weight_grad: bool = False) -> List[tuple]:
+    """The launches :func:`tune_forward` (and with ``weight_grad``, :func:`tune_weight_grad`)
+    will run for this call, one per candidate config, as picklable jobs for :func:`precompile`
+    (nothing where the kernels cannot take ``x``)."""
     n, c, h, w = x.shape
     if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
         return []
     dtypes = tuple(str(t.dtype).replace('torch.', '')
                    for t in (x, weight, bias if bias is not None else weight))
-    return [(tuple(x.shape), dtypes, str(x.device), tuple(splits), tuple(kernel_sizes),
-             tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None,
-             tuple(config)) for config in forward_candidates(x.shape, splits, stride)]
+    call = (tuple(x.shape), dtypes, str(x.device), tuple(splits), tuple(kernel_sizes),
+            tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None)
+    jobs = [('forward', ) + call + (tuple(config), )
+            for config in forward_candidates(x.shape, splits, stride)]
+    if weight_grad:
+        jobs += [('weight_grad', ) + call + (tuple(config), ) for config in
+                 weight_grad_candidates(x.shape, splits, stride, channels_per_group)]
+    return jobs
 
 
 def _run_compile_jobs(jobs) -> int:
@@ -1107,14 +1176,19 @@ def _run_compile_jobs(jobs) -> int:
     return ran
 
 
-def _run_compile_job(x_shape, dtypes, device, splits, kernel_sizes, dilations, stride, cpg, act,
-                     with_pool, has_bias, config) -> None:
+def _run_compile_job(kernel, x_shape, dtypes, device, splits, kernel_sizes, dilations, stride,
+                     cpg, act, with_pool, has_bias, config) -> None:
     x_dtype, w_dtype, b_dtype = (getattr(torch, name) for name in dtypes)
     config = LaunchConfig(*config)
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     x = _channels_last(torch.zeros(x_shape, dtype=x_dtype, device=device))
     numel = _weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0]
+    if kernel == 'weight_grad':
+        _run(weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, config),
+             _empty_channels_last(n, c, oh, ow, x).zero_(), x,
+             torch.zeros(numel, dtype=torch.float32, device=device))
+        return
     weight = torch.zeros(numel, dtype=w_dtype, device=device)
     bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
     pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config), dtype=torch.float32,
@@ -1170,35 +1244,93 @@ def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
     n, c, h, w = x.shape
     if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
         return {}
-    if time_us is None:
-        from ..utils.timing import device_time_us
-        time_us = functools.partial(device_time_us, device=x.device)
-    key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
-                     channels_per_group)
-    previous = launch_config.lookup(key)
     args = (x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
             with_pool)
+
+    def run():
+        y, pool = _group_conv(*args)
+        return y, pool.sum(1) if with_pool else None
+
+    def same(result, reference):
+        # Every config runs each output's taps in the same order: the outputs are equal bit for
+        # bit, or the config is broken; the pooled sums come in other tiles.
+        return torch.equal(result[0], reference[0]) and (
+            result[1] is None or torch.allclose(result[1], reference[1], 1e-4, 1e-3))
+
+    key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
+                     channels_per_group)
+    return _tune(key, forward_candidates(x.shape, splits, stride), run, same,
+                 _timer(time_us, x.device))
+
+
+def tune_weight_grad(x: Tensor, weight: Tensor, splits: Sequence[int],
+                     kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
+                     channels_per_group: int = 1, time_us=None) -> dict:
+    """:func:`tune_forward` for the weight-gradient kernel of a training call: each
+    :func:`weight_grad_candidates` config timed on ``x`` and a random output gradient (results
+    compared to the first within fp32 rounding: the chunks meet in atomics, in any order).
+
+    Returns:
+        dict: Microseconds per candidate config, the planner's own first (the fastest is kept).
+    """
+    splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
+    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, 'none')
+    n, c, h, w = x.shape
+    out_shape = (n, c, output_size(h, stride), output_size(w, stride))
+    if not _triton_ok(x, out_shape):
+        return {}
+    x = _channels_last(x)
+    grad = _channels_last(torch.randn(out_shape, dtype=x.dtype, device=x.device))
+    numel = _weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group, False, True,
+                           x.device)[0]
+
+    def run():
+        grad_w = torch.zeros(numel, dtype=torch.float32, device=x.device)
+        _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
+                                  channels_per_group, tuned_config(
+                                      x, splits, kernel_sizes, dilations, stride,
+                                      channels_per_group, 'weight_grad')), grad, x, grad_w)
+        return grad_w
+
+    def same(result, reference):
+        return torch.allclose(result, reference, rtol=1e-3,
+                              atol=1e-4 * float(reference.abs().max()))
+
+    key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
+                     channels_per_group, 'weight_grad')
+    return _tune(key, weight_grad_candidates(x.shape, splits, stride, channels_per_group), run,
+                 same, _timer(time_us, x.device))
+
+
+def _timer(time_us, device):
+    if time_us is not None:
+        return time_us
+    from ..utils.timing import device_time_us
+    return functools.partial(device_time_us, device=device)
+
+
+def _tune(key: tuple, candidates: Sequence[LaunchConfig], run, same, time_us) -> dict:
+    """Time ``run()`` with each candidate recorded for ``key`` and keep the fastest; a candidate
+    that raises (e.g. out of registers or shared memory) or whose result ``same(result,
+    first result)`` rejects is skipped with a warning. See :func:`tune_forward`."""
+    previous = launch_config.lookup(key)
     times, reference = {}, None
     with torch.no_grad():
-        for config in forward_candidates(x.shape, splits, stride):
+        for config in candidates:
             launch_config.record(key, config)
             try:
-                y, pool = _group_conv(*args)
-            except Exception as err:  # e.g. out of registers / shared memory for this tile
-                warnings.warn(f'group_conv tuning: config {tuple(config)} failed ({err}); '
+                result = run()
+            except Exception as err:
+                warnings.warn(f'{key[0]} tuning: config {tuple(config)} failed ({err}); '
                               f'skipped', RuntimeWarning)
                 continue
-            sums = pool.sum(1) if with_pool else None
             if reference is None:
-                reference = y, sums
-            elif not (torch.equal(y, reference[0]) and
-                      (sums is None or torch.allclose(sums, reference[1], 1e-4, 1e-3))):
-                # Every config runs each output's taps in the same order: the outputs are equal
-                # bit for bit, or the config is broken.
-                warnings.warn(f'group_conv tuning: config {tuple(config)} changed the output; '
+                reference = result
+            elif not same(result, reference):
+                warnings.warn(f'{key[0]} tuning: config {tuple(config)} changed the result; '
                               f'skipped', RuntimeWarning)
                 continue
-            times[config] = time_us(lambda: _group_conv(*args))
+            times[config] = time_us(run)
     if not times:
         launch_config.forget(key)
         if previous is not None:

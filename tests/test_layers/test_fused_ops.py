@@ -143,35 +143,68 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
 
 
-def test_tune_kernels_on_a_deployed_model():
-    """``tune_kernels`` tunes every fused conv of a deployed model on the input it receives,
-    keeps the fastest config per signature, and the model computes the same outputs with the
-    tuned launches."""
+def _cycling_timer():
+    """A stand-in for the GPU timer: runs the candidate, answers 3, 1, 2, 3, ... us."""
     import itertools
-
-    from mux_backbones.deploy import tune_kernels
-    from mux_backbones.ops import launch_config
-    stock, fused = _pair(out_indices=(4, ))
-    stock.eval()
-    x = _input((32, 32), 1)
-    fused.switch_to_deploy(channels_last=True, fused_ops=True)
-    convs = {name for name, m in fused.named_modules() if isinstance(m, FusedGroupConv)}
-    fake_times = itertools.cycle([3.0, 1.0, 2.0])  # a stand-in for the GPU timer
+    fake_times = itertools.cycle([3.0, 1.0, 2.0])
 
     def time_us(fn):
         fn()
         return next(fake_times)
 
+    return time_us
+
+
+def _check_tuned(results, kernels):
+    from mux_backbones.ops import launch_config
+    chosen = [min(t, key=t.get) for r in results.values() for t in r.values()]
+    assert results and all(set(r) == kernels for r in results.values())
+    assert all(len(t) >= 2 for r in results.values() for t in r.values())
+    assert any(c != next(iter(t)) for c, t in zip(chosen, (t for r in results.values()
+                                                           for t in r.values())))
+    assert set(launch_config.entries().values()) <= set(chosen)
+    assert len(launch_config.entries()) == len(chosen)  # one per call signature and kernel
+
+
+def test_tune_kernels_on_a_deployed_model():
+    """``tune_kernels`` records every fused-kernel call of a deployed model, tunes each call
+    signature and keeps the fastest config; the model computes the same outputs with them."""
+    from mux_backbones.ops import launch_config
+    from mux_backbones.tuning import tune_kernels
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    fused.switch_to_deploy(channels_last=True, fused_ops=True)
     launch_config.forget()
     try:
-        results = tune_kernels(fused, x, time_us=time_us)
-        assert set(results) == convs
-        chosen = [min(times, key=times.get) for times in results.values()]
-        assert all(len(times) >= 2 for times in results.values())
-        assert any(c != next(iter(times)) for c, times in zip(chosen, results.values()))
-        assert set(launch_config.entries().values()) <= set(chosen)
-        assert 0 < len(launch_config.entries()) <= len(convs)  # one per call signature
+        results = tune_kernels(fused, x, time_us=_cycling_timer())
+        _check_tuned(results, {'forward'})
+        # the fused deploy forms and the spatially multiplexed convs' per-scale kernel calls
+        assert len(results) > sum(isinstance(m, FusedGroupConv) for m in fused.modules())
         with torch.no_grad():
             torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+    finally:
+        launch_config.forget()
+
+
+def test_tune_kernels_for_training():
+    """With ``weight_grad=True`` the weight-gradient kernel of every call is tuned too, and
+    training with the tuned launches still equals the stock path (outputs and gradients)."""
+    from mux_backbones.ops import launch_config
+    from mux_backbones.tuning import tune_kernels
+    stock, fused = _pair(out_indices=(2, ))  # the first stages: every kind of call, cheaper
+    x = _input((16, 16), 1)
+    launch_config.forget()
+    try:
+        _check_tuned(tune_kernels(fused, x, weight_grad=True, time_us=_cycling_timer()),
+                     {'forward', 'weight_grad'})
+        xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        outs, outf = stock(xs), fused(xf)
+        torch.testing.assert_close(outf[0], outs[0], atol=1e-4, rtol=1e-4)
+        outs[0].square().mean().backward()
+        outf[0].square().mean().backward()
+        torch.testing.assert_close(xf.grad, xs.grad, atol=1e-5, rtol=1e-3)
+        for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
     finally:
         launch_config.forget()

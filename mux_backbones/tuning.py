@@ -1,0 +1,84 @@
+"""Tune the fused kernels' launch configs for a model, on the device it runs on.
+
+The fused spatial-conv kernels (:mod:`mux_backbones.ops.group_conv`) launch with a tile, warp
+count and pipeline depth their planner derives from register and occupancy rules; which
+candidate is fastest depends on the GPU, the layer and the batch. :func:`tune_kernels` runs the
+model once, records every kernel call (shape, dtype, groups, kernel sizes, epilogue), compiles
+all candidates ahead in worker processes, then times them call signature by call signature and
+keeps the fastest in the process-wide table of :mod:`mux_backbones.ops.launch_config` -- the
+forward kernel (which also computes stride-1 input gradients), and for training the
+weight-gradient kernel. ``launch_config.save`` / ``load`` keep the table for the next run.
+"""
+import os
+from typing import Dict, Optional
+
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from .ops.group_conv import (compile_jobs, precompile, recorded_calls, tune_forward,
+                             tune_weight_grad, tuning_key)
+
+
+def _label(call) -> str:
+    x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
+    dil = f' d{dilations}' if any(d != 1 for d in dilations) else ''
+    return (f'{tuple(x.shape)} {str(x.dtype).replace("torch.", "")} k{kernel_sizes}{dil} '
+            f's{stride} cpg{cpg} splits{splits}')
+
+
+@torch.no_grad()
+def tune_kernels(model: nn.Module, *inputs, weight_grad: bool = False, time_us=None,
+                 processes: Optional[int] = None) -> Dict[str, dict]:
+    """Tune the launch configs of every fused-kernel call ``model(*inputs)`` makes.
+
+    The choices hold for every call with the same signature (shape, dtype, device) from then on,
+    process-wide. Tune (or load a saved table) before compiling or CUDA-graph-capturing the
+    model: a tuned tile changes the shape of the squeeze-excite's partial sums.
+
+    Args:
+        model (nn.Module): A MUXNet (or a model holding one) with ``fused_ops=True`` or deployed
+            with fused kernels, in the dtype and memory format it will run with (for training:
+            the input dtype autocast gives the kernels, e.g. run this under ``torch.autocast``).
+        *inputs: What ``model`` is called with (batch, size, dtype, device as it will run).
+        weight_grad (bool): Also tune the weight-gradient kernel (training).
+        time_us (callable, optional): ``time_us(fn) -> microseconds per fn()``; default:
+            CUDA-graph replays.
+        processes (int, optional): Worker processes compiling the candidates ahead of timing;
+            default: up to 8, one core left.
+
+    Returns:
+        dict: Per call signature (a readable label), per kernel ('forward', 'weight_grad'),
+        microseconds per launch config (the planner's own first; the fastest is kept).
+    """
+    with recorded_calls() as calls:
+        model(*inputs)
+    distinct = {}
+    for call in calls:
+        x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
+        distinct.setdefault(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
+                                       dilations, stride, cpg), call)
+    if processes is None:
+        processes = min(8, (os.cpu_count() or 1) - 1)
+    precompile([job for call in distinct.values()
+                for job in compile_jobs(*call, weight_grad=weight_grad)], processes)
+    results = {}
+    for call in distinct.values():
+        times = {'forward': tune_forward(*call, time_us=time_us)}
+        if weight_grad:
+            x, weight, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
+            times['weight_grad'] = tune_weight_grad(x, weight, splits, kernel_sizes, dilations,
+                                                    stride, cpg, time_us=time_us)
+        times = {kernel: t for kernel, t in times.items() if t}
+        if times:
+            results[_label(call)] = times
+    for kernel in ('forward', 'weight_grad'):
+        tuned = [r[kernel] for r in results.values() if kernel in r]
+        if tuned:
+            planned = sum(next(iter(t.values())) for t in tuned)
+            best = sum(min(t.values()) for t in tuned)
+            changed = sum(min(t, key=t.get) != next(iter(t)) for t in tuned)
+            print_log(f'tune_kernels: {kernel}: {changed} of {len(tuned)} call signatures take '
+                      f'another launch config; their time {planned:.0f} -> {best:.0f} us',
+                      logger='current')
+    return results
