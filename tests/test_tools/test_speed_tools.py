@@ -163,6 +163,6 @@ def test_launch_config_files_on_the_command_line(tmp_path):
     good.write_text('{"format": "mux_backbones.launch_configs/1", "configs": [{"key": '
                     '["group_conv", "cpu", "float32", [1, 8, 9, 9], [8], [3], [1], 1, 1], '
                     '"config": {"tile_h": 4, "tile_w": 8, "num_warps": 2}}]}')
-    out = run_tool(BENCH, '--models', 'muxnet-tiny', '--modes', 'deploy',
-                   '--launch-configs', str(good), *FAST).stdout
+    out = run_tool(BENCH, '--models', 'muxnet-tiny', '--modes', 'deploy', '--tune-kernels',
+                   '--launch-configs', str(good), *FAST).stdout  # (tuning: CUDA only)
     assert '1 tuned launch configs from' in out and 'muxnet-tiny' in out

@@ -30,6 +30,7 @@ from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly
                                positive_int)
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.ops import launch_config
+from mux_backbones.tuning import tune_kernels
 from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
 
 
@@ -107,6 +108,10 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
         switch_to_deploy(model, channels_last=True, fused_ops=device.type == 'cuda' and
                          not mode.endswith('-stock'))
     model.to(dtype)
+    if args.tune_kernels and device.type == 'cuda' and not mode.endswith('-stock') and \
+            (name, amp, batch) not in _TUNED:
+        _TUNED.add((name, amp, batch))  # the table is process-wide: once per case
+        tune_kernels(model, x)
     if mode.startswith('graph'):
         if device.type != 'cuda':
             raise ToolError('--modes graph needs --device cuda')
@@ -114,6 +119,9 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     elif mode == 'compile':
         model = torch.compile(model, mode='reduce-overhead' if device.type == 'cuda' else None)
     return model, x
+
+
+_TUNED = set()
 
 
 def bench_models(args, device) -> List[Row]:
@@ -302,6 +310,9 @@ def bench_train_step(args, device):
             samples = _train_samples(task, batch, size, device)
             inputs = torch.randn(batch, 3, *size, device=device).contiguous(
                 memory_format=torch.channels_last)
+            if fused and args.tune_kernels and device.type == 'cuda':
+                with _autocast(device, args.train_amp):  # the dtypes the kernels will see
+                    tune_kernels(model.backbone, inputs, weight_grad=True)
 
             def step(_, model=model, optim=optim, samples=samples, inputs=inputs):
                 with torch.enable_grad():
@@ -375,6 +386,9 @@ def parse_args():
                         'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
     parser.add_argument('--target-table-rows', action='store_true',
                         help='print the target table for the cases given (no preset matrix)')
+    parser.add_argument('--tune-kernels', action='store_true',
+                        help='tune the fused kernels\' launch configs of every case (CUDA; the '
+                        'training steps\' weight gradients too) before timing it')
     parser.add_argument('--launch-configs', metavar='FILE',
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')

@@ -10,14 +10,15 @@
 #      and 32, fp32/fp16/bf16, eager and deploy, plus the SSDLite training step).
 # SKIP_TRAIN=1 skips 4-5. Logs go to $OUT (default work_dirs/gpu_check).
 #
-# SPEED_ONLY=1 instead (the fused-kernel check, ~7 minutes): no mmcv build (a stub extension that
-# raises if called, tools/gpu/mmcv_ext_stub.py; nothing timed calls an mmcv op), then
+# SPEED_ONLY=1 instead (the fused-kernel check, within BUDGET=560 s): no mmcv build (a stub
+# extension that raises if called, tools/gpu/mmcv_ext_stub.py; nothing timed calls an mmcv op),
+# then, most important first, each phase capped by what is left of the budget:
 #   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
-#      tools/gpu/graph_probe.py and layer_bench.py: CUDA-graph totals and per-layer times, each
-#      layer's launch config tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32
-#      benchmark and the profile);
-#   b. benchmark.py --target-table: MobileNetV2 vs MUXNet-m in every mode, batch 1/32/128,
-#      fp16/bf16, SSDLite and PSPNet training steps, per-kernel profile.
+#   b. tools/gpu/layer_bench.py --tune: per-layer stock vs fused time, each layer's launch config
+#      tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32 rows and the profile);
+#   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
+#      the per-kernel profile, SSDLite and PSPNet training steps, batch 1/128 and bf16 (tuned in
+#      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/work_dirs/gpu_check}
@@ -44,39 +45,44 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
     export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
     python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
-    timeout ${CHECK_TIMEOUT:-200} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-} 2>&1 | \
-        grep -v Warning | tee "$OUT/check_kernels.txt"
-    stamp "kernel check rc=${PIPESTATUS[0]}"
-    timeout 90 python3 tools/gpu/graph_probe.py 2>&1 | grep -v -i warn | tee "$OUT/graph_probe.txt"
-    # Per layer: planner vs tuned launch config (~5 compiles per layer); the table it writes is
-    # what the batch-32 fp16 benchmark below runs with (and what comes back to commit).
-    timeout 200 python3 tools/gpu/layer_bench.py --variants LANE_WASTE=3 --tune \
-        --save-configs "$OUT/launch_configs.json" 2>&1 | grep -v -i warn | tee "$OUT/layer_bench.txt"
-    stamp "layer_bench --tune rc=${PIPESTATUS[0]}"
+    # Phases in order of what matters most, each capped by its own limit and by what is left of
+    # BUDGET (seconds since the start; the device tool allows 600 s per command), so a short
+    # lease still brings back the first ones. Skipped phases say so in summary.txt.
+    BUDGET=${BUDGET:-560}
+    phase() {  # name, cap in s, command... (output to $OUT/<name>.txt)
+        local name=$1 cap=$2; shift 2
+        local left=$((BUDGET - SECONDS))
+        if (( left < 20 )); then stamp "$name skipped: ${left}s of the budget left"; return; fi
+        (( cap > left )) && cap=$left
+        timeout "$cap" "$@" 2>&1 | grep -v -i warn | tee "$OUT/$name.txt"
+        stamp "$name rc=${PIPESTATUS[0]} (cap ${cap}s)"
+    }
+    BENCH="python3 tools/analysis_tools/benchmark.py --device cuda --warmup 10 --models mobilenetv2 muxnet-m"
+    phase check_kernels ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-}
+    # Per layer: planner vs tuned launch config (tile x warps x pipelining, compiled ahead in
+    # worker processes); the table it writes is what the batch-32 fp16 rows below run with (and
+    # what comes back to commit).
+    phase layer_bench 150 python3 tools/gpu/layer_bench.py --tune \
+        --save-configs "$OUT/launch_configs.json"
     TUNED=""
     [[ -s "$OUT/launch_configs.json" ]] && TUNED="--launch-configs $OUT/launch_configs.json"
-    # One process per case: a fault in one cannot take the others' numbers with it.
-    bench() {  # name, timeout, benchmark args...
-        local name=$1 limit=$2; shift 2
-        timeout "$limit" python3 tools/analysis_tools/benchmark.py --device cuda \
-            --runs ${RUNS:-100} --warmup 10 "$@" 2>&1 | grep -v -i warn | tee "$OUT/bench_$name.txt"
-        stamp "benchmark $name rc=${PIPESTATUS[0]}"
-    }
-    MODELS="--models mobilenetv2 muxnet-m"
-    bench fp16_b32 130 $MODELS --amp fp16 --batch 32 $TUNED \
-        --modes eager deploy-stock deploy graph-stock graph \
-        graph-auto compile --target-table-rows
-    for case in fp16:1 bf16:128 fp16:128 bf16:32; do
-        # 60 s each: batch 1's small launches take tiles of their own (group_conv.MIN_PROGRAMS),
-        # so that case compiles ~30 kernel variants more than the others (~1 s each).
-        bench "${case/:/_b}" 60 $MODELS --amp ${case%:*} --batch ${case#*:} \
-            --modes eager deploy-stock deploy graph-stock graph graph-auto --target-table-rows
-    done
-    bench train 120 $MODELS --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
-    bench profile 45 $MODELS --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
+    phase bench_fp16_b32 120 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
+        --modes eager deploy-stock deploy graph-stock graph graph-auto compile --target-table-rows
+    phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
         --profile fp16:32 $TUNED
-    timeout 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 2>&1 | \
-        grep -v -i warn | tee "$OUT/layer_bench_b1.txt"
+    phase bench_train 120 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
+    # 60 s each: batch 1's small launches take tiles of their own (group_conv.MIN_PROGRAMS), so
+    # that case compiles ~30 kernel variants more than the others (~1 s each). Tuned in-process.
+    for case in fp16:1 fp16:128 bf16:128 bf16:32; do
+        phase "bench_${case/:/_b}" 60 $BENCH --amp ${case%:*} --batch ${case#*:} --runs 100 \
+            --tune-kernels --modes eager deploy-stock deploy graph-stock graph graph-auto \
+            --target-table-rows
+    done
+    phase bench_train_tuned 150 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite \
+        pspnet --tune-kernels
+    phase graph_probe 60 python3 tools/gpu/graph_probe.py
+    phase layer_bench_b1 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 \
+        LANE_WASTE=3
     exit 0
 fi
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
