@@ -12,11 +12,10 @@ from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, launch_config, pack_weights, reference_group_conv
 from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_conv, _groups,
-                                          _pixel_tile, _run_compile_jobs, _tile_sums,
-                                          compile_jobs, forward_candidates, forward_launches,
-                                          kernel_weights, pool_tiles, precompile,
-                                          transposed_weights, tune_forward, tuned_config,
-                                          unwindow_weights, weight_grad_launches)
+                                          _pixel_tile, _run_compile_jobs, _tile_sums, compile_jobs,
+                                          forward_candidates, forward_launches, kernel_weights,
+                                          pool_tiles, precompile, transposed_weights, tune_forward,
+                                          tuned_config, unwindow_weights, weight_grad_launches)
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
