@@ -78,7 +78,7 @@ def main():
                         'LANE_WASTE=3 MIN_PROGRAMS=0 (one column each)')
     parser.add_argument('--tune', action='store_true',
                         help='time each layer\'s launch configs and keep the fastest (columns '
-                        '"tuned us" and "config": tile_h x tile_w / warps)')
+                        '"tuned us" and "config": tile_h x tile_w / warps / pipeline stages)')
     parser.add_argument('--save-configs', metavar='FILE',
                         help='with --tune: write the tuned launch configs (JSON) for '
                         'benchmark.py --launch-configs')
@@ -101,7 +101,7 @@ def main():
     print(f'{"block":<20}{"in (C,H,W)":>18}{"kernels":>18}{"cpg":>4}{"s":>3}{"stock us":>10}'
           f'{"fused us":>10}{"MiB":>8}{"TB/s":>7}' +
           ''.join(f'{f"{n[:7]}={v}":>14}' for n, v in args.variants) +
-          (f'{"tuned us":>10}{"config":>10}' if args.tune else ''))
+          (f'{"tuned us":>10}{"config":>12}' if args.tune else ''))
     total_stock = total_fused = total_tuned = 0.0
     totals = [0.0] * len(args.variants)
     se_rows = []
@@ -134,10 +134,11 @@ def main():
                 times = conv.tune(inp, with_pool=fb.pool_in_kernel)
                 best = min(times, key=times.get) if times else None
                 total_tuned += times[best] if best else t_fused
-                label = f'{best.tile_h}x{best.tile_w}/{best.num_warps}' if best else '-'
+                label = f'{best.tile_h}x{best.tile_w}/{best.num_warps}/{best.num_stages}' \
+                    if best else '-'
                 if args.save_configs:  # after every layer: a run cut short keeps what it has
                     launch_config.save(args.save_configs)
-                tuned = f'{times[best] if best else float("nan"):10.1f}{label:>10}'
+                tuned = f'{times[best] if best else float("nan"):10.1f}{label:>12}'
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
                 y_stock = sb.depthwise_act(sb.depthwise_norm(sb.depthwise_conv(inp)))
