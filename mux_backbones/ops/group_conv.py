@@ -20,6 +20,10 @@ fake implementation and an autograd formula whose input and weight gradients are
 too. The weights are packed (see :func:`pack_weights`): per group, tap-major, channels innermost,
 so each tap of a channel block is one contiguous vector load.
 
+Launches are planned from register and occupancy rules; a call signature tuned on the device
+(:func:`tune_forward`, :func:`tune_weight_grad`, kept in :mod:`.launch_config`) launches with the
+tile, warps and loop pipelining measured fastest there instead.
+
 Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """

@@ -1,12 +1,12 @@
-"""Tuned launch configurations of the Triton kernels: the fastest tile and warp count measured per
-call signature on a device, kept in a process-wide table (as cuDNN's benchmark mode keeps its
-choice per shape) that can be saved to JSON and loaded on the next run.
+"""Tuned launch configurations of the Triton kernels: the fastest tile, warp count and pipeline
+depth measured per call signature on a device, kept in a process-wide table (as cuDNN's benchmark
+mode keeps its choice per shape) that can be saved to JSON and loaded on the next run.
 
 The kernels' launch planners derive a tile and a warp count from register and occupancy rules
 (:mod:`.group_conv`); which of the candidates around that is fastest depends on the GPU, the
-layer and the batch, and only a measurement says (``FusedGroupConv.tune``,
-:func:`mux_backbones.deploy.tune_kernels`, ``tools/gpu/layer_bench.py --tune``). A signature
-without an entry runs the planner's own choice.
+layer and the batch, and only a measurement says (:func:`mux_backbones.tuning.tune_kernels`,
+``FusedGroupConv.tune``, ``tools/gpu/layer_bench.py --tune``). A signature without an entry runs
+the planner's own choice.
 
 A tuned tile changes how many partial sums a pooling forward returns (one per tile), and a
 compiled graph fixes that count when it is traced: tune (or :func:`load`) before compiling or
@@ -22,9 +22,10 @@ _FORMAT = 'mux_backbones.launch_configs/1'
 
 
 class LaunchConfig(NamedTuple):
-    """How a kernel is launched for one call signature: output tile and warps per program, and
-    the software-pipeline depth of its tap-row loop (1: none; ``s``: the loads of ``s - 1`` rows
-    ahead in flight through shared memory while a row is computed)."""
+    """How a kernel is launched for one call signature: its tile and warps per program, and the
+    software-pipeline depth of its main loop (the forward's tap rows, the weight gradient's tiles;
+    1: none; ``s``: the loads of ``s - 1`` iterations ahead in flight through shared memory while
+    one is computed)."""
     tile_h: int
     tile_w: int
     num_warps: int
