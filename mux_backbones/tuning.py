@@ -7,7 +7,8 @@ model once, records every kernel call (shape, dtype, groups, kernel sizes, epilo
 all candidates ahead in worker processes, then times them call signature by call signature and
 keeps the fastest in the process-wide table of :mod:`mux_backbones.ops.launch_config` -- the
 forward kernel (which also computes stride-1 input gradients), and for training the
-weight-gradient kernel. ``launch_config.save`` / ``load`` keep the table for the next run.
+weight-gradient and stride-2 input-gradient kernels. ``launch_config.save`` / ``load`` keep the
+table for the next run.
 """
 import os
 from typing import Dict, Optional
@@ -17,7 +18,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .ops.group_conv import (compile_jobs, precompile, recorded_calls, tune_forward,
-                             tune_weight_grad, tuning_key)
+                             tune_input_grad_s2, tune_weight_grad, tuning_key)
 
 
 def _label(call) -> str:
@@ -28,7 +29,7 @@ def _label(call) -> str:
 
 
 @torch.no_grad()
-def tune_kernels(model: nn.Module, *inputs, weight_grad: bool = False, time_us=None,
+def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None,
                  processes: Optional[int] = None) -> Dict[str, dict]:
     """Tune the launch configs of every fused-kernel call ``model(*inputs)`` makes.
 
@@ -41,15 +42,17 @@ def tune_kernels(model: nn.Module, *inputs, weight_grad: bool = False, time_us=N
             with fused kernels, in the dtype and memory format it will run with (for training:
             the input dtype autocast gives the kernels, e.g. run this under ``torch.autocast``).
         *inputs: What ``model`` is called with (batch, size, dtype, device as it will run).
-        weight_grad (bool): Also tune the weight-gradient kernel (training).
+        backward (bool): Also tune the gradient kernels (training): weight gradients, and
+            the input gradients of stride-2 calls (stride 1 runs the forward kernel).
         time_us (callable, optional): ``time_us(fn) -> microseconds per fn()``; default:
             CUDA-graph replays.
         processes (int, optional): Worker processes compiling the candidates ahead of timing;
             default: up to 8, one core left.
 
     Returns:
-        dict: Per call signature (a readable label), per kernel ('forward', 'weight_grad'),
-        microseconds per launch config (the planner's own first; the fastest is kept).
+        dict: Per call signature (a readable label), per kernel ('forward', 'weight_grad',
+        'input_grad_s2'), microseconds per launch config (the planner's own first; the fastest
+        is kept).
     """
     with recorded_calls() as calls:
         model(*inputs)
@@ -61,18 +64,21 @@ def tune_kernels(model: nn.Module, *inputs, weight_grad: bool = False, time_us=N
     if processes is None:
         processes = min(8, (os.cpu_count() or 1) - 1)
     precompile([job for call in distinct.values()
-                for job in compile_jobs(*call, weight_grad=weight_grad)], processes)
+                for job in compile_jobs(*call, backward=backward)], processes)
     results = {}
     for call in distinct.values():
         times = {'forward': tune_forward(*call, time_us=time_us)}
-        if weight_grad:
+        if backward:
             x, weight, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
             times['weight_grad'] = tune_weight_grad(x, weight, splits, kernel_sizes, dilations,
                                                     stride, cpg, time_us=time_us)
+            if stride == 2:
+                times['input_grad_s2'] = tune_input_grad_s2(x, weight, splits, kernel_sizes,
+                                                            dilations, cpg, time_us=time_us)
         times = {kernel: t for kernel, t in times.items() if t}
         if times:
             results[_label(call)] = times
-    for kernel in ('forward', 'weight_grad'):
+    for kernel in ('forward', 'input_grad_s2', 'weight_grad'):
         tuned = [r[kernel] for r in results.values() if kernel in r]
         if tuned:
             planned = sum(next(iter(t.values())) for t in tuned)

@@ -579,8 +579,8 @@ def pool_tiles(splits: Sequence[int], batch: int, out_h: int, out_w: int,
 
 def tuning_key(x_shape, dtype, device, splits, kernel_sizes, dilations, stride,
                channels_per_group, kernel: str = 'forward') -> tuple:
-    """The call signature a tuned config of ``kernel`` ('forward' or 'weight_grad') is kept
-    under (see :mod:`.launch_config`); ``device`` a ``torch.device`` or a
+    """The call signature a tuned config of ``kernel`` ('forward', 'input_grad_s2' or
+    'weight_grad') is kept under (see :mod:`.launch_config`); ``device`` a ``torch.device`` or a
     :func:`~.launch_config.device_kind` name (offline tools)."""
     kind = device if isinstance(device, str) else launch_config.device_kind(device)
     name = 'group_conv' if kernel == 'forward' else f'group_conv.{kernel}'
@@ -809,13 +809,15 @@ def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
 
 
 @_planned
-def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
-                           channels_per_group) -> Tuple[Launch, ...]:
+def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, channels_per_group,
+                           config=None) -> Tuple[Launch, ...]:
     """The stride-2 input-gradient kernel's launches: tiles of one parity class of input
-    pixels, a grid of ceil(H / 2) x ceil(W / 2)."""
+    pixels, a grid of ceil(H / 2) x ceil(W / 2); tile and warps from a tuned ``config`` where
+    given (its loop branches per tap row: Triton's pipeliner leaves it as it is)."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, 2), output_size(w, 2)
-    tile_h, tile_w = _pixel_tile(splits, oh, ow, 4 * n)  # 4 parity classes per image
+    tile_h, tile_w = (config.tile_h, config.tile_w) if config else \
+        _pixel_tile(splits, oh, ow, 4 * n)  # 4 parity classes per image
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     launches = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
@@ -823,7 +825,8 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations,
         launches.append(Launch(
             'input_grad_s2', (num_tiles, output_size(g.size, meta['BLOCK_C']), 4 * n),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, g.start, g.size, g.w_off, g.dil,
-             g.dil * (g.k // 2), g.keep_from, g.keep), dict(meta, WINDOW=g.windowed)))
+             g.dil * (g.k // 2), g.keep_from, g.keep),
+            dict(meta, WINDOW=g.windowed), config.num_warps if config else NUM_WARPS))
     return tuple(launches)
 
 
@@ -994,7 +997,9 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                         tuned_config(grad, splits, kernel_sizes, dilations, 1, channels_per_group))
     else:
         _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
-                                    channels_per_group),
+                                    channels_per_group, tuned_config(
+                                        x, splits, kernel_sizes, dilations, 2,
+                                        channels_per_group, 'input_grad_s2')),
              grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
                                   transpose=True, flip=False), grad_x)
     grad_w = torch.zeros(_weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group,
@@ -1127,6 +1132,15 @@ def _with_stages(tiles: Sequence[LaunchConfig]) -> List[LaunchConfig]:
     return [config._replace(num_stages=stages) for stages in TUNED_STAGES for config in tiles]
 
 
+def input_grad_s2_candidates(x_shape, splits: Sequence[int]) -> List[LaunchConfig]:
+    """Stride-2 input-gradient launch configs worth timing, the planner's own first: the
+    forward's tile x warp rule on its grid of one parity class (4 per image); not pipelined
+    (sm_90: its loop, which branches per tap row, compiles the same with 3 stages)."""
+    n, _, h, w = x_shape
+    oh, ow = output_size(h, 2), output_size(w, 2)
+    return _candidate_tiles(splits, oh, ow, _pixel_tile(splits, oh, ow, 4 * n))
+
+
 def weight_grad_candidates(x_shape, splits: Sequence[int], stride: int = 1,
                            channels_per_group: int = 1) -> List[LaunchConfig]:
     """Weight-gradient launch configs worth timing, the planner's own first: the taller tiles
@@ -1147,10 +1161,10 @@ def weight_grad_candidates(x_shape, splits: Sequence[int], stride: int = 1,
 def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                  kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
                  channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
-                 weight_grad: bool = False) -> List[tuple]:
-    """The launches :func:`tune_forward` (and with ``weight_grad``, :func:`tune_weight_grad`)
-    will run for this call, one per candidate config, as picklable jobs for :func:`precompile`
-    (nothing where the kernels cannot take ``x``)."""
+                 backward: bool = False) -> List[tuple]:
+    """The launches :func:`tune_forward` (and with ``backward``, :func:`tune_weight_grad` and
+    at stride 2 :func:`tune_input_grad_s2`) will run for this call, one per candidate config,
+    as picklable jobs for :func:`precompile` (nothing where the kernels cannot take ``x``)."""
     n, c, h, w = x.shape
     if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
         return []
@@ -1160,9 +1174,12 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
             tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None)
     jobs = [('forward', ) + call + (tuple(config), )
             for config in forward_candidates(x.shape, splits, stride)]
-    if weight_grad:
+    if backward:
         jobs += [('weight_grad', ) + call + (tuple(config), ) for config in
                  weight_grad_candidates(x.shape, splits, stride, channels_per_group)]
+        if stride == 2:
+            jobs += [('input_grad_s2', ) + call + (tuple(config), )
+                     for config in input_grad_s2_candidates(x.shape, splits)]
     return jobs
 
 
@@ -1192,6 +1209,11 @@ def _run_compile_job(kernel, x_shape, dtypes, device, splits, kernel_sizes, dila
         _run(weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, config),
              _empty_channels_last(n, c, oh, ow, x).zero_(), x,
              torch.zeros(numel, dtype=torch.float32, device=device))
+        return
+    if kernel == 'input_grad_s2':
+        _run(input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, cpg, config),
+             _empty_channels_last(n, c, oh, ow, x).zero_(),
+             torch.zeros(numel, dtype=w_dtype, device=device), torch.empty_like(x))
         return
     weight = torch.zeros(numel, dtype=w_dtype, device=device)
     bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
@@ -1264,6 +1286,40 @@ def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
     key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                      channels_per_group)
     return _tune(key, forward_candidates(x.shape, splits, stride), run, same,
+                 _timer(time_us, x.device))
+
+
+def tune_input_grad_s2(x: Tensor, weight: Tensor, splits: Sequence[int],
+                       kernel_sizes: Sequence[int], dilations: Sequence[int],
+                       channels_per_group: int = 1, time_us=None) -> dict:
+    """:func:`tune_forward` for the stride-2 input-gradient kernel of a training call: each
+    :func:`input_grad_s2_candidates` config timed on a random output gradient (every config sums
+    each input pixel's taps in the same order: results equal bit for bit).
+
+    Returns:
+        dict: Microseconds per candidate config, the planner's own first (the fastest is kept).
+    """
+    splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
+    check_args(x, weight, splits, kernel_sizes, dilations, 2, channels_per_group, 'none')
+    n, c, h, w = x.shape
+    out_shape = (n, c, output_size(h, 2), output_size(w, 2))
+    if not _triton_ok(x, out_shape):
+        return {}
+    grad = _channels_last(torch.randn(out_shape, dtype=x.dtype, device=x.device))
+    transposed = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group,
+                                transpose=True, flip=False)
+
+    def run():
+        grad_x = _empty_channels_last(n, c, h, w, x)
+        _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations, channels_per_group,
+                                    tuned_config(x, splits, kernel_sizes, dilations, 2,
+                                                 channels_per_group, 'input_grad_s2')),
+             grad, transposed, grad_x)
+        return grad_x
+
+    key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, 2,
+                     channels_per_group, 'input_grad_s2')
+    return _tune(key, input_grad_s2_candidates(x.shape, splits), run, torch.equal,
                  _timer(time_us, x.device))
 
 

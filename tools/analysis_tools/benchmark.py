@@ -312,7 +312,7 @@ def bench_train_step(args, device):
                 memory_format=torch.channels_last)
             if fused and args.tune_kernels and device.type == 'cuda':
                 with _autocast(device, args.train_amp):  # the dtypes the kernels will see
-                    tune_kernels(model.backbone, inputs, weight_grad=True)
+                    tune_kernels(model.backbone, inputs, backward=True)
 
             def step(_, model=model, optim=optim, samples=samples, inputs=inputs):
                 with torch.enable_grad():
@@ -388,7 +388,7 @@ def parse_args():
                         help='print the target table for the cases given (no preset matrix)')
     parser.add_argument('--tune-kernels', action='store_true',
                         help='tune the fused kernels\' launch configs of every case (CUDA; the '
-                        'training steps\' weight gradients too) before timing it')
+                        'training steps\' gradient kernels too) before timing it')
     parser.add_argument('--launch-configs', metavar='FILE',
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')
