@@ -774,21 +774,21 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
     one copy of the tap loop per group, chosen per program, compiles like separate kernels.)"""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = _forward_tile(splits, n, oh, ow, config)
-    num_warps = config.num_warps if config else NUM_WARPS
+    config = config or LaunchConfig(*_forward_tile(splits, n, oh, ow), NUM_WARPS)
+    tile_h, tile_w = config.tile_h, config.tile_w
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     shared = (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles)
     meta = dict(HAS_BIAS=has_bias, ACT=_ACT_CODE[act], WITH_POOL=with_pool,
                 CPG=channels_per_group, TILE_H=tile_h, TILE_W=tile_w, PAIR_SWAP=_pair_swap(),
-                STAGES=config.num_stages if config else 1)
+                STAGES=config.num_stages)
     slots = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
         group = _group_meta(c, g, channels_per_group, tile_h, tile_w)
         slots.append(((g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2), g.keep_from, g.keep),
                       output_size(g.size, group['BLOCK_C']),
                       (g.k, group['BLOCK_C'], group['EVEN_C'], group['ALIGN'], g.windowed)))
-    return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n, num_warps)
-                 for i in range(0, len(slots), FORWARD_SLOTS))
+    return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n,
+                                 config.num_warps) for i in range(0, len(slots), FORWARD_SLOTS))
 
 
 def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
@@ -816,8 +816,9 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, channels_pe
     given (its loop branches per tap row: Triton's pipeliner leaves it as it is)."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, 2), output_size(w, 2)
-    tile_h, tile_w = (config.tile_h, config.tile_w) if config else \
-        _pixel_tile(splits, oh, ow, 4 * n)  # 4 parity classes per image
+    # 4 parity classes per image
+    config = config or LaunchConfig(*_pixel_tile(splits, oh, ow, 4 * n), NUM_WARPS)
+    tile_h, tile_w = config.tile_h, config.tile_w
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     launches = []
     for g in _groups(splits, kernel_sizes, dilations, channels_per_group):
@@ -826,7 +827,7 @@ def input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, channels_pe
             'input_grad_s2', (num_tiles, output_size(g.size, meta['BLOCK_C']), 4 * n),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, tiles_w, g.start, g.size, g.w_off, g.dil,
              g.dil * (g.k // 2), g.keep_from, g.keep),
-            dict(meta, WINDOW=g.windowed), config.num_warps if config else NUM_WARPS))
+            dict(meta, WINDOW=g.windowed), config.num_warps))
     return tuple(launches)
 
 
@@ -851,8 +852,9 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
     Tile, warps and pipeline depth from a tuned ``config`` where given."""
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
-    tile_h, tile_w = (config.tile_h, config.tile_w) if config else \
-        _weight_grad_tile(splits, oh, ow, channels_per_group)
+    config = config or LaunchConfig(*_weight_grad_tile(splits, oh, ow, channels_per_group),
+                                    NUM_WARPS)
+    tile_h, tile_w = config.tile_h, config.tile_w
     tiles_w, num_tiles = _tiling(oh, ow, tile_h, tile_w)
     work = n * num_tiles
     launches = []
@@ -867,8 +869,7 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
             'weight_grad', (output_size(work, per_program), blocks, g.k * g.k),
             (h, w, c, oh, ow, h * w * c, oh * ow * c, stride, tiles_w, num_tiles, work,
              per_program, g.start, g.size, g.w_off, g.dil, g.dil * (g.k // 2)),
-            dict(meta, STAGES=config.num_stages if config else 1),
-            config.num_warps if config else NUM_WARPS))
+            dict(meta, STAGES=config.num_stages), config.num_warps))
     return tuple(launches)
 
 
@@ -891,6 +892,29 @@ def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, s
     _run(forward_launches(x.shape, splits, kernel_sizes, dilations, stride, channels_per_group,
                           act, with_pool, bias is not None, config),
          x, weight, bias if bias is not None else weight, y, pool)
+
+
+def _input_grad_s2(grad, weight_t, x_shape, splits, kernel_sizes, dilations, channels_per_group,
+                   config) -> Tensor:
+    """The stride-2 input-gradient kernel: d input (of ``x_shape``) from the output gradient and
+    the pair-transposed, unflipped weights ``weight_t`` (:func:`kernel_weights`)."""
+    n, c, h, w = x_shape
+    grad_x = _empty_channels_last(n, c, h, w, grad)
+    _run(input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, channels_per_group,
+                                config), grad, weight_t, grad_x)
+    return grad_x
+
+
+def _weight_grad(grad, x, splits, kernel_sizes, dilations, stride, channels_per_group,
+                 config) -> Tensor:
+    """The weight-gradient kernel: fp32 d weight in the layout the kernels read (windowed: see
+    :func:`unwindow_weights`)."""
+    numel = _weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group, False, True,
+                           x.device)[0]
+    grad_w = torch.zeros(numel, dtype=torch.float32, device=x.device)
+    _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
+                              channels_per_group, config), grad, x, grad_w)
+    return grad_w
 
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
@@ -988,28 +1012,23 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
         return _channels_last(gx), gw
     grad, x = _channels_last(grad), _channels_last(x)
     weight = weight.contiguous()
-    grad_x = _empty_channels_last(n, c, h, w, x)
     if stride == 1:  # the forward kernel with flipped (and pair-transposed) weights
+        grad_x = _empty_channels_last(n, c, h, w, x)
         _launch_forward(grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
                                              transpose=True),
                         None, grad_x, grad_x.new_empty(0, dtype=torch.float32), splits,
                         kernel_sizes, dilations, 1, channels_per_group, 'none', False,
                         tuned_config(grad, splits, kernel_sizes, dilations, 1, channels_per_group))
     else:
-        _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations,
-                                    channels_per_group, tuned_config(
-                                        x, splits, kernel_sizes, dilations, 2,
-                                        channels_per_group, 'input_grad_s2')),
-             grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
-                                  transpose=True, flip=False), grad_x)
-    grad_w = torch.zeros(_weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group,
-                                        False, True, x.device)[0],
-                         dtype=torch.float32, device=x.device)
-    _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
-                              channels_per_group, tuned_config(x, splits, kernel_sizes, dilations,
-                                                               stride, channels_per_group,
-                                                               'weight_grad')),
-         grad, x, grad_w)
+        grad_x = _input_grad_s2(
+            grad, kernel_weights(weight, splits, kernel_sizes, channels_per_group,
+                                 transpose=True, flip=False), x.shape, splits, kernel_sizes,
+            dilations, channels_per_group,
+            tuned_config(x, splits, kernel_sizes, dilations, 2, channels_per_group,
+                         'input_grad_s2'))
+    grad_w = _weight_grad(grad, x, splits, kernel_sizes, dilations, stride, channels_per_group,
+                          tuned_config(x, splits, kernel_sizes, dilations, stride,
+                                       channels_per_group, 'weight_grad'))
     grad_w = unwindow_weights(grad_w, splits, kernel_sizes, channels_per_group)
     return grad_x, grad_w.to(weight.dtype)
 
@@ -1204,24 +1223,19 @@ def _run_compile_job(kernel, x_shape, dtypes, device, splits, kernel_sizes, dila
     n, c, h, w = x_shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     x = _channels_last(torch.zeros(x_shape, dtype=x_dtype, device=device))
-    numel = _weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0]
+    grad = _empty_channels_last(n, c, oh, ow, x).zero_()
+    weight = torch.zeros(_weight_layout(splits, kernel_sizes, cpg, False, True, x.device)[0],
+                         dtype=w_dtype, device=device)
     if kernel == 'weight_grad':
-        _run(weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, config),
-             _empty_channels_last(n, c, oh, ow, x).zero_(), x,
-             torch.zeros(numel, dtype=torch.float32, device=device))
-        return
-    if kernel == 'input_grad_s2':
-        _run(input_grad_s2_launches(x_shape, splits, kernel_sizes, dilations, cpg, config),
-             _empty_channels_last(n, c, oh, ow, x).zero_(),
-             torch.zeros(numel, dtype=w_dtype, device=device), torch.empty_like(x))
-        return
-    weight = torch.zeros(numel, dtype=w_dtype, device=device)
-    bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else weight
-    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config), dtype=torch.float32,
-                       device=device)
-    _run(forward_launches(x_shape, splits, kernel_sizes, dilations, stride, cpg, act, with_pool,
-                          has_bias, config),
-         x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool)
+        _weight_grad(grad, x, splits, kernel_sizes, dilations, stride, cpg, config)
+    elif kernel == 'input_grad_s2':
+        _input_grad_s2(grad, weight, x_shape, splits, kernel_sizes, dilations, cpg, config)
+    else:
+        bias = torch.zeros(c, dtype=b_dtype, device=device) if has_bias else None
+        pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config),
+                           dtype=torch.float32, device=device)
+        _launch_forward(x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool, splits,
+                        kernel_sizes, dilations, stride, cpg, act, with_pool, config)
 
 
 def precompile(jobs: Sequence[tuple], processes: int) -> int:
@@ -1310,12 +1324,10 @@ def tune_input_grad_s2(x: Tensor, weight: Tensor, splits: Sequence[int],
                                 transpose=True, flip=False)
 
     def run():
-        grad_x = _empty_channels_last(n, c, h, w, x)
-        _run(input_grad_s2_launches(x.shape, splits, kernel_sizes, dilations, channels_per_group,
-                                    tuned_config(x, splits, kernel_sizes, dilations, 2,
-                                                 channels_per_group, 'input_grad_s2')),
-             grad, transposed, grad_x)
-        return grad_x
+        return _input_grad_s2(grad, transposed, x.shape, splits, kernel_sizes, dilations,
+                              channels_per_group, tuned_config(
+                                  x, splits, kernel_sizes, dilations, 2, channels_per_group,
+                                  'input_grad_s2'))
 
     key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, 2,
                      channels_per_group, 'input_grad_s2')
@@ -1341,16 +1353,11 @@ def tune_weight_grad(x: Tensor, weight: Tensor, splits: Sequence[int],
         return {}
     x = _channels_last(x)
     grad = _channels_last(torch.randn(out_shape, dtype=x.dtype, device=x.device))
-    numel = _weight_layout(tuple(splits), tuple(kernel_sizes), channels_per_group, False, True,
-                           x.device)[0]
 
     def run():
-        grad_w = torch.zeros(numel, dtype=torch.float32, device=x.device)
-        _run(weight_grad_launches(x.shape, splits, kernel_sizes, dilations, stride,
-                                  channels_per_group, tuned_config(
-                                      x, splits, kernel_sizes, dilations, stride,
-                                      channels_per_group, 'weight_grad')), grad, x, grad_w)
-        return grad_w
+        return _weight_grad(grad, x, splits, kernel_sizes, dilations, stride, channels_per_group,
+                            tuned_config(x, splits, kernel_sizes, dilations, stride,
+                                         channels_per_group, 'weight_grad'))
 
     def same(result, reference):
         return torch.allclose(result, reference, rtol=1e-3,
