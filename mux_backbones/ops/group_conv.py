@@ -181,7 +181,8 @@ if HAS_TRITON:
     @triton.jit
     def _swap_pairs(x, ROWS: tl.constexpr, COLS: tl.constexpr):
         """``x[:, c ^ 1]``: each channel's pair partner (blocks start on even channels)."""
-        return tl.reshape(tl.flip(tl.reshape(x, (ROWS, COLS // 2, 2)), 2), (ROWS, COLS))
+        even, odd = tl.split(tl.reshape(x, (ROWS, COLS // 2, 2)))
+        return tl.reshape(tl.join(odd, even), (ROWS, COLS))
 
     @triton.jit
     def _load_channels(ptrs, mask_c, EVEN_C: tl.constexpr):
