@@ -22,9 +22,10 @@ if ! $PYTHON -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/d
     # --no-build-isolation: otherwise the build cannot see torch and silently skips the ops.
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} $PIP --no-build-isolation mmcv==2.1.0
 fi
+# pytest-xdist: the test command runs one worker per core (the kernels' interpreter is one thread).
 # mmseg 1.2.2 imports ftfy and regex without declaring them.
 $PIP 'mmdet==3.3.0' 'mmsegmentation==1.2.2' pycocotools ftfy regex scikit-image pytest \
-    onnx onnxruntime 'flake8==7.*' 'isort==5.*' 'pymoo==0.6.2' tqdm
+    'pytest-xdist==3.*' onnx onnxruntime 'flake8==7.*' 'isort==5.*' 'pymoo==0.6.2' tqdm
 # Triton: the fused kernels of mux_backbones.ops (CUDA), and their CPU tests in its interpreter.
 # A CUDA torch brings its own matching Triton; only a torch without one gets this release.
 $PYTHON -c 'import triton' 2>/dev/null || $PIP 'triton==3.9.0'
