@@ -7,7 +7,9 @@ official MUXNet release (an inverted residual wrapped this way).
 
 Deploy form (:meth:`ChannelMux.switch_to_deploy`): with two equal halves and a 2-group shuffle,
 ``cat`` + shuffle is the processed and the copied channels interleaved, written in one pass
-(:func:`interleave_halves`) in the input's own memory layout.
+(:func:`interleave_halves`) in the input's own memory layout -- or, where the body is a block in
+its fused deploy form (``body.interleaves``), by the body's last GEMM as it stores its output:
+no pass of its own.
 """
 import torch
 from torch import nn
@@ -52,6 +54,8 @@ class ChannelMux(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         processed, copied = x[:, :self.processed], x[:, self.processed:]
         if self.interleave:
+            if getattr(self.body, 'interleaves', False):
+                return self.body(processed, kept=copied)
             return interleave_halves(self.body(processed), copied)
         out = torch.cat([self.body(processed), copied], dim=1)
         if self.shuffle_groups > 1:

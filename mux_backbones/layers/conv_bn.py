@@ -4,7 +4,9 @@ Used for every mmcv ``ConvModule`` of a model (MUXNet's stem, 1x1 expand/project
 and any other OpenMMLab model's, MobileNetV2's included) and for the spatial convs of MUXNet's
 blocks. 1x1 convs come back as :class:`PointwiseConv2d`, a single matrix product on channels-last
 input, which can also apply a per-sample channel scale (the squeeze-excite gate) on its weights
-instead of on the activation map.
+instead of on the activation map, and can run as one kernel that also adds a residual and
+interleaves the result with a channel-multiplexed block's copied channels (the GEMM's epilogue,
+:mod:`mux_backbones.ops.pointwise_conv`).
 """
 from typing import Optional
 
@@ -13,6 +15,13 @@ from mmcv.cnn import ConvModule
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..ops.pointwise_conv import pointwise_conv
+
+
+def _as_rows(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(N*H*W, C) rows of a map: a view of a channels-last one, a copy of any other."""
+    return None if x is None else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
 
 class PointwiseConv2d(nn.Conv2d):
     """A 1x1, stride-1, ungrouped conv that runs as one matrix product on channels-last input.
@@ -20,6 +29,11 @@ class PointwiseConv2d(nn.Conv2d):
     With the channels innermost in memory, a 1x1 conv is ``(N*H*W, C_in) @ (C_in, C_out)`` on a
     view of the input; the BLAS product beats oneDNN's conv on the small maps of a mobile net
     (e.g. 48 vs 110 us for 480 -> 80 channels at 7x7 on 2 CPU threads). Other layouts take the conv.
+
+    Given ``residual`` or ``kept`` (a fused deploy block's tail), the product runs as the
+    ``pointwise_conv`` op: ``residual`` (a map like the output) is added and ``kept`` (one too)
+    interleaved channel by channel with the result in the GEMM's epilogue -- output channel 2j is
+    this conv's channel j, 2j + 1 is ``kept``'s -- instead of two more passes over the maps.
     """
 
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -28,7 +42,10 @@ class PointwiseConv2d(nn.Conv2d):
         b, c, h, w = x.shape
         return x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last input
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if residual is not None or kept is not None:
+            return self._with_epilogue(x, self.matrix(), residual, kept)
         rows = self._rows(x)
         if rows is None:
             return super().forward(x)
@@ -46,10 +63,14 @@ class PointwiseConv2d(nn.Conv2d):
         weights (``N * C_in * C_out`` values) than on the map itself (more pixels than outputs)."""
         return self._rows(x) is not None and x.shape[2] * x.shape[3] >= self.out_channels
 
-    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor,
+                           residual: Optional[torch.Tensor] = None,
+                           kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The conv with per-sample ``(N, C_in, C_out)`` weight matrices (and its own bias), one
         batched product reading ``x`` once. Needs channels-last ``x`` (see :meth:`scales_weights`).
         """
+        if residual is not None or kept is not None:
+            return self._with_epilogue(x, weights, residual, kept)
         b, c, h, w = x.shape
         rows = self._rows(x).view(b, h * w, c)
         weights = weights.to(x.dtype)
@@ -59,12 +80,22 @@ class PointwiseConv2d(nn.Conv2d):
             out = torch.baddbmm(self.bias.to(x.dtype)[None, None], rows, weights)
         return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
 
-    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor,
+                       residual: Optional[torch.Tensor] = None,
+                       kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``self(x * scale[:, :, None, None])`` for a per-sample channel scale ``(N, C_in)``,
         the scale on whichever is smaller, the weights or the map."""
         if not self.scales_weights(x):
-            return self(x * scale[:, :, None, None].to(x.dtype))
-        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype))
+            return self(x * scale[:, :, None, None].to(x.dtype), residual, kept)
+        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype),
+                                       residual, kept)
+
+    def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
+                       residual: Optional[torch.Tensor],
+                       kept: Optional[torch.Tensor]) -> torch.Tensor:
+        b, _, h, w = x.shape
+        out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept))
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def is_pointwise(conv: nn.Conv2d) -> bool:

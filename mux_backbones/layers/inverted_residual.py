@@ -6,7 +6,9 @@ shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses r
 
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
 conv; then either the fused kernels (``fused_ops``: spatial conv + BN + activation + the SE's
-pooling in one op, the SE gate in one more that scales the project conv's weights per sample) or,
+pooling in one op, the SE gate in one more that scales the project conv's weights per sample,
+the project conv one GEMM that also adds the residual -- and, inside channel multiplexing,
+interleaves the result with the copied channels -- in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`).
 """
@@ -61,14 +63,23 @@ class _ResidualBlock(nn.Module):
                                        act_cfg=None)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
+    def _body(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+              kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def _spatial_to_project(self, x: torch.Tensor) -> torch.Tensor:
-        """Spatial conv -> norm -> act -> SE -> project."""
+    @property
+    def interleaves(self) -> bool:
+        """Whether :meth:`forward` takes ``kept``: the fused deploy form, whose project conv
+        adds the residual and interleaves in its epilogue."""
+        return self.pool_in_kernel
+
+    def _spatial_to_project(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                            kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spatial conv -> norm -> act -> SE -> project (+ ``residual``, interleaved with
+        ``kept``: the fused form only)."""
         if self.pool_in_kernel:
             y, sums = self.depthwise_conv(x, with_pool=True)
-            return self.se.gated_project(y, sums, self.project_conv.conv)
+            return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
         x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
         return self.project_conv(self.se(x))
 
@@ -145,16 +156,23 @@ class _ResidualBlock(nn.Module):
         project.weight.copy_(project.weight[:, perm])
         self.depthwise_conv = PairwiseGroupConv(conv)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.interleaves:  # deploy: no drop path, the residual add is the GEMM's epilogue
+            return self._body(x, x if self.has_residual else None, kept)
+        if kept is not None:
+            raise ValueError(f'{type(self).__name__}: only the fused deploy form interleaves its '
+                             f'output with kept channels (see `interleaves`)')
         out = self._body(x)
         if self.has_residual:
             out = x + self.drop_path(out)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block on ``x``; where :attr:`interleaves`, its output interleaved channel by
+        channel with ``kept`` (channel multiplexing's ``cat`` + 2-group shuffle)."""
         if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+            return cp.checkpoint(self._forward, x, kept, use_reentrant=False)
+        return self._forward(x, kept)
 
 
 class InvertedResidual(_ResidualBlock):
@@ -193,8 +211,9 @@ class InvertedResidual(_ResidualBlock):
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
                          drop_path_rate, with_cp, fused_ops)
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
-        return self._spatial_to_project(self.expand_conv(x))
+    def _body(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+              kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._spatial_to_project(self.expand_conv(x), residual, kept)
 
 
 class DepthwiseSeparable(_ResidualBlock):
@@ -228,5 +247,6 @@ class DepthwiseSeparable(_ResidualBlock):
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
                          drop_path_rate, with_cp, fused_ops)
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
-        return self._spatial_to_project(x)
+    def _body(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+              kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._spatial_to_project(x, residual, kept)

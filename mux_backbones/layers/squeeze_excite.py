@@ -56,26 +56,29 @@ class SqueezeExcite(nn.Module):
         return self.conv_expand(self.act(self.conv_reduce(mean.to(self.conv_reduce.weight))))\
             .sigmoid()
 
-    def gated_project(self, x: torch.Tensor, sums: torch.Tensor,
-                      project: PointwiseConv2d) -> torch.Tensor:
-        """``project(self(x))`` from ``x``'s per-channel sums, (N, C) or (N, T, C) partial sums
-        (deploy form).
+    def gated_project(self, x: torch.Tensor, sums: torch.Tensor, project: PointwiseConv2d,
+                      residual: Optional[torch.Tensor] = None,
+                      kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``project(self(x), residual, kept)`` from ``x``'s per-channel sums, (N, C) or
+        (N, T, C) partial sums (deploy form).
 
         The gate goes on ``project``'s weights or on ``x``, whichever is smaller
         (:meth:`PointwiseConv2d.scales_weights`), computed by the ``se_gate`` op (one kernel on
-        CUDA, the stock computation elsewhere).
+        CUDA, the stock computation elsewhere). ``residual`` and ``kept`` go to the project
+        conv's epilogue (:class:`PointwiseConv2d`).
         """
         pixels = x.shape[2] * x.shape[3]
         act = activation_name(self.act)
         if not self.deploy or act is None:  # no epilogue for this activation: the stock gate
             sums = sums if sums.dim() == 2 else sums.sum(1)
-            return project.forward_scaled(x, self.gate(sums / pixels))
+            return project.forward_scaled(x, self.gate(sums / pixels), residual, kept)
         params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
                   self.conv_expand.bias, act)
         if project.scales_weights(x):
             weights = se_gate(sums, pixels, *params, weight=project.matrix().to(x.dtype))
-            return project.forward_per_sample(x, weights)
-        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None])
+            return project.forward_per_sample(x, weights, residual, kept)
+        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None], residual,
+                       kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

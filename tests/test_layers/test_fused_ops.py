@@ -1,13 +1,15 @@
 """MUXNet with ``fused_ops=True`` equals the stock path: training (outputs and gradients), deploy
-mode (BN, activation and SE pooling in the kernel), checkpoints in both directions, compile."""
+mode (BN, activation and SE pooling in the kernel; residual and channel interleave in the project
+GEMM's epilogue), checkpoints in both directions, compile."""
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import FusedGroupConv, InvertedResidual, SpatialMuxConv, squeeze_excite
+from mux_backbones.layers import (ChannelMux, FusedGroupConv, InvertedResidual, SpatialMuxConv,
+                                  channel_mux, conv_bn, interleave_halves, squeeze_excite)
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
-from mux_backbones.ops import _triton, se_gate
+from mux_backbones.ops import _triton, pointwise_conv, se_gate
 
 pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -72,6 +74,20 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
         return se_gate(*args, weight=weight, **kw)
 
     monkeypatch.setattr(squeeze_excite, 'se_gate', spy)
+    epilogues = []  # (residual, kept) of each project GEMM run as the op
+
+    def gemm_spy(rows, weight, bias=None, residual=None, kept=None):
+        epilogues.append((residual is not None, kept is not None))
+        return pointwise_conv(rows, weight, bias, residual, kept)
+
+    passes = []  # interleaves as a pass of their own
+
+    def pass_spy(*args):
+        passes.append(1)
+        return interleave_halves(*args)
+
+    monkeypatch.setattr(conv_bn, 'pointwise_conv', gemm_spy)
+    monkeypatch.setattr(channel_mux, 'interleave_halves', pass_spy)
     with torch.no_grad():
         ref = stock(x)
         fused.switch_to_deploy(channels_last=True)
@@ -81,12 +97,31 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
     assert len(gates) == len(pooled) and (arch == 'tiny' or (any(gates) and not all(gates)))
     for a, b in zip(ref, out):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    muxes = [m for m in fused.modules() if isinstance(m, ChannelMux) and m.interleave]
+    in_gemm = sum(m.body.interleaves for m in muxes)
+    assert sum(kept for _, kept in epilogues) == in_gemm and len(passes) == len(muxes) - in_gemm
+    assert arch == 'tiny' or in_gemm == len(muxes) > 0  # m: every shuffle is a store index map
+    assert sum(res for res, _ in epilogues) == sum(m.has_residual for m in pooled)
     kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]
     assert kernels
     if arch == 'm':  # every spatial conv of m (MixConv, dwg2, dilated) takes the kernel
         blocks = [m for m in fused.modules() if isinstance(m, InvertedResidual)]
         assert len(kernels) == len(blocks) + 1  # + the depth-wise separable block
         assert all(m.pool_in_kernel for m in blocks)
+
+
+def test_only_the_fused_deploy_form_takes_kept_channels():
+    block = InvertedResidual(8, 8, [3], expand_ratio=2, se_ratio=0.25)
+    x = torch.randn(1, 8, 6, 6)
+    assert not block.interleaves
+    with pytest.raises(ValueError, match='only the fused deploy form interleaves'):
+        block(x, kept=x)
+    block.eval().switch_to_deploy(fused_ops=True)
+    assert block.interleaves
+    with torch.no_grad():
+        out = block(x, kept=-x)
+        torch.testing.assert_close(out[:, 1::2], -x)
+        torch.testing.assert_close(out[:, 0::2], block(x))
 
 
 def test_stock_weights_load_into_fused_and_back():

@@ -187,7 +187,8 @@ def profile_models(args, device):
     """Per-kernel GPU time of each model (deploy-type modes), and the fused kernels' bandwidth.
 
     The table lists the kernels by total device time over 10 forwards; for the fused group-conv
-    kernel it adds the bytes moved and the achieved bandwidth (H200 peak: ~4.8 TB/s).
+    kernel it adds the bytes moved and the achieved bandwidth (H200 peak: ~4.8 TB/s), and the
+    time of the SE-gate and epilogue-GEMM kernels.
     """
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -212,13 +213,15 @@ def profile_models(args, device):
             total_us = sum(e.self_device_time_total for e in events
                            if e.device_type == torch.autograd.DeviceType.CUDA) / 10
             moved = _fused_conv_bytes(model, x)
-            gate_us = sum(e.self_device_time_total for e in events
-                          if '_se_gate_kernel' in e.key) / 10
+            gate_us, project_us = (sum(e.self_device_time_total for e in events
+                                       if kernel in e.key) / 10
+                                   for kernel in ('_se_gate_kernel', '_pointwise_kernel'))
             if fused_us:
                 print(f'fused group conv: {fused_us:.0f} us of {total_us:.0f} us GPU time per '
                       f'forward; {moved / 2**20:.1f} MiB moved -> '
                       f'{moved / fused_us / 1e6:.2f} TB/s (H200 peak ~4.8 TB/s); SE gate '
-                      f'kernel: {gate_us:.0f} us')
+                      f'kernel: {gate_us:.0f} us; project GEMMs with residual/interleave '
+                      f'epilogue: {project_us:.0f} us')
             else:
                 print(f'GPU time per forward: {total_us:.0f} us (no fused kernels)')
 

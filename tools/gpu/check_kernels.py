@@ -1,6 +1,7 @@
 """GPU check of the fused kernels (compiled Triton, not the interpreter): each kernel against the
 stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes,
-the squeeze-excite gate on its SE shapes; then whole MUXNet-m with ``fused_ops`` against the stock
+the squeeze-excite gate on its SE shapes, the project GEMM with its residual / interleave epilogue
+on its channel-multiplexed blocks' shapes; then whole MUXNet-m with ``fused_ops`` against the stock
 path in training and in deploy mode.
 
     python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
@@ -10,8 +11,8 @@ import sys
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.ops import (group_conv, pack_weights, reference_group_conv, reference_se_gate,
-                               se_gate)
+from mux_backbones.ops import (group_conv, pack_weights, pointwise_conv, reference_group_conv,
+                               reference_pointwise_conv, reference_se_gate, se_gate)
 
 # (splits, kernel sizes, dilations, stride, channels per group, H) taken from MUXNet-m's layers
 _CASES = [
@@ -75,6 +76,28 @@ def check_se_gate(failures):
                   f'max rel err {max(errs):.1e}', flush=True)
 
 
+def check_pointwise_conv(failures):
+    # (pixels, hidden K, processed C) of MUXNet-m's channel-multiplexed blocks at batch 32
+    for pixels, k, c in ((56 * 56, 48, 12), (28 * 28, 120, 20), (14 * 14, 240, 40),
+                         (14 * 14, 336, 56), (7 * 7, 480, 80)):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            torch.manual_seed(0)
+            rows = torch.randn(32 * pixels, k, device='cuda', dtype=dtype)
+            block = torch.randn(32 * pixels, 2 * c, device='cuda', dtype=dtype)
+            bias = torch.randn(c, device='cuda', dtype=dtype)
+            shared = torch.randn(c, k, device='cuda', dtype=dtype).t() * k ** -0.5
+            per_sample = torch.randn(32, k, c, device='cuda', dtype=dtype) * k ** -0.5
+            errs = [_rel(pointwise_conv(rows, w, bias, block[:, :c], block[:, c:]),
+                         reference_pointwise_conv(rows.float(), w.float(), bias.float(),
+                                                  block[:, :c].float(), block[:, c:].float()))
+                    for w in (shared, per_sample)]
+            ok = max(errs) < _TOL[dtype]
+            if not ok:
+                failures.append(f'pointwise_conv {k}->{c} {dtype}')
+            print(f'{"ok  " if ok else "FAIL"} pointwise_conv {pixels}px K{k} -> C{c} +res+mux '
+                  f'{str(dtype)[6:]:>8}: max rel err {max(errs):.1e}', flush=True)
+
+
 def check_model(failures):
     torch.manual_seed(0)
     stock = MUXNet('m', out_indices=(2, 4, 7)).cuda()
@@ -120,6 +143,7 @@ if __name__ == '__main__':
     if '--model-only' not in sys.argv:
         check_ops(failures)
         check_se_gate(failures)
+        check_pointwise_conv(failures)
     check_model(failures)
     print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
     sys.exit(1 if failures else 0)

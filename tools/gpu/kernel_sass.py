@@ -49,12 +49,14 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
-from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.layers import ChannelMux, FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.layers.squeeze_excite import SqueezeExcite  # noqa: E402
 from mux_backbones.ops import launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
 # (the package exports the op function under the module's name)
 ops = importlib.import_module('mux_backbones.ops.group_conv')
+gemm = importlib.import_module('mux_backbones.ops.pointwise_conv')
 
 _BIN = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
 _INSTRUCTION = re.compile(r'^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);',
@@ -63,8 +65,9 @@ _DTYPES = {'fp16': 'fp16', 'bf16': 'bf16', 'fp32': 'fp32'}
 _TORCH_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16', 'fp32': 'float32'}
 
 
-def spatial_layers(arch: str, shape: int):
-    """``(name, FusedGroupConv, input shape, with_pool)`` of every block of a fused deploy model.
+def _fused_blocks(arch: str, shape: int, modules):
+    """``[(name, block)]`` of a fused deploy model's blocks with a fused spatial conv and the
+    inputs (batch 1) of ``modules(block)`` for each.
 
     The model is deployed on the CPU as if the kernels could run there (the deploy forms do not
     depend on the device) and run once at batch 1 to see each layer's input shape.
@@ -80,10 +83,43 @@ def spatial_layers(arch: str, shape: int):
               if isinstance(getattr(block, 'depthwise_conv', None), FusedGroupConv)]
     x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)  # the op's CPU fallback computes it
-        inputs = module_inputs(model, [b.depthwise_conv for _, b in blocks], x)
+        warnings.simplefilter('ignore', RuntimeWarning)  # the ops' CPU fallbacks compute it
+        inputs = module_inputs(model, [modules(b) for _, b in blocks], x)
+    return model, blocks, inputs
+
+
+def spatial_layers(arch: str, shape: int):
+    """``(name, FusedGroupConv, input shape, with_pool)`` of every block of a fused deploy model.
+    """
+    _, blocks, inputs = _fused_blocks(arch, shape, lambda b: b.depthwise_conv)
     return [(name, b.depthwise_conv, tuple(inputs[b.depthwise_conv].shape), b.pool_in_kernel)
             for name, b in blocks if b.depthwise_conv in inputs]
+
+
+def project_gemms(arch: str, shape: int, batch: int):
+    """``(name, rows per sample, samples, K, C, row strides, residual, interleave)`` of every
+    project conv that runs as the ``pointwise_conv`` op (a fused block's tail with a residual or
+    an interleave) at ``batch``; per-sample weights where the SE gate goes on them."""
+    model, blocks, inputs = _fused_blocks(arch, shape, lambda b: b)
+    interleaving = {id(m.body) for m in model.modules()
+                    if isinstance(m, ChannelMux) and m.interleave}
+    out = []
+    for name, block in blocks:
+        if not block.interleaves or block not in inputs:
+            continue
+        _, c_in, h, w = inputs[block].shape
+        pixels = -(-h // block.stride) * -(-w // block.stride)
+        project = block.project_conv.conv
+        k, c = project.in_channels, project.out_channels
+        interleave = id(block) in interleaving
+        if not (block.has_residual or interleave):
+            continue  # a plain product: cuBLAS
+        samples = batch if isinstance(block.se, SqueezeExcite) and pixels >= c else 1
+        wide = 2 * c if interleave else c_in  # the residual: a slice of a wider map or the input
+        out.append((name, batch * pixels // samples, samples, k, c,
+                    (k, wide if block.has_residual else 0, 2 * c if interleave else 0),
+                    block.has_residual, interleave))
+    return out
 
 
 def launches(conv: FusedGroupConv, x_shape, with_pool: bool, backward: bool, tuned_for=None):
@@ -124,20 +160,27 @@ def scalar(launch, name: str) -> int:
 
 def compile_launch(launch, dtype: str):
     """The launch compiled for sm_90 as Triton would specialise it at run time."""
-    fn = ops.kernels()[launch.kernel]
+    return compile_kernel(ops.kernels()[launch.kernel], launch.meta, launch.scalars, dtype,
+                          launch.num_warps)
+
+
+def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int):
+    """``fn`` compiled for sm_90 with these compile-time and integer arguments (its tensors:
+    the activations in ``dtype``, partial sums and weight gradients in fp32, all 16-byte
+    aligned)."""
     names = fn.arg_names
-    n_ptr = _pointers(launch)
+    n_ptr = len(names) - len(scalars) - len(meta)
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(names):
-        if i < n_ptr:  # tensors: the activations in `dtype`, partial sums and dW in fp32
+        if i < n_ptr:
             fp32 = name.startswith(('pool', 'dw'))
             signature[name] = '*' + ('fp32' if fp32 else dtype)
             attrs[(i, )] = [['tt.divisibility', 16]]
-        elif name in launch.meta:
+        elif name in meta:
             signature[name] = 'constexpr'
-            constexprs[(i, )] = launch.meta[name]
+            constexprs[(i, )] = meta[name]
         else:
-            value = launch.scalars[i - n_ptr]
+            value = scalars[i - n_ptr]
             if value == 1:  # Triton specialises integer 1 as a constant
                 signature[name] = 'constexpr'
                 constexprs[(i, )] = 1
@@ -147,7 +190,7 @@ def compile_launch(launch, dtype: str):
                     attrs[(i, )] = [['tt.divisibility', 16]]
     source = ASTSource(fn, signature, constexprs, attrs)
     return triton.compile(source, target=GPUTarget('cuda', 90, 32),
-                          options=dict(ops.COMPILE_OPTIONS, num_warps=launch.num_warps))
+                          options=dict(ops.COMPILE_OPTIONS, num_warps=num_warps))
 
 
 def analyse(kernel):
@@ -266,6 +309,58 @@ def main():
                   f'{loads:<22}{us:>7.1f}')
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
+    print_project_gemms(args, issue_rate)
+
+
+def print_project_gemms(args, issue_rate: float):
+    """The fused blocks' project convs as the epilogue GEMM (``ops.pointwise_conv``): tiles,
+    registers, shared memory, load/store widths, issue bound and the time the bytes alone take
+    at the H200's ~4.8 TB/s (these GEMMs are memory-bound)."""
+    dtype = getattr(torch, _TORCH_DTYPES[args.dtype])
+    size = torch.empty(0, dtype=dtype).element_size()
+    print(f'\nproject GEMMs (ops.pointwise_conv: bias + residual (+ interleave) epilogue), '
+          f'{args.dtype}')
+    print(f'{"layer":<16}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>10}{"tile":>10}{"regs":>5}'
+          f'{"smem KB":>8}{"us":>7}{"mem us":>8}  loads/stores')
+    total = total_mem = 0.0
+    for name, rows, samples, k, c, strides, residual, interleave in project_gemms(
+            args.arch, args.shape, args.batch):
+        # per-sample weights (N, K, C) from the SE gate, else the (C, K) weight's transpose
+        weight_strides = (c, 1) if samples > 1 else (1, k)
+        meta = gemm.launch_meta(dtype, rows, k, c, strides, weight_strides, True, residual,
+                                interleave)
+        scalars = (rows, k, c, 2 * c if interleave else c, *strides,
+                   k * c if samples > 1 else 0, *weight_strides)
+        kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
+                                gemm.NUM_WARPS)
+        regs, static, loop = analyse(kernel)
+        body = sum(loop.values())
+        per_program = static - body + body * -(-k // meta['BLOCK_K'])
+        programs = samples * -(-rows // meta['BLOCK_M']) * -(-c // meta['BLOCK_N'])
+        us = programs * gemm.NUM_WARPS * per_program / issue_rate
+        moved = samples * rows * (k + c * (1 + residual + 2 * interleave)) * size
+        mem_us = moved / 4.8e6
+        total, total_mem = total + us, total_mem + mem_us
+        tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}'
+        epilogue = '+res' * residual + '+mux' * interleave
+        print(f'{name.replace("layers.", ""):<16}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>10}'
+              f'{tile:>10}{regs or "?":>5}{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}'
+              f'{mem_us:>8.1f}  {_memory_ops(kernel)}')
+    print(f'project GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
+
+
+def _memory_ops(kernel) -> str:
+    """Global loads/stores of a compiled kernel by width, e.g. ``LDG.128x4 STG.128x2``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'k.cubin')
+        with open(path, 'wb') as f:
+            f.write(kernel.asm['cubin'])
+        sass = subprocess.run([os.path.join(_BIN, 'nvdisasm'), '-c', path], capture_output=True,
+                              text=True, check=True).stdout
+    counts = collections.Counter(re.sub(r'\.(E|EL|CONSTANT|STRONG\.\w+|LTC\w+)\b', '', op)
+                                 for _, op, _ in _INSTRUCTION.findall(sass)
+                                 if op.startswith(('LDG', 'STG', 'LDGSTS')))
+    return ' '.join(f'{op}x{n}' for op, n in sorted(counts.items()))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,257 @@
+"""A 1x1 conv as one GEMM whose epilogue adds the bias and the residual and, for a channel-
+multiplexed block, interleaves the result with the block's copied channels.
+
+Channel multiplexing (MUXConv paper, Sec. 3.2) processes half of a block's channels, copies the
+other half and mixes both with a 2-group channel shuffle: ``shuffle(cat([body(x_p), x_c]))``,
+i.e. the processed and the copied channels interleaved. The body ends in the project 1x1 conv and
+the residual add (an inverted residual, paper Sec. 4). In stock PyTorch that is a GEMM, then an
+add reading two maps and writing one, then an interleave reading two and writing one: two passes
+and two launches per block that only move bytes. Here the GEMM's epilogue does both: each output
+tile gets ``bias + residual`` added in registers and is stored next to the matching copied
+channels, so the shuffle becomes the store's index map and the copy rides along with it.
+
+The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
+for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight or per-sample ``(N, K, C)``
+weights (the squeeze-excite gate folded into them by :mod:`.se_gate`). Inputs are read in their
+own dtype with fp32 accumulation (``tl.dot``); fp32 inputs multiply in TF32 only where
+``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS too.
+
+The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
+reference; gradients go through it (the op is an inference path: training keeps the project
+conv's norm layer, which no epilogue can fold).
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._dispatch import call
+from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
+
+NUM_WARPS = 4
+
+
+def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
+               kept: Optional[Tensor]) -> None:
+    """ValueError naming the first argument of :func:`pointwise_conv` that does not fit."""
+    if rows.dim() != 2:
+        raise ValueError(f'pointwise_conv expects (M, K) rows, got shape {tuple(rows.shape)}')
+    m, k = rows.shape
+    if weight.dim() not in (2, 3) or weight.shape[-2] != k:
+        raise ValueError(f'pointwise_conv: weight must be ({k}, C) or (N, {k}, C), got '
+                         f'{tuple(weight.shape)}')
+    if weight.dim() == 3 and (weight.shape[0] < 1 or m % weight.shape[0]):
+        raise ValueError(f'pointwise_conv: {m} rows do not split into {weight.shape[0]} samples '
+                         f'of per-sample weights')
+    c = weight.shape[-1]
+    if bias is not None and tuple(bias.shape) != (c, ):
+        raise ValueError(f'pointwise_conv: bias must be ({c},), got {tuple(bias.shape)}')
+    for name, t in (('residual', residual), ('kept', kept)):
+        if t is not None and tuple(t.shape) != (m, c):
+            raise ValueError(f'pointwise_conv: {name} must be ({m}, {c}) like the output, got '
+                             f'{tuple(t.shape)}')
+
+
+def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                             residual: Optional[Tensor] = None,
+                             kept: Optional[Tensor] = None) -> Tensor:
+    """The op with stock PyTorch (the fallback and the tests' reference), in ``rows``' dtype."""
+    weight = weight.to(rows.dtype)
+    if weight.dim() == 3:
+        samples = weight.shape[0]
+        out = torch.bmm(rows.reshape(samples, -1, rows.shape[1]), weight).flatten(0, 1)
+    else:
+        out = rows @ weight
+    if bias is not None:
+        out = out + bias.to(out.dtype)
+    if residual is not None:
+        out = out + residual
+    if kept is not None:  # output channel 2j: this conv's channel j; 2j + 1: kept channel j
+        out = torch.stack((out, kept.to(out.dtype)), dim=2).flatten(1)
+    return out
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, out_ptr, ROWS, K, C, OUT_C, x_row,
+                          r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
+                          HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
+                          WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
+                          ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_K: tl.constexpr):
+        """BLOCK_M rows of one weight sample (``program_id(0)``) x BLOCK_N output channels.
+
+        ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
+        vectors it may use where Triton's own specialisation (multiples of 16) misses them
+        (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
+        vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (per-sample
+        ``(N, K, C)`` weights); else K is (the conv's own ``(C, K)`` weight, transposed)."""
+        sample = tl.program_id(0)
+        local = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+        ok_m = local < ROWS
+        ok_n = (cols // ALIGN) < (C // ALIGN)
+        row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
+        w_base = w_ptr + sample * w_sample
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
+            ok_k = (ks // ALIGN) < (K // ALIGN)
+            a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
+                        mask=ok_m[:, None] & ok_k[None, :], other=0.0)
+            if WEIGHT_ROWS:
+                w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
+            else:
+                w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
+            b = tl.load(w_base + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
+            acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+        mask = ok_m[:, None] & ok_n[None, :]
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + cols, mask=ok_n, other=0.0).to(tl.float32)[None, :]
+        if HAS_RESIDUAL:
+            acc += tl.load(r_ptr + tl.multiple_of(row * r_row, ALIGN)[:, None] + cols[None, :],
+                           mask=mask, other=0.0).to(tl.float32)
+        y = acc.to(out_ptr.dtype.element_ty)
+        out_row = tl.multiple_of(row * OUT_C, ALIGN)
+        if INTERLEAVE:
+            kept = tl.load(k_ptr + tl.multiple_of(row * k_row, ALIGN)[:, None] + cols[None, :],
+                           mask=mask, other=0.0)
+            pairs = tl.reshape(tl.join(y, kept.to(y.dtype)), (BLOCK_M, 2 * BLOCK_N))
+            out_cols = tl.max_contiguous(tl.multiple_of(
+                2 * tl.program_id(2) * BLOCK_N + tl.arange(0, 2 * BLOCK_N), 2 * BLOCK_N),
+                2 * BLOCK_N)
+            tl.store(out_ptr + out_row[:, None] + out_cols[None, :], pairs,
+                     mask=ok_m[:, None] & ((out_cols // ALIGN) < (OUT_C // ALIGN))[None, :])
+        else:
+            tl.store(out_ptr + out_row[:, None] + cols[None, :], y, mask=mask)
+
+
+def _unit_columns(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t`` with consecutive columns (any row stride: a channel slice of a wider map stays a
+    view); a copy otherwise."""
+    if t is None or t.stride(1) == 1 or t.shape[1] == 1:
+        return t
+    return t.contiguous()
+
+
+def _weight_strides(weight: Tensor):
+    """The weight's (K, C) strides, a size-1 dimension's taken as 1."""
+    k_stride, c_stride = weight.stride()[-2:]
+    return (1 if weight.shape[-2] == 1 else k_stride), (1 if weight.shape[-1] == 1 else c_stride)
+
+
+def _row_stride(t: Optional[Tensor]) -> int:
+    return 0 if t is None else (t.stride(0) if t.shape[0] > 1 else t.shape[1])
+
+
+def alignment(element_size: int, *sizes: int) -> int:
+    """The widest vector, in elements (<= 16 bytes), that divides every size and row stride
+    (the data pointers' own alignment Triton tells apart by itself)."""
+    align = max(1, 16 // element_size)
+    while align > 1 and any(size % align for size in sizes):
+        align //= 2
+    return align
+
+
+def launch_blocks(rows_per_sample: int, k: int, c: int):
+    """``(BLOCK_M, BLOCK_N, BLOCK_K)``: output channels and the reduction in blocks of 16-64
+    (``tl.dot``'s minimum is 16), rows in blocks of 64 (the interpreter: up to 256, fewer
+    programs)."""
+    block_n = min(64, max(16, next_power_of_2(c)))
+    block_k = min(64, max(16, next_power_of_2(k)))
+    block_m = min(256, max(16, next_power_of_2(rows_per_sample))) if interpreting() else 64
+    return block_m, block_n, block_k
+
+
+def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, strides,
+                weight_strides, has_bias: bool, has_residual: bool, interleave: bool) -> dict:
+    """The kernel's compile-time arguments for one call (also what ``tools/gpu/kernel_sass.py``
+    compiles offline): ``strides`` are the row strides of the input, residual and kept rows,
+    ``weight_strides`` the weight's (K, C) strides (one of them 1)."""
+    block_m, block_n, block_k = launch_blocks(rows_per_sample, k, c)
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    weight_rows = weight_strides[1] == 1
+    strides = [*strides, weight_strides[0] if weight_rows else weight_strides[1]]
+    return dict(HAS_BIAS=has_bias, HAS_RESIDUAL=has_residual, INTERLEAVE=interleave,
+                WEIGHT_ROWS=weight_rows, PRECISION='tf32' if tf32 else 'ieee',
+                ALIGN=alignment(torch.empty(0, dtype=dtype).element_size(), k, c, *strides),
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+
+
+def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
+    c = weight.shape[-1]
+    return rows.shape[0], 2 * c if kept is not None else c
+
+
+@torch.library.custom_op('mux_backbones::pointwise_conv', mutates_args=())
+def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
+                    residual: Optional[Tensor], kept: Optional[Tensor]) -> Tensor:
+    if not can_use_triton(rows, 'pointwise_conv'):
+        return reference_pointwise_conv(rows, weight, bias, residual, kept)
+    rows, residual, kept = _unit_columns(rows), _unit_columns(residual), _unit_columns(kept)
+    weight_strides = _weight_strides(weight)
+    if 1 not in weight_strides:  # neither K nor C consecutive: the kernel wants one of them
+        weight = weight.contiguous()
+        weight_strides = _weight_strides(weight)
+    m, k = rows.shape
+    c = weight.shape[-1]
+    samples = weight.shape[0] if weight.dim() == 3 else 1
+    w_sample = weight.stride(0) if weight.dim() == 3 else 0
+    out = rows.new_empty(_out_shape(rows, weight, kept))
+    if m == 0:
+        return out
+    per_sample = m // samples
+    strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
+    meta = launch_meta(rows.dtype, per_sample, k, c, strides, weight_strides, bias is not None,
+                       residual is not None, kept is not None)
+    grid = (samples, triton.cdiv(per_sample, meta['BLOCK_M']), triton.cdiv(c, meta['BLOCK_N']))
+    _pointwise_kernel[grid](
+        rows, weight, bias if bias is not None else weight, residual if residual is not None
+        else rows, kept if kept is not None else rows, out, per_sample, k, c, out.shape[1],
+        *strides, w_sample, *weight_strides, num_warps=NUM_WARPS, **meta)
+    return out
+
+
+@_pointwise_conv.register_fake
+def _(rows, weight, bias, residual, kept):
+    return rows.new_empty(_out_shape(rows, weight, kept))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    # An inference path: the gradient is the reference's (stock autograd, recomputed).
+    inputs = [t.detach().requires_grad_() if t is not None else None for t in ctx.saved_tensors]
+    with torch.enable_grad():
+        out = reference_pointwise_conv(*inputs)
+        wanted = [t for t in inputs if t is not None]
+        grads = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True))
+    return tuple(next(grads) if t is not None else None for t in inputs)
+
+
+_pointwise_conv.register_autograd(_backward, setup_context=_setup_context)
+
+
+def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                   residual: Optional[Tensor] = None, kept: Optional[Tensor] = None) -> Tensor:
+    """A 1x1 conv on rows with bias, residual and channel interleave in the GEMM's epilogue.
+
+    Args:
+        rows (Tensor): (M, K) input rows (pixels x channels; any row stride, e.g. a channel
+            slice of a channels-last map), M = N * H * W.
+        weight (Tensor): (K, C) weight matrix or (N, K, C) per-sample weights (rows of sample
+            n are the n-th M / N), any strides.
+        bias (Tensor, optional): (C, ) bias.
+        residual (Tensor, optional): (M, C) rows added to the result.
+        kept (Tensor, optional): (M, C) rows to interleave with the result: output channel 2j
+            is the conv's channel j, 2j + 1 is ``kept``'s channel j (channel multiplexing's
+            ``cat`` + 2-group shuffle).
+
+    Returns:
+        Tensor: (M, C), or (M, 2C) with ``kept``, contiguous, in ``rows``' dtype.
+    """
+    check_args(rows, weight, bias, residual, kept)
+    return call(_pointwise_conv, rows, weight, bias, residual, kept)
