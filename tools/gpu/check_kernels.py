@@ -31,6 +31,15 @@ def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
+def _report(failures, what: str, dtype, errs) -> None:
+    """One line per check; a relative error above the dtype's tolerance is a failure."""
+    ok = max(errs) < _TOL[dtype]
+    if not ok:
+        failures.append(f'{what} {dtype}')
+    print(f'{"ok  " if ok else "FAIL"} {what} {str(dtype)[6:]:>8}: max rel err {max(errs):.1e}',
+          flush=True)
+
+
 def check_ops(failures):
     for splits, ks, dils, stride, cpg, size in _CASES:
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -50,11 +59,8 @@ def check_ops(failures):
             rgrads = torch.autograd.grad((ref * g).sum(), [xr] + ws + [bias])
             errs = [_rel(y, ref), _rel(pool.sum(1), ref.sum((2, 3)))] + \
                 [_rel(a, b) for a, b in zip(grads, rgrads)]
-            ok = max(errs) < _TOL[dtype]
-            if not ok:
-                failures.append(f'op {ks} cpg{cpg} s{stride} {dtype}')
-            print(f'{"ok  " if ok else "FAIL"} group_conv k{ks} cpg{cpg} stride{stride} '
-                  f'dil{dils[0]} {str(dtype)[6:]:>8}: max rel err {max(errs):.1e}', flush=True)
+            _report(failures, f'group_conv k{ks} cpg{cpg} stride{stride} dil{dils[0]}', dtype,
+                    errs)
 
 
 def check_se_gate(failures):
@@ -69,11 +75,7 @@ def check_se_gate(failures):
             errs = [_rel(se_gate(parts, 196, *params, act='silu', weight=w),
                          reference_se_gate(parts, 1 / 196, *params, 'silu', w))
                     for w in (None, weight)]
-            ok = max(errs) < _TOL[dtype]
-            if not ok:
-                failures.append(f'se_gate {c} {dtype}')
-            print(f'{"ok  " if ok else "FAIL"} se_gate C{c} S{s} -> {c_out} {str(dtype)[6:]:>8}: '
-                  f'max rel err {max(errs):.1e}', flush=True)
+            _report(failures, f'se_gate C{c} S{s} -> {c_out}', dtype, errs)
 
 
 def check_pointwise_conv(failures):
@@ -91,11 +93,7 @@ def check_pointwise_conv(failures):
                          reference_pointwise_conv(rows.float(), w.float(), bias.float(),
                                                   block[:, :c].float(), block[:, c:].float()))
                     for w in (shared, per_sample)]
-            ok = max(errs) < _TOL[dtype]
-            if not ok:
-                failures.append(f'pointwise_conv {k}->{c} {dtype}')
-            print(f'{"ok  " if ok else "FAIL"} pointwise_conv {pixels}px K{k} -> C{c} +res+mux '
-                  f'{str(dtype)[6:]:>8}: max rel err {max(errs):.1e}', flush=True)
+            _report(failures, f'pointwise_conv {pixels}px K{k} -> C{c} +res+mux', dtype, errs)
 
 
 def check_model(failures):

@@ -193,8 +193,8 @@ def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int):
                           options=dict(ops.COMPILE_OPTIONS, num_warps=num_warps))
 
 
-def analyse(kernel):
-    """``(registers, instructions, tap-loop instruction counts)`` of a compiled kernel."""
+def _disassemble(kernel):
+    """``(SASS, resource usage)`` of a compiled kernel, by the tools that ship with Triton."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'k.cubin')
         with open(path, 'wb') as f:
@@ -203,6 +203,12 @@ def analyse(kernel):
                               text=True, check=True).stdout
         usage = subprocess.run([os.path.join(_BIN, 'cuobjdump'), '-res-usage', path],
                                capture_output=True, text=True).stdout
+    return sass, usage
+
+
+def analyse(kernel):
+    """``(registers, instructions, tap-loop instruction counts)`` of a compiled kernel."""
+    sass, usage = _disassemble(kernel)
     regs = re.search(r'REG:(\d+)', usage)
     instructions = [(int(a, 16), op, rest) for a, op, rest in _INSTRUCTION.findall(sass)]
     labels, lines = {}, sass.splitlines()
@@ -351,12 +357,7 @@ def print_project_gemms(args, issue_rate: float):
 
 def _memory_ops(kernel) -> str:
     """Global loads/stores of a compiled kernel by width, e.g. ``LDG.128x4 STG.128x2``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, 'k.cubin')
-        with open(path, 'wb') as f:
-            f.write(kernel.asm['cubin'])
-        sass = subprocess.run([os.path.join(_BIN, 'nvdisasm'), '-c', path], capture_output=True,
-                              text=True, check=True).stdout
+    sass, _ = _disassemble(kernel)
     counts = collections.Counter(re.sub(r'\.(E|EL|CONSTANT|STRONG\.\w+|LTC\w+)\b', '', op)
                                  for _, op, _ in _INSTRUCTION.findall(sass)
                                  if op.startswith(('LDG', 'STG', 'LDGSTS')))
