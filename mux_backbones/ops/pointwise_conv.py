@@ -65,7 +65,7 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
     if bias is not None:
         out = out + bias.to(out.dtype)
     if residual is not None:
-        out = out + residual
+        out = out + residual.to(out.dtype)
     if kept is not None:  # output channel 2j: this conv's channel j; 2j + 1: kept channel j
         out = torch.stack((out, kept.to(out.dtype)), dim=2).flatten(1)
     return out

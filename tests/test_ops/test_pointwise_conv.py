@@ -58,6 +58,15 @@ def test_half_precision():
     torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)
 
 
+def test_output_dtype_follows_the_rows():
+    """As the fake implementation says: the rows' dtype, whatever the epilogue tensors' (an
+    autocast model's fp32 residual), in the kernel and in the reference alike."""
+    rows, weight, bias, residual, kept = _inputs(1, 8, 16, 8, False)
+    for fn in (pointwise_conv, reference_pointwise_conv):
+        out = fn(rows.half(), weight, bias, residual, kept)
+        assert out.dtype == torch.float16
+
+
 def test_rows_with_strided_columns_are_copied_not_misread():
     rows, weight, bias, residual, kept = _inputs(1, 12, 16, 8, False)
     strided = torch.randn(12, 32)[:, ::2]  # no unit column stride: the op takes a copy

@@ -12,7 +12,10 @@ coalesced blocks against idle lanes), ``MIN_PROGRAMS=0`` (no smaller tiles for s
 the table the benchmark and deployments load (``mux_backbones.ops.launch_config``). Then, per
 block with a squeeze-excite, the SE and project conv as the stock
 forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms (one
-``se_gate`` launch + a batched 1x1).
+``se_gate`` launch + a batched 1x1); and for a block with a residual (inside channel
+multiplexing, also the interleave with the copied channels) its tail both fused ways: the 1x1 on
+cuBLAS followed by the add and interleave passes, against the one GEMM that does both in its
+epilogue (``ops.pointwise_conv``).
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
@@ -27,7 +30,8 @@ import time
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
+from mux_backbones.layers import (ChannelMux, DepthwiseSeparable, FusedGroupConv, InvertedResidual,
+                                  interleave_halves)
 from mux_backbones.ops import launch_config
 from mux_backbones.ops.group_conv import precompile
 from mux_backbones.utils.hooks import module_inputs
@@ -96,6 +100,8 @@ def main():
     x = x.contiguous(memory_format=torch.channels_last)
     inputs = spatial_inputs(stock, x)
     blocks = dict(fused.named_modules())
+    interleaving = {id(m.body) for m in fused.modules()
+                    if isinstance(m, ChannelMux) and m.interleave}
     print(f'{args.arch} batch {args.batch} {args.amp} {args.shape}x{args.shape}: spatial conv '
           f'(+act, +SE pooling when fused) per call')
     print(f'{"block":<20}{"in (C,H,W)":>18}{"kernels":>18}{"cpg":>4}{"s":>3}{"stock us":>10}'
@@ -144,7 +150,8 @@ def main():
                 y_stock = sb.depthwise_act(sb.depthwise_norm(sb.depthwise_conv(inp)))
                 se_rows.append((name, tuple(y.shape[1:]), device_time_us(
                     lambda: sb.project_conv(sb.se(y_stock)), x.device), device_time_us(
-                    lambda: fb.se.gated_project(y, sums, fb.project_conv.conv), x.device)))
+                    lambda: fb.se.gated_project(y, sums, fb.project_conv.conv), x.device),
+                    *tail_times(fb, y, sums, id(fb) in interleaving)))
             out = conv(inp)
             moved = (inp.numel() + out.numel()) * inp.element_size() + \
                 conv.weight.numel() * conv.weight.element_size()
@@ -159,11 +166,39 @@ def main():
           (f'{total_tuned:10.1f}' if args.tune else ''))
     if args.save_configs:
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
-    print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}')
-    for name, shape, t_stock, t_fused in se_rows:
-        print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}')
+    print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}'
+          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}')
+    for name, shape, t_stock, t_fused, tail, t_passes, t_epilogue in se_rows:
+        print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}{tail:>10}'
+              f'{t_passes:12.1f}{t_epilogue:13.1f}')
     print(f'{"total":<20}{"":>18}{sum(r[2] for r in se_rows):17.1f}'
-          f'{sum(r[3] for r in se_rows):10.1f}')
+          f'{sum(r[3] for r in se_rows):10.1f}{"":>10}{sum(r[5] for r in se_rows):12.1f}'
+          f'{sum(r[6] for r in se_rows):13.1f}')
+
+
+def tail_times(block, y, sums, interleave: bool):
+    """``(tail, passes us, epilogue us)``: the fused block's SE gate and project conv with its
+    residual (and interleave) as cuBLAS + separate passes, and as the epilogue GEMM; NaN for a
+    block without either. Its residual is a channel slice of a map twice as wide where it
+    interleaves (as channel multiplexing hands it over)."""
+    if not (block.has_residual or interleave):
+        return '-', float('nan'), float('nan')
+    n, _, h, w = y.shape
+    c = block.out_channels
+    wide = torch.randn(n, 2 * c if interleave else c, h, w, device=y.device, dtype=y.dtype)
+    wide = wide.contiguous(memory_format=torch.channels_last)
+    residual = wide[:, :c] if block.has_residual else None
+    kept = wide[:, c:] if interleave else None
+    project = block.project_conv.conv
+
+    def passes():
+        out = block.se.gated_project(y, sums, project)
+        out = out + residual if residual is not None else out
+        return interleave_halves(out, kept) if kept is not None else out
+
+    return ('+res' * block.has_residual + '+mux' * interleave, device_time_us(passes, y.device),
+            device_time_us(lambda: block.se.gated_project(y, sums, project, residual, kept),
+                           y.device))
 
 
 if __name__ == '__main__':
