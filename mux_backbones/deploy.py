@@ -10,12 +10,13 @@
   (mmdet's/mmseg's MobileNetV2 too), and a benchmark can give a baseline the same treatment.
 
 With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
-(:mod:`mux_backbones.ops.group_conv`), the squeeze-excite gate its one-launch op and a block's
-project conv with a residual (or a channel-multiplexing interleave) the epilogue GEMM
-(:mod:`mux_backbones.ops.pointwise_conv`); by default the stock-path forms (merged MixConv
-kernels, pairwise rewrite of 2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every
-block on the device with an example input (CUDA-graph replays, as a captured or compiled model
-runs) and keeps the faster, so a deployed model is never slower than either form layer by layer.
+(:mod:`mux_backbones.ops.group_conv`), the squeeze-excite gate its one-launch op, and a block's
+expand conv (with its activation) and project conv (with its residual or channel-multiplexing
+interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); by default the
+stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
+``fused_ops='auto'`` times both forms of every block on the device with an example input
+(CUDA-graph replays, as a captured or compiled model runs) and keeps the faster, so a deployed
+model is never slower than either form layer by layer.
 Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.

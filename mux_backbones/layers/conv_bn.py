@@ -30,10 +30,11 @@ class PointwiseConv2d(nn.Conv2d):
     view of the input; the BLAS product beats oneDNN's conv on the small maps of a mobile net
     (e.g. 48 vs 110 us for 480 -> 80 channels at 7x7 on 2 CPU threads). Other layouts take the conv.
 
-    Given ``residual`` or ``kept`` (a fused deploy block's tail), the product runs as the
-    ``pointwise_conv`` op: ``residual`` (a map like the output) is added and ``kept`` (one too)
-    interleaved channel by channel with the result in the GEMM's epilogue -- output channel 2j is
-    this conv's channel j, 2j + 1 is ``kept``'s -- instead of two more passes over the maps.
+    Given ``act``, ``residual`` or ``kept`` (a fused deploy block), the product runs as the
+    ``pointwise_conv`` op: the activation applied, ``residual`` (a map like the output) added and
+    ``kept`` (one too) interleaved channel by channel with the result in the GEMM's epilogue --
+    output channel 2j is this conv's channel j, 2j + 1 is ``kept``'s -- instead of more passes
+    over the maps.
     """
 
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -43,9 +44,9 @@ class PointwiseConv2d(nn.Conv2d):
         return x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last input
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
-                kept: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if residual is not None or kept is not None:
-            return self._with_epilogue(x, self.matrix(), residual, kept)
+                kept: Optional[torch.Tensor] = None, act: str = 'none') -> torch.Tensor:
+        if residual is not None or kept is not None or act != 'none':
+            return self._with_epilogue(x, self.matrix(), residual, kept, act)
         rows = self._rows(x)
         if rows is None:
             return super().forward(x)
@@ -91,10 +92,11 @@ class PointwiseConv2d(nn.Conv2d):
                                        residual, kept)
 
     def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
-                       residual: Optional[torch.Tensor],
-                       kept: Optional[torch.Tensor]) -> torch.Tensor:
+                       residual: Optional[torch.Tensor], kept: Optional[torch.Tensor],
+                       act: str = 'none') -> torch.Tensor:
         b, _, h, w = x.shape
-        out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept))
+        out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept),
+                             act)
         return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
@@ -139,14 +141,30 @@ def fuse_conv_scale_shift(conv: nn.Conv2d, scale: torch.Tensor,
 
 
 class ConvAct(nn.Module):
-    """A fused conv (+ bias) and its activation: what a ConvModule becomes in deploy mode."""
+    """A fused conv (+ bias) and its activation: what a ConvModule becomes in deploy mode.
+
+    :meth:`activate_in_epilogue` moves the activation of a 1x1 conv into its GEMM's epilogue
+    (the ``pointwise_conv`` op: no separate pass over the output, e.g. an inverted residual's
+    expanded map).
+    """
 
     def __init__(self, conv: nn.Conv2d, act: nn.Module):
         super().__init__()
         self.conv = conv
         self.act = act
+        self.epilogue_act: Optional[str] = None  # the activation the GEMM applies, if it does
+
+    def activate_in_epilogue(self, name: Optional[str]) -> bool:
+        """Apply the activation (its kernel name, ``ops.group_conv.ACTIVATIONS``; None: none
+        fits) in the conv's GEMM epilogue, where the conv is a :class:`PointwiseConv2d`.
+        Returns whether it does."""
+        if isinstance(self.conv, PointwiseConv2d) and name is not None:
+            self.epilogue_act = name
+        return self.epilogue_act is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.epilogue_act is not None:
+            return self.conv(x, act=self.epilogue_act)
         return self.act(self.conv(x))
 
 

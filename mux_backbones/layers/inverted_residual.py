@@ -7,8 +7,9 @@ shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses r
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
 conv; then either the fused kernels (``fused_ops``: spatial conv + BN + activation + the SE's
 pooling in one op, the SE gate in one more that scales the project conv's weights per sample,
-the project conv one GEMM that also adds the residual -- and, inside channel multiplexing,
-interleaves the result with the copied channels -- in its epilogue) or,
+the expand conv one GEMM with its activation in the epilogue, the project conv one GEMM that also
+adds the residual -- and, inside channel multiplexing, interleaves the result with the copied
+channels -- in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`).
 """
@@ -23,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops._triton import can_use_triton
 from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
+from .fused_group_conv import activation_name
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
 from .pairwise_group_conv import PairwiseGroupConv, has_channel_pairs, pair_halves_permutation
@@ -117,6 +119,9 @@ class _ResidualBlock(nn.Module):
                 self.pool_in_kernel = isinstance(self.se, SqueezeExcite) and \
                     isinstance(project, ConvAct) and isinstance(project.act, nn.Identity) and \
                     isinstance(project.conv, PointwiseConv2d)
+                expand = getattr(self, 'expand_conv', None)
+                if isinstance(expand, ConvAct):  # the widest map: no activation pass over it
+                    expand.activate_in_epilogue(activation_name(expand.act))
                 return
         if fused_ops and isinstance(conv, SpatialMuxConv):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused

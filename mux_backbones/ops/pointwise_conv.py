@@ -1,5 +1,5 @@
-"""A 1x1 conv as one GEMM whose epilogue adds the bias and the residual and, for a channel-
-multiplexed block, interleaves the result with the block's copied channels.
+"""A 1x1 conv as one GEMM whose epilogue adds the bias, applies the activation, adds the residual
+and, for a channel-multiplexed block, interleaves the result with the block's copied channels.
 
 Channel multiplexing (MUXConv paper, Sec. 3.2) processes half of a block's channels, copies the
 other half and mixes both with a 2-group channel shuffle: ``shuffle(cat([body(x_p), x_c]))``,
@@ -9,6 +9,10 @@ add reading two maps and writing one, then an interleave reading two and writing
 and two launches per block that only move bytes. Here the GEMM's epilogue does both: each output
 tile gets ``bias + residual`` added in registers and is stored next to the matching copied
 channels, so the shuffle becomes the store's index map and the copy rides along with it.
+
+The same epilogue takes the activation of an inverted residual's expand conv (paper Sec. 4): the
+expanded map is the widest of a block (4-6x its input), and a separate activation pass reads and
+writes it once more.
 
 The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
 for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight or per-sample ``(N, K, C)``
@@ -27,13 +31,19 @@ from torch import Tensor
 
 from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
+from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+
+if HAS_TRITON:
+    from .group_conv import _activate
 
 NUM_WARPS = 4
 
 
 def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
-               kept: Optional[Tensor]) -> None:
+               kept: Optional[Tensor], act: str = 'none') -> None:
     """ValueError naming the first argument of :func:`pointwise_conv` that does not fit."""
+    if act not in _ACT_CODE:
+        raise ValueError(f'pointwise_conv: act must be one of {ACTIVATIONS}, got "{act}"')
     if rows.dim() != 2:
         raise ValueError(f'pointwise_conv expects (M, K) rows, got shape {tuple(rows.shape)}')
     m, k = rows.shape
@@ -53,8 +63,8 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
 
 
 def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                             residual: Optional[Tensor] = None,
-                             kept: Optional[Tensor] = None) -> Tensor:
+                             residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
+                             act: str = 'none') -> Tensor:
     """The op with stock PyTorch (the fallback and the tests' reference), in ``rows``' dtype."""
     weight = weight.to(rows.dtype)
     if weight.dim() == 3:
@@ -64,6 +74,7 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
         out = rows @ weight
     if bias is not None:
         out = out + bias.to(out.dtype)
+    out = _activate_torch(out, act)
     if residual is not None:
         out = out + residual.to(out.dtype)
     if kept is not None:  # output channel 2j: this conv's channel j; 2j + 1: kept channel j
@@ -77,7 +88,7 @@ if HAS_TRITON:
     def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, out_ptr, ROWS, K, C, OUT_C, x_row,
                           r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
                           HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
-                          WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
+                          ACT: tl.constexpr, WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
         """BLOCK_M rows of one weight sample (``program_id(0)``) x BLOCK_N output channels.
@@ -109,6 +120,7 @@ if HAS_TRITON:
         mask = ok_m[:, None] & ok_n[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + cols, mask=ok_n, other=0.0).to(tl.float32)[None, :]
+        acc = _activate(acc, ACT)
         if HAS_RESIDUAL:
             acc += tl.load(r_ptr + tl.multiple_of(row * r_row, ALIGN)[:, None] + cols[None, :],
                            mask=mask, other=0.0).to(tl.float32)
@@ -165,7 +177,8 @@ def launch_blocks(rows_per_sample: int, k: int, c: int):
 
 
 def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, strides,
-                weight_strides, has_bias: bool, has_residual: bool, interleave: bool) -> dict:
+                weight_strides, has_bias: bool, has_residual: bool, interleave: bool,
+                act: str = 'none') -> dict:
     """The kernel's compile-time arguments for one call (also what ``tools/gpu/kernel_sass.py``
     compiles offline): ``strides`` are the row strides of the input, residual and kept rows,
     ``weight_strides`` the weight's (K, C) strides (one of them 1)."""
@@ -174,7 +187,7 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
     weight_rows = weight_strides[1] == 1
     strides = [*strides, weight_strides[0] if weight_rows else weight_strides[1]]
     return dict(HAS_BIAS=has_bias, HAS_RESIDUAL=has_residual, INTERLEAVE=interleave,
-                WEIGHT_ROWS=weight_rows, PRECISION='tf32' if tf32 else 'ieee',
+                ACT=_ACT_CODE[act], WEIGHT_ROWS=weight_rows, PRECISION='tf32' if tf32 else 'ieee',
                 ALIGN=alignment(torch.empty(0, dtype=dtype).element_size(), k, c, *strides),
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
@@ -186,9 +199,9 @@ def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
 
 @torch.library.custom_op('mux_backbones::pointwise_conv', mutates_args=())
 def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
-                    residual: Optional[Tensor], kept: Optional[Tensor]) -> Tensor:
+                    residual: Optional[Tensor], kept: Optional[Tensor], act: str) -> Tensor:
     if not can_use_triton(rows, 'pointwise_conv'):
-        return reference_pointwise_conv(rows, weight, bias, residual, kept)
+        return reference_pointwise_conv(rows, weight, bias, residual, kept, act)
     rows, residual, kept = _unit_columns(rows), _unit_columns(residual), _unit_columns(kept)
     weight_strides = _weight_strides(weight)
     if 1 not in weight_strides:  # neither K nor C consecutive: the kernel wants one of them
@@ -204,7 +217,7 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     per_sample = m // samples
     strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
     meta = launch_meta(rows.dtype, per_sample, k, c, strides, weight_strides, bias is not None,
-                       residual is not None, kept is not None)
+                       residual is not None, kept is not None, act)
     grid = (samples, triton.cdiv(per_sample, meta['BLOCK_M']), triton.cdiv(c, meta['BLOCK_N']))
     _pointwise_kernel[grid](
         rows, weight, bias if bias is not None else weight, residual if residual is not None
@@ -214,30 +227,33 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
 
 
 @_pointwise_conv.register_fake
-def _(rows, weight, bias, residual, kept):
+def _(rows, weight, bias, residual, kept, act):
     return rows.new_empty(_out_shape(rows, weight, kept))
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+    ctx.act = inputs[-1]
+    ctx.save_for_backward(*inputs[:-1])
 
 
 def _backward(ctx, grad):
     # An inference path: the gradient is the reference's (stock autograd, recomputed).
     inputs = [t.detach().requires_grad_() if t is not None else None for t in ctx.saved_tensors]
     with torch.enable_grad():
-        out = reference_pointwise_conv(*inputs)
+        out = reference_pointwise_conv(*inputs, ctx.act)
         wanted = [t for t in inputs if t is not None]
         grads = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True))
-    return tuple(next(grads) if t is not None else None for t in inputs)
+    return tuple(next(grads) if t is not None else None for t in inputs) + (None, )
 
 
 _pointwise_conv.register_autograd(_backward, setup_context=_setup_context)
 
 
 def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
-                   residual: Optional[Tensor] = None, kept: Optional[Tensor] = None) -> Tensor:
-    """A 1x1 conv on rows with bias, residual and channel interleave in the GEMM's epilogue.
+                   residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
+                   act: str = 'none') -> Tensor:
+    """A 1x1 conv on rows with bias, activation, residual and channel interleave in the GEMM's
+    epilogue, in that order: ``interleave(act(rows @ weight + bias) + residual, kept)``.
 
     Args:
         rows (Tensor): (M, K) input rows (pixels x channels; any row stride, e.g. a channel
@@ -249,9 +265,10 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
         kept (Tensor, optional): (M, C) rows to interleave with the result: output channel 2j
             is the conv's channel j, 2j + 1 is ``kept``'s channel j (channel multiplexing's
             ``cat`` + 2-group shuffle).
+        act (str): Activation after the bias: 'none' (default), 'relu', 'silu' or 'relu6'.
 
     Returns:
         Tensor: (M, C), or (M, 2C) with ``kept``, contiguous, in ``rows``' dtype.
     """
-    check_args(rows, weight, bias, residual, kept)
-    return call(_pointwise_conv, rows, weight, bias, residual, kept)
+    check_args(rows, weight, bias, residual, kept, act)
+    return call(_pointwise_conv, rows, weight, bias, residual, kept, act)

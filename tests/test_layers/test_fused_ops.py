@@ -6,8 +6,9 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import (ChannelMux, FusedGroupConv, InvertedResidual, SpatialMuxConv,
-                                  channel_mux, conv_bn, interleave_halves, squeeze_excite)
+from mux_backbones.layers import (ChannelMux, ConvAct, FusedGroupConv, InvertedResidual,
+                                  PointwiseConv2d, SpatialMuxConv, channel_mux, conv_bn,
+                                  interleave_halves, squeeze_excite)
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _triton, pointwise_conv, se_gate
 
@@ -74,11 +75,11 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
         return se_gate(*args, weight=weight, **kw)
 
     monkeypatch.setattr(squeeze_excite, 'se_gate', spy)
-    epilogues = []  # (residual, kept) of each project GEMM run as the op
+    epilogues = []  # (residual, kept, act) of each 1x1 conv run as the epilogue GEMM
 
-    def gemm_spy(rows, weight, bias=None, residual=None, kept=None):
-        epilogues.append((residual is not None, kept is not None))
-        return pointwise_conv(rows, weight, bias, residual, kept)
+    def gemm_spy(rows, weight, bias=None, residual=None, kept=None, act='none'):
+        epilogues.append((residual is not None, kept is not None, act))
+        return pointwise_conv(rows, weight, bias, residual, kept, act)
 
     passes = []  # interleaves as a pass of their own
 
@@ -99,9 +100,13 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     muxes = [m for m in fused.modules() if isinstance(m, ChannelMux) and m.interleave]
     in_gemm = sum(m.body.interleaves for m in muxes)
-    assert sum(kept for _, kept in epilogues) == in_gemm and len(passes) == len(muxes) - in_gemm
+    assert sum(kept for _, kept, _ in epilogues) == in_gemm and len(passes) == len(muxes) - in_gemm
     assert arch == 'tiny' or in_gemm == len(muxes) > 0  # m: every shuffle is a store index map
-    assert sum(res for res, _ in epilogues) == sum(m.has_residual for m in pooled)
+    assert sum(res for res, _, _ in epilogues) == sum(m.has_residual for m in pooled)
+    # every fused inverted residual's expand conv applies its activation in the GEMM
+    expands = [m for m in pooled if isinstance(m, InvertedResidual)]
+    assert sum(act != 'none' for _, _, act in epilogues) == len(expands) > 0
+    assert all(m.expand_conv.epilogue_act in ('relu', 'silu') for m in expands)
     kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]
     assert kernels
     if arch == 'm':  # every spatial conv of m (MixConv, dwg2, dilated) takes the kernel
@@ -122,6 +127,19 @@ def test_only_the_fused_deploy_form_takes_kept_channels():
         out = block(x, kept=-x)
         torch.testing.assert_close(out[:, 1::2], -x)
         torch.testing.assert_close(out[:, 0::2], block(x))
+
+
+def test_activation_in_the_gemm_epilogue_only_where_it_fits():
+    pointwise = PointwiseConv2d(8, 16, 1)
+    assert not ConvAct(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.SiLU()) \
+        .activate_in_epilogue('silu')  # not a 1x1 GEMM
+    assert not ConvAct(pointwise, torch.nn.GELU()).activate_in_epilogue(None)  # no kernel act
+    layer = ConvAct(pointwise, torch.nn.SiLU())
+    x = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = layer(x)
+        assert layer.activate_in_epilogue('silu') and layer.epilogue_act == 'silu'
+        torch.testing.assert_close(layer(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_stock_weights_load_into_fused_and_back():

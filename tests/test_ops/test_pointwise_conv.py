@@ -1,7 +1,7 @@
-"""The 1x1-conv GEMM with bias, residual and channel interleave in its epilogue against its stock
-reference (Triton interpreter on CPU): shared and per-sample weights, channel slices of wider maps
-as inputs, sizes that are no multiple of the blocks or the vectors, half precision, gradients,
-the custom-op registration, the fallback and bad arguments."""
+"""The 1x1-conv GEMM with bias, activation, residual and channel interleave in its epilogue
+against its stock reference (Triton interpreter on CPU): shared and per-sample weights, channel
+slices of wider maps as inputs, sizes that are no multiple of the blocks or the vectors, half
+precision, gradients, the custom-op registration, the fallback and bad arguments."""
 import warnings
 
 import pytest
@@ -34,13 +34,14 @@ def _inputs(samples, pixels, k, c, per_sample, dtype=torch.float32, grads=False)
 @pytest.mark.parametrize('samples,pixels,k,c', [(2, 30, 20, 12), (1, 49, 96, 80),
                                                 (3, 7, 40, 20), (2, 300, 130, 24)])
 def test_epilogues_against_the_reference(samples, pixels, k, c, per_sample):
-    """Every epilogue (bias, + residual, + interleave), reductions over several K blocks, output
-    channels over several N blocks, rows over several M blocks."""
+    """Every epilogue (bias, act, + residual, + interleave), reductions over several K blocks,
+    output channels over several N blocks, rows over several M blocks."""
     rows, weight, bias, residual, kept = _inputs(samples, pixels, k, c, per_sample)
-    for args in ((None, None, None), (bias, None, None), (bias, residual, None),
-                 (bias, residual, kept), (None, None, kept)):
-        got = pointwise_conv(rows, weight, *args)
-        want = reference_pointwise_conv(rows, weight, *args)
+    for *args, act in ((None, None, None, 'none'), (bias, None, None, 'silu'),
+                       (bias, residual, None, 'none'), (bias, residual, kept, 'relu6'),
+                       (None, None, kept, 'relu')):
+        got = pointwise_conv(rows, weight, *args, act=act)
+        want = reference_pointwise_conv(rows, weight, *args, act=act)
         assert got.shape == want.shape == (samples * pixels, 2 * c if args[2] is not None else c)
         assert got.is_contiguous() and got.dtype == rows.dtype
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
@@ -84,8 +85,8 @@ def test_vector_width_and_blocks():
 
 def test_gradients_match_the_reference():
     inputs = _inputs(2, 9, 12, 6, True, grads=True)
-    got = pointwise_conv(*inputs)
-    want = reference_pointwise_conv(*inputs)
+    got = pointwise_conv(*inputs, act='silu')
+    want = reference_pointwise_conv(*inputs, act='silu')
     g = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad((got * g).sum(), inputs),
                     torch.autograd.grad((want * g).sum(), inputs)):
@@ -94,7 +95,8 @@ def test_gradients_match_the_reference():
 
 def test_custom_op_registration():
     rows, weight, bias, residual, kept = _inputs(2, 8, 16, 8, True)
-    for args in ((rows, weight, None, None, None), (rows, weight, bias, residual, kept)):
+    for args in ((rows, weight, None, None, None, 'none'),
+                 (rows, weight, bias, residual, kept, 'silu')):
         torch.library.opcheck(_pointwise_conv, args,
                               test_utils=('test_schema', 'test_faketensor',
                                           'test_aot_dispatch_static'))
@@ -135,3 +137,5 @@ def test_bad_arguments():
         pointwise_conv(rows, weight, bias, residual[:5])
     with pytest.raises(ValueError, match='kept must be'):
         pointwise_conv(rows, weight, bias, residual, kept[:, :3])
+    with pytest.raises(ValueError, match='act must be one of'):
+        pointwise_conv(rows, weight, act='gelu')

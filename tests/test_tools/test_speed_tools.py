@@ -44,7 +44,7 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
         pytest.skip("this Triton has no CUDA backend tools")
     out = run_tool('tools/gpu/kernel_sass.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    extra_env={'TRITON_INTERPRET': '0'}).stdout
-    convs, _, gemms = out.partition('\nproject GEMMs (')
+    convs, _, gemms = out.partition('\nepilogue GEMMs (')
     header, *rows = [line.split() for line in convs.splitlines() if line.startswith('layer')]
     assert len(rows) >= 8 and all(r[1] == 'forward' for r in rows)
     assert any('128x' in line for line in convs.splitlines()[2:])  # 16-byte loads
@@ -52,10 +52,12 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     warps, waves = header.index('warps'), header.index('waves')
     assert all(0 < int(r[warps]) <= 64 and float(r[waves]) >= 0 for r in rows)
     assert 'issue-bound total, forward' in convs
-    # the epilogue GEMMs of the blocks with a residual, one of them also interleaving
+    # the epilogue GEMMs: expand convs with their activation, projects with a residual (one of
+    # them also interleaving)
     header, *rows = [line.split() for line in gemms.splitlines() if line.startswith('layer')]
     epilogues = [r[header.index('epilogue')] for r in rows]
-    assert '+res+mux' in epilogues and all(e.startswith('+res') for e in epilogues)
+    assert '+res+mux' in epilogues and '+relu' in epilogues
+    assert all(e.startswith(('+res', '+relu', '+silu')) for e in epilogues)
     assert all('STG.128' in line for line in gemms.splitlines()[2:-1])  # 16-byte stores
 
 
@@ -92,7 +94,7 @@ def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
                    '--launch-configs', str(tmp_path / 'tuned.json'),
                    extra_env={'TRITON_INTERPRET': '0'}).stdout
     assert '1 tuned launch configs from' in out
-    convs = out.partition('\nproject GEMMs (')[0]
+    convs = out.partition('\nepilogue GEMMs (')[0]
     rows = [line.split() for line in convs.splitlines() if line.startswith('layer')][1:]
     assert rows[-1][7].startswith('2x4x') and all(not r[7].startswith('2x4x') for r in rows[:-1])
 

@@ -96,10 +96,12 @@ def spatial_layers(arch: str, shape: int):
             for name, b in blocks if b.depthwise_conv in inputs]
 
 
-def project_gemms(arch: str, shape: int, batch: int):
-    """``(name, rows per sample, samples, K, C, row strides, residual, interleave)`` of every
-    project conv that runs as the ``pointwise_conv`` op (a fused block's tail with a residual or
-    an interleave) at ``batch``; per-sample weights where the SE gate goes on them."""
+def epilogue_gemms(arch: str, shape: int, batch: int):
+    """Every 1x1 conv of a fused deploy model that runs as the ``pointwise_conv`` op at
+    ``batch``: an expand conv (its activation in the epilogue) or a project conv with a residual
+    or an interleave. ``(name, rows per sample, samples, K, C, row strides (input, residual,
+    kept), weight strides (K, C), residual, interleave, act)``; per-sample weights where the SE
+    gate goes on them."""
     model, blocks, inputs = _fused_blocks(arch, shape, lambda b: b)
     interleaving = {id(m.body) for m in model.modules()
                     if isinstance(m, ChannelMux) and m.interleave}
@@ -108,17 +110,23 @@ def project_gemms(arch: str, shape: int, batch: int):
         if not block.interleaves or block not in inputs:
             continue
         _, c_in, h, w = inputs[block].shape
+        interleave = id(block) in interleaving
+        wide = 2 * c_in if interleave else c_in  # the block's input: a slice of a wider map?
+        expand = getattr(block, 'expand_conv', None)
+        if getattr(expand, 'epilogue_act', None):
+            k, c = expand.conv.in_channels, expand.conv.out_channels
+            out.append((f'{name}.expand', batch * h * w, 1, k, c, (wide, 0, 0), (1, k), False,
+                        False, expand.epilogue_act))
+        if not (block.has_residual or interleave):
+            continue  # a plain product: cuBLAS
         pixels = -(-h // block.stride) * -(-w // block.stride)
         project = block.project_conv.conv
         k, c = project.in_channels, project.out_channels
-        interleave = id(block) in interleaving
-        if not (block.has_residual or interleave):
-            continue  # a plain product: cuBLAS
         samples = batch if isinstance(block.se, SqueezeExcite) and pixels >= c else 1
-        wide = 2 * c if interleave else c_in  # the residual: a slice of a wider map or the input
+        # per-sample weights (N, K, C) from the SE gate, else the (C, K) weight's transpose
         out.append((name, batch * pixels // samples, samples, k, c,
                     (k, wide if block.has_residual else 0, 2 * c if interleave else 0),
-                    block.has_residual, interleave))
+                    (c, 1) if samples > 1 else (1, k), block.has_residual, interleave, 'none'))
     return out
 
 
@@ -315,26 +323,24 @@ def main():
                   f'{loads:<22}{us:>7.1f}')
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
-    print_project_gemms(args, issue_rate)
+    print_epilogue_gemms(args, issue_rate)
 
 
-def print_project_gemms(args, issue_rate: float):
-    """The fused blocks' project convs as the epilogue GEMM (``ops.pointwise_conv``): tiles,
-    registers, shared memory, load/store widths, issue bound and the time the bytes alone take
-    at the H200's ~4.8 TB/s (these GEMMs are memory-bound)."""
+def print_epilogue_gemms(args, issue_rate: float):
+    """The 1x1 convs that run as the epilogue GEMM (``ops.pointwise_conv``): tiles, registers,
+    shared memory, load/store widths, issue bound and the time the bytes alone take at the
+    H200's ~4.8 TB/s (these GEMMs are memory-bound)."""
     dtype = getattr(torch, _TORCH_DTYPES[args.dtype])
     size = torch.empty(0, dtype=dtype).element_size()
-    print(f'\nproject GEMMs (ops.pointwise_conv: bias + residual (+ interleave) epilogue), '
-          f'{args.dtype}')
-    print(f'{"layer":<16}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>10}{"tile":>10}{"regs":>5}'
+    print(f'\nepilogue GEMMs (ops.pointwise_conv: expand + act, project + residual (+ '
+          f'interleave)), {args.dtype}')
+    print(f'{"layer":<20}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>10}{"tile":>10}{"regs":>5}'
           f'{"smem KB":>8}{"us":>7}{"mem us":>8}  loads/stores')
     total = total_mem = 0.0
-    for name, rows, samples, k, c, strides, residual, interleave in project_gemms(
-            args.arch, args.shape, args.batch):
-        # per-sample weights (N, K, C) from the SE gate, else the (C, K) weight's transpose
-        weight_strides = (c, 1) if samples > 1 else (1, k)
+    for name, rows, samples, k, c, strides, weight_strides, residual, interleave, act in \
+            epilogue_gemms(args.arch, args.shape, args.batch):
         meta = gemm.launch_meta(dtype, rows, k, c, strides, weight_strides, True, residual,
-                                interleave)
+                                interleave, act)
         scalars = (rows, k, c, 2 * c if interleave else c, *strides,
                    k * c if samples > 1 else 0, *weight_strides)
         kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
@@ -348,11 +354,11 @@ def print_project_gemms(args, issue_rate: float):
         mem_us = moved / 4.8e6
         total, total_mem = total + us, total_mem + mem_us
         tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}'
-        epilogue = '+res' * residual + '+mux' * interleave
-        print(f'{name.replace("layers.", ""):<16}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>10}'
+        epilogue = f'+{act}' * (act != 'none') + '+res' * residual + '+mux' * interleave
+        print(f'{name.replace("layers.", ""):<20}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>10}'
               f'{tile:>10}{regs or "?":>5}{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}'
               f'{mem_us:>8.1f}  {_memory_ops(kernel)}')
-    print(f'project GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
+    print(f'epilogue GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
 
 
 def _memory_ops(kernel) -> str:

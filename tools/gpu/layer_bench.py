@@ -15,7 +15,8 @@ forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms 
 ``se_gate`` launch + a batched 1x1); and for a block with a residual (inside channel
 multiplexing, also the interleave with the copied channels) its tail both fused ways: the 1x1 on
 cuBLAS followed by the add and interleave passes, against the one GEMM that does both in its
-epilogue (``ops.pointwise_conv``).
+epilogue (``ops.pointwise_conv``); likewise the expand conv: cuBLAS + activation pass against the
+GEMM with the activation in its epilogue.
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
@@ -151,7 +152,8 @@ def main():
                 se_rows.append((name, tuple(y.shape[1:]), device_time_us(
                     lambda: sb.project_conv(sb.se(y_stock)), x.device), device_time_us(
                     lambda: fb.se.gated_project(y, sums, fb.project_conv.conv), x.device),
-                    *tail_times(fb, y, sums, id(fb) in interleaving)))
+                    *tail_times(fb, y, sums, id(fb) in interleaving),
+                    *expand_times(fb, inp, id(fb) in interleaving)))
             out = conv(inp)
             moved = (inp.numel() + out.numel()) * inp.element_size() + \
                 conv.weight.numel() * conv.weight.element_size()
@@ -167,13 +169,29 @@ def main():
     if args.save_configs:
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
     print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}'
-          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}')
-    for name, shape, t_stock, t_fused, tail, t_passes, t_epilogue in se_rows:
-        print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}{tail:>10}'
-              f'{t_passes:12.1f}{t_epilogue:13.1f}')
-    print(f'{"total":<20}{"":>18}{sum(r[2] for r in se_rows):17.1f}'
-          f'{sum(r[3] for r in se_rows):10.1f}{"":>10}{sum(r[5] for r in se_rows):12.1f}'
-          f'{sum(r[6] for r in se_rows):13.1f}')
+          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}{"expand+act us":>15}'
+          f'{"epilogue us":>13}')
+    for name, shape, *times, tail, t_passes, t_epilogue, t_expand, t_expand_epi in se_rows:
+        print(f'{name:<20}{str(shape):>18}{times[0]:17.1f}{times[1]:10.1f}{tail:>10}'
+              f'{t_passes:12.1f}{t_epilogue:13.1f}{t_expand:15.1f}{t_expand_epi:13.1f}')
+    sums = [sum(r[i] for r in se_rows if r[i] == r[i]) for i in (2, 3, 5, 6, 7, 8)]  # no NaN
+    print(f'{"total":<20}{"":>18}{sums[0]:17.1f}{sums[1]:10.1f}{"":>10}{sums[2]:12.1f}'
+          f'{sums[3]:13.1f}{sums[4]:15.1f}{sums[5]:13.1f}')
+
+
+def expand_times(block, hidden, interleave: bool):
+    """``(cuBLAS + activation pass us, epilogue GEMM us)`` of a fused block's expand conv (NaN
+    without one) on an input like the block's (a channel slice of a map twice as wide inside
+    channel multiplexing)."""
+    expand = getattr(block, 'expand_conv', None)
+    if not getattr(expand, 'epilogue_act', None):
+        return float('nan'), float('nan')
+    n, _, h, w = hidden.shape
+    c = expand.conv.in_channels
+    x = torch.randn(n, 2 * c if interleave else c, h, w, device=hidden.device, dtype=hidden.dtype)
+    x = x.contiguous(memory_format=torch.channels_last)[:, :c]
+    return (device_time_us(lambda: expand.act(expand.conv(x)), x.device),
+            device_time_us(lambda: expand(x), x.device))
 
 
 def tail_times(block, y, sums, interleave: bool):
