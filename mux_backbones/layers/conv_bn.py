@@ -4,9 +4,9 @@ Used for every mmcv ``ConvModule`` of a model (MUXNet's stem, 1x1 expand/project
 and any other OpenMMLab model's, MobileNetV2's included) and for the spatial convs of MUXNet's
 blocks. 1x1 convs come back as :class:`PointwiseConv2d`, a single matrix product on channels-last
 input, which can also apply a per-sample channel scale (the squeeze-excite gate) on its weights
-instead of on the activation map, and can run as one kernel that also adds a residual and
-interleaves the result with a channel-multiplexed block's copied channels (the GEMM's epilogue,
-:mod:`mux_backbones.ops.pointwise_conv`).
+instead of on the activation map, and can run as one kernel that also applies the activation,
+adds a residual and interleaves the result with a channel-multiplexed block's copied channels
+(the GEMM's epilogue, :mod:`mux_backbones.ops.pointwise_conv`).
 """
 from typing import Optional
 
