@@ -30,11 +30,12 @@ class PointwiseConv2d(nn.Conv2d):
     view of the input; the BLAS product beats oneDNN's conv on the small maps of a mobile net
     (e.g. 48 vs 110 us for 480 -> 80 channels at 7x7 on 2 CPU threads). Other layouts take the conv.
 
-    Given ``act``, ``residual`` or ``kept`` (a fused deploy block), the product runs as the
-    ``pointwise_conv`` op: the activation applied, ``residual`` (a map like the output) added and
-    ``kept`` (one too) interleaved channel by channel with the result in the GEMM's epilogue --
-    output channel 2j is this conv's channel j, 2j + 1 is ``kept``'s -- instead of more passes
-    over the maps.
+    Given ``act``, ``residual``, ``kept`` or ``scale`` (a fused deploy block), the product runs
+    as the ``pointwise_conv`` op: the input scaled per sample and channel (``scale``, (N, C_in):
+    a squeeze-excite gate) as the GEMM loads it, and in its epilogue the activation applied,
+    ``residual`` (a map like the output) added and ``kept`` (one too) interleaved channel by
+    channel with the result -- output channel 2j is this conv's channel j, 2j + 1 is ``kept``'s
+    -- instead of more passes over the maps.
     """
 
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -44,9 +45,10 @@ class PointwiseConv2d(nn.Conv2d):
         return x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last input
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
-                kept: Optional[torch.Tensor] = None, act: str = 'none') -> torch.Tensor:
-        if residual is not None or kept is not None or act != 'none':
-            return self._with_epilogue(x, self.matrix(), residual, kept, act)
+                kept: Optional[torch.Tensor] = None, act: str = 'none',
+                scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if residual is not None or kept is not None or act != 'none' or scale is not None:
+            return self._with_epilogue(x, self.matrix(), residual, kept, act, scale)
         rows = self._rows(x)
         if rows is None:
             return super().forward(x)
@@ -93,10 +95,10 @@ class PointwiseConv2d(nn.Conv2d):
 
     def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
                        residual: Optional[torch.Tensor], kept: Optional[torch.Tensor],
-                       act: str = 'none') -> torch.Tensor:
+                       act: str = 'none', scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         b, _, h, w = x.shape
         out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept),
-                             act)
+                             act, scale)
         return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 

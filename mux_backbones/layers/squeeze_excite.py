@@ -64,8 +64,9 @@ class SqueezeExcite(nn.Module):
 
         The gate goes on ``project``'s weights or on ``x``, whichever is smaller
         (:meth:`PointwiseConv2d.scales_weights`), computed by the ``se_gate`` op (one kernel on
-        CUDA, the stock computation elsewhere). ``residual`` and ``kept`` go to the project
-        conv's epilogue (:class:`PointwiseConv2d`).
+        CUDA, the stock computation elsewhere). With ``residual`` or ``kept`` the project conv
+        runs as the epilogue GEMM (:class:`PointwiseConv2d`), which applies the gate where it
+        reads its input instead.
         """
         pixels = x.shape[2] * x.shape[3]
         act = activation_name(self.act)
@@ -74,11 +75,12 @@ class SqueezeExcite(nn.Module):
             return project.forward_scaled(x, self.gate(sums / pixels), residual, kept)
         params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
                   self.conv_expand.bias, act)
+        if residual is not None or kept is not None:
+            return project(x, residual, kept, scale=se_gate(sums, pixels, *params))
         if project.scales_weights(x):
             weights = se_gate(sums, pixels, *params, weight=project.matrix().to(x.dtype))
-            return project.forward_per_sample(x, weights, residual, kept)
-        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None], residual,
-                       kept)
+            return project.forward_per_sample(x, weights)
+        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

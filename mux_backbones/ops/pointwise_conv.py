@@ -12,7 +12,9 @@ channels, so the shuffle becomes the store's index map and the copy rides along 
 
 The same epilogue takes the activation of an inverted residual's expand conv (paper Sec. 4): the
 expanded map is the widest of a block (4-6x its input), and a separate activation pass reads and
-writes it once more.
+writes it once more. And the squeeze-excite gate before a project conv is applied where the GEMM
+reads its input: a per-sample channel scale multiplied into each input tile as it is loaded (no
+scaled copy of the map, no per-sample weights).
 
 The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
 for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight or per-sample ``(N, K, C)``
@@ -40,7 +42,7 @@ NUM_WARPS = 4
 
 
 def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
-               kept: Optional[Tensor], act: str = 'none') -> None:
+               kept: Optional[Tensor], act: str = 'none', scale: Optional[Tensor] = None) -> None:
     """ValueError naming the first argument of :func:`pointwise_conv` that does not fit."""
     if act not in _ACT_CODE:
         raise ValueError(f'pointwise_conv: act must be one of {ACTIVATIONS}, got "{act}"')
@@ -53,6 +55,12 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
     if weight.dim() == 3 and (weight.shape[0] < 1 or m % weight.shape[0]):
         raise ValueError(f'pointwise_conv: {m} rows do not split into {weight.shape[0]} samples '
                          f'of per-sample weights')
+    if scale is not None:
+        if weight.dim() == 3:
+            raise ValueError('pointwise_conv: an input scale or per-sample weights, not both')
+        if scale.dim() != 2 or scale.shape[1] != k or scale.shape[0] < 1 or m % scale.shape[0]:
+            raise ValueError(f'pointwise_conv: scale must be (N, {k}) with N dividing the {m} '
+                             f'rows, got {tuple(scale.shape)}')
     c = weight.shape[-1]
     if bias is not None and tuple(bias.shape) != (c, ):
         raise ValueError(f'pointwise_conv: bias must be ({c},), got {tuple(bias.shape)}')
@@ -64,8 +72,11 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
 
 def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                              residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
-                             act: str = 'none') -> Tensor:
+                             act: str = 'none', scale: Optional[Tensor] = None) -> Tensor:
     """The op with stock PyTorch (the fallback and the tests' reference), in ``rows``' dtype."""
+    if scale is not None:
+        samples, k = scale.shape
+        rows = (rows.reshape(samples, -1, k) * scale[:, None, :].to(rows.dtype)).flatten(0, 1)
     weight = weight.to(rows.dtype)
     if weight.dim() == 3:
         samples = weight.shape[0]
@@ -85,10 +96,12 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
 if HAS_TRITON:
 
     @triton.jit
-    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, out_ptr, ROWS, K, C, OUT_C, x_row,
+    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, ROWS, K, C, OUT_C,
+                          x_row,
                           r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
                           HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
-                          ACT: tl.constexpr, WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
+                          ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
+                          WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
         """BLOCK_M rows of one weight sample (``program_id(0)``) x BLOCK_N output channels.
@@ -111,6 +124,9 @@ if HAS_TRITON:
             ok_k = (ks // ALIGN) < (K // ALIGN)
             a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
                         mask=ok_m[:, None] & ok_k[None, :], other=0.0)
+            if HAS_SCALE:  # the sample's input-channel scale (an SE gate), as the tile arrives
+                gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
+                a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
             if WEIGHT_ROWS:
                 w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
             else:
@@ -178,7 +194,7 @@ def launch_blocks(rows_per_sample: int, k: int, c: int):
 
 def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, strides,
                 weight_strides, has_bias: bool, has_residual: bool, interleave: bool,
-                act: str = 'none') -> dict:
+                act: str = 'none', has_scale: bool = False) -> dict:
     """The kernel's compile-time arguments for one call (also what ``tools/gpu/kernel_sass.py``
     compiles offline): ``strides`` are the row strides of the input, residual and kept rows,
     ``weight_strides`` the weight's (K, C) strides (one of them 1)."""
@@ -187,7 +203,8 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
     weight_rows = weight_strides[1] == 1
     strides = [*strides, weight_strides[0] if weight_rows else weight_strides[1]]
     return dict(HAS_BIAS=has_bias, HAS_RESIDUAL=has_residual, INTERLEAVE=interleave,
-                ACT=_ACT_CODE[act], WEIGHT_ROWS=weight_rows, PRECISION='tf32' if tf32 else 'ieee',
+                ACT=_ACT_CODE[act], HAS_SCALE=has_scale, WEIGHT_ROWS=weight_rows,
+                PRECISION='tf32' if tf32 else 'ieee',
                 ALIGN=alignment(torch.empty(0, dtype=dtype).element_size(), k, c, *strides),
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
@@ -199,9 +216,10 @@ def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
 
 @torch.library.custom_op('mux_backbones::pointwise_conv', mutates_args=())
 def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
-                    residual: Optional[Tensor], kept: Optional[Tensor], act: str) -> Tensor:
+                    residual: Optional[Tensor], kept: Optional[Tensor], act: str,
+                    scale: Optional[Tensor]) -> Tensor:
     if not can_use_triton(rows, 'pointwise_conv'):
-        return reference_pointwise_conv(rows, weight, bias, residual, kept, act)
+        return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
     rows, residual, kept = _unit_columns(rows), _unit_columns(residual), _unit_columns(kept)
     weight_strides = _weight_strides(weight)
     if 1 not in weight_strides:  # neither K nor C consecutive: the kernel wants one of them
@@ -209,7 +227,7 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
         weight_strides = _weight_strides(weight)
     m, k = rows.shape
     c = weight.shape[-1]
-    samples = weight.shape[0] if weight.dim() == 3 else 1
+    samples = weight.shape[0] if weight.dim() == 3 else scale.shape[0] if scale is not None else 1
     w_sample = weight.stride(0) if weight.dim() == 3 else 0
     out = rows.new_empty(_out_shape(rows, weight, kept))
     if m == 0:
@@ -217,33 +235,36 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     per_sample = m // samples
     strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
     meta = launch_meta(rows.dtype, per_sample, k, c, strides, weight_strides, bias is not None,
-                       residual is not None, kept is not None, act)
+                       residual is not None, kept is not None, act, scale is not None)
     grid = (samples, triton.cdiv(per_sample, meta['BLOCK_M']), triton.cdiv(c, meta['BLOCK_N']))
     _pointwise_kernel[grid](
         rows, weight, bias if bias is not None else weight, residual if residual is not None
-        else rows, kept if kept is not None else rows, out, per_sample, k, c, out.shape[1],
+        else rows, kept if kept is not None else rows,
+        scale.contiguous() if scale is not None else rows, out, per_sample, k, c, out.shape[1],
         *strides, w_sample, *weight_strides, num_warps=NUM_WARPS, **meta)
     return out
 
 
 @_pointwise_conv.register_fake
-def _(rows, weight, bias, residual, kept, act):
+def _(rows, weight, bias, residual, kept, act, scale):
     return rows.new_empty(_out_shape(rows, weight, kept))
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.act = inputs[-1]
-    ctx.save_for_backward(*inputs[:-1])
+    rows, weight, bias, residual, kept, ctx.act, scale = inputs
+    ctx.save_for_backward(rows, weight, bias, residual, kept, scale)
 
 
 def _backward(ctx, grad):
     # An inference path: the gradient is the reference's (stock autograd, recomputed).
     inputs = [t.detach().requires_grad_() if t is not None else None for t in ctx.saved_tensors]
+    rows, weight, bias, residual, kept, scale = inputs
     with torch.enable_grad():
-        out = reference_pointwise_conv(*inputs, ctx.act)
+        out = reference_pointwise_conv(rows, weight, bias, residual, kept, ctx.act, scale)
         wanted = [t for t in inputs if t is not None]
         grads = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True))
-    return tuple(next(grads) if t is not None else None for t in inputs) + (None, )
+    g = [next(grads) if t is not None else None for t in inputs]
+    return g[0], g[1], g[2], g[3], g[4], None, g[5]
 
 
 _pointwise_conv.register_autograd(_backward, setup_context=_setup_context)
@@ -251,9 +272,9 @@ _pointwise_conv.register_autograd(_backward, setup_context=_setup_context)
 
 def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                    residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
-                   act: str = 'none') -> Tensor:
+                   act: str = 'none', scale: Optional[Tensor] = None) -> Tensor:
     """A 1x1 conv on rows with bias, activation, residual and channel interleave in the GEMM's
-    epilogue, in that order: ``interleave(act(rows @ weight + bias) + residual, kept)``.
+    epilogue, in that order: ``interleave(act((rows * scale) @ weight + bias) + residual, kept)``.
 
     Args:
         rows (Tensor): (M, K) input rows (pixels x channels; any row stride, e.g. a channel
@@ -266,9 +287,11 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
             is the conv's channel j, 2j + 1 is ``kept``'s channel j (channel multiplexing's
             ``cat`` + 2-group shuffle).
         act (str): Activation after the bias: 'none' (default), 'relu', 'silu' or 'relu6'.
+        scale (Tensor, optional): (N, K) per-sample input-channel scale (a squeeze-excite gate)
+            applied to the rows as the GEMM loads them; with a (K, C) weight only.
 
     Returns:
         Tensor: (M, C), or (M, 2C) with ``kept``, contiguous, in ``rows``' dtype.
     """
-    check_args(rows, weight, bias, residual, kept, act)
-    return call(_pointwise_conv, rows, weight, bias, residual, kept, act)
+    check_args(rows, weight, bias, residual, kept, act, scale)
+    return call(_pointwise_conv, rows, weight, bias, residual, kept, act, scale)

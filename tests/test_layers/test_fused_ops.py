@@ -75,11 +75,11 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
         return se_gate(*args, weight=weight, **kw)
 
     monkeypatch.setattr(squeeze_excite, 'se_gate', spy)
-    epilogues = []  # (residual, kept, act) of each 1x1 conv run as the epilogue GEMM
+    epilogues = []  # (residual, kept, act, scale) of each 1x1 conv run as the epilogue GEMM
 
-    def gemm_spy(rows, weight, bias=None, residual=None, kept=None, act='none'):
-        epilogues.append((residual is not None, kept is not None, act))
-        return pointwise_conv(rows, weight, bias, residual, kept, act)
+    def gemm_spy(rows, weight, bias=None, residual=None, kept=None, act='none', scale=None):
+        epilogues.append((residual is not None, kept is not None, act, scale is not None))
+        return pointwise_conv(rows, weight, bias, residual, kept, act, scale)
 
     passes = []  # interleaves as a pass of their own
 
@@ -100,12 +100,14 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     muxes = [m for m in fused.modules() if isinstance(m, ChannelMux) and m.interleave]
     in_gemm = sum(m.body.interleaves for m in muxes)
-    assert sum(kept for _, kept, _ in epilogues) == in_gemm and len(passes) == len(muxes) - in_gemm
+    assert sum(e[1] for e in epilogues) == in_gemm and len(passes) == len(muxes) - in_gemm
     assert arch == 'tiny' or in_gemm == len(muxes) > 0  # m: every shuffle is a store index map
-    assert sum(res for res, _, _ in epilogues) == sum(m.has_residual for m in pooled)
+    assert sum(e[0] for e in epilogues) == sum(m.has_residual for m in pooled)
+    # the SE gate scales the epilogue GEMM's input as it is loaded
+    assert all(e[3] == (e[0] or e[1]) for e in epilogues)
     # every fused inverted residual's expand conv applies its activation in the GEMM
     expands = [m for m in pooled if isinstance(m, InvertedResidual)]
-    assert sum(act != 'none' for _, _, act in epilogues) == len(expands) > 0
+    assert sum(e[2] != 'none' for e in epilogues) == len(expands) > 0
     assert all(m.expand_conv.epilogue_act in ('relu', 'silu') for m in expands)
     kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]
     assert kernels

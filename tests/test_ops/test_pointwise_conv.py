@@ -45,6 +45,12 @@ def test_epilogues_against_the_reference(samples, pixels, k, c, per_sample):
         assert got.shape == want.shape == (samples * pixels, 2 * c if args[2] is not None else c)
         assert got.is_contiguous() and got.dtype == rows.dtype
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    if not per_sample:  # a per-sample input scale (the SE gate) as the tiles are loaded
+        gate = torch.rand(samples, k)
+        got = pointwise_conv(rows, weight, bias, residual, kept, scale=gate)
+        scaled = (rows.reshape(samples, pixels, k) * gate[:, None]).flatten(0, 1)
+        torch.testing.assert_close(got, pointwise_conv(scaled, weight, bias, residual, kept),
+                                   atol=1e-4, rtol=1e-4)
     # The interleave is channel multiplexing's cat + 2-group shuffle
     out = pointwise_conv(rows, weight, bias, residual, kept)
     torch.testing.assert_close(out[:, 1::2], kept)
@@ -83,10 +89,13 @@ def test_vector_width_and_blocks():
     assert block_m >= 16 and block_n == 64 and block_k == 16
 
 
-def test_gradients_match_the_reference():
-    inputs = _inputs(2, 9, 12, 6, True, grads=True)
-    got = pointwise_conv(*inputs, act='silu')
-    want = reference_pointwise_conv(*inputs, act='silu')
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_gradients_match_the_reference(per_sample):
+    inputs = _inputs(2, 9, 12, 6, per_sample, grads=True)
+    scale = None if per_sample else torch.rand(2, 12, requires_grad=True)
+    got = pointwise_conv(*inputs, act='silu', scale=scale)
+    want = reference_pointwise_conv(*inputs, act='silu', scale=scale)
+    inputs += [scale] if scale is not None else []
     g = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad((got * g).sum(), inputs),
                     torch.autograd.grad((want * g).sum(), inputs)):
@@ -95,8 +104,10 @@ def test_gradients_match_the_reference():
 
 def test_custom_op_registration():
     rows, weight, bias, residual, kept = _inputs(2, 8, 16, 8, True)
-    for args in ((rows, weight, None, None, None, 'none'),
-                 (rows, weight, bias, residual, kept, 'silu')):
+    gate = torch.rand(2, 16)
+    for args in ((rows, weight, None, None, None, 'none', None),
+                 (rows, weight, bias, residual, kept, 'silu', None),
+                 (rows, weight[0], bias, residual, kept, 'none', gate)):
         torch.library.opcheck(_pointwise_conv, args,
                               test_utils=('test_schema', 'test_faketensor',
                                           'test_aot_dispatch_static'))
@@ -139,3 +150,7 @@ def test_bad_arguments():
         pointwise_conv(rows, weight, bias, residual, kept[:, :3])
     with pytest.raises(ValueError, match='act must be one of'):
         pointwise_conv(rows, weight, act='gelu')
+    with pytest.raises(ValueError, match=r'scale must be \(N, 8\)'):
+        pointwise_conv(rows, weight, scale=torch.rand(5, 8))
+    with pytest.raises(ValueError, match='not both'):
+        pointwise_conv(rows, torch.randn(2, 8, 4), scale=torch.rand(2, 8))

@@ -56,8 +56,8 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     # them also interleaving)
     header, *rows = [line.split() for line in gemms.splitlines() if line.startswith('layer')]
     epilogues = [r[header.index('epilogue')] for r in rows]
-    assert '+res+mux' in epilogues and '+relu' in epilogues
-    assert all(e.startswith(('+res', '+relu', '+silu')) for e in epilogues)
+    assert '+se+res+mux' in epilogues and '+relu' in epilogues
+    assert all(e.startswith(('+se+res', '+relu', '+silu')) for e in epilogues)
     assert all('STG.128' in line for line in gemms.splitlines()[2:-1])  # 16-byte stores
 
 

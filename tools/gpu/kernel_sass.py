@@ -100,8 +100,8 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
     """Every 1x1 conv of a fused deploy model that runs as the ``pointwise_conv`` op at
     ``batch``: an expand conv (its activation in the epilogue) or a project conv with a residual
     or an interleave. ``(name, rows per sample, samples, K, C, row strides (input, residual,
-    kept), weight strides (K, C), residual, interleave, act)``; per-sample weights where the SE
-    gate goes on them."""
+    kept), weight strides (K, C), residual, interleave, act, scale)``: a project conv reads its
+    input through the SE gate (``scale``), one program row per sample."""
     model, blocks, inputs = _fused_blocks(arch, shape, lambda b: b)
     interleaving = {id(m.body) for m in model.modules()
                     if isinstance(m, ChannelMux) and m.interleave}
@@ -116,17 +116,17 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
         if getattr(expand, 'epilogue_act', None):
             k, c = expand.conv.in_channels, expand.conv.out_channels
             out.append((f'{name}.expand', batch * h * w, 1, k, c, (wide, 0, 0), (1, k), False,
-                        False, expand.epilogue_act))
+                        False, expand.epilogue_act, False))
         if not (block.has_residual or interleave):
             continue  # a plain product: cuBLAS
         pixels = -(-h // block.stride) * -(-w // block.stride)
         project = block.project_conv.conv
         k, c = project.in_channels, project.out_channels
-        samples = batch if isinstance(block.se, SqueezeExcite) and pixels >= c else 1
-        # per-sample weights (N, K, C) from the SE gate, else the (C, K) weight's transpose
+        gated = isinstance(block.se, SqueezeExcite)
+        samples = batch if gated else 1
         out.append((name, batch * pixels // samples, samples, k, c,
-                    (k, wide if block.has_residual else 0, 2 * c if interleave else 0),
-                    (c, 1) if samples > 1 else (1, k), block.has_residual, interleave, 'none'))
+                    (k, wide if block.has_residual else 0, 2 * c if interleave else 0), (1, k),
+                    block.has_residual, interleave, 'none', gated))
     return out
 
 
@@ -334,15 +334,14 @@ def print_epilogue_gemms(args, issue_rate: float):
     size = torch.empty(0, dtype=dtype).element_size()
     print(f'\nepilogue GEMMs (ops.pointwise_conv: expand + act, project + residual (+ '
           f'interleave)), {args.dtype}')
-    print(f'{"layer":<20}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>10}{"tile":>10}{"regs":>5}'
+    print(f'{"layer":<20}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>13}{"tile":>10}{"regs":>5}'
           f'{"smem KB":>8}{"us":>7}{"mem us":>8}  loads/stores')
     total = total_mem = 0.0
-    for name, rows, samples, k, c, strides, weight_strides, residual, interleave, act in \
+    for name, rows, samples, k, c, strides, weight_strides, residual, interleave, act, scale in \
             epilogue_gemms(args.arch, args.shape, args.batch):
         meta = gemm.launch_meta(dtype, rows, k, c, strides, weight_strides, True, residual,
-                                interleave, act)
-        scalars = (rows, k, c, 2 * c if interleave else c, *strides,
-                   k * c if samples > 1 else 0, *weight_strides)
+                                interleave, act, scale)
+        scalars = (rows, k, c, 2 * c if interleave else c, *strides, 0, *weight_strides)
         kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
                                 gemm.NUM_WARPS)
         regs, static, loop = analyse(kernel)
@@ -354,8 +353,9 @@ def print_epilogue_gemms(args, issue_rate: float):
         mem_us = moved / 4.8e6
         total, total_mem = total + us, total_mem + mem_us
         tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}'
-        epilogue = f'+{act}' * (act != 'none') + '+res' * residual + '+mux' * interleave
-        print(f'{name.replace("layers.", ""):<20}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>10}'
+        epilogue = ('+se' * scale + f'+{act}' * (act != 'none') + '+res' * residual +
+                    '+mux' * interleave)
+        print(f'{name.replace("layers.", ""):<20}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>13}'
               f'{tile:>10}{regs or "?":>5}{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}'
               f'{mem_us:>8.1f}  {_memory_ops(kernel)}')
     print(f'epilogue GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
