@@ -1,8 +1,8 @@
 """GPU check of the fused kernels (compiled Triton, not the interpreter): each kernel against the
 stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes,
-the squeeze-excite gate on its SE shapes, the project GEMM with its residual / interleave epilogue
-on its channel-multiplexed blocks' shapes; then whole MUXNet-m with ``fused_ops`` against the stock
-path in training and in deploy mode.
+the squeeze-excite gate on its SE shapes, the epilogue GEMM on its channel-multiplexed blocks'
+shapes (project: SE-gated input, residual, interleave; expand: activation); then whole MUXNet-m
+with ``fused_ops`` against the stock path in training and in deploy mode.
 
     python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
 """
@@ -89,11 +89,17 @@ def check_pointwise_conv(failures):
             bias = torch.randn(c, device='cuda', dtype=dtype)
             shared = torch.randn(c, k, device='cuda', dtype=dtype).t() * k ** -0.5
             per_sample = torch.randn(32, k, c, device='cuda', dtype=dtype) * k ** -0.5
-            errs = [_rel(pointwise_conv(rows, w, bias, block[:, :c], block[:, c:]),
+            gate = torch.rand(32, k, device='cuda', dtype=dtype)  # an SE gate on the input
+            errs = [_rel(pointwise_conv(rows, w, bias, block[:, :c], block[:, c:], scale=g),
                          reference_pointwise_conv(rows.float(), w.float(), bias.float(),
-                                                  block[:, :c].float(), block[:, c:].float()))
-                    for w in (shared, per_sample)]
-            _report(failures, f'pointwise_conv {pixels}px K{k} -> C{c} +res+mux', dtype, errs)
+                                                  block[:, :c].float(), block[:, c:].float(),
+                                                  scale=g if g is None else g.float()))
+                    for w, g in ((shared, None), (per_sample, None), (shared, gate))]
+            _report(failures, f'pointwise_conv {pixels}px K{k} -> C{c} (+se)+res+mux', dtype, errs)
+            expand = torch.randn(k, 6 * k, device='cuda', dtype=dtype) * k ** -0.5  # + act
+            errs = [_rel(pointwise_conv(rows, expand, act='silu'),
+                         reference_pointwise_conv(rows.float(), expand.float(), act='silu'))]
+            _report(failures, f'pointwise_conv {pixels}px K{k} -> C{6 * k} +silu', dtype, errs)
 
 
 def check_model(failures):
