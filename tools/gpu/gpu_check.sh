@@ -15,7 +15,8 @@
 # then, most important first, each phase capped by what is left of the budget:
 #   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
 #   b. tools/gpu/layer_bench.py --tune: per-layer stock vs fused time, each layer's launch config
-#      tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32 rows and the profile);
+#      tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32 rows and the profile),
+#      per block the epilogue GEMM against cuBLAS + passes (tail and expand conv);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
 #      the per-kernel profile, SSDLite and PSPNet training steps, batch 1/128 and bf16 (tuned in
 #      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers.
@@ -63,8 +64,9 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     phase check_kernels ${CHECK_TIMEOUT:-150} python3 tools/gpu/check_kernels.py ${CHECK_ARGS:-}
     # Per layer: planner vs tuned launch config (tile x warps x pipelining, compiled ahead in
     # worker processes); the table it writes is what the batch-32 fp16 rows below run with (and
-    # what comes back to commit).
-    phase layer_bench 150 python3 tools/gpu/layer_bench.py --tune \
+    # what comes back to commit). Then per block: SE + project, and the epilogue GEMM against
+    # cuBLAS + passes for the tail and the expand conv.
+    phase layer_bench 180 python3 tools/gpu/layer_bench.py --tune \
         --save-configs "$OUT/launch_configs.json"
     TUNED=""
     [[ -s "$OUT/launch_configs.json" ]] && TUNED="--launch-configs $OUT/launch_configs.json"
