@@ -17,10 +17,10 @@ reads its input: a per-sample channel scale multiplied into each input tile as i
 scaled copy of the map, no per-sample weights).
 
 The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
-for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight or per-sample ``(N, K, C)``
-weights (the squeeze-excite gate folded into them by :mod:`.se_gate`). Inputs are read in their
-own dtype with fp32 accumulation (``tl.dot``); fp32 inputs multiply in TF32 only where
-``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS too.
+for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight (optionally with an ``(N, K)``
+input scale) or per-sample ``(N, K, C)`` weights (a gate folded into them by :mod:`.se_gate`).
+Inputs are read in their own dtype with fp32 accumulation (``tl.dot``); fp32 inputs multiply in
+TF32 only where ``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS too.
 
 The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
 reference; gradients go through it (the op is an inference path: training keeps the project
@@ -97,14 +97,14 @@ if HAS_TRITON:
 
     @triton.jit
     def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, ROWS, K, C, OUT_C,
-                          x_row,
-                          r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
+                          x_row, r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
                           HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
                           ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
                           WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
-        """BLOCK_M rows of one weight sample (``program_id(0)``) x BLOCK_N output channels.
+        """BLOCK_M rows of one sample (``program_id(0)``: its weights or input scale) x BLOCK_N
+        output channels.
 
         ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
         vectors it may use where Triton's own specialisation (multiples of 16) misses them
