@@ -41,8 +41,7 @@ class PointwiseConv2d(nn.Conv2d):
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         if x.dim() != 4 or x.stride(1) != 1 or x.shape[1] == 1:
             return None
-        b, c, h, w = x.shape
-        return x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view for channels-last input
+        return _as_rows(x)  # a view for channels-last input
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
                 kept: Optional[torch.Tensor] = None, act: str = 'none',
@@ -66,14 +65,10 @@ class PointwiseConv2d(nn.Conv2d):
         weights (``N * C_in * C_out`` values) than on the map itself (more pixels than outputs)."""
         return self._rows(x) is not None and x.shape[2] * x.shape[3] >= self.out_channels
 
-    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor,
-                           residual: Optional[torch.Tensor] = None,
-                           kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The conv with per-sample ``(N, C_in, C_out)`` weight matrices (and its own bias), one
         batched product reading ``x`` once. Needs channels-last ``x`` (see :meth:`scales_weights`).
         """
-        if residual is not None or kept is not None:
-            return self._with_epilogue(x, weights, residual, kept)
         b, c, h, w = x.shape
         rows = self._rows(x).view(b, h * w, c)
         weights = weights.to(x.dtype)
@@ -83,19 +78,16 @@ class PointwiseConv2d(nn.Conv2d):
             out = torch.baddbmm(self.bias.to(x.dtype)[None, None], rows, weights)
         return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
 
-    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor,
-                       residual: Optional[torch.Tensor] = None,
-                       kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``self(x * scale[:, :, None, None])`` for a per-sample channel scale ``(N, C_in)``,
         the scale on whichever is smaller, the weights or the map."""
         if not self.scales_weights(x):
-            return self(x * scale[:, :, None, None].to(x.dtype), residual, kept)
-        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype),
-                                       residual, kept)
+            return self(x * scale[:, :, None, None].to(x.dtype))
+        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype))
 
     def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
                        residual: Optional[torch.Tensor], kept: Optional[torch.Tensor],
-                       act: str = 'none', scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       act: str, scale: Optional[torch.Tensor]) -> torch.Tensor:
         b, _, h, w = x.shape
         out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept),
                              act, scale)

@@ -62,20 +62,22 @@ class SqueezeExcite(nn.Module):
         """``project(self(x), residual, kept)`` from ``x``'s per-channel sums, (N, C) or
         (N, T, C) partial sums (deploy form).
 
-        The gate goes on ``project``'s weights or on ``x``, whichever is smaller
-        (:meth:`PointwiseConv2d.scales_weights`), computed by the ``se_gate`` op (one kernel on
-        CUDA, the stock computation elsewhere). With ``residual`` or ``kept`` the project conv
-        runs as the epilogue GEMM (:class:`PointwiseConv2d`), which applies the gate where it
-        reads its input instead.
+        The gate, computed by the ``se_gate`` op (one kernel on CUDA, the stock computation
+        elsewhere), goes on ``project``'s weights or on ``x``, whichever is smaller
+        (:meth:`PointwiseConv2d.scales_weights`) -- or, with ``residual`` or ``kept``, where the
+        project conv's epilogue GEMM reads its input (:class:`PointwiseConv2d`).
         """
         pixels = x.shape[2] * x.shape[3]
         act = activation_name(self.act)
-        if not self.deploy or act is None:  # no epilogue for this activation: the stock gate
+        epilogue = residual is not None or kept is not None
+        if not self.deploy or act is None:  # no kernel for this activation: the stock gate
             sums = sums if sums.dim() == 2 else sums.sum(1)
-            return project.forward_scaled(x, self.gate(sums / pixels), residual, kept)
+            gate = self.gate(sums / pixels)
+            return project(x, residual, kept, scale=gate) if epilogue else \
+                project.forward_scaled(x, gate)
         params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
                   self.conv_expand.bias, act)
-        if residual is not None or kept is not None:
+        if epilogue:
             return project(x, residual, kept, scale=se_gate(sums, pixels, *params))
         if project.scales_weights(x):
             weights = se_gate(sums, pixels, *params, weight=project.matrix().to(x.dtype))

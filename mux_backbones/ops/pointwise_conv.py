@@ -205,7 +205,7 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
     return dict(HAS_BIAS=has_bias, HAS_RESIDUAL=has_residual, INTERLEAVE=interleave,
                 ACT=_ACT_CODE[act], HAS_SCALE=has_scale, WEIGHT_ROWS=weight_rows,
                 PRECISION='tf32' if tf32 else 'ieee',
-                ALIGN=alignment(torch.empty(0, dtype=dtype).element_size(), k, c, *strides),
+                ALIGN=alignment(dtype.itemsize, k, c, *strides),
                 BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
 
 

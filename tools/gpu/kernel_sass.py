@@ -331,7 +331,7 @@ def print_epilogue_gemms(args, issue_rate: float):
     shared memory, load/store widths, issue bound and the time the bytes alone take at the
     H200's ~4.8 TB/s (these GEMMs are memory-bound)."""
     dtype = getattr(torch, _TORCH_DTYPES[args.dtype])
-    size = torch.empty(0, dtype=dtype).element_size()
+    size = dtype.itemsize
     print(f'\nepilogue GEMMs (ops.pointwise_conv: expand + act, project + residual (+ '
           f'interleave)), {args.dtype}')
     print(f'{"layer":<20}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>13}{"tile":>10}{"regs":>5}'

@@ -179,6 +179,16 @@ def main():
           f'{sums[3]:13.1f}{sums[4]:15.1f}{sums[5]:13.1f}')
 
 
+def _block_input(like, channels: int, interleave: bool):
+    """A random channels-last map of ``like``'s batch and size, as a block receives its input:
+    ``channels`` wide, or inside channel multiplexing twice that (the block gets the first half,
+    the second is kept)."""
+    n, _, h, w = like.shape
+    x = torch.randn(n, 2 * channels if interleave else channels, h, w, device=like.device,
+                    dtype=like.dtype)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def expand_times(block, hidden, interleave: bool):
     """``(cuBLAS + activation pass us, epilogue GEMM us)`` of a fused block's expand conv (NaN
     without one) on an input like the block's (a channel slice of a map twice as wide inside
@@ -186,10 +196,8 @@ def expand_times(block, hidden, interleave: bool):
     expand = getattr(block, 'expand_conv', None)
     if not getattr(expand, 'epilogue_act', None):
         return float('nan'), float('nan')
-    n, _, h, w = hidden.shape
     c = expand.conv.in_channels
-    x = torch.randn(n, 2 * c if interleave else c, h, w, device=hidden.device, dtype=hidden.dtype)
-    x = x.contiguous(memory_format=torch.channels_last)[:, :c]
+    x = _block_input(hidden, c, interleave)[:, :c]
     return (device_time_us(lambda: expand.act(expand.conv(x)), x.device),
             device_time_us(lambda: expand(x), x.device))
 
@@ -201,10 +209,8 @@ def tail_times(block, y, sums, interleave: bool):
     interleaves (as channel multiplexing hands it over)."""
     if not (block.has_residual or interleave):
         return '-', float('nan'), float('nan')
-    n, _, h, w = y.shape
     c = block.out_channels
-    wide = torch.randn(n, 2 * c if interleave else c, h, w, device=y.device, dtype=y.dtype)
-    wide = wide.contiguous(memory_format=torch.channels_last)
+    wide = _block_input(y, c, interleave)
     residual = wide[:, :c] if block.has_residual else None
     kept = wide[:, c:] if interleave else None
     project = block.project_conv.conv
