@@ -1,14 +1,15 @@
 """Tune the fused kernels' launch configs for a model, on the device it runs on.
 
-The fused spatial-conv kernels (:mod:`mux_backbones.ops.group_conv`) launch with a tile, warp
-count and pipeline depth their planner derives from register and occupancy rules; which
-candidate is fastest depends on the GPU, the layer and the batch. :func:`tune_kernels` runs the
-model once, records every kernel call (shape, dtype, groups, kernel sizes, epilogue), compiles
-all candidates ahead in worker processes, then times them call signature by call signature and
-keeps the fastest in the process-wide table of :mod:`mux_backbones.ops.launch_config` -- the
-forward kernel (which also computes stride-1 input gradients), and for training the
-weight-gradient and stride-2 input-gradient kernels. ``launch_config.save`` / ``load`` keep the
-table for the next run.
+The fused spatial-conv kernels (:mod:`mux_backbones.ops.group_conv`) and the epilogue GEMMs of
+the 1x1 convs (:mod:`mux_backbones.ops.pointwise_conv`) launch with a tile, warp count and
+pipeline depth their planners derive from fixed rules; which candidate is fastest depends on the
+GPU, the layer and the batch. :func:`tune_kernels` runs the model once, records every kernel call
+(shapes, dtype, groups, kernel sizes, epilogue), compiles all candidates ahead in worker
+processes, then times them call signature by call signature and keeps the fastest in the
+process-wide table of :mod:`mux_backbones.ops.launch_config` -- the conv's forward kernel (which
+also computes stride-1 input gradients), for training its weight-gradient and stride-2
+input-gradient kernels, and the GEMMs. ``launch_config.save`` / ``load`` keep the table for the
+next run.
 """
 import os
 from typing import Dict, Optional
@@ -17,8 +18,12 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .ops.group_conv import (compile_jobs, precompile, recorded_calls, tune_forward,
-                             tune_input_grad_s2, tune_weight_grad, tuning_key)
+from .ops.group_conv import (compile_jobs, tune_forward, tune_input_grad_s2, tune_weight_grad,
+                             tuning_key)
+from .ops.launch_config import precompile, recorded_calls
+from .ops.pointwise_conv import call_key
+from .ops.pointwise_conv import compile_jobs as gemm_compile_jobs
+from .ops.pointwise_conv import tune_pointwise_conv
 
 
 def _label(call) -> str:
@@ -26,6 +31,15 @@ def _label(call) -> str:
     dil = f' d{dilations}' if any(d != 1 for d in dilations) else ''
     return (f'{tuple(x.shape)} {str(x.dtype).replace("torch.", "")} k{kernel_sizes}{dil} '
             f's{stride} cpg{cpg} splits{splits}')
+
+
+def _gemm_label(call) -> str:
+    rows, weight, bias, residual, kept, act, scale = call
+    epilogue = ('+bias' * (bias is not None) + f'+{act}' * (act != 'none') +
+                '+res' * (residual is not None) + '+mux' * (kept is not None) +
+                '+scale' * (scale is not None) + '+per-sample' * (weight.dim() == 3))
+    return (f'1x1 {tuple(rows.shape)}->{weight.shape[-1]} '
+            f'{str(rows.dtype).replace("torch.", "")} {epilogue or "plain"}')
 
 
 @torch.no_grad()
@@ -51,20 +65,26 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
 
     Returns:
         dict: Per call signature (a readable label), per kernel ('forward', 'weight_grad',
-        'input_grad_s2'), microseconds per launch config (the planner's own first; the fastest
-        is kept).
+        'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
+        config (the planner's own first; the fastest is kept).
     """
-    with recorded_calls() as calls:
+    with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms:
         model(*inputs)
     distinct = {}
     for call in calls:
         x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
         distinct.setdefault(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
                                        dilations, stride, cpg), call)
+    # The GEMMs run only in inference forms (their gradient is cuBLAS's): forward only.
+    distinct_gemms = {}
+    for call in gemms:
+        distinct_gemms.setdefault(call_key(*call), call)
     if processes is None:
         processes = min(8, (os.cpu_count() or 1) - 1)
     precompile([job for call in distinct.values()
-                for job in compile_jobs(*call, backward=backward)], processes)
+                for job in compile_jobs(*call, backward=backward)] +
+               [job for call in distinct_gemms.values() for job in gemm_compile_jobs(*call)],
+               processes)
     results = {}
     for call in distinct.values():
         times = {'forward': tune_forward(*call, time_us=time_us)}
@@ -78,7 +98,11 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         times = {kernel: t for kernel, t in times.items() if t}
         if times:
             results[_label(call)] = times
-    for kernel in ('forward', 'input_grad_s2', 'weight_grad'):
+    for call in distinct_gemms.values():
+        times = tune_pointwise_conv(*call, time_us=time_us)
+        if times:
+            results[_gemm_label(call)] = {'pointwise_conv': times}
+    for kernel in ('forward', 'input_grad_s2', 'weight_grad', 'pointwise_conv'):
         tuned = [r[kernel] for r in results.values() if kernel in r]
         if tuned:
             planned = sum(next(iter(t.values())) for t in tuned)

@@ -145,7 +145,8 @@ class FusedGroupConv(nn.Module):
         return (y, pool) if with_pool else y
 
     def compile_jobs(self, x: torch.Tensor, with_pool: bool = False) -> list:
-        """What :meth:`tune` will compile, for :func:`mux_backbones.ops.group_conv.precompile`."""
+        """What :meth:`tune` will compile, as jobs for
+        :func:`mux_backbones.ops.launch_config.precompile`."""
         return compile_jobs(x, self.weight, self.bias, self.splits, self.kernel_sizes,
                             self.dilations, self.stride, self.channels_per_group, self.act,
                             with_pool)

@@ -27,10 +27,8 @@ tile, warps and loop pipelining measured fastest there instead.
 Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
-import contextlib
 import functools
 import math
-import warnings
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -943,28 +941,12 @@ def _pool_shape(n, c, out_h, out_w, splits, with_pool, config):
     return (n, pool_tiles(splits, n, out_h, out_w, config), c) if with_pool else (0, )
 
 
-_recorders: List[list] = []
-
-
-@contextlib.contextmanager
-def recorded_calls():
-    """Collect the arguments of every :func:`group_conv` call made inside (the op's own
-    arguments, after any dispatch: what tuning needs to replay a model's calls)."""
-    calls: list = []
-    _recorders.append(calls)
-    try:
-        yield calls
-    finally:
-        _recorders.remove(calls)
-
-
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
 def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
                 kernel_sizes: List[int], dilations: List[int], stride: int,
                 channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
-    for calls in _recorders:
-        calls.append((x, weight, bias, list(splits), list(kernel_sizes), list(dilations), stride,
-                      channels_per_group, act, with_pool))
+    launch_config.note_call('group_conv', x, weight, bias, list(splits), list(kernel_sizes),
+                            list(dilations), stride, channels_per_group, act, with_pool)
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
@@ -1184,7 +1166,8 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
                  backward: bool = False) -> List[tuple]:
     """The launches :func:`tune_forward` (and with ``backward``, :func:`tune_weight_grad` and
     at stride 2 :func:`tune_input_grad_s2`) will run for this call, one per candidate config,
-    as picklable jobs for :func:`precompile` (nothing where the kernels cannot take ``x``)."""
+    as picklable jobs for :func:`.launch_config.precompile` (nothing where the kernels cannot
+    take ``x``)."""
     n, c, h, w = x.shape
     if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
         return []
@@ -1192,33 +1175,20 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
                    for t in (x, weight, bias if bias is not None else weight))
     call = (tuple(x.shape), dtypes, str(x.device), tuple(splits), tuple(kernel_sizes),
             tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None)
-    jobs = [('forward', ) + call + (tuple(config), )
+    jobs = [(_run_compile_job, 'forward') + call + (tuple(config), )
             for config in forward_candidates(x.shape, splits, stride)]
     if backward:
-        jobs += [('weight_grad', ) + call + (tuple(config), ) for config in
+        jobs += [(_run_compile_job, 'weight_grad') + call + (tuple(config), ) for config in
                  weight_grad_candidates(x.shape, splits, stride, channels_per_group)]
         if stride == 2:
-            jobs += [('input_grad_s2', ) + call + (tuple(config), )
+            jobs += [(_run_compile_job, 'input_grad_s2') + call + (tuple(config), )
                      for config in input_grad_s2_candidates(x.shape, splits)]
     return jobs
 
 
-def _run_compile_jobs(jobs) -> int:
-    """Run each job's launches once on zeros (in a worker process: what compiles them into
-    Triton's on-disk cache); how many ran (one that fails is left to the tuning, which skips
-    it with a warning)."""
-    ran = 0
-    for job in jobs:
-        try:
-            _run_compile_job(*job)
-            ran += 1
-        except Exception:  # e.g. out of shared memory for this config
-            pass
-    return ran
-
-
 def _run_compile_job(kernel, x_shape, dtypes, device, splits, kernel_sizes, dilations, stride,
                      cpg, act, with_pool, has_bias, config) -> None:
+    """Launch one :func:`compile_jobs` candidate once on zeros (what compiles it)."""
     x_dtype, w_dtype, b_dtype = (getattr(torch, name) for name in dtypes)
     config = LaunchConfig(*config)
     n, c, h, w = x_shape
@@ -1237,29 +1207,6 @@ def _run_compile_job(kernel, x_shape, dtypes, device, splits, kernel_sizes, dila
                            dtype=torch.float32, device=device)
         _launch_forward(x, weight, bias, _empty_channels_last(n, c, oh, ow, x), pool, splits,
                         kernel_sizes, dilations, stride, cpg, act, with_pool, config)
-
-
-def precompile(jobs: Sequence[tuple], processes: int) -> int:
-    """Compile :func:`compile_jobs`' launches in ``processes`` worker processes at once, so
-    tuning (one compile per candidate and layer, ~1-2 s each) finds them in Triton's on-disk
-    cache instead of compiling one after another. Best effort: a worker that fails leaves its
-    jobs to be compiled when tuning runs them. Returns how many jobs ran in workers."""
-    jobs = list(jobs)
-    if processes < 2 or len(jobs) < 2 or interpreting():  # the interpreter compiles nothing
-        return 0
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    chunks = [jobs[i::processes] for i in range(min(processes, len(jobs)))]
-    done = 0
-    # spawn: a forked child cannot initialise CUDA once the parent has.
-    with ProcessPoolExecutor(len(chunks),
-                             mp_context=multiprocessing.get_context('spawn')) as pool:
-        for future in [pool.submit(_run_compile_jobs, chunk) for chunk in chunks]:
-            try:
-                done += future.result()
-            except Exception as err:  # the parent compiles them itself
-                warnings.warn(f'group_conv precompile: a worker failed ({err})', RuntimeWarning)
-    return done
 
 
 def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
@@ -1300,8 +1247,8 @@ def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
 
     key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                      channels_per_group)
-    return _tune(key, forward_candidates(x.shape, splits, stride), run, same,
-                 _timer(time_us, x.device))
+    return launch_config.tune(key, forward_candidates(x.shape, splits, stride), run, same,
+                              launch_config.timer(time_us, x.device))
 
 
 def tune_input_grad_s2(x: Tensor, weight: Tensor, splits: Sequence[int],
@@ -1332,8 +1279,8 @@ def tune_input_grad_s2(x: Tensor, weight: Tensor, splits: Sequence[int],
 
     key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, 2,
                      channels_per_group, 'input_grad_s2')
-    return _tune(key, input_grad_s2_candidates(x.shape, splits), run, torch.equal,
-                 _timer(time_us, x.device))
+    return launch_config.tune(key, input_grad_s2_candidates(x.shape, splits), run, torch.equal,
+                              launch_config.timer(time_us, x.device))
 
 
 def tune_weight_grad(x: Tensor, weight: Tensor, splits: Sequence[int],
@@ -1366,43 +1313,6 @@ def tune_weight_grad(x: Tensor, weight: Tensor, splits: Sequence[int],
 
     key = tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                      channels_per_group, 'weight_grad')
-    return _tune(key, weight_grad_candidates(x.shape, splits, stride, channels_per_group), run,
-                 same, _timer(time_us, x.device))
-
-
-def _timer(time_us, device):
-    if time_us is not None:
-        return time_us
-    from ..utils.timing import device_time_us
-    return functools.partial(device_time_us, device=device)
-
-
-def _tune(key: tuple, candidates: Sequence[LaunchConfig], run, same, time_us) -> dict:
-    """Time ``run()`` with each candidate recorded for ``key`` and keep the fastest; a candidate
-    that raises (e.g. out of registers or shared memory) or whose result ``same(result,
-    first result)`` rejects is skipped with a warning. See :func:`tune_forward`."""
-    previous = launch_config.lookup(key)
-    times, reference = {}, None
-    with torch.no_grad():
-        for config in candidates:
-            launch_config.record(key, config)
-            try:
-                result = run()
-            except Exception as err:
-                warnings.warn(f'{key[0]} tuning: config {tuple(config)} failed ({err}); '
-                              f'skipped', RuntimeWarning)
-                continue
-            if reference is None:
-                reference = result
-            elif not same(result, reference):
-                warnings.warn(f'{key[0]} tuning: config {tuple(config)} changed the result; '
-                              f'skipped', RuntimeWarning)
-                continue
-            times[config] = time_us(run)
-    if not times:
-        launch_config.forget(key)
-        if previous is not None:
-            launch_config.record(key, previous)
-        return {}
-    launch_config.record(key, min(times, key=times.get))
-    return times
+    return launch_config.tune(key, weight_grad_candidates(x.shape, splits, stride,
+                                                          channels_per_group),
+                              run, same, launch_config.timer(time_us, x.device))

@@ -11,21 +11,30 @@ the planner's own choice.
 A tuned tile changes how many partial sums a pooling forward returns (one per tile), and a
 compiled graph fixes that count when it is traced: tune (or :func:`load`) before compiling or
 capturing a model, not after.
+
+The machinery every op's tuner shares lives here too: :func:`recorded_calls` (what a model asks of
+an op, to replay it), :func:`precompile` (every candidate compiled ahead in worker processes) and
+:func:`tune` (time each candidate, check it computes the same, keep the fastest).
 """
+import contextlib
 import functools
 import json
-from typing import Dict, Hashable, NamedTuple, Optional, Tuple
+import warnings
+from typing import Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+
+from ._triton import interpreting
 
 _FORMAT = 'mux_backbones.launch_configs/1'
 
 
 class LaunchConfig(NamedTuple):
     """How a kernel is launched for one call signature: its tile and warps per program, and the
-    software-pipeline depth of its main loop (the forward's tap rows, the weight gradient's tiles;
-    1: none; ``s``: the loads of ``s - 1`` iterations ahead in flight through shared memory while
-    one is computed)."""
+    software-pipeline depth of its main loop (the forward's tap rows, the weight gradient's tiles,
+    a GEMM's reduction; 1: none; ``s``: the loads of ``s - 1`` iterations ahead in flight through
+    shared memory while one is computed). A spatial conv's tile is ``tile_h x tile_w`` pixels; a
+    GEMM's (:mod:`.pointwise_conv`) is ``tile_h`` rows x ``tile_w`` output channels."""
     tile_h: int
     tile_w: int
     num_warps: int
@@ -38,10 +47,10 @@ _table: Dict[Tuple, LaunchConfig] = {}
 def _check(config: LaunchConfig) -> LaunchConfig:
     config = LaunchConfig(*(int(v) for v in config))
     powers_of_two = all(v > 0 and v & (v - 1) == 0 for v in config[:3])
-    if not powers_of_two or config.num_warps > 32 or config.tile_h * config.tile_w > 4096 or \
+    if not powers_of_two or config.num_warps > 32 or config.tile_h * config.tile_w > 16384 or \
             not 1 <= config.num_stages <= 4:
         raise ValueError(f'invalid launch config {tuple(config)}: tile_h, tile_w and num_warps '
-                         f'must be powers of two (num_warps <= 32, tile <= 4096 pixels), '
+                         f'must be powers of two (num_warps <= 32, tile <= 16384 values), '
                          f'num_stages 1-4')
     return config
 
@@ -106,3 +115,109 @@ def load(path: str) -> int:
     for row in rows:
         record(row['key'], LaunchConfig(**row['config']))
     return len(rows)
+
+
+_recorders: Dict[str, List[list]] = {}
+
+
+@contextlib.contextmanager
+def recorded_calls(op: str):
+    """Collect the arguments of every call of the op named ``op`` (``'group_conv'``,
+    ``'pointwise_conv'``) made inside: the op's own arguments, after any dispatch -- what tuning
+    needs to replay a model's calls."""
+    calls: list = []
+    _recorders.setdefault(op, []).append(calls)
+    try:
+        yield calls
+    finally:
+        _recorders[op].remove(calls)
+
+
+def note_call(op: str, *args) -> None:
+    """Called by op ``op`` with its arguments: kept by every :func:`recorded_calls` open."""
+    for calls in _recorders.get(op, ()):
+        calls.append(args)
+
+
+def _run_compile_jobs(jobs) -> int:
+    """Run each job -- ``(function, *arguments)``, the function launching one candidate once on
+    zeros -- in this process (in a worker: what compiles it into Triton's on-disk cache); how
+    many ran (one that fails is left to the tuning, which skips it with a warning)."""
+    ran = 0
+    for job in jobs:
+        try:
+            job[0](*job[1:])
+            ran += 1
+        except Exception:  # e.g. out of shared memory for this config
+            pass
+    return ran
+
+
+def precompile(jobs: Sequence[tuple], processes: int) -> int:
+    """Compile the candidates' launches (the ops' ``compile_jobs``) in ``processes`` worker
+    processes at once, so tuning (one compile per candidate and call, ~1-2 s each) finds them
+    in Triton's on-disk cache instead of compiling one after another. Best effort: a worker that
+    fails leaves its jobs to be compiled when tuning runs them. Returns how many jobs ran in
+    workers."""
+    jobs = list(jobs)
+    if processes < 2 or len(jobs) < 2 or interpreting():  # the interpreter compiles nothing
+        return 0
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    chunks = [jobs[i::processes] for i in range(min(processes, len(jobs)))]
+    done = 0
+    # spawn: a forked child cannot initialise CUDA once the parent has.
+    with ProcessPoolExecutor(len(chunks),
+                             mp_context=multiprocessing.get_context('spawn')) as pool:
+        for future in [pool.submit(_run_compile_jobs, chunk) for chunk in chunks]:
+            try:
+                done += future.result()
+            except Exception as err:  # the parent compiles them itself
+                warnings.warn(f'precompile: a worker failed ({err})', RuntimeWarning)
+    return done
+
+
+def timer(time_us: Optional[Callable], device: torch.device) -> Callable:
+    """``time_us`` or, if None, CUDA-graph replays on ``device``
+    (:func:`mux_backbones.utils.timing.device_time_us`)."""
+    if time_us is not None:
+        return time_us
+    from ..utils.timing import device_time_us
+    return functools.partial(device_time_us, device=device)
+
+
+def tune(key: tuple, candidates: Sequence[LaunchConfig], run: Callable, same: Callable,
+         time_us: Callable) -> Dict[LaunchConfig, float]:
+    """Time ``run()`` with each candidate recorded for ``key`` and keep the fastest; a candidate
+    that raises (e.g. out of registers or shared memory) or whose result ``same(result,
+    first result)`` rejects is skipped with a warning.
+
+    Returns:
+        dict: Microseconds per candidate that ran, in the candidates' order (empty if none did:
+        then the entry ``key`` had before is kept).
+    """
+    previous = lookup(key)
+    times, reference = {}, None
+    with torch.no_grad():
+        for config in candidates:
+            record(key, config)
+            try:
+                result = run()
+            except Exception as err:
+                warnings.warn(f'{key[0]} tuning: config {tuple(config)} failed ({err}); '
+                              f'skipped', RuntimeWarning)
+                continue
+            if reference is None:
+                reference = result
+            elif not same(result, reference):
+                warnings.warn(f'{key[0]} tuning: config {tuple(config)} changed the result; '
+                              f'skipped', RuntimeWarning)
+                continue
+            times[config] = time_us(run)
+    if not times:
+        forget(key)
+        if previous is not None:
+            record(key, previous)
+        return {}
+    record(key, min(times, key=times.get))
+    return times

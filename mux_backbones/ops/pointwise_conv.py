@@ -22,23 +22,35 @@ input scale) or per-sample ``(N, K, C)`` weights (a gate folded into them by :mo
 Inputs are read in their own dtype with fp32 accumulation (``tl.dot``); fp32 inputs multiply in
 TF32 only where ``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS too.
 
+Launches take 64-row x 16-64-channel tiles at 4 warps with Triton's 3-stage pipelined reduction
+loop; a call signature tuned on the device (:func:`tune_pointwise_conv`, kept in
+:mod:`.launch_config` next to the spatial conv's) launches with the tile, warps and pipeline
+depth measured fastest there instead.
+
 The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
 reference; gradients go through it (the op is an inference path: training keeps the project
 conv's norm layer, which no epilogue can fold).
 """
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
 
+from . import launch_config
 from ._dispatch import call
-from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
+from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
+                      unsupported_reason)
 from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+from .launch_config import LaunchConfig
 
 if HAS_TRITON:
     from .group_conv import _activate
 
 NUM_WARPS = 4
+NUM_STAGES = 3  # Triton's default on NVIDIA GPUs, said here so a tuned config can differ
+# The epilogue and layout flags of a launch: what, besides the shapes, a tuned config is kept by.
+_FLAGS = ('HAS_BIAS', 'HAS_RESIDUAL', 'INTERLEAVE', 'ACT', 'HAS_SCALE', 'WEIGHT_ROWS',
+          'PRECISION', 'ALIGN')
 
 
 def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
@@ -103,17 +115,23 @@ if HAS_TRITON:
                           WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
-        """BLOCK_M rows of one sample (``program_id(0)``: its weights or input scale) x BLOCK_N
-        output channels.
+        """BLOCK_M rows of one sample (``program_id(1)``: its weights or input scale) x BLOCK_N
+        output channels. ``program_id(0)`` runs over the channel blocks of a row block first:
+        programs launched together read the same input tile (once from memory, then from L2),
+        and the row blocks have the grid's unlimited axis (a large map at batch 128 has more
+        than the 65535 the other axes allow).
 
         ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
         vectors it may use where Triton's own specialisation (multiples of 16) misses them
         (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
         vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (per-sample
         ``(N, K, C)`` weights); else K is (the conv's own ``(C, K)`` weight, transposed)."""
-        sample = tl.program_id(0)
-        local = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+        sample = tl.program_id(1)
+        n_blocks = tl.cdiv(C, BLOCK_N)
+        block_m = tl.program_id(0) // n_blocks
+        block_n = tl.program_id(0) % n_blocks
+        local = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
         ok_m = local < ROWS
         ok_n = (cols // ALIGN) < (C // ALIGN)
         row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
@@ -147,7 +165,7 @@ if HAS_TRITON:
                            mask=mask, other=0.0)
             pairs = tl.reshape(tl.join(y, kept.to(y.dtype)), (BLOCK_M, 2 * BLOCK_N))
             out_cols = tl.max_contiguous(tl.multiple_of(
-                2 * tl.program_id(2) * BLOCK_N + tl.arange(0, 2 * BLOCK_N), 2 * BLOCK_N),
+                2 * block_n * BLOCK_N + tl.arange(0, 2 * BLOCK_N), 2 * BLOCK_N),
                 2 * BLOCK_N)
             tl.store(out_ptr + out_row[:, None] + out_cols[None, :], pairs,
                      mask=ok_m[:, None] & ((out_cols // ALIGN) < (OUT_C // ALIGN))[None, :])
@@ -182,23 +200,28 @@ def alignment(element_size: int, *sizes: int) -> int:
     return align
 
 
-def launch_blocks(rows_per_sample: int, k: int, c: int):
+def launch_blocks(rows_per_sample: int, k: int, c: int,
+                  config: Optional[LaunchConfig] = None):
     """``(BLOCK_M, BLOCK_N, BLOCK_K)``: output channels and the reduction in blocks of 16-64
     (``tl.dot``'s minimum is 16), rows in blocks of 64 (the interpreter: up to 256, fewer
-    programs)."""
-    block_n = min(64, max(16, next_power_of_2(c)))
+    programs); a tuned ``config`` sets the rows (``tile_h``) and channels (``tile_w``)."""
     block_k = min(64, max(16, next_power_of_2(k)))
+    if config is not None:
+        return config.tile_h, config.tile_w, block_k
+    block_n = min(64, max(16, next_power_of_2(c)))
     block_m = min(256, max(16, next_power_of_2(rows_per_sample))) if interpreting() else 64
     return block_m, block_n, block_k
 
 
 def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, strides,
                 weight_strides, has_bias: bool, has_residual: bool, interleave: bool,
-                act: str = 'none', has_scale: bool = False) -> dict:
+                act: str = 'none', has_scale: bool = False,
+                config: Optional[LaunchConfig] = None) -> dict:
     """The kernel's compile-time arguments for one call (also what ``tools/gpu/kernel_sass.py``
     compiles offline): ``strides`` are the row strides of the input, residual and kept rows,
-    ``weight_strides`` the weight's (K, C) strides (one of them 1)."""
-    block_m, block_n, block_k = launch_blocks(rows_per_sample, k, c)
+    ``weight_strides`` the weight's (K, C) strides (one of them 1); ``config``: a tuned launch
+    (None: the planner's blocks)."""
+    block_m, block_n, block_k = launch_blocks(rows_per_sample, k, c, config)
     tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     weight_rows = weight_strides[1] == 1
     strides = [*strides, weight_strides[0] if weight_rows else weight_strides[1]]
@@ -214,34 +237,100 @@ def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
     return rows.shape[0], 2 * c if kept is not None else c
 
 
+def _kernel_layout(rows: Tensor, weight: Tensor, residual: Optional[Tensor],
+                   kept: Optional[Tensor]):
+    """The tensors as the kernel reads them: consecutive columns, and a weight with one of K or
+    C consecutive (copies only where they are not)."""
+    rows, residual, kept = _unit_columns(rows), _unit_columns(residual), _unit_columns(kept)
+    if 1 not in _weight_strides(weight):
+        weight = weight.contiguous()
+    return rows, weight, residual, kept
+
+
+class _Call:
+    """One call's launch parameters (tensors in :func:`_kernel_layout`): samples, rows per
+    sample, K, C, the row strides of input, residual and kept rows, the weight's strides and
+    the compile-time arguments of the planner's launch."""
+
+    def __init__(self, rows, weight, bias, residual, kept, act, scale):
+        m, self.k = rows.shape
+        self.c = weight.shape[-1]
+        self.samples = weight.shape[0] if weight.dim() == 3 else \
+            scale.shape[0] if scale is not None else 1
+        self.per_sample = m // self.samples
+        self.strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
+        self.weight_strides = _weight_strides(weight)
+        self.w_sample = weight.stride(0) if weight.dim() == 3 else 0
+        self.args = (rows.dtype, self.per_sample, self.k, self.c, self.strides,
+                     self.weight_strides, bias is not None, residual is not None,
+                     kept is not None, act, scale is not None)
+        self.meta = launch_meta(*self.args)
+
+    def key(self, device) -> tuple:
+        """The signature its tuned config is kept under (see :func:`tuning_key`)."""
+        return tuning_key(self.meta, self.args[0], device, self.samples, self.per_sample,
+                          self.k, self.c)
+
+    def launch(self, rows, weight, bias, residual, kept, scale, out,
+               config: Optional[LaunchConfig] = None) -> None:
+        meta = self.meta if config is None else launch_meta(*self.args, config=config)
+        grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
+                triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
+        _pointwise_kernel[grid](
+            rows, weight, bias if bias is not None else weight,
+            residual if residual is not None else rows, kept if kept is not None else rows,
+            scale.contiguous() if scale is not None else rows, out, self.per_sample, self.k,
+            self.c, out.shape[1], *self.strides, self.w_sample, *self.weight_strides,
+            num_warps=config.num_warps if config else NUM_WARPS,
+            num_stages=config.num_stages if config else NUM_STAGES, **meta)
+
+
+def tuning_key(meta: dict, dtype, device, samples: int, rows_per_sample: int, k: int,
+               c: int) -> tuple:
+    """The call signature a tuned launch config is kept under (:mod:`.launch_config`): device
+    (a ``torch.device`` or a :func:`~.launch_config.device_kind` name), dtype, samples, rows
+    per sample, K, C and the epilogue and layout flags of ``meta`` (:func:`launch_meta`)."""
+    kind = device if isinstance(device, str) else launch_config.device_kind(device)
+    return ('pointwise_conv', kind, str(dtype).replace('torch.', ''), samples,
+            rows_per_sample, k, c, tuple(meta[name] for name in _FLAGS))
+
+
+def candidates(rows_per_sample: int, k: int, c: int) -> List[LaunchConfig]:
+    """Launch configs worth timing for a call, the planner's own first: tiles of 32-256 rows
+    (no taller than a sample's rows) x the planner's channel block or up to 128 channels (fewer
+    programs re-reading the same input rows), 4 warps up to 64 x 64 values per tile and 8
+    above, each with the reduction loop pipelined 3 deep (the planner's) and not at all (less
+    shared memory, more programs per SM)."""
+    planned = launch_blocks(rows_per_sample, k, c)
+    configs = [LaunchConfig(planned[0], planned[1], NUM_WARPS, NUM_STAGES)]
+    widths = sorted({planned[1], min(128, max(16, next_power_of_2(c)))})
+    tallest = max(32, next_power_of_2(rows_per_sample))
+    for stages in (NUM_STAGES, 1):
+        for block_m in (32, 64, 128, 256):
+            for block_n in widths:
+                if block_m > tallest or block_m * block_n > 128 * 128:
+                    continue
+                warps = NUM_WARPS if block_m * block_n <= 64 * 64 else 2 * NUM_WARPS
+                config = LaunchConfig(block_m, block_n, warps, stages)
+                if config not in configs:
+                    configs.append(config)
+    return configs
+
+
 @torch.library.custom_op('mux_backbones::pointwise_conv', mutates_args=())
 def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
                     residual: Optional[Tensor], kept: Optional[Tensor], act: str,
                     scale: Optional[Tensor]) -> Tensor:
+    launch_config.note_call('pointwise_conv', rows, weight, bias, residual, kept, act, scale)
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
-    rows, residual, kept = _unit_columns(rows), _unit_columns(residual), _unit_columns(kept)
-    weight_strides = _weight_strides(weight)
-    if 1 not in weight_strides:  # neither K nor C consecutive: the kernel wants one of them
-        weight = weight.contiguous()
-        weight_strides = _weight_strides(weight)
-    m, k = rows.shape
-    c = weight.shape[-1]
-    samples = weight.shape[0] if weight.dim() == 3 else scale.shape[0] if scale is not None else 1
-    w_sample = weight.stride(0) if weight.dim() == 3 else 0
+    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
     out = rows.new_empty(_out_shape(rows, weight, kept))
-    if m == 0:
+    if rows.shape[0] == 0:
         return out
-    per_sample = m // samples
-    strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
-    meta = launch_meta(rows.dtype, per_sample, k, c, strides, weight_strides, bias is not None,
-                       residual is not None, kept is not None, act, scale is not None)
-    grid = (samples, triton.cdiv(per_sample, meta['BLOCK_M']), triton.cdiv(c, meta['BLOCK_N']))
-    _pointwise_kernel[grid](
-        rows, weight, bias if bias is not None else weight, residual if residual is not None
-        else rows, kept if kept is not None else rows,
-        scale.contiguous() if scale is not None else rows, out, per_sample, k, c, out.shape[1],
-        *strides, w_sample, *weight_strides, num_warps=NUM_WARPS, **meta)
+    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    config = None if launch_config.empty() else launch_config.lookup(plan.key(rows.device))
+    plan.launch(rows, weight, bias, residual, kept, scale, out, config)
     return out
 
 
@@ -295,3 +384,77 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """
     check_args(rows, weight, bias, residual, kept, act, scale)
     return call(_pointwise_conv, rows, weight, bias, residual, kept, act, scale)
+
+
+def call_key(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
+             kept: Optional[Tensor], act: str, scale: Optional[Tensor]) -> tuple:
+    """The signature (:func:`tuning_key`) a call with these arguments is tuned under."""
+    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
+    return _Call(rows, weight, bias, residual, kept, act, scale).key(rows.device)
+
+
+def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                        residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
+                        act: str = 'none', scale: Optional[Tensor] = None,
+                        time_us=None) -> Dict[LaunchConfig, float]:
+    """Time every :func:`candidates` config of this call and keep the fastest for its signature
+    (every later call with the same shapes, strides, dtype, device and epilogue launches it).
+    A candidate that fails to compile or computes otherwise (beyond the rounding of another
+    summation order) is skipped with a warning.
+
+    Args:
+        rows, weight, bias, residual, kept, act, scale: As :func:`pointwise_conv`.
+        time_us (callable, optional): ``time_us(fn) -> microseconds per fn()``; default: CUDA
+            graph replays (:func:`mux_backbones.utils.timing.device_time_us`).
+
+    Returns:
+        dict: Microseconds per candidate config, the planner's own first (the fastest is the
+        one kept); empty where the kernel cannot take ``rows`` (nothing is recorded then).
+    """
+    check_args(rows, weight, bias, residual, kept, act, scale)
+    if unsupported_reason(rows) is not None or rows.shape[0] == 0:
+        return {}
+    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
+    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    key = plan.key(rows.device)  # what call_key says
+
+    def run():  # as the op runs it: a fresh output, the launch
+        out = rows.new_empty(_out_shape(rows, weight, kept))
+        plan.launch(rows, weight, bias, residual, kept, scale, out, launch_config.lookup(key))
+        return out
+
+    def same(result, reference):
+        tol = 1e-4 if rows.dtype == torch.float32 and plan.meta['PRECISION'] == 'ieee' else 1e-2
+        return torch.allclose(result.float(), reference.float(), rtol=tol,
+                              atol=tol * float(reference.abs().max()))
+
+    return launch_config.tune(key, candidates(plan.per_sample, plan.k, plan.c), run, same,
+                              launch_config.timer(time_us, rows.device))
+
+
+def compile_jobs(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
+                 act: str = 'none', scale: Optional[Tensor] = None) -> List[tuple]:
+    """The launches :func:`tune_pointwise_conv` will run for this call, one per candidate, as
+    picklable jobs for :func:`.launch_config.precompile` (none where the kernel cannot take
+    ``rows``)."""
+    if unsupported_reason(rows) is not None or rows.shape[0] == 0:
+        return []
+    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
+    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    layout = tuple(None if t is None else (tuple(t.shape), tuple(t.stride()),
+                                           str(t.dtype).replace('torch.', ''))
+                   for t in (rows, weight, bias, residual, kept, scale))
+    return [(_run_compile_job, layout, str(rows.device), act, tuple(config))
+            for config in candidates(plan.per_sample, plan.k, plan.c)]
+
+
+def _run_compile_job(layout, device: str, act: str, config) -> None:
+    """Launch one :func:`compile_jobs` candidate once on zeros (what compiles it)."""
+    rows, weight, bias, residual, kept, scale = (
+        None if spec is None else torch.empty_strided(spec[0], spec[1], device=device,
+                                                      dtype=getattr(torch, spec[2])).zero_()
+        for spec in layout)
+    out = rows.new_empty(_out_shape(rows, weight, kept))
+    _Call(rows, weight, bias, residual, kept, act, scale).launch(
+        rows, weight, bias, residual, kept, scale, out, LaunchConfig(*config))

@@ -213,7 +213,9 @@ def _cycling_timer():
 def _check_tuned(results, kernels):
     from mux_backbones.ops import launch_config
     chosen = [min(t, key=t.get) for r in results.values() for t in r.values()]
-    assert results and all(set(r) - {'input_grad_s2'} == kernels for r in results.values())
+    # a spatial conv's kernels, or the 1x1 epilogue GEMM alone
+    assert results and all(set(r) - {'input_grad_s2'} in (kernels, {'pointwise_conv'})
+                           for r in results.values())
     # stride-2 calls' input gradients when the gradients are tuned (stride 1: the forward's)
     assert all(('input_grad_s2' in r) == ('weight_grad' in r and ' s2 ' in label)
                for label, r in results.items())
@@ -238,7 +240,12 @@ def test_tune_kernels_on_a_deployed_model():
         results = tune_kernels(fused, x, time_us=_cycling_timer())
         _check_tuned(results, {'forward'})
         # the fused deploy forms and the spatially multiplexed convs' per-scale kernel calls
-        assert len(results) > sum(isinstance(m, FusedGroupConv) for m in fused.modules())
+        convs = [r for r in results.values() if 'forward' in r]
+        assert len(convs) > sum(isinstance(m, FusedGroupConv) for m in fused.modules())
+        # and the 1x1 convs with an epilogue (expand + act, project + residual / interleave)
+        gemms = [label for label, r in results.items() if 'pointwise_conv' in r]
+        assert any('+mux' in label for label in gemms)
+        assert any('+silu' in label or '+relu' in label for label in gemms)
         with torch.no_grad():
             torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
     finally:
@@ -256,6 +263,7 @@ def test_tune_kernels_for_training():
     try:
         results = tune_kernels(fused, x, backward=True, time_us=_cycling_timer())
         _check_tuned(results, {'forward', 'weight_grad'})
+        assert not any('pointwise_conv' in r for r in results.values())  # inference forms only
         assert any('input_grad_s2' in r for r in results.values())
         xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
         outs, outf = stock(xs), fused(xf)

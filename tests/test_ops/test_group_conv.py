@@ -12,10 +12,11 @@ from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
 from mux_backbones.ops import _triton, group_conv, launch_config, pack_weights, reference_group_conv
 from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_conv, _groups,
-                                          _pixel_tile, _run_compile_jobs, _tile_sums, compile_jobs,
-                                          forward_candidates, forward_launches, kernel_weights,
-                                          pool_tiles, precompile, transposed_weights, tune_forward,
-                                          tuned_config, unwindow_weights, weight_grad_launches)
+                                          _pixel_tile, _tile_sums, compile_jobs, forward_candidates,
+                                          forward_launches, kernel_weights, pool_tiles,
+                                          transposed_weights, tune_forward, tuned_config,
+                                          unwindow_weights, weight_grad_launches)
+from mux_backbones.ops.launch_config import _run_compile_jobs, precompile
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -355,8 +356,9 @@ def test_compiled_call_sees_the_tuned_pool_shape(clean_launch_configs):
 
 def test_candidates_compile_ahead_in_worker_processes(monkeypatch):
     """``compile_jobs`` lists the launches tuning will run (one per candidate), and
-    ``precompile`` runs them in spawned worker processes (on a GPU: compiled into Triton's disk
-    cache for the tuning that follows); here the workers run them in the interpreter."""
+    ``launch_config.precompile`` runs them in spawned worker processes (on a GPU: compiled into
+    Triton's disk cache for the tuning that follows); here the workers run them in the
+    interpreter."""
     x = torch.randn(1, 24, 9, 10, dtype=torch.float16).contiguous(
         memory_format=torch.channels_last)
     weight = pack_weights([torch.randn(16, 2, 3, 3), torch.randn(8, 2, 5, 5)]).half()
@@ -365,10 +367,10 @@ def test_candidates_compile_ahead_in_worker_processes(monkeypatch):
     candidates = forward_candidates(x.shape, [16, 8], 2)
     assert [job[-1] for job in jobs] == [tuple(c) for c in candidates]
     assert _run_compile_jobs(jobs[:2]) == 2  # in this process
-    broken = jobs[0][:2] + ('no_such_device', ) + jobs[0][3:]
+    broken = jobs[0][:3] + ('no_such_device', ) + jobs[0][4:]
     assert _run_compile_jobs([broken, jobs[1]]) == 1  # one failing job does not stop the rest
     assert precompile(jobs, 2) == 0  # the interpreter has nothing to compile
-    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'interpreting', lambda: False)
+    monkeypatch.setattr(launch_config, 'interpreting', lambda: False)
     assert precompile(jobs[:3], 2) == 3
     monkeypatch.setattr(_triton, '_warned', set())
     with pytest.warns(RuntimeWarning, match='float64'):  # nothing the kernels would run

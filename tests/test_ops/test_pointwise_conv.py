@@ -1,14 +1,21 @@
 """The 1x1-conv GEMM with bias, activation, residual and channel interleave in its epilogue
 against its stock reference (Triton interpreter on CPU): shared and per-sample weights, channel
 slices of wider maps as inputs, sizes that are no multiple of the blocks or the vectors, half
-precision, gradients, the custom-op registration, the fallback and bad arguments."""
+precision, gradients, the custom-op registration, the fallback and bad arguments; tuned launch
+configs (chosen, recorded, launched, compiled ahead)."""
+import sys
 import warnings
 
 import pytest
 import torch
 
-from mux_backbones.ops import _triton, pointwise_conv, reference_pointwise_conv
-from mux_backbones.ops.pointwise_conv import _pointwise_conv, alignment, launch_blocks
+from mux_backbones.ops import _triton, launch_config, pointwise_conv, reference_pointwise_conv
+from mux_backbones.ops._triton import next_power_of_2
+from mux_backbones.ops.launch_config import LaunchConfig, _run_compile_jobs, recorded_calls
+from mux_backbones.ops.pointwise_conv import (_pointwise_conv, alignment, call_key, candidates,
+                                              compile_jobs, launch_blocks, tune_pointwise_conv)
+
+gemm = sys.modules['mux_backbones.ops.pointwise_conv']
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -154,3 +161,98 @@ def test_bad_arguments():
         pointwise_conv(rows, weight, scale=torch.rand(5, 8))
     with pytest.raises(ValueError, match='not both'):
         pointwise_conv(rows, torch.randn(2, 8, 4), scale=torch.rand(2, 8))
+
+
+@pytest.fixture
+def clean_launch_configs():
+    launch_config.forget()
+    yield
+    launch_config.forget()
+
+
+def test_candidates():
+    """The planner's launch first, no repeats, tiles no taller than a sample's rows need,
+    wide channel blocks for wide outputs, 8 warps for the largest tiles, pipelined or not."""
+    for rows, k, c in ((12544, 16, 96), (49, 480, 80), (3136, 24, 960)):
+        configs = candidates(rows, k, c)
+        assert configs[0] == (*launch_blocks(rows, k, c)[:2], 4, 3)
+        assert len(set(configs)) == len(configs) >= 4
+        assert {config.num_stages for config in configs} == {1, 3}
+        assert all(config.tile_h <= max(32, next_power_of_2(rows))
+                   for config in configs[1:])
+        assert all(config.num_warps == (8 if config.tile_h * config.tile_w > 4096 else 4)
+                   for config in configs[1:])
+    assert max(config.tile_w for config in candidates(3136, 24, 960)) == 128
+    assert max(config.tile_h for config in candidates(49, 480, 80)) == 64
+
+
+def _timer_preferring(wanted, key):
+    """A stand-in for the GPU timer: the config ``wanted`` is fast, every other slow."""
+    def time_us(fn):
+        fn()
+        return 1.0 if launch_config.lookup(key) == wanted else 5.0
+    return time_us
+
+
+@pytest.mark.parametrize('per_sample', [False, True])
+def test_tuned_config_is_kept_and_launched(per_sample, clean_launch_configs, monkeypatch):
+    """``tune_pointwise_conv`` keeps the fastest candidate for the call's signature; later calls
+    with that signature launch it (tile, warps, pipeline depth) and still equal the reference;
+    another signature runs the planner's launch."""
+    rows, weight, bias, residual, kept = _inputs(2, 70, 40, 20, per_sample)
+    scale = None if per_sample else torch.rand(2, 40)
+    args = (rows, weight, bias, residual, kept, 'silu', scale)
+    configs = candidates(70, 40, 20)
+    wanted = configs[-1]
+    assert wanted != configs[0]
+    times = tune_pointwise_conv(*args, time_us=_timer_preferring(wanted, call_key(*args)))
+    assert list(times) == configs and min(times, key=times.get) == wanted
+    assert launch_config.lookup(call_key(*args)) == wanted
+    launched = []
+    real = gemm._Call.launch
+    monkeypatch.setattr(gemm._Call, 'launch',
+                        lambda self, *a: launched.append(a[-1]) or real(self, *a))
+    torch.testing.assert_close(pointwise_conv(*args[:5], act='silu', scale=scale),
+                               reference_pointwise_conv(*args), atol=1e-4, rtol=1e-4)
+    pointwise_conv(rows[:-2] if per_sample else rows, weight, bias)  # another signature
+    assert launched == [wanted, None]
+
+
+def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
+    """A config that does not build (e.g. out of shared memory) is skipped with a warning; with
+    none left, nothing is recorded."""
+    real, failing = gemm._Call.launch, {8}
+
+    def launch(self, *args):
+        config = args[-1]
+        if config is not None and config.num_warps in failing:
+            raise RuntimeError('out of resources: shared memory')
+        return real(self, *args)
+
+    monkeypatch.setattr(gemm._Call, 'launch', launch)
+    rows, weight, bias, _, _ = _inputs(1, 300, 24, 130, False)
+    key = call_key(rows, weight, bias, None, None, 'none', None)
+    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8, \d\) failed.*shared'):
+        times = tune_pointwise_conv(rows, weight, bias,
+                                    time_us=_timer_preferring(LaunchConfig(128, 128, 8, 3), key))
+    assert times and all(config.num_warps != 8 for config in times)
+    assert launch_config.lookup(key) == min(times, key=times.get)
+    failing.add(4)
+    launch_config.forget()
+    with pytest.warns(RuntimeWarning, match='failed'):
+        assert tune_pointwise_conv(rows, weight, bias, time_us=lambda fn: 1.0) == {}
+    assert launch_config.empty()
+
+
+def test_calls_are_recorded_and_compile_ahead():
+    """The op's calls are recorded (what ``tune_kernels`` replays); ``compile_jobs`` lists one
+    launch per candidate as picklable jobs that rebuild the call's layout (strides included)."""
+    rows, weight, bias, residual, kept = _inputs(2, 30, 20, 12, False)
+    with recorded_calls('pointwise_conv') as calls:
+        pointwise_conv(rows, weight, bias, residual, kept, act='relu')
+    assert len(calls) == 1 and calls[0][0] is rows and calls[0][5] == 'relu'
+    jobs = compile_jobs(*calls[0])
+    assert [job[-1] for job in jobs] == [tuple(c) for c in candidates(60, 20, 12)]
+    assert jobs[0][1][0] == ((60, 20), (40, 1), 'float32')  # a channel slice of a wider map
+    assert _run_compile_jobs(jobs[:2]) == 2
+    assert compile_jobs(rows.double(), weight.double()) == []  # nothing the kernel would run

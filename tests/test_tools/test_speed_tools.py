@@ -84,19 +84,32 @@ def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
     shape = (2, ) + tuple(module_inputs(model, [conv], x)[conv].shape[1:])
     key = ops.tuning_key(shape, 'float16', 'NVIDIA H200', conv.splits, conv.kernel_sizes,
                          conv.dilations, conv.stride, conv.channels_per_group)
+    # and the last epilogue GEMM (layer7's expand conv: all of the batch's rows in one sample)
+    gemm = importlib.import_module('mux_backbones.ops.pointwise_conv')
+    with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad():
+        model(x)
+    rows, weight, bias, residual, kept, act, scale = calls[-1]
+    plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
+    gemm_key = gemm.tuning_key(gemm.launch_meta(torch.float16, 2 * plan.per_sample,
+                                                *plan.args[2:]),
+                               'float16', 'NVIDIA H200', 1, 2 * plan.per_sample, plan.k, plan.c)
     launch_config.forget()
     try:
         launch_config.record(key, (2, 4, 8))
+        launch_config.record(gemm_key, (128, 16, 8, 1))
         launch_config.save(str(tmp_path / 'tuned.json'))
     finally:
         launch_config.forget()
     out = run_tool('tools/gpu/kernel_sass.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    '--launch-configs', str(tmp_path / 'tuned.json'),
                    extra_env={'TRITON_INTERPRET': '0'}).stdout
-    assert '1 tuned launch configs from' in out
-    convs = out.partition('\nepilogue GEMMs (')[0]
+    assert '2 tuned launch configs from' in out
+    convs, _, gemms = out.partition('\nepilogue GEMMs (')
     rows = [line.split() for line in convs.splitlines() if line.startswith('layer')][1:]
     assert rows[-1][7].startswith('2x4x') and all(not r[7].startswith('2x4x') for r in rows[:-1])
+    tiles = [line.split()[5] for line in gemms.splitlines()[2:-1]]  # tile(/warps/stages)
+    assert tiles[-1].startswith('128x16x') and tiles[-1].endswith('/8/1')
+    assert not any('/' in tile for tile in tiles[:-1])
 
 
 def test_benchmark_whole_config():
@@ -175,3 +188,47 @@ def test_launch_config_files_on_the_command_line(tmp_path):
     out = run_tool(BENCH, '--models', 'muxnet-tiny', '--modes', 'deploy', '--tune-kernels',
                    '--launch-configs', str(good), *FAST).stdout  # (tuning: CUDA only)
     assert '1 tuned launch configs from' in out and 'muxnet-tiny' in out
+
+
+def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, capsys):
+    """tools/gpu/layer_bench.py's whole run as a GPU lease makes it -- per-layer times, a
+    --variants column, --tune of every spatial conv and epilogue GEMM, the SE/tail/expand
+    table, the saved launch configs -- checked on the CPU under the Triton interpreter with a
+    stand-in timer, so a lease's minutes do not go to a broken tool."""
+    import importlib.util
+    import json
+    import sys
+
+    from mux_backbones.ops import launch_config
+    from mux_backbones.utils import timing
+    pytest.importorskip('triton')
+    spec = importlib.util.spec_from_file_location('layer_bench',
+                                                  osp.join(REPO, 'tools/gpu/layer_bench.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def fake_time_us(fn, device=None, **kwargs):
+        fn()
+        return 2.0
+
+    monkeypatch.setattr(bench, 'device_time_us', fake_time_us)
+    monkeypatch.setattr(timing, 'device_time_us', fake_time_us)  # the tuners' default timer
+    saved = tmp_path / 'tuned.json'
+    monkeypatch.setattr(sys, 'argv', [
+        'layer_bench.py', '--arch', 'tiny', '--batch', '1', '--shape', '32', '--amp', 'fp32',
+        '--device', 'cpu', '--variants', 'LANE_WASTE=3', '--tune', '--save-configs', str(saved)])
+    launch_config.forget()
+    try:
+        bench.main()
+    finally:
+        launch_config.forget()
+    out = capsys.readouterr().out
+    print(out)
+    convs, _, gemms = out.partition('\n\nblock ')
+    assert 'tuned us' in convs and convs.count('\nlayer') >= 8
+    se_rows = [line.split() for line in gemms.splitlines()[1:]]
+    assert any('+res+mux' in row for row in se_rows)
+    header = gemms.splitlines()[0]
+    assert header.count('tuned') == 2 and header.count('epilogue us') == 2
+    keys = [row['key'][0] for row in json.loads(saved.read_text())['configs']]
+    assert 'group_conv' in keys and 'pointwise_conv' in keys

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from typing import Optional
 
 if os.environ.get('TRITON_INTERPRET') == '1':  # the interpreter's kernels cannot be compiled
     sys.exit('kernel_sass.py compiles the kernels: run it without TRITON_INTERPRET=1')
@@ -49,8 +50,8 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
-from mux_backbones.layers import ChannelMux, FusedGroupConv, inverted_residual  # noqa: E402
-from mux_backbones.layers.squeeze_excite import SqueezeExcite  # noqa: E402
+from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.layers.conv_bn import PointwiseConv2d  # noqa: E402
 from mux_backbones.ops import launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
@@ -97,36 +98,36 @@ def spatial_layers(arch: str, shape: int):
 
 
 def epilogue_gemms(arch: str, shape: int, batch: int):
-    """Every 1x1 conv of a fused deploy model that runs as the ``pointwise_conv`` op at
-    ``batch``: an expand conv (its activation in the epilogue) or a project conv with a residual
-    or an interleave. ``(name, rows per sample, samples, K, C, row strides (input, residual,
-    kept), weight strides (K, C), residual, interleave, act, scale)``: a project conv reads its
-    input through the SE gate (``scale``), one program row per sample."""
-    model, blocks, inputs = _fused_blocks(arch, shape, lambda b: b)
-    interleaving = {id(m.body) for m in model.modules()
-                    if isinstance(m, ChannelMux) and m.interleave}
+    """Every call a fused deploy model makes of the ``pointwise_conv`` op (expand convs with
+    their activation, project convs with a residual or an interleave, reading through the SE
+    gate), recorded at batch 1 and scaled to ``batch``: ``(name, rows per sample, samples, K,
+    C, row strides (input, residual, kept), weight strides (K, C), bias, residual, interleave,
+    act, scale)``. A call with per-sample weights or an input scale runs one program row per
+    sample; any other has one sample of all the batch's rows."""
+    model, _, _ = _fused_blocks(arch, shape, lambda b: b)
+    x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
+    names = []  # the module that made each recorded call
+    with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad(), \
+            warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # the op's CPU fallback computes it
+        hooks = [m.register_forward_hook(
+            lambda m, args, out, name=name: names.extend([name] * (len(calls) - len(names))))
+            for name, m in model.named_modules() if isinstance(m, PointwiseConv2d)]
+        try:
+            model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
     out = []
-    for name, block in blocks:
-        if not block.interleaves or block not in inputs:
-            continue
-        _, c_in, h, w = inputs[block].shape
-        interleave = id(block) in interleaving
-        wide = 2 * c_in if interleave else c_in  # the block's input: a slice of a wider map?
-        expand = getattr(block, 'expand_conv', None)
-        if getattr(expand, 'epilogue_act', None):
-            k, c = expand.conv.in_channels, expand.conv.out_channels
-            out.append((f'{name}.expand', batch * h * w, 1, k, c, (wide, 0, 0), (1, k), False,
-                        False, expand.epilogue_act, False))
-        if not (block.has_residual or interleave):
-            continue  # a plain product: cuBLAS
-        pixels = -(-h // block.stride) * -(-w // block.stride)
-        project = block.project_conv.conv
-        k, c = project.in_channels, project.out_channels
-        gated = isinstance(block.se, SqueezeExcite)
-        samples = batch if gated else 1
-        out.append((name, batch * pixels // samples, samples, k, c,
-                    (k, wide if block.has_residual else 0, 2 * c if interleave else 0), (1, k),
-                    block.has_residual, interleave, 'none', gated))
+    for name, (rows, weight, bias, residual, kept, act, scale) in zip(names, calls):
+        rows, weight, residual, kept = gemm._kernel_layout(rows, weight, residual, kept)
+        plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
+        per_sample = weight.dim() == 3 or scale is not None
+        samples, rows_per_sample = (batch, plan.per_sample) if per_sample else \
+            (1, batch * plan.per_sample)
+        out.append((re.sub(r'\.conv$', '', name), rows_per_sample, samples, plan.k, plan.c,
+                    tuple(plan.strides), plan.weight_strides, bias is not None,
+                    residual is not None, kept is not None, act, scale is not None))
     return out
 
 
@@ -172,10 +173,11 @@ def compile_launch(launch, dtype: str):
                           launch.num_warps)
 
 
-def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int):
+def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int,
+                   num_stages: Optional[int] = None):
     """``fn`` compiled for sm_90 with these compile-time and integer arguments (its tensors:
     the activations in ``dtype``, partial sums and weight gradients in fp32, all 16-byte
-    aligned)."""
+    aligned); ``num_stages``: the launch's pipeline depth (None: Triton's default)."""
     names = fn.arg_names
     n_ptr = len(names) - len(scalars) - len(meta)
     signature, constexprs, attrs = {}, {}, {}
@@ -197,8 +199,10 @@ def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int):
                 if value % 16 == 0:
                     attrs[(i, )] = [['tt.divisibility', 16]]
     source = ASTSource(fn, signature, constexprs, attrs)
-    return triton.compile(source, target=GPUTarget('cuda', 90, 32),
-                          options=dict(ops.COMPILE_OPTIONS, num_warps=num_warps))
+    options = dict(ops.COMPILE_OPTIONS, num_warps=num_warps)
+    if num_stages is not None:
+        options['num_stages'] = num_stages
+    return triton.compile(source, target=GPUTarget('cuda', 90, 32), options=options)
 
 
 def _disassemble(kernel):
@@ -323,41 +327,50 @@ def main():
                   f'{loads:<22}{us:>7.1f}')
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
-    print_epilogue_gemms(args, issue_rate)
+    print_epilogue_gemms(args, issue_rate, tuned_for)
 
 
-def print_epilogue_gemms(args, issue_rate: float):
+def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
     """The 1x1 convs that run as the epilogue GEMM (``ops.pointwise_conv``): tiles, registers,
     shared memory, load/store widths, issue bound and the time the bytes alone take at the
-    H200's ~4.8 TB/s (these GEMMs are memory-bound)."""
+    H200's ~4.8 TB/s (these GEMMs are memory-bound); ``tuned_for``: ``(device name, dtype
+    name)`` whose tuned configs (if any) to launch with."""
     dtype = getattr(torch, _TORCH_DTYPES[args.dtype])
     size = dtype.itemsize
     print(f'\nepilogue GEMMs (ops.pointwise_conv: expand + act, project + residual (+ '
           f'interleave)), {args.dtype}')
-    print(f'{"layer":<20}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>13}{"tile":>10}{"regs":>5}'
+    print(f'{"layer":<28}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>13}{"tile":>16}{"regs":>5}'
           f'{"smem KB":>8}{"us":>7}{"mem us":>8}  loads/stores')
     total = total_mem = 0.0
-    for name, rows, samples, k, c, strides, weight_strides, residual, interleave, act, scale in \
-            epilogue_gemms(args.arch, args.shape, args.batch):
-        meta = gemm.launch_meta(dtype, rows, k, c, strides, weight_strides, True, residual,
-                                interleave, act, scale)
+    for name, rows, samples, k, c, strides, weight_strides, bias, residual, interleave, act, \
+            scale in epilogue_gemms(args.arch, args.shape, args.batch):
+        flags = (dtype, rows, k, c, strides, weight_strides, bias, residual, interleave, act,
+                 scale)
+        config = launch_config.lookup(gemm.tuning_key(
+            gemm.launch_meta(*flags), tuned_for[1], tuned_for[0], samples, rows, k,
+            c)) if tuned_for else None
+        meta = gemm.launch_meta(*flags, config=config)
+        warps, stages = (config.num_warps, config.num_stages) if config else \
+            (gemm.NUM_WARPS, gemm.NUM_STAGES)
         scalars = (rows, k, c, 2 * c if interleave else c, *strides, 0, *weight_strides)
         kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
-                                gemm.NUM_WARPS)
+                                warps, stages)
         regs, static, loop = analyse(kernel)
         body = sum(loop.values())
         per_program = static - body + body * -(-k // meta['BLOCK_K'])
         programs = samples * -(-rows // meta['BLOCK_M']) * -(-c // meta['BLOCK_N'])
-        us = programs * gemm.NUM_WARPS * per_program / issue_rate
+        us = programs * warps * per_program / issue_rate
         moved = samples * rows * (k + c * (1 + residual + 2 * interleave)) * size
         mem_us = moved / 4.8e6
         total, total_mem = total + us, total_mem + mem_us
-        tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}'
+        tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}' + \
+            (f'/{warps}/{stages}' if config else '')
         epilogue = ('+se' * scale + f'+{act}' * (act != 'none') + '+res' * residual +
                     '+mux' * interleave)
-        print(f'{name.replace("layers.", ""):<20}{samples * rows:>8}{k:>5}{c:>5}{epilogue:>13}'
-              f'{tile:>10}{regs or "?":>5}{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}'
-              f'{mem_us:>8.1f}  {_memory_ops(kernel)}')
+        print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
+              f'{epilogue or "-":>13}{tile:>16}{regs or "?":>5}'
+              f'{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}{mem_us:>8.1f}  '
+              f'{_memory_ops(kernel)}')
     print(f'epilogue GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
 
 

@@ -16,7 +16,8 @@ forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms 
 multiplexing, also the interleave with the copied channels) its tail both fused ways: the 1x1 on
 cuBLAS followed by the add and interleave passes, against the one GEMM that does both in its
 epilogue (``ops.pointwise_conv``); likewise the expand conv: cuBLAS + activation pass against the
-GEMM with the activation in its epilogue.
+GEMM with the activation in its epilogue. With ``--tune`` those GEMMs' launch configs are tuned
+too (``tune_pointwise_conv``; the last column of each, ``tuned``, and in the saved table).
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
@@ -34,7 +35,10 @@ from mux_backbones import MUXNet
 from mux_backbones.layers import (ChannelMux, DepthwiseSeparable, FusedGroupConv, InvertedResidual,
                                   interleave_halves)
 from mux_backbones.ops import launch_config
-from mux_backbones.ops.group_conv import precompile
+from mux_backbones.ops.launch_config import precompile, recorded_calls
+from mux_backbones.ops.pointwise_conv import call_key
+from mux_backbones.ops.pointwise_conv import compile_jobs as gemm_compile_jobs
+from mux_backbones.ops.pointwise_conv import tune_pointwise_conv
 from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
 
@@ -78,6 +82,9 @@ def main():
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--shape', type=int, default=224)
     parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
+    parser.add_argument('--device', default='cuda',
+                        help='cuda; cpu only to check the tool itself (the kernels run there '
+                        'under TRITON_INTERPRET=1, and device_time_us needs CUDA)')
     parser.add_argument('--variants', type=variant, nargs='*', default=[],
                         help='planner constants to re-time the fused kernel with, e.g. '
                         'LANE_WASTE=3 MIN_PROGRAMS=0 (one column each)')
@@ -92,12 +99,13 @@ def main():
         parser.error('--save-configs needs --tune')
     dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[args.amp]
     torch.manual_seed(0)
-    stock = MUXNet(args.arch).cuda().eval()
-    fused = MUXNet(args.arch).cuda().eval()
+    stock = MUXNet(args.arch).to(args.device).eval()
+    fused = MUXNet(args.arch).to(args.device).eval()
     fused.load_state_dict(stock.state_dict())
     for model, use in ((stock, False), (fused, True)):
         model.switch_to_deploy(channels_last=True, fused_ops=use).to(dtype)
-    x = torch.randn(args.batch, 3, args.shape, args.shape, device='cuda', dtype=dtype)
+    x = torch.randn(args.batch, 3, args.shape, args.shape, device=args.device,
+                    dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     inputs = spatial_inputs(stock, x)
     blocks = dict(fused.named_modules())
@@ -117,6 +125,10 @@ def main():
                 if isinstance(blocks[name].depthwise_conv, FusedGroupConv)
                 for job in blocks[name].depthwise_conv.compile_jobs(inp,
                                                                     blocks[name].pool_in_kernel)]
+        with torch.no_grad(), recorded_calls('pointwise_conv') as gemms:
+            fused(x)  # the epilogue GEMMs as the model calls them
+        jobs += [job for call in {call_key(*call): call for call in gemms}.values()
+                 for job in gemm_compile_jobs(*call)]
         start = time.perf_counter()
         done = precompile(jobs, min(8, (os.cpu_count() or 1) - 1))
         print(f'precompiled {done} of {len(jobs)} launch configs in '
@@ -152,8 +164,10 @@ def main():
                 se_rows.append((name, tuple(y.shape[1:]), device_time_us(
                     lambda: sb.project_conv(sb.se(y_stock)), x.device), device_time_us(
                     lambda: fb.se.gated_project(y, sums, fb.project_conv.conv), x.device),
-                    *tail_times(fb, y, sums, id(fb) in interleaving),
-                    *expand_times(fb, inp, id(fb) in interleaving)))
+                    *tail_times(fb, y, sums, id(fb) in interleaving, args.tune),
+                    *expand_times(fb, inp, id(fb) in interleaving, args.tune)))
+                if args.save_configs:
+                    launch_config.save(args.save_configs)
             out = conv(inp)
             moved = (inp.numel() + out.numel()) * inp.element_size() + \
                 conv.weight.numel() * conv.weight.element_size()
@@ -169,14 +183,15 @@ def main():
     if args.save_configs:
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
     print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}'
-          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}{"expand+act us":>15}'
-          f'{"epilogue us":>13}')
-    for name, shape, *times, tail, t_passes, t_epilogue, t_expand, t_expand_epi in se_rows:
-        print(f'{name:<20}{str(shape):>18}{times[0]:17.1f}{times[1]:10.1f}{tail:>10}'
-              f'{t_passes:12.1f}{t_epilogue:13.1f}{t_expand:15.1f}{t_expand_epi:13.1f}')
-    sums = [sum(r[i] for r in se_rows if r[i] == r[i]) for i in (2, 3, 5, 6, 7, 8)]  # no NaN
-    print(f'{"total":<20}{"":>18}{sums[0]:17.1f}{sums[1]:10.1f}{"":>10}{sums[2]:12.1f}'
-          f'{sums[3]:13.1f}{sums[4]:15.1f}{sums[5]:13.1f}')
+          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}{"tuned":>8}{"expand+act us":>15}'
+          f'{"epilogue us":>13}{"tuned":>8}')
+    for name, shape, t_stock, t_fused, tail, *times in se_rows:
+        print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}{tail:>10}' +
+              ''.join(f'{t:{w}.1f}' for t, w in zip(times, (12, 13, 8, 15, 13, 8))))
+    # column totals, skipping the NaN of blocks without the column
+    sums = [sum(r[i] for r in se_rows if r[i] == r[i]) for i in (2, 3, 5, 6, 7, 8, 9, 10)]
+    print(f'{"total":<20}{"":>18}{sums[0]:17.1f}{sums[1]:10.1f}{"":>10}' +
+          ''.join(f'{t:{w}.1f}' for t, w in zip(sums[2:], (12, 13, 8, 15, 13, 8))))
 
 
 def _block_input(like, channels: int, interleave: bool):
@@ -189,26 +204,39 @@ def _block_input(like, channels: int, interleave: bool):
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def expand_times(block, hidden, interleave: bool):
-    """``(cuBLAS + activation pass us, epilogue GEMM us)`` of a fused block's expand conv (NaN
-    without one) on an input like the block's (a channel slice of a map twice as wide inside
-    channel multiplexing)."""
+def epilogue_times(fn, device, tune: bool):
+    """``(us, tuned us)`` of ``fn`` (which calls the epilogue GEMM): as planned, and with the
+    GEMM's launch config tuned (NaN without ``tune``)."""
+    planned = device_time_us(fn, device)
+    if not tune:
+        return planned, float('nan')
+    with torch.no_grad(), recorded_calls('pointwise_conv') as calls:
+        fn()
+    for call in calls:
+        tune_pointwise_conv(*call)
+    return planned, device_time_us(fn, device)
+
+
+def expand_times(block, hidden, interleave: bool, tune: bool = False):
+    """``(cuBLAS + activation pass us, epilogue GEMM us, tuned us)`` of a fused block's expand
+    conv (NaN without one) on an input like the block's (a channel slice of a map twice as
+    wide inside channel multiplexing)."""
     expand = getattr(block, 'expand_conv', None)
     if not getattr(expand, 'epilogue_act', None):
-        return float('nan'), float('nan')
+        return float('nan'), float('nan'), float('nan')
     c = expand.conv.in_channels
     x = _block_input(hidden, c, interleave)[:, :c]
     return (device_time_us(lambda: expand.act(expand.conv(x)), x.device),
-            device_time_us(lambda: expand(x), x.device))
+            *epilogue_times(lambda: expand(x), x.device, tune))
 
 
-def tail_times(block, y, sums, interleave: bool):
-    """``(tail, passes us, epilogue us)``: the fused block's SE gate and project conv with its
-    residual (and interleave) as cuBLAS + separate passes, and as the epilogue GEMM; NaN for a
-    block without either. Its residual is a channel slice of a map twice as wide where it
-    interleaves (as channel multiplexing hands it over)."""
+def tail_times(block, y, sums, interleave: bool, tune: bool = False):
+    """``(tail, passes us, epilogue us, tuned us)``: the fused block's SE gate and project conv
+    with its residual (and interleave) as cuBLAS + separate passes, and as the epilogue GEMM
+    (planned, tuned); NaN for a block without either. Its residual is a channel slice of a map
+    twice as wide where it interleaves (as channel multiplexing hands it over)."""
     if not (block.has_residual or interleave):
-        return '-', float('nan'), float('nan')
+        return '-', float('nan'), float('nan'), float('nan')
     c = block.out_channels
     wide = _block_input(y, c, interleave)
     residual = wide[:, :c] if block.has_residual else None
@@ -221,8 +249,8 @@ def tail_times(block, y, sums, interleave: bool):
         return interleave_halves(out, kept) if kept is not None else out
 
     return ('+res' * block.has_residual + '+mux' * interleave, device_time_us(passes, y.device),
-            device_time_us(lambda: block.se.gated_project(y, sums, project, residual, kept),
-                           y.device))
+            *epilogue_times(lambda: block.se.gated_project(y, sums, project, residual, kept),
+                            y.device, tune))
 
 
 if __name__ == '__main__':
