@@ -232,3 +232,18 @@ def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, cap
     assert header.count('tuned') == 2 and header.count('epilogue us') == 2
     keys = [row['key'][0] for row in json.loads(saved.read_text())['configs']]
     assert 'group_conv' in keys and 'pointwise_conv' in keys
+
+
+def test_benchmark_profile_by_kind_of_layer():
+    """``--profile``: the top operators, then per kind of layer its calls, time, bytes and
+    achieved bandwidth, for every model (on the CPU: CPU time)."""
+    out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'deploy',
+                   '--profile', 'fp32:1', *FAST).stdout
+    tables = out.split('time per forward by kind of layer')[1:]
+    assert len(tables) == 2
+    for table in tables:
+        rows = [line.split() for line in table.splitlines()[2:]]
+        rows = rows[:next(i for i, r in enumerate(rows) if r[:1] == ['total']) + 1]
+        conv = next(r for r in rows if r[0] == 'Conv2d')
+        assert float(conv[1]) > 0 and float(conv[-3]) > 0 and float(conv[-2]) >= 0  # MiB, TB/s
+        assert rows[-2][:2] == ['(outside', 'layers)'] and rows[-1][0] == 'total'

@@ -31,6 +31,7 @@ from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import tune_kernels
+from mux_backbones.utils.layer_profile import format_layer_costs, profile_layers
 from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
 
 
@@ -164,31 +165,12 @@ def print_rows(rows, flush=False):
               f'{r.ratio:9.2f}x', flush=flush)
 
 
-def _fused_conv_bytes(model, x):
-    """Bytes the fused group-conv kernels read and write in one forward (input, output, weights):
-    what their achieved bandwidth is measured against."""
-    from mux_backbones.layers import FusedGroupConv
-    total = [0]
-
-    def hook(module, inputs, output):
-        out = output[0] if isinstance(output, tuple) else output
-        total[0] += sum(t.numel() * t.element_size() for t in (inputs[0], out, module.weight))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, FusedGroupConv)]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    return total[0]
-
-
 def profile_models(args, device):
-    """Per-kernel GPU time of each model (deploy-type modes), and the fused kernels' bandwidth.
+    """Per-kernel GPU time of each model (deploy-type modes), then per kind of layer: calls,
+    device time, bytes and achieved bandwidth against the H200's ~4.8 TB/s
+    (:mod:`mux_backbones.utils.layer_profile`), and the time of the fused Triton kernels.
 
-    The table lists the kernels by total device time over 10 forwards; for the fused group-conv
-    kernel it adds the bytes moved and the achieved bandwidth (H200 peak: ~4.8 TB/s), and the
-    time of the SE-gate and epilogue-GEMM kernels.
+    The kernel table lists the kernels by total device time over 10 forwards.
     """
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -202,28 +184,24 @@ def profile_models(args, device):
                 with profile(activities=activities) as prof:
                     for _ in range(10):
                         model(x)
+                layers = profile_layers(model, x, runs=10, warmup=1)
             key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
             print(f'\n== {name} [{mode}, {amp}, batch {batch}] top operators (10 runs) ==')
             print(prof.key_averages().table(sort_by=key, row_limit=15))
+            unit = 'GPU' if device.type == 'cuda' else 'CPU'
+            print(f'-- {name} [{mode}, {amp}, batch {batch}]: {unit} time per forward by kind of '
+                  f'layer (bytes: what a layer reads and writes at least once) --')
+            print(format_layer_costs(layers))
             if device.type != 'cuda':
                 continue
             events = prof.key_averages()
-            fused_us = sum(e.self_device_time_total for e in events
-                           if '_forward_kernel' in e.key) / 10
-            total_us = sum(e.self_device_time_total for e in events
-                           if e.device_type == torch.autograd.DeviceType.CUDA) / 10
-            moved = _fused_conv_bytes(model, x)
-            gate_us, project_us = (sum(e.self_device_time_total for e in events
-                                       if kernel in e.key) / 10
-                                   for kernel in ('_se_gate_kernel', '_pointwise_kernel'))
-            if fused_us:
-                print(f'fused group conv: {fused_us:.0f} us of {total_us:.0f} us GPU time per '
-                      f'forward; {moved / 2**20:.1f} MiB moved -> '
-                      f'{moved / fused_us / 1e6:.2f} TB/s (H200 peak ~4.8 TB/s); SE gate '
-                      f'kernel: {gate_us:.0f} us; project GEMMs with residual/interleave '
-                      f'epilogue: {project_us:.0f} us')
-            else:
-                print(f'GPU time per forward: {total_us:.0f} us (no fused kernels)')
+            conv_us, gate_us, gemm_us = (sum(e.self_device_time_total for e in events
+                                             if kernel in e.key) / 10
+                                         for kernel in ('_forward_kernel', '_se_gate_kernel',
+                                                        '_pointwise_kernel'))
+            if conv_us:
+                print(f'fused Triton kernels per forward: spatial convs {conv_us:.0f} us, SE '
+                      f'gate {gate_us:.0f} us, epilogue GEMMs {gemm_us:.0f} us')
 
 
 def bench_onnx(args):
@@ -377,7 +355,8 @@ def parse_args():
     parser.add_argument('--onnx', action='store_true', help='also time onnxruntime (CPU)')
     parser.add_argument('--profile', nargs='?', type=_case, const=('fp32', 1), default=None,
                         metavar='PREC:BATCH',
-                        help='per-kernel GPU time (and the fused kernels\' bandwidth) of one case')
+                        help='per-kernel GPU time, and per kind of layer time, bytes and '
+                        'bandwidth, of one case')
     parser.add_argument('--train-step', nargs='*', choices=sorted(_TRAIN_CASES), default=None,
                         help='also time training steps (default when given bare: ssdlite)')
     parser.add_argument('--train-batch', nargs='+', type=_train_batch, default=[],

@@ -1,0 +1,185 @@
+"""Where a model's forward spends its device time, kind of layer by kind of layer, against memory
+bandwidth: the profile a speed goal's miss is explained by (issue "MUXNet as fast as MobileNetV2
+on GPU").
+
+Every module's forward runs inside a profiler range of its own, so the kernels a layer launches --
+cuDNN's, cuBLAS's, the fused Triton kernels (which start outside any ATen operator) -- count for
+that layer. Per kind of layer (its class) the table gives the calls and device time per forward
+and, for layers without submodules, the bytes their inputs, outputs, parameters and buffers take
+(what a kernel must move at least once) and the bandwidth that time achieves against the peak
+(H200: ~4.8 TB/s). A layer with submodules is charged only its own operators (a block's residual
+add, a channel-multiplexing interleave, a fused squeeze-excite gate), bytes unknown. What ran
+outside every layer's range is its own row, so the rows add up to the whole forward.
+
+On the CPU the times are the ranges' CPU time (how the tests check the attribution).
+"""
+from collections import defaultdict
+from typing import Dict, List, NamedTuple, Optional
+
+import torch
+from torch import nn
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
+
+_PREFIX = 'layer_profile::'
+PEAK_TBPS = 4.8  # the H200's HBM3e bandwidth
+
+
+class LayerCost(NamedTuple):
+    """One row: a kind of layer (its class; ``(own ops)`` for a layer with submodules, charged
+    only for the operators outside them), per forward."""
+    kind: str
+    calls: float
+    time_us: float
+    bytes: Optional[float]  # None: not known (a layer with submodules, or outside any layer)
+
+    @property
+    def tbps(self) -> Optional[float]:
+        """Achieved bandwidth, terabytes per second."""
+        return self.bytes / self.time_us / 1e6 if self.bytes and self.time_us > 0 else None
+
+
+def _tensors(values) -> List[torch.Tensor]:
+    found = []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, (list, tuple)):
+            found += _tensors(v)
+        elif isinstance(v, dict):
+            found += _tensors(v.values())
+    return found
+
+
+def _size(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _leaf_bytes(model: nn.Module, args, leaves) -> Dict[nn.Module, int]:
+    """Bytes each leaf layer reads and writes, summed over its calls in one forward: its inputs
+    (keyword ones too), parameters and buffers, and its outputs. An output that is one of its
+    inputs was written in place if the forward bumped its version (an in-place activation),
+    else it was handed through untouched (``nn.Identity``, eval-mode dropout): then neither
+    counts."""
+    moved: Dict[nn.Module, int] = defaultdict(int)
+    calls = []
+
+    def before(module, inputs, kwargs):
+        tensors = _tensors((inputs, kwargs))
+        calls.append((tensors, [t._version for t in tensors]))
+
+    def after(module, inputs, kwargs, output):
+        tensors, versions = calls.pop()
+        own = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+        total = sum(_size(t) for t in tensors + own)
+        for out in _tensors((output, )):
+            same = [i for i, t in enumerate(tensors) if t is out]
+            if not same:
+                total += _size(out)
+            elif out._version != versions[same[0]]:
+                total += _size(out)  # written in place
+            else:
+                total -= _size(out)  # handed through: not read either
+        moved[module] += total
+
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(before, with_kwargs=True),
+                                           m.register_forward_hook(after, with_kwargs=True))]
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return moved
+
+
+def profile_layers(model: nn.Module, *args, runs: int = 10, warmup: int = 3) -> List[LayerCost]:
+    """Device time (CPU time on the CPU) and bytes per kind of layer of ``model(*args)``, per
+    forward, largest first; the last row, ``(outside layers)``, is what no layer's range held.
+
+    Args:
+        model (nn.Module): The model, as it will run (deploy forms, dtype, memory format).
+        *args: What it is called with.
+        runs (int): Forwards profiled (the table is per forward).
+        warmup (int): Forwards run first (compiles, autotunes, allocator).
+    """
+    modules = dict(model.named_modules())
+    kind = {m: type(m).__name__ + ('' if next(m.children(), None) is None else ' (own ops)')
+            for m in modules.values()}
+    leaves = [m for m in modules.values() if next(m.children(), None) is None]
+    moved = _leaf_bytes(model, args, leaves)
+    range_name = {m: f'{_PREFIX}{name or "<model>"}' for name, m in modules.items()}
+    range_kind = {range_name[m]: kind[m] for m in modules.values()}
+    open_ranges = []
+
+    def enter(module, inputs):
+        open_ranges.append(record_function(range_name[module]))
+        open_ranges[-1].__enter__()
+
+    def leave(module, inputs, output):
+        open_ranges.pop().__exit__(None, None, None)
+
+    on_gpu = any(t.is_cuda for t in args if isinstance(t, torch.Tensor))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    handles = [h for m in modules.values() for h in (m.register_forward_pre_hook(enter),
+                                                     m.register_forward_hook(leave))]
+    try:
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(*args)
+            if on_gpu:
+                torch.cuda.synchronize()
+            with profile(activities=activities) as prof:
+                for _ in range(runs):
+                    model(*args)
+                if on_gpu:
+                    torch.cuda.synchronize()
+    finally:
+        for h in handles:
+            h.remove()
+    return _costs(prof.events(), range_kind, moved, kind, runs, on_gpu)
+
+
+def _costs(events, range_kind, moved, kind, runs: int, on_gpu: bool) -> List[LayerCost]:
+    def inclusive(event) -> float:
+        return event.device_time_total if on_gpu else event.cpu_time_total
+
+    ranges = [e for e in events if e.name in range_kind and e.device_type == DeviceType.CPU]
+    time, calls = defaultdict(float), defaultdict(float)
+    for e in ranges:
+        children = sum(inclusive(c) for c in e.cpu_children if c.name in range_kind)
+        time[range_kind[e.name]] += inclusive(e) - children
+        calls[range_kind[e.name]] += 1
+    if on_gpu:  # every kernel once, whether an operator or a range launched it
+        total = sum(e.self_device_time_total for e in events
+                    if e.device_type == DeviceType.CUDA and not e.name.startswith(_PREFIX))
+    else:
+        total = sum(e.cpu_time_total for e in events if e.cpu_parent is None)
+    bytes_by_kind = defaultdict(float)
+    for module, size in moved.items():
+        bytes_by_kind[kind[module]] += size
+    rows = [LayerCost(k, calls[k] / runs, time[k] / runs,
+                      bytes_by_kind[k] if k in bytes_by_kind else None)
+            for k in sorted(time, key=time.get, reverse=True)]
+    attributed = sum(time.values())
+    rows.append(LayerCost('(outside layers)', 0.0, max(0.0, total - attributed) / runs, None))
+    return rows
+
+
+def format_layer_costs(rows: List[LayerCost], peak_tbps: float = PEAK_TBPS) -> str:
+    """The rows as a table: calls, time and share per forward, MiB, achieved TB/s and the time
+    the bytes alone would take at ``peak_tbps``."""
+    total = sum(r.time_us for r in rows) or 1.0
+    lines = [f'{"layer kind":<34}{"calls":>7}{"us":>10}{"share":>7}{"MiB":>9}{"TB/s":>7}'
+             f'{f"us@{peak_tbps:g}TB/s":>13}']
+    for r in rows:
+        size = f'{r.bytes / 2**20:9.1f}' if r.bytes else f'{"-":>9}'
+        tbps = f'{r.tbps:7.2f}' if r.tbps is not None else f'{"-":>7}'
+        floor = f'{r.bytes / peak_tbps / 1e6:13.1f}' if r.bytes else f'{"-":>13}'
+        lines.append(f'{r.kind:<34}{r.calls:7.0f}{r.time_us:10.1f}{r.time_us / total:7.0%}'
+                     f'{size}{tbps}{floor}')
+    known = [r for r in rows if r.bytes]
+    lines.append(f'{"total":<34}{"":>7}{total:10.1f}{"":>7}'
+                 f'{sum(r.bytes for r in known) / 2**20:9.1f}{"":>7}'
+                 f'{sum(r.bytes for r in known) / peak_tbps / 1e6:13.1f}')
+    return '\n'.join(lines)

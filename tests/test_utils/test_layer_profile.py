@@ -1,0 +1,69 @@
+"""The per-layer-kind profile: every module's own time counted once, bytes a leaf layer reads
+and writes (in-place writes counted, pass-throughs not), the table adding up."""
+import pytest
+import torch
+from torch import nn
+
+from mux_backbones.utils.layer_profile import LayerCost, format_layer_costs, profile_layers
+
+
+class Residual(nn.Module):
+    """A block with layers and an operator of its own (the add)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+        self.act = nn.ReLU(inplace=True)
+        self.skip = nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.conv(x)) + self.skip(x)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Residual(), Residual()).eval()
+
+
+def test_rows_per_kind_with_bytes():
+    model, x = _model(), torch.randn(2, 3, 16, 16)
+    rows = profile_layers(model, x, runs=3, warmup=1)
+    by_kind = {r.kind: r for r in rows}
+    assert set(by_kind) == {'Conv2d', 'ReLU', 'Identity', 'Residual (own ops)',
+                            'Sequential (own ops)', '(outside layers)'}
+    assert rows[-1].kind == '(outside layers)'
+    assert by_kind['Conv2d'].calls == 3 and by_kind['Residual (own ops)'].calls == 2
+    fmap = 2 * 8 * 16 * 16 * 4
+    convs = (2 * 3 * 16 * 16 + 8 * 3 * 9 + 8) * 4 + fmap + 2 * (2 * fmap + (64 + 8) * 4)
+    assert by_kind['Conv2d'].bytes == convs
+    assert by_kind['ReLU'].bytes == 2 * 2 * fmap  # in place: read and written, twice
+    assert not by_kind['Identity'].bytes  # handed through: nothing moved
+    assert by_kind['Residual (own ops)'].bytes is None  # its add: time only
+    assert all(r.time_us >= 0 for r in rows) and by_kind['Conv2d'].time_us > 0
+    assert by_kind['Conv2d'].tbps > 0 and by_kind['Residual (own ops)'].tbps is None
+
+
+def test_each_range_counted_once():
+    """A layer's own time excludes its sublayers', so the rows add up to the whole forward (on
+    the CPU: the outermost range's time, nothing outside it)."""
+    model, x = _model(), torch.randn(1, 3, 32, 32)
+    rows = profile_layers(model, x, runs=2, warmup=1)
+    assert rows[-1].time_us == pytest.approx(0, abs=1e-6)
+    own = sum(r.time_us for r in rows)
+    assert own > 0
+    # no hooks or ranges are left behind
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_table():
+    rows = [LayerCost('FusedGroupConv', 18, 600.0, 281 * 2**20),
+            LayerCost('InvertedResidual (own ops)', 17, 40.0, None),
+            LayerCost('(outside layers)', 0, 10.0, None)]
+    text = format_layer_costs(rows)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ['layer', 'kind', 'calls']
+    fused = lines[1].split()
+    assert fused[0] == 'FusedGroupConv' and fused[3] == '92%' and fused[4] == '281.0'
+    assert float(fused[5]) == pytest.approx(281 * 2**20 / 600 / 1e6, abs=0.01)
+    assert float(fused[6]) == pytest.approx(281 * 2**20 / 4.8e6, abs=0.1)
+    assert lines[-1].split()[:2] == ['total', '650.0']
