@@ -97,6 +97,8 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --train-batch: unknown task "yolo"'),
     ('tools/analysis_tools/benchmark.py', ('--train-batch', 'pspnet:0'),
      'argument --train-batch: 0 is below the minimum 1'),
+    ('tools/analysis_tools/benchmark.py', ('--profile-train', ),
+     '--profile-train needs --train-step'),
 ])
 def test_impossible_numbers_are_usage_errors(tool, args, expected):
     _one_line_error(run_tool(tool, *args, check=False), expected, status=2)

@@ -247,3 +247,20 @@ def test_benchmark_profile_by_kind_of_layer():
         conv = next(r for r in rows if r[0] == 'Conv2d')
         assert float(conv[1]) > 0 and float(conv[-3]) > 0 and float(conv[-2]) >= 0  # MiB, TB/s
         assert rows[-2][:2] == ['(outside', 'layers)'] and rows[-1][0] == 'total'
+
+
+def test_benchmark_training_step_with_profile():
+    """``--train-step``: SSDLite training steps of MobileNetV2, MUXNet-m and MUXNet-m with
+    ``fused_ops`` (here its stock fallback) in one table with ratios and peak memory, and with
+    ``--profile-train`` each step's top operators (kernels on a GPU)."""
+    out = run_tool(BENCH, '--train-step', 'ssdlite', '--train-batch', '2', '--train-amp',
+                   'bf16', '--runs', '10', '--models', 'mobilenetv2', '--modes', 'eager',
+                   '--batch', '1', '--shape', '64', '--warmup', '1', '--threads', '2',
+                   '--profile-train', extra_env={'TRITON_INTERPRET': '0'}).stdout
+    table = out.partition('training step ssdlite, batch 2, 320x320')[2]
+    rows = [line.split() for line in table.splitlines()]
+    labels = [' '.join(r[:-4]) for r in rows if len(r) >= 5 and r[-1].endswith('x')]
+    assert labels == ['mobilenetv2', 'muxnet-m', 'muxnet-m fused_ops']
+    assert next(r for r in rows if r[:1] == ['mobilenetv2'])[-1] == '1.00x'
+    assert table.count('CPU operators busy') == 3
+    assert 'ssdlite muxnet-m fused_ops: CPU operators busy' in table

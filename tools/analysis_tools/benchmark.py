@@ -311,7 +311,39 @@ def bench_train_step(args, device):
             base = base or t.median_ms
             print(f'{label:<22}{t.median_ms:10.1f}{t.iqr_ms:8.1f}{t.peak_mib:10.0f}'
                   f'{t.median_ms / base:9.2f}x', flush=True)
+            if args.profile_train:
+                profile_step(step, f'{task} {label}', device, t.median_ms)
             del model, optim
+
+
+def profile_step(step, label: str, device, step_ms: float, steps: int = 3):
+    """The kernels (on the CPU: operators) of ``steps`` training steps by device time per step,
+    and how much of the step's wall time the device was busy (the rest is the host: data
+    structures, loss assembly, launches)."""
+    from torch.profiler import ProfilerActivity, profile
+    on_gpu = device.type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(None)
+        if on_gpu:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA] if on_gpu \
+        else list(events)
+
+    def ms(event) -> float:  # per step
+        return (event.self_device_time_total if on_gpu else event.self_cpu_time_total) / steps / 1e3
+
+    busy = sum(ms(e) for e in kernels)
+    # the Triton kernels of mux_backbones.ops (named _<what>_kernel)
+    ours = sum(ms(e) for e in kernels if e.key.startswith('_') and e.key.endswith('_kernel'))
+    ours = f'; fused Triton kernels {ours:.1f} ms' if on_gpu else ''
+    what = 'kernels' if on_gpu else 'operators'
+    print(f'  {label}: {"GPU" if on_gpu else "CPU operators"} busy {busy:.1f} ms of the '
+          f'{step_ms:.1f} ms step{ours}; top {what} per step:')
+    for e in sorted(kernels, key=ms, reverse=True)[:12]:
+        print(f'    {ms(e):8.2f} ms {e.count / steps:6.0f}x  {e.key[:90]}')
 
 
 def bench_config(args, device):
@@ -363,6 +395,10 @@ def parse_args():
                         metavar='[TASK:]N',
                         help='training batch, e.g. 24 or ssdlite:24 pspnet:8')
     parser.add_argument('--train-amp', default='fp16', choices=['fp32', 'fp16', 'bf16'])
+    parser.add_argument('--profile-train', action='store_true',
+                        help='with --train-step: the top kernels (CPU: operators) of 3 profiled '
+                        'steps of each backbone, per step, and the device time the step keeps '
+                        'busy')
     parser.add_argument('--target-table', action='store_true',
                         help='the speed goal of docs/speed.md on CUDA: MobileNetV2 vs MUXNet-m, '
                         'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
@@ -385,6 +421,8 @@ def parse_args():
         args.profile = args.profile or ('fp16', 32)
     if args.train_step == []:
         args.train_step = ['ssdlite']
+    if args.profile_train and not args.train_step:
+        parser.error('--profile-train needs --train-step')
     args.compile_cases = None if args.compile_cases is None else set(args.compile_cases)
     batches = {}
     for tasks, n in args.train_batch:

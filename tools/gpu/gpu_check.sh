@@ -16,9 +16,11 @@
 #   a. tools/gpu/check_kernels.py: compiled Triton kernels vs the stock path (ops and MUXNet-m);
 #   b. tools/gpu/layer_bench.py --tune: per-layer stock vs fused time, each layer's launch config
 #      tuned (saved to $OUT/launch_configs.json, used by the fp16 batch-32 rows and the profile),
-#      per block the epilogue GEMM against cuBLAS + passes (tail and expand conv);
+#      per block the epilogue GEMM against cuBLAS + passes (tail and expand conv), planned and
+#      with its own launch config tuned (saved in the same file);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
-#      the per-kernel profile, SSDLite and PSPNet training steps, batch 1/128 and bf16 (tuned in
+#      the per-kernel profile and per kind of layer time, bytes and TB/s, SSDLite and PSPNet
+#      training steps (with their top kernels), batch 1/128 and bf16 (tuned in
 #      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -74,7 +76,8 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         --modes eager deploy-stock deploy graph-stock graph graph-auto compile --target-table-rows
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
         --profile fp16:32 $TUNED
-    phase bench_train 120 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet
+    phase bench_train 120 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \
+        --profile-train
     # 60 s each: batch 1's small launches take tiles of their own (group_conv.MIN_PROGRAMS), so
     # that case compiles ~30 kernel variants more than the others (~1 s each). Tuned in-process.
     for case in fp16:1 fp16:128 bf16:128 bf16:32; do
