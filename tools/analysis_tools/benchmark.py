@@ -360,7 +360,8 @@ def bench_config(args, device):
               f'{t.median_ms:.2f} ms (IQR {t.iqr_ms:.2f}), peak {t.peak_mib:.0f} MiB')
 
 
-def parse_args():
+def parse_args(argv=None):
+    """The command line (``argv``, default ``sys.argv[1:]``), completed (presets, defaults)."""
     parser = argparse.ArgumentParser(description='Benchmark MUXNet against MobileNetV2')
     parser.add_argument('--models', nargs='+', default=['mobilenetv2', 'muxnet-m', 'muxnet-l'])
     parser.add_argument('--config', help='benchmark a whole mmdet/mmseg config instead')
@@ -410,7 +411,7 @@ def parse_args():
     parser.add_argument('--launch-configs', metavar='FILE',
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
         args.modes = ['eager', 'deploy-stock', 'deploy', 'graph-stock', 'graph', 'compile']

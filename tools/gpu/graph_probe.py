@@ -12,13 +12,12 @@ the kernels' achieved bandwidth.
 import argparse
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
                                 'analysis_tools'))
-from benchmark import _prepare, profile_models  # noqa: E402
+from benchmark import _prepare, parse_args, profile_models  # noqa: E402
 
 
 def replay_ms(fn, x, reps):
@@ -40,8 +39,9 @@ def main():
     parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
     args = parser.parse_args()
     device = torch.device('cuda')
-    opts = SimpleNamespace(shape=224, warmup=3, modes=['deploy'], models=['muxnet-m'],
-                           profile=(args.amp, 32))
+    # the benchmark's own options (every one its helpers read), for its cases and profile
+    opts = parse_args(['--shape', '224', '--warmup', '3', '--modes', 'deploy', '--models',
+                       'muxnet-m', '--profile', f'{args.amp}:32'])
     cases = [('mobilenetv2', 'graph'), ('muxnet-m', 'graph-stock'), ('muxnet-m', 'graph'),
              ('muxnet-m', 'graph-auto')]
     for i, batch in enumerate(args.batches):
