@@ -105,19 +105,6 @@ def test_pointwise_conv_as_matrix_product(layout, bias):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize('size', [(9, 7), (2, 3)])  # more / fewer pixels than outputs
-@pytest.mark.parametrize('bias', [True, False])
-def test_pointwise_conv_with_channel_scale(size, bias):
-    """The SE gate applied on the weights (batched product) or on the map gives the same."""
-    conv = PointwiseConv2d(12, 10, 1, bias=bias)
-    x = torch.randn(3, 12, *size).contiguous(memory_format=torch.channels_last)
-    scale = torch.rand(3, 12)
-    with torch.no_grad():
-        out = conv.forward_scaled(x, scale)
-        torch.testing.assert_close(out, conv(x * scale[:, :, None, None]), atol=1e-5, rtol=1e-5)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-
-
 def test_mixconv_merge_is_exact():
     mixed = MixedConv2d(30, (3, 5, 7), stride=2)
     x = torch.randn(1, 30, 17, 17)

@@ -3,10 +3,10 @@
 Used for every mmcv ``ConvModule`` of a model (MUXNet's stem, 1x1 expand/project and head convs,
 and any other OpenMMLab model's, MobileNetV2's included) and for the spatial convs of MUXNet's
 blocks. 1x1 convs come back as :class:`PointwiseConv2d`, a single matrix product on channels-last
-input, which can also apply a per-sample channel scale (the squeeze-excite gate) on its weights
-instead of on the activation map, and can run as one kernel that also applies the activation,
-adds a residual and interleaves the result with a channel-multiplexed block's copied channels
-(the GEMM's epilogue, :mod:`mux_backbones.ops.pointwise_conv`).
+input, which can also run as one kernel that scales its input per sample and channel as it
+loads it (the squeeze-excite gate), applies the activation, adds a residual and interleaves the
+result with a channel-multiplexed block's copied channels (the GEMM's epilogue,
+:mod:`mux_backbones.ops.pointwise_conv`).
 """
 from typing import Optional
 
@@ -59,31 +59,6 @@ class PointwiseConv2d(nn.Conv2d):
     def matrix(self) -> torch.Tensor:
         """The weight as the ``(C_in, C_out)`` matrix the product multiplies by (a view)."""
         return self.weight.reshape(self.out_channels, -1).t()
-
-    def scales_weights(self, x: torch.Tensor) -> bool:
-        """Whether a per-sample channel scale of ``x`` is cheaper on a per-sample copy of the
-        weights (``N * C_in * C_out`` values) than on the map itself (more pixels than outputs)."""
-        return self._rows(x) is not None and x.shape[2] * x.shape[3] >= self.out_channels
-
-    def forward_per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """The conv with per-sample ``(N, C_in, C_out)`` weight matrices (and its own bias), one
-        batched product reading ``x`` once. Needs channels-last ``x`` (see :meth:`scales_weights`).
-        """
-        b, c, h, w = x.shape
-        rows = self._rows(x).view(b, h * w, c)
-        weights = weights.to(x.dtype)
-        if self.bias is None:
-            out = torch.bmm(rows, weights)
-        else:
-            out = torch.baddbmm(self.bias.to(x.dtype)[None, None], rows, weights)
-        return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)
-
-    def forward_scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """``self(x * scale[:, :, None, None])`` for a per-sample channel scale ``(N, C_in)``,
-        the scale on whichever is smaller, the weights or the map."""
-        if not self.scales_weights(x):
-            return self(x * scale[:, :, None, None].to(x.dtype))
-        return self.forward_per_sample(x, scale.to(x.dtype)[:, :, None] * self.matrix().to(x.dtype))
 
     def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
                        residual: Optional[torch.Tensor], kept: Optional[torch.Tensor],

@@ -6,10 +6,10 @@ shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses r
 
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
 conv; then either the fused kernels (``fused_ops``: spatial conv + BN + activation + the SE's
-pooling in one op, the SE gate in one more that scales the project conv's weights per sample,
-the expand conv one GEMM with its activation in the epilogue, the project conv one GEMM that also
-adds the residual -- and, inside channel multiplexing, interleaves the result with the copied
-channels -- in its epilogue) or,
+pooling in one op, the SE gate in one more, the expand conv one GEMM with its activation in the
+epilogue, the project conv one GEMM that applies the SE gate as it loads its input and adds the
+residual -- and, inside channel multiplexing, interleaves the result with the copied channels --
+in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`).
 """

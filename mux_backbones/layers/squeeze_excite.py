@@ -6,9 +6,9 @@ gates), and the squeeze activation is the block's own activation; the gate is a 
 Deploy form (:meth:`SqueezeExcite.switch_to_deploy`): the two 1x1 convs on the pooled vector run
 as ``linear`` layers (a conv on a 1x1 map pays the full conv dispatch for a matrix-vector
 product). A block whose fused spatial conv already pooled the map (the kernel's epilogue) calls
-:meth:`SqueezeExcite.gated_project`: the whole gate is one op (:mod:`mux_backbones.ops.se_gate`)
-that writes the following 1x1 conv's weights scaled per sample, so the map is never read again
-and the gate costs one launch instead of six.
+:meth:`SqueezeExcite.gated_project`: the whole gate is one op (:mod:`mux_backbones.ops.se_gate`),
+one launch instead of six, and the following 1x1 conv applies it to its input as its GEMM loads
+it (the ``pointwise_conv`` op's ``scale``), so the gated map is never written.
 """
 from typing import Optional
 
@@ -56,33 +56,25 @@ class SqueezeExcite(nn.Module):
         return self.conv_expand(self.act(self.conv_reduce(mean.to(self.conv_reduce.weight))))\
             .sigmoid()
 
+    def pooled_gate(self, sums: torch.Tensor, pixels: int) -> torch.Tensor:
+        """The (N, C) gate from the per-channel sums of a map of ``pixels`` pixels, (N, C) or
+        (N, T, C) partial sums (deploy form): the ``se_gate`` op (one kernel on CUDA, the stock
+        computation elsewhere), or the stock gate where no kernel has the activation."""
+        act = activation_name(self.act)
+        if not self.deploy or act is None:
+            sums = sums if sums.dim() == 2 else sums.sum(1)
+            return self.gate(sums / pixels)
+        return se_gate(sums, pixels, self.conv_reduce.weight, self.conv_reduce.bias,
+                       self.conv_expand.weight, self.conv_expand.bias, act)
+
     def gated_project(self, x: torch.Tensor, sums: torch.Tensor, project: PointwiseConv2d,
                       residual: Optional[torch.Tensor] = None,
                       kept: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``project(self(x), residual, kept)`` from ``x``'s per-channel sums, (N, C) or
-        (N, T, C) partial sums (deploy form).
-
-        The gate, computed by the ``se_gate`` op (one kernel on CUDA, the stock computation
-        elsewhere), goes on ``project``'s weights or on ``x``, whichever is smaller
-        (:meth:`PointwiseConv2d.scales_weights`) -- or, with ``residual`` or ``kept``, where the
-        project conv's epilogue GEMM reads its input (:class:`PointwiseConv2d`).
-        """
-        pixels = x.shape[2] * x.shape[3]
-        act = activation_name(self.act)
-        epilogue = residual is not None or kept is not None
-        if not self.deploy or act is None:  # no kernel for this activation: the stock gate
-            sums = sums if sums.dim() == 2 else sums.sum(1)
-            gate = self.gate(sums / pixels)
-            return project(x, residual, kept, scale=gate) if epilogue else \
-                project.forward_scaled(x, gate)
-        params = (self.conv_reduce.weight, self.conv_reduce.bias, self.conv_expand.weight,
-                  self.conv_expand.bias, act)
-        if epilogue:
-            return project(x, residual, kept, scale=se_gate(sums, pixels, *params))
-        if project.scales_weights(x):
-            weights = se_gate(sums, pixels, *params, weight=project.matrix().to(x.dtype))
-            return project.forward_per_sample(x, weights)
-        return project(x * se_gate(sums, pixels, *params).to(x.dtype)[:, :, None, None])
+        """``project(self(x), residual, kept)`` from ``x``'s per-channel sums (see
+        :meth:`pooled_gate`; deploy form). The gate is applied where ``project``'s GEMM reads
+        its input (no gated copy of the map; :class:`PointwiseConv2d` with ``scale``), which
+        also adds ``residual`` and interleaves ``kept`` in its epilogue."""
+        return project(x, residual, kept, scale=self.pooled_gate(sums, x.shape[2] * x.shape[3]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

@@ -4,10 +4,11 @@ MUXNet puts a squeeze-excite after the spatial conv of most blocks (paper Sec. 4
 blocks' ``se``). On the deploy path the pooling is already the fused spatial conv's epilogue
 (:mod:`.group_conv`, ``with_pool``), which leaves the gate: two tiny matrix-vector products, an
 activation and a sigmoid -- four or five launches of a few microseconds each, per block, plus the
-product that applies the gate. This op computes the whole gate in one kernel and, given the
-following 1x1 conv's weight, writes that weight already scaled per sample (the product the
-project conv then runs with, see ``PointwiseConv2d.forward_per_sample``), so the gate costs one
-launch instead of six.
+product that applies the gate. This op computes the whole gate in one kernel, so the gate costs
+one launch instead of six; the deploy blocks hand it to the following 1x1 conv, which applies it
+as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``). Given that conv's weight instead,
+it writes the weight scaled per sample, for a batched product with stock kernels
+(:mod:`.pointwise_conv` takes such per-sample weights too).
 
 The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and the tests'
 reference; gradients go through it too (the op is an inference path: training runs the SE's own

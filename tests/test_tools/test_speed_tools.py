@@ -57,7 +57,7 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     header, *rows = [line.split() for line in gemms.splitlines() if line.startswith('layer')]
     epilogues = [r[header.index('epilogue')] for r in rows]
     assert '+se+res+mux' in epilogues and '+relu' in epilogues
-    assert all(e.startswith(('+se+res', '+relu', '+silu')) for e in epilogues)
+    assert all(e.startswith(('+se', '+relu', '+silu')) for e in epilogues) and '+se' in epilogues
     assert all('STG.128' in line for line in gemms.splitlines()[2:-1])  # 16-byte stores
 
 
@@ -84,15 +84,16 @@ def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
     shape = (2, ) + tuple(module_inputs(model, [conv], x)[conv].shape[1:])
     key = ops.tuning_key(shape, 'float16', 'NVIDIA H200', conv.splits, conv.kernel_sizes,
                          conv.dilations, conv.stride, conv.channels_per_group)
-    # and the last epilogue GEMM (layer7's expand conv: all of the batch's rows in one sample)
+    # and the last epilogue GEMM (layer7's project conv, through the SE gate: one program row
+    # per sample) at batch 2
     gemm = importlib.import_module('mux_backbones.ops.pointwise_conv')
     with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad():
         model(x)
     rows, weight, bias, residual, kept, act, scale = calls[-1]
+    assert scale is not None
     plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
-    gemm_key = gemm.tuning_key(gemm.launch_meta(torch.float16, 2 * plan.per_sample,
-                                                *plan.args[2:]),
-                               'float16', 'NVIDIA H200', 1, 2 * plan.per_sample, plan.k, plan.c)
+    gemm_key = gemm.tuning_key(gemm.launch_meta(torch.float16, *plan.args[1:]), 'float16',
+                               'NVIDIA H200', 2, plan.per_sample, plan.k, plan.c)
     launch_config.forget()
     try:
         launch_config.record(key, (2, 4, 8))
@@ -227,7 +228,8 @@ def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, cap
     convs, _, gemms = out.partition('\n\nblock ')
     assert 'tuned us' in convs and convs.count('\nlayer') >= 8
     se_rows = [line.split() for line in gemms.splitlines()[1:]]
-    assert any('+res+mux' in row for row in se_rows)
+    tails = [token for row in se_rows for token in row if token.startswith('+se')]
+    assert '+se+res+mux' in tails and '+se' in tails  # every SE block's tail
     header = gemms.splitlines()[0]
     assert header.count('tuned') == 2 and header.count('epilogue us') == 2
     keys = [row['key'][0] for row in json.loads(saved.read_text())['configs']]

@@ -10,14 +10,15 @@ coalesced blocks against idle lanes), ``MIN_PROGRAMS=0`` (no smaller tiles for s
 ``MIN_TILE_VALUES``. ``--tune`` times every layer's launch-config candidates (tile x warps,
 ``FusedGroupConv.tune``), prints the fastest and its time, and with ``--save-configs FILE`` writes
 the table the benchmark and deployments load (``mux_backbones.ops.launch_config``). Then, per
-block with a squeeze-excite, the SE and project conv as the stock
-forms run them (pool, two linears, sigmoid, scale, 1x1) against the fused forms (one
-``se_gate`` launch + a batched 1x1); and for a block with a residual (inside channel
-multiplexing, also the interleave with the copied channels) its tail both fused ways: the 1x1 on
-cuBLAS followed by the add and interleave passes, against the one GEMM that does both in its
-epilogue (``ops.pointwise_conv``); likewise the expand conv: cuBLAS + activation pass against the
-GEMM with the activation in its epilogue. With ``--tune`` those GEMMs' launch configs are tuned
-too (``tune_pointwise_conv``; the last column of each, ``tuned``, and in the saved table).
+block with a squeeze-excite, its tail after the spatial conv: the SE and project conv (with the
+residual add, inside channel multiplexing also the interleave with the copied channels) as the
+stock forms run them (pool, two linears, sigmoid, scale, cuBLAS 1x1, add, interleave); the
+``se_gate`` launch followed by the same stock passes (scale, cuBLAS 1x1, add, interleave); and
+the ``se_gate`` launch followed by the one GEMM that scales its input and adds and interleaves
+in its epilogue (``ops.pointwise_conv``, the fused form); likewise the expand conv: cuBLAS +
+activation pass against the GEMM with the activation in its epilogue. With ``--tune`` those
+GEMMs' launch configs are tuned too (``tune_pointwise_conv``; the ``tuned`` columns, and in the
+saved table).
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
@@ -161,11 +162,10 @@ def main():
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
                 y_stock = sb.depthwise_act(sb.depthwise_norm(sb.depthwise_conv(inp)))
-                se_rows.append((name, tuple(y.shape[1:]), device_time_us(
-                    lambda: sb.project_conv(sb.se(y_stock)), x.device), device_time_us(
-                    lambda: fb.se.gated_project(y, sums, fb.project_conv.conv), x.device),
-                    *tail_times(fb, y, sums, id(fb) in interleaving, args.tune),
-                    *expand_times(fb, inp, id(fb) in interleaving, args.tune)))
+                se_rows.append((name, tuple(y.shape[1:]),
+                                *tail_times(sb, fb, y_stock, y, sums, id(fb) in interleaving,
+                                            args.tune),
+                                *expand_times(fb, inp, id(fb) in interleaving, args.tune)))
                 if args.save_configs:
                     launch_config.save(args.save_configs)
             out = conv(inp)
@@ -182,16 +182,17 @@ def main():
           (f'{total_tuned:10.1f}' if args.tune else ''))
     if args.save_configs:
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
-    print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"SE+1x1 stock us":>17}{"fused us":>10}'
-          f'{"tail":>10}{"+passes us":>12}{"epilogue us":>13}{"tuned":>8}{"expand+act us":>15}'
+    widths = (11, 16, 13, 8, 15, 13, 8)
+    print(f'\n{"block":<20}{"SE input (C,H,W)":>18}{"tail":>13}{"stock us":>11}'
+          f'{"gate+passes us":>16}{"epilogue us":>13}{"tuned":>8}{"expand+act us":>15}'
           f'{"epilogue us":>13}{"tuned":>8}')
-    for name, shape, t_stock, t_fused, tail, *times in se_rows:
-        print(f'{name:<20}{str(shape):>18}{t_stock:17.1f}{t_fused:10.1f}{tail:>10}' +
-              ''.join(f'{t:{w}.1f}' for t, w in zip(times, (12, 13, 8, 15, 13, 8))))
+    for name, shape, tail, *times in se_rows:
+        print(f'{name:<20}{str(shape):>18}{tail:>13}' +
+              ''.join(f'{t:{w}.1f}' for t, w in zip(times, widths)))
     # column totals, skipping the NaN of blocks without the column
-    sums = [sum(r[i] for r in se_rows if r[i] == r[i]) for i in (2, 3, 5, 6, 7, 8, 9, 10)]
-    print(f'{"total":<20}{"":>18}{sums[0]:17.1f}{sums[1]:10.1f}{"":>10}' +
-          ''.join(f'{t:{w}.1f}' for t, w in zip(sums[2:], (12, 13, 8, 15, 13, 8))))
+    totals = [sum(r[i] for r in se_rows if r[i] == r[i]) for i in range(3, 3 + len(widths))]
+    print(f'{"total":<20}{"":>18}{"":>13}' +
+          ''.join(f'{t:{w}.1f}' for t, w in zip(totals, widths)))
 
 
 def _block_input(like, channels: int, interleave: bool):
@@ -230,25 +231,30 @@ def expand_times(block, hidden, interleave: bool, tune: bool = False):
             *epilogue_times(lambda: expand(x), x.device, tune))
 
 
-def tail_times(block, y, sums, interleave: bool, tune: bool = False):
-    """``(tail, passes us, epilogue us, tuned us)``: the fused block's SE gate and project conv
-    with its residual (and interleave) as cuBLAS + separate passes, and as the epilogue GEMM
-    (planned, tuned); NaN for a block without either. Its residual is a channel slice of a map
-    twice as wide where it interleaves (as channel multiplexing hands it over)."""
-    if not (block.has_residual or interleave):
-        return '-', float('nan'), float('nan'), float('nan')
+def tail_times(stock, block, y_stock, y, sums, interleave: bool, tune: bool = False):
+    """``(tail, stock us, gate + passes us, epilogue us, tuned us)`` of a block's tail after its
+    spatial conv: SE, project conv, residual add and (inside channel multiplexing) interleave
+    -- the ``stock`` block's forms; the fused ``block``'s gate kernel then the stock passes
+    (scale, cuBLAS 1x1, add, interleave); and the fused form (the gate kernel, then the GEMM
+    that scales, adds and interleaves), planned and tuned. The residual is a channel slice of a
+    map twice as wide where the block interleaves (as channel multiplexing hands it over)."""
     c = block.out_channels
     wide = _block_input(y, c, interleave)
     residual = wide[:, :c] if block.has_residual else None
     kept = wide[:, c:] if interleave else None
     project = block.project_conv.conv
 
-    def passes():
-        out = block.se.gated_project(y, sums, project)
+    def finish(out):
         out = out + residual if residual is not None else out
         return interleave_halves(out, kept) if kept is not None else out
 
-    return ('+res' * block.has_residual + '+mux' * interleave, device_time_us(passes, y.device),
+    def gate_then_passes():
+        gate = block.se.pooled_gate(sums, y.shape[2] * y.shape[3])
+        return finish(project(y * gate.to(y.dtype)[:, :, None, None]))
+
+    return ('+se' + '+res' * block.has_residual + '+mux' * interleave,
+            device_time_us(lambda: finish(stock.project_conv(stock.se(y_stock))), y.device),
+            device_time_us(gate_then_passes, y.device),
             *epilogue_times(lambda: block.se.gated_project(y, sums, project, residual, kept),
                             y.device, tune))
 
