@@ -20,6 +20,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..engine.checkpoint import load_weights
 from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_width
+from ..layers.conv_bn import ConvAct
+from ..layers.fused_group_conv import activation_name
+from ..ops import unsupported_reason
 from .block_spec import BlockSpec
 from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation, plan_stages,
                          scale_width)
@@ -302,15 +305,22 @@ class MUXNet(BaseModule):
 
         Args:
             channels_last (bool): Also convert the weights to channels-last. Default: False.
-            fused_ops (bool | str, optional): Fused Triton kernels (True), the stock forms
-                (False), or per block the faster on ``example_input`` (``'auto'``). None
-                (default): ``self.fused_ops``.
+            fused_ops (bool | str, optional): Fused Triton kernels (True; the head conv's
+                activation then goes into its GEMM too), the stock forms (False), or per block
+                the faster on ``example_input`` (``'auto'``). None (default): ``self.fused_ops``.
             example_input (Tensor, optional): What ``'auto'`` times the forms on.
         """
         from ..deploy import switch_to_deploy
         if fused_ops is None:
             fused_ops = self.fused_ops
-        return switch_to_deploy(self, channels_last, fused_ops, example_input)
+        switch_to_deploy(self, channels_last, fused_ops, example_input)
+        head = getattr(self, 'conv_head', None)
+        if fused_ops is True and isinstance(head, ConvAct) and \
+                unsupported_reason(head.conv.weight) is None:
+            # The head's output is the widest map after the blocks': no activation pass over it
+            # (the GEMM applies it, as in the fused blocks' expand convs).
+            head.activate_in_epilogue(activation_name(head.act))
+        return self
 
     def set_fused_ops(self, fused_ops: bool) -> None:
         """Switch the fused kernels of every spatial conv on or off (weights are unchanged)."""

@@ -109,9 +109,14 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
     assert len(projects) == len(pooled) and all(e[3] for e in projects)
     assert not any(e[3] for e in epilogues if e[2] != 'none')
     # every fused inverted residual's expand conv applies its activation in the GEMM
+    # and so does the head conv
     expands = [m for m in pooled if isinstance(m, InvertedResidual)]
-    assert sum(e[2] != 'none' for e in epilogues) == len(expands) > 0
-    assert all(m.expand_conv.epilogue_act in ('relu', 'silu') for m in expands)
+    head = getattr(fused, 'conv_head', None)
+    assert (head is not None) == (7 in kwargs['out_indices'])
+    assert head is None or head.epilogue_act == 'silu'
+    assert sum(e[2] != 'none' for e in epilogues) == len(expands) + (head is not None)
+    assert len(expands) > 0 and all(m.expand_conv.epilogue_act in ('relu', 'silu')
+                                    for m in expands)
     kernels = [m for m in fused.modules() if isinstance(m, FusedGroupConv)]
     assert kernels
     if arch == 'm':  # every spatial conv of m (MixConv, dwg2, dilated) takes the kernel
