@@ -25,7 +25,8 @@ TF32 only where ``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS t
 Launches take 64-row x 16-64-channel tiles at 4 warps with Triton's 3-stage pipelined reduction
 loop; a call signature tuned on the device (:func:`tune_pointwise_conv`, kept in
 :mod:`.launch_config` next to the spatial conv's) launches with the tile, warps and pipeline
-depth measured fastest there instead.
+depth measured fastest there instead -- or runs the stock path (cuBLAS and separate passes) where
+that measured faster than every kernel config.
 
 The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
 reference; gradients go through it (the op is an inference path: training keeps the project
@@ -300,7 +301,8 @@ def candidates(rows_per_sample: int, k: int, c: int) -> List[LaunchConfig]:
     (no taller than a sample's rows) x the planner's channel block or up to 128 channels (fewer
     programs re-reading the same input rows), 4 warps up to 64 x 64 values per tile and 8
     above, each with the reduction loop pipelined 3 deep (the planner's) and not at all (less
-    shared memory, more programs per SM)."""
+    shared memory, more programs per SM); last, the stock path (:data:`.launch_config.STOCK`:
+    cuBLAS and separate passes), which the tuner keeps where no kernel config beats it."""
     planned = launch_blocks(rows_per_sample, k, c)
     configs = [LaunchConfig(planned[0], planned[1], NUM_WARPS, NUM_STAGES)]
     widths = sorted({planned[1], min(128, max(16, next_power_of_2(c)))})
@@ -314,7 +316,18 @@ def candidates(rows_per_sample: int, k: int, c: int) -> List[LaunchConfig]:
                 config = LaunchConfig(block_m, block_n, warps, stages)
                 if config not in configs:
                     configs.append(config)
-    return configs
+    return configs + [launch_config.STOCK]
+
+
+def _compute(plan: '_Call', rows, weight, bias, residual, kept, act, scale,
+             config: Optional[LaunchConfig]) -> Tensor:
+    """The call (tensors in :func:`_kernel_layout`) with ``config``: the kernel, or the stock
+    path where a tuning found that faster."""
+    if config == launch_config.STOCK:
+        return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
+    out = rows.new_empty(_out_shape(rows, weight, kept))
+    plan.launch(rows, weight, bias, residual, kept, scale, out, config)
+    return out
 
 
 @torch.library.custom_op('mux_backbones::pointwise_conv', mutates_args=())
@@ -325,13 +338,11 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
     rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    out = rows.new_empty(_out_shape(rows, weight, kept))
     if rows.shape[0] == 0:
-        return out
+        return rows.new_empty(_out_shape(rows, weight, kept))
     plan = _Call(rows, weight, bias, residual, kept, act, scale)
     config = None if launch_config.empty() else launch_config.lookup(plan.key(rows.device))
-    plan.launch(rows, weight, bias, residual, kept, scale, out, config)
-    return out
+    return _compute(plan, rows, weight, bias, residual, kept, act, scale, config)
 
 
 @_pointwise_conv.register_fake
@@ -398,9 +409,11 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
                         act: str = 'none', scale: Optional[Tensor] = None,
                         time_us=None) -> Dict[LaunchConfig, float]:
     """Time every :func:`candidates` config of this call and keep the fastest for its signature
-    (every later call with the same shapes, strides, dtype, device and epilogue launches it).
-    A candidate that fails to compile or computes otherwise (beyond the rounding of another
-    summation order) is skipped with a warning.
+    (every later call with the same shapes, strides, dtype, device and epilogue launches it) --
+    or, where cuBLAS and separate passes beat every kernel config, the stock path
+    (:data:`.launch_config.STOCK`; "1x1 convs stay cuBLAS unless the fused form measures
+    faster", call by call). A candidate that fails to compile or computes otherwise (beyond the
+    rounding of another summation order) is skipped with a warning.
 
     Args:
         rows, weight, bias, residual, kept, act, scale: As :func:`pointwise_conv`.
@@ -418,10 +431,9 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
     plan = _Call(rows, weight, bias, residual, kept, act, scale)
     key = plan.key(rows.device)  # what call_key says
 
-    def run():  # as the op runs it: a fresh output, the launch
-        out = rows.new_empty(_out_shape(rows, weight, kept))
-        plan.launch(rows, weight, bias, residual, kept, scale, out, launch_config.lookup(key))
-        return out
+    def run():  # as the op runs it
+        return _compute(plan, rows, weight, bias, residual, kept, act, scale,
+                        launch_config.lookup(key))
 
     def same(result, reference):
         tol = 1e-4 if rows.dtype == torch.float32 and plan.meta['PRECISION'] == 'ieee' else 1e-2
@@ -446,7 +458,8 @@ def compile_jobs(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                                            str(t.dtype).replace('torch.', ''))
                    for t in (rows, weight, bias, residual, kept, scale))
     return [(_run_compile_job, layout, str(rows.device), act, tuple(config))
-            for config in candidates(plan.per_sample, plan.k, plan.c)]
+            for config in candidates(plan.per_sample, plan.k, plan.c)
+            if config != launch_config.STOCK]
 
 
 def _run_compile_job(layout, device: str, act: str, config) -> None:

@@ -84,32 +84,39 @@ def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
     shape = (2, ) + tuple(module_inputs(model, [conv], x)[conv].shape[1:])
     key = ops.tuning_key(shape, 'float16', 'NVIDIA H200', conv.splits, conv.kernel_sizes,
                          conv.dilations, conv.stride, conv.channels_per_group)
-    # and the last epilogue GEMM (layer7's project conv, through the SE gate: one program row
-    # per sample) at batch 2
+    # and two epilogue GEMMs at batch 2: the last (the head conv + its activation) with a tuned
+    # config, the first through an SE gate tuned to the stock path
     gemm = importlib.import_module('mux_backbones.ops.pointwise_conv')
     with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad():
         model(x)
-    rows, weight, bias, residual, kept, act, scale = calls[-1]
-    assert scale is not None
-    plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
-    gemm_key = gemm.tuning_key(gemm.launch_meta(torch.float16, *plan.args[1:]), 'float16',
-                               'NVIDIA H200', 2, plan.per_sample, plan.k, plan.c)
+
+    def gemm_key(call):  # of the call at batch 2: per sample through an SE gate, else one
+        rows, weight, bias, residual, kept, act, scale = call
+        plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
+        samples, per_sample = (2, plan.per_sample) if scale is not None else \
+            (1, 2 * plan.per_sample)
+        return gemm.tuning_key(gemm.launch_meta(torch.float16, per_sample, *plan.args[2:]),
+                               'float16', 'NVIDIA H200', samples, per_sample, plan.k, plan.c)
+
     launch_config.forget()
     try:
         launch_config.record(key, (2, 4, 8))
-        launch_config.record(gemm_key, (128, 16, 8, 1))
+        launch_config.record(gemm_key(calls[-1]), (128, 16, 8, 1))
+        first = next(i for i, call in enumerate(calls) if call[6] is not None)
+        launch_config.record(gemm_key(calls[first]), launch_config.STOCK)  # tuned to cuBLAS
         launch_config.save(str(tmp_path / 'tuned.json'))
     finally:
         launch_config.forget()
     out = run_tool('tools/gpu/kernel_sass.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    '--launch-configs', str(tmp_path / 'tuned.json'),
                    extra_env={'TRITON_INTERPRET': '0'}).stdout
-    assert '2 tuned launch configs from' in out
+    assert '3 tuned launch configs from' in out
     convs, _, gemms = out.partition('\nepilogue GEMMs (')
     rows = [line.split() for line in convs.splitlines() if line.startswith('layer')][1:]
     assert rows[-1][7].startswith('2x4x') and all(not r[7].startswith('2x4x') for r in rows[:-1])
     tiles = [line.split()[5] for line in gemms.splitlines()[2:-1]]  # tile(/warps/stages)
     assert tiles[-1].startswith('128x16x') and tiles[-1].endswith('/8/1')
+    assert tiles[first] == 'stock' and tiles.count('stock') == 1
     assert not any('/' in tile for tile in tiles[:-1])
 
 

@@ -50,9 +50,9 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
-from mux_backbones.layers import FusedGroupConv, inverted_residual  # noqa: E402
+from mux_backbones.layers import FusedGroupConv  # noqa: E402
 from mux_backbones.layers.conv_bn import PointwiseConv2d  # noqa: E402
-from mux_backbones.ops import launch_config  # noqa: E402
+from mux_backbones.ops import _triton, launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
 # (the package exports the op function under the module's name)
@@ -73,13 +73,13 @@ def _fused_blocks(arch: str, shape: int, modules):
     The model is deployed on the CPU as if the kernels could run there (the deploy forms do not
     depend on the device) and run once at batch 1 to see each layer's input shape.
     """
-    real = inverted_residual.can_use_triton
-    inverted_residual.can_use_triton = lambda *args: True
+    real = _triton.interpreting  # what makes CPU tensors count as kernel-ready
+    _triton.interpreting = lambda: True
     try:
         model = MUXNet(arch, out_indices=(7, )).eval().switch_to_deploy(channels_last=True,
                                                                         fused_ops=True)
     finally:
-        inverted_residual.can_use_triton = real
+        _triton.interpreting = real
     blocks = [(name, block) for name, block in model.named_modules()
               if isinstance(getattr(block, 'depthwise_conv', None), FusedGroupConv)]
     x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
@@ -349,6 +349,12 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
         config = launch_config.lookup(gemm.tuning_key(
             gemm.launch_meta(*flags), tuned_for[1], tuned_for[0], samples, rows, k,
             c)) if tuned_for else None
+        epilogue = ('+se' * scale + f'+{act}' * (act != 'none') + '+res' * residual +
+                    '+mux' * interleave)
+        if config == launch_config.STOCK:  # tuned to cuBLAS + passes: no kernel to analyse
+            print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
+                  f'{epilogue or "-":>13}{"stock path":>16}')
+            continue
         meta = gemm.launch_meta(*flags, config=config)
         warps, stages = (config.num_warps, config.num_stages) if config else \
             (gemm.NUM_WARPS, gemm.NUM_STAGES)
@@ -365,8 +371,6 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
         total, total_mem = total + us, total_mem + mem_us
         tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}' + \
             (f'/{warps}/{stages}' if config else '')
-        epilogue = ('+se' * scale + f'+{act}' * (act != 'none') + '+res' * residual +
-                    '+mux' * interleave)
         print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
               f'{epilogue or "-":>13}{tile:>16}{regs or "?":>5}'
               f'{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}{mem_us:>8.1f}  '
