@@ -248,6 +248,14 @@ def _kernel_layout(rows: Tensor, weight: Tensor, residual: Optional[Tensor],
     return rows, weight, residual, kept
 
 
+def _planned(rows, weight, bias, residual, kept, act, scale):
+    """``(plan, tensors)``: the call's :class:`_Call` and its arguments in
+    :func:`_kernel_layout` (rows, weight, bias, residual, kept, act, scale)."""
+    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
+    args = (rows, weight, bias, residual, kept, act, scale)
+    return _Call(*args), args
+
+
 class _Call:
     """One call's launch parameters (tensors in :func:`_kernel_layout`): samples, rows per
     sample, K, C, the row strides of input, residual and kept rows, the weight's strides and
@@ -319,12 +327,12 @@ def candidates(rows_per_sample: int, k: int, c: int) -> List[LaunchConfig]:
     return configs + [launch_config.STOCK]
 
 
-def _compute(plan: '_Call', rows, weight, bias, residual, kept, act, scale,
-             config: Optional[LaunchConfig]) -> Tensor:
-    """The call (tensors in :func:`_kernel_layout`) with ``config``: the kernel, or the stock
-    path where a tuning found that faster."""
+def _compute(plan: '_Call', args, config: Optional[LaunchConfig]) -> Tensor:
+    """The call (:func:`_planned`'s plan and arguments) with ``config``: the kernel, or the
+    stock path where a tuning found that faster."""
     if config == launch_config.STOCK:
-        return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
+        return reference_pointwise_conv(*args)
+    rows, weight, bias, residual, kept, _, scale = args
     out = rows.new_empty(_out_shape(rows, weight, kept))
     plan.launch(rows, weight, bias, residual, kept, scale, out, config)
     return out
@@ -337,12 +345,11 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     launch_config.note_call('pointwise_conv', rows, weight, bias, residual, kept, act, scale)
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
-    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
     if rows.shape[0] == 0:
         return rows.new_empty(_out_shape(rows, weight, kept))
-    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
     config = None if launch_config.empty() else launch_config.lookup(plan.key(rows.device))
-    return _compute(plan, rows, weight, bias, residual, kept, act, scale, config)
+    return _compute(plan, args, config)
 
 
 @_pointwise_conv.register_fake
@@ -400,8 +407,7 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 def call_key(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
              kept: Optional[Tensor], act: str, scale: Optional[Tensor]) -> tuple:
     """The signature (:func:`tuning_key`) a call with these arguments is tuned under."""
-    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    return _Call(rows, weight, bias, residual, kept, act, scale).key(rows.device)
+    return _planned(rows, weight, bias, residual, kept, act, scale)[0].key(rows.device)
 
 
 def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -427,13 +433,11 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
     check_args(rows, weight, bias, residual, kept, act, scale)
     if unsupported_reason(rows) is not None or rows.shape[0] == 0:
         return {}
-    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
     key = plan.key(rows.device)  # what call_key says
 
     def run():  # as the op runs it
-        return _compute(plan, rows, weight, bias, residual, kept, act, scale,
-                        launch_config.lookup(key))
+        return _compute(plan, args, launch_config.lookup(key))
 
     def same(result, reference):
         tol = 1e-4 if rows.dtype == torch.float32 and plan.meta['PRECISION'] == 'ieee' else 1e-2
@@ -452,11 +456,10 @@ def compile_jobs(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     ``rows``)."""
     if unsupported_reason(rows) is not None or rows.shape[0] == 0:
         return []
-    rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    plan = _Call(rows, weight, bias, residual, kept, act, scale)
+    plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
     layout = tuple(None if t is None else (tuple(t.shape), tuple(t.stride()),
                                            str(t.dtype).replace('torch.', ''))
-                   for t in (rows, weight, bias, residual, kept, scale))
+                   for t in args[:5] + args[6:])
     return [(_run_compile_job, layout, str(rows.device), act, tuple(config))
             for config in candidates(plan.per_sample, plan.k, plan.c)
             if config != launch_config.STOCK]

@@ -119,9 +119,8 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
             for hook in hooks:
                 hook.remove()
     out = []
-    for name, (rows, weight, bias, residual, kept, act, scale) in zip(names, calls):
-        rows, weight, residual, kept = gemm._kernel_layout(rows, weight, residual, kept)
-        plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
+    for name, call in zip(names, calls):
+        plan, (_, weight, bias, residual, kept, act, scale) = gemm._planned(*call)
         per_sample = weight.dim() == 3 or scale is not None
         samples, rows_per_sample = (batch, plan.per_sample) if per_sample else \
             (1, batch * plan.per_sample)
