@@ -1160,6 +1160,16 @@ def weight_grad_candidates(x_shape, splits: Sequence[int], stride: int = 1,
     return _with_stages(tiles)
 
 
+def _tunable(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, stride: int,
+             channels_per_group: int, act: str = 'none') -> Optional[Tuple[int, int, int, int]]:
+    """The output shape of a call the tuners may time (its arguments checked), None where the
+    kernels cannot take ``x`` (then nothing is compiled, timed or recorded)."""
+    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
+    n, c, h, w = x.shape
+    out_shape = (n, c, output_size(h, stride), output_size(w, stride))
+    return out_shape if _triton_ok(x, out_shape) else None
+
+
 def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                  kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
                  channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
@@ -1168,8 +1178,8 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
     at stride 2 :func:`tune_input_grad_s2`) will run for this call, one per candidate config,
     as picklable jobs for :func:`.launch_config.precompile` (nothing where the kernels cannot
     take ``x``)."""
-    n, c, h, w = x.shape
-    if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
+    if _tunable(x, weight, list(splits), list(kernel_sizes), list(dilations), stride,
+                channels_per_group, act) is None:
         return []
     dtypes = tuple(str(t.dtype).replace('torch.', '')
                    for t in (x, weight, bias if bias is not None else weight))
@@ -1228,9 +1238,8 @@ def tune_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
         kept); empty where the kernels cannot take ``x`` (nothing is recorded then).
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
-    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
-    n, c, h, w = x.shape
-    if not _triton_ok(x, (n, c, output_size(h, stride), output_size(w, stride))):
+    if _tunable(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group,
+                act) is None:
         return {}
     args = (x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
             with_pool)
@@ -1262,10 +1271,8 @@ def tune_input_grad_s2(x: Tensor, weight: Tensor, splits: Sequence[int],
         dict: Microseconds per candidate config, the planner's own first (the fastest is kept).
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
-    check_args(x, weight, splits, kernel_sizes, dilations, 2, channels_per_group, 'none')
-    n, c, h, w = x.shape
-    out_shape = (n, c, output_size(h, 2), output_size(w, 2))
-    if not _triton_ok(x, out_shape):
+    out_shape = _tunable(x, weight, splits, kernel_sizes, dilations, 2, channels_per_group)
+    if out_shape is None:
         return {}
     grad = _channels_last(torch.randn(out_shape, dtype=x.dtype, device=x.device))
     transposed = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group,
@@ -1294,10 +1301,8 @@ def tune_weight_grad(x: Tensor, weight: Tensor, splits: Sequence[int],
         dict: Microseconds per candidate config, the planner's own first (the fastest is kept).
     """
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
-    check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, 'none')
-    n, c, h, w = x.shape
-    out_shape = (n, c, output_size(h, stride), output_size(w, stride))
-    if not _triton_ok(x, out_shape):
+    out_shape = _tunable(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group)
+    if out_shape is None:
         return {}
     x = _channels_last(x)
     grad = _channels_last(torch.randn(out_shape, dtype=x.dtype, device=x.device))
