@@ -68,7 +68,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     # worker processes); the table it writes is what the batch-32 fp16 rows below run with (and
     # what comes back to commit). Then per block: SE + project, and the epilogue GEMM against
     # cuBLAS + passes for the tail and the expand conv.
-    phase layer_bench 180 python3 tools/gpu/layer_bench.py --tune \
+    phase layer_bench 210 python3 tools/gpu/layer_bench.py --tune \
         --save-configs "$OUT/launch_configs.json"
     TUNED=""
     [[ -s "$OUT/launch_configs.json" ]] && TUNED="--launch-configs $OUT/launch_configs.json"

@@ -44,6 +44,9 @@ from mux_backbones.utils.hooks import module_inputs
 from mux_backbones.utils.timing import device_time_us
 
 ops = importlib.import_module('mux_backbones.ops.group_conv')
+# Compile workers: every core but one (the GPU machine: 16 cores; each worker holds a CUDA
+# context of ~0.5 GB, nothing next to an H200's memory).
+WORKERS = min(16, (os.cpu_count() or 1) - 1)
 # The planner's constants a variant may set (each is part of the launch plans' cache key).
 TUNABLES = ('LANE_WASTE', 'MIN_PROGRAMS', 'MIN_TILE_VALUES')
 
@@ -120,18 +123,14 @@ def main():
           (f'{"tuned us":>10}{"config":>12}' if args.tune else ''))
     total_stock = total_fused = total_tuned = 0.0
     totals = [0.0] * len(args.variants)
-    se_rows = []
+    se_rows, epilogues = [], []  # epilogues: (row, column, fn) of each GEMM timing to tune
     if args.tune:  # every layer's candidates compiled at once in worker processes
         jobs = [job for name, inp in inputs.items()
                 if isinstance(blocks[name].depthwise_conv, FusedGroupConv)
                 for job in blocks[name].depthwise_conv.compile_jobs(inp,
                                                                     blocks[name].pool_in_kernel)]
-        with torch.no_grad(), recorded_calls('pointwise_conv') as gemms:
-            fused(x)  # the epilogue GEMMs as the model calls them
-        jobs += [job for call in {call_key(*call): call for call in gemms}.values()
-                 for job in gemm_compile_jobs(*call)]
         start = time.perf_counter()
-        done = precompile(jobs, min(8, (os.cpu_count() or 1) - 1))
+        done = precompile(jobs, WORKERS)
         print(f'precompiled {done} of {len(jobs)} launch configs in '
               f'{time.perf_counter() - start:.0f} s')
     with torch.no_grad():
@@ -162,12 +161,13 @@ def main():
             if fb.pool_in_kernel:
                 y, sums = conv(inp, with_pool=True)
                 y_stock = sb.depthwise_act(sb.depthwise_norm(sb.depthwise_conv(inp)))
-                se_rows.append((name, tuple(y.shape[1:]),
-                                *tail_times(sb, fb, y_stock, y, sums, id(fb) in interleaving,
-                                            args.tune),
-                                *expand_times(fb, inp, id(fb) in interleaving, args.tune)))
-                if args.save_configs:
-                    launch_config.save(args.save_configs)
+                tail, *tail_us, tail_fn = tail_times(sb, fb, y_stock, y, sums,
+                                                     id(fb) in interleaving)
+                *expand_us, expand_fn = expand_times(fb, inp, id(fb) in interleaving)
+                # the tuned columns (NaN until the GEMMs are tuned, after this loop)
+                se_rows.append([name, tuple(y.shape[1:]), tail, *tail_us, float('nan'),
+                                *expand_us, float('nan')])
+                epilogues += [(len(se_rows) - 1, 6, tail_fn), (len(se_rows) - 1, 9, expand_fn)]
             out = conv(inp)
             moved = (inp.numel() + out.numel()) * inp.element_size() + \
                 conv.weight.numel() * conv.weight.element_size()
@@ -179,7 +179,9 @@ def main():
                   ''.join(f'{t:14.1f}' for t in others) + tuned, flush=True)
     print(f'{"total":<20}{"":>43}{total_stock:10.1f}{total_fused:10.1f}{"":>15}' +
           ''.join(f'{t:14.1f}' for t in totals) +
-          (f'{total_tuned:10.1f}' if args.tune else ''))
+          (f'{total_tuned:10.1f}' if args.tune else ''), flush=True)
+    if args.tune:
+        tune_epilogues(se_rows, epilogues, x.device, args.save_configs)
     if args.save_configs:
         print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}')
     widths = (11, 16, 13, 8, 15, 13, 8)
@@ -205,39 +207,54 @@ def _block_input(like, channels: int, interleave: bool):
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def epilogue_times(fn, device, tune: bool):
-    """``(us, tuned us)`` of ``fn`` (which calls the epilogue GEMM): as planned, and with the
-    GEMM's launch config tuned (NaN without ``tune``)."""
-    planned = device_time_us(fn, device)
-    if not tune:
-        return planned, float('nan')
+def tune_epilogues(se_rows, epilogues, device, save_configs=None) -> None:
+    """Tune the launch configs of the epilogue GEMMs that the ``(row, column, fn)`` of
+    ``epilogues`` call (every candidate compiled ahead in worker processes) and put the time
+    of each ``fn`` with them into ``se_rows[row][column]``."""
     with torch.no_grad(), recorded_calls('pointwise_conv') as calls:
-        fn()
-    for call in calls:
+        for _, _, fn in epilogues:
+            if fn is not None:
+                fn()
+    distinct = {call_key(*call): call for call in calls}
+    start = time.perf_counter()
+    jobs = [job for call in distinct.values() for job in gemm_compile_jobs(*call)]
+    done = precompile(jobs, WORKERS)
+    print(f'precompiled {done} of {len(jobs)} epilogue GEMM launch configs in '
+          f'{time.perf_counter() - start:.0f} s', flush=True)
+    for call in distinct.values():
         tune_pointwise_conv(*call)
-    return planned, device_time_us(fn, device)
+        if save_configs:  # after every GEMM: a run cut short keeps what it has
+            launch_config.save(save_configs)
+    with torch.no_grad():
+        for row, column, fn in epilogues:
+            if fn is not None:
+                se_rows[row][column] = device_time_us(fn, device)
 
 
-def expand_times(block, hidden, interleave: bool, tune: bool = False):
-    """``(cuBLAS + activation pass us, epilogue GEMM us, tuned us)`` of a fused block's expand
-    conv (NaN without one) on an input like the block's (a channel slice of a map twice as
-    wide inside channel multiplexing)."""
+def expand_times(block, hidden, interleave: bool):
+    """``(cuBLAS + activation pass us, epilogue GEMM us, the GEMM call)`` of a fused block's
+    expand conv (NaN and None without one) on an input like the block's (a channel slice of a
+    map twice as wide inside channel multiplexing)."""
     expand = getattr(block, 'expand_conv', None)
     if not getattr(expand, 'epilogue_act', None):
-        return float('nan'), float('nan'), float('nan')
+        return float('nan'), float('nan'), None
     c = expand.conv.in_channels
     x = _block_input(hidden, c, interleave)[:, :c]
+
+    def epilogue():
+        return expand(x)
+
     return (device_time_us(lambda: expand.act(expand.conv(x)), x.device),
-            *epilogue_times(lambda: expand(x), x.device, tune))
+            device_time_us(epilogue, x.device), epilogue)
 
 
-def tail_times(stock, block, y_stock, y, sums, interleave: bool, tune: bool = False):
-    """``(tail, stock us, gate + passes us, epilogue us, tuned us)`` of a block's tail after its
-    spatial conv: SE, project conv, residual add and (inside channel multiplexing) interleave
-    -- the ``stock`` block's forms; the fused ``block``'s gate kernel then the stock passes
-    (scale, cuBLAS 1x1, add, interleave); and the fused form (the gate kernel, then the GEMM
-    that scales, adds and interleaves), planned and tuned. The residual is a channel slice of a
-    map twice as wide where the block interleaves (as channel multiplexing hands it over)."""
+def tail_times(stock, block, y_stock, y, sums, interleave: bool):
+    """``(tail, stock us, gate + passes us, epilogue us, the epilogue call)`` of a block's tail
+    after its spatial conv: SE, project conv, residual add and (inside channel multiplexing)
+    interleave -- the ``stock`` block's forms; the fused ``block``'s gate kernel then the stock
+    passes (scale, cuBLAS 1x1, add, interleave); and the fused form (the gate kernel, then the
+    GEMM that scales, adds and interleaves). The residual is a channel slice of a map twice as
+    wide where the block interleaves (as channel multiplexing hands it over)."""
     c = block.out_channels
     wide = _block_input(y, c, interleave)
     residual = wide[:, :c] if block.has_residual else None
@@ -252,11 +269,13 @@ def tail_times(stock, block, y_stock, y, sums, interleave: bool, tune: bool = Fa
         gate = block.se.pooled_gate(sums, y.shape[2] * y.shape[3])
         return finish(project(y * gate.to(y.dtype)[:, :, None, None]))
 
+    def epilogue():
+        return block.se.gated_project(y, sums, project, residual, kept)
+
     return ('+se' + '+res' * block.has_residual + '+mux' * interleave,
             device_time_us(lambda: finish(stock.project_conv(stock.se(y_stock))), y.device),
-            device_time_us(gate_then_passes, y.device),
-            *epilogue_times(lambda: block.se.gated_project(y, sums, project, residual, kept),
-                            y.device, tune))
+            device_time_us(gate_then_passes, y.device), device_time_us(epilogue, y.device),
+            epilogue)
 
 
 if __name__ == '__main__':
