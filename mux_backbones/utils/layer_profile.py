@@ -141,8 +141,19 @@ def profile_layers(model: nn.Module, *args, runs: int = 10, warmup: int = 3) -> 
 
 
 def _costs(events, range_kind, moved, kind, runs: int, on_gpu: bool) -> List[LayerCost]:
+    memo: Dict[int, float] = {}
+
     def inclusive(event) -> float:
-        return event.device_time_total if on_gpu else event.cpu_time_total
+        """The event's time with everything under it: on the CPU its span; on the GPU the
+        kernels it and its descendants launched, summed from the kernels themselves (a range's
+        own GPU-side annotation span, which CUPTI may attach to it, is no kernel)."""
+        if not on_gpu:
+            return event.cpu_time_total
+        if id(event) not in memo:
+            memo[id(event)] = sum(k.duration for k in event.kernels
+                                  if not k.name.startswith(_PREFIX)) + \
+                sum(inclusive(c) for c in event.cpu_children)
+        return memo[id(event)]
 
     ranges = [e for e in events if e.name in range_kind and e.device_type == DeviceType.CPU]
     time, calls = defaultdict(float), defaultdict(float)

@@ -67,3 +67,33 @@ def test_table():
     assert float(fused[5]) == pytest.approx(281 * 2**20 / 600 / 1e6, abs=0.01)
     assert float(fused[6]) == pytest.approx(281 * 2**20 / 4.8e6, abs=0.1)
     assert lines[-1].split()[:2] == ['total', '650.0']
+
+
+def test_gpu_attribution_from_the_kernels():
+    """On the GPU a layer's time is the kernels it and its sublayers launched (a range's own
+    GPU-side annotation span is no kernel, even if attached to it), minus its sublayers'; the
+    total counts every kernel once, so unlinked kernels show as outside every layer."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Kernel
+
+    from mux_backbones.utils.layer_profile import _PREFIX, _costs
+
+    def cpu(name, kernels=(), children=()):
+        return SimpleNamespace(name=name, device_type=DeviceType.CPU, cpu_children=list(children),
+                               kernels=[Kernel(k, 0, us) for k, us in kernels])
+
+    def kernel(name, us):
+        return SimpleNamespace(name=name, device_type=DeviceType.CUDA, self_device_time_total=us)
+
+    conv = cpu(_PREFIX + 'block.conv', children=[cpu('aten::conv', [('cudnn_conv', 30.0)])])
+    block = cpu(_PREFIX + 'block', [(_PREFIX + 'block', 55.0), ('_pointwise_kernel', 20.0)],
+                [conv, cpu('aten::add', [('add_kernel', 5.0)])])
+    events = [block, conv, kernel('cudnn_conv', 30.0), kernel('_pointwise_kernel', 20.0),
+              kernel('add_kernel', 5.0), kernel(_PREFIX + 'block', 55.0),
+              kernel('unlinked_kernel', 7.0)]
+    range_kind = {_PREFIX + 'block': 'Block (own ops)', _PREFIX + 'block.conv': 'Conv2d'}
+    rows = _costs(events, range_kind, {}, {}, runs=1, on_gpu=True)
+    by_kind = {r.kind: r.time_us for r in rows}
+    assert by_kind == {'Conv2d': 30.0, 'Block (own ops)': 25.0, '(outside layers)': 7.0}
