@@ -16,9 +16,9 @@ stock forms run them (pool, two linears, sigmoid, scale, cuBLAS 1x1, add, interl
 ``se_gate`` launch followed by the same stock passes (scale, cuBLAS 1x1, add, interleave); and
 the ``se_gate`` launch followed by the one GEMM that scales its input and adds and interleaves
 in its epilogue (``ops.pointwise_conv``, the fused form); likewise the expand conv: cuBLAS +
-activation pass against the GEMM with the activation in its epilogue. With ``--tune`` those
-GEMMs' launch configs are tuned too (``tune_pointwise_conv``; the ``tuned`` columns, and in the
-saved table).
+activation pass against the GEMM with the activation in its epilogue, and so the head conv.
+With ``--tune`` those GEMMs' launch configs are tuned too (``tune_pointwise_conv``; the
+``tuned`` columns, and in the saved table).
 
     python tools/gpu/layer_bench.py [--arch m] [--batch 32] [--amp fp16]
                                     [--variants LANE_WASTE=3 MIN_PROGRAMS=0]
@@ -180,6 +180,15 @@ def main():
     print(f'{"total":<20}{"":>43}{total_stock:10.1f}{total_fused:10.1f}{"":>15}' +
           ''.join(f'{t:14.1f}' for t in totals) +
           (f'{total_tuned:10.1f}' if args.tune else ''), flush=True)
+    head = getattr(fused, 'conv_head', None)
+    if getattr(head, 'epilogue_act', None):  # the head conv: a 1x1 + activation like an expand
+        with torch.no_grad():
+            hidden = module_inputs(fused, [head], x)[head]
+            nan = float('nan')
+            se_rows.append(['conv_head', tuple(hidden.shape[1:]), '-', nan, nan, nan, nan,
+                            device_time_us(lambda: head.act(head.conv(hidden)), x.device),
+                            device_time_us(lambda: head(hidden), x.device), nan])
+        epilogues.append((len(se_rows) - 1, 9, lambda: head(hidden)))
     if args.tune:
         tune_epilogues(se_rows, epilogues, x.device, args.save_configs)
     if args.save_configs:
