@@ -237,6 +237,7 @@ def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, cap
     se_rows = [line.split() for line in gemms.splitlines()[1:]]
     tails = [token for row in se_rows for token in row if token.startswith('+se')]
     assert '+se+res+mux' in tails and '+se' in tails  # every SE block's tail
+    assert any(row[:1] == ['conv_head'] for row in se_rows)  # and the head conv's GEMM
     header = gemms.splitlines()[0]
     assert header.count('tuned') == 2 and header.count('epilogue us') == 2
     keys = [row['key'][0] for row in json.loads(saved.read_text())['configs']]
