@@ -3,13 +3,13 @@
 The fused spatial-conv kernels (:mod:`mux_backbones.ops.group_conv`) and the epilogue GEMMs of
 the 1x1 convs (:mod:`mux_backbones.ops.pointwise_conv`) launch with a tile, warp count and
 pipeline depth their planners derive from fixed rules; which candidate is fastest depends on the
-GPU, the layer and the batch. :func:`tune_kernels` runs the model once, records every kernel call
-(shapes, dtype, groups, kernel sizes, epilogue), compiles all candidates ahead in worker
-processes, then times them call signature by call signature and keeps the fastest in the
-process-wide table of :mod:`mux_backbones.ops.launch_config` -- the conv's forward kernel (which
-also computes stride-1 input gradients), for training its weight-gradient and stride-2
-input-gradient kernels, and the GEMMs. ``launch_config.save`` / ``load`` keep the table for the
-next run.
+GPU, the layer and the batch. :func:`tune_kernels` runs the model once without launching a
+kernel (a dry run), records every kernel call (shapes, dtype, groups, kernel sizes, epilogue),
+compiles all candidates ahead in worker processes, then times them call signature by call
+signature and keeps the fastest in the process-wide table of
+:mod:`mux_backbones.ops.launch_config` -- the conv's forward kernel (which also computes
+stride-1 input gradients), for training its weight-gradient and stride-2 input-gradient
+kernels, and the GEMMs. ``launch_config.save`` / ``load`` keep the table for the next run.
 """
 import os
 from typing import Dict, Optional
@@ -20,7 +20,7 @@ from torch import nn
 
 from .ops.group_conv import (compile_jobs, tune_forward, tune_input_grad_s2, tune_weight_grad,
                              tuning_key)
-from .ops.launch_config import precompile, recorded_calls
+from .ops.launch_config import dry_run, precompile, recorded_calls
 from .ops.pointwise_conv import call_key
 from .ops.pointwise_conv import compile_jobs as gemm_compile_jobs
 from .ops.pointwise_conv import tune_pointwise_conv
@@ -68,7 +68,9 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
-    with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms:
+    # A dry run: the calls without compiling each planned kernel first, one after another.
+    with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms, \
+            dry_run():
         model(*inputs)
     distinct = {}
     for call in calls:

@@ -947,6 +947,10 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
                 channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
     launch_config.note_call('group_conv', x, weight, bias, list(splits), list(kernel_sizes),
                             list(dilations), stride, channels_per_group, act, with_pool)
+    if launch_config.dry_running():
+        return launch_config.dry_outputs(_group_conv_fake(
+            x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
+            with_pool))
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
@@ -968,8 +972,8 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
 
 
 @_group_conv.register_fake
-def _(x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-      with_pool):
+def _group_conv_fake(x, weight, bias, splits, kernel_sizes, dilations, stride,
+                     channels_per_group, act, with_pool):
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     y = _empty_channels_last(n, c, oh, ow, x)

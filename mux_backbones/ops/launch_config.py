@@ -143,6 +143,38 @@ def note_call(op: str, *args) -> None:
         calls.append(args)
 
 
+_dry_runs = [0]
+
+
+@contextlib.contextmanager
+def dry_run():
+    """Inside, the ops launch (and compile) nothing: each records its call
+    (:func:`recorded_calls`) and returns outputs of the right shapes, strides and dtypes filled
+    with random normal values (:func:`dry_outputs`). How tuning learns a model's calls before
+    compiling their candidates in parallel: a real forward would first compile every planned
+    kernel one after another."""
+    _dry_runs[0] += 1
+    try:
+        yield
+    finally:
+        _dry_runs[0] -= 1
+
+
+def dry_running() -> bool:
+    """Whether a :func:`dry_run` is open (checked by the ops first thing)."""
+    return _dry_runs[0] > 0
+
+
+def dry_outputs(outputs):
+    """An op's outputs as a dry run hands them on (its fake implementation's tensors, a tensor
+    or a tuple): filled with random normal values, so the tensors recorded downstream are data a
+    tuner can compare candidates on."""
+    for t in outputs if isinstance(outputs, tuple) else (outputs, ):
+        if t.is_floating_point():
+            t.normal_()
+    return outputs
+
+
 def _run_compile_jobs(jobs) -> int:
     """Run each job -- ``(function, *arguments)``, the function launching one candidate once on
     zeros -- in this process (in a worker: what compiles it into Triton's on-disk cache); how

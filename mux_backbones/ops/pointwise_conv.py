@@ -343,6 +343,9 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
                     residual: Optional[Tensor], kept: Optional[Tensor], act: str,
                     scale: Optional[Tensor]) -> Tensor:
     launch_config.note_call('pointwise_conv', rows, weight, bias, residual, kept, act, scale)
+    if launch_config.dry_running():
+        return launch_config.dry_outputs(_pointwise_conv_fake(rows, weight, bias, residual, kept,
+                                                              act, scale))
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
     if rows.shape[0] == 0:
@@ -353,7 +356,7 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
 
 
 @_pointwise_conv.register_fake
-def _(rows, weight, bias, residual, kept, act, scale):
+def _pointwise_conv_fake(rows, weight, bias, residual, kept, act, scale):
     return rows.new_empty(_out_shape(rows, weight, kept))
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import launch_config
 from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
@@ -126,6 +127,9 @@ def _out_dtype(w_expand: Tensor, weight: Optional[Tensor]) -> torch.dtype:
 @torch.library.custom_op('mux_backbones::se_gate', mutates_args=())
 def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
              w_expand: Tensor, b_expand: Tensor, act: str, weight: Optional[Tensor]) -> Tensor:
+    if launch_config.dry_running():
+        return launch_config.dry_outputs(_se_gate_fake(sums, inv_pixels, w_reduce, b_reduce,
+                                                       w_expand, b_expand, act, weight))
     if not can_use_triton(sums, 'se_gate'):
         return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act,
                                  weight)
@@ -152,7 +156,7 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
 
 
 @_se_gate.register_fake
-def _(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight):
+def _se_gate_fake(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight):
     return sums.new_empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight))
 
 

@@ -283,3 +283,39 @@ def test_tune_kernels_for_training():
             torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
     finally:
         launch_config.forget()
+
+
+def test_dry_run_records_calls_without_launching(monkeypatch):
+    """Inside ``launch_config.dry_run`` a fused model launches no kernel: every op call is
+    recorded and hands on random data of the real shapes, strides and dtypes (what the
+    tuners then time candidates on)."""
+    import sys
+
+    from mux_backbones.ops import launch_config
+    _, fused = _pair(out_indices=(4, 7))
+    fused.eval().switch_to_deploy(channels_last=True, fused_ops=True)
+    x = _input((32, 32), 2)
+    with torch.no_grad(), launch_config.recorded_calls('group_conv') as calls, \
+            launch_config.recorded_calls('pointwise_conv') as gemms:
+        real = fused(x)
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError('a kernel launched during a dry run')
+
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], '_run', no_launch)
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.pointwise_conv']._Call, 'launch',
+                        no_launch)
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.se_gate'], 'can_use_triton', no_launch)
+    with torch.no_grad(), launch_config.recorded_calls('group_conv') as dry_calls, \
+            launch_config.recorded_calls('pointwise_conv') as dry_gemms, launch_config.dry_run():
+        dry = fused(x)
+    assert not launch_config.dry_running()
+    assert len(dry_calls) == len(calls) > 0 and len(dry_gemms) == len(gemms) > 0
+    for a, b in zip(dry_calls + dry_gemms, calls + gemms):
+        for s, t in zip(a, b):
+            if isinstance(t, torch.Tensor):
+                assert (s.shape, s.stride(), s.dtype) == (t.shape, t.stride(), t.dtype)
+                assert torch.isfinite(s).all()
+            else:
+                assert s == t
+    assert [o.shape for o in dry] == [o.shape for o in real]
