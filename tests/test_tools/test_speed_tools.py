@@ -274,3 +274,19 @@ def test_benchmark_training_step_with_profile():
     assert next(r for r in rows if r[:1] == ['mobilenetv2'])[-1] == '1.00x'
     assert table.count('CPU operators busy') == 3
     assert 'ssdlite muxnet-m fused_ops: CPU operators busy' in table
+
+
+def test_check_kernels_rehearsal():
+    """tools/gpu/check_kernels.py (the GPU lease's first phase) with ``--quick``: every check on
+    small shapes in the interpreter, one line each, all passing; without the interpreter a clear
+    one-line refusal."""
+    pytest.importorskip('triton')
+    out = run_tool('tools/gpu/check_kernels.py', '--quick',
+                   extra_env={'TRITON_INTERPRET': '1'}).stdout
+    lines = [line for line in out.splitlines() if line.startswith(('ok', 'FAIL'))]
+    assert len(lines) >= 7 + 4 + 6 + 2 and all(line.startswith('ok') for line in lines)
+    assert any(line.startswith('ok   pointwise_conv') for line in lines)
+    assert 'kernel check: all passed' in out
+    proc = run_tool('tools/gpu/check_kernels.py', '--quick', check=False,
+                    extra_env={'TRITON_INTERPRET': '0'})
+    assert proc.returncode != 0 and 'set TRITON_INTERPRET=1' in proc.stderr

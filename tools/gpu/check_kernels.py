@@ -5,8 +5,15 @@ shapes (project: SE-gated input, residual, interleave; expand: activation); then
 with ``fused_ops`` against the stock path in training and in deploy mode.
 
     python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
+
+``--quick`` rehearses the same checks on the CPU under Triton's interpreter
+(``TRITON_INTERPRET=1``) with small shapes, fp16 ops (the unit tests cover fp32; the interpreter
+has no bf16) and MUXNet-tiny in fp32, so a GPU lease never finds this tool broken.
 """
+import argparse
+import os
 import sys
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -27,6 +34,28 @@ _CASES = [
 _TOL = {torch.float32: 2e-3, torch.float16: 2e-2, torch.bfloat16: 6e-2}
 
 
+class Setup(NamedTuple):
+    """Where and how big the checks run."""
+    device: str = 'cuda'
+    batch: int = 8  # of the conv checks
+    samples: int = 32  # of the SE-gate and GEMM checks
+    shrink: int = 1  # map sides divided by this (at least 5 pixels)
+    arch: str = 'm'
+    image: int = 224
+    model_batch: int = 4
+    dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+    # the training check's precisions (None: fp32) -- on the CPU, fp16 autocast casts other ops
+    # than on CUDA, so the stock path it is compared with is another computation there
+    autocast: Tuple[Optional[torch.dtype], ...] = (None, torch.float16)
+
+    def side(self, size: int) -> int:
+        return max(5, size // self.shrink)
+
+
+FULL = Setup()
+QUICK = Setup('cpu', 1, 2, 16, 'tiny', 32, 2, (torch.float16, ), (None, ))
+
+
 def _rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
@@ -40,16 +69,17 @@ def _report(failures, what: str, dtype, errs) -> None:
           flush=True)
 
 
-def check_ops(failures):
+def check_ops(failures, setup: Setup = FULL):
+    dev = setup.device
     for splits, ks, dils, stride, cpg, size in _CASES:
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for dtype in setup.dtypes:
             torch.manual_seed(0)
-            c = sum(splits)
-            x = torch.randn(8, c, size, size, device='cuda', dtype=dtype).contiguous(
+            c, size = sum(splits), setup.side(size)
+            x = torch.randn(setup.batch, c, size, size, device=dev, dtype=dtype).contiguous(
                 memory_format=torch.channels_last).requires_grad_()
-            ws = [torch.randn(n, cpg, k, k, device='cuda', requires_grad=True) * 0.2
+            ws = [torch.randn(n, cpg, k, k, device=dev, requires_grad=True) * 0.2
                   for n, k in zip(splits, ks)]
-            bias = torch.randn(c, device='cuda', requires_grad=True)
+            bias = torch.randn(c, device=dev, requires_grad=True)
             w = pack_weights(ws)
             y, pool = group_conv(x, w, bias, splits, ks, dils, stride, cpg, 'silu', True)
             xr = x.detach().float().requires_grad_()
@@ -63,56 +93,63 @@ def check_ops(failures):
                     errs)
 
 
-def check_se_gate(failures):
+def check_se_gate(failures, setup: Setup = FULL):
     # (channels, squeeze, project outputs) of MUXNet-m's squeeze-excites
+    dev, n = setup.device, setup.samples
     for c, s, c_out in ((96, 4, 24), (240, 10, 40), (480, 20, 80), (960, 40, 160)):
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for dtype in setup.dtypes:
             torch.manual_seed(0)
-            params = [torch.randn(*shape, device='cuda', dtype=dtype) * 0.3
+            params = [torch.randn(*shape, device=dev, dtype=dtype) * 0.3
                       for shape in ((s, c), (s, ), (c, s), (c, ))]
-            parts = torch.randn(32, 7, c, device='cuda') * 30
-            weight = torch.randn(c_out, c, device='cuda', dtype=dtype).t()
+            parts = torch.randn(n, 7, c, device=dev) * 30
+            weight = torch.randn(c_out, c, device=dev, dtype=dtype).t()
             errs = [_rel(se_gate(parts, 196, *params, act='silu', weight=w),
                          reference_se_gate(parts, 1 / 196, *params, 'silu', w))
                     for w in (None, weight)]
             _report(failures, f'se_gate C{c} S{s} -> {c_out}', dtype, errs)
 
 
-def check_pointwise_conv(failures):
+def check_pointwise_conv(failures, setup: Setup = FULL):
     # (pixels, hidden K, processed C) of MUXNet-m's channel-multiplexed blocks at batch 32: rows
     # aligned to 4, 8 (not 16: the ALIGN hint) and 16 elements (each ~3 compiles per dtype)
-    for pixels, k, c in ((56 * 56, 48, 12), (14 * 14, 240, 40), (7 * 7, 480, 80)):
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    dev, n = setup.device, setup.samples
+    for side, k, c in ((56, 48, 12), (14, 240, 40), (7, 480, 80)):
+        pixels = setup.side(side) ** 2
+        for dtype in setup.dtypes:
             torch.manual_seed(0)
-            rows = torch.randn(32 * pixels, k, device='cuda', dtype=dtype)
-            block = torch.randn(32 * pixels, 2 * c, device='cuda', dtype=dtype)
-            bias = torch.randn(c, device='cuda', dtype=dtype)
-            shared = torch.randn(c, k, device='cuda', dtype=dtype).t() * k ** -0.5
-            per_sample = torch.randn(32, k, c, device='cuda', dtype=dtype) * k ** -0.5
-            gate = torch.rand(32, k, device='cuda', dtype=dtype)  # an SE gate on the input
+            rows = torch.randn(n * pixels, k, device=dev, dtype=dtype)
+            block = torch.randn(n * pixels, 2 * c, device=dev, dtype=dtype)
+            bias = torch.randn(c, device=dev, dtype=dtype)
+            shared = torch.randn(c, k, device=dev, dtype=dtype).t() * k ** -0.5
+            per_sample = torch.randn(n, k, c, device=dev, dtype=dtype) * k ** -0.5
+            gate = torch.rand(n, k, device=dev, dtype=dtype)  # an SE gate on the input
             errs = [_rel(pointwise_conv(rows, w, bias, block[:, :c], block[:, c:], scale=g),
                          reference_pointwise_conv(rows.float(), w.float(), bias.float(),
                                                   block[:, :c].float(), block[:, c:].float(),
                                                   scale=g if g is None else g.float()))
                     for w, g in ((shared, gate), (per_sample, None))]
             _report(failures, f'pointwise_conv {pixels}px K{k} -> C{c} (+se)+res+mux', dtype, errs)
-            expand = torch.randn(k, 6 * k, device='cuda', dtype=dtype) * k ** -0.5  # + act
+            expand = torch.randn(k, 6 * k, device=dev, dtype=dtype) * k ** -0.5  # + act
             errs = [_rel(pointwise_conv(rows, expand, act='silu'),
                          reference_pointwise_conv(rows.float(), expand.float(), act='silu'))]
             _report(failures, f'pointwise_conv {pixels}px K{k} -> C{6 * k} +silu', dtype, errs)
 
 
-def check_model(failures):
+def check_model(failures, setup: Setup = FULL):
     torch.manual_seed(0)
-    stock = MUXNet('m', out_indices=(2, 4, 7)).cuda()
-    fused = MUXNet('m', out_indices=(2, 4, 7), fused_ops=True).cuda()
+    dev, arch = setup.device, setup.arch
+    stock = MUXNet(arch, out_indices=(2, 4, 7)).to(dev)
+    fused = MUXNet(arch, out_indices=(2, 4, 7), fused_ops=True).to(dev)
     fused.load_state_dict(stock.state_dict())
-    x = torch.randn(4, 3, 224, 224, device='cuda').contiguous(memory_format=torch.channels_last)
-    for name, dtype in (('fp32', None), ('fp16 autocast', torch.float16)):
+    x = torch.randn(setup.model_batch, 3, setup.image, setup.image, device=dev).contiguous(
+        memory_format=torch.channels_last)
+    for dtype in setup.autocast:
+        name = 'fp32' if dtype is None else f'{str(dtype)[6:]} autocast'
         outs = []
         for model in (stock, fused):
             model.zero_grad()
-            with torch.autocast('cuda', dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
                 out = model(x)
             sum(o.float().square().mean() for o in out).backward()
             outs.append((out, [p.grad.clone() for p in model.parameters()]))
@@ -124,9 +161,12 @@ def check_model(failures):
                        for a, b in zip(outs[1][1], outs[0][1]))
         ok = err_out < 2e-2 and err_grad < 5e-2
         if not ok:
-            failures.append(f'MUXNet-m train {name}')
-        print(f'{"ok  " if ok else "FAIL"} MUXNet-m training {name}: outputs {err_out:.1e}, '
+            failures.append(f'MUXNet-{arch} train {name}')
+        print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} training {name}: outputs {err_out:.1e}, '
               f'weight grads {err_grad:.1e} (max rel err, fused vs stock)', flush=True)
+    # The training passes moved each model's BN statistics by its own batch statistics: compare
+    # the deploy forms from the same state, so only the kernels differ.
+    fused.load_state_dict(stock.state_dict())
     stock.eval()
     fused.eval().switch_to_deploy(channels_last=True)
     with torch.no_grad():
@@ -135,19 +175,32 @@ def check_model(failures):
         err16 = max(_rel(a, b) for a, b in zip(fused(x.half()), stock(x)))
     ok = err < 1e-3 and err16 < 2e-2
     if not ok:
-        failures.append('MUXNet-m deploy')
-    print(f'{"ok  " if ok else "FAIL"} MUXNet-m deploy (fused kernels) vs eval: fp32 {err:.1e}, '
-          f'fp16 weights {err16:.1e}', flush=True)
+        failures.append(f'MUXNet-{arch} deploy')
+    print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} deploy (fused kernels) vs eval: fp32 '
+          f'{err:.1e}, fp16 weights {err16:.1e}', flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model-only', action='store_true', help='only the whole-model checks')
+    parser.add_argument('--quick', action='store_true',
+                        help='small shapes and MUXNet-tiny on the CPU under TRITON_INTERPRET=1 '
+                        '(a rehearsal of the tool, not a check of compiled kernels)')
+    args = parser.parse_args()
+    setup = QUICK if args.quick else FULL
+    if args.quick and os.environ.get('TRITON_INTERPRET') != '1':
+        sys.exit('error: --quick runs the kernels in the interpreter: set TRITON_INTERPRET=1')
+    if not args.quick and not torch.cuda.is_available():
+        sys.exit('error: no CUDA device')
+    failures = []
+    if not args.model_only:
+        check_ops(failures, setup)
+        check_se_gate(failures, setup)
+        check_pointwise_conv(failures, setup)
+    check_model(failures, setup)
+    print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == '__main__':
-    if not torch.cuda.is_available():
-        sys.exit('error: no CUDA device')
-    failures = []
-    if '--model-only' not in sys.argv:
-        check_ops(failures)
-        check_se_gate(failures)
-        check_pointwise_conv(failures)
-    check_model(failures)
-    print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
-    sys.exit(1 if failures else 0)
+    main()
