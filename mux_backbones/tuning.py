@@ -68,10 +68,16 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
-    # A dry run: the calls without compiling each planned kernel first, one after another.
-    with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms, \
-            dry_run():
-        model(*inputs)
+    # A dry run: the calls without compiling each planned kernel first, one after another. Its
+    # random activations must not reach a training model's BN statistics: buffers restored.
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms, \
+                dry_run():
+            model(*inputs)
+    finally:
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
     distinct = {}
     for call in calls:
         x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
