@@ -47,7 +47,7 @@ class PointwiseConv2d(nn.Conv2d):
                 kept: Optional[torch.Tensor] = None, act: str = 'none',
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         if residual is not None or kept is not None or act != 'none' or scale is not None:
-            return self._with_epilogue(x, self.matrix(), residual, kept, act, scale)
+            return self._with_epilogue(x, residual, kept, act, scale)
         rows = self._rows(x)
         if rows is None:
             return super().forward(x)
@@ -60,12 +60,12 @@ class PointwiseConv2d(nn.Conv2d):
         """The weight as the ``(C_in, C_out)`` matrix the product multiplies by (a view)."""
         return self.weight.reshape(self.out_channels, -1).t()
 
-    def _with_epilogue(self, x: torch.Tensor, weight: torch.Tensor,
-                       residual: Optional[torch.Tensor], kept: Optional[torch.Tensor],
-                       act: str, scale: Optional[torch.Tensor]) -> torch.Tensor:
+    def _with_epilogue(self, x: torch.Tensor, residual: Optional[torch.Tensor],
+                       kept: Optional[torch.Tensor], act: str,
+                       scale: Optional[torch.Tensor]) -> torch.Tensor:
         b, _, h, w = x.shape
-        out = pointwise_conv(_as_rows(x), weight, self.bias, _as_rows(residual), _as_rows(kept),
-                             act, scale)
+        out = pointwise_conv(_as_rows(x), self.matrix(), self.bias, _as_rows(residual),
+                             _as_rows(kept), act, scale)
         return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 

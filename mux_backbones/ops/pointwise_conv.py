@@ -474,6 +474,4 @@ def _run_compile_job(layout, device: str, act: str, config) -> None:
         None if spec is None else torch.empty_strided(spec[0], spec[1], device=device,
                                                       dtype=getattr(torch, spec[2])).zero_()
         for spec in layout)
-    out = rows.new_empty(_out_shape(rows, weight, kept))
-    _Call(rows, weight, bias, residual, kept, act, scale).launch(
-        rows, weight, bias, residual, kept, scale, out, LaunchConfig(*config))
+    _compute(*_planned(rows, weight, bias, residual, kept, act, scale), LaunchConfig(*config))

@@ -104,9 +104,8 @@ def profile_layers(model: nn.Module, *args, runs: int = 10, warmup: int = 3) -> 
         warmup (int): Forwards run first (compiles, autotunes, allocator).
     """
     modules = dict(model.named_modules())
-    kind = {m: type(m).__name__ + ('' if next(m.children(), None) is None else ' (own ops)')
-            for m in modules.values()}
     leaves = [m for m in modules.values() if next(m.children(), None) is None]
+    kind = {m: type(m).__name__ + ('' if m in leaves else ' (own ops)') for m in modules.values()}
     moved = _leaf_bytes(model, args, leaves)
     range_name = {m: f'{_PREFIX}{name or "<model>"}' for name, m in modules.items()}
     range_kind = {range_name[m]: kind[m] for m in modules.values()}

@@ -66,33 +66,31 @@ _DTYPES = {'fp16': 'fp16', 'bf16': 'bf16', 'fp32': 'fp32'}
 _TORCH_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16', 'fp32': 'float32'}
 
 
-def _fused_blocks(arch: str, shape: int, modules):
-    """``[(name, block)]`` of a fused deploy model's blocks with a fused spatial conv and the
-    inputs (batch 1) of ``modules(block)`` for each.
-
-    The model is deployed on the CPU as if the kernels could run there (the deploy forms do not
-    depend on the device) and run once at batch 1 to see each layer's input shape.
-    """
+def _fused_model(arch: str):
+    """MUXNet ``arch`` in its fused deploy form, deployed on the CPU as if the kernels could run
+    there (the deploy forms do not depend on the device)."""
     real = _triton.interpreting  # what makes CPU tensors count as kernel-ready
     _triton.interpreting = lambda: True
     try:
-        model = MUXNet(arch, out_indices=(7, )).eval().switch_to_deploy(channels_last=True,
-                                                                        fused_ops=True)
+        return MUXNet(arch, out_indices=(7, )).eval().switch_to_deploy(channels_last=True,
+                                                                       fused_ops=True)
     finally:
         _triton.interpreting = real
-    blocks = [(name, block) for name, block in model.named_modules()
-              if isinstance(getattr(block, 'depthwise_conv', None), FusedGroupConv)]
-    x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)  # the ops' CPU fallbacks compute it
-        inputs = module_inputs(model, [modules(b) for _, b in blocks], x)
-    return model, blocks, inputs
+
+
+def _input(shape: int):
+    return torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
 
 
 def spatial_layers(arch: str, shape: int):
-    """``(name, FusedGroupConv, input shape, with_pool)`` of every block of a fused deploy model.
-    """
-    _, blocks, inputs = _fused_blocks(arch, shape, lambda b: b.depthwise_conv)
+    """``(name, FusedGroupConv, input shape, with_pool)`` of every block of a fused deploy model
+    (run once at batch 1 to see each layer's input shape)."""
+    model = _fused_model(arch)
+    blocks = [(name, block) for name, block in model.named_modules()
+              if isinstance(getattr(block, 'depthwise_conv', None), FusedGroupConv)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # the ops' CPU fallbacks compute it
+        inputs = module_inputs(model, [b.depthwise_conv for _, b in blocks], _input(shape))
     return [(name, b.depthwise_conv, tuple(inputs[b.depthwise_conv].shape), b.pool_in_kernel)
             for name, b in blocks if b.depthwise_conv in inputs]
 
@@ -104,8 +102,7 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
     C, row strides (input, residual, kept), weight strides (K, C), bias, residual, interleave,
     act, scale)``. A call with per-sample weights or an input scale runs one program row per
     sample; any other has one sample of all the batch's rows."""
-    model, _, _ = _fused_blocks(arch, shape, lambda b: b)
-    x = torch.randn(1, 3, shape, shape).contiguous(memory_format=torch.channels_last)
+    model = _fused_model(arch)
     names = []  # the module that made each recorded call
     with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad(), \
             warnings.catch_warnings():
@@ -114,7 +111,7 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
             lambda m, args, out, name=name: names.extend([name] * (len(calls) - len(names))))
             for name, m in model.named_modules() if isinstance(m, PointwiseConv2d)]
         try:
-            model(x)
+            model(_input(shape))
         finally:
             for hook in hooks:
                 hook.remove()
