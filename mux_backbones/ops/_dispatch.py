@@ -2,7 +2,8 @@
 
 A Python custom op pays for the dispatcher and its autograd wrapper on every call: ~40 us of CPU
 here (a 4x4 map: 163 us through the op, 122 us calling its implementation), which in eager
-inference is more than the kernel of a small layer and adds up over a MUXNet's 36 op calls.
+inference is more than the kernel of a small layer and adds up over a fused MUXNet-m's 72 op
+calls.
 Where nothing needs the op as a graph node -- no compile or trace, no gradient, no tensor
 subclass or dispatch mode -- :func:`call` runs the implementation directly; everything else goes
 through the op, so ``torch.compile``, CUDA-graph capture, autograd, ``FakeTensor`` and profilers
@@ -10,25 +11,23 @@ see the same single node as before.
 """
 import torch
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_MODE_STACKS = (getattr(torch._C, '_len_torch_dispatch_stack', None),
+                getattr(torch._C, '_len_torch_function_stack', None))
+
 
 def _modes_active() -> bool:
-    stacks = (getattr(torch._C, '_len_torch_dispatch_stack', None),
-              getattr(torch._C, '_len_torch_function_stack', None))
-    return any(stack is None or stack() > 0 for stack in stacks)
-
-
-def _plain(value) -> bool:
-    return not isinstance(value, torch.Tensor) or type(value) in (torch.Tensor, torch.nn.Parameter)
+    return any(stack is None or stack() > 0 for stack in _MODE_STACKS)
 
 
 def call(op, *args):
     """``op(*args)``, bypassing the dispatcher when nothing needs the op itself."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return op(*args)
     impl = getattr(op, '_init_fn', None)  # the implementation torch.library wraps
-    if impl is None or _modes_active() or not all(_plain(a) for a in args):
+    if impl is None or torch.compiler.is_compiling() or torch.jit.is_tracing() or \
+            _modes_active():
         return op(*args)
-    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
-                                       for a in args):
-        return op(*args)
+    grad = torch.is_grad_enabled()
+    for a in args:  # a tensor subclass, or one autograd must see, needs the op
+        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN or grad and a.requires_grad):
+            return op(*args)
     return impl(*args)

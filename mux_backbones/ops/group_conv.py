@@ -626,7 +626,8 @@ def _channels_last(x: Tensor) -> Tensor:
 
 
 def _empty_channels_last(n, c, h, w, like: Tensor) -> Tensor:
-    return torch.empty((n, h, w, c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
+    return torch.empty_strided((n, c, h, w), (h * w * c, 1, w * c, c), dtype=like.dtype,
+                               device=like.device)
 
 
 def _fits_int32(*shapes) -> bool:
@@ -729,16 +730,20 @@ def _group_meta(c, group: _Group, channels_per_group, tile_h, tile_w) -> dict:
                 ALIGN=_align(c, group.start, group.size, group.w_off, block_c))
 
 
+_SEQUENCES = (list, torch.Size)  # arguments a plan's cache key takes as tuples
+
+
 def _planned(plan):
-    """Cache a launch plan per call signature (and per the module switches it reads): planning
-    in Python costs 7-27 us per call, about a small layer's kernel time in eager mode."""
+    """Cache a launch plan per call signature (and per the module switches and tuned configs it
+    reads): planning in Python costs 7-27 us per call, about a small layer's kernel time in
+    eager mode."""
     cached = functools.lru_cache(maxsize=1024)(lambda key, *args: plan(*args))
 
     @functools.wraps(plan)
     def planned(*args):
-        args = tuple(tuple(a) if isinstance(a, (list, torch.Size)) else a for a in args)
+        args = [tuple(a) if type(a) in _SEQUENCES else a for a in args]
         return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS,
-                       MIN_TILE_VALUES), *args)
+                       MIN_TILE_VALUES, launch_config.version()), *args)
 
     return planned
 
@@ -788,6 +793,33 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
                       (g.k, group['BLOCK_C'], group['EVEN_C'], group['ALIGN'], g.windowed)))
     return tuple(_forward_launch(shared, meta, slots[i:i + FORWARD_SLOTS], num_tiles, n,
                                  config.num_warps) for i in range(0, len(slots), FORWARD_SLOTS))
+
+
+class ForwardPlan(NamedTuple):
+    """A forward call as :func:`forward_plan` plans it: the tuned config (None: the planner's
+    tile), the kernel's launches, the output's and the pooled sums' shapes, and whether every
+    index fits the kernels' 32-bit arithmetic."""
+    config: Optional[LaunchConfig]
+    launches: Tuple[Launch, ...]
+    out_shape: Tuple[int, int, int, int]
+    pool_shape: Tuple[int, ...]
+    fits_int32: bool
+
+
+@_planned
+def forward_plan(x_shape, dtype, device, splits, kernel_sizes, dilations, stride,
+                 channels_per_group, act, with_pool, has_bias) -> ForwardPlan:
+    """Everything a forward call needs besides its tensors, planned once per call signature (the
+    op's eager overhead: one cached lookup instead of ~15 us of planning per call)."""
+    n, c, h, w = x_shape
+    out_shape = (n, c, output_size(h, stride), output_size(w, stride))
+    config = None if launch_config.empty() else launch_config.lookup(tuning_key(
+        x_shape, dtype, device, splits, kernel_sizes, dilations, stride, channels_per_group))
+    launches = forward_launches(x_shape, splits, kernel_sizes, dilations, stride,
+                                channels_per_group, act, with_pool, has_bias, config)
+    return ForwardPlan(config, launches, out_shape,
+                       _pool_shape(n, c, *out_shape[2:], splits, with_pool, config),
+                       _fits_int32(x_shape, out_shape))
 
 
 def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
@@ -951,29 +983,27 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
         return launch_config.dry_outputs(_group_conv_fake(
             x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
             with_pool))
-    n, c, h, w = x.shape
-    oh, ow = output_size(h, stride), output_size(w, stride)
-    config = tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group)
-    if not _triton_ok(x, (n, c, oh, ow)):
+    plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
+                        channels_per_group, act, with_pool, bias is not None)
+    if not (plan.fits_int32 and can_use_triton(x, 'group_conv')):
         y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
                                                 stride, channels_per_group, act))
-        pool = _tile_sums(y, *_forward_tile(splits, n, oh, ow, config)) if with_pool else \
+        n, _, oh, ow = plan.out_shape
+        pool = _tile_sums(y, *_forward_tile(splits, n, oh, ow, plan.config)) if with_pool else \
             x.new_empty(0, dtype=torch.float32)
         return y, pool
     x = _channels_last(x)
-    y = _empty_channels_last(n, c, oh, ow, x)
-    pool = torch.empty(_pool_shape(n, c, oh, ow, splits, with_pool, config), dtype=torch.float32,
-                       device=x.device)
-    _launch_forward(x, kernel_weights(weight.contiguous(), splits, kernel_sizes,
-                                      channels_per_group),
-                    bias, y, pool, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-                    with_pool, config)
+    y = _empty_channels_last(*plan.out_shape, x)
+    pool = torch.empty(plan.pool_shape, dtype=torch.float32, device=x.device)
+    weight = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group)
+    _run(plan.launches, x, weight, bias if bias is not None else weight, y, pool)
     return y, pool
 
 
 @_group_conv.register_fake
 def _group_conv_fake(x, weight, bias, splits, kernel_sizes, dilations, stride,
                      channels_per_group, act, with_pool):
+    # Not forward_plan: under torch.compile the sizes may be symbolic (not hashable).
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
     y = _empty_channels_last(n, c, oh, ow, x)

@@ -46,6 +46,8 @@ class LaunchConfig(NamedTuple):
 STOCK = LaunchConfig(1, 1, 1, 1)
 
 _table: Dict[Tuple, LaunchConfig] = {}
+# Bumped by every change of the table, so the ops' launch planners may cache what they looked up.
+_version = [0]
 
 
 def _check(config: LaunchConfig) -> LaunchConfig:
@@ -72,6 +74,11 @@ def empty() -> bool:
     return not _table
 
 
+def version() -> int:
+    """A number that changes whenever the table does (what a cached launch plan depends on)."""
+    return _version[0]
+
+
 def lookup(key: Tuple) -> Optional[LaunchConfig]:
     """The tuned config of a call signature (None: the planner's own choice)."""
     return _table.get(key)
@@ -80,6 +87,7 @@ def lookup(key: Tuple) -> Optional[LaunchConfig]:
 def record(key: Tuple, config: LaunchConfig) -> None:
     """Use ``config`` for the call signature ``key`` from now on."""
     _table[_frozen(key)] = _check(config)
+    _version[0] += 1
 
 
 def forget(key: Optional[Tuple] = None) -> None:
@@ -88,6 +96,7 @@ def forget(key: Optional[Tuple] = None) -> None:
         _table.clear()
     else:
         _table.pop(_frozen(key), None)
+    _version[0] += 1
 
 
 def entries() -> Dict[Tuple, LaunchConfig]:

@@ -32,6 +32,7 @@ The stock computation (:func:`reference_pointwise_conv`) is the fallback and the
 reference; gradients go through it (the op is an inference path: training keeps the project
 conv's norm layer, which no epilogue can fold).
 """
+import functools
 from typing import Dict, List, Optional
 
 import torch
@@ -252,46 +253,61 @@ def _planned(rows, weight, bias, residual, kept, act, scale):
     """``(plan, tensors)``: the call's :class:`_Call` and its arguments in
     :func:`_kernel_layout` (rows, weight, bias, residual, kept, act, scale)."""
     rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    args = (rows, weight, bias, residual, kept, act, scale)
-    return _Call(*args), args
+    samples = weight.shape[0] if weight.dim() == 3 else \
+        scale.shape[0] if scale is not None else 1
+    plan = _plan(rows.dtype, rows.device, *rows.shape, weight.shape[-1], samples,
+                 (_row_stride(rows), _row_stride(residual), _row_stride(kept)),
+                 _weight_strides(weight), weight.stride(0) if weight.dim() == 3 else 0,
+                 bias is not None, residual is not None, kept is not None, act,
+                 scale is not None, torch.backends.cuda.matmul.allow_tf32,
+                 launch_config.version())
+    return plan, (rows, weight, bias, residual, kept, act, scale)
 
 
 class _Call:
-    """One call's launch parameters (tensors in :func:`_kernel_layout`): samples, rows per
-    sample, K, C, the row strides of input, residual and kept rows, the weight's strides and
-    the compile-time arguments of the planner's launch."""
+    """One call signature's launch parameters (tensors in :func:`_kernel_layout`), planned once
+    (:func:`_plan`): samples, rows per sample, K, C, the row strides of input, residual and kept
+    rows, the weight's strides, the compile-time arguments of the planner's launch and the
+    tuned config (None: the planner's)."""
 
-    def __init__(self, rows, weight, bias, residual, kept, act, scale):
-        m, self.k = rows.shape
-        self.c = weight.shape[-1]
-        self.samples = weight.shape[0] if weight.dim() == 3 else \
-            scale.shape[0] if scale is not None else 1
-        self.per_sample = m // self.samples
-        self.strides = [_row_stride(rows), _row_stride(residual), _row_stride(kept)]
-        self.weight_strides = _weight_strides(weight)
-        self.w_sample = weight.stride(0) if weight.dim() == 3 else 0
-        self.args = (rows.dtype, self.per_sample, self.k, self.c, self.strides,
-                     self.weight_strides, bias is not None, residual is not None,
-                     kept is not None, act, scale is not None)
+    def __init__(self, dtype, device, m, k, c, samples, strides, weight_strides, w_sample,
+                 has_bias, has_residual, interleave, act, has_scale, tf32, table_version):
+        # tf32 (the matmul flag launch_meta reads) and the table's version only key the cache.
+        self.device, self.k, self.c, self.samples = device, k, c, samples
+        self.per_sample = m // samples
+        self.strides, self.weight_strides, self.w_sample = strides, weight_strides, w_sample
+        self.args = (dtype, self.per_sample, k, c, strides, weight_strides, has_bias,
+                     has_residual, interleave, act, has_scale)
         self.meta = launch_meta(*self.args)
+        self.config = None if launch_config.empty() else launch_config.lookup(self.key())
+        self._launches = {}  # config -> (grid, keyword arguments) of the kernel launch
 
-    def key(self, device) -> tuple:
+    def key(self) -> tuple:
         """The signature its tuned config is kept under (see :func:`tuning_key`)."""
-        return tuning_key(self.meta, self.args[0], device, self.samples, self.per_sample,
+        return tuning_key(self.meta, self.args[0], self.device, self.samples, self.per_sample,
                           self.k, self.c)
+
+    def _launch_args(self, config: Optional[LaunchConfig]):
+        if config not in self._launches:
+            meta = self.meta if config is None else launch_meta(*self.args, config=config)
+            grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
+                    triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
+            self._launches[config] = grid, dict(
+                meta, num_warps=config.num_warps if config else NUM_WARPS,
+                num_stages=config.num_stages if config else NUM_STAGES)
+        return self._launches[config]
 
     def launch(self, rows, weight, bias, residual, kept, scale, out,
                config: Optional[LaunchConfig] = None) -> None:
-        meta = self.meta if config is None else launch_meta(*self.args, config=config)
-        grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
-                triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
+        grid, kwargs = self._launch_args(config)
         _pointwise_kernel[grid](
             rows, weight, bias if bias is not None else weight,
             residual if residual is not None else rows, kept if kept is not None else rows,
             scale.contiguous() if scale is not None else rows, out, self.per_sample, self.k,
-            self.c, out.shape[1], *self.strides, self.w_sample, *self.weight_strides,
-            num_warps=config.num_warps if config else NUM_WARPS,
-            num_stages=config.num_stages if config else NUM_STAGES, **meta)
+            self.c, out.shape[1], *self.strides, self.w_sample, *self.weight_strides, **kwargs)
+
+
+_plan = functools.lru_cache(maxsize=1024)(_Call)
 
 
 def tuning_key(meta: dict, dtype, device, samples: int, rows_per_sample: int, k: int,
@@ -351,8 +367,7 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     if rows.shape[0] == 0:
         return rows.new_empty(_out_shape(rows, weight, kept))
     plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
-    config = None if launch_config.empty() else launch_config.lookup(plan.key(rows.device))
-    return _compute(plan, args, config)
+    return _compute(plan, args, plan.config)
 
 
 @_pointwise_conv.register_fake
@@ -410,7 +425,7 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 def call_key(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
              kept: Optional[Tensor], act: str, scale: Optional[Tensor]) -> tuple:
     """The signature (:func:`tuning_key`) a call with these arguments is tuned under."""
-    return _planned(rows, weight, bias, residual, kept, act, scale)[0].key(rows.device)
+    return _planned(rows, weight, bias, residual, kept, act, scale)[0].key()
 
 
 def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -437,7 +452,7 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
     if unsupported_reason(rows) is not None or rows.shape[0] == 0:
         return {}
     plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
-    key = plan.key(rows.device)  # what call_key says
+    key = plan.key()  # what call_key says
 
     def run():  # as the op runs it
         return _compute(plan, args, launch_config.lookup(key))

@@ -304,6 +304,36 @@ def test_tuned_config_drives_forward_pooling_and_gradients(cpg, stride, clean_la
     assert planner == (*_pixel_tile(splits, out_h, out_w, 1), 4, 1)
 
 
+def test_launch_plans_are_cached_and_follow_the_table(clean_launch_configs, monkeypatch):
+    """A forward call signature is planned once (the eager forward's Python cost); the cached
+    plan is replaced when the tuned table changes, and the launch follows it."""
+    ops = sys.modules['mux_backbones.ops.group_conv']
+    splits, ks, dil = [8, 8], [3, 5], [1, 1]
+    x = torch.randn(1, 16, 9, 11).contiguous(memory_format=torch.channels_last)
+    weight = pack_weights([torch.randn(8, 1, k, k) for k in ks])
+    signature = (x.shape, x.dtype, x.device, splits, ks, dil, 1, 1, 'relu', True, False)
+    plan = ops.forward_plan(*signature)
+    assert ops.forward_plan(*signature) is plan and plan.config is None
+    assert plan.pool_shape == (1, pool_tiles(splits, 1, 9, 11), 16)
+    config = min(forward_candidates(x.shape, splits), key=lambda c: c.tile_h * c.tile_w)
+    launch_config.record(ops.tuning_key(x.shape, x.dtype, x.device, splits, ks, dil, 1, 1),
+                         config)
+    tuned = ops.forward_plan(*signature)
+    assert tuned.config == config and tuned.pool_shape == (1, pool_tiles(splits, 1, 9, 11,
+                                                                         config), 16)
+    launched = []
+    real_run = ops._run
+    monkeypatch.setattr(ops, '_run', lambda launches, *t: launched.append(launches) or
+                        real_run(launches, *t))
+    y, sums = group_conv(x, weight, None, splits, ks, dil, 1, 1, 'relu', True)
+    assert launched[-1] == tuned.launches and sums.shape == tuned.pool_shape
+    torch.testing.assert_close(y, reference_group_conv(x, weight, None, splits, ks, dil, 1, 1,
+                                                       'relu'), atol=1e-4, rtol=1e-4)
+    launch_config.forget()
+    group_conv(x, weight, None, splits, ks, dil, 1, 1, 'relu', True)
+    assert launched[-1] == ops.forward_plan(*signature).launches == plan.launches
+
+
 def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
     """A config the compiler cannot build (e.g. out of registers) is skipped with a warning;
     with none left, nothing is recorded."""

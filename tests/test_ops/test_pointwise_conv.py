@@ -220,6 +220,32 @@ def test_tuned_config_is_kept_and_launched(per_sample, clean_launch_configs, mon
     assert launched == [wanted, None]
 
 
+def test_launch_plans_are_cached_and_follow_the_table(clean_launch_configs, monkeypatch):
+    """A call signature is planned once (the eager forward's Python cost); the cached plan is
+    replaced when the tuned table changes or the TF32 switch the kernel reads flips."""
+    rows, weight, bias, residual, _ = _inputs(2, 30, 20, 12, False)
+    args = (rows, weight, bias, residual, None, 'silu', None)
+    plan = gemm._planned(*args)[0]
+    assert gemm._planned(*args)[0] is plan and plan.config is None
+    assert gemm._planned(rows[:-2], *args[1:3], residual[:-2], *args[4:])[0] is not plan
+    config = LaunchConfig(32, 16, 4, 1)
+    launch_config.record(call_key(*args), config)
+    assert gemm._planned(*args)[0].config == config
+    launched = []
+    real = gemm._Call.launch
+    monkeypatch.setattr(gemm._Call, 'launch',
+                        lambda self, *a: launched.append(a[-1]) or real(self, *a))
+    torch.testing.assert_close(pointwise_conv(*args[:5], act='silu'),
+                               reference_pointwise_conv(*args), atol=1e-4, rtol=1e-4)
+    launch_config.forget()
+    pointwise_conv(*args[:5], act='silu')
+    assert launched == [config, None]
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    assert gemm._planned(*args)[0].meta['PRECISION'] == 'ieee'
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', True)
+    assert gemm._planned(*args)[0].meta['PRECISION'] == 'tf32'
+
+
 def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
     """A config that does not build (e.g. out of shared memory) is skipped with a warning; with
     none left, nothing is recorded."""

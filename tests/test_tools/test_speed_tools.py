@@ -92,7 +92,7 @@ def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
 
     def gemm_key(call):  # of the call at batch 2: per sample through an SE gate, else one
         rows, weight, bias, residual, kept, act, scale = call
-        plan = gemm._Call(rows, weight, bias, residual, kept, act, scale)
+        plan = gemm._planned(rows, weight, bias, residual, kept, act, scale)[0]
         samples, per_sample = (2, plan.per_sample) if scale is not None else \
             (1, 2 * plan.per_sample)
         return gemm.tuning_key(gemm.launch_meta(torch.float16, per_sample, *plan.args[2:]),
