@@ -2,7 +2,10 @@
 
 Candidates are timed in interleaved rounds (one run of each per round, the order rotating), so a
 slow phase of a shared machine hits all of them alike instead of whichever ran then. Each result
-is the median and inter-quartile range of the runs, and the peak memory.
+is the median and inter-quartile range of the runs, the peak memory, and the median host time:
+how long the call took to return, before waiting for the device -- on a GPU what issuing the
+launches costs (Python, dispatch, launch calls); where it comes close to the median, the run is
+host-bound and faster kernels would not show.
 """
 import statistics
 import time
@@ -16,6 +19,7 @@ class Timing(NamedTuple):
     median_ms: float
     iqr_ms: float
     peak_mib: float
+    host_ms: float = float('nan')  # median time until the call returned (before the sync)
 
 
 def _sync(device):
@@ -53,15 +57,18 @@ def time_interleaved(fns, inputs, device, warmup, runs) -> List[Timing]:
                 fn(x)
             _sync(device)
             peaks.append(_peak_memory(device))
-        times = [[] for _ in fns]
+        times, host = [[] for _ in fns], [[] for _ in fns]
         order = list(range(len(fns)))
         for r in range(runs):
             for i in order[r % len(order):] + order[:r % len(order)]:
                 start = time.perf_counter()
                 fns[i](inputs[i])
+                returned = time.perf_counter()
                 _sync(device)
                 times[i].append((time.perf_counter() - start) * 1e3)
-    return [Timing(*_summary(t), peak) for t, peak in zip(times, peaks)]
+                host[i].append((returned - start) * 1e3)
+    return [Timing(*_summary(t), peak, statistics.median(h))
+            for t, peak, h in zip(times, peaks, host)]
 
 
 def time_forward(fn, x, device, warmup, runs) -> Timing:

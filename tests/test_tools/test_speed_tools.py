@@ -26,14 +26,30 @@ def test_benchmark_prints_comparison_table():
     assert 'vs MNv2' in out and 'median ms' in out
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
-    # Table rows (model, mode, fp32, batch, median, IQR, img/s, peak, ratio) and onnxruntime rows.
-    table = [r for r in rows if len(r) == 9 and r[2] == 'fp32']
+    # Table rows (model, mode, fp32, batch, median, IQR, host, img/s, peak, ratio) and
+    # onnxruntime rows.
+    table = [r for r in rows if len(r) == 10 and r[2] == 'fp32']
     assert {(r[0], r[1]) for r in table} == {(m, mode) for m in ('mobilenetv2', 'muxnet-tiny')
                                              for mode in ('eager', 'deploy')}
-    assert all(float(r[4]) > 0 and r[8].endswith('x') for r in table)
-    assert next(r for r in table if r[0] == 'mobilenetv2')[8] == '1.00x'
+    # on the CPU the call is the whole run: its host time is (at most) the median
+    assert all(0 < float(r[6]) <= float(r[4]) and r[9].endswith('x') for r in table)
+    assert next(r for r in table if r[0] == 'mobilenetv2')[9] == '1.00x'
     assert 'muxnet-tiny deploy vs eager' in out
     assert 'onnxruntime' in out and len([r for r in rows if len(r) == 4]) == 2
+
+
+def test_target_table_with_host_times():
+    """``--target-table-rows``: MUXNet-m over MobileNetV2 per mode, the goal where one is set,
+    and both nets' host times (what tells a host-bound row)."""
+    out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-m', '--modes', 'eager', 'deploy',
+                   '--batch', '1', '--target-table-rows', *FAST).stdout
+    table = out.partition('target table: MUXNet-m / MobileNetV2')[2].splitlines()
+    assert 'host ms MNv2 / MUXNet-m' in table[1]
+    rows = [line.split() for line in table[2:4]]
+    assert [r[0] for r in rows] == ['eager', 'deploy'] and all(len(r) == 9 for r in rows)
+    for mode, prec, batch, base, muxnet, ratio, host_base, _, host_muxnet in rows:
+        assert float(ratio) == pytest.approx(float(muxnet) / float(base), abs=0.01)
+        assert 0 < float(host_base) <= float(base) and 0 < float(host_muxnet) <= float(muxnet)
 
 
 def test_kernel_sass_compiles_the_launch_plans_offline():
