@@ -373,6 +373,23 @@ if HAS_TRITON:
                                TILE_W, B4, V4, PAIR_SWAP, A4, W4, STAGES)
 
     @triton.jit
+    def _forward_one_kernel(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image,
+                            y_image, stride, tiles_w, num_tiles, c0, s0, o0, d0, p0, f0, z0,
+                            HAS_BIAS: tl.constexpr, ACT: tl.constexpr, WITH_POOL: tl.constexpr,
+                            CPG: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
+                            PAIR_SWAP: tl.constexpr, STAGES: tl.constexpr, K0: tl.constexpr,
+                            B0: tl.constexpr, V0: tl.constexpr, A0: tl.constexpr,
+                            W0: tl.constexpr):
+        """:func:`_forward_kernel` for a layer of one kernel size (most layers): its slot 0
+        alone, grid axis 1 the group's channel blocks. The same code with 35 arguments instead
+        of 88: Triton's launcher binds, specialises and hashes every argument on every launch,
+        ~40 us of host time per launch with five slots."""
+        _forward_group(x_ptr, w_ptr, b_ptr, y_ptr, pool_ptr, H, W, C, OH, OW, x_image, y_image,
+                       stride, tiles_w, num_tiles, tl.program_id(0), tl.program_id(1),
+                       tl.program_id(2), c0, s0, o0, d0, p0, f0, z0, K0, HAS_BIAS, ACT,
+                       WITH_POOL, CPG, TILE_H, TILE_W, B0, V0, PAIR_SWAP, A0, W0, STAGES)
+
+    @triton.jit
     def _input_grad_s2_kernel(dz_ptr, w_ptr, dx_ptr, H, W, C, OH, OW, x_image, y_image, tiles_w,
                               c_start, g_size, w_off, dil, pad, keep_from, keep,
                               KS: tl.constexpr, CPG: tl.constexpr, TILE_H: tl.constexpr,
@@ -758,7 +775,12 @@ _EMPTY_SLOT = ((0, 0, 0, 0, 0, 0, 0), 0, (0, 1, True, 1, False))
 def _forward_launch(shared, meta, slots, num_tiles, n, num_warps=NUM_WARPS) -> Launch:
     """One forward launch of up to :data:`FORWARD_SLOTS` groups, each ``((first channel, size,
     weight offset, dilation, padding, first own channel, own channels), channel blocks, (K,
-    block_c, even_c, ALIGN, window))``."""
+    block_c, even_c, ALIGN, window))``; a single group runs on the one-group kernel."""
+    if len(slots) == 1:
+        (values, blocks, group_meta), = slots
+        return Launch('forward_one', (num_tiles, blocks, n), (*shared, *values),
+                      dict(meta, **{f'{key}0': v for key, v in zip(_SLOT_META, group_meta)}),
+                      num_warps)
     scalars, meta, end = list(shared), dict(meta), 0
     for slot, (values, blocks, group_meta) in enumerate(
             list(slots) + [_EMPTY_SLOT] * (FORWARD_SLOTS - len(slots))):
@@ -823,8 +845,10 @@ def forward_plan(x_shape, dtype, device, splits, kernel_sizes, dilations, stride
 
 
 def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
-    """Each used group slot of a forward launch as a launch of its own: the code path that
-    slot's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
+    """Each group of a forward launch as a one-group launch of its own: the code path that
+    group's programs take, for per-group analysis (``tools/gpu/kernel_sass.py``)."""
+    if launch.kernel == 'forward_one':
+        return (launch, )
     shared = launch.scalars[:_FORWARD_SHARED]
     meta = {k: v for k, v in launch.meta.items()
             if not (k[0] in _SLOT_META and k[1:].isdigit())}
@@ -906,8 +930,8 @@ def weight_grad_launches(x_shape, splits, kernel_sizes, dilations, stride,
 
 def kernels():
     """The Triton kernels by the name a :class:`Launch` gives (Triton must be importable)."""
-    return dict(forward=_forward_kernel, input_grad_s2=_input_grad_s2_kernel,
-                weight_grad=_weight_grad_kernel)
+    return dict(forward=_forward_kernel, forward_one=_forward_one_kernel,
+                input_grad_s2=_input_grad_s2_kernel, weight_grad=_weight_grad_kernel)
 
 
 def _run(launches, *tensors) -> None:
