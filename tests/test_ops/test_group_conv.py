@@ -111,6 +111,25 @@ def test_gpu_launch_plans(cpg, stride, monkeypatch):
           batch=1)
 
 
+def test_one_kernel_size_launches_the_one_group_kernel():
+    """A layer of one kernel size launches the one-group kernel (fewer arguments for Triton's
+    launcher to bind per launch); a MixConv the slotted one, its groups' code paths being the
+    one-group launches ``forward_slots`` gives; both compute the reference (the arch-mix tests)."""
+    ops = sys.modules['mux_backbones.ops.group_conv']
+    one, = forward_launches((2, 24, 9, 9), [24], [5], [1], 1, 2, 'relu', True, True)
+    kernel = ops.kernels()['forward_one']
+    assert one.kernel == 'forward_one' and ops.forward_slots(one) == (one, )
+    assert len(kernel.arg_names) == 5 + len(one.scalars) + len(one.meta) < 40
+    mix, = forward_launches((2, 24, 9, 9), [8, 8, 8], [3, 5, 7], [1, 1, 1], 1, 1, 'relu', True,
+                            True)
+    assert mix.kernel == 'forward' and mix.grid[2] == one.grid[2] == 2  # images
+    slots = ops.forward_slots(mix)
+    assert [s.kernel for s in slots] == ['forward_one'] * 3
+    assert [s.meta['K0'] for s in slots] == [3, 5, 7]
+    assert sum(s.grid[1] for s in slots) == mix.grid[1]
+    _case([24], [5], [1], 1, 2, act='relu', bias=True, pool=True, size=(9, 9), grads=False)
+
+
 @pytest.mark.parametrize('gpu_plans', [False, True])
 @pytest.mark.parametrize('cpg,stride', [(1, 1), (1, 2), (2, 1), (2, 2)])
 def test_unaligned_groups_in_aligned_windows(cpg, stride, gpu_plans, monkeypatch):
