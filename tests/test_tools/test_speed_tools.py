@@ -1,6 +1,7 @@
 """The speed tools run and report: benchmark.py (tables, ratios, onnxruntime, configs) and the
 ONNX exporter, and both turn bad input into one clear line instead of a traceback."""
 import os.path as osp
+import re
 
 import pytest
 
@@ -50,6 +51,25 @@ def test_target_table_with_host_times():
     for mode, prec, batch, base, muxnet, ratio, host_base, _, host_muxnet in rows:
         assert float(ratio) == pytest.approx(float(muxnet) / float(base), abs=0.01)
         assert 0 < float(host_base) <= float(base) and 0 < float(host_muxnet) <= float(muxnet)
+
+
+def test_host_time_without_a_gpu():
+    """tools/gpu/host_time.py: the fused forward's host time up to Triton's launcher, and per
+    kernel its launches and Triton's preparation per launch (Triton's JIT code, nothing
+    launched); it needs the interpreter's kernel path."""
+    pytest.importorskip('triton')
+    out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--runs', '3',
+                   extra_env={'TRITON_INTERPRET': '1'}).stdout
+    total = float(re.search(r'launcher ([\d.]+) ms per forward', out).group(1))
+    rows = {r[0]: r[1:] for r in (line.split() for line in out.splitlines())
+            if r and r[0].startswith('_') and r[0].endswith('_kernel')}
+    assert {'_forward_one_kernel', '_pointwise_kernel', '_se_gate_kernel'} <= set(rows)
+    assert all(int(launches) > 0 and float(prep) > 0 for launches, prep, _ in rows.values())
+    triton, python = map(float, re.search(r'preparation ([\d.]+) ms, the layers\' and ops\' '
+                                          r'Python ([\d.]+) ms', out).groups())
+    assert triton > 0 and python > 0 and triton + python == pytest.approx(total, abs=0.02)
+    proc = run_tool('tools/gpu/host_time.py', check=False, extra_env={'TRITON_INTERPRET': '0'})
+    assert proc.returncode != 0 and 'set TRITON_INTERPRET=1' in proc.stderr
 
 
 def test_kernel_sass_compiles_the_launch_plans_offline():

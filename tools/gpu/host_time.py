@@ -1,0 +1,148 @@
+"""Host time of a fused deploy MUXNet's eager forward, measured without a GPU.
+
+The eager goal (deploy mode, batch 32 fp16, <= 1.2x MobileNetV2; docs/speed.md) is a host-time
+goal: eager MobileNetV2 on the H200 machine spent 4.38 ms per forward against ~1 ms of GPU time.
+What MUXNet's fused forward costs the host is Python -- the layers' glue, the ops' planning and
+allocation -- and Triton's own preparation of every launch (binding the arguments, specialising
+each integer and pointer, hashing the cache key) before its C launcher; none of it needs a GPU.
+This tool runs the fused deploy model on the CPU with every kernel launch replaced by exactly that
+preparation (Triton's JIT code for an sm_90 target, on each launch's real arguments) and nothing
+launched, and prints:
+
+* the forward's host time up to the launcher (the stem conv, a stock conv the CPU computes here,
+  timed alone and taken off);
+* per kernel, its launches per forward and Triton's preparation per launch.
+
+    TRITON_INTERPRET=1 python tools/gpu/host_time.py [--arch m] [--batch 1] [--shape 224]
+                                                     [--runs 200]
+
+``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
+(``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
+preparation. A CPU is not the GPU machine's host: compare trees or models on one machine.
+"""
+import argparse
+import collections
+import importlib
+import os
+import sys
+import timeit
+import warnings
+
+if os.environ.get('TRITON_INTERPRET') != '1':
+    sys.exit('host_time.py runs the ops\' kernel path on the CPU: set TRITON_INTERPRET=1')
+
+import torch  # noqa: E402
+
+try:
+    from triton import knobs  # noqa: E402
+    from triton.backends.compiler import GPUTarget  # noqa: E402
+    from triton.compiler import make_backend  # noqa: E402
+    from triton.runtime.jit import (JITFunction, compute_cache_key,  # noqa: E402
+                                    create_function_from_signature)
+except ImportError as err:  # pragma: no cover - depends on the Triton version
+    sys.exit(f'host_time.py needs Triton 3.6-3.9\'s JIT internals ({err})')
+
+from mux_backbones import MUXNet  # noqa: E402
+from mux_backbones.cli import positive_int  # noqa: E402
+
+# (the package exports the op functions under their modules' names)
+_KERNELS = {'mux_backbones.ops.group_conv': ('_forward_kernel', '_forward_one_kernel',
+                                             '_input_grad_s2_kernel', '_weight_grad_kernel'),
+            'mux_backbones.ops.pointwise_conv': ('_pointwise_kernel', ),
+            'mux_backbones.ops.se_gate': ('_se_gate_kernel', )}
+
+
+class LaunchPreparation:
+    """Stands in for a Triton kernel: ``kernel[grid](*args, **kwargs)`` does what Triton's JIT
+    does on the host before its C launcher (options, binding, specialisation, cache key) and
+    launches nothing; each launch's arguments are kept while :attr:`recording`."""
+
+    def __init__(self, kernel, backend):
+        jit = JITFunction(kernel.fn)  # the interpreter's wrapper keeps the Python function
+        self.name = kernel.fn.__name__
+        self.binder = create_function_from_signature(jit.signature, jit.params, backend)
+        self.key_cache = {}
+        self.recording, self.launches = False, []
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.prepare(grid, *args, **kwargs)
+
+    def prepare(self, grid, *args, **kwargs):
+        if self.recording:
+            self.launches.append((grid, args, dict(kwargs)))
+        kwargs['debug'] = kwargs.get('debug', False) or knobs.runtime.debug
+        for name in ('instrumentation_mode', 'fpsan_homomorphic_casts'):  # by Triton version
+            if hasattr(knobs.compilation, name):
+                kwargs[name] = getattr(knobs.compilation, name)
+        bound, specialization, options = self.binder(*args, **kwargs)
+        compute_cache_key(self.key_cache, specialization, options)
+        grid = grid(bound) if callable(grid) else grid
+        return tuple(bound.values())
+
+
+def install_launch_preparation() -> list:
+    """Every kernel of the ops replaced by its :class:`LaunchPreparation`; returns them."""
+    backend = make_backend(GPUTarget('cuda', 90, 32))
+    stand_ins = []
+    for module_name, names in _KERNELS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            if not hasattr(module, name):  # e.g. an older tree, to compare with
+                continue
+            stand_in = LaunchPreparation(getattr(module, name), backend)
+            setattr(module, name, stand_in)
+            stand_ins.append(stand_in)
+    return stand_ins
+
+
+def best_of(fn, runs: int, repeats: int = 7) -> float:
+    """Microseconds per ``fn()``: the best of ``repeats`` rounds of ``runs`` calls."""
+    return min(timeit.repeat(fn, number=runs, repeat=repeats)) / runs * 1e6
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--arch', default='m')
+    parser.add_argument('--batch', type=positive_int, default=1)
+    parser.add_argument('--shape', type=positive_int, default=224)
+    parser.add_argument('--runs', type=positive_int, default=200,
+                        help='forwards per timing round (7 rounds, the best kept)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    stand_ins = install_launch_preparation()
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        model = MUXNet(args.arch, out_indices=(7, )).eval().switch_to_deploy(
+            channels_last=True, fused_ops=True)
+    x = torch.randn(args.batch, 3, args.shape, args.shape).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        for stand_in in stand_ins:
+            stand_in.recording = True
+        model(x)
+        for stand_in in stand_ins:
+            stand_in.recording = False
+        stem_us = best_of(lambda: model.stem(x), args.runs)
+        forward_us = best_of(lambda: model(x), args.runs) - stem_us
+    print(f'MUXNet-{args.arch} fused deploy forward, batch {args.batch}, {args.shape}x'
+          f'{args.shape}: host time up to Triton\'s launcher {forward_us / 1e3:.2f} ms per forward '
+          f'(the stem conv\'s {stem_us / 1e3:.2f} ms of CPU compute taken off)')
+    print(f'{"kernel":<24}{"launches":>9}{"prep us":>9}{"us/forward":>12}')
+    triton_us = 0.0
+    per_kernel = collections.OrderedDict((s.name, s) for s in stand_ins if s.launches)
+    for name, stand_in in per_kernel.items():
+        prep = sum(best_of(lambda: stand_in.prepare(grid, *a, **dict(kw)), max(1, args.runs // 4))
+                   for grid, a, kw in stand_in.launches) / len(stand_in.launches)
+        total = prep * len(stand_in.launches)
+        triton_us += total
+        print(f'{name:<24}{len(stand_in.launches):>9}{prep:9.1f}{total:12.0f}')
+    print(f'of which Triton\'s launch preparation {triton_us / 1e3:.2f} ms, the layers\' and ops\' '
+          f'Python {(forward_us - triton_us) / 1e3:.2f} ms')
+
+
+if __name__ == '__main__':
+    main()
