@@ -21,7 +21,8 @@
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
 #      the per-kernel profile and per kind of layer time, bytes and TB/s, SSDLite and PSPNet
 #      training steps (with their top kernels), batch 1/128 and bf16 (tuned in
-#      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers.
+#      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers,
+#      and tools/gpu/host_time.py (the eager forward's host time as the CPU machine measures it).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/work_dirs/gpu_check}
@@ -90,6 +91,9 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     phase graph_probe 60 python3 tools/gpu/graph_probe.py
     phase layer_bench_b1 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 \
         LANE_WASTE=3
+    # This host's CPU cost of the eager fused forward as measured without a GPU (what the CPU
+    # machine's numbers in docs/speed.md scale by, next to the eager rows' host ms above).
+    phase host_time 40 env TRITON_INTERPRET=1 python3 tools/gpu/host_time.py --runs 50
     exit 0
 fi
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
