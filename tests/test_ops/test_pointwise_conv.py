@@ -240,10 +240,16 @@ def test_launch_plans_are_cached_and_follow_the_table(clean_launch_configs, monk
     launch_config.forget()
     pointwise_conv(*args[:5], act='silu')
     assert launched == [config, None]
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
-    assert gemm._planned(*args)[0].meta['PRECISION'] == 'ieee'
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', True)
-    assert gemm._planned(*args)[0].meta['PRECISION'] == 'tf32'
+    # (set by hand: pytest's monkeypatch cannot restore this attribute of torch's in every
+    # pytest version -- it is a property of a module object)
+    matmul, tf32 = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert gemm._planned(*args)[0].meta['PRECISION'] == 'ieee'
+        matmul.allow_tf32 = True
+        assert gemm._planned(*args)[0].meta['PRECISION'] == 'tf32'
+    finally:
+        matmul.allow_tf32 = tf32
 
 
 def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):

@@ -70,6 +70,9 @@ def test_host_time_without_a_gpu():
     assert triton > 0 and python > 0 and triton + python == pytest.approx(total, abs=0.02)
     proc = run_tool('tools/gpu/host_time.py', check=False, extra_env={'TRITON_INTERPRET': '0'})
     assert proc.returncode != 0 and 'set TRITON_INTERPRET=1' in proc.stderr
+    proc = run_tool('tools/gpu/host_time.py', '--arch', 'q', check=False,
+                    extra_env={'TRITON_INTERPRET': '1'})
+    assert proc.returncode == 2 and "invalid choice: 'q'" in proc.stderr
 
 
 def test_kernel_sass_compiles_the_launch_plans_offline():

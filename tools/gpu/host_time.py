@@ -42,7 +42,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the Triton version
     sys.exit(f'host_time.py needs Triton 3.6-3.9\'s JIT internals ({err})')
 
-from mux_backbones import MUXNet  # noqa: E402
+from mux_backbones import MUXNet, arch_settings  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
 
 # (the package exports the op functions under their modules' names)
@@ -102,7 +102,7 @@ def best_of(fn, runs: int, repeats: int = 7) -> float:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='m')
+    parser.add_argument('--arch', default='m', choices=sorted(arch_settings))
     parser.add_argument('--batch', type=positive_int, default=1)
     parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--runs', type=positive_int, default=200,
