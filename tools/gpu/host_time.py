@@ -18,7 +18,9 @@ launched, and prints:
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
 (``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
-preparation. A CPU is not the GPU machine's host: compare trees or models on one machine.
+preparation. A CPU is not the GPU machine's host: compare trees or models on one machine. The
+archs with spatial multiplexing (tiny, xs, s) keep its pixel shuffles as stock ops, which the CPU
+computes here and which count too; MUXNet-m (the goal's net) and l have none.
 """
 import argparse
 import collections
