@@ -835,8 +835,8 @@ def forward_plan(x_shape, dtype, device, splits, kernel_sizes, dilations, stride
     op's eager overhead: one cached lookup instead of ~15 us of planning per call)."""
     n, c, h, w = x_shape
     out_shape = (n, c, output_size(h, stride), output_size(w, stride))
-    config = None if launch_config.empty() else launch_config.lookup(tuning_key(
-        x_shape, dtype, device, splits, kernel_sizes, dilations, stride, channels_per_group))
+    config = launch_config.lookup(tuning_key(x_shape, dtype, device, splits, kernel_sizes,
+                                             dilations, stride, channels_per_group))
     launches = forward_launches(x_shape, splits, kernel_sizes, dilations, stride,
                                 channels_per_group, act, with_pool, has_bias, config)
     return ForwardPlan(config, launches, out_shape,

@@ -279,7 +279,7 @@ class _Call:
         self.args = (dtype, self.per_sample, k, c, strides, weight_strides, has_bias,
                      has_residual, interleave, act, has_scale)
         self.meta = launch_meta(*self.args)
-        self.config = None if launch_config.empty() else launch_config.lookup(self.key())
+        self.config = launch_config.lookup(self.key())
         self._launches = {}  # config -> (grid, keyword arguments) of the kernel launch
 
     def key(self) -> tuple:

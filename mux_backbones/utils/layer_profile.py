@@ -104,7 +104,7 @@ def profile_layers(model: nn.Module, *args, runs: int = 10, warmup: int = 3) -> 
         warmup (int): Forwards run first (compiles, autotunes, allocator).
     """
     modules = dict(model.named_modules())
-    leaves = [m for m in modules.values() if next(m.children(), None) is None]
+    leaves = {m for m in modules.values() if next(m.children(), None) is None}
     kind = {m: type(m).__name__ + ('' if m in leaves else ' (own ops)') for m in modules.values()}
     moved = _leaf_bytes(model, args, leaves)
     range_name = {m: f'{_PREFIX}{name or "<model>"}' for name, m in modules.items()}

@@ -66,19 +66,18 @@ class LaunchPreparation:
         self.key_cache = {}
         self.recording, self.launches = False, []
 
-    def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.prepare(grid, *args, **kwargs)
+    def __getitem__(self, grid):  # the grid only matters to the C launcher
+        return self.prepare
 
-    def prepare(self, grid, *args, **kwargs):
+    def prepare(self, *args, **kwargs):
         if self.recording:
-            self.launches.append((grid, args, dict(kwargs)))
+            self.launches.append((args, dict(kwargs)))
         kwargs['debug'] = kwargs.get('debug', False) or knobs.runtime.debug
         for name in ('instrumentation_mode', 'fpsan_homomorphic_casts'):  # by Triton version
             if hasattr(knobs.compilation, name):
                 kwargs[name] = getattr(knobs.compilation, name)
         bound, specialization, options = self.binder(*args, **kwargs)
         compute_cache_key(self.key_cache, specialization, options)
-        grid = grid(bound) if callable(grid) else grid
         return tuple(bound.values())
 
 
@@ -137,8 +136,8 @@ def main(argv=None):
     triton_us = 0.0
     per_kernel = collections.OrderedDict((s.name, s) for s in stand_ins if s.launches)
     for name, stand_in in per_kernel.items():
-        prep = sum(best_of(lambda: stand_in.prepare(grid, *a, **dict(kw)), max(1, args.runs // 4))
-                   for grid, a, kw in stand_in.launches) / len(stand_in.launches)
+        prep = sum(best_of(lambda: stand_in.prepare(*a, **dict(kw)), max(1, args.runs // 4))
+                   for a, kw in stand_in.launches) / len(stand_in.launches)
         total = prep * len(stand_in.launches)
         triton_us += total
         print(f'{name:<24}{len(stand_in.launches):>9}{prep:9.1f}{total:12.0f}')
