@@ -37,8 +37,8 @@ def _gemm_label(call) -> str:
     rows, weight, bias, residual, kept, act, scale = call
     epilogue = ('+bias' * (bias is not None) + f'+{act}' * (act != 'none') +
                 '+res' * (residual is not None) + '+mux' * (kept is not None) +
-                '+scale' * (scale is not None) + '+per-sample' * (weight.dim() == 3))
-    return (f'1x1 {tuple(rows.shape)}->{weight.shape[-1]} '
+                '+scale' * (scale is not None))
+    return (f'1x1 {tuple(rows.shape)}->{weight.shape[1]} '
             f'{str(rows.dtype).replace("torch.", "")} {epilogue or "plain"}')
 
 

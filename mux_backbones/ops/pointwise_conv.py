@@ -17,8 +17,8 @@ reads its input: a per-sample channel scale multiplied into each input tile as i
 scaled copy of the map, no per-sample weights).
 
 The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
-for free (``PointwiseConv2d``) -- with a shared ``(K, C)`` weight (optionally with an ``(N, K)``
-input scale) or per-sample ``(N, K, C)`` weights (a gate folded into them by :mod:`.se_gate`).
+for free (``PointwiseConv2d``) -- with a ``(K, C)`` weight, optionally with an ``(N, K)`` input
+scale (the gate of :mod:`.se_gate`).
 Inputs are read in their own dtype with fp32 accumulation (``tl.dot``); fp32 inputs multiply in
 TF32 only where ``torch.backends.cuda.matmul.allow_tf32`` allows it for cuBLAS too.
 
@@ -63,19 +63,13 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
     if rows.dim() != 2:
         raise ValueError(f'pointwise_conv expects (M, K) rows, got shape {tuple(rows.shape)}')
     m, k = rows.shape
-    if weight.dim() not in (2, 3) or weight.shape[-2] != k:
-        raise ValueError(f'pointwise_conv: weight must be ({k}, C) or (N, {k}, C), got '
-                         f'{tuple(weight.shape)}')
-    if weight.dim() == 3 and (weight.shape[0] < 1 or m % weight.shape[0]):
-        raise ValueError(f'pointwise_conv: {m} rows do not split into {weight.shape[0]} samples '
-                         f'of per-sample weights')
-    if scale is not None:
-        if weight.dim() == 3:
-            raise ValueError('pointwise_conv: an input scale or per-sample weights, not both')
-        if scale.dim() != 2 or scale.shape[1] != k or scale.shape[0] < 1 or m % scale.shape[0]:
-            raise ValueError(f'pointwise_conv: scale must be (N, {k}) with N dividing the {m} '
-                             f'rows, got {tuple(scale.shape)}')
-    c = weight.shape[-1]
+    if weight.dim() != 2 or weight.shape[0] != k:
+        raise ValueError(f'pointwise_conv: weight must be ({k}, C), got {tuple(weight.shape)}')
+    if scale is not None and (scale.dim() != 2 or scale.shape[1] != k or scale.shape[0] < 1 or
+                              m % scale.shape[0]):
+        raise ValueError(f'pointwise_conv: scale must be (N, {k}) with N dividing the {m} rows, '
+                         f'got {tuple(scale.shape)}')
+    c = weight.shape[1]
     if bias is not None and tuple(bias.shape) != (c, ):
         raise ValueError(f'pointwise_conv: bias must be ({c},), got {tuple(bias.shape)}')
     for name, t in (('residual', residual), ('kept', kept)):
@@ -91,12 +85,7 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
     if scale is not None:
         samples, k = scale.shape
         rows = (rows.reshape(samples, -1, k) * scale[:, None, :].to(rows.dtype)).flatten(0, 1)
-    weight = weight.to(rows.dtype)
-    if weight.dim() == 3:
-        samples = weight.shape[0]
-        out = torch.bmm(rows.reshape(samples, -1, rows.shape[1]), weight).flatten(0, 1)
-    else:
-        out = rows @ weight
+    out = rows @ weight.to(rows.dtype)
     if bias is not None:
         out = out + bias.to(out.dtype)
     out = _activate_torch(out, act)
@@ -111,13 +100,13 @@ if HAS_TRITON:
 
     @triton.jit
     def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, ROWS, K, C, OUT_C,
-                          x_row, r_row, k_row, w_sample, w_k, w_c, HAS_BIAS: tl.constexpr,
+                          x_row, r_row, k_row, w_k, w_c, HAS_BIAS: tl.constexpr,
                           HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
                           ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
                           WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr):
-        """BLOCK_M rows of one sample (``program_id(1)``: its weights or input scale) x BLOCK_N
+        """BLOCK_M rows of one sample (``program_id(1)``: its input scale) x BLOCK_N
         output channels. ``program_id(0)`` runs over the channel blocks of a row block first:
         programs launched together read the same input tile (once from memory, then from L2),
         and the row blocks have the grid's unlimited axis (a large map at batch 128 has more
@@ -126,8 +115,8 @@ if HAS_TRITON:
         ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
         vectors it may use where Triton's own specialisation (multiples of 16) misses them
         (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
-        vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (per-sample
-        ``(N, K, C)`` weights); else K is (the conv's own ``(C, K)`` weight, transposed)."""
+        vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (a contiguous
+        ``(K, C)`` matrix); else K is (the conv's own ``(C, K)`` weight, transposed)."""
         sample = tl.program_id(1)
         n_blocks = tl.cdiv(C, BLOCK_N)
         block_m = tl.program_id(0) // n_blocks
@@ -137,7 +126,6 @@ if HAS_TRITON:
         ok_m = local < ROWS
         ok_n = (cols // ALIGN) < (C // ALIGN)
         row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
-        w_base = w_ptr + sample * w_sample
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             ks = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
@@ -151,7 +139,7 @@ if HAS_TRITON:
                 w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
             else:
                 w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
-            b = tl.load(w_base + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
+            b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
             acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
         mask = ok_m[:, None] & ok_n[None, :]
         if HAS_BIAS:
@@ -185,8 +173,8 @@ def _unit_columns(t: Optional[Tensor]) -> Optional[Tensor]:
 
 def _weight_strides(weight: Tensor):
     """The weight's (K, C) strides, a size-1 dimension's taken as 1."""
-    k_stride, c_stride = weight.stride()[-2:]
-    return (1 if weight.shape[-2] == 1 else k_stride), (1 if weight.shape[-1] == 1 else c_stride)
+    k_stride, c_stride = weight.stride()
+    return (1 if weight.shape[0] == 1 else k_stride), (1 if weight.shape[1] == 1 else c_stride)
 
 
 def _row_stride(t: Optional[Tensor]) -> int:
@@ -235,7 +223,7 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
 
 
 def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
-    c = weight.shape[-1]
+    c = weight.shape[1]
     return rows.shape[0], 2 * c if kept is not None else c
 
 
@@ -253,14 +241,12 @@ def _planned(rows, weight, bias, residual, kept, act, scale):
     """``(plan, tensors)``: the call's :class:`_Call` and its arguments in
     :func:`_kernel_layout` (rows, weight, bias, residual, kept, act, scale)."""
     rows, weight, residual, kept = _kernel_layout(rows, weight, residual, kept)
-    samples = weight.shape[0] if weight.dim() == 3 else \
-        scale.shape[0] if scale is not None else 1
-    plan = _plan(rows.dtype, rows.device, *rows.shape, weight.shape[-1], samples,
+    plan = _plan(rows.dtype, rows.device, *rows.shape, weight.shape[1],
+                 scale.shape[0] if scale is not None else 1,
                  (_row_stride(rows), _row_stride(residual), _row_stride(kept)),
-                 _weight_strides(weight), weight.stride(0) if weight.dim() == 3 else 0,
-                 bias is not None, residual is not None, kept is not None, act,
-                 scale is not None, torch.backends.cuda.matmul.allow_tf32,
-                 launch_config.version())
+                 _weight_strides(weight), bias is not None, residual is not None,
+                 kept is not None, act, scale is not None,
+                 torch.backends.cuda.matmul.allow_tf32, launch_config.version())
     return plan, (rows, weight, bias, residual, kept, act, scale)
 
 
@@ -270,12 +256,12 @@ class _Call:
     rows, the weight's strides, the compile-time arguments of the planner's launch and the
     tuned config (None: the planner's)."""
 
-    def __init__(self, dtype, device, m, k, c, samples, strides, weight_strides, w_sample,
-                 has_bias, has_residual, interleave, act, has_scale, tf32, table_version):
+    def __init__(self, dtype, device, m, k, c, samples, strides, weight_strides, has_bias,
+                 has_residual, interleave, act, has_scale, tf32, table_version):
         # tf32 (the matmul flag launch_meta reads) and the table's version only key the cache.
         self.device, self.k, self.c, self.samples = device, k, c, samples
         self.per_sample = m // samples
-        self.strides, self.weight_strides, self.w_sample = strides, weight_strides, w_sample
+        self.strides, self.weight_strides = strides, weight_strides
         self.args = (dtype, self.per_sample, k, c, strides, weight_strides, has_bias,
                      has_residual, interleave, act, has_scale)
         self.meta = launch_meta(*self.args)
@@ -304,7 +290,7 @@ class _Call:
             rows, weight, bias if bias is not None else weight,
             residual if residual is not None else rows, kept if kept is not None else rows,
             scale.contiguous() if scale is not None else rows, out, self.per_sample, self.k,
-            self.c, out.shape[1], *self.strides, self.w_sample, *self.weight_strides, **kwargs)
+            self.c, out.shape[1], *self.strides, *self.weight_strides, **kwargs)
 
 
 _plan = functools.lru_cache(maxsize=1024)(_Call)
@@ -404,8 +390,7 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     Args:
         rows (Tensor): (M, K) input rows (pixels x channels; any row stride, e.g. a channel
             slice of a channels-last map), M = N * H * W.
-        weight (Tensor): (K, C) weight matrix or (N, K, C) per-sample weights (rows of sample
-            n are the n-th M / N), any strides.
+        weight (Tensor): (K, C) weight matrix, any strides.
         bias (Tensor, optional): (C, ) bias.
         residual (Tensor, optional): (M, C) rows added to the result.
         kept (Tensor, optional): (M, C) rows to interleave with the result: output channel 2j
@@ -413,7 +398,7 @@ def pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
             ``cat`` + 2-group shuffle).
         act (str): Activation after the bias: 'none' (default), 'relu', 'silu' or 'relu6'.
         scale (Tensor, optional): (N, K) per-sample input-channel scale (a squeeze-excite gate)
-            applied to the rows as the GEMM loads them; with a (K, C) weight only.
+            applied to the rows as the GEMM loads them (rows of sample n are the n-th M / N).
 
     Returns:
         Tensor: (M, C), or (M, 2C) with ``kept``, contiguous, in ``rows``' dtype.

@@ -1,4 +1,4 @@
-"""Squeeze-excite gate in one launch: means, reduce, act, expand, sigmoid (and scaled weights).
+"""Squeeze-excite gate in one launch: means, reduce, act, expand, sigmoid.
 
 MUXNet puts a squeeze-excite after the spatial conv of most blocks (paper Sec. 4, the official
 blocks' ``se``). On the deploy path the pooling is already the fused spatial conv's epilogue
@@ -6,16 +6,12 @@ blocks' ``se``). On the deploy path the pooling is already the fused spatial con
 activation and a sigmoid -- four or five launches of a few microseconds each, per block, plus the
 product that applies the gate. This op computes the whole gate in one kernel, so the gate costs
 one launch instead of six; the deploy blocks hand it to the following 1x1 conv, which applies it
-as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``). Given that conv's weight instead,
-it writes the weight scaled per sample, for a batched product with stock kernels
-(:mod:`.pointwise_conv` takes such per-sample weights too).
+as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``).
 
 The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and the tests'
 reference; gradients go through it too (the op is an inference path: training runs the SE's own
 modules), so the op stays differentiable.
 """
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,9 +24,11 @@ from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
 if HAS_TRITON:
     from .group_conv import _activate
 
+BLOCK_C = 32  # gated channels per program
+
 
 def check_args(sums: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
-               b_expand: Tensor, act: str, weight: Optional[Tensor]) -> None:
+               b_expand: Tensor, act: str) -> None:
     """ValueError naming the first argument of :func:`se_gate` that does not fit."""
     if sums.dim() not in (2, 3):
         raise ValueError(f'se_gate expects (N, C) channel sums or (N, T, C) partial sums, got '
@@ -48,30 +46,22 @@ def check_args(sums: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tenso
                          f'{tuple(b_reduce.shape)} and {tuple(b_expand.shape)}')
     if act not in _ACT_CODE:
         raise ValueError(f'se_gate: act must be one of {ACTIVATIONS}, got "{act}"')
-    if weight is not None and (weight.dim() != 2 or weight.shape[0] != channels):
-        raise ValueError(f'se_gate: the weight to scale must be ({channels}, C_out), got '
-                         f'{tuple(weight.shape)}')
 
 
 def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
-                      w_expand: Tensor, b_expand: Tensor, act: str,
-                      weight: Optional[Tensor] = None) -> Tensor:
+                      w_expand: Tensor, b_expand: Tensor, act: str) -> Tensor:
     """The op with stock PyTorch (the fallback and the tests' reference), computed in fp32."""
     mean = (sums.float() if sums.dim() == 2 else sums.float().sum(1)) * inv_pixels
     hidden = _activate_torch(F.linear(mean, w_reduce.float(), b_reduce.float()), act)
-    gate = torch.sigmoid(F.linear(hidden, w_expand.float(), b_expand.float()))
-    if weight is None:
-        return gate.to(w_expand.dtype)
-    return (gate[:, :, None] * weight.float()).to(weight.dtype)
+    return torch.sigmoid(F.linear(hidden, w_expand.float(), b_expand.float())).to(w_expand.dtype)
 
 
 if HAS_TRITON:
 
     @triton.jit
-    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, pw_ptr, out_ptr, T, C, S,
-                        C_OUT, inv_pixels, stride_pc, stride_po, ACT: tl.constexpr,
-                        HAS_WEIGHT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
-                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr):
+    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, T, C, S, inv_pixels,
+                        ACT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
         of its sample, so no second launch or cross-program sync is needed."""
         n = tl.program_id(0)
@@ -101,92 +91,60 @@ if HAS_TRITON:
                      mask=mask_c[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
         logit = tl.sum(w2 * hidden[None, :], axis=1)
         logit += tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        gate = tl.sigmoid(logit)
-        if HAS_WEIGHT:
-            # The following 1x1 conv's (C, C_out) weight, scaled per sample: out[n, c, o].
-            for o0 in range(0, C_OUT, BLOCK_O):
-                offs_o = o0 + tl.arange(0, BLOCK_O)
-                mask = mask_c[:, None] & (offs_o < C_OUT)[None, :]
-                w = tl.load(pw_ptr + offs_c[:, None] * stride_pc + offs_o[None, :] * stride_po,
-                            mask=mask, other=0.0).to(tl.float32)
-                tl.store(out_ptr + (n * C + offs_c[:, None]) * C_OUT + offs_o[None, :],
-                         (w * gate[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(out_ptr + n * C + offs_c, gate.to(out_ptr.dtype.element_ty), mask=mask_c)
-
-
-def _out_shape(sums: Tensor, weight: Optional[Tensor]):
-    n, c = sums.shape[0], sums.shape[-1]
-    return (n, c, weight.shape[1]) if weight is not None else (n, c)
-
-
-def _out_dtype(w_expand: Tensor, weight: Optional[Tensor]) -> torch.dtype:
-    return weight.dtype if weight is not None else w_expand.dtype
+        tl.store(out_ptr + n * C + offs_c, tl.sigmoid(logit).to(out_ptr.dtype.element_ty),
+                 mask=mask_c)
 
 
 @torch.library.custom_op('mux_backbones::se_gate', mutates_args=())
 def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
-             w_expand: Tensor, b_expand: Tensor, act: str, weight: Optional[Tensor]) -> Tensor:
+             w_expand: Tensor, b_expand: Tensor, act: str) -> Tensor:
     if launch_config.dry_running():
         return launch_config.dry_outputs(_se_gate_fake(sums, inv_pixels, w_reduce, b_reduce,
-                                                       w_expand, b_expand, act, weight))
+                                                       w_expand, b_expand, act))
     if not can_use_triton(sums, 'se_gate'):
-        return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act,
-                                 weight)
+        return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act)
     n, c = sums.shape[0], sums.shape[-1]
     s = w_reduce.shape[0]
-    out = torch.empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight),
-                      device=sums.device)
+    out = torch.empty((n, c), dtype=w_expand.dtype, device=sums.device)
     block_s = next_power_of_2(s)
     block_k = max(16, min(128, 4096 // block_s))
     tiles = sums.shape[1] if sums.dim() == 3 else 1
     block_t = min(next_power_of_2(tiles), max(1, 2048 // block_k))
-    block_c = 32
-    block_o = min(64, next_power_of_2(weight.shape[1])) if weight is not None else 16
-    _se_gate_kernel[(n, triton.cdiv(c, block_c))](
+    _se_gate_kernel[(n, triton.cdiv(c, BLOCK_C))](
         sums.float().contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(),
-        b_expand, weight if weight is not None else w_expand, out,
-        tiles, c, s,
-        weight.shape[1] if weight is not None else 1, inv_pixels,
-        weight.stride(0) if weight is not None else 0,
-        weight.stride(1) if weight is not None else 0, ACT=_ACT_CODE[act],
-        HAS_WEIGHT=weight is not None, BLOCK_S=block_s, BLOCK_K=block_k, BLOCK_T=block_t,
-        BLOCK_C=block_c, BLOCK_O=block_o, num_warps=4)
+        b_expand, out, tiles, c, s, inv_pixels, ACT=_ACT_CODE[act], BLOCK_S=block_s,
+        BLOCK_K=block_k, BLOCK_T=block_t, BLOCK_C=BLOCK_C, num_warps=4)
     return out
 
 
 @_se_gate.register_fake
-def _se_gate_fake(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight):
-    return sums.new_empty(_out_shape(sums, weight), dtype=_out_dtype(w_expand, weight))
+def _se_gate_fake(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act):
+    return sums.new_empty((sums.shape[0], sums.shape[-1]), dtype=w_expand.dtype)
 
 
 def _setup_context(ctx, inputs, output):
-    sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight = inputs
-    ctx.inv_pixels, ctx.act, ctx.has_weight = inv_pixels, act, weight is not None
-    ctx.save_for_backward(sums, w_reduce, b_reduce, w_expand, b_expand, weight)
+    sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act = inputs
+    ctx.inv_pixels, ctx.act = inv_pixels, act
+    ctx.save_for_backward(sums, w_reduce, b_reduce, w_expand, b_expand)
 
 
 def _backward(ctx, grad):
     # The op is an inference path; its gradient is the reference's (stock autograd, recomputed).
-    saved = ctx.saved_tensors
+    inputs = [t.detach().requires_grad_(t.is_floating_point()) for t in ctx.saved_tensors]
     with torch.enable_grad():
-        inputs = [t.detach().requires_grad_(t.is_floating_point()) if t is not None else None
-                  for t in saved]
-        sums, w_reduce, b_reduce, w_expand, b_expand, weight = inputs
-        out = reference_se_gate(sums, ctx.inv_pixels, w_reduce, b_reduce, w_expand, b_expand,
-                                ctx.act, weight)
-        wanted = [t for t in inputs if t is not None]
+        out = reference_se_gate(inputs[0], ctx.inv_pixels, *inputs[1:], ctx.act)
+        wanted = [t for t in inputs if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True))
-    g = [next(grads) if t is not None else None for t in inputs]
-    return g[0], None, g[1], g[2], g[3], g[4], None, g[5]
+    g = [next(grads) if t.requires_grad else None for t in inputs]
+    return g[0], None, g[1], g[2], g[3], g[4], None
 
 
 _se_gate.register_autograd(_backward, setup_context=_setup_context)
 
 
 def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
-            b_expand: Tensor, act: str = 'relu', weight: Optional[Tensor] = None) -> Tensor:
-    """The squeeze-excite gate from per-channel sums, optionally applied to a 1x1 conv's weight.
+            b_expand: Tensor, act: str = 'relu') -> Tensor:
+    """The squeeze-excite gate from per-channel sums.
 
     Args:
         sums (Tensor): (N, C) per-channel sums of the gated map, or (N, T, C) partial sums
@@ -199,14 +157,12 @@ def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_exp
         b_expand (Tensor): (C, ) its bias.
         act (str): Activation between the two: 'none', 'relu', 'silu' or 'relu6'.
             Default: 'relu'.
-        weight (Tensor, optional): (C, C_out) weight of the 1x1 conv that reads the gated map
-            (any strides, e.g. a transposed view).
 
     Returns:
-        Tensor: With ``weight``, the per-sample scaled weights ``gate[:, :, None] * weight``
-        (N, C, C_out) in ``weight``'s dtype; else the (N, C) gate in ``w_expand``'s dtype.
+        Tensor: The (N, C) gate in ``w_expand``'s dtype (what :func:`.pointwise_conv` takes as
+        its input ``scale``).
     """
-    check_args(sums, w_reduce, b_reduce, w_expand, b_expand, act, weight)
+    check_args(sums, w_reduce, b_reduce, w_expand, b_expand, act)
     if pixels < 1:
         raise ValueError(f'se_gate: pixels must be >= 1, got {pixels}')
-    return call(_se_gate, sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act, weight)
+    return call(_se_gate, sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act)

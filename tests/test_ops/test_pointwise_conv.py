@@ -1,8 +1,8 @@
 """The 1x1-conv GEMM with bias, activation, residual and channel interleave in its epilogue
-against its stock reference (Triton interpreter on CPU): shared and per-sample weights, channel
-slices of wider maps as inputs, sizes that are no multiple of the blocks or the vectors, half
-precision, gradients, the custom-op registration, the fallback and bad arguments; tuned launch
-configs (chosen, recorded, launched, compiled ahead)."""
+against its stock reference (Triton interpreter on CPU): both weight layouts, an input scale,
+channel slices of wider maps as inputs, sizes that are no multiple of the blocks or the
+vectors, half precision, gradients, the custom-op registration, the fallback and bad
+arguments; tuned launch configs (chosen, recorded, launched, compiled ahead)."""
 import sys
 import warnings
 
@@ -22,13 +22,14 @@ pytestmark = pytest.mark.skipif(not _triton.interpreting(),
                                 reason='CPU kernel tests need TRITON_INTERPRET=1')
 
 
-def _inputs(samples, pixels, k, c, per_sample, dtype=torch.float32, grads=False):
+def _inputs(samples, pixels, k, c, weight_rows, dtype=torch.float32, grads=False):
     """Rows and the block's residual / kept halves as channel slices of wider maps (the views a
-    channel-multiplexed block passes)."""
+    channel-multiplexed block passes); the weight a contiguous (K, C) matrix (``weight_rows``:
+    C consecutive) or the transposed view PointwiseConv2d passes (K consecutive)."""
     torch.manual_seed(k + c)
     rows = torch.randn(samples * pixels, 2 * k, dtype=dtype)[:, :k]
-    weight = (torch.randn(samples, k, c, dtype=dtype) if per_sample else
-              torch.randn(c, k, dtype=dtype).t())  # the transposed view PointwiseConv2d passes
+    weight = (torch.randn(k, c, dtype=dtype) if weight_rows else
+              torch.randn(c, k, dtype=dtype).t())
     bias = torch.randn(c, dtype=dtype)
     block = torch.randn(samples * pixels, 2 * c, dtype=dtype)
     tensors = [rows, weight, bias, block[:, :c], block[:, c:]]
@@ -37,13 +38,13 @@ def _inputs(samples, pixels, k, c, per_sample, dtype=torch.float32, grads=False)
     return tensors
 
 
-@pytest.mark.parametrize('per_sample', [False, True])
+@pytest.mark.parametrize('weight_rows', [False, True])
 @pytest.mark.parametrize('samples,pixels,k,c', [(2, 30, 20, 12), (1, 49, 96, 80),
                                                 (3, 7, 40, 20), (2, 300, 130, 24)])
-def test_epilogues_against_the_reference(samples, pixels, k, c, per_sample):
+def test_epilogues_against_the_reference(samples, pixels, k, c, weight_rows):
     """Every epilogue (bias, act, + residual, + interleave), reductions over several K blocks,
     output channels over several N blocks, rows over several M blocks."""
-    rows, weight, bias, residual, kept = _inputs(samples, pixels, k, c, per_sample)
+    rows, weight, bias, residual, kept = _inputs(samples, pixels, k, c, weight_rows)
     for *args, act in ((None, None, None, 'none'), (bias, None, None, 'silu'),
                        (bias, residual, None, 'none'), (bias, residual, kept, 'relu6'),
                        (None, None, kept, 'relu')):
@@ -52,12 +53,12 @@ def test_epilogues_against_the_reference(samples, pixels, k, c, per_sample):
         assert got.shape == want.shape == (samples * pixels, 2 * c if args[2] is not None else c)
         assert got.is_contiguous() and got.dtype == rows.dtype
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    if not per_sample:  # a per-sample input scale (the SE gate) as the tiles are loaded
-        gate = torch.rand(samples, k)
-        got = pointwise_conv(rows, weight, bias, residual, kept, scale=gate)
-        scaled = (rows.reshape(samples, pixels, k) * gate[:, None]).flatten(0, 1)
-        torch.testing.assert_close(got, pointwise_conv(scaled, weight, bias, residual, kept),
-                                   atol=1e-4, rtol=1e-4)
+    # A per-sample input scale (the SE gate) as the tiles are loaded
+    gate = torch.rand(samples, k)
+    got = pointwise_conv(rows, weight, bias, residual, kept, scale=gate)
+    scaled = (rows.reshape(samples, pixels, k) * gate[:, None]).flatten(0, 1)
+    torch.testing.assert_close(got, pointwise_conv(scaled, weight, bias, residual, kept),
+                               atol=1e-4, rtol=1e-4)
     # The interleave is channel multiplexing's cat + 2-group shuffle
     out = pointwise_conv(rows, weight, bias, residual, kept)
     torch.testing.assert_close(out[:, 1::2], kept)
@@ -96,13 +97,13 @@ def test_vector_width_and_blocks():
     assert block_m >= 16 and block_n == 64 and block_k == 16
 
 
-@pytest.mark.parametrize('per_sample', [False, True])
-def test_gradients_match_the_reference(per_sample):
-    inputs = _inputs(2, 9, 12, 6, per_sample, grads=True)
-    scale = None if per_sample else torch.rand(2, 12, requires_grad=True)
+@pytest.mark.parametrize('weight_rows', [False, True])
+def test_gradients_match_the_reference(weight_rows):
+    inputs = _inputs(2, 9, 12, 6, weight_rows, grads=True)
+    scale = torch.rand(2, 12, requires_grad=True)
     got = pointwise_conv(*inputs, act='silu', scale=scale)
     want = reference_pointwise_conv(*inputs, act='silu', scale=scale)
-    inputs += [scale] if scale is not None else []
+    inputs.append(scale)
     g = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad((got * g).sum(), inputs),
                     torch.autograd.grad((want * g).sum(), inputs)):
@@ -114,7 +115,7 @@ def test_custom_op_registration():
     gate = torch.rand(2, 16)
     for args in ((rows, weight, None, None, None, 'none', None),
                  (rows, weight, bias, residual, kept, 'silu', None),
-                 (rows, weight[0], bias, residual, kept, 'none', gate)):
+                 (rows, weight, bias, residual, kept, 'none', gate)):
         torch.library.opcheck(_pointwise_conv, args,
                               test_utils=('test_schema', 'test_faketensor',
                                           'test_aot_dispatch_static'))
@@ -147,8 +148,8 @@ def test_bad_arguments():
         pointwise_conv(rows[None], weight)
     with pytest.raises(ValueError, match=r'weight must be \(8, C\)'):
         pointwise_conv(rows, weight.t())
-    with pytest.raises(ValueError, match='do not split into 5 samples'):
-        pointwise_conv(rows, torch.randn(5, 8, 4))
+    with pytest.raises(ValueError, match=r'weight must be \(8, C\)'):
+        pointwise_conv(rows, torch.randn(2, 8, 4))  # one weight for all rows
     with pytest.raises(ValueError, match='bias must be'):
         pointwise_conv(rows, weight, bias[:3])
     with pytest.raises(ValueError, match='residual must be'):
@@ -159,8 +160,6 @@ def test_bad_arguments():
         pointwise_conv(rows, weight, act='gelu')
     with pytest.raises(ValueError, match=r'scale must be \(N, 8\)'):
         pointwise_conv(rows, weight, scale=torch.rand(5, 8))
-    with pytest.raises(ValueError, match='not both'):
-        pointwise_conv(rows, torch.randn(2, 8, 4), scale=torch.rand(2, 8))
 
 
 @pytest.fixture
@@ -196,13 +195,13 @@ def _timer_preferring(wanted, key):
     return time_us
 
 
-@pytest.mark.parametrize('per_sample', [False, True])
-def test_tuned_config_is_kept_and_launched(per_sample, clean_launch_configs, monkeypatch):
+@pytest.mark.parametrize('weight_rows', [False, True])
+def test_tuned_config_is_kept_and_launched(weight_rows, clean_launch_configs, monkeypatch):
     """``tune_pointwise_conv`` keeps the fastest candidate for the call's signature; later calls
     with that signature launch it (tile, warps, pipeline depth) and still equal the reference;
     another signature runs the planner's launch."""
-    rows, weight, bias, residual, kept = _inputs(2, 70, 40, 20, per_sample)
-    scale = None if per_sample else torch.rand(2, 40)
+    rows, weight, bias, residual, kept = _inputs(2, 70, 40, 20, weight_rows)
+    scale = torch.rand(2, 40)
     args = (rows, weight, bias, residual, kept, 'silu', scale)
     configs = candidates(70, 40, 20)
     wanted = configs[-2]  # the last kernel config
@@ -216,7 +215,7 @@ def test_tuned_config_is_kept_and_launched(per_sample, clean_launch_configs, mon
                         lambda self, *a: launched.append(a[-1]) or real(self, *a))
     torch.testing.assert_close(pointwise_conv(*args[:5], act='silu', scale=scale),
                                reference_pointwise_conv(*args), atol=1e-4, rtol=1e-4)
-    pointwise_conv(rows[:-2] if per_sample else rows, weight, bias)  # another signature
+    pointwise_conv(rows, weight, bias)  # another signature
     assert launched == [wanted, None]
 
 

@@ -1,6 +1,6 @@
 """The one-launch squeeze-excite gate against its stock reference (Triton interpreter on CPU):
-gate alone and applied to a (strided) 1x1 conv weight, odd widths, every activation, half
-precision, gradients, the custom-op registration, the fallback and bad arguments."""
+odd widths, every activation, partial sums, half precision, gradients, the custom-op
+registration, the fallback and bad arguments."""
 import warnings
 
 import pytest
@@ -21,25 +21,18 @@ def _params(channels, squeeze, dtype=torch.float32, grads=False):
 
 
 @pytest.mark.parametrize('act', ['none', 'relu', 'silu', 'relu6'])
-@pytest.mark.parametrize('batch,channels,squeeze,c_out', [(2, 48, 12, 24), (3, 37, 5, 19),
-                                                          (1, 300, 20, 80)])
+@pytest.mark.parametrize('batch,channels,squeeze', [(2, 48, 12), (3, 37, 5), (1, 300, 20)])
 # numpy in the interpreter: the sigmoid of a large negative logit takes exp -> inf -> 0 (so does
 # the GPU, silently)
 @pytest.mark.filterwarnings('ignore:overflow encountered in exp:RuntimeWarning')
-def test_gate_and_scaled_weight(act, batch, channels, squeeze, c_out):
-    """Channel counts beyond one program block, squeeze widths that are no power of two, and the
-    weight as the transposed view the project conv passes."""
+def test_gate(act, batch, channels, squeeze):
+    """Channel counts beyond one program block, squeeze widths that are no power of two."""
     params = _params(channels, squeeze)
     sums = torch.randn(batch, channels) * 40
-    weight = torch.randn(c_out, channels).t()
-    for w in (None, weight):
-        got = se_gate(sums, 49, *params, act=act, weight=w)
-        want = reference_se_gate(sums, 1 / 49, *params, act, w)
-        assert got.shape == want.shape and got.dtype == want.dtype
-        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    gate = reference_se_gate(sums, 1 / 49, *params, act)
-    torch.testing.assert_close(se_gate(sums, 49, *params, act=act, weight=weight),
-                               gate[:, :, None] * weight)
+    got = se_gate(sums, 49, *params, act=act)
+    want = reference_se_gate(sums, 1 / 49, *params, act)
+    assert got.shape == want.shape == (batch, channels) and got.dtype == want.dtype
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('tiles,channels', [(5, 24), (37, 150)])
@@ -48,28 +41,25 @@ def test_partial_sums_over_tiles(tiles, channels):
     (several blocks of tiles per load, a ragged last one)."""
     params = _params(channels, 6)
     parts = torch.randn(2, tiles, channels) * 10
-    weight = torch.randn(16, channels).t()
-    torch.testing.assert_close(se_gate(parts, 60, *params, act='silu', weight=weight),
-                               se_gate(parts.sum(1), 60, *params, act='silu', weight=weight))
+    torch.testing.assert_close(se_gate(parts, 60, *params, act='silu'),
+                               se_gate(parts.sum(1), 60, *params, act='silu'))
 
 
 def test_half_precision_weights():
     params = _params(40, 8, torch.float16)
     sums = torch.randn(2, 40) * 10
-    weight = torch.randn(16, 40, dtype=torch.float16).t()
-    got = se_gate(sums, 9, *params, act='silu', weight=weight)
+    got = se_gate(sums, 9, *params, act='silu')
     assert got.dtype == torch.float16
-    torch.testing.assert_close(got, reference_se_gate(sums, 1 / 9, *params, 'silu', weight),
+    torch.testing.assert_close(got, reference_se_gate(sums, 1 / 9, *params, 'silu'),
                                atol=2e-3, rtol=2e-3)
 
 
 def test_gradients_match_the_reference():
     params = _params(20, 6, grads=True)
     sums = (torch.randn(2, 20) * 5).requires_grad_()
-    weight = torch.randn(8, 20).t().requires_grad_()
-    inputs = [sums] + params + [weight]
-    got = se_gate(sums, 25, *params, act='silu', weight=weight)
-    want = reference_se_gate(sums, 1 / 25, *params, 'silu', weight)
+    inputs = [sums] + params
+    got = se_gate(sums, 25, *params, act='silu')
+    want = reference_se_gate(sums, 1 / 25, *params, 'silu')
     g = torch.randn_like(want)
     for a, b in zip(torch.autograd.grad((got * g).sum(), inputs),
                     torch.autograd.grad((want * g).sum(), inputs)):
@@ -78,8 +68,8 @@ def test_gradients_match_the_reference():
 
 def test_custom_op_registration():
     params = _params(12, 4)
-    for w in (None, torch.randn(12, 5)):
-        torch.library.opcheck(_se_gate, (torch.randn(2, 12), 0.25, *params, 'relu', w),
+    for sums in (torch.randn(2, 12), torch.randn(2, 3, 12)):
+        torch.library.opcheck(_se_gate, (sums, 0.25, *params, 'relu'),
                               test_utils=('test_schema', 'test_faketensor',
                                           'test_aot_dispatch_static'))
 
@@ -107,7 +97,5 @@ def test_bad_arguments():
         se_gate(sums, 4, params[0], params[1], params[2].t(), params[3])
     with pytest.raises(ValueError, match='act must be'):
         se_gate(sums, 4, *params, act='gelu')
-    with pytest.raises(ValueError, match='weight to scale'):
-        se_gate(sums, 4, *params, weight=torch.randn(5, 3))
     with pytest.raises(ValueError, match='pixels'):
         se_gate(sums, 0, *params)

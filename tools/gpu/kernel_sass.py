@@ -354,7 +354,7 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
         meta = gemm.launch_meta(*flags, config=config)
         warps, stages = (config.num_warps, config.num_stages) if config else \
             (gemm.NUM_WARPS, gemm.NUM_STAGES)
-        scalars = (rows, k, c, 2 * c if interleave else c, *strides, 0, *weight_strides)
+        scalars = (rows, k, c, 2 * c if interleave else c, *strides, *weight_strides)
         kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
                                 warps, stages)
         regs, static, loop = analyse(kernel)
