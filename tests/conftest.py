@@ -17,6 +17,25 @@ if REPO not in sys.path:
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+if os.environ['TRITON_INTERPRET'] == '1':
+    # Every kernel test also holds the kernels' alignment/contiguity hints to their values (the
+    # compiled kernels vectorise on them unchecked; the interpreter would ignore them).
+    from tests.triton_hints import install as _check_triton_hints  # noqa: E402
+    _check_triton_hints()
+
+
+@pytest.fixture(autouse=True)
+def _no_triton_hint_violated():
+    """Fail the test during which a kernel broke an alignment/contiguity hint, even where the
+    error was caught (see tests/triton_hints.py)."""
+    from tests import triton_hints
+    triton_hints.violations.clear()
+    yield
+    if triton_hints.violations:
+        found = list(triton_hints.violations)
+        triton_hints.violations.clear()
+        pytest.fail(f'{len(found)} Triton hint violation(s), the first: {found[0]}')
+
 
 @pytest.fixture(scope='session')
 def repo_root():

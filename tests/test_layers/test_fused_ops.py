@@ -1,6 +1,8 @@
 """MUXNet with ``fused_ops=True`` equals the stock path: training (outputs and gradients), deploy
 mode (BN, activation and SE pooling in the kernel; residual and channel interleave in the project
-GEMM's epilogue), checkpoints in both directions, compile."""
+GEMM's epilogue), checkpoints in both directions, compile; the GPU's launch plans."""
+import sys
+
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -49,6 +51,38 @@ def test_training_outputs_and_gradients_equal_stock():
     torch.testing.assert_close(xf.grad, xs.grad, atol=1e-5, rtol=1e-3)
     for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
+    """The launches a GPU gets (smaller pixel tiles and more programs, pair partners swapped in
+    registers, 64-row GEMM tiles; the interpreter otherwise plans fewer, larger programs), run by
+    the interpreter over a whole model -- the training forms forward and backward, then the
+    deploy form -- equal to the stock path, every alignment and contiguity hint held to its
+    values (tests/triton_hints.py)."""
+    for name in ('mux_backbones.ops.group_conv', 'mux_backbones.ops.pointwise_conv'):
+        monkeypatch.setattr(sys.modules[name], 'interpreting', lambda: False)
+    monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'PAIR_SWAP', True)
+    gemm_plans = sys.modules['mux_backbones.ops.pointwise_conv']._plan
+    gemm_plans.cache_clear()  # (keyed by signature, not by the planner's mode)
+    try:
+        stock, fused = _pair(out_indices=(2, 4, 7))
+        stock.eval(), fused.eval()  # running statistics: a batch of 2 stays well-conditioned
+        x = _input((33, 29))
+        xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+        outs, outf = stock(xs), fused(xf)
+        for a, b in zip(outs, outf):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+        sum((o * o).mean() for o in outs).backward()
+        sum((o * o).mean() for o in outf).backward()
+        torch.testing.assert_close(xf.grad, xs.grad, atol=1e-6, rtol=1e-3)
+        for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+        with torch.no_grad():
+            fused.switch_to_deploy(channels_last=True, fused_ops=True)
+            for a, b in zip(outs, fused(x)):
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    finally:
+        gemm_plans.cache_clear()
 
 
 def test_activation_checkpointing_with_fused_ops():
