@@ -18,23 +18,23 @@ if REPO not in sys.path:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 if os.environ['TRITON_INTERPRET'] == '1':
-    # Every kernel test also holds the kernels' alignment/contiguity hints to their values (the
-    # compiled kernels vectorise on them unchecked; the interpreter would ignore them).
-    from tests.triton_hints import install as _check_triton_hints  # noqa: E402
-    _check_triton_hints()
+    # Every kernel test also checks what the interpreter cannot see of a GPU run: the kernels'
+    # vectorisation hints, and programs of one launch storing to the same address.
+    from tests.interpreter_checks import install as _install_interpreter_checks  # noqa: E402
+    _install_interpreter_checks()
 
 
 @pytest.fixture(autouse=True)
-def _no_triton_hint_violated():
-    """Fail the test during which a kernel broke an alignment/contiguity hint, even where the
-    error was caught (see tests/triton_hints.py)."""
-    from tests import triton_hints
-    triton_hints.violations.clear()
+def _interpreter_checks_pass():
+    """Fail the test during which a kernel broke a hint or raced on a store, even where the
+    error was caught (see tests/interpreter_checks.py)."""
+    from tests import interpreter_checks
+    interpreter_checks.violations.clear()
     yield
-    if triton_hints.violations:
-        found = list(triton_hints.violations)
-        triton_hints.violations.clear()
-        pytest.fail(f'{len(found)} Triton hint violation(s), the first: {found[0]}')
+    if interpreter_checks.violations:
+        found = list(interpreter_checks.violations)
+        interpreter_checks.violations.clear()
+        pytest.fail(f'{len(found)} interpreter check(s) failed, the first: {found[0]}')
 
 
 @pytest.fixture(scope='session')

@@ -58,7 +58,7 @@ def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
     registers, 64-row GEMM tiles; the interpreter otherwise plans fewer, larger programs), run by
     the interpreter over a whole model -- the training forms forward and backward, then the
     deploy form -- equal to the stock path, every alignment and contiguity hint held to its
-    values (tests/triton_hints.py)."""
+    values and no two programs storing to one address (tests/interpreter_checks.py)."""
     for name in ('mux_backbones.ops.group_conv', 'mux_backbones.ops.pointwise_conv'):
         monkeypatch.setattr(sys.modules[name], 'interpreting', lambda: False)
     monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'PAIR_SWAP', True)
