@@ -1,7 +1,8 @@
 """What Triton's interpreter cannot see of a GPU run, checked while it runs the kernel tests.
 
-The CPU tests run every kernel in Triton's interpreter, which executes programs one after another
-and takes the compiler's hints as comments. Two kinds of bug pass there and fail only on a GPU:
+The CPU tests run every kernel in Triton's interpreter, which executes programs one after another,
+takes the compiler's hints as comments and reads CPU memory. Three kinds of bug pass there and fail
+only on a GPU:
 
 * **A false vectorisation hint.** ``tl.multiple_of`` and ``tl.max_contiguous`` are promises the
   compiler turns into 8- and 16-byte loads and stores without checking them, so a hint that does
@@ -15,6 +16,10 @@ and takes the compiler's hints as comments. Two kinds of bug pass there and fail
   so such stores race (the last writer differs run to run); the interpreter's fixed order hides
   it. :func:`install` also logs every launch's plain stores (atomics excepted: they are meant to
   meet) and checks that no address was stored by two programs.
+* **An access outside the tensors.** An unmasked lane past the end of a tensor reads whatever
+  lies next to it in CPU memory (a test may pass on it), and faults or reads garbage on a GPU.
+  :func:`install` checks every load and store of a launch against the extents of the tensors it
+  was given.
 
 Every failure is kept in :data:`violations` too (a caller may catch the error, e.g. the tuner
 skipping a failing launch config with a warning): ``tests/conftest.py`` fails the test during
@@ -40,6 +45,10 @@ class HintViolation(InterpreterCheckError):
 
 class StoreRace(InterpreterCheckError):
     """Two programs of one launch stored to the same address."""
+
+
+class OutOfBounds(InterpreterCheckError):
+    """A load or store outside every tensor the launch was given."""
 
 
 def _shown(data: np.ndarray) -> str:
@@ -101,9 +110,46 @@ def check_stores(stores, where: str = '') -> None:
                         f'both store to address {addresses[i]:#x} ({int(clash.sum())} clashes)')
 
 
+def tensor_extents(tensors) -> np.ndarray:
+    """The byte ranges ``[start, end)`` the elements of ``tensors`` span, merged where they
+    overlap (views of one storage), sorted: shape (ranges, 2)."""
+    spans = sorted((t.data_ptr(), t.data_ptr() + t.element_size() * (
+        1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))))
+        for t in tensors if t.numel() > 0)
+    merged = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return np.array(merged, dtype=np.int64).reshape(-1, 2)
+
+
+def check_bounds(addresses: np.ndarray, itemsize: int, extents: np.ndarray,
+                 where: str = '') -> None:
+    """OutOfBounds unless every element at ``addresses`` lies inside one of ``extents``."""
+    addresses = np.asarray(addresses, dtype=np.int64).ravel()
+    if addresses.size == 0:
+        return
+    index = np.searchsorted(extents[:, 0], addresses, side='right') - 1
+    inside = (index >= 0) & (addresses + itemsize <= extents[np.maximum(index, 0), 1])
+    if not inside.all():
+        bad = addresses[~inside]
+        raise OutOfBounds(f'{where}{bad.size} accesses outside the launch\'s tensors, e.g. '
+                          f'{int(bad[0]):#x} (tensors span {_shown(extents)})')
+
+
+def _tensors(args):
+    for arg in args:
+        if isinstance(arg, (tuple, list)):
+            yield from _tensors(arg)
+        elif hasattr(arg, 'data_ptr') and hasattr(arg, 'element_size'):
+            yield arg
+
+
 def install() -> bool:
-    """Make Triton's interpreter run both checks for the rest of the process; False where this
-    Triton's interpreter is not the one this module knows (3.6-3.9)."""
+    """Make Triton's interpreter run the three checks for the rest of the process; False where
+    this Triton's interpreter is not the one this module knows (3.6-3.9)."""
     try:
         from triton.runtime import interpreter
     except ImportError:  # pragma: no cover - Triton is optional
@@ -113,6 +159,7 @@ def install() -> bool:
     if getattr(handle.set_attr, 'checked', False):
         return True
     set_attr, store, run = handle.set_attr, builder.create_masked_store, executor.__call__
+    load, host_args = builder.create_masked_load, executor._init_args_hst
 
     def checked_set_attr(self, key, value):
         set_attr(self, key, value)
@@ -120,14 +167,33 @@ def install() -> bool:
             check_hints(self.data, self.attr.get(_DIVISIBILITY), self.attr.get(_CONTIGUITY),
                         'Triton hint ')
 
+    def accessed(builder_, ptrs, mask, what):
+        """The addresses a masked access touches, checked against the launch's tensors."""
+        addresses = np.broadcast_to(np.asarray(ptrs.data), np.shape(mask.data))[
+            np.asarray(mask.data, dtype=bool)]
+        extents = getattr(builder_, 'extents', None)
+        if extents is not None:
+            check_bounds(addresses, ptrs.get_element_ty().primitive_bitwidth // 8, extents,
+                         f'{what}: ')
+        return addresses
+
+    def checked_load(self, ptrs, mask, *args, **kwargs):
+        accessed(self, ptrs, mask, 'load')
+        return load(self, ptrs, mask, *args, **kwargs)
+
     def logged_store(self, ptrs, value, mask, *args, **kwargs):
+        addresses = accessed(self, ptrs, mask, 'store')
         log = getattr(self, 'store_log', None)
         if log is not None:
             x, y, z = self.grid_idx
-            program = (x * self.grid_dim[1] + y) * self.grid_dim[2] + z
-            log.append((np.asarray(ptrs.data)[np.asarray(mask.data, dtype=bool)].ravel(),
-                        program))
+            log.append((addresses, (x * self.grid_dim[1] + y) * self.grid_dim[2] + z))
         return store(self, ptrs, value, mask, *args, **kwargs)
+
+    def host_args_with_extents(self, args_dev, kwargs):
+        args_hst, kwargs_hst = host_args(self, args_dev, kwargs)
+        interpreter.interpreter_builder.extents = tensor_extents(
+            _tensors(list(args_hst) + list(kwargs_hst.values())))
+        return args_hst, kwargs_hst
 
     def checked_run(self, *args, **kwargs):
         builder_ = interpreter.interpreter_builder
@@ -136,10 +202,11 @@ def install() -> bool:
             result = run(self, *args, **kwargs)
             check_stores(builder_.store_log, f'{self.fn.__name__}: ')
         finally:
-            builder_.store_log = None
+            builder_.store_log = builder_.extents = None
         return result
 
     checked_set_attr.checked = True
     handle.set_attr, builder.create_masked_store = checked_set_attr, logged_store
-    executor.__call__ = checked_run
+    builder.create_masked_load = checked_load
+    executor.__call__, executor._init_args_hst = checked_run, host_args_with_extents
     return True
