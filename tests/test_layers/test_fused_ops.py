@@ -39,18 +39,24 @@ def _input(size=(37, 45), batch=2):
     return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
 
 
-def test_training_outputs_and_gradients_equal_stock():
-    stock, fused = _pair(out_indices=(2, 4, 7))
-    x = _input()
+def _assert_same_forward_and_backward(stock, fused, x, out_atol, grad_atol):
+    """Outputs, input and parameter gradients of ``fused`` equal ``stock``'s; returns the
+    outputs."""
     xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
     outs, outf = stock(xs), fused(xf)
     for a, b in zip(outs, outf):
-        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b, a, atol=out_atol, rtol=1e-4)
     sum((o * o).mean() for o in outs).backward()
     sum((o * o).mean() for o in outf).backward()
-    torch.testing.assert_close(xf.grad, xs.grad, atol=1e-5, rtol=1e-3)
+    torch.testing.assert_close(xf.grad, xs.grad, atol=grad_atol, rtol=1e-3)
     for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+    return outs
+
+
+def test_training_outputs_and_gradients_equal_stock():
+    stock, fused = _pair(out_indices=(2, 4, 7))
+    _assert_same_forward_and_backward(stock, fused, _input(), 1e-4, 1e-5)
 
 
 def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
@@ -58,7 +64,8 @@ def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
     registers, 64-row GEMM tiles; the interpreter otherwise plans fewer, larger programs), run by
     the interpreter over a whole model -- the training forms forward and backward, then the
     deploy form -- equal to the stock path, every alignment and contiguity hint held to its
-    values and no two programs storing to one address (tests/interpreter_checks.py)."""
+    values, no two programs storing to one address, nothing accessed outside its tensors
+    (tests/interpreter_checks.py)."""
     for name in ('mux_backbones.ops.group_conv', 'mux_backbones.ops.pointwise_conv'):
         monkeypatch.setattr(sys.modules[name], 'interpreting', lambda: False)
     monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'PAIR_SWAP', True)
@@ -68,15 +75,7 @@ def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
         stock, fused = _pair(out_indices=(2, 4, 7))
         stock.eval(), fused.eval()  # running statistics: a batch of 2 stays well-conditioned
         x = _input((33, 29))
-        xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-        outs, outf = stock(xs), fused(xf)
-        for a, b in zip(outs, outf):
-            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
-        sum((o * o).mean() for o in outs).backward()
-        sum((o * o).mean() for o in outf).backward()
-        torch.testing.assert_close(xf.grad, xs.grad, atol=1e-6, rtol=1e-3)
-        for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
-            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+        outs = _assert_same_forward_and_backward(stock, fused, x, 1e-5, 1e-6)
         with torch.no_grad():
             fused.switch_to_deploy(channels_last=True, fused_ops=True)
             for a, b in zip(outs, fused(x)):
