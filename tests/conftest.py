@@ -19,15 +19,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 if os.environ['TRITON_INTERPRET'] == '1':
     # Every kernel test also checks what the interpreter cannot see of a GPU run: the kernels'
-    # vectorisation hints, and programs of one launch storing to the same address.
+    # vectorisation hints, programs of one launch storing to the same address, and accesses
+    # outside the tensors a launch was given.
     from tests.interpreter_checks import install as _install_interpreter_checks  # noqa: E402
     _install_interpreter_checks()
 
 
 @pytest.fixture(autouse=True)
 def _interpreter_checks_pass():
-    """Fail the test during which a kernel broke a hint or raced on a store, even where the
-    error was caught (see tests/interpreter_checks.py)."""
+    """Fail the test during which a kernel broke a hint, raced on a store or accessed memory
+    outside its tensors, even where the error was caught (see tests/interpreter_checks.py)."""
     from tests import interpreter_checks
     interpreter_checks.violations.clear()
     yield
