@@ -120,11 +120,11 @@ def check_pointwise_conv(failures, setup: Setup = FULL):
             bias = torch.randn(c, device=dev, dtype=dtype)
             shared = torch.randn(c, k, device=dev, dtype=dtype).t() * k ** -0.5
             gate = torch.rand(n, k, device=dev, dtype=dtype)  # an SE gate on the input
-            errs = [_rel(pointwise_conv(rows, w, bias, block[:, :c], block[:, c:], scale=g),
-                         reference_pointwise_conv(rows.float(), w.float(), bias.float(),
+            errs = [_rel(pointwise_conv(rows, shared, bias, block[:, :c], block[:, c:], scale=g),
+                         reference_pointwise_conv(rows.float(), shared.float(), bias.float(),
                                                   block[:, :c].float(), block[:, c:].float(),
                                                   scale=g if g is None else g.float()))
-                    for w, g in ((shared, gate), (shared, None))]
+                    for g in (gate, None)]
             _report(failures, f'pointwise_conv {pixels}px K{k} -> C{c} (+se)+res+mux', dtype, errs)
             expand = torch.randn(k, 6 * k, device=dev, dtype=dtype) * k ** -0.5  # + act
             errs = [_rel(pointwise_conv(rows, expand, act='silu'),
