@@ -12,11 +12,13 @@
 With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 (:mod:`mux_backbones.ops.group_conv`), the squeeze-excite gate its one-launch op, and a block's
 expand conv (with its activation) and project conv (with its residual or channel-multiplexing
-interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); by default the
-stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
-``fused_ops='auto'`` times both forms of every block on the device with an example input
-(CUDA-graph replays, as a captured or compiled model runs) and keeps the faster, so a deployed
-model is never slower than either form layer by layer.
+interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an fp32 CPU model the
+op's C++ kernel takes the spatial convs oneDNN has no fast path for (2 channels per group,
+MixConv), the rest staying stock (ONNX export and tracing want the stock forms: the default
+``fused_ops=None``); by default the stock-path forms (merged MixConv kernels, pairwise rewrite of
+2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every block on the device
+with an example input (on CUDA CUDA-graph replays, as a captured or compiled model runs) and
+keeps the faster, so a deployed model is never slower than either form layer by layer.
 Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.
@@ -48,9 +50,10 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
             mmcv ConvModules.
         channels_last (bool): Also convert the weights to channels-last memory format (feed the
             input in channels-last too).
-        fused_ops (bool | str, optional): Use the fused Triton kernels for MUXNet's spatial convs.
-            None or False (default): the stock-path forms. ``'auto'``: per block, whichever form
-            is faster on ``example_input``.
+        fused_ops (bool | str, optional): Use the suite's kernels for MUXNet's blocks (CUDA: the
+            fused Triton forms; fp32 CPU: the C++ kernel for 2-channels-per-group convs and
+            MixConvs). None or False (default): the stock-path forms. ``'auto'``: per block,
+            whichever form is faster on ``example_input``.
         example_input (Tensor, optional): For ``'auto'``: an input ``model(example_input)``
             takes, with the batch, size, dtype, device and memory format it will run with (the
             model may still be fp32: blocks are timed cast to the example's dtype). For a

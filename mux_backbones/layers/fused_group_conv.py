@@ -15,8 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import group_conv, pack_weights
 from ..ops._dispatch import call
-from ..ops._triton import can_use_triton
-from ..ops.group_conv import _group_conv, check_args, compile_jobs, tune_forward
+from ..ops.group_conv import _group_conv, check_args, compile_jobs, runs_kernel, tune_forward
 from .conv_bn import bn_scale_shift
 
 _ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
@@ -59,11 +58,19 @@ def _concat_bias(convs: Sequence[nn.Conv2d]) -> Optional[torch.Tensor]:
 
 def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:
     """The side-by-side convs (each on its own channels of ``x``) in one call of the fused kernel;
-    None where the kernel cannot compute them or cannot take ``x`` (after one warning)."""
-    if not all(kernel_can_run(c) for c in convs) or not can_use_triton(x, 'group_conv'):
+    None where no kernel computes them on ``x`` (see
+    :func:`mux_backbones.ops.group_conv.runs_kernel`): the caller's stock convs run instead.
+    Without gradients, fp32 CPU input takes the C++ kernel for 2-channels-per-group convs and
+    MixConvs."""
+    if not all(kernel_can_run(c) for c in convs):
         return None
-    return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs),
-                      *_layout(convs))
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for c in convs for p in c.parameters()))
+    splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
+    if not runs_kernel(x, splits, cpg, needs_grad):
+        return None
+    return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs), splits,
+                      kernel_sizes, dilations, stride, cpg)
 
 
 class GroupConv2d(nn.Conv2d):

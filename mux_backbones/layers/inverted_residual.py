@@ -5,13 +5,14 @@ multiplexed MUXConv) -> squeeze-excite -> 1x1 linear projection, with an identit
 shapes allow. ``DepthwiseSeparable`` is the expansion-free variant MUXNet uses right after its stem.
 
 Each block owns its deploy form (:meth:`InvertedResidual.switch_to_deploy`): BN folded into every
-conv; then either the fused kernels (``fused_ops``: spatial conv + BN + activation + the SE's
-pooling in one op, the SE gate in one more, the expand conv one GEMM with its activation in the
+conv; then either the fused kernels (``fused_ops`` on CUDA: spatial conv + BN + activation + the
+SE's pooling in one op, the SE gate in one more, the expand conv one GEMM with its activation in the
 epilogue, the project conv one GEMM that applies the SE gate as it loads its input and adds the
 residual -- and, inside channel multiplexing, interleaves the result with the copied channels --
 in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
-two depth-wise convs (:mod:`.pairwise_group_conv`).
+two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` runs those two kinds
+of spatial conv on the op's C++ kernel instead, the rest of the block on the stock path.
 """
 from typing import Optional, Sequence, Union
 
@@ -22,7 +23,9 @@ from mmcv.cnn.bricks import DropPath
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops._triton import can_use_triton
+from ..ops._cpu_kernels import cpu_kernel_takes
+from ..ops._triton import can_use_triton, unsupported_reason
+from ..ops.group_conv import cpu_kernel_serves
 from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
 from .fused_group_conv import activation_name
 from .group_conv import build_group_conv
@@ -30,6 +33,13 @@ from .mixed_conv import MixedConv2d
 from .pairwise_group_conv import PairwiseGroupConv, has_channel_pairs, pair_halves_permutation
 from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
+
+
+def _splits_and_cpg(conv: nn.Module):
+    """``(splits, channels per group)`` of a block's spatial conv (plain or MixConv)."""
+    if isinstance(conv, MixedConv2d):
+        return conv.splits, conv.channels_per_group
+    return [conv.out_channels], conv.in_channels // conv.groups
 
 
 class _ResidualBlock(nn.Module):
@@ -89,9 +99,11 @@ class _ResidualBlock(nn.Module):
         """Rewrite the block in place for inference (eval-mode outputs unchanged).
 
         Args:
-            fused_ops (bool): Use the fused kernel for the spatial conv (CUDA; CPU only under the
-                Triton interpreter; elsewhere one warning and the stock forms). False: the
-                stock-path forms (merged MixConv, pairwise convs).
+            fused_ops (bool): Use the suite's kernels: on CUDA (and on the CPU under the Triton
+                interpreter) the fused forms below; on an fp32 CPU model the C++ kernel for the
+                spatial conv where oneDNN has no fast path (2 channels per group, MixConv; the
+                rest stock); elsewhere one warning and the stock forms. False: the stock-path
+                forms (merged MixConv, pairwise convs).
         """
         if self.deploy:
             return
@@ -107,9 +119,13 @@ class _ResidualBlock(nn.Module):
             return  # e.g. GroupNorm: nothing to fold
         bn = norm if isinstance(norm, _BatchNorm) else None
         conv = self.depthwise_conv
-        # Where the kernels cannot run (a CPU model outside the interpreter), the stock forms are
-        # faster than the op's fallback: warn once and build those. Deploy on the target device.
-        fused_ops = fused_ops and can_use_triton(next(conv.parameters()), 'group_conv')
+        # Deploy on the target device: the Triton kernels' forms where they run; on a CPU the
+        # C++ kernel where it serves; elsewhere (after one warning) the stock forms, which are
+        # faster than the op's fallback.
+        param = next(conv.parameters())
+        cpu_kernel = fused_ops and unsupported_reason(param) is not None and \
+            cpu_kernel_takes(param)
+        fused_ops = fused_ops and not cpu_kernel and can_use_triton(param, 'group_conv')
         if fused_ops and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
             if fused is not None:
@@ -123,9 +139,19 @@ class _ResidualBlock(nn.Module):
                 if isinstance(expand, ConvAct):  # the widest map: no activation pass over it
                     expand.activate_in_epilogue(activation_name(expand.act))
                 return
-        if fused_ops and isinstance(conv, SpatialMuxConv):
+        if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
-                c.fused_ops = True
+                c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
+        elif cpu_kernel and hasattr(conv, 'fused_form') and \
+                cpu_kernel_serves(param, *_splits_and_cpg(conv)):
+            # The C++ kernel where oneDNN has no fast path (2 channels per group, MixConv), BN
+            # folded and the activation fused, instead of the pairwise rewrite or the
+            # zero-padded merged MixConv below; the rest of the block keeps its stock form.
+            fused = conv.fused_form(bn, self.depthwise_act)
+            if fused is not None:
+                self.depthwise_conv = fused
+                self.depthwise_norm = self.depthwise_act = nn.Identity()
+                return
         if bn is None:
             return
         if isinstance(conv, MixedConv2d):

@@ -24,7 +24,9 @@ Launches are planned from register and occupancy rules; a call signature tuned o
 (:func:`tune_forward`, :func:`tune_weight_grad`, kept in :mod:`.launch_config`) launches with the
 tile, warps and loop pipelining measured fastest there instead.
 
-Where Triton cannot run (see :mod:`._triton`), the op computes the same thing with stock
+On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
+(``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) with the activation as an
+in-place pass. Where neither can run (see :mod:`._triton`), it computes the same thing with stock
 ``F.conv2d`` calls -- also the reference the tests compare the kernels with.
 """
 import functools
@@ -36,8 +38,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import launch_config
+from ._cpu_kernels import cpu_kernel_takes, cpu_kernels
 from ._dispatch import call
-from ._triton import HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton
+from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
+                      unsupported_reason)
 from .launch_config import LaunchConfig
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
@@ -135,6 +139,37 @@ def _activate_torch(z: Tensor, act: str) -> Tensor:
     if act == 'relu6':
         return F.relu6(z)
     return z
+
+
+def _activate_inplace(z: Tensor, act: str) -> None:
+    if act == 'relu':
+        z.relu_()
+    elif act == 'silu':
+        F.silu(z, inplace=True)
+    elif act == 'relu6':
+        z.clamp_(0, 6)
+
+
+def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
+    """Whether the C++ kernel is the CPU's faster path for this call: fp32 CPU ``x`` and a conv
+    oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there) or
+    several kernel sizes side by side. A plain depth-wise conv stays oneDNN's (faster at stride
+    1: it reuses each input across a row's taps, this kernel reloads it from L1)."""
+    return (channels_per_group == 2 or len(splits) > 1) and cpu_kernel_takes(x)
+
+
+def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int,
+                needs_grad: bool = False) -> bool:
+    """Whether :func:`group_conv` computes this call with one of its kernels: Triton's (CUDA; the
+    CPU under its interpreter) or, without gradients, the C++ one where it serves (see
+    :func:`cpu_kernel_serves`; its backward is the stock conv's, so training would pay for two
+    forwards). Otherwise False: silently where oneDNN's conv is the faster CPU path anyway, else
+    after one warning."""
+    if unsupported_reason(x) is None:
+        return True
+    if not needs_grad and x.device.type == 'cpu' and x.dtype == torch.float32:
+        return cpu_kernel_serves(x, splits, channels_per_group)
+    return can_use_triton(x, 'group_conv')
 
 
 def _activation_grad(z: Tensor, act: str) -> Tensor:
@@ -1009,9 +1044,17 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
             with_pool))
     plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                         channels_per_group, act, with_pool, bias is not None)
-    if not (plan.fits_int32 and can_use_triton(x, 'group_conv')):
-        y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
-                                                stride, channels_per_group, act))
+    if not (plan.fits_int32 and unsupported_reason(x) is None):
+        if cpu_kernel_serves(x, splits, channels_per_group):
+            y = cpu_kernels().group_conv_forward(
+                _channels_last(x), weight.detach().float().contiguous(),
+                None if bias is None else bias.detach().float().contiguous(), splits,
+                kernel_sizes, dilations, stride, channels_per_group)
+            _activate_inplace(y, act)
+        else:
+            can_use_triton(x, 'group_conv')  # the one warning
+            y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
+                                                    dilations, stride, channels_per_group, act))
         n, _, oh, ow = plan.out_shape
         pool = _tile_sums(y, *_forward_tile(splits, n, oh, ow, plan.config)) if with_pool else \
             x.new_empty(0, dtype=torch.float32)

@@ -202,9 +202,11 @@ def test_compiled_fused_deploy_model():
 
 
 def test_fused_deploy_where_kernels_cannot_run_builds_stock_forms(monkeypatch):
-    """A CPU model outside the interpreter: one warning, then the (faster) stock deploy forms."""
+    """A CPU model outside the interpreter, its C++ kernel switched off: one warning, then the
+    (faster) stock deploy forms."""
     monkeypatch.setattr(_triton, '_warned', set())
     monkeypatch.setenv('TRITON_INTERPRET', '0')
+    monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '0')
     stock, fused = _pair(out_indices=(4, ))
     stock.eval()
     with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):

@@ -10,6 +10,9 @@ from .helpers import REPO, run_tool, write_det_config
 BENCH = 'tools/analysis_tools/benchmark.py'
 EXPORT = 'tools/deployment/pytorch2onnx.py'
 FAST = ('--shape', '64', '--runs', '3', '--warmup', '1', '--threads', '2')
+# The benchmark's CPU deploy mode runs the CPU's own kernel (C++), not Triton's interpreter,
+# which this test process switches on for the Triton kernel tests.
+COMPILED = {'TRITON_INTERPRET': '0'}
 
 
 def _clean_failure(proc, *expected):
@@ -23,7 +26,7 @@ def _clean_failure(proc, *expected):
 
 def test_benchmark_prints_comparison_table():
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'eager', 'deploy',
-                   '--onnx', *FAST).stdout
+                   '--onnx', *FAST, extra_env=COMPILED).stdout
     assert 'vs MNv2' in out and 'median ms' in out
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
@@ -43,7 +46,7 @@ def test_target_table_with_host_times():
     """``--target-table-rows``: MUXNet-m over MobileNetV2 per mode, the goal where one is set,
     and both nets' host times (what tells a host-bound row)."""
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-m', '--modes', 'eager', 'deploy',
-                   '--batch', '1', '--target-table-rows', *FAST).stdout
+                   '--batch', '1', '--target-table-rows', *FAST, extra_env=COMPILED).stdout
     table = out.partition('target table: MUXNet-m / MobileNetV2')[2].splitlines()
     assert 'host ms MNv2 / MUXNet-m' in table[1]
     rows = [line.split() for line in table[2:4]]
@@ -60,7 +63,9 @@ def test_host_time_without_a_gpu():
     pytest.importorskip('triton')
     out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--runs', '3',
                    extra_env={'TRITON_INTERPRET': '1'}).stdout
-    total = float(re.search(r'launcher ([\d.]+) ms per forward', out).group(1))
+    found = re.search(r'launcher ([\d.]+) ms per forward', out)
+    assert found, out
+    total = float(found.group(1))
     rows = {r[0]: r[1:] for r in (line.split() for line in out.splitlines())
             if r and r[0].startswith('_') and r[0].endswith('_kernel')}
     assert {'_forward_one_kernel', '_pointwise_kernel', '_se_gate_kernel'} <= set(rows)
@@ -287,7 +292,7 @@ def test_benchmark_profile_by_kind_of_layer():
     """``--profile``: the top operators, then per kind of layer its calls, time, bytes and
     achieved bandwidth, for every model (on the CPU: CPU time)."""
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'deploy',
-                   '--profile', 'fp32:1', *FAST).stdout
+                   '--profile', 'fp32:1', *FAST, extra_env=COMPILED).stdout
     tables = out.split('time per forward by kind of layer')[1:]
     assert len(tables) == 2
     for table in tables:

@@ -91,8 +91,9 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
 
     ``eager`` runs as built under autocast (``amp``). The inference modes cast weights and input to
     the precision instead (BN is folded, so half weights are what a deployment runs):
-    ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's fused kernels on CUDA;
-    ``deploy-stock`` the same on the stock PyTorch/cuDNN path; ``deploy-auto`` per block the
+    ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's kernels (the fused
+    Triton forms on CUDA, the C++ spatial-conv kernel on CPU);
+    ``deploy-stock`` the same on the stock PyTorch/cuDNN/oneDNN path; ``deploy-auto`` per block the
     faster of the two (``fused_ops='auto'``); ``graph[-stock|-auto]`` are those in a CUDA graph;
     ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA
     graphs). MobileNetV2 gets every mode alike (it has no fused kernels).
@@ -105,9 +106,8 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
     if mode.endswith('-auto'):
         switch_to_deploy(model, channels_last=True, fused_ops='auto', example_input=x)
-    else:  # the kernels run on CUDA only: a CPU "deploy" is the stock forms
-        switch_to_deploy(model, channels_last=True, fused_ops=device.type == 'cuda' and
-                         not mode.endswith('-stock'))
+    else:
+        switch_to_deploy(model, channels_last=True, fused_ops=not mode.endswith('-stock'))
     model.to(dtype)
     if args.tune_kernels and device.type == 'cuda' and not mode.endswith('-stock') and \
             (name, amp, batch) not in _TUNED:

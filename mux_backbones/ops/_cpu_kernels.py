@@ -1,0 +1,60 @@
+"""The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
+
+``group_conv_cpu.cpp`` is compiled by :func:`torch.utils.cpp_extension.load` (a C++ compiler and
+ninja, both installed by ``tools/install.sh``; ~30 s once, then torch's extension cache) with
+``-march=native``: the build is keyed by this CPU's instruction set, so a cache shared between
+machines never runs code built for another CPU. Like Triton on CUDA, the kernels are optional:
+where the build fails, or ``MUX_BACKBONES_CPU_KERNELS=0`` is set, the ops run their stock
+PyTorch path after one warning.
+"""
+import os
+import os.path as osp
+import shutil
+import warnings
+from typing import Optional
+
+import torch
+
+_SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'group_conv_cpu.cpp')
+_module = None
+_failed: Optional[str] = None
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    if shutil.which('ninja') is None:
+        # pip's ninja package puts its binary next to the interpreter, which is not on PATH
+        # when a virtual environment's python runs without being activated.
+        try:
+            import ninja
+            os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
+        except ImportError:
+            pass  # load() then says that ninja is missing
+    # Part of the name: the extension cache is per name, and -march=native code is per CPU.
+    isa = torch.backends.cpu.get_cpu_capability().lower()
+    return load(name=f'mux_backbones_cpu_{isa}', sources=[_SOURCE],
+                extra_cflags=['-O3', '-march=native', '-fopenmp'],
+                extra_ldflags=['-fopenmp'], verbose=False)
+
+
+def cpu_kernels():
+    """The compiled extension, or None where it is switched off (``MUX_BACKBONES_CPU_KERNELS=0``)
+    or cannot be built (after one warning saying why)."""
+    global _module, _failed
+    if os.environ.get('MUX_BACKBONES_CPU_KERNELS', '1') == '0':
+        return None
+    if _module is not None or _failed is not None:
+        return _module
+    try:
+        _module = _build()
+    except Exception as error:  # no compiler, no ninja, a build error: the stock path serves
+        _failed = f'{type(error).__name__}: {error}'.splitlines()[0]
+        warnings.warn(f'mux_backbones.ops: the CPU kernels could not be built ({_failed}); '
+                      f'running the stock PyTorch path instead', RuntimeWarning, stacklevel=2)
+    return _module
+
+
+def cpu_kernel_takes(x: torch.Tensor) -> bool:
+    """Whether the CPU kernels compute ops on ``x`` (an fp32 CPU tensor, the extension built)."""
+    return x.device.type == 'cpu' and x.dtype == torch.float32 and cpu_kernels() is not None

@@ -1,0 +1,206 @@
+// CPU kernel of the fused group-wise conv (mux_backbones/ops/group_conv.py), fp32, NHWC.
+//
+// oneDNN has no fast path for a conv with 2 channels per group (4-10x a depth-wise conv of the
+// same size), and a MixConv reaches it as one conv per kernel size or as one zero-padded conv
+// at the largest size. This kernel computes every kernel-size group of a layer at its own size,
+// 1 or 2 channels per group, straight into the channels-last output.
+//
+// Work: one output row of one image per task (torch's intra-op thread pool); per group, blocks
+// of PW output pixels x CB vectors of 8 channels held in registers across all taps, so each
+// tap's weights are loaded once per block and its inputs once per pixel. A pair partner of a
+// 2-channels-per-group conv is the loaded vector with neighbours swapped. The vectors are GCC's
+// generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets (built with
+// -march=native on the machine that runs it, see _cpu_kernels.py).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+typedef float vec8 __attribute__((vector_size(32)));
+typedef int lanes8 __attribute__((vector_size(32)));
+
+inline vec8 load8(const float* p) {
+  vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Packed weights of a 2-channels-per-group conv hold, per tap, row j = the weight of input
+// (o & ~1) + j for every output o. Per lane: the weight of its own input and of its partner's.
+inline vec8 own_weights(vec8 row0, vec8 row1) {
+  return __builtin_shuffle(row0, row1, (lanes8){0, 9, 2, 11, 4, 13, 6, 15});
+}
+
+inline vec8 partner_weights(vec8 row0, vec8 row1) {
+  return __builtin_shuffle(row1, row0, (lanes8){0, 9, 2, 11, 4, 13, 6, 15});
+}
+
+inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
+
+// One kernel-size group as one image row of it sees it. Pointers are at the group's first
+// channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.
+struct Group {
+  const float* x;
+  const float* w;
+  const float* bias;  // nullptr: none
+  float* y;
+  int64_t H, W, C, OW, K, dil, stride, pad, group;
+};
+
+// PW output pixels from ow0 on (npix of them exist) x CB vectors of 8 channels from c on.
+template <int CPG, int PW, int CB>
+void pixel_block(const Group& g, int64_t oh, int64_t ow0, int64_t npix, int64_t c) {
+  vec8 acc[PW][CB];
+  for (int b = 0; b < CB; ++b) {
+    const vec8 init = g.bias ? load8(g.bias + c + 8 * b) : vec8{};
+    for (int p = 0; p < PW; ++p) acc[p][b] = init;
+  }
+  for (int64_t kh = 0; kh < g.K; ++kh) {
+    const int64_t ih = oh * g.stride - g.pad + kh * g.dil;
+    if (ih < 0 || ih >= g.H) continue;
+    const float* x_row = g.x + ih * g.W * g.C + c;
+    for (int64_t kw = 0; kw < g.K; ++kw) {
+      const float* tap = g.w + (kh * g.K + kw) * CPG * g.group + c;
+      vec8 w_own[CB], w_partner[CB];
+      for (int b = 0; b < CB; ++b) {
+        if (CPG == 1) {
+          w_own[b] = load8(tap + 8 * b);
+        } else {
+          const vec8 row0 = load8(tap + 8 * b), row1 = load8(tap + g.group + 8 * b);
+          w_own[b] = own_weights(row0, row1);
+          w_partner[b] = partner_weights(row0, row1);
+        }
+      }
+      const int64_t iw0 = ow0 * g.stride - g.pad + kw * g.dil;
+      // Inside the map for every pixel of the block: no per-pixel bounds test.
+      const bool inside = npix == PW && iw0 >= 0 && iw0 + (PW - 1) * g.stride < g.W;
+      for (int p = 0; p < PW; ++p) {
+        const int64_t iw = iw0 + p * g.stride;
+        if (!inside && (p >= npix || iw < 0 || iw >= g.W)) continue;
+        const float* xp = x_row + iw * g.C;
+        for (int b = 0; b < CB; ++b) {
+          const vec8 xv = load8(xp + 8 * b);
+          acc[p][b] += xv * w_own[b];
+          if (CPG == 2) acc[p][b] += swap_pairs(xv) * w_partner[b];
+        }
+      }
+    }
+  }
+  for (int p = 0; p < npix; ++p) {
+    float* out = g.y + (ow0 + p) * g.C + c;
+    for (int b = 0; b < CB; ++b) store8(out + 8 * b, acc[p][b]);
+  }
+}
+
+// Channels past the last full vector (a group size not a multiple of 8), one at a time.
+template <int CPG>
+void channel_tail(const Group& g, int64_t oh, int64_t c) {
+  for (int64_t ow = 0; ow < g.OW; ++ow) {
+    for (int64_t o = c; o < g.group; ++o) {
+      float acc = g.bias ? g.bias[o] : 0.f;
+      for (int64_t kh = 0; kh < g.K; ++kh) {
+        const int64_t ih = oh * g.stride - g.pad + kh * g.dil;
+        if (ih < 0 || ih >= g.H) continue;
+        for (int64_t kw = 0; kw < g.K; ++kw) {
+          const int64_t iw = ow * g.stride - g.pad + kw * g.dil;
+          if (iw < 0 || iw >= g.W) continue;
+          const float* xp = g.x + (ih * g.W + iw) * g.C;
+          const float* tap = g.w + (kh * g.K + kw) * CPG * g.group;
+          if (CPG == 1) {
+            acc += xp[o] * tap[o];
+          } else {
+            const int64_t first = o & ~int64_t(1);
+            acc += xp[first] * tap[o] + xp[first + 1] * tap[g.group + o];
+          }
+        }
+      }
+      g.y[ow * g.C + o] = acc;
+    }
+  }
+}
+
+template <int CPG>
+void group_row(const Group& g, int64_t oh) {
+  constexpr int PW = 4;
+  int64_t c = 0;
+  for (; c + 16 <= g.group; c += 16)
+    for (int64_t ow = 0; ow < g.OW; ow += PW)
+      pixel_block<CPG, PW, 2>(g, oh, ow, std::min<int64_t>(PW, g.OW - ow), c);
+  for (; c + 8 <= g.group; c += 8)
+    for (int64_t ow = 0; ow < g.OW; ow += PW)
+      pixel_block<CPG, PW, 1>(g, oh, ow, std::min<int64_t>(PW, g.OW - ow), c);
+  if (c < g.group) channel_tail<CPG>(g, oh, c);
+}
+
+}  // namespace
+
+// The op's forward without its epilogue activation: x (N, C, H, W) fp32 channels-last, weight
+// packed as pack_weights() does (per group: taps, then channels per group, then channels),
+// optional (C,) bias; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
+torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                                 const c10::optional<torch::Tensor>& bias,
+                                 const std::vector<int64_t>& splits,
+                                 const std::vector<int64_t>& kernel_sizes,
+                                 const std::vector<int64_t>& dilations, int64_t stride,
+                                 int64_t channels_per_group) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
+              "group_conv_forward: x must be a 4-d fp32 CPU tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "group_conv_forward: x must be channels-last");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == torch::kFloat,
+              "group_conv_forward: weight must be contiguous fp32");
+  TORCH_CHECK(channels_per_group == 1 || channels_per_group == 2,
+              "group_conv_forward: 1 or 2 channels per group");
+  TORCH_CHECK(splits.size() == kernel_sizes.size() && splits.size() == dilations.size(),
+              "group_conv_forward: one kernel size and dilation per group");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
+  std::vector<int64_t> first(splits.size()), w_offset(splits.size());
+  int64_t channels = 0, values = 0;
+  for (size_t g = 0; g < splits.size(); ++g) {
+    first[g] = channels;
+    w_offset[g] = values;
+    channels += splits[g];
+    values += kernel_sizes[g] * kernel_sizes[g] * channels_per_group * splits[g];
+  }
+  TORCH_CHECK(channels == C && values == weight.numel(),
+              "group_conv_forward: splits/kernel sizes do not match x and weight");
+  const float* b = nullptr;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->is_contiguous() && bias->scalar_type() == torch::kFloat &&
+                bias->numel() == C, "group_conv_forward: bias must be (C,) contiguous fp32");
+    b = bias->data_ptr<float>();
+  }
+  auto y = torch::empty({N, C, OH, OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, N * OH, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / OH, oh = row % OH;
+      for (size_t gi = 0; gi < splits.size(); ++gi) {
+        const int64_t K = kernel_sizes[gi], dil = dilations[gi];
+        const Group g{xp + n * H * W * C + first[gi], wp + w_offset[gi],
+                      b ? b + first[gi] : nullptr, yp + row * OW * C + first[gi],
+                      H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi]};
+        if (channels_per_group == 1)
+          group_row<1>(g, oh);
+        else
+          group_row<2>(g, oh);
+      }
+    }
+  });
+  return y;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("group_conv_forward", &group_conv_forward,
+        "MUXNet's fused group-wise conv, fp32 NHWC, no activation (CPU)");
+}
