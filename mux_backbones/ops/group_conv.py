@@ -25,9 +25,10 @@ Launches are planned from register and occupancy rules; a call signature tuned o
 tile, warps and loop pipelining measured fastest there instead.
 
 On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
-(``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) with the activation as an
-in-place pass. Where neither can run (see :mod:`._triton`), it computes the same thing with stock
-``F.conv2d`` calls -- also the reference the tests compare the kernels with.
+(``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) for the convs oneDNN has no
+fast path for (see :func:`cpu_kernel_serves`), bias and activation in its epilogue. Where neither
+can run (see :mod:`._triton`), it computes the same thing with stock ``F.conv2d`` calls -- also
+the reference the tests compare the kernels with.
 """
 import functools
 import math
@@ -139,15 +140,6 @@ def _activate_torch(z: Tensor, act: str) -> Tensor:
     if act == 'relu6':
         return F.relu6(z)
     return z
-
-
-def _activate_inplace(z: Tensor, act: str) -> None:
-    if act == 'relu':
-        z.relu_()
-    elif act == 'silu':
-        F.silu(z, inplace=True)
-    elif act == 'relu6':
-        z.clamp_(0, 6)
 
 
 def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
@@ -1049,8 +1041,7 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
             y = cpu_kernels().group_conv_forward(
                 _channels_last(x), weight.detach().float().contiguous(),
                 None if bias is None else bias.detach().float().contiguous(), splits,
-                kernel_sizes, dilations, stride, channels_per_group)
-            _activate_inplace(y, act)
+                kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act])
         else:
             can_use_triton(x, 'group_conv')  # the one warning
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,

@@ -44,6 +44,54 @@ inline vec8 partner_weights(vec8 row0, vec8 row1) {
 
 inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
 
+inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
+
+// exp(x) for x <= 0 to ~2 ulp: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in two parts),
+// exp(r) by its degree-6 Taylor polynomial; below -87 (where 2^n leaves the normal range) 0.
+inline vec8 exp_nonpositive(vec8 x) {
+  const vec8 lo = splat(-87.f);
+  x = x < lo ? lo : x;
+  const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vec8 n = (x * splat(1.44269504f) + magic) - magic;
+  const vec8 r = (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
+  vec8 p = splat(1.f / 720);
+  p = p * r + splat(1.f / 120);
+  p = p * r + splat(1.f / 24);
+  p = p * r + splat(1.f / 6);
+  p = p * r + splat(0.5f);
+  p = p * r + splat(1.f);
+  p = p * r + splat(1.f);
+  const lanes8 bits = (__builtin_convertvector(n, lanes8) + 127) << 23;
+  vec8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// The op's epilogue activations, by the op's codes (ACTIVATIONS in group_conv.py).
+enum Act { kNone = 0, kRelu = 1, kSilu = 2, kRelu6 = 3 };
+
+inline vec8 activate(vec8 z, int act) {
+  const vec8 zero{};
+  if (act == kRelu) return z > zero ? z : zero;
+  if (act == kRelu6) {
+    const vec8 six = splat(6.f);
+    z = z > zero ? z : zero;
+    return z < six ? z : six;
+  }
+  if (act == kSilu) {
+    // z * sigmoid(z) = z / (1 + exp(-z)) for z >= 0, z * exp(z) / (1 + exp(z)) below: the
+    // exponent stays <= 0, so nothing overflows.
+    const vec8 e = exp_nonpositive(z > zero ? -z : z);
+    return z > zero ? z / (splat(1.f) + e) : z * e / (splat(1.f) + e);
+  }
+  return z;
+}
+
+inline float activate(float z, int act) {
+  vec8 v = splat(z);
+  return activate(v, act)[0];
+}
+
 // One kernel-size group as one image row of it sees it. Pointers are at the group's first
 // channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.
 struct Group {
@@ -52,6 +100,7 @@ struct Group {
   const float* bias;  // nullptr: none
   float* y;
   int64_t H, W, C, OW, K, dil, stride, pad, group;
+  int act;
 };
 
 // PW output pixels from ow0 on (npix of them exist) x CB vectors of 8 channels from c on.
@@ -95,7 +144,7 @@ void pixel_block(const Group& g, int64_t oh, int64_t ow0, int64_t npix, int64_t 
   }
   for (int p = 0; p < npix; ++p) {
     float* out = g.y + (ow0 + p) * g.C + c;
-    for (int b = 0; b < CB; ++b) store8(out + 8 * b, acc[p][b]);
+    for (int b = 0; b < CB; ++b) store8(out + 8 * b, activate(acc[p][b], g.act));
   }
 }
 
@@ -121,7 +170,7 @@ void channel_tail(const Group& g, int64_t oh, int64_t c) {
           }
         }
       }
-      g.y[ow * g.C + o] = acc;
+      g.y[ow * g.C + o] = activate(acc, g.act);
     }
   }
 }
@@ -141,15 +190,15 @@ void group_row(const Group& g, int64_t oh) {
 
 }  // namespace
 
-// The op's forward without its epilogue activation: x (N, C, H, W) fp32 channels-last, weight
-// packed as pack_weights() does (per group: taps, then channels per group, then channels),
-// optional (C,) bias; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
+// The op's forward: x (N, C, H, W) fp32 channels-last, weight packed as pack_weights() does
+// (per group: taps, then channels per group, then channels), optional (C,) bias, activation
+// code `act`; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
 torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& weight,
                                  const c10::optional<torch::Tensor>& bias,
                                  const std::vector<int64_t>& splits,
                                  const std::vector<int64_t>& kernel_sizes,
                                  const std::vector<int64_t>& dilations, int64_t stride,
-                                 int64_t channels_per_group) {
+                                 int64_t channels_per_group, int64_t act) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
               "group_conv_forward: x must be a 4-d fp32 CPU tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -158,6 +207,7 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
               "group_conv_forward: weight must be contiguous fp32");
   TORCH_CHECK(channels_per_group == 1 || channels_per_group == 2,
               "group_conv_forward: 1 or 2 channels per group");
+  TORCH_CHECK(act >= kNone && act <= kRelu6, "group_conv_forward: unknown activation code");
   TORCH_CHECK(splits.size() == kernel_sizes.size() && splits.size() == dilations.size(),
               "group_conv_forward: one kernel size and dilation per group");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -189,7 +239,8 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
         const int64_t K = kernel_sizes[gi], dil = dilations[gi];
         const Group g{xp + n * H * W * C + first[gi], wp + w_offset[gi],
                       b ? b + first[gi] : nullptr, yp + row * OW * C + first[gi],
-                      H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi]};
+                      H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi],
+                      static_cast<int>(act)};
         if (channels_per_group == 1)
           group_row<1>(g, oh);
         else
@@ -202,5 +253,5 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("group_conv_forward", &group_conv_forward,
-        "MUXNet's fused group-wise conv, fp32 NHWC, no activation (CPU)");
+        "MUXNet's fused group-wise conv with bias and activation, fp32 NHWC (CPU)");
 }

@@ -67,21 +67,37 @@ def test_kernel_equals_reference(outside_interpreter, splits, kernel_sizes, dila
                                  cpg, size, with_bias):
     x, weight, bias = _call(splits, kernel_sizes, cpg, size, with_bias)
     y = _cpu_kernels.cpu_kernels().group_conv_forward(x, weight, bias, splits, kernel_sizes,
-                                                      dilations, stride, cpg)
+                                                      dilations, stride, cpg, 0)
     ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg)
     assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
+def test_kernel_activations_match_torch(outside_interpreter, act):
+    """The epilogue's activations (SiLU's own exponential) over the whole float range, on vector
+    lanes and on the scalar channel tail (a 1x1 identity conv: the output is the input)."""
+    values = torch.cat([torch.linspace(-120, 120, 2001), torch.tensor(
+        [0.0, -0.0, 1e-30, -1e-30, -87.0, -87.5, -88.0, -104.0, -1e4, 1e4, 3.4e38, -3.4e38])])
+    channels = 21  # 16 + a tail of 5 per pixel
+    x = values[:values.numel() // channels * channels].view(1, -1, channels).permute(0, 2, 1)
+    x = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+    y = _cpu_kernels.cpu_kernels().group_conv_forward(
+        x, torch.ones(channels), None, [channels], [1], [1], 1, 1, gc.ACTIVATIONS.index(act))
+    torch.testing.assert_close(y, gc._activate_torch(x, act), atol=1e-6, rtol=2e-6)
 
 
 def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
     kernels = _cpu_kernels.cpu_kernels()
     x, weight, bias = _call([16], [3], 2, (5, 5))
     with pytest.raises(RuntimeError, match='channels-last'):
-        kernels.group_conv_forward(x.contiguous(), weight, bias, [16], [3], [1], 1, 2)
+        kernels.group_conv_forward(x.contiguous(), weight, bias, [16], [3], [1], 1, 2, 0)
     with pytest.raises(RuntimeError, match='fp32'):
-        kernels.group_conv_forward(x.double(), weight, bias, [16], [3], [1], 1, 2)
+        kernels.group_conv_forward(x.double(), weight, bias, [16], [3], [1], 1, 2, 0)
     with pytest.raises(RuntimeError, match='do not match'):
-        kernels.group_conv_forward(x, weight, bias, [16], [5], [1], 1, 2)
+        kernels.group_conv_forward(x, weight, bias, [16], [5], [1], 1, 2, 0)
+    with pytest.raises(RuntimeError, match='activation'):
+        kernels.group_conv_forward(x, weight, bias, [16], [3], [1], 1, 2, 4)
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
@@ -161,7 +177,7 @@ def test_cpu_deploy_runs_the_kernel_for_pairs_and_mixconvs(kernel_calls, arch):
     assert fused and all(m.channels_per_group == 2 or len(m.splits) > 1 for m in fused)
     assert not any(isinstance(m, PairwiseGroupConv) for m in model.modules())
     assert not any(m.pool_in_kernel for m in model.modules() if isinstance(m, InvertedResidual))
-    assert {args[-1] for args in kernel_calls} == {1, 2}  # MixConvs and pairs
+    assert {args[7] for args in kernel_calls} == {1, 2}  # channels per group: MixConvs, pairs
 
 
 def test_training_form_uses_the_kernel_only_without_gradients(kernel_calls):
