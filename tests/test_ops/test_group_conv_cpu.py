@@ -1,6 +1,7 @@
 """The C++ CPU kernel of ``group_conv`` (``ops/group_conv_cpu.cpp``): equal to the stock
 reference for every kind of call MUXNet makes, chosen by the op only where it serves, off or
 unbuildable without wrong numbers, and the CPU deploy forms it gives MUXNet."""
+import copy
 import sys
 import warnings
 
@@ -192,3 +193,22 @@ def test_training_form_uses_the_kernel_only_without_gradients(kernel_calls):
     with pytest.warns(RuntimeWarning, match='no Triton kernels'):
         model(x.requires_grad_())[0].sum().backward()
     assert not kernel_calls  # its backward would be the stock conv's: stock forward too
+
+
+def test_cpu_deploy_auto_and_compiled(kernel_calls):
+    """``fused_ops='auto'`` times each block's stock and kernel form on the CPU and keeps the
+    faster; the kernel forms trace as one custom-op node under ``torch.compile``."""
+    model = _randomize_norms(MUXNet('tiny', out_indices=(4, 7)))
+    x = torch.randn(1, 3, 40, 40).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model(x)
+        auto = switch_to_deploy(copy.deepcopy(model), channels_last=True, fused_ops='auto',
+                                example_input=x)
+        for out, ref in zip(auto(x), expected):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        switch_to_deploy(model, channels_last=True, fused_ops=True)
+        kernel_calls.clear()
+        compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+        for out, ref in zip(compiled(x), expected):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    assert kernel_calls  # the compiled graph runs the op, and the op the kernel
