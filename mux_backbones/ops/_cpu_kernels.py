@@ -1,14 +1,16 @@
 """The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
 
-``group_conv_cpu.cpp`` is compiled by :func:`torch.utils.cpp_extension.load` (a C++ compiler and
-ninja, both installed by ``tools/install.sh``; ~30 s once, then torch's extension cache) with
-``-march=native``: the build is keyed by this CPU's instruction set, so a cache shared between
-machines never runs code built for another CPU. Like Triton on CUDA, the kernels are optional:
-where the build fails, or ``MUX_BACKBONES_CPU_KERNELS=0`` is set, the ops run their stock
-PyTorch path after one warning.
+``group_conv_cpu.cpp`` is compiled by :func:`torch.utils.cpp_extension.load` (with the C++
+compiler mmcv's build needs too, and ninja from ``tools/install.sh``; ~25 s once, then torch's
+extension cache) with ``-march=native``: the build is keyed by this CPU's instruction-set flags,
+so a cache shared between machines never runs code built for another CPU. Like Triton on CUDA,
+the kernels are optional: where the build fails the ops run their stock PyTorch path after one
+warning, and ``MUX_BACKBONES_CPU_KERNELS=0`` switches them off.
 """
+import hashlib
 import os
 import os.path as osp
+import platform
 import shutil
 import warnings
 from typing import Optional
@@ -18,6 +20,19 @@ import torch
 _SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'group_conv_cpu.cpp')
 _module = None
 _failed: Optional[str] = None
+
+
+def _machine_key() -> str:
+    """A short hash of this CPU's architecture and instruction-set flags: part of the extension's
+    name, since torch caches builds by name and ``-march=native`` code is only good for the CPU
+    it was built on (a home directory may be shared by different machines)."""
+    flags = ''
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith(('flags', 'Features'))), '')
+    except OSError:  # not Linux: the machine type alone
+        pass
+    return hashlib.sha1(f'{platform.machine()} {flags}'.encode()).hexdigest()[:10]
 
 
 def _build():
@@ -31,9 +46,7 @@ def _build():
             os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
         except ImportError:
             pass  # load() then says that ninja is missing
-    # Part of the name: the extension cache is per name, and -march=native code is per CPU.
-    isa = torch.backends.cpu.get_cpu_capability().lower()
-    return load(name=f'mux_backbones_cpu_{isa}', sources=[_SOURCE],
+    return load(name=f'mux_backbones_cpu_{_machine_key()}', sources=[_SOURCE],
                 extra_cflags=['-O3', '-march=native', '-fopenmp'],
                 extra_ldflags=['-fopenmp'], verbose=False)
 
