@@ -17,7 +17,7 @@ op's C++ kernel takes the spatial convs oneDNN has no fast path for (2 channels 
 MixConv), the rest staying stock (ONNX export and tracing want the stock forms: the default
 ``fused_ops=None``); by default the stock-path forms (merged MixConv kernels, pairwise rewrite of
 2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every block on the device
-with an example input (on CUDA CUDA-graph replays, as a captured or compiled model runs) and
+with an example input (on CUDA in CUDA-graph replays, as a captured or compiled model runs) and
 keeps the faster, so a deployed model is never slower than either form layer by layer.
 Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which

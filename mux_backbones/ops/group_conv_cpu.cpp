@@ -46,11 +46,12 @@ inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2
 
 inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
 
-// exp(x) for x <= 0 to ~2 ulp: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in two parts),
-// exp(r) by its degree-6 Taylor polynomial; below -87 (where 2^n leaves the normal range) 0.
-inline vec8 exp_nonpositive(vec8 x) {
+// exp(x) for x <= 0, to ~1e-7 relative: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in
+// two parts), exp(r) by its degree-6 Taylor polynomial; 0 below -87 (where 2^n would leave the
+// normal floats), as the float result of exp underflows there too.
+inline vec8 exp_nonpositive(vec8 x_in) {
   const vec8 lo = splat(-87.f);
-  x = x < lo ? lo : x;
+  const vec8 x = x_in < lo ? lo : x_in;
   const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
   const vec8 n = (x * splat(1.44269504f) + magic) - magic;
   const vec8 r = (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
@@ -64,19 +65,19 @@ inline vec8 exp_nonpositive(vec8 x) {
   const lanes8 bits = (__builtin_convertvector(n, lanes8) + 127) << 23;
   vec8 scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return x_in < lo ? vec8{} : p * scale;
 }
 
 // The op's epilogue activations, by the op's codes (ACTIVATIONS in group_conv.py).
 enum Act { kNone = 0, kRelu = 1, kSilu = 2, kRelu6 = 3 };
 
 inline vec8 activate(vec8 z, int act) {
-  const vec8 zero{};
-  if (act == kRelu) return z > zero ? z : zero;
+  const vec8 zero{};  // (comparisons written so that NaN passes through, as in torch)
+  if (act == kRelu) return z < zero ? zero : z;
   if (act == kRelu6) {
     const vec8 six = splat(6.f);
-    z = z > zero ? z : zero;
-    return z < six ? z : six;
+    z = z < zero ? zero : z;
+    return z > six ? six : z;
   }
   if (act == kSilu) {
     // z * sigmoid(z) = z / (1 + exp(-z)) for z >= 0, z * exp(z) / (1 + exp(z)) below: the

@@ -78,14 +78,16 @@ def test_kernel_equals_reference(outside_interpreter, splits, kernel_sizes, dila
 def test_kernel_activations_match_torch(outside_interpreter, act):
     """The epilogue's activations (SiLU's own exponential) over the whole float range, on vector
     lanes and on the scalar channel tail (a 1x1 identity conv: the output is the input)."""
-    values = torch.cat([torch.linspace(-120, 120, 2001), torch.tensor(
-        [0.0, -0.0, 1e-30, -1e-30, -87.0, -87.5, -88.0, -104.0, -1e4, 1e4, 3.4e38, -3.4e38])])
-    channels = 21  # 16 + a tail of 5 per pixel
-    x = values[:values.numel() // channels * channels].view(1, -1, channels).permute(0, 2, 1)
-    x = x.unsqueeze(-1).contiguous(memory_format=torch.channels_last)
+    special = [0.0, -0.0, 1e-30, -1e-30, -86.9, -87.0, -87.5, -88.0, -104.0, -1e4, 1e4, 3.4e38,
+               -3.4e38, float('inf'), float('-inf'), float('nan')]
+    channels = 21  # per pixel: two vectors of 8 lanes and a tail of 5
+    pixels = torch.cat([torch.linspace(-120, 120, 100 * channels).view(-1, channels),
+                        torch.tensor(special)[:, None].expand(-1, channels)])  # one pixel each
+    x = pixels.t()[None, :, :, None].contiguous(memory_format=torch.channels_last)
     y = _cpu_kernels.cpu_kernels().group_conv_forward(
         x, torch.ones(channels), None, [channels], [1], [1], 1, 1, gc.ACTIVATIONS.index(act))
-    torch.testing.assert_close(y, gc._activate_torch(x, act), atol=1e-6, rtol=2e-6)
+    torch.testing.assert_close(y, gc._activate_torch(x, act), atol=1e-6, rtol=2e-6,
+                               equal_nan=True)
 
 
 def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
