@@ -2,6 +2,7 @@
 reference for every kind of call MUXNet makes, chosen by the op only where it serves, off or
 unbuildable without wrong numbers, and the CPU deploy forms it gives MUXNet."""
 import copy
+import random
 import sys
 import warnings
 
@@ -72,6 +73,29 @@ def test_kernel_equals_reference(outside_interpreter, splits, kernel_sizes, dila
     ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg)
     assert y.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_kernel_equals_reference_on_random_calls(outside_interpreter):
+    """50 seeded random calls: 1-5 groups, kernels 1-11, dilations 1-3, both strides, 1 or 2
+    channels per group, any group and map size, batch 1-3, every activation."""
+    rng = random.Random(0)
+    kernels = _cpu_kernels.cpu_kernels()
+    for _ in range(50):
+        cpg, groups = rng.choice([1, 2]), rng.randint(1, 5)
+        splits = [rng.randint(1, 24) * cpg for _ in range(groups)]
+        kernel_sizes = [rng.choice([1, 3, 5, 7, 9, 11]) for _ in range(groups)]
+        dilations = [rng.choice([1, 1, 2, 3]) for _ in range(groups)]
+        stride, act = rng.choice([1, 2]), rng.choice(gc.ACTIVATIONS)
+        x = torch.randn(rng.randint(1, 3), sum(splits), rng.randint(1, 12),
+                        rng.randint(1, 12)).contiguous(memory_format=torch.channels_last)
+        weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
+        bias = torch.randn(x.shape[1]) if rng.random() < 0.5 else None
+        y = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes, dilations, stride,
+                                       cpg, gc.ACTIVATIONS.index(act))
+        ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride,
+                                      cpg, act)
+        torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5, msg=lambda m: (
+            f'{m}\nsplits {splits} k {kernel_sizes} d {dilations} s {stride} cpg {cpg} {act}'))
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
