@@ -35,13 +35,6 @@ from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
 
-def _splits_and_cpg(conv: nn.Module):
-    """``(splits, channels per group)`` of a block's spatial conv (plain or MixConv)."""
-    if isinstance(conv, MixedConv2d):
-        return conv.splits, conv.channels_per_group
-    return [conv.out_channels], conv.in_channels // conv.groups
-
-
 class _ResidualBlock(nn.Module):
     """Shared forward: residual, drop-path and activation checkpointing."""
 
@@ -142,13 +135,13 @@ class _ResidualBlock(nn.Module):
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
-        elif cpu_kernel and hasattr(conv, 'fused_form') and \
-                cpu_kernel_serves(param, *_splits_and_cpg(conv)):
+        elif cpu_kernel and hasattr(conv, 'fused_form'):
             # The C++ kernel where oneDNN has no fast path (2 channels per group, MixConv), BN
             # folded and the activation fused, instead of the pairwise rewrite or the
             # zero-padded merged MixConv below; the rest of the block keeps its stock form.
             fused = conv.fused_form(bn, self.depthwise_act)
-            if fused is not None:
+            if fused is not None and \
+                    cpu_kernel_serves(param, fused.splits, fused.channels_per_group):
                 self.depthwise_conv = fused
                 self.depthwise_norm = self.depthwise_act = nn.Identity()
                 return
