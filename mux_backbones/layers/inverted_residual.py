@@ -11,8 +11,10 @@ epilogue, the project conv one GEMM that applies the SE gate as it loads its inp
 residual -- and, inside channel multiplexing, interleaves the result with the copied channels --
 in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
-two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` runs those two kinds
-of spatial conv on the op's C++ kernel instead, the rest of the block on the stock path.
+two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` gives the blocks whose
+spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
+ops' C++ kernels (the expand conv stays BLAS + torch's activation); plain depth-wise blocks stay
+stock.
 """
 from typing import Optional, Sequence, Union
 
@@ -27,7 +29,7 @@ from ..ops._cpu_kernels import cpu_kernel_takes
 from ..ops._triton import can_use_triton, unsupported_reason
 from ..ops.group_conv import cpu_kernel_serves
 from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
-from .fused_group_conv import activation_name
+from .fused_group_conv import FusedGroupConv, activation_name
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
 from .pairwise_group_conv import PairwiseGroupConv, has_channel_pairs, pair_halves_permutation
@@ -119,32 +121,17 @@ class _ResidualBlock(nn.Module):
         cpu_kernel = fused_ops and unsupported_reason(param) is not None and \
             cpu_kernel_takes(param)
         fused_ops = fused_ops and not cpu_kernel and can_use_triton(param, 'group_conv')
-        if fused_ops and hasattr(conv, 'fused_form'):
+        if (fused_ops or cpu_kernel) and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
-            if fused is not None:
-                self.depthwise_conv = fused
-                self.depthwise_norm = self.depthwise_act = nn.Identity()
-                project = self.project_conv
-                self.pool_in_kernel = isinstance(self.se, SqueezeExcite) and \
-                    isinstance(project, ConvAct) and isinstance(project.act, nn.Identity) and \
-                    isinstance(project.conv, PointwiseConv2d)
-                expand = getattr(self, 'expand_conv', None)
-                if isinstance(expand, ConvAct):  # the widest map: no activation pass over it
-                    expand.activate_in_epilogue(activation_name(expand.act))
+            # On the CPU only where the C++ kernel beats oneDNN (2 channels per group, MixConv):
+            # a plain depth-wise conv keeps its stock form, SE and 1x1 convs included.
+            if fused is not None and (fused_ops or cpu_kernel_serves(
+                    param, fused.splits, fused.channels_per_group)):
+                self._use_fused_form(fused, expand_epilogue=fused_ops)
                 return
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
-        elif cpu_kernel and hasattr(conv, 'fused_form'):
-            # The C++ kernel where oneDNN has no fast path (2 channels per group, MixConv), BN
-            # folded and the activation fused, instead of the pairwise rewrite or the
-            # zero-padded merged MixConv below; the rest of the block keeps its stock form.
-            fused = conv.fused_form(bn, self.depthwise_act)
-            if fused is not None and \
-                    cpu_kernel_serves(param, fused.splits, fused.channels_per_group):
-                self.depthwise_conv = fused
-                self.depthwise_norm = self.depthwise_act = nn.Identity()
-                return
         if bn is None:
             return
         if isinstance(conv, MixedConv2d):
@@ -157,6 +144,22 @@ class _ResidualBlock(nn.Module):
             self.depthwise_conv = fuse_conv_bn(conv, bn)
             self.depthwise_norm = nn.Identity()
             self._rewrite_channel_pairs()
+
+    def _use_fused_form(self, fused: FusedGroupConv, expand_epilogue: bool) -> None:
+        """The fused deploy form: spatial conv + BN + activation + the SE's pooling in one op,
+        the SE gate in one more, the project conv's gate, residual and interleave in its GEMM
+        (the ``pointwise_conv`` op), and with ``expand_epilogue`` (Triton's GEMM) the expand
+        conv's activation in its GEMM too. (On the CPU BLAS computes the GEMMs and torch's
+        own in-place activation after the expand conv is what the op would run anyway.)"""
+        self.depthwise_conv = fused
+        self.depthwise_norm = self.depthwise_act = nn.Identity()
+        project = self.project_conv
+        self.pool_in_kernel = isinstance(self.se, SqueezeExcite) and \
+            isinstance(project, ConvAct) and isinstance(project.act, nn.Identity) and \
+            isinstance(project.conv, PointwiseConv2d)
+        expand = getattr(self, 'expand_conv', None)
+        if expand_epilogue and isinstance(expand, ConvAct):  # no activation pass over the
+            expand.activate_in_epilogue(activation_name(expand.act))  # widest map
 
     @torch.no_grad()
     def _rewrite_channel_pairs(self) -> None:

@@ -1,8 +1,10 @@
 """The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
 
-``group_conv_cpu.cpp`` is compiled by :func:`torch.utils.cpp_extension.load` (with the C++
-compiler mmcv's build needs too, and ninja from ``tools/install.sh``; ~25 s once, then torch's
-extension cache) with ``-march=native``: the build is keyed by this CPU's instruction-set flags,
+One source per op (``group_conv_cpu.cpp``, ``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``, their
+shared vector code in ``cpu_vector.h``, the Python bindings in ``_cpu_kernels.cpp``) is compiled
+into one extension by :func:`torch.utils.cpp_extension.load` (with the C++ compiler mmcv's build
+needs too, and ninja from ``tools/install.sh``; ~30 s once, then torch's extension cache) with
+``-march=native``: the build is keyed by this CPU's instruction-set flags,
 so a cache shared between machines never runs code built for another CPU. Like Triton on CUDA,
 the kernels are optional: where the build fails the ops run their stock PyTorch path after one
 warning, and ``MUX_BACKBONES_CPU_KERNELS=0`` switches them off.
@@ -17,7 +19,11 @@ from typing import Optional
 
 import torch
 
-_SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'group_conv_cpu.cpp')
+from ._triton import unsupported_reason
+
+_SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), name)
+            for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'pointwise_conv_cpu.cpp',
+                         'se_gate_cpu.cpp')]
 _module = None
 _failed: Optional[str] = None
 
@@ -46,7 +52,7 @@ def _build():
             os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
         except ImportError:
             pass  # load() then says that ninja is missing
-    return load(name=f'mux_backbones_cpu_{_machine_key()}', sources=[_SOURCE],
+    return load(name=f'mux_backbones_cpu_{_machine_key()}', sources=_SOURCES,
                 extra_cflags=['-O3', '-march=native', '-fopenmp'],
                 extra_ldflags=['-fopenmp'], verbose=False)
 
@@ -71,3 +77,14 @@ def cpu_kernels():
 def cpu_kernel_takes(x: torch.Tensor) -> bool:
     """Whether the CPU kernels compute ops on ``x`` (an fp32 CPU tensor, the extension built)."""
     return x.device.type == 'cpu' and x.dtype == torch.float32 and cpu_kernels() is not None
+
+
+def cpu_kernels_take(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether an op's C++ kernel computes a call on these tensors (None: an absent argument):
+    all fp32 CPU tensors that Triton's kernels do not take (they do under its interpreter), the
+    extension built."""
+    first = tensors[0]
+    if first.device.type != 'cpu' or unsupported_reason(first) is None:
+        return False
+    return all(t is None or t.dtype == torch.float32 and t.device.type == 'cpu'
+               for t in tensors) and cpu_kernels() is not None

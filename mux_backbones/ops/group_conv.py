@@ -142,12 +142,19 @@ def _activate_torch(z: Tensor, act: str) -> Tensor:
     return z
 
 
+_CPU_VECTOR = 8  # channels per vector of the C++ kernel (group_conv_cpu.cpp)
+
+
 def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
     """Whether the C++ kernel is the CPU's faster path for this call: fp32 CPU ``x`` and a conv
     oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there) or
     several kernel sizes side by side. A plain depth-wise conv stays oneDNN's (faster at stride
-    1: it reuses each input across a row's taps, this kernel reloads it from L1)."""
-    return (channels_per_group == 2 or len(splits) > 1) and cpu_kernel_takes(x)
+    1: it reuses each input across a row's taps, this kernel reloads it from L1), and so does a
+    conv with groups of few channels: the kernel computes 8 channels of a pixel per vector, the
+    rest of a group one by one (e.g. a spatially multiplexed conv's 4 channels at 112x112: 10x
+    oneDNN's time); it serves where at most an eighth of each group's channels are left over."""
+    return (channels_per_group == 2 or len(splits) > 1) and \
+        all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits) and cpu_kernel_takes(x)
 
 
 def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int,
@@ -1037,19 +1044,20 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                         channels_per_group, act, with_pool, bias is not None)
     if not (plan.fits_int32 and unsupported_reason(x) is None):
+        n, _, oh, ow = plan.out_shape
+        tile = _forward_tile(splits, n, oh, ow, plan.config)
         if cpu_kernel_serves(x, splits, channels_per_group):
-            y = cpu_kernels().group_conv_forward(
+            y, pool = cpu_kernels().group_conv_forward(
                 _channels_last(x), weight.detach().float().contiguous(),
                 None if bias is None else bias.detach().float().contiguous(), splits,
-                kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act])
+                kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act],
+                *(tile if with_pool else (0, 0)))
         else:
             can_use_triton(x, 'group_conv')  # the one warning
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
                                                     dilations, stride, channels_per_group, act))
-        n, _, oh, ow = plan.out_shape
-        pool = _tile_sums(y, *_forward_tile(splits, n, oh, ow, plan.config)) if with_pool else \
-            x.new_empty(0, dtype=torch.float32)
-        return y, pool
+            pool = _tile_sums(y, *tile) if with_pool else None
+        return y, pool if with_pool else x.new_empty(0, dtype=torch.float32)
     x = _channels_last(x)
     y = _empty_channels_last(*plan.out_shape, x)
     pool = torch.empty(plan.pool_shape, dtype=torch.float32, device=x.device)

@@ -10,27 +10,22 @@
 // tap's weights are loaded once per block and its inputs once per pixel. A pair partner of a
 // 2-channels-per-group conv is the loaded vector with neighbours swapped. The vectors are GCC's
 // generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets (built with
-// -march=native on the machine that runs it, see _cpu_kernels.py).
-#include <torch/extension.h>
+// -march=native on the machine that runs it, see _cpu_kernels.py). With pool tiles it also sums
+// its output per tile for the squeeze-excite that follows (the op's `with_pool`).
+#include <ATen/ATen.h>
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
+
+#include "cpu_vector.h"
 
 namespace {
 
-typedef float vec8 __attribute__((vector_size(32)));
-typedef int lanes8 __attribute__((vector_size(32)));
-
-inline vec8 load8(const float* p) {
-  vec8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof(v)); }
+using namespace mux_backbones;
 
 // Packed weights of a 2-channels-per-group conv hold, per tap, row j = the weight of input
 // (o & ~1) + j for every output o. Per lane: the weight of its own input and of its partner's.
@@ -44,55 +39,6 @@ inline vec8 partner_weights(vec8 row0, vec8 row1) {
 
 inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
 
-inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
-
-// exp(x) for x <= 0, to ~1e-7 relative: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in
-// two parts), exp(r) by its degree-6 Taylor polynomial; 0 below -87 (where 2^n would leave the
-// normal floats), as the float result of exp underflows there too.
-inline vec8 exp_nonpositive(vec8 x_in) {
-  const vec8 lo = splat(-87.f);
-  const vec8 x = x_in < lo ? lo : x_in;
-  const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vec8 n = (x * splat(1.44269504f) + magic) - magic;
-  const vec8 r = (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
-  vec8 p = splat(1.f / 720);
-  p = p * r + splat(1.f / 120);
-  p = p * r + splat(1.f / 24);
-  p = p * r + splat(1.f / 6);
-  p = p * r + splat(0.5f);
-  p = p * r + splat(1.f);
-  p = p * r + splat(1.f);
-  const lanes8 bits = (__builtin_convertvector(n, lanes8) + 127) << 23;
-  vec8 scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x_in < lo ? vec8{} : p * scale;
-}
-
-// The op's epilogue activations, by the op's codes (ACTIVATIONS in group_conv.py).
-enum Act { kNone = 0, kRelu = 1, kSilu = 2, kRelu6 = 3 };
-
-inline vec8 activate(vec8 z, int act) {
-  const vec8 zero{};  // (comparisons written so that NaN passes through, as in torch)
-  if (act == kRelu) return z < zero ? zero : z;
-  if (act == kRelu6) {
-    const vec8 six = splat(6.f);
-    z = z < zero ? zero : z;
-    return z > six ? six : z;
-  }
-  if (act == kSilu) {
-    // z * sigmoid(z) = z / (1 + exp(-z)) for z >= 0, z * exp(z) / (1 + exp(z)) below: the
-    // exponent stays <= 0, so nothing overflows.
-    const vec8 e = exp_nonpositive(z > zero ? -z : z);
-    return z > zero ? z / (splat(1.f) + e) : z * e / (splat(1.f) + e);
-  }
-  return z;
-}
-
-inline float activate(float z, int act) {
-  vec8 v = splat(z);
-  return activate(v, act)[0];
-}
-
 // One kernel-size group as one image row of it sees it. Pointers are at the group's first
 // channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.
 struct Group {
@@ -102,6 +48,10 @@ struct Group {
   float* y;
   int64_t H, W, C, OW, K, dil, stride, pad, group;
   int act;
+  // Squeeze-excite pooling: the row's sums per tile of `tile_w` output columns, `C` apart per
+  // tile (nullptr: no pooling). Each task owns its row, so no two threads add to one sum.
+  float* row_sums;
+  int64_t tile_w;
 };
 
 // PW output pixels from ow0 on (npix of them exist) x CB vectors of 8 channels from c on.
@@ -145,7 +95,12 @@ void pixel_block(const Group& g, int64_t oh, int64_t ow0, int64_t npix, int64_t 
   }
   for (int p = 0; p < npix; ++p) {
     float* out = g.y + (ow0 + p) * g.C + c;
-    for (int b = 0; b < CB; ++b) store8(out + 8 * b, activate(acc[p][b], g.act));
+    float* sums = g.row_sums ? g.row_sums + (ow0 + p) / g.tile_w * g.C + c : nullptr;
+    for (int b = 0; b < CB; ++b) {
+      const vec8 v = activate(acc[p][b], g.act);
+      store8(out + 8 * b, v);
+      if (sums) store8(sums + 8 * b, load8(sums + 8 * b) + v);
+    }
   }
 }
 
@@ -171,7 +126,9 @@ void channel_tail(const Group& g, int64_t oh, int64_t c) {
           }
         }
       }
-      g.y[ow * g.C + o] = activate(acc, g.act);
+      const float v = activate(acc, g.act);
+      g.y[ow * g.C + o] = v;
+      if (g.row_sums) g.row_sums[ow / g.tile_w * g.C + o] += v;
     }
   }
 }
@@ -194,23 +151,27 @@ void group_row(const Group& g, int64_t oh) {
 // The op's forward: x (N, C, H, W) fp32 channels-last, weight packed as pack_weights() does
 // (per group: taps, then channels per group, then channels), optional (C,) bias, activation
 // code `act`; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
-torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& weight,
-                                 const c10::optional<torch::Tensor>& bias,
-                                 const std::vector<int64_t>& splits,
-                                 const std::vector<int64_t>& kernel_sizes,
-                                 const std::vector<int64_t>& dilations, int64_t stride,
-                                 int64_t channels_per_group, int64_t act) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.device().is_cpu(),
+// With pool_tile_h, pool_tile_w > 0 also the squeeze-excite's pooling (the op's `with_pool`):
+// (N, T, C) fp32 sums of the activated output over its pool_tile_h x pool_tile_w tiles, T of
+// them in row-major order; otherwise an empty pool tensor.
+std::tuple<at::Tensor, at::Tensor> group_conv_forward(
+    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
+    const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
+    int64_t act, int64_t pool_tile_h, int64_t pool_tile_w) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "group_conv_forward: x must be a 4-d fp32 CPU tensor");
   TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
               "group_conv_forward: x must be channels-last");
-  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == torch::kFloat,
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat,
               "group_conv_forward: weight must be contiguous fp32");
   TORCH_CHECK(channels_per_group == 1 || channels_per_group == 2,
               "group_conv_forward: 1 or 2 channels per group");
   TORCH_CHECK(act >= kNone && act <= kRelu6, "group_conv_forward: unknown activation code");
   TORCH_CHECK(splits.size() == kernel_sizes.size() && splits.size() == dilations.size(),
               "group_conv_forward: one kernel size and dilation per group");
+  TORCH_CHECK((pool_tile_h > 0) == (pool_tile_w > 0) && pool_tile_h >= 0,
+              "group_conv_forward: pool tile sizes must both be > 0 (pooling) or both 0");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
   std::vector<int64_t> first(splits.size()), w_offset(splits.size());
@@ -225,14 +186,20 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
               "group_conv_forward: splits/kernel sizes do not match x and weight");
   const float* b = nullptr;
   if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->is_contiguous() && bias->scalar_type() == torch::kFloat &&
+    TORCH_CHECK(bias->is_contiguous() && bias->scalar_type() == at::kFloat &&
                 bias->numel() == C, "group_conv_forward: bias must be (C,) contiguous fp32");
     b = bias->data_ptr<float>();
   }
-  auto y = torch::empty({N, C, OH, OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto y = at::empty({N, C, OH, OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const bool pooled = pool_tile_h > 0;
+  const int64_t TW = pooled ? (OW + pool_tile_w - 1) / pool_tile_w : 0;
+  const int64_t TH = pooled ? (OH + pool_tile_h - 1) / pool_tile_h : 0;
+  // Per output row, its sums per column tile; added up over each tile's rows at the end.
+  auto row_sums = at::zeros({pooled ? N * OH * TW * C : 0}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  float* sp = row_sums.data_ptr<float>();
   at::parallel_for(0, N * OH, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / OH, oh = row % OH;
@@ -241,7 +208,8 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
         const Group g{xp + n * H * W * C + first[gi], wp + w_offset[gi],
                       b ? b + first[gi] : nullptr, yp + row * OW * C + first[gi],
                       H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi],
-                      static_cast<int>(act)};
+                      static_cast<int>(act),
+                      pooled ? sp + row * TW * C + first[gi] : nullptr, pool_tile_w};
         if (channels_per_group == 1)
           group_row<1>(g, oh);
         else
@@ -249,10 +217,21 @@ torch::Tensor group_conv_forward(const torch::Tensor& x, const torch::Tensor& we
       }
     }
   });
-  return y;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("group_conv_forward", &group_conv_forward,
-        "MUXNet's fused group-wise conv with bias and activation, fp32 NHWC (CPU)");
+  auto pool = at::zeros({pooled ? N : 0, TH * TW, C}, x.options());
+  if (pooled) {
+    float* pp = pool.data_ptr<float>();
+    at::parallel_for(0, N * TH, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / TH, th = t % TH;
+        for (int64_t oh = th * pool_tile_h; oh < std::min(OH, (th + 1) * pool_tile_h); ++oh) {
+          for (int64_t tw = 0; tw < TW; ++tw) {
+            float* dst = pp + (t * TW + tw) * C;
+            const float* src = sp + ((n * OH + oh) * TW + tw) * C;
+            for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    });
+  }
+  return {y, pool};
 }

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from . import launch_config
+from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
                       unsupported_reason)
@@ -348,6 +349,10 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     if launch_config.dry_running():
         return launch_config.dry_outputs(_pointwise_conv_fake(rows, weight, bias, residual, kept,
                                                               act, scale))
+    if cpu_kernels_take(rows, weight, bias, residual, kept, scale):
+        return cpu_kernels().pointwise_conv_forward(
+            _unit_columns(rows), weight, bias, _unit_columns(residual), _unit_columns(kept),
+            _ACT_CODE[act], scale)
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
     if rows.shape[0] == 0:

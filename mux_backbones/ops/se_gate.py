@@ -8,15 +8,17 @@ product that applies the gate. This op computes the whole gate in one kernel, so
 one launch instead of six; the deploy blocks hand it to the following 1x1 conv, which applies it
 as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``).
 
-The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and the tests'
-reference; gradients go through it too (the op is an inference path: training runs the SE's own
-modules), so the op stays differentiable.
+On a CPU (fp32, outside Triton's interpreter) a C++ kernel (``se_gate_cpu.cpp``) computes the
+gate in one call. The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and
+the tests' reference; gradients go through it too (the op is an inference path: training runs
+the SE's own modules), so the op stays differentiable.
 """
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import launch_config
+from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
@@ -101,6 +103,10 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
     if launch_config.dry_running():
         return launch_config.dry_outputs(_se_gate_fake(sums, inv_pixels, w_reduce, b_reduce,
                                                        w_expand, b_expand, act))
+    if cpu_kernels_take(sums, w_reduce, b_reduce, w_expand, b_expand):
+        return cpu_kernels().se_gate_forward(
+            sums.contiguous(), inv_pixels, w_reduce.contiguous(), b_reduce.contiguous(),
+            w_expand.contiguous(), b_expand.contiguous(), _ACT_CODE[act])
     if not can_use_triton(sums, 'se_gate'):
         return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act)
     n, c = sums.shape[0], sums.shape[-1]

@@ -12,7 +12,8 @@ import torch
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import FusedGroupConv, InvertedResidual, PairwiseGroupConv
-from mux_backbones.ops import _cpu_kernels, _triton, group_conv, pack_weights
+from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
+from .conftest import calls_of
 
 gc = sys.modules['mux_backbones.ops.group_conv']
 
@@ -39,28 +40,8 @@ def _call(splits, kernel_sizes, channels_per_group, size, with_bias=True, seed=0
     return x, weight, torch.randn(c) if with_bias else None
 
 
-@pytest.fixture
-def outside_interpreter(monkeypatch):
-    """The op as a CPU deployment runs it: no Triton interpreter, the C++ kernel built."""
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
-    monkeypatch.delenv('MUX_BACKBONES_CPU_KERNELS', raising=False)
-    monkeypatch.setattr(_triton, '_warned', set())
-    assert _cpu_kernels.cpu_kernels() is not None, 'the CPU kernel did not build'
-
-
-@pytest.fixture
-def kernel_calls(monkeypatch, outside_interpreter):
-    """The calls the op makes of the C++ kernel."""
-    calls, kernels = [], _cpu_kernels.cpu_kernels()
-
-    class Spy:
-        @staticmethod
-        def group_conv_forward(*args):
-            calls.append(args)
-            return kernels.group_conv_forward(*args)
-
-    monkeypatch.setattr(gc, 'cpu_kernels', lambda: Spy)
-    return calls
+def _conv_calls(calls):
+    return calls_of(calls, 'group_conv_forward')
 
 
 @pytest.mark.parametrize('with_bias', [True, False])
@@ -68,11 +49,19 @@ def kernel_calls(monkeypatch, outside_interpreter):
 def test_kernel_equals_reference(outside_interpreter, splits, kernel_sizes, dilations, stride,
                                  cpg, size, with_bias):
     x, weight, bias = _call(splits, kernel_sizes, cpg, size, with_bias)
-    y = _cpu_kernels.cpu_kernels().group_conv_forward(x, weight, bias, splits, kernel_sizes,
-                                                      dilations, stride, cpg, 0)
+    kernels = _cpu_kernels.cpu_kernels()
+    y, pool = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes, dilations,
+                                         stride, cpg, 0)
     ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg)
-    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last) and pool.numel() == 0
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
+    # The squeeze-excite's pooling: tiles wider and narrower than a pixel block, cut by the
+    # map's edge, one tile for the whole map.
+    for tile in [(1, 1), (2, 4), (3, 2), (4, 8), (16, 16)]:
+        y_pooled, pool = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes,
+                                                    dilations, stride, cpg, 0, *tile)
+        assert torch.equal(y_pooled, y)
+        torch.testing.assert_close(pool, gc._tile_sums(ref, *tile), atol=1e-3, rtol=1e-5)
 
 
 def test_kernel_equals_reference_on_random_calls(outside_interpreter):
@@ -90,12 +79,14 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
                         rng.randint(1, 12)).contiguous(memory_format=torch.channels_last)
         weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
         bias = torch.randn(x.shape[1]) if rng.random() < 0.5 else None
-        y = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes, dilations, stride,
-                                       cpg, gc.ACTIVATIONS.index(act))
+        tile = (rng.choice([1, 2, 3, 4, 8]), rng.choice([1, 2, 4, 8, 16]))
+        y, pool = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes, dilations,
+                                             stride, cpg, gc.ACTIVATIONS.index(act), *tile)
         ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride,
                                       cpg, act)
         torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5, msg=lambda m: (
             f'{m}\nsplits {splits} k {kernel_sizes} d {dilations} s {stride} cpg {cpg} {act}'))
+        torch.testing.assert_close(pool, gc._tile_sums(ref, *tile), atol=1e-3, rtol=1e-5)
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
@@ -108,7 +99,7 @@ def test_kernel_activations_match_torch(outside_interpreter, act):
     pixels = torch.cat([torch.linspace(-120, 120, 100 * channels).view(-1, channels),
                         torch.tensor(special)[:, None].expand(-1, channels)])  # one pixel each
     x = pixels.t()[None, :, :, None].contiguous(memory_format=torch.channels_last)
-    y = _cpu_kernels.cpu_kernels().group_conv_forward(
+    y, _ = _cpu_kernels.cpu_kernels().group_conv_forward(
         x, torch.ones(channels), None, [channels], [1], [1], 1, 1, gc.ACTIVATIONS.index(act))
     torch.testing.assert_close(y, gc._activate_torch(x, act), atol=1e-6, rtol=2e-6,
                                equal_nan=True)
@@ -125,28 +116,38 @@ def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
         kernels.group_conv_forward(x, weight, bias, [16], [5], [1], 1, 2, 0)
     with pytest.raises(RuntimeError, match='activation'):
         kernels.group_conv_forward(x, weight, bias, [16], [3], [1], 1, 2, 4)
+    with pytest.raises(RuntimeError, match='pool tile'):
+        kernels.group_conv_forward(x, weight, bias, [16], [3], [1], 1, 2, 0, 2, 0)
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
-@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([24], [3], 2), ([10, 14], [3, 5], 1)])
-def test_op_takes_the_kernel_where_it_serves(kernel_calls, act, splits, kernel_sizes, cpg):
+@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([24], [3], 2), ([16, 17], [3, 5], 1)])
+def test_op_takes_the_kernel_where_it_serves(cpu_kernel_calls, act, splits, kernel_sizes, cpg):
     """2 channels per group and MixConvs: the kernel, activation and the SE's pooling sums as
     the op's other paths give them."""
     x, weight, bias = _call(splits, kernel_sizes, cpg, (9, 7))
     dilations = [1] * len(splits)
     y, sums = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 2, cpg, act, True)
-    assert len(kernel_calls) == 1
+    assert len(_conv_calls(cpu_kernel_calls)) == 1
     ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 2, cpg, act)
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), atol=1e-3, rtol=1e-5)
 
 
-def test_op_leaves_plain_depthwise_convs_to_onednn(kernel_calls):
-    x, weight, bias = _call([16], [3], 1, (6, 6))
+@pytest.mark.parametrize('splits,kernel_sizes,cpg', [
+    ([16], [3], 1),  # plain depth-wise
+    ([4], [3], 2), ([30], [3], 2), ([16, 10], [3, 5], 1),  # groups with many channels left over
+])
+def test_op_leaves_convs_to_onednn_where_it_is_faster(cpu_kernel_calls, splits, kernel_sizes,
+                                                      cpg):
+    x, weight, bias = _call(splits, kernel_sizes, cpg, (6, 6))
+    dilations = [1] * len(splits)
+    assert not gc.cpu_kernel_serves(x, splits, cpg)
     with pytest.warns(RuntimeWarning, match='no Triton kernels'):
-        y = group_conv(x, weight, bias, [16], [3], [1], 1, 1, 'relu')
-    assert not kernel_calls
-    ref = gc.reference_group_conv(x, weight, bias, [16], [3], [1], 1, 1, 'relu')
+        y = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, 'relu')
+    assert not cpu_kernel_calls
+    ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg,
+                                  'relu')
     torch.testing.assert_close(y, ref)
 
 
@@ -188,9 +189,11 @@ def _randomize_norms(model):
 
 
 @pytest.mark.parametrize('arch', ['tiny', 'xs'])
-def test_cpu_deploy_runs_the_kernel_for_pairs_and_mixconvs(kernel_calls, arch):
-    """``switch_to_deploy(fused_ops=True)`` on a CPU model: the C++ kernel for 2-channels-per-
-    group convs (spatially multiplexed ones too) and MixConvs, the rest stock; same outputs."""
+def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, arch):
+    """``switch_to_deploy(fused_ops=True)`` on a CPU model: blocks whose spatial conv is a
+    2-channels-per-group conv or a MixConv take the fused form on the C++ kernels (the conv
+    pooling for the SE, the gate, the project conv with the gate, residual and interleave),
+    spatially multiplexed ones the kernel for each scale's conv, the rest stock; same outputs."""
     model = _randomize_norms(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
@@ -203,27 +206,38 @@ def test_cpu_deploy_runs_the_kernel_for_pairs_and_mixconvs(kernel_calls, arch):
     fused = [m for m in model.modules() if isinstance(m, FusedGroupConv)]
     assert fused and all(m.channels_per_group == 2 or len(m.splits) > 1 for m in fused)
     assert not any(isinstance(m, PairwiseGroupConv) for m in model.modules())
-    assert not any(m.pool_in_kernel for m in model.modules() if isinstance(m, InvertedResidual))
-    assert {args[7] for args in kernel_calls} == {1, 2}  # channels per group: MixConvs, pairs
+    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]
+    pooling = [m for m in blocks if m.pool_in_kernel]
+    assert pooling and all(isinstance(m.depthwise_conv, FusedGroupConv) for m in pooling)
+    # The expand conv stays BLAS + torch's activation on the CPU (what the op would run).
+    assert all(m.expand_conv.epilogue_act is None for m in blocks)
+    convs = _conv_calls(cpu_kernel_calls)
+    assert {args[7] for args in convs} == {1, 2}  # channels per group: MixConvs, pairs
+    assert sum(args[9] > 0 for args in convs) == len(pooling)  # pool tiles given
+    assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == len(pooling)
+    projects = calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
+    assert len(projects) == len(pooling) and all(args[6] is not None for args in projects)
+    if arch == 'tiny':  # a channel-multiplexed block: residual and interleave in the epilogue
+        assert any(args[3] is not None and args[4] is not None for args in projects)
 
 
-def test_training_form_uses_the_kernel_only_without_gradients(kernel_calls):
+def test_training_form_uses_the_kernel_only_without_gradients(cpu_kernel_calls):
     model = _randomize_norms(MUXNet('tiny', fused_ops=True, out_indices=(4, )))
     stock = _randomize_norms(MUXNet('tiny', out_indices=(4, )))
     stock.load_state_dict(model.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
-    assert kernel_calls
-    kernel_calls.clear()
+    assert cpu_kernel_calls
+    cpu_kernel_calls.clear()
     with pytest.warns(RuntimeWarning, match='no Triton kernels'):
         model(x.requires_grad_())[0].sum().backward()
-    assert not kernel_calls  # its backward would be the stock conv's: stock forward too
+    assert not cpu_kernel_calls  # its backward would be the stock conv's: stock forward too
 
 
-def test_cpu_deploy_auto_and_compiled(kernel_calls):
+def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):
     """``fused_ops='auto'`` times each block's stock and kernel form on the CPU and keeps the
-    faster; the kernel forms trace as one custom-op node under ``torch.compile``."""
+    faster; the kernel forms trace as custom-op nodes under ``torch.compile``."""
     model = _randomize_norms(MUXNet('tiny', out_indices=(4, 7)))
     x = torch.randn(1, 3, 40, 40).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -233,8 +247,10 @@ def test_cpu_deploy_auto_and_compiled(kernel_calls):
         for out, ref in zip(auto(x), expected):
             torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
         switch_to_deploy(model, channels_last=True, fused_ops=True)
-        kernel_calls.clear()
+        cpu_kernel_calls.clear()
         compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
         for out, ref in zip(compiled(x), expected):
             torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    assert kernel_calls  # the compiled graph runs the op, and the op the kernel
+    # the compiled graph runs the ops, and the ops their kernels
+    called = {name for name, _ in cpu_kernel_calls}
+    assert called == {'group_conv_forward', 'se_gate_forward', 'pointwise_conv_forward'}

@@ -1,0 +1,36 @@
+// Python bindings of the CPU kernels of mux_backbones/ops: one extension, built on first use by
+// _cpu_kernels.py from this file and one source per op.
+#include <torch/extension.h>
+
+#include <tuple>
+#include <vector>
+
+// group_conv_cpu.cpp
+std::tuple<torch::Tensor, torch::Tensor> group_conv_forward(
+    const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias,
+    const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
+    const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
+    int64_t act, int64_t pool_tile_h, int64_t pool_tile_w);
+// pointwise_conv_cpu.cpp
+torch::Tensor pointwise_conv_forward(const torch::Tensor& rows, const torch::Tensor& weight,
+                                     const c10::optional<torch::Tensor>& bias,
+                                     const c10::optional<torch::Tensor>& residual,
+                                     const c10::optional<torch::Tensor>& kept, int64_t act,
+                                     const c10::optional<torch::Tensor>& scale);
+// se_gate_cpu.cpp
+torch::Tensor se_gate_forward(const torch::Tensor& sums, double inv_pixels,
+                              const torch::Tensor& w_reduce, const torch::Tensor& b_reduce,
+                              const torch::Tensor& w_expand, const torch::Tensor& b_expand,
+                              int64_t act);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("group_conv_forward", &group_conv_forward,
+        "MUXNet's fused group-wise conv with bias, activation and pooling, fp32 NHWC",
+        pybind11::arg("x"), pybind11::arg("weight"), pybind11::arg("bias"),
+        pybind11::arg("splits"), pybind11::arg("kernel_sizes"), pybind11::arg("dilations"),
+        pybind11::arg("stride"), pybind11::arg("channels_per_group"), pybind11::arg("act"),
+        pybind11::arg("pool_tile_h") = 0, pybind11::arg("pool_tile_w") = 0);
+  m.def("pointwise_conv_forward", &pointwise_conv_forward,
+        "A 1x1 conv with SE scale, bias, activation, residual and interleave, fp32");
+  m.def("se_gate_forward", &se_gate_forward, "The squeeze-excite gate from pooled sums, fp32");
+}

@@ -1,0 +1,78 @@
+// Vector helpers and activations shared by the CPU kernels of mux_backbones/ops (fp32).
+//
+// GCC's generic vector types: the compiler emits AVX/AVX-512 or NEON, whatever the machine that
+// builds the extension has (-march=native, see _cpu_kernels.py).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace mux_backbones {
+
+typedef float vec8 __attribute__((vector_size(32)));
+typedef int lanes8 __attribute__((vector_size(32)));
+
+inline vec8 load8(const float* p) {
+  vec8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
+
+// exp(x) for x <= 0, to ~1e-7 relative: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in
+// two parts), exp(r) by its degree-6 Taylor polynomial; 0 below -87 (where 2^n would leave the
+// normal floats), as the float result of exp underflows there too.
+inline vec8 exp_nonpositive(vec8 x_in) {
+  const vec8 lo = splat(-87.f);
+  const vec8 x = x_in < lo ? lo : x_in;
+  const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vec8 n = (x * splat(1.44269504f) + magic) - magic;
+  const vec8 r = (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
+  vec8 p = splat(1.f / 720);
+  p = p * r + splat(1.f / 120);
+  p = p * r + splat(1.f / 24);
+  p = p * r + splat(1.f / 6);
+  p = p * r + splat(0.5f);
+  p = p * r + splat(1.f);
+  p = p * r + splat(1.f);
+  const lanes8 bits = (__builtin_convertvector(n, lanes8) + 127) << 23;
+  vec8 scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x_in < lo ? vec8{} : p * scale;
+}
+
+// The op's epilogue activations, by the op's codes (ACTIVATIONS in group_conv.py).
+enum Act { kNone = 0, kRelu = 1, kSilu = 2, kRelu6 = 3 };
+
+inline vec8 activate(vec8 z, int act) {
+  const vec8 zero{};  // (comparisons written so that NaN passes through, as in torch)
+  if (act == kRelu) return z < zero ? zero : z;
+  if (act == kRelu6) {
+    const vec8 six = splat(6.f);
+    z = z < zero ? zero : z;
+    return z > six ? six : z;
+  }
+  if (act == kSilu) {
+    // z * sigmoid(z) = z / (1 + exp(-z)) for z >= 0, z * exp(z) / (1 + exp(z)) below: the
+    // exponent stays <= 0, so nothing overflows.
+    const vec8 e = exp_nonpositive(z > zero ? -z : z);
+    return z > zero ? z / (splat(1.f) + e) : z * e / (splat(1.f) + e);
+  }
+  return z;
+}
+
+inline float activate(float z, int act) {
+  vec8 v = splat(z);
+  return activate(v, act)[0];
+}
+
+// sigmoid(z) = 1 / (1 + exp(-z)), its exponent kept <= 0 so nothing overflows (NaN passes).
+inline float sigmoid(float z) {
+  const float e = exp_nonpositive(splat(z > 0.f ? -z : z))[0];
+  return z > 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+}
+
+}  // namespace mux_backbones
