@@ -13,8 +13,9 @@ With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 (:mod:`mux_backbones.ops.group_conv`), the squeeze-excite gate its one-launch op, and a block's
 expand conv (with its activation) and project conv (with its residual or channel-multiplexing
 interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an fp32 CPU model the
-op's C++ kernel takes the spatial convs oneDNN has no fast path for (2 channels per group,
-MixConv), the rest staying stock (ONNX export and tracing want the stock forms: the default
+blocks whose spatial conv oneDNN has no fast path for (2 channels per group, MixConv) take the
+same fused form on the ops' C++ kernels (the expand conv staying BLAS + torch's activation), the
+rest staying stock (ONNX export and tracing want the stock forms: the default
 ``fused_ops=None``); by default the stock-path forms (merged MixConv kernels, pairwise rewrite of
 2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every block on the device
 with an example input (on CUDA in CUDA-graph replays, as a captured or compiled model runs) and

@@ -26,7 +26,8 @@ tile, warps and loop pipelining measured fastest there instead.
 
 On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
 (``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) for the convs oneDNN has no
-fast path for (see :func:`cpu_kernel_serves`), bias and activation in its epilogue. Where neither
+fast path for (see :func:`cpu_kernel_serves`), bias, activation and the pooled tile sums in its
+epilogue (each output row's sums, added up per tile after the rows: no atomics). Where neither
 can run (see :mod:`._triton`), it computes the same thing with stock ``F.conv2d`` calls -- also
 the reference the tests compare the kernels with.
 """

@@ -28,6 +28,9 @@ loop; a call signature tuned on the device (:func:`tune_pointwise_conv`, kept in
 depth measured fastest there instead -- or runs the stock path (cuBLAS and separate passes) where
 that measured faster than every kernel config.
 
+On fp32 CPU tensors (outside Triton's interpreter) a C++ kernel (``pointwise_conv_cpu.cpp``)
+runs the op in one call: BLAS's GEMM with the bias, the SE scale folded into each sample's weight
+(or rows, whichever has fewer values), then activation, residual and interleave in one pass.
 The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
 reference; gradients go through it (the op is an inference path: training keeps the project
 conv's norm layer, which no epilogue can fold).

@@ -237,7 +237,8 @@ def test_training_form_uses_the_kernel_only_without_gradients(cpu_kernel_calls):
 
 def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):
     """``fused_ops='auto'`` times each block's stock and kernel form on the CPU and keeps the
-    faster; the kernel forms trace as custom-op nodes under ``torch.compile``."""
+    faster; under ``torch.compile`` the spatial convs run the kernel (a custom-op node), the
+    blocks' tails their stock forms (Inductor fuses those itself)."""
     model = _randomize_norms(MUXNet('tiny', out_indices=(4, 7)))
     x = torch.randn(1, 3, 40, 40).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -251,6 +252,10 @@ def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):
         compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
         for out, ref in zip(compiled(x), expected):
             torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    # the compiled graph runs the ops, and the ops their kernels
+    assert {name for name, _ in cpu_kernel_calls} == {'group_conv_forward'}
+    assert all(args[9] == 0 for args in calls_of(cpu_kernel_calls, 'group_conv_forward'))
+    cpu_kernel_calls.clear()
+    with torch.no_grad():  # eager, the same model: the fused tail again
+        model(x)
     called = {name for name, _ in cpu_kernel_calls}
     assert called == {'group_conv_forward', 'se_gate_forward', 'pointwise_conv_forward'}

@@ -96,3 +96,17 @@ def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
         kernels.pointwise_conv_forward(rows, weight, None, None, None, 0, torch.rand(3, 8))
     with pytest.raises(RuntimeError, match='activation'):
         kernels.pointwise_conv_forward(rows, weight, None, None, None, 7, None)
+
+
+def test_gradients_through_the_op(cpu_kernel_calls):
+    """The kernel computes the forward; gradients are the stock reference's (the op's autograd
+    formula recomputes it), for every input."""
+    inputs = [t.detach().requires_grad_() for t in _inputs(2, 6, 12, 10)]
+    rows, weight, bias, residual, kept, scale = inputs
+    pointwise_conv(rows, weight, bias, residual, kept, 'silu', scale).square().sum().backward()
+    assert calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
+    ref = [t.detach().requires_grad_() for t in inputs]
+    reference_pointwise_conv(ref[0], ref[1], ref[2], ref[3], ref[4], 'silu',
+                             ref[5]).square().sum().backward()
+    for got, want in zip(inputs, ref):
+        torch.testing.assert_close(got.grad, want.grad)

@@ -72,3 +72,14 @@ def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
         kernels.se_gate_forward(torch.randn(8), 1.0, *params, 0)
     with pytest.raises(RuntimeError, match='activation'):
         kernels.se_gate_forward(torch.randn(1, 8), 1.0, *params, 9)
+
+
+def test_gradients_through_the_op(cpu_kernel_calls):
+    """The kernel computes the forward; gradients are the stock reference's."""
+    inputs = [t.requires_grad_() for t in [torch.randn(2, 5, 24)] + _params(24, 4)]
+    se_gate(inputs[0], 30, *inputs[1:], act='relu6').square().sum().backward()
+    assert calls_of(cpu_kernel_calls, 'se_gate_forward')
+    ref = [t.detach().requires_grad_() for t in inputs]
+    reference_se_gate(ref[0], 1 / 30, *ref[1:], 'relu6').square().sum().backward()
+    for got, want in zip(inputs, ref):
+        torch.testing.assert_close(got.grad, want.grad)
