@@ -25,8 +25,8 @@ from mmcv.cnn.bricks import DropPath
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..ops._cpu_kernels import cpu_kernel_takes
-from ..ops._triton import can_use_triton, unsupported_reason
+from ..ops._cpu_kernels import cpu_kernels_take
+from ..ops._triton import can_use_triton
 from ..ops.group_conv import cpu_kernel_serves
 from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
 from .fused_group_conv import FusedGroupConv, activation_name
@@ -129,8 +129,7 @@ class _ResidualBlock(nn.Module):
         # C++ kernel where it serves; elsewhere (after one warning) the stock forms, which are
         # faster than the op's fallback.
         param = next(conv.parameters())
-        cpu_kernel = fused_ops and unsupported_reason(param) is not None and \
-            cpu_kernel_takes(param)
+        cpu_kernel = fused_ops and cpu_kernels_take(param)
         fused_ops = fused_ops and not cpu_kernel and can_use_triton(param, 'group_conv')
         if (fused_ops or cpu_kernel) and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)

@@ -74,11 +74,6 @@ def cpu_kernels():
     return _module
 
 
-def cpu_kernel_takes(x: torch.Tensor) -> bool:
-    """Whether the CPU kernels compute ops on ``x`` (an fp32 CPU tensor, the extension built)."""
-    return x.device.type == 'cpu' and x.dtype == torch.float32 and cpu_kernels() is not None
-
-
 def cpu_kernels_take(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether an op's C++ kernel computes a call on these tensors (None: an absent argument):
     all fp32 CPU tensors that Triton's kernels do not take (they do under its interpreter), the

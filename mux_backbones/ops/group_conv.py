@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import launch_config
-from ._cpu_kernels import cpu_kernel_takes, cpu_kernels
+from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
                       unsupported_reason)
@@ -147,7 +147,8 @@ _CPU_VECTOR = 8  # channels per vector of the C++ kernel (group_conv_cpu.cpp)
 
 
 def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
-    """Whether the C++ kernel is the CPU's faster path for this call: fp32 CPU ``x`` and a conv
+    """Whether the C++ kernel is the CPU's faster path for this call: ``x`` one it takes (see
+    :func:`~._cpu_kernels.cpu_kernels_take`: fp32 CPU, no Triton interpreter) and a conv
     oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there) or
     several kernel sizes side by side. A plain depth-wise conv stays oneDNN's (faster at stride
     1: it reuses each input across a row's taps, this kernel reloads it from L1), and so does a
@@ -155,7 +156,7 @@ def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int)
     rest of a group one by one (e.g. a spatially multiplexed conv's 4 channels at 112x112: 10x
     oneDNN's time); it serves where at most an eighth of each group's channels are left over."""
     return (channels_per_group == 2 or len(splits) > 1) and \
-        all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits) and cpu_kernel_takes(x)
+        all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits) and cpu_kernels_take(x)
 
 
 def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int,

@@ -49,8 +49,8 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
   const bool has_kept = kept.has_value() && kept->defined();
   if (has_bias)
     TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kFloat &&
-                bias->dim() == 1 && bias->size(0) == C && bias->is_contiguous(),
-                "pointwise_conv_forward: bias must be (C,) contiguous fp32 CPU");
+                bias->dim() == 1 && bias->size(0) == C,
+                "pointwise_conv_forward: bias must be (C,) fp32 CPU");
   if (has_residual) check_rows(*residual, "residual", M, C);
   if (has_kept) check_rows(*kept, "kept", M, C);
 
