@@ -855,13 +855,15 @@ def forward_launches(x_shape, splits, kernel_sizes, dilations, stride, channels_
 
 class ForwardPlan(NamedTuple):
     """A forward call as :func:`forward_plan` plans it: the tuned config (None: the planner's
-    tile), the kernel's launches, the output's and the pooled sums' shapes, and whether every
-    index fits the kernels' 32-bit arithmetic."""
+    tile), the kernel's launches, the output's and the pooled sums' shapes, whether every
+    index fits the kernels' 32-bit arithmetic, and the tile the sums are pooled over ((0, 0):
+    no pooling)."""
     config: Optional[LaunchConfig]
     launches: Tuple[Launch, ...]
     out_shape: Tuple[int, int, int, int]
     pool_shape: Tuple[int, ...]
     fits_int32: bool
+    pool_tile: Tuple[int, int]
 
 
 @_planned
@@ -877,7 +879,8 @@ def forward_plan(x_shape, dtype, device, splits, kernel_sizes, dilations, stride
                                 channels_per_group, act, with_pool, has_bias, config)
     return ForwardPlan(config, launches, out_shape,
                        _pool_shape(n, c, *out_shape[2:], splits, with_pool, config),
-                       _fits_int32(x_shape, out_shape))
+                       _fits_int32(x_shape, out_shape),
+                       _forward_tile(splits, n, *out_shape[2:], config) if with_pool else (0, 0))
 
 
 def forward_slots(launch: Launch) -> Tuple[Launch, ...]:
@@ -1046,19 +1049,17 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
     plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                         channels_per_group, act, with_pool, bias is not None)
     if not (plan.fits_int32 and unsupported_reason(x) is None):
-        n, _, oh, ow = plan.out_shape
-        tile = _forward_tile(splits, n, oh, ow, plan.config)
         if cpu_kernel_serves(x, splits, channels_per_group):
             y, pool = cpu_kernels().group_conv_forward(
                 _channels_last(x), weight.detach().float().contiguous(),
                 None if bias is None else bias.detach().float().contiguous(), splits,
                 kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act],
-                *(tile if with_pool else (0, 0)))
+                *plan.pool_tile)
         else:
             can_use_triton(x, 'group_conv')  # the one warning
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
                                                     dilations, stride, channels_per_group, act))
-            pool = _tile_sums(y, *tile) if with_pool else None
+            pool = _tile_sums(y, *plan.pool_tile) if with_pool else None
         return y, pool if with_pool else x.new_empty(0, dtype=torch.float32)
     x = _channels_last(x)
     y = _empty_channels_last(*plan.out_shape, x)
