@@ -13,8 +13,9 @@ in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` gives the blocks whose
 spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
-ops' C++ kernels (the expand conv stays BLAS + torch's activation); plain depth-wise blocks stay
-stock.
+ops' C++ kernels (the expand conv stays BLAS + torch's activation); spatially multiplexed blocks
+keep their shuffles and BN but take the same SE + project tail (pooled by a sum); plain
+depth-wise blocks stay stock.
 """
 from typing import Optional, Sequence, Union
 
@@ -54,7 +55,8 @@ class _ResidualBlock(nn.Module):
         self.with_cp = with_cp
         self.has_residual = stride == 1 and in_channels == out_channels
         self.deploy = False
-        self.pool_in_kernel = False  # deploy: the spatial conv's kernel also pools for the SE
+        self.tail_in_ops = False  # deploy: SE gate and project conv as the ops (_fused_tail)
+        self.pool_in_kernel = False  # ... with the SE's pooling in the spatial conv's kernel
         self.fused_tail_in_eager_only = False  # deploy on a CPU: see _fused_tail
         # Without a norm the spatial conv gets a bias, as ConvModule's bias='auto' does.
         self.depthwise_conv = build_group_conv(channels, kernel_sizes, stride, dilation,
@@ -76,14 +78,14 @@ class _ResidualBlock(nn.Module):
         raise NotImplementedError
 
     def _fused_tail(self) -> bool:
-        """Whether the fused form's tail runs: the SE's pooling in the spatial conv, the gate
-        op, the project GEMM with the gate, residual and interleave in its epilogue. On a CPU
-        only in eager mode: there its C++ calls replace ~10 stock ones and their Python dispatch
-        (MUXNet-m 6% faster), while under ``torch.compile``, which generates one loop for the
-        stock SE product, add and interleave, the stock tail is the faster (MUXNet-m compiled:
-        9.25 vs 9.88 ms)."""
-        return self.pool_in_kernel and not (self.fused_tail_in_eager_only and
-                                            torch.compiler.is_compiling())
+        """Whether the fused form's tail runs: the SE's pooling (in the spatial conv's kernel
+        where :attr:`pool_in_kernel`), the gate op, the project GEMM with the gate, residual and
+        interleave in its epilogue. On a CPU only in eager mode: there its C++ calls replace
+        ~10 stock ones and their Python dispatch (MUXNet-m 6% faster), while under
+        ``torch.compile``, which generates one loop for the stock SE product, add and
+        interleave, the stock tail is the faster (MUXNet-m compiled: 9.25 vs 9.88 ms)."""
+        return self.tail_in_ops and not (self.fused_tail_in_eager_only and
+                                         torch.compiler.is_compiling())
 
     @property
     def interleaves(self) -> bool:
@@ -96,7 +98,11 @@ class _ResidualBlock(nn.Module):
         """Spatial conv -> norm -> act -> SE -> project (+ ``residual``, interleaved with
         ``kept``: the fused form only)."""
         if self._fused_tail():
-            y, sums = self.depthwise_conv(x, with_pool=True)
+            if self.pool_in_kernel:
+                y, sums = self.depthwise_conv(x, with_pool=True)
+            else:  # a spatially multiplexed conv (CPU): its shuffles and BN stay stock
+                y = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
+                sums = y.sum((2, 3), dtype=torch.float32)
             return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
         x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
         return self.project_conv(self.se(x))
@@ -108,8 +114,9 @@ class _ResidualBlock(nn.Module):
             fused_ops (bool): Use the suite's kernels: on CUDA (and on the CPU under the Triton
                 interpreter) the fused forms below; on an fp32 CPU model the fused form on the
                 C++ kernels where oneDNN has no fast path for the spatial conv (2 channels per
-                group, MixConv; a plain depth-wise block stays stock); elsewhere one warning and
-                the stock forms. False: the stock-path forms (merged MixConv, pairwise convs).
+                group, MixConv, spatial multiplexing; a plain depth-wise block stays stock);
+                elsewhere one warning and the stock forms. False: the stock-path forms (merged
+                MixConv, pairwise convs).
         """
         if self.deploy:
             return
@@ -142,6 +149,8 @@ class _ResidualBlock(nn.Module):
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
+            if cpu_kernel:  # and the tail on the C++ kernels, pooled by a sum
+                self.tail_in_ops = self.fused_tail_in_eager_only = self._tail_fits_ops()
         if bn is None:
             return
         if isinstance(conv, MixedConv2d):
@@ -163,14 +172,17 @@ class _ResidualBlock(nn.Module):
         in-place activation are what the op would run anyway)."""
         self.depthwise_conv = fused
         self.depthwise_norm = self.depthwise_act = nn.Identity()
-        project = self.project_conv
-        self.pool_in_kernel = isinstance(self.se, SqueezeExcite) and \
-            isinstance(project, ConvAct) and isinstance(project.act, nn.Identity) and \
-            isinstance(project.conv, PointwiseConv2d)
+        self.tail_in_ops = self.pool_in_kernel = self._tail_fits_ops()
         self.fused_tail_in_eager_only = on_cpu
         expand = getattr(self, 'expand_conv', None)
         if not on_cpu and isinstance(expand, ConvAct):  # no activation pass over the widest map
             expand.activate_in_epilogue(activation_name(expand.act))
+
+    def _tail_fits_ops(self) -> bool:
+        """Whether the block has the tail the ops compute: an SE and a plain 1x1 project conv."""
+        project = self.project_conv
+        return isinstance(self.se, SqueezeExcite) and isinstance(project, ConvAct) and \
+            isinstance(project.act, nn.Identity) and isinstance(project.conv, PointwiseConv2d)
 
     @torch.no_grad()
     def _rewrite_channel_pairs(self) -> None:

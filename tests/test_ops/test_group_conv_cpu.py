@@ -11,7 +11,7 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.layers import FusedGroupConv, InvertedResidual, PairwiseGroupConv
+from mux_backbones.layers import FusedGroupConv, InvertedResidual, PairwiseGroupConv, SpatialMuxConv
 from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
 from .conftest import calls_of
 
@@ -193,7 +193,8 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     """``switch_to_deploy(fused_ops=True)`` on a CPU model: blocks whose spatial conv is a
     2-channels-per-group conv or a MixConv take the fused form on the C++ kernels (the conv
     pooling for the SE, the gate, the project conv with the gate, residual and interleave),
-    spatially multiplexed ones the kernel for each scale's conv, the rest stock; same outputs."""
+    spatially multiplexed ones the kernel for each scale's conv and the same tail (pooled by a
+    sum), the rest stock; same outputs."""
     model = _randomize_norms(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
@@ -209,16 +210,19 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]
     pooling = [m for m in blocks if m.pool_in_kernel]
     assert pooling and all(isinstance(m.depthwise_conv, FusedGroupConv) for m in pooling)
+    tails = [m for m in blocks if m.tail_in_ops]
+    multiplexed = [m for m in blocks if isinstance(m.depthwise_conv, SpatialMuxConv)]
+    assert multiplexed and set(tails) == set(pooling) | set(multiplexed)
     # The expand conv stays BLAS + torch's activation on the CPU (what the op would run).
     assert all(m.expand_conv.epilogue_act is None for m in blocks)
     convs = _conv_calls(cpu_kernel_calls)
     assert {args[7] for args in convs} == {1, 2}  # channels per group: MixConvs, pairs
     assert sum(args[9] > 0 for args in convs) == len(pooling)  # pool tiles given
-    assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == len(pooling)
+    assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == len(tails)
     projects = calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
-    assert len(projects) == len(pooling) and all(args[6] is not None for args in projects)
-    if arch == 'tiny':  # a channel-multiplexed block: residual and interleave in the epilogue
-        assert any(args[3] is not None and args[4] is not None for args in projects)
+    assert len(projects) == len(tails) and all(args[6] is not None for args in projects)
+    # channel-multiplexed blocks: residual and interleave in the epilogue
+    assert any(args[3] is not None and args[4] is not None for args in projects)
 
 
 def test_training_form_uses_the_kernel_only_without_gradients(cpu_kernel_calls):
