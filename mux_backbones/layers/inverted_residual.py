@@ -13,9 +13,9 @@ in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` gives the blocks whose
 spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
-ops' C++ kernels (the expand conv stays BLAS + torch's activation); spatially multiplexed blocks
-keep their shuffles and BN but take the same SE + project tail (pooled by a sum); plain
-depth-wise blocks stay stock.
+ops' C++ kernels (the expand conv stays BLAS + torch's activation); the other blocks keep their
+stock spatial conv (oneDNN's depth-wise conv; spatial multiplexing's shuffles and BN) but take the
+same SE + project tail, pooled by a sum.
 """
 from typing import Optional, Sequence, Union
 
@@ -100,7 +100,7 @@ class _ResidualBlock(nn.Module):
         if self._fused_tail():
             if self.pool_in_kernel:
                 y, sums = self.depthwise_conv(x, with_pool=True)
-            else:  # a spatially multiplexed conv (CPU): its shuffles and BN stay stock
+            else:  # (CPU) a stock spatial conv: oneDNN's depth-wise, spatial multiplexing
                 y = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
                 sums = y.sum((2, 3), dtype=torch.float32)
             return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
@@ -114,9 +114,9 @@ class _ResidualBlock(nn.Module):
             fused_ops (bool): Use the suite's kernels: on CUDA (and on the CPU under the Triton
                 interpreter) the fused forms below; on an fp32 CPU model the fused form on the
                 C++ kernels where oneDNN has no fast path for the spatial conv (2 channels per
-                group, MixConv, spatial multiplexing; a plain depth-wise block stays stock);
-                elsewhere one warning and the stock forms. False: the stock-path forms (merged
-                MixConv, pairwise convs).
+                group, MixConv), its SE + project tail on them in every block; elsewhere one
+                warning and the stock forms. False: the stock-path forms (merged MixConv,
+                pairwise convs).
         """
         if self.deploy:
             return
@@ -127,16 +127,18 @@ class _ResidualBlock(nn.Module):
             self.project_conv = deploy_conv_module(self.project_conv)
         if isinstance(self.se, SqueezeExcite):
             self.se.switch_to_deploy()
+        conv = self.depthwise_conv
+        # Deploy on the target device: the Triton kernels' forms where they run; on a CPU the
+        # C++ kernels where they serve; elsewhere (after one warning) the stock forms, which are
+        # faster than the op's fallback.
+        param = next(conv.parameters())
+        cpu_kernel = fused_ops and cpu_kernels_take(param)
+        if cpu_kernel:  # the SE + project tail on the C++ kernels, whatever the spatial conv
+            self.tail_in_ops = self.fused_tail_in_eager_only = self._tail_fits_ops()
         norm = self.depthwise_norm
         if not isinstance(norm, (_BatchNorm, nn.Identity)):
             return  # e.g. GroupNorm: nothing to fold
         bn = norm if isinstance(norm, _BatchNorm) else None
-        conv = self.depthwise_conv
-        # Deploy on the target device: the Triton kernels' forms where they run; on a CPU the
-        # C++ kernel where it serves; elsewhere (after one warning) the stock forms, which are
-        # faster than the op's fallback.
-        param = next(conv.parameters())
-        cpu_kernel = fused_ops and cpu_kernels_take(param)
         fused_ops = fused_ops and not cpu_kernel and can_use_triton(param, 'group_conv')
         if (fused_ops or cpu_kernel) and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
@@ -149,8 +151,6 @@ class _ResidualBlock(nn.Module):
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
-            if cpu_kernel:  # and the tail on the C++ kernels, pooled by a sum
-                self.tail_in_ops = self.fused_tail_in_eager_only = self._tail_fits_ops()
         if bn is None:
             return
         if isinstance(conv, MixedConv2d):

@@ -11,7 +11,8 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.layers import FusedGroupConv, InvertedResidual, PairwiseGroupConv, SpatialMuxConv
+from mux_backbones.layers import (DepthwiseSeparable, FusedGroupConv, InvertedResidual,
+                                  PairwiseGroupConv, SpatialMuxConv, SqueezeExcite)
 from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
 from .conftest import calls_of
 
@@ -193,8 +194,9 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     """``switch_to_deploy(fused_ops=True)`` on a CPU model: blocks whose spatial conv is a
     2-channels-per-group conv or a MixConv take the fused form on the C++ kernels (the conv
     pooling for the SE, the gate, the project conv with the gate, residual and interleave),
-    spatially multiplexed ones the kernel for each scale's conv and the same tail (pooled by a
-    sum), the rest stock; same outputs."""
+    spatially multiplexed ones the kernel for each scale's conv, plain depth-wise ones oneDNN's
+    conv, and every block with an SE the same tail (pooled by a sum where the conv is stock);
+    same outputs."""
     model = _randomize_norms(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
@@ -207,14 +209,16 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     fused = [m for m in model.modules() if isinstance(m, FusedGroupConv)]
     assert fused and all(m.channels_per_group == 2 or len(m.splits) > 1 for m in fused)
     assert not any(isinstance(m, PairwiseGroupConv) for m in model.modules())
-    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]
+    blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparable))]
     pooling = [m for m in blocks if m.pool_in_kernel]
     assert pooling and all(isinstance(m.depthwise_conv, FusedGroupConv) for m in pooling)
-    tails = [m for m in blocks if m.tail_in_ops]
-    multiplexed = [m for m in blocks if isinstance(m.depthwise_conv, SpatialMuxConv)]
-    assert multiplexed and set(tails) == set(pooling) | set(multiplexed)
+    tails = [m for m in blocks if m.tail_in_ops]  # every block with an SE
+    assert any(isinstance(m.depthwise_conv, SpatialMuxConv) for m in tails)
+    assert any(isinstance(m.depthwise_conv, torch.nn.Conv2d) for m in tails)  # depth-wise
+    assert tails == [m for m in blocks if isinstance(m.se, SqueezeExcite)]
     # The expand conv stays BLAS + torch's activation on the CPU (what the op would run).
-    assert all(m.expand_conv.epilogue_act is None for m in blocks)
+    assert all(m.expand_conv.epilogue_act is None for m in blocks
+               if isinstance(m, InvertedResidual))
     convs = _conv_calls(cpu_kernel_calls)
     assert {args[7] for args in convs} == {1, 2}  # channels per group: MixConvs, pairs
     assert sum(args[9] > 0 for args in convs) == len(pooling)  # pool tiles given
