@@ -120,8 +120,8 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
             form = copy.deepcopy(block)
             form.switch_to_deploy(fused_ops=fused)
             forms.append(form.to(dtype=x.dtype, memory_format=memory_format))
-        if not any(isinstance(m, FusedGroupConv) or getattr(m, 'fused_ops', False)
-                   for m in forms[1].modules()):
+        if not any(isinstance(m, FusedGroupConv) or getattr(m, 'fused_ops', False) or
+                   getattr(m, 'tail_in_ops', False) for m in forms[1].modules()):
             continue  # the kernels cannot run here (or the block has none): stock form
         x = x.contiguous(memory_format=memory_format) if channels_last else x
         stock_us, fused_us = (device_time_us(lambda f=f: f(x), x.device) for f in forms)

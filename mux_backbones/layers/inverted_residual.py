@@ -143,7 +143,7 @@ class _ResidualBlock(nn.Module):
         if (fused_ops or cpu_kernel) and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
             # On the CPU only where the C++ kernel beats oneDNN (2 channels per group, MixConv):
-            # a plain depth-wise conv keeps its stock form, SE and 1x1 convs included.
+            # a plain depth-wise conv keeps its stock form (its tail takes the ops, above).
             if fused is not None and (fused_ops or cpu_kernel_serves(
                     param, fused.splits, fused.channels_per_group)):
                 self._use_fused_form(fused, on_cpu=not fused_ops)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ._triton import HAS_TRITON, interpreting
+from . import _triton
 
 _SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), name)
             for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'pointwise_conv_cpu.cpp',
@@ -81,4 +81,6 @@ def cpu_kernels_take(*tensors: Optional[torch.Tensor]) -> bool:
     for t in tensors:
         if t is not None and not (t.is_cpu and t.dtype is torch.float32):
             return False
-    return not (HAS_TRITON and interpreting()) and cpu_kernels() is not None
+    # (what _triton.unsupported_reason decides for fp32 CPU tensors, read through the module as
+    # it does, so whatever switches one switches both)
+    return not (_triton.HAS_TRITON and _triton.interpreting()) and cpu_kernels() is not None
