@@ -15,11 +15,12 @@ expand conv (with its activation) and project conv (with its residual or channel
 interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an fp32 CPU model the
 blocks whose spatial conv oneDNN has no fast path for (2 channels per group, MixConv) take the
 same fused form on the ops' C++ kernels (the expand conv staying BLAS + torch's activation), the
-rest staying stock (ONNX export and tracing want the stock forms: the default
-``fused_ops=None``); by default the stock-path forms (merged MixConv kernels, pairwise rewrite of
-2-channels-per-group convs). ``fused_ops='auto'`` times both forms of every block on the device
-with an example input (on CUDA in CUDA-graph replays, as a captured or compiled model runs) and
-keeps the faster, so a deployed model is never slower than either form layer by layer.
+other blocks with a squeeze-excite its SE + project tail after their stock spatial conv (ONNX
+export and tracing want the stock forms: the default ``fused_ops=None``); by default the
+stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
+``fused_ops='auto'`` times both forms of every block on the device with an example input (on CUDA
+in CUDA-graph replays, as a captured or compiled model runs) and keeps the faster, so a deployed
+model is never slower than either form layer by layer.
 Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.
@@ -52,9 +53,9 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
         channels_last (bool): Also convert the weights to channels-last memory format (feed the
             input in channels-last too).
         fused_ops (bool | str, optional): Use the suite's kernels for MUXNet's blocks (CUDA: the
-            fused Triton forms; fp32 CPU: the C++ kernel for 2-channels-per-group convs and
-            MixConvs). None or False (default): the stock-path forms. ``'auto'``: per block,
-            whichever form is faster on ``example_input``.
+            fused Triton forms; fp32 CPU: the C++ kernels, see above). None or False (default):
+            the stock-path forms. ``'auto'``: per block, whichever form is faster on
+            ``example_input``.
         example_input (Tensor, optional): For ``'auto'``: an input ``model(example_input)``
             takes, with the batch, size, dtype, device and memory format it will run with (the
             model may still be fp32: blocks are timed cast to the example's dtype). For a

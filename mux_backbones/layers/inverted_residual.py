@@ -56,7 +56,6 @@ class _ResidualBlock(nn.Module):
         self.has_residual = stride == 1 and in_channels == out_channels
         self.deploy = False
         self.tail_in_ops = False  # deploy: SE gate and project conv as the ops (_fused_tail)
-        self.pool_in_kernel = False  # ... with the SE's pooling in the spatial conv's kernel
         self.fused_tail_in_eager_only = False  # deploy on a CPU: see _fused_tail
         # Without a norm the spatial conv gets a bias, as ConvModule's bias='auto' does.
         self.depthwise_conv = build_group_conv(channels, kernel_sizes, stride, dilation,
@@ -76,6 +75,11 @@ class _ResidualBlock(nn.Module):
     def _body(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
               kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def pool_in_kernel(self) -> bool:
+        """Whether the tail's SE pooling is the spatial conv's kernel's (its fused form)."""
+        return self.tail_in_ops and isinstance(self.depthwise_conv, FusedGroupConv)
 
     def _fused_tail(self) -> bool:
         """Whether the fused form's tail runs: the SE's pooling (in the spatial conv's kernel
@@ -172,7 +176,7 @@ class _ResidualBlock(nn.Module):
         in-place activation are what the op would run anyway)."""
         self.depthwise_conv = fused
         self.depthwise_norm = self.depthwise_act = nn.Identity()
-        self.tail_in_ops = self.pool_in_kernel = self._tail_fits_ops()
+        self.tail_in_ops = self._tail_fits_ops()
         self.fused_tail_in_eager_only = on_cpu
         expand = getattr(self, 'expand_conv', None)
         if not on_cpu and isinstance(expand, ConvAct):  # no activation pass over the widest map

@@ -92,7 +92,7 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     ``eager`` runs as built under autocast (``amp``). The inference modes cast weights and input to
     the precision instead (BN is folded, so half weights are what a deployment runs):
     ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's kernels (the fused
-    Triton forms on CUDA, the C++ spatial-conv kernel on CPU);
+    Triton forms on CUDA, the C++ kernels' forms on CPU);
     ``deploy-stock`` the same on the stock PyTorch/cuDNN/oneDNN path; ``deploy-auto`` per block the
     faster of the two (``fused_ops='auto'``); ``graph[-stock|-auto]`` are those in a CUDA graph;
     ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA
