@@ -6,20 +6,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mux_backbones import MUXNet, arch_settings
 from mux_backbones.deploy import RawOutputs, count_modules, switch_to_deploy
 from mux_backbones.layers import InvertedResidual, MixedConv2d, PairwiseGroupConv, PointwiseConv2d
+from .helpers import randomise_bn
 
 ALL_ARCHS = sorted(arch_settings)
-
-
-def _randomise_bn(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    model.eval()  # not chained: mmdet's MobileNetV2.train() returns None
-    return model
 
 
 def _outputs(model, x):
@@ -30,7 +19,7 @@ def _outputs(model, x):
 @pytest.mark.parametrize('arch', ALL_ARCHS)
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_deploy_equals_eval(arch, channels_last):
-    model = _randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
+    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
     x = torch.randn(2, 3, 65, 81)
     ref = _outputs(model, x)
     model.switch_to_deploy(channels_last=channels_last)
@@ -44,7 +33,7 @@ def test_deploy_equals_eval(arch, channels_last):
 
 def test_deploy_applies_to_mmdet_mobilenetv2():
     from mmdet.models.backbones import MobileNetV2
-    model = _randomise_bn(MobileNetV2(out_indices=(7, )))
+    model = randomise_bn(MobileNetV2(out_indices=(7, )))
     x = torch.randn(1, 3, 64, 64)
     ref = _outputs(model, x)
     switch_to_deploy(model)
@@ -67,8 +56,8 @@ def test_pairwise_group_conv_equals_grouped_conv(stride, dilation, bias):
 
 def test_pairwise_rewrite_keeps_block_outputs():
     """The channel reorder is folded into expand, SE and project: block outputs are unchanged."""
-    block = _randomise_bn(InvertedResidual(16, 16, (3, ), expand_ratio=3, se_ratio=0.5,
-                                           channels_per_group=2))
+    block = randomise_bn(InvertedResidual(16, 16, (3, ), expand_ratio=3, se_ratio=0.5,
+                                          channels_per_group=2))
     x = torch.randn(2, 16, 9, 9)
     with torch.no_grad():
         ref = block(x)
@@ -113,7 +102,7 @@ def test_mixconv_merge_is_exact():
 
 @pytest.mark.parametrize('arch', ALL_ARCHS)
 def test_jit_trace(arch):
-    model = _randomise_bn(MUXNet(arch, out_indices=(4, 7)))
+    model = randomise_bn(MUXNet(arch, out_indices=(4, 7)))
     x = torch.randn(1, 3, 96, 96)
     ref = _outputs(model, x)
     with torch.no_grad():
@@ -123,7 +112,7 @@ def test_jit_trace(arch):
 
 
 def test_torch_compile_tiny():
-    model = _randomise_bn(MUXNet('tiny', out_indices=(4, 7)))
+    model = randomise_bn(MUXNet('tiny', out_indices=(4, 7)))
     x = torch.randn(1, 3, 64, 64)
     ref = _outputs(model, x)
     compiled = torch.compile(model.switch_to_deploy(), backend='aot_eager')
@@ -151,7 +140,7 @@ def _onnx_roundtrip(module, x, path):
 
 @pytest.mark.parametrize('arch', ALL_ARCHS)
 def test_onnx_backbone(arch, tmp_path):
-    model = _randomise_bn(MUXNet(arch, out_indices=(4, 7))).switch_to_deploy()
+    model = randomise_bn(MUXNet(arch, out_indices=(4, 7))).switch_to_deploy()
     _onnx_roundtrip(model, torch.randn(1, 3, 97, 131), tmp_path / f'{arch}.onnx')
 
 
@@ -174,7 +163,7 @@ def _dense_model(task):
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
-    return _randomise_bn(model), size
+    return randomise_bn(model), size
 
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
@@ -200,7 +189,7 @@ def test_deploy_detector_and_segmentor_equal_eval(task):
 
 @pytest.mark.parametrize('arch', ['xs', 'm'])
 def test_deploy_equals_eval_dilated(arch):
-    model = _randomise_bn(MUXNet(arch, output_stride=8, out_indices=(4, 6)))
+    model = randomise_bn(MUXNet(arch, output_stride=8, out_indices=(4, 6)))
     x = torch.randn(1, 3, 64, 80)
     ref = _outputs(model, x)
     model.switch_to_deploy()

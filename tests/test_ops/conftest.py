@@ -1,10 +1,38 @@
-"""Fixtures of the CPU kernels' tests: the ops as a CPU deployment runs them (outside Triton's
-interpreter, the C++ extension built), and a record of the ops' calls of that extension."""
+"""What the ops' tests share: the inputs of the GEMM and gate ops, the ops as a CPU deployment
+runs them (outside Triton's interpreter, the C++ extension built), and a record of the ops' calls
+of that extension."""
 import sys
 
 import pytest
+import torch
 
 from mux_backbones.ops import _cpu_kernels, _triton
+
+
+def pointwise_inputs(samples, pixels, k, c, weight_rows=False, dtype=torch.float32, grads=False,
+                     seed=None):
+    """``pointwise_conv``'s rows and the block's residual / kept halves as channel slices of
+    wider maps (the views a channel-multiplexed block passes), its bias, and the weight as a
+    contiguous (K, C) matrix (``weight_rows``: C consecutive) or the transposed view
+    PointwiseConv2d passes (K consecutive); seeded by ``seed`` (default: ``k + c``)."""
+    torch.manual_seed(k + c if seed is None else seed)
+    rows = torch.randn(samples * pixels, 2 * k, dtype=dtype)[:, :k]
+    weight = (torch.randn(k, c, dtype=dtype) if weight_rows else
+              torch.randn(c, k, dtype=dtype).t())
+    bias = torch.randn(c, dtype=dtype)
+    block = torch.randn(samples * pixels, 2 * c, dtype=dtype)
+    tensors = [rows, weight, bias, block[:, :c], block[:, c:]]
+    if grads:
+        tensors = [t.detach().requires_grad_() for t in tensors]
+    return tensors
+
+
+def se_gate_params(channels, squeeze, dtype=torch.float32, grads=False, seed=None):
+    """``se_gate``'s reduce weight and bias, expand weight and bias; seeded by ``seed`` (default:
+    ``channels + squeeze``)."""
+    torch.manual_seed(channels + squeeze if seed is None else seed)
+    return [torch.randn(*shape, dtype=dtype, requires_grad=grads)
+            for shape in ((squeeze, channels), (squeeze, ), (channels, squeeze), (channels, ))]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import (DepthwiseSeparable, FusedGroupConv, InvertedResidual,
                                   PairwiseGroupConv, SpatialMuxConv, SqueezeExcite)
 from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
+from ..helpers import randomise_bn
 from .conftest import calls_of
 
 gc = sys.modules['mux_backbones.ops.group_conv']
@@ -178,17 +179,6 @@ def test_switched_off_or_unbuildable_runs_the_stock_path(monkeypatch, outside_in
                                                           'silu'))
 
 
-def _randomize_norms(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.3, 0.3)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
 @pytest.mark.parametrize('arch', ['tiny', 'xs'])
 def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, arch):
     """``switch_to_deploy(fused_ops=True)`` on a CPU model: blocks whose spatial conv is a
@@ -197,7 +187,7 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     spatially multiplexed ones the kernel for each scale's conv, plain depth-wise ones oneDNN's
     conv, and every block with an SE the same tail (pooled by a sum where the conv is stock);
     same outputs."""
-    model = _randomize_norms(MUXNet(arch, out_indices=(2, 4, 7)))
+    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -230,8 +220,8 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
 
 
 def test_training_form_uses_the_kernel_only_without_gradients(cpu_kernel_calls):
-    model = _randomize_norms(MUXNet('tiny', fused_ops=True, out_indices=(4, )))
-    stock = _randomize_norms(MUXNet('tiny', out_indices=(4, )))
+    model = randomise_bn(MUXNet('tiny', fused_ops=True, out_indices=(4, )))
+    stock = randomise_bn(MUXNet('tiny', out_indices=(4, )))
     stock.load_state_dict(model.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -247,7 +237,7 @@ def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):
     """``fused_ops='auto'`` times each block's stock and kernel form on the CPU and keeps the
     faster; under ``torch.compile`` the spatial convs run the kernel (a custom-op node), the
     blocks' tails their stock forms (Inductor fuses those itself)."""
-    model = _randomize_norms(MUXNet('tiny', out_indices=(4, 7)))
+    model = randomise_bn(MUXNet('tiny', out_indices=(4, 7)))
     x = torch.randn(1, 3, 40, 40).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         expected = model(x)

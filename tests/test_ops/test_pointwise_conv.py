@@ -14,28 +14,13 @@ from mux_backbones.ops._triton import next_power_of_2
 from mux_backbones.ops.launch_config import LaunchConfig, _run_compile_jobs, recorded_calls
 from mux_backbones.ops.pointwise_conv import (_pointwise_conv, alignment, call_key, candidates,
                                               compile_jobs, launch_blocks, tune_pointwise_conv)
+from .conftest import pointwise_inputs as _inputs
 
 gemm = sys.modules['mux_backbones.ops.pointwise_conv']
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
                                 reason='CPU kernel tests need TRITON_INTERPRET=1')
-
-
-def _inputs(samples, pixels, k, c, weight_rows, dtype=torch.float32, grads=False):
-    """Rows and the block's residual / kept halves as channel slices of wider maps (the views a
-    channel-multiplexed block passes); the weight a contiguous (K, C) matrix (``weight_rows``:
-    C consecutive) or the transposed view PointwiseConv2d passes (K consecutive)."""
-    torch.manual_seed(k + c)
-    rows = torch.randn(samples * pixels, 2 * k, dtype=dtype)[:, :k]
-    weight = (torch.randn(k, c, dtype=dtype) if weight_rows else
-              torch.randn(c, k, dtype=dtype).t())
-    bias = torch.randn(c, dtype=dtype)
-    block = torch.randn(samples * pixels, 2 * c, dtype=dtype)
-    tensors = [rows, weight, bias, block[:, :c], block[:, c:]]
-    if grads:
-        tensors = [t.detach().requires_grad_() for t in tensors]
-    return tensors
 
 
 @pytest.mark.parametrize('weight_rows', [False, True])

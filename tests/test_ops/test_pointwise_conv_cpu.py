@@ -9,20 +9,15 @@ import pytest
 import torch
 
 from mux_backbones.ops import _cpu_kernels, pointwise_conv, reference_pointwise_conv
-from .conftest import calls_of
+from .conftest import calls_of, pointwise_inputs
 
 gemm = sys.modules['mux_backbones.ops.pointwise_conv']
 
 
-def _inputs(samples, pixels, k, c, seed=0):
-    """Rows and the residual / kept halves as channel slices of wider maps (row strides 2K, 2C,
-    as a channel-multiplexed block passes them); the weight the transposed (C, K) view
-    PointwiseConv2d passes."""
-    torch.manual_seed(seed)
-    rows = torch.randn(samples * pixels, 2 * k)[:, :k]
-    weight = torch.randn(c, k).t()
-    block = torch.randn(samples * pixels, 2 * c)
-    return rows, weight, torch.randn(c), block[:, :c], block[:, c:], torch.rand(samples, k)
+def _inputs(samples, pixels, k, c, seed=None):
+    """:func:`~.conftest.pointwise_inputs` (channel slices of wider maps, the transposed weight
+    view PointwiseConv2d passes) and an SE gate: ``rows, weight, bias, residual, kept, scale``."""
+    return (*pointwise_inputs(samples, pixels, k, c, seed=seed), torch.rand(samples, k))
 
 
 def test_kernel_equals_reference_on_random_calls(outside_interpreter):

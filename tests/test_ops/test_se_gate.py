@@ -8,16 +8,11 @@ import torch
 
 from mux_backbones.ops import _triton, reference_se_gate, se_gate
 from mux_backbones.ops.se_gate import _se_gate
+from .conftest import se_gate_params as _params
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
                                 reason='CPU kernel tests need TRITON_INTERPRET=1')
-
-
-def _params(channels, squeeze, dtype=torch.float32, grads=False):
-    torch.manual_seed(channels + squeeze)
-    return [torch.randn(*shape, dtype=dtype, requires_grad=grads)
-            for shape in ((squeeze, channels), (squeeze, ), (channels, squeeze), (channels, ))]
 
 
 @pytest.mark.parametrize('act', ['none', 'relu', 'silu', 'relu6'])

@@ -9,14 +9,9 @@ import torch
 
 from mux_backbones.ops import _cpu_kernels, reference_se_gate, se_gate
 from .conftest import calls_of
+from .conftest import se_gate_params as _params
 
 gate_op = sys.modules['mux_backbones.ops.se_gate']
-
-
-def _params(channels, squeeze, seed=0):
-    torch.manual_seed(seed)
-    return [torch.randn(*shape) for shape in ((squeeze, channels), (squeeze, ),
-                                              (channels, squeeze), (channels, ))]
 
 
 def test_kernel_equals_reference_on_random_calls(outside_interpreter):
