@@ -88,7 +88,8 @@ def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
         if isinstance(child, ConvModule):
             setattr(module, name, deploy_conv_module(child))
         elif hasattr(child, 'switch_to_deploy'):
-            if type(child).__module__.startswith('mux_backbones.'):
+            # (ours, or a user's subclass of ours: a MUXNet variant registered elsewhere)
+            if any(cls.__module__.startswith('mux_backbones.') for cls in type(child).__mro__):
                 # a block's own choice, or (channel multiplexing) its body's
                 key = id(getattr(child, 'body', child))
                 child.switch_to_deploy(fused_ops=choices.get(key, fused_ops))

@@ -167,14 +167,14 @@ def _dense_model(task):
 
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
-def test_onnx_detector_and_segmentor(task, tmp_path):
+def test_onnx_detector_and_segmentor(task, tmp_path, outside_interpreter):
     model, size = _dense_model(task)
     model = switch_to_deploy(model)
     _onnx_roundtrip(RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')
 
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
-def test_deploy_detector_and_segmentor_equal_eval(task):
+def test_deploy_detector_and_segmentor_equal_eval(task, outside_interpreter):
     """Whole models in channels-last deploy mode (necks and heads fused too) give the same raw
     head outputs as in eval mode."""
     model, size = _dense_model(task)
@@ -194,4 +194,21 @@ def test_deploy_equals_eval_dilated(arch):
     ref = _outputs(model, x)
     model.switch_to_deploy()
     for a, b in zip(ref, _outputs(model, x)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_stock_deploy_of_a_fused_ops_model_calls_no_op(outside_interpreter):
+    """``switch_to_deploy(model)`` (the stock forms) of a model built with ``fused_ops=True``, as
+    the CPU toy configs build it: no layer left calling the ops -- here the dilated MixConvs
+    that keep their kernel groups -- so tracing and ONNX export take it; the eval outputs."""
+    model = randomise_bn(MUXNet('tiny', output_stride=8, out_indices=(6, ), fused_ops=True))
+    x = torch.randn(1, 3, 48, 40)
+    ref = _outputs(model, x)
+    switch_to_deploy(model)
+    assert any(isinstance(m, MixedConv2d) for m in model.modules())  # groups kept
+    assert not any(getattr(m, 'fused_ops', False) for m in model.modules()
+                   if m is not model)
+    traced = torch.jit.trace(model, x)
+    assert 'mux_backbones::' not in str(traced.inlined_graph)
+    for a, b in zip(ref, _outputs(traced, x)):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)

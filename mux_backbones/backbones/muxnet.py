@@ -135,10 +135,12 @@ class MUXNet(BaseModule):
         norm_eval (bool): Keep norm layers in eval mode while training. Default: False.
         with_cp (bool): Activation checkpointing in every block. Default: False.
         fused_ops (bool): Run the spatial convs (MixConv, depth-wise, 2 channels per group) on the
-            fused Triton kernels (:mod:`mux_backbones.ops`), in training and inference, and use
-            them in :meth:`switch_to_deploy`. Same parameters and state-dict keys either way, so
-            checkpoints move between the two. Inputs the kernels do not take (CPU without
-            ``TRITON_INTERPRET=1``, no Triton, float64) run the stock path after one warning.
+            fused kernels (:mod:`mux_backbones.ops`), in training and inference, and use them
+            in :meth:`switch_to_deploy`: Triton's on CUDA; on fp32 CPU tensors the C++ kernels,
+            forward and gradients, for the convs oneDNN has no fast path for (2 channels per
+            group, MixConvs; the others stay oneDNN's). Same parameters and state-dict keys
+            either way, so checkpoints move between the two. Inputs no kernel takes (no Triton
+            on CUDA, half or double precision on the CPU) run the stock path after one warning.
             Feed channels-last input (the kernels' layout) to avoid conversions. Default: False.
         zero_init_residual (bool): Start every residual block as the identity by zero-initialising
             the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps

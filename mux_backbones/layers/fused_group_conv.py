@@ -60,14 +60,12 @@ def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torc
     """The side-by-side convs (each on its own channels of ``x``) in one call of the fused kernel;
     None where no kernel computes them on ``x`` (see
     :func:`mux_backbones.ops.group_conv.runs_kernel`): the caller's stock convs run instead.
-    Without gradients, fp32 CPU input takes the C++ kernel for 2-channels-per-group convs and
-    MixConvs."""
+    fp32 CPU input takes the C++ kernels (forward and gradients) for 2-channels-per-group convs
+    and MixConvs."""
     if not all(kernel_can_run(c) for c in convs):
         return None
-    needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for c in convs for p in c.parameters()))
     splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
-    if not runs_kernel(x, splits, cpg, needs_grad):
+    if not runs_kernel(x, splits, cpg):
         return None
     return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs), splits,
                       kernel_sizes, dilations, stride, cpg)

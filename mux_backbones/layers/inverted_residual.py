@@ -155,6 +155,10 @@ class _ResidualBlock(nn.Module):
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
+        elif not (fused_ops or cpu_kernel):  # the stock forms, whatever the training form ran
+            for m in conv.modules():  # (e.g. a MixConv that keeps its groups, below)
+                if hasattr(m, 'fused_ops'):
+                    m.fused_ops = False
         if bn is None:
             return
         if isinstance(conv, MixedConv2d):

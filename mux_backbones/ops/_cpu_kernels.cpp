@@ -11,6 +11,17 @@ std::tuple<torch::Tensor, torch::Tensor> group_conv_forward(
     const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
     const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
     int64_t act, int64_t pool_tile_h, int64_t pool_tile_w);
+// group_conv_backward_cpu.cpp
+torch::Tensor group_conv_input_grad_s2(const torch::Tensor& grad, const torch::Tensor& weight_t,
+                                       int64_t H, int64_t W, const std::vector<int64_t>& splits,
+                                       const std::vector<int64_t>& kernel_sizes,
+                                       const std::vector<int64_t>& dilations,
+                                       int64_t channels_per_group);
+torch::Tensor group_conv_weight_grad(const torch::Tensor& grad, const torch::Tensor& x,
+                                     const std::vector<int64_t>& splits,
+                                     const std::vector<int64_t>& kernel_sizes,
+                                     const std::vector<int64_t>& dilations, int64_t stride,
+                                     int64_t channels_per_group);
 // pointwise_conv_cpu.cpp
 torch::Tensor pointwise_conv_forward(const torch::Tensor& rows, const torch::Tensor& weight,
                                      const c10::optional<torch::Tensor>& bias,
@@ -30,6 +41,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("splits"), pybind11::arg("kernel_sizes"), pybind11::arg("dilations"),
         pybind11::arg("stride"), pybind11::arg("channels_per_group"), pybind11::arg("act"),
         pybind11::arg("pool_tile_h") = 0, pybind11::arg("pool_tile_w") = 0);
+  m.def("group_conv_input_grad_s2", &group_conv_input_grad_s2,
+        "d input of the group-wise conv at stride 2, fp32 NHWC");
+  m.def("group_conv_weight_grad", &group_conv_weight_grad,
+        "d weight of the group-wise conv, packed, fp32 NHWC");
   m.def("pointwise_conv_forward", &pointwise_conv_forward,
         "A 1x1 conv with SE scale, bias, activation, residual and interleave, fp32");
   m.def("se_gate_forward", &se_gate_forward, "The squeeze-excite gate from pooled sums, fp32");

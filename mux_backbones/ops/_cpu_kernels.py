@@ -1,7 +1,8 @@
 """The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
 
-One source per op (``group_conv_cpu.cpp``, ``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``, their
-shared vector code in ``cpu_vector.h``, the Python bindings in ``_cpu_kernels.cpp``) is compiled
+One source per op (``group_conv_cpu.cpp`` and its backward's ``group_conv_backward_cpu.cpp``,
+``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``, their shared vector code in ``cpu_vector.h``, the
+Python bindings in ``_cpu_kernels.cpp``) is compiled
 into one extension by :func:`torch.utils.cpp_extension.load` (with the C++ compiler mmcv's build
 needs too, and ninja from ``tools/install.sh``; ~30 s once, then torch's extension cache) with
 ``-march=native``: the build is keyed by this CPU's instruction-set flags,
@@ -22,8 +23,8 @@ import torch
 from . import _triton
 
 _SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), name)
-            for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'pointwise_conv_cpu.cpp',
-                         'se_gate_cpu.cpp')]
+            for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'group_conv_backward_cpu.cpp',
+                         'pointwise_conv_cpu.cpp', 'se_gate_cpu.cpp')]
 _module = None
 _failed: Optional[str] = None
 

@@ -22,6 +22,14 @@ inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
 
+// Even lanes from a, odd lanes from b.
+inline vec8 even_odd(vec8 a, vec8 b) {
+  return __builtin_shuffle(a, b, (lanes8){0, 9, 2, 11, 4, 13, 6, 15});
+}
+
+// Neighbouring lanes swapped: each channel's pair partner in a 2-channels-per-group conv.
+inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
+
 // exp(x) for x <= 0, to ~1e-7 relative: 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2] (ln2 in
 // two parts), exp(r) by its degree-6 Taylor polynomial; 0 below -87 (where 2^n would leave the
 // normal floats), as the float result of exp underflows there too.

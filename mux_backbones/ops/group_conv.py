@@ -159,16 +159,14 @@ def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int)
         all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits) and cpu_kernels_take(x)
 
 
-def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int,
-                needs_grad: bool = False) -> bool:
+def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
     """Whether :func:`group_conv` computes this call with one of its kernels: Triton's (CUDA; the
-    CPU under its interpreter) or, without gradients, the C++ one where it serves (see
-    :func:`cpu_kernel_serves`; its backward is the stock conv's, so training would pay for two
-    forwards). Otherwise False: silently where oneDNN's conv is the faster CPU path anyway, else
-    after one warning."""
+    CPU under its interpreter) or the C++ ones (forward and both gradients) where they serve
+    (see :func:`cpu_kernel_serves`). Otherwise False: silently for fp32 CPU input (oneDNN's conv
+    is the faster CPU path there, or the extension is off), else after one warning."""
     if unsupported_reason(x) is None:
         return True
-    if not needs_grad and x.device.type == 'cpu' and x.dtype == torch.float32:
+    if x.device.type == 'cpu' and x.dtype == torch.float32:
         return cpu_kernel_serves(x, splits, channels_per_group)
     return can_use_triton(x, 'group_conv')
 
@@ -182,6 +180,25 @@ def _activation_grad(z: Tensor, act: str) -> Tensor:
         return ((z > 0) & (z < 6)).float()
     s = torch.sigmoid(z)  # silu
     return s * (1 + z * (1 - s))
+
+
+def reference_group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor,
+                                  splits: Sequence[int], kernel_sizes: Sequence[int],
+                                  dilations: Sequence[int], stride: int,
+                                  channels_per_group: int) -> Tuple[Tensor, Tensor]:
+    """d input and d packed weight of the bias-free, activation-free op with the stock conv's
+    backward, group by group. (Not through autograd: inside the op's backward the dispatcher
+    has left the autograd layer, so a graph recorded there would have no gradients.)"""
+    grads, parts = torch.split(grad.to(x.dtype), list(splits), 1), torch.split(x, list(splits), 1)
+    weights = unpack_weights(weight, splits, kernel_sizes, channels_per_group)
+    grad_x, grad_w = [], []
+    for g, p, w, c, k, d in zip(grads, parts, weights, splits, kernel_sizes, dilations):
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            g, p, w.to(p.dtype), None, [stride] * 2, [d * (k // 2)] * 2, [d] * 2, False, [0, 0],
+            c // channels_per_group, [True, True, False])
+        grad_x.append(gx)
+        grad_w.append(gw.to(weight.dtype))
+    return torch.cat(grad_x, 1) if len(grad_x) > 1 else grad_x[0], pack_weights(grad_w)
 
 
 def reference_group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
@@ -1087,15 +1104,13 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                          channels_per_group: int) -> Tuple[Tensor, Tensor]:
     """Gradients of the bias-free, activation-free conv: (d input, d packed weight)."""
     n, c, h, w = x.shape
-    oh, ow = grad.shape[-2:]
+    if cpu_kernel_serves(x, splits, channels_per_group):
+        return _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride,
+                             channels_per_group)
     if not _triton_ok(x, grad.shape):
-        with torch.enable_grad():
-            xr = x.detach().requires_grad_()
-            wr = weight.detach().requires_grad_()
-            y = reference_group_conv(xr, wr, None, splits, kernel_sizes, dilations, stride,
-                                     channels_per_group)
-            gx, gw = torch.autograd.grad(y, (xr, wr), grad.to(y.dtype))
-        return _channels_last(gx), gw
+        grad_x, grad_w = reference_group_conv_backward(grad, x, weight, splits, kernel_sizes,
+                                                       dilations, stride, channels_per_group)
+        return _channels_last(grad_x), grad_w
     grad, x = _channels_last(grad), _channels_last(x)
     weight = weight.contiguous()
     if stride == 1:  # the forward kernel with flipped (and pair-transposed) weights
@@ -1116,6 +1131,25 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                           tuned_config(x, splits, kernel_sizes, dilations, stride,
                                        channels_per_group, 'weight_grad'))
     grad_w = unwindow_weights(grad_w, splits, kernel_sizes, channels_per_group)
+    return grad_x, grad_w.to(weight.dtype)
+
+
+def _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride, channels_per_group):
+    """:func:`_group_conv_backward` on the C++ kernels: the input gradient by the forward kernel
+    with transposed weights (stride 1) or by ``group_conv_backward_cpu.cpp``'s transposed conv
+    (stride 2), the weight gradient by its reduction, straight into the packed layout."""
+    kernels = cpu_kernels()
+    grad, x = _channels_last(grad.float()), _channels_last(x)
+    weight_t = transposed_weights(weight.detach().float(), splits, kernel_sizes,
+                                  channels_per_group, flip=stride == 1)
+    if stride == 1:
+        grad_x, _ = kernels.group_conv_forward(grad, weight_t, None, splits, kernel_sizes,
+                                               dilations, 1, channels_per_group, _ACT_CODE['none'])
+    else:
+        grad_x = kernels.group_conv_input_grad_s2(grad, weight_t, x.shape[2], x.shape[3], splits,
+                                                  kernel_sizes, dilations, channels_per_group)
+    grad_w = kernels.group_conv_weight_grad(grad, x, splits, kernel_sizes, dilations, stride,
+                                            channels_per_group)
     return grad_x, grad_w.to(weight.dtype)
 
 

@@ -29,15 +29,9 @@ using namespace mux_backbones;
 
 // Packed weights of a 2-channels-per-group conv hold, per tap, row j = the weight of input
 // (o & ~1) + j for every output o. Per lane: the weight of its own input and of its partner's.
-inline vec8 own_weights(vec8 row0, vec8 row1) {
-  return __builtin_shuffle(row0, row1, (lanes8){0, 9, 2, 11, 4, 13, 6, 15});
-}
+inline vec8 own_weights(vec8 row0, vec8 row1) { return even_odd(row0, row1); }
 
-inline vec8 partner_weights(vec8 row0, vec8 row1) {
-  return __builtin_shuffle(row1, row0, (lanes8){0, 9, 2, 11, 4, 13, 6, 15});
-}
-
-inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
+inline vec8 partner_weights(vec8 row0, vec8 row1) { return even_odd(row1, row0); }
 
 // One kernel-size group as one image row of it sees it. Pointers are at the group's first
 // channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.

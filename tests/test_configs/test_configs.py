@@ -62,7 +62,8 @@ def _run(model, batch):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.relpath(c, REPO) for c in CONFIGS])
-def test_config_builds_and_runs(path):
+def test_config_builds_and_runs(path, outside_interpreter):
+    """(As a CPU user runs it: a backbone with ``fused_ops`` on the C++ kernels.)"""
     cfg = Config.fromfile(path)
     assert 'mux_backbones' in cfg.custom_imports['imports']
     _strip_pretrained(cfg.model)

@@ -1,12 +1,12 @@
-"""What the ops' tests share: the inputs of the GEMM and gate ops, the ops as a CPU deployment
-runs them (outside Triton's interpreter, the C++ extension built), and a record of the ops' calls
-of that extension."""
+"""What the ops' tests share: the inputs of the GEMM and gate ops and a record of the ops' calls
+of the C++ extension (``outside_interpreter``, the ops as a CPU user runs them, is the suite's:
+tests/conftest.py)."""
 import sys
 
 import pytest
 import torch
 
-from mux_backbones.ops import _cpu_kernels, _triton
+from mux_backbones.ops import _cpu_kernels
 
 
 def pointwise_inputs(samples, pixels, k, c, weight_rows=False, dtype=torch.float32, grads=False,
@@ -33,15 +33,6 @@ def se_gate_params(channels, squeeze, dtype=torch.float32, grads=False, seed=Non
     torch.manual_seed(channels + squeeze if seed is None else seed)
     return [torch.randn(*shape, dtype=dtype, requires_grad=grads)
             for shape in ((squeeze, channels), (squeeze, ), (channels, squeeze), (channels, ))]
-
-
-@pytest.fixture
-def outside_interpreter(monkeypatch):
-    """The ops as a CPU deployment runs them: no Triton interpreter, the C++ kernels built."""
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
-    monkeypatch.delenv('MUX_BACKBONES_CPU_KERNELS', raising=False)
-    monkeypatch.setattr(_triton, '_warned', set())
-    assert _cpu_kernels.cpu_kernels() is not None, 'the CPU kernels did not build'
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""The C++ CPU kernel of ``group_conv`` (``ops/group_conv_cpu.cpp``): equal to the stock
-reference for every kind of call MUXNet makes, chosen by the op only where it serves, off or
-unbuildable without wrong numbers, and the CPU deploy forms it gives MUXNet."""
+"""The C++ CPU kernels of ``group_conv`` (``ops/group_conv_cpu.cpp``, its backward's
+``ops/group_conv_backward_cpu.cpp``): equal to the stock reference for every kind of call MUXNet
+makes, forward and gradients, chosen by the op only where they serve, off or unbuildable without
+wrong numbers, and the CPU deploy and training forms they give MUXNet."""
 import copy
 import random
 import sys
@@ -219,18 +220,116 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     assert any(args[3] is not None and args[4] is not None for args in projects)
 
 
-def test_training_form_uses_the_kernel_only_without_gradients(cpu_kernel_calls):
-    model = randomise_bn(MUXNet('tiny', fused_ops=True, out_indices=(4, )))
-    stock = randomise_bn(MUXNet('tiny', out_indices=(4, )))
+def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
+    """``MUXNet(fused_ops=True)`` training on the CPU: the pair convs and MixConvs forward on the
+    C++ kernel, their gradients on the backward kernels (the stride-1 input gradient on the
+    forward kernel), the rest stock, without a warning; outputs and gradients the stock
+    model's."""
+    torch.manual_seed(0)
+    model = randomise_bn(MUXNet('tiny', fused_ops=True, out_indices=(2, 4)))
+    stock = MUXNet('tiny', out_indices=(2, 4))
     stock.load_state_dict(model.state_dict())
-    x = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
-    assert cpu_kernel_calls
-    cpu_kernel_calls.clear()
-    with pytest.warns(RuntimeWarning, match='no Triton kernels'):
-        model(x.requires_grad_())[0].sum().backward()
-    assert not cpu_kernel_calls  # its backward would be the stock conv's: stock forward too
+    model.train(), stock.train()
+    x = torch.randn(2, 3, 35, 29).contiguous(memory_format=torch.channels_last)
+    xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        outf = model(xf)
+        sum((o * o).mean() for o in outf).backward()
+    outs = stock(xs)
+    sum((o * o).mean() for o in outs).backward()
+    for a, b in zip(outs, outf):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(xf.grad, xs.grad, atol=1e-5, rtol=1e-3)
+    for (name, p), q in zip(stock.named_parameters(), model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+    forwards = _conv_calls(cpu_kernel_calls)
+    weight_grads = calls_of(cpu_kernel_calls, 'group_conv_weight_grad')
+    input_grads_s2 = calls_of(cpu_kernel_calls, 'group_conv_input_grad_s2')
+    strides = [args[5] for args in weight_grads]
+    assert weight_grads and 1 in strides and 2 in strides
+    assert len(input_grads_s2) == strides.count(2)
+    # one forward per conv, and the stride-1 convs' input gradients
+    assert len(forwards) == len(weight_grads) + strides.count(1)
+
+
+@pytest.mark.parametrize('act', ['none', 'silu'])
+@pytest.mark.parametrize('splits,kernel_sizes,dilations,stride,cpg,size', CASES)
+def test_op_gradients_on_the_kernels_equal_reference(cpu_kernel_calls, splits, kernel_sizes,
+                                                     dilations, stride, cpg, size, act):
+    """The op's autograd formula on the C++ kernels where they serve (else the stock conv's),
+    with bias, activation and pooled sums in the graph: input, weight and bias gradients as the
+    stock reference's."""
+    x, weight, bias = _call(splits, kernel_sizes, cpg, size)
+    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    ref_inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # where the stock conv serves
+        y, sums = group_conv(*inputs, splits, kernel_sizes, dilations, stride, cpg, act, True)
+    ref = gc.reference_group_conv(*ref_inputs, splits, kernel_sizes, dilations, stride, cpg, act)
+    torch.manual_seed(2)
+    grad_y, grad_sums = torch.randn_like(ref), torch.randn(x.shape[:2])
+    ((y * grad_y).sum() + (sums.sum(1) * grad_sums).sum()).backward()
+    ((ref * grad_y).sum() + (ref.sum((2, 3)) * grad_sums).sum()).backward()
+    for got, want in zip(inputs, ref_inputs):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
+    served = gc.cpu_kernel_serves(x, splits, cpg)
+    assert bool(calls_of(cpu_kernel_calls, 'group_conv_weight_grad')) == served
+    s2_calls = calls_of(cpu_kernel_calls, 'group_conv_input_grad_s2')
+    assert bool(s2_calls) == (served and stride == 2)
+
+
+def test_backward_kernels_equal_reference_on_random_calls(outside_interpreter):
+    """40 seeded random calls of the extension's gradients (the stride-1 input gradient is the
+    forward kernel's, tested above): 1-5 groups, kernels 1-11, dilations 1-4, both strides,
+    1 or 2 channels per group, any group size (vector blocks and scalar tails) and map size."""
+    rng = random.Random(1)
+    kernels = _cpu_kernels.cpu_kernels()
+    for _ in range(40):
+        cpg, groups = rng.choice([1, 2]), rng.randint(1, 5)
+        splits = [rng.randint(1, 24) * cpg for _ in range(groups)]
+        kernel_sizes = [rng.choice([1, 3, 5, 7, 9, 11]) for _ in range(groups)]
+        dilations = [rng.choice([1, 1, 2, 3, 4]) for _ in range(groups)]
+        stride = rng.choice([1, 2])
+        x = torch.randn(rng.randint(1, 3), sum(splits), rng.randint(1, 13),
+                        rng.randint(1, 13)).contiguous(memory_format=torch.channels_last)
+        weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
+        xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        ref = gc.reference_group_conv(xr, wr, None, splits, kernel_sizes, dilations, stride, cpg)
+        grad = torch.randn_like(ref).contiguous(memory_format=torch.channels_last)
+        ref.backward(grad)
+        msg = f'splits {splits} k {kernel_sizes} d {dilations} s {stride} cpg {cpg} {x.shape}'
+        grad_w = kernels.group_conv_weight_grad(grad, x, splits, kernel_sizes, dilations, stride,
+                                                cpg)
+        torch.testing.assert_close(grad_w, wr.grad, atol=1e-4, rtol=1e-4,
+                                   msg=lambda m: f'{m}\nweight gradient, {msg}')
+        if stride == 2:
+            weight_t = gc.transposed_weights(weight, splits, kernel_sizes, cpg, flip=False)
+            grad_x = kernels.group_conv_input_grad_s2(grad, weight_t, x.shape[2], x.shape[3],
+                                                      splits, kernel_sizes, dilations, cpg)
+            assert grad_x.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(grad_x, xr.grad, atol=1e-4, rtol=1e-4,
+                                       msg=lambda m: f'{m}\ninput gradient, {msg}')
+
+
+def test_backward_kernels_reject_what_they_cannot_compute(outside_interpreter):
+    kernels = _cpu_kernels.cpu_kernels()
+    x, weight, _ = _call([16], [3], 2, (6, 6))
+    grad = torch.randn(2, 16, 3, 3).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match='channels-last'):
+        kernels.group_conv_weight_grad(grad.contiguous(), x, [16], [3], [1], 2, 2)
+    with pytest.raises(RuntimeError, match='not the conv.s output'):
+        kernels.group_conv_weight_grad(grad, x, [16], [3], [1], 1, 2)
+    with pytest.raises(RuntimeError, match='do not match'):
+        kernels.group_conv_weight_grad(grad, x, [8], [3], [1], 2, 2)
+    with pytest.raises(RuntimeError, match='stride 1 or 2'):
+        kernels.group_conv_weight_grad(grad, x, [16], [3], [1], 3, 2)
+    with pytest.raises(RuntimeError, match='not the stride-2 output'):
+        kernels.group_conv_input_grad_s2(grad, weight, 7, 8, [16], [3], [1], 2)
+    with pytest.raises(RuntimeError, match='do not match'):
+        kernels.group_conv_input_grad_s2(grad, weight, 6, 6, [16], [5], [1], 2)
+    with pytest.raises(RuntimeError, match='fp32'):
+        kernels.group_conv_input_grad_s2(grad.double(), weight, 6, 6, [16], [3], [1], 2)
 
 
 def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):

@@ -133,7 +133,7 @@ def test_bad_resume_states_are_named(tmp_path):
         Search(_settings(), str(tmp_path / 'a'), resume=True)
 
 
-def test_export_config_builds_through_mmdet_and_mmseg(tmp_path):
+def test_export_config_builds_through_mmdet_and_mmseg(tmp_path, outside_interpreter):
     import torch
     from mmengine.config import Config
 

@@ -50,7 +50,8 @@ def test_unknown_evaluator_and_objective():
         check_objectives(('params', 'params'))
 
 
-def test_train_evaluator_trains_through_the_runner(tmp_path, toy_voc):
+def test_train_evaluator_trains_through_the_runner(tmp_path, toy_voc, outside_interpreter):
+    """(As the search tool runs it on a CPU: the toy config's ``fused_ops`` on the C++ kernels.)"""
     from mux_backbones.search.objectives import TrainEvaluator
     space = MUXNetSpace()
     arch = space.arch_string(space.canonical(space.xl))

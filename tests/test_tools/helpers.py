@@ -50,9 +50,17 @@ custom_hooks = []
     return path
 
 
-def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
+def tool_env(extra_path=None, extra_env=None):
+    """The environment of a tool run as a user runs it on a CPU: the repository importable, no
+    Triton interpreter (the ops' C++ kernels where a config asks for ``fused_ops``) unless
+    ``extra_env`` sets ``TRITON_INTERPRET=1``."""
     path = os.pathsep.join(p for p in (REPO, extra_path, os.environ.get('PYTHONPATH', '')) if p)
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2', **(extra_env or {}))
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2',
+                **{'TRITON_INTERPRET': '0', **(extra_env or {})})
+
+
+def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
+    env = tool_env(extra_path, extra_env)
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -10,7 +10,7 @@ import time
 import torch
 
 from mux_backbones.compat import mmengine_checkpoint_types
-from .helpers import REPO, run_tool, write_det_config
+from .helpers import REPO, run_tool, tool_env, write_det_config
 
 
 def _last_checkpoint(work_dir):
@@ -33,9 +33,8 @@ def _adam_steps(ckpt):
 def test_resume_after_kill(tmp_path, toy_voc):
     cfg = write_det_config(tmp_path, toy_voc, max_iters=400, ckpt_interval=3)
     work_dir = str(tmp_path / 'work')
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='2')
     proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', work_dir],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            cwd=REPO, env=tool_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
