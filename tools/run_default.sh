@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The suite's main job, on the embedded default data (CPU, ~13 minutes on 2 cores):
+# The suite's main job, on the embedded default data (CPU, ~10-12 minutes on 2 cores):
 #   1. generate the toy VOC and ADE20K sets (deterministic, from scikit-image photographs);
 #   2. train SSDLite + MUXNet-m from scratch and evaluate it (VOC mAP, before and after);
 #   3. train PPM (PSPNet head) + dilated MUXNet-m from scratch and evaluate it (mIoU, before/after).

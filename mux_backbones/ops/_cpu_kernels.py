@@ -22,9 +22,11 @@ import torch
 
 from . import _triton
 
-_SOURCES = [osp.join(osp.dirname(osp.abspath(__file__)), name)
+_HERE = osp.dirname(osp.abspath(__file__))
+_SOURCES = [osp.join(_HERE, name)
             for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'group_conv_backward_cpu.cpp',
                          'pointwise_conv_cpu.cpp', 'se_gate_cpu.cpp')]
+_HEADERS = [osp.join(_HERE, name) for name in ('cpu_vector.h', 'group_conv_cpu.h')]
 _module = None
 _failed: Optional[str] = None
 
@@ -53,8 +55,12 @@ def _build():
             os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
         except ImportError:
             pass  # load() then says that ninja is missing
+    # torch rebuilds a cached extension when its sources or flags change, not its headers: their
+    # hash rides along as a flag.
+    headers = hashlib.sha1(b''.join(open(h, 'rb').read() for h in _HEADERS)).hexdigest()[:12]
     return load(name=f'mux_backbones_cpu_{_machine_key()}', sources=_SOURCES,
-                extra_cflags=['-O3', '-march=native', '-fopenmp'],
+                extra_cflags=['-O3', '-march=native', '-fopenmp',
+                              f'-DMUX_BACKBONES_HEADERS={headers}'],
                 extra_ldflags=['-fopenmp'], verbose=False)
 
 

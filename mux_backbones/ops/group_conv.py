@@ -27,9 +27,10 @@ tile, warps and loop pipelining measured fastest there instead.
 On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
 (``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) for the convs oneDNN has no
 fast path for (see :func:`cpu_kernel_serves`), bias, activation and the pooled tile sums in its
-epilogue (each output row's sums, added up per tile after the rows: no atomics). Where neither
-can run (see :mod:`._triton`), it computes the same thing with stock ``F.conv2d`` calls -- also
-the reference the tests compare the kernels with.
+epilogue (each output row's sums, added up per tile after the rows: no atomics), and its
+gradients there too (``group_conv_backward_cpu.cpp``; the stride-1 input gradient is the forward
+kernel's). Where neither can run (see :mod:`._triton`), it computes the same thing with stock
+``F.conv2d`` calls (and their backward) -- also the reference the tests compare the kernels with.
 """
 import functools
 import math

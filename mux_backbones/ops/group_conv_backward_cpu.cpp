@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu_vector.h"
+#include "group_conv_cpu.h"
 
 namespace {
 
@@ -52,28 +53,15 @@ void input_grad_block(const InputGradGroup& g, const std::vector<Tap>& rows,
   for (const Tap& r : rows) {
     const float* dz_row = g.dz + r.at * g.OW * g.C + c;
     for (const Tap& col : cols) {
-      const float* tap = g.w + (r.tap * g.K + col.tap) * CPG * g.group + c;
       vec8 w_own[CB], w_partner[CB];
-      for (int b = 0; b < CB; ++b) {
-        if (CPG == 1) {
-          w_own[b] = load8(tap + 8 * b);
-        } else {
-          const vec8 row0 = load8(tap + 8 * b), row1 = load8(tap + g.group + 8 * b);
-          w_own[b] = even_odd(row0, row1);
-          w_partner[b] = even_odd(row1, row0);
-        }
-      }
+      load_tap<CPG, CB>(g.w + (r.tap * g.K + col.tap) * CPG * g.group + c, g.group, w_own,
+                        w_partner);
       const int64_t ow0 = j0 + col.at;
       const bool inside = npix == PW && ow0 >= 0 && ow0 + PW - 1 < g.OW;
       for (int p = 0; p < PW; ++p) {
         const int64_t ow = ow0 + p;
         if (!inside && (p >= npix || ow < 0 || ow >= g.OW)) continue;
-        const float* dzp = dz_row + ow * g.C;
-        for (int b = 0; b < CB; ++b) {
-          const vec8 v = load8(dzp + 8 * b);
-          acc[p][b] += v * w_own[b];
-          if (CPG == 2) acc[p][b] += swap_pairs(v) * w_partner[b];
-        }
+        apply_tap<CPG, CB>(acc[p], dz_row + ow * g.C, w_own, w_partner);
       }
     }
   }

@@ -22,16 +22,11 @@
 #include <vector>
 
 #include "cpu_vector.h"
+#include "group_conv_cpu.h"
 
 namespace {
 
 using namespace mux_backbones;
-
-// Packed weights of a 2-channels-per-group conv hold, per tap, row j = the weight of input
-// (o & ~1) + j for every output o. Per lane: the weight of its own input and of its partner's.
-inline vec8 own_weights(vec8 row0, vec8 row1) { return even_odd(row0, row1); }
-
-inline vec8 partner_weights(vec8 row0, vec8 row1) { return even_odd(row1, row0); }
 
 // One kernel-size group as one image row of it sees it. Pointers are at the group's first
 // channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.
@@ -61,29 +56,15 @@ void pixel_block(const Group& g, int64_t oh, int64_t ow0, int64_t npix, int64_t 
     if (ih < 0 || ih >= g.H) continue;
     const float* x_row = g.x + ih * g.W * g.C + c;
     for (int64_t kw = 0; kw < g.K; ++kw) {
-      const float* tap = g.w + (kh * g.K + kw) * CPG * g.group + c;
       vec8 w_own[CB], w_partner[CB];
-      for (int b = 0; b < CB; ++b) {
-        if (CPG == 1) {
-          w_own[b] = load8(tap + 8 * b);
-        } else {
-          const vec8 row0 = load8(tap + 8 * b), row1 = load8(tap + g.group + 8 * b);
-          w_own[b] = own_weights(row0, row1);
-          w_partner[b] = partner_weights(row0, row1);
-        }
-      }
+      load_tap<CPG, CB>(g.w + (kh * g.K + kw) * CPG * g.group + c, g.group, w_own, w_partner);
       const int64_t iw0 = ow0 * g.stride - g.pad + kw * g.dil;
       // Inside the map for every pixel of the block: no per-pixel bounds test.
       const bool inside = npix == PW && iw0 >= 0 && iw0 + (PW - 1) * g.stride < g.W;
       for (int p = 0; p < PW; ++p) {
         const int64_t iw = iw0 + p * g.stride;
         if (!inside && (p >= npix || iw < 0 || iw >= g.W)) continue;
-        const float* xp = x_row + iw * g.C;
-        for (int b = 0; b < CB; ++b) {
-          const vec8 xv = load8(xp + 8 * b);
-          acc[p][b] += xv * w_own[b];
-          if (CPG == 2) acc[p][b] += swap_pairs(xv) * w_partner[b];
-        }
+        apply_tap<CPG, CB>(acc[p], x_row + iw * g.C, w_own, w_partner);
       }
     }
   }

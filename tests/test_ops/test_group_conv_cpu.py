@@ -43,6 +43,21 @@ def _call(splits, kernel_sizes, channels_per_group, size, with_bias=True, seed=0
     return x, weight, torch.randn(c) if with_bias else None
 
 
+def _random_call(rng, dilations):
+    """A seeded random call: 1-5 groups of any size (vector blocks and scalar tails), kernels
+    1-11, the given dilations (1 twice as often), either stride, 1 or 2 channels per group,
+    batch 1-3, maps of 1-12 pixels a side. Returns the input, the packed weight, the splits,
+    kernel sizes, dilations, stride and channels per group."""
+    cpg, groups = rng.choice([1, 2]), rng.randint(1, 5)
+    splits = [rng.randint(1, 24) * cpg for _ in range(groups)]
+    kernel_sizes = [rng.choice([1, 3, 5, 7, 9, 11]) for _ in range(groups)]
+    dilations = [rng.choice((1, ) + tuple(dilations)) for _ in range(groups)]
+    x = torch.randn(rng.randint(1, 3), sum(splits), rng.randint(1, 12),
+                    rng.randint(1, 12)).contiguous(memory_format=torch.channels_last)
+    weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
+    return x, weight, splits, kernel_sizes, dilations, rng.choice([1, 2]), cpg
+
+
 def _conv_calls(calls):
     return calls_of(calls, 'group_conv_forward')
 
@@ -73,14 +88,8 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
     rng = random.Random(0)
     kernels = _cpu_kernels.cpu_kernels()
     for _ in range(50):
-        cpg, groups = rng.choice([1, 2]), rng.randint(1, 5)
-        splits = [rng.randint(1, 24) * cpg for _ in range(groups)]
-        kernel_sizes = [rng.choice([1, 3, 5, 7, 9, 11]) for _ in range(groups)]
-        dilations = [rng.choice([1, 1, 2, 3]) for _ in range(groups)]
-        stride, act = rng.choice([1, 2]), rng.choice(gc.ACTIVATIONS)
-        x = torch.randn(rng.randint(1, 3), sum(splits), rng.randint(1, 12),
-                        rng.randint(1, 12)).contiguous(memory_format=torch.channels_last)
-        weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
+        x, weight, splits, kernel_sizes, dilations, stride, cpg = _random_call(rng, (1, 2, 3))
+        act = rng.choice(gc.ACTIVATIONS)
         bias = torch.randn(x.shape[1]) if rng.random() < 0.5 else None
         tile = (rng.choice([1, 2, 3, 4, 8]), rng.choice([1, 2, 4, 8, 16]))
         y, pool = kernels.group_conv_forward(x, weight, bias, splits, kernel_sizes, dilations,
@@ -286,14 +295,8 @@ def test_backward_kernels_equal_reference_on_random_calls(outside_interpreter):
     rng = random.Random(1)
     kernels = _cpu_kernels.cpu_kernels()
     for _ in range(40):
-        cpg, groups = rng.choice([1, 2]), rng.randint(1, 5)
-        splits = [rng.randint(1, 24) * cpg for _ in range(groups)]
-        kernel_sizes = [rng.choice([1, 3, 5, 7, 9, 11]) for _ in range(groups)]
-        dilations = [rng.choice([1, 1, 2, 3, 4]) for _ in range(groups)]
-        stride = rng.choice([1, 2])
-        x = torch.randn(rng.randint(1, 3), sum(splits), rng.randint(1, 13),
-                        rng.randint(1, 13)).contiguous(memory_format=torch.channels_last)
-        weight = pack_weights([torch.randn(n, cpg, k, k) for n, k in zip(splits, kernel_sizes)])
+        x, weight, splits, kernel_sizes, dilations, stride, cpg = _random_call(rng,
+                                                                               (1, 2, 3, 4))
         xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
         ref = gc.reference_group_conv(xr, wr, None, splits, kernel_sizes, dilations, stride, cpg)
         grad = torch.randn_like(ref).contiguous(memory_format=torch.channels_last)
