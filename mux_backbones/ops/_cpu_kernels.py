@@ -88,6 +88,18 @@ def cpu_kernels_take(*tensors: Optional[torch.Tensor]) -> bool:
     for t in tensors:
         if t is not None and not (t.is_cpu and t.dtype is torch.float32):
             return False
+    return _kernels_in_use()
+
+
+def _kernels_in_use() -> bool:
     # (what _triton.unsupported_reason decides for fp32 CPU tensors, read through the module as
     # it does, so whatever switches one switches both)
     return not (_triton.HAS_TRITON and _triton.interpreting()) and cpu_kernels() is not None
+
+
+# Under torch.compile, run at trace time and kept as a constant: the first call may build or load
+# the extension (file system calls Dynamo cannot trace: a graph break, an error with fullgraph,
+# when a compiled model's trace is the extension's first use). The mark
+# torch.compiler.assume_constant_result sets, set without importing Dynamo (~1 s) in every process
+# (tests check that the two agree).
+_kernels_in_use._dynamo_marked_constant = True

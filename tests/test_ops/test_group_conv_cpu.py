@@ -262,6 +262,33 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
     assert len(forwards) == len(weight_grads) + strides.count(1)
 
 
+def test_training_form_compiles_whole_on_the_kernels(cpu_kernel_calls, monkeypatch):
+    """``torch.compile(fullgraph=True)`` of a training MUXNet with ``fused_ops`` on the CPU, the
+    compile's trace the extension's first use in the process (loading it is file system work
+    Dynamo cannot trace: the check runs at trace time, its answer kept as a constant); the
+    kernels run forward and backward, outputs and gradients the stock model's."""
+    monkeypatch.setattr(_cpu_kernels, '_module', None)
+
+    def probe():
+        return True
+    assert torch.compiler.assume_constant_result(probe)._dynamo_marked_constant is True
+    assert _cpu_kernels._kernels_in_use._dynamo_marked_constant is True  # the mark it sets
+    torch.manual_seed(0)
+    model = MUXNet('tiny', fused_ops=True, out_indices=(4, ))
+    stock = MUXNet('tiny', out_indices=(4, ))
+    stock.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 33, 40).contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    out, ref = compiled(x)[0], stock(x)[0]
+    out.square().mean().backward()
+    ref.square().mean().backward()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    for (name, p), q in zip(stock.named_parameters(), model.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-3, msg=name)
+    assert calls_of(cpu_kernel_calls, 'group_conv_forward')
+    assert calls_of(cpu_kernel_calls, 'group_conv_weight_grad')
+
+
 @pytest.mark.parametrize('act', ['none', 'silu'])
 @pytest.mark.parametrize('splits,kernel_sizes,dilations,stride,cpg,size', CASES)
 def test_op_gradients_on_the_kernels_equal_reference(cpu_kernel_calls, splits, kernel_sizes,
