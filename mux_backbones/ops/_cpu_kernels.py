@@ -1,8 +1,8 @@
 """The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
 
 One source per op (``group_conv_cpu.cpp`` and its backward's ``group_conv_backward_cpu.cpp``,
-``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``, their shared vector code in ``cpu_vector.h``, the
-Python bindings in ``_cpu_kernels.cpp``) is compiled
+``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``; the code they share in headers: ``cpu_vector.h``,
+``group_conv_cpu.h``; the Python bindings in ``_cpu_kernels.cpp``) is compiled
 into one extension by :func:`torch.utils.cpp_extension.load` (with the C++ compiler mmcv's build
 needs too, and ninja from ``tools/install.sh``; ~30 s once, then torch's extension cache) with
 ``-march=native``: the build is keyed by this CPU's instruction-set flags,
@@ -10,6 +10,7 @@ so a cache shared between machines never runs code built for another CPU. Like T
 the kernels are optional: where the build fails the ops run their stock PyTorch path after one
 warning, and ``MUX_BACKBONES_CPU_KERNELS=0`` switches them off.
 """
+import glob
 import hashlib
 import os
 import os.path as osp
@@ -26,7 +27,7 @@ _HERE = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_HERE, name)
             for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'group_conv_backward_cpu.cpp',
                          'pointwise_conv_cpu.cpp', 'se_gate_cpu.cpp')]
-_HEADERS = [osp.join(_HERE, name) for name in ('cpu_vector.h', 'group_conv_cpu.h')]
+_HEADERS = sorted(glob.glob(osp.join(_HERE, '*.h')))
 _module = None
 _failed: Optional[str] = None
 
@@ -57,7 +58,11 @@ def _build():
             pass  # load() then says that ninja is missing
     # torch rebuilds a cached extension when its sources or flags change, not its headers: their
     # hash rides along as a flag.
-    headers = hashlib.sha1(b''.join(open(h, 'rb').read() for h in _HEADERS)).hexdigest()[:12]
+    digest = hashlib.sha1()
+    for header in _HEADERS:
+        with open(header, 'rb') as f:
+            digest.update(f.read())
+    headers = digest.hexdigest()[:12]
     return load(name=f'mux_backbones_cpu_{_machine_key()}', sources=_SOURCES,
                 extra_cflags=['-O3', '-march=native', '-fopenmp',
                               f'-DMUX_BACKBONES_HEADERS={headers}'],

@@ -1031,9 +1031,9 @@ def _weight_grad(grad, x, splits, kernel_sizes, dilations, stride, channels_per_
 
 def transposed_weights(weight: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
                        channels_per_group: int, flip: bool = True) -> Tensor:
-    """Packed weights of the conv that maps d output to d input (the reference of
-    :func:`kernel_weights`'s ``transpose``, which the backward uses: one gather instead of a few
-    ops per group).
+    """Packed weights of the conv that maps d output to d input: what the CPU backward gives its
+    C++ kernels, and the reference of :func:`kernel_weights`'s ``transpose``, which the Triton
+    backward uses (one gather instead of a few ops per group).
 
     At stride 1 that conv is the same kernel with its taps flipped and, with 2 channels per
     group, each group's 2 x 2 channel block transposed -- so the forward kernel computes input

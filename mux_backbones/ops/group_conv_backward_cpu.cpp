@@ -195,32 +195,6 @@ void weight_grad_row(const WeightGradGroup& g, int64_t oh) {
   }
 }
 
-// Per group: its first channel and the offset of its weights in the packed layout; checks that
-// the layout matches `channels` and `values`.
-struct Layout {
-  std::vector<int64_t> first, w_offset;
-};
-
-Layout layout(const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
-              const std::vector<int64_t>& dilations, int64_t channels_per_group, int64_t C,
-              int64_t weight_numel, const char* op) {
-  TORCH_CHECK(channels_per_group == 1 || channels_per_group == 2, op,
-              ": 1 or 2 channels per group");
-  TORCH_CHECK(splits.size() == kernel_sizes.size() && splits.size() == dilations.size(), op,
-              ": one kernel size and dilation per group");
-  Layout l{std::vector<int64_t>(splits.size()), std::vector<int64_t>(splits.size())};
-  int64_t channels = 0, values = 0;
-  for (size_t g = 0; g < splits.size(); ++g) {
-    l.first[g] = channels;
-    l.w_offset[g] = values;
-    channels += splits[g];
-    values += kernel_sizes[g] * kernel_sizes[g] * channels_per_group * splits[g];
-  }
-  TORCH_CHECK(channels == C && values == weight_numel, op,
-              ": splits/kernel sizes do not match the tensors");
-  return l;
-}
-
 void check_map(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK(t.dim() == 4 && t.scalar_type() == at::kFloat && t.device().is_cpu() &&
                   t.is_contiguous(at::MemoryFormat::ChannelsLast),
@@ -243,8 +217,8 @@ at::Tensor group_conv_input_grad_s2(const at::Tensor& grad, const at::Tensor& we
               ": weight must be contiguous fp32");
   const int64_t N = grad.size(0), C = grad.size(1), OH = grad.size(2), OW = grad.size(3);
   TORCH_CHECK(OH == (H + 1) / 2 && OW == (W + 1) / 2, op, ": grad is not the stride-2 output");
-  const Layout l = layout(splits, kernel_sizes, dilations, channels_per_group, C,
-                          weight_t.numel(), op);
+  const GroupLayout l = group_layout(splits, kernel_sizes, dilations, channels_per_group, C, op);
+  TORCH_CHECK(l.values == weight_t.numel(), op, ": splits/kernel sizes do not match the weight");
   auto dx = at::empty({N, C, H, W}, grad.options().memory_format(at::MemoryFormat::ChannelsLast));
   const float* dzp = grad.data_ptr<float>();
   const float* wp = weight_t.data_ptr<float>();
@@ -298,10 +272,8 @@ at::Tensor group_conv_weight_grad(const at::Tensor& grad, const at::Tensor& x,
   TORCH_CHECK(grad.size(0) == N && grad.size(1) == C && OH == (H + stride - 1) / stride &&
                   OW == (W + stride - 1) / stride,
               op, ": grad is not the conv's output for x");
-  int64_t numel = 0;
-  for (size_t g = 0; g < splits.size() && g < kernel_sizes.size(); ++g)
-    numel += kernel_sizes[g] * kernel_sizes[g] * channels_per_group * splits[g];
-  const Layout l = layout(splits, kernel_sizes, dilations, channels_per_group, C, numel, op);
+  const GroupLayout l = group_layout(splits, kernel_sizes, dilations, channels_per_group, C, op);
+  const int64_t numel = l.values;
   // One copy of the gradient per thread, added up at the end.
   auto copies = at::zeros({at::get_num_threads(), numel}, x.options());
   const float* dzp = grad.data_ptr<float>();

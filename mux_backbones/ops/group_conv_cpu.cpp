@@ -140,25 +140,15 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
               "group_conv_forward: x must be channels-last");
   TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat,
               "group_conv_forward: weight must be contiguous fp32");
-  TORCH_CHECK(channels_per_group == 1 || channels_per_group == 2,
-              "group_conv_forward: 1 or 2 channels per group");
   TORCH_CHECK(act >= kNone && act <= kRelu6, "group_conv_forward: unknown activation code");
-  TORCH_CHECK(splits.size() == kernel_sizes.size() && splits.size() == dilations.size(),
-              "group_conv_forward: one kernel size and dilation per group");
   TORCH_CHECK((pool_tile_h > 0) == (pool_tile_w > 0) && pool_tile_h >= 0,
               "group_conv_forward: pool tile sizes must both be > 0 (pooling) or both 0");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
-  std::vector<int64_t> first(splits.size()), w_offset(splits.size());
-  int64_t channels = 0, values = 0;
-  for (size_t g = 0; g < splits.size(); ++g) {
-    first[g] = channels;
-    w_offset[g] = values;
-    channels += splits[g];
-    values += kernel_sizes[g] * kernel_sizes[g] * channels_per_group * splits[g];
-  }
-  TORCH_CHECK(channels == C && values == weight.numel(),
-              "group_conv_forward: splits/kernel sizes do not match x and weight");
+  const GroupLayout l = group_layout(splits, kernel_sizes, dilations, channels_per_group, C,
+                                     "group_conv_forward");
+  TORCH_CHECK(l.values == weight.numel(),
+              "group_conv_forward: splits/kernel sizes do not match the weight");
   const float* b = nullptr;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->is_contiguous() && bias->scalar_type() == at::kFloat &&
@@ -180,11 +170,11 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
       const int64_t n = row / OH, oh = row % OH;
       for (size_t gi = 0; gi < splits.size(); ++gi) {
         const int64_t K = kernel_sizes[gi], dil = dilations[gi];
-        const Group g{xp + n * H * W * C + first[gi], wp + w_offset[gi],
-                      b ? b + first[gi] : nullptr, yp + row * OW * C + first[gi],
+        const Group g{xp + n * H * W * C + l.first[gi], wp + l.w_offset[gi],
+                      b ? b + l.first[gi] : nullptr, yp + row * OW * C + l.first[gi],
                       H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi],
                       static_cast<int>(act),
-                      pooled ? sp + row * TW * C + first[gi] : nullptr, pool_tile_w};
+                      pooled ? sp + row * TW * C + l.first[gi] : nullptr, pool_tile_w};
         if (channels_per_group == 1)
           group_row<1>(g, oh);
         else
