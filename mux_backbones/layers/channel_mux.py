@@ -5,11 +5,11 @@ the two parts are concatenated and a channel shuffle mixes them, so every channe
 every few blocks while each block pays for a fraction of them. This is the ``sp`` block of the
 official MUXNet release (an inverted residual wrapped this way).
 
-Deploy form (:meth:`ChannelMux.switch_to_deploy`): with two equal halves and a 2-group shuffle,
-``cat`` + shuffle is the processed and the copied channels interleaved, written in one pass
-(:func:`interleave_halves`) in the input's own memory layout -- or, where the body is a block in
-its fused deploy form (``body.interleaves``), by the body's last GEMM as it stores its output:
-no pass of its own.
+With two equal halves and a 2-group shuffle (every MUXNet arch), ``cat`` + shuffle is the
+processed and the copied channels interleaved, written in one pass (:func:`interleave_halves`) in
+the input's own memory layout, in training as in deploy. Deploy form
+(:meth:`ChannelMux.switch_to_deploy`): where the body is a block in its fused deploy form
+(``body.interleaves``), its last GEMM interleaves as it stores its output: no pass of its own.
 """
 import torch
 from torch import nn
@@ -49,7 +49,8 @@ class ChannelMux(nn.Module):
         self.channels = channels
         self.split_ratio = split_ratio
         self.shuffle_groups = shuffle_groups
-        self.interleave = False  # deploy form: one interleaving pass for cat + shuffle
+        # cat + shuffle as one interleaving pass (two equal halves, 2 groups)
+        self.interleave = shuffle_groups == 2 and 2 * self.processed == channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         processed, copied = x[:, :self.processed], x[:, self.processed:]
@@ -63,9 +64,8 @@ class ChannelMux(nn.Module):
         return out
 
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
-        """Deploy the body (see the block's ``switch_to_deploy``) and interleave in one pass."""
+        """Deploy the body (see the block's ``switch_to_deploy``); a fused body interleaves."""
         self.body.switch_to_deploy(fused_ops)
-        self.interleave = self.shuffle_groups == 2 and 2 * self.processed == self.channels
 
     def extra_repr(self) -> str:
         return (f'channels={self.channels}, processed={self.processed}, '

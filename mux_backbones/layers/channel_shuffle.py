@@ -15,10 +15,15 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
         groups (int): Number of channel groups to interleave.
 
     Returns:
-        Tensor: Same shape as ``x``; output channel ``i * groups + g`` is input channel
-        ``g * (C // groups) + i``.
+        Tensor: Same shape and memory layout as ``x``; output channel ``i * groups + g`` is
+        input channel ``g * (C // groups) + i``.
     """
     n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # Shuffle the channels-last layout itself: the NCHW reshape would return an NCHW copy,
+        # and every later layer (and its gradient) would then run in mixed layouts.
+        nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4)
+        return nhwc.reshape(n, h, w, c).permute(0, 3, 1, 2)
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 

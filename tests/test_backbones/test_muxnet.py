@@ -40,6 +40,32 @@ def test_every_parameter_gets_a_gradient(arch):
         assert torch.isfinite(p.grad).all(), f'{name} has a non-finite gradient'
 
 
+@pytest.mark.parametrize('fused_ops', [False, True])
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_channels_last_model_keeps_channels_last_in_training(arch, fused_ops, outside_interpreter):
+    """Every layer's output of a channels-last model in training is channels-last (a layer that
+    hands on an NCHW map makes each later conv, and its gradient, convert layouts), and the
+    outputs equal the NCHW model's."""
+    model = MUXNet(arch, out_indices=(4, 7), fused_ops=fused_ops).train()
+    x = _x(64, 64, n=2)
+    ref = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    nchw = []
+
+    def check(module, args, out):
+        if isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2:].numel() > 1 and \
+                not out.is_contiguous(memory_format=torch.channels_last):
+            nchw.append(type(module).__name__)
+
+    for module in model.modules():
+        module.register_forward_hook(check)
+    outs = model(x.contiguous(memory_format=torch.channels_last))
+    assert not nchw, f'layers returning other layouts: {sorted(set(nchw))}'
+    for out, r in zip(outs, ref):
+        torch.testing.assert_close(out, r, atol=1e-4, rtol=1e-4)
+    sum(o.pow(2).mean() for o in outs).backward()
+
+
 @pytest.mark.parametrize('hw', [(300, 300), (513, 513), (97, 131)])
 @pytest.mark.parametrize('output_stride', [8, 16, 32])
 def test_odd_sizes_and_output_strides(hw, output_stride):

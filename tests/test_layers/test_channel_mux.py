@@ -11,6 +11,36 @@ def test_channel_shuffle_interleaves_groups():
     assert channel_shuffle(x, 3).flatten().tolist() == [0, 2, 4, 1, 3, 5]
 
 
+@pytest.mark.parametrize('groups', [2, 3])
+def test_channel_shuffle_keeps_the_memory_layout(groups):
+    x = torch.randn(2, 6, 5, 7)
+    cl = channel_shuffle(x.contiguous(memory_format=torch.channels_last), groups)
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, channel_shuffle(x, groups), rtol=0, atol=0)
+    assert channel_shuffle(x, groups).is_contiguous()
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_channel_mux_halves_equal_cat_and_shuffle(channels_last):
+    """Two equal halves are interleaved in one pass: the same values (and gradients) as cat +
+    2-group shuffle, in the input's layout."""
+    body = nn.Conv2d(4, 4, 3, padding=1)
+    mux = ChannelMux(body, 8, 0.5)
+    assert mux.interleave
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    out = mux(inp)
+    ref = channel_shuffle(torch.cat([body(x[:, :4]), x[:, 4:]], 1), 2)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else
+                             torch.contiguous_format)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, body.weight), grad)
+    want = torch.autograd.grad(ref, (x, body.weight), grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
 def test_channel_mux_processes_split_and_copies_rest():
     body = nn.Conv2d(4, 4, 1, bias=False)
     nn.init.zeros_(body.weight)  # processed half becomes zero
