@@ -1,4 +1,4 @@
-"""Tune the fused kernels' launch configs for a model, on the device it runs on.
+"""Tune the fused kernels for a model on its device: launch configs, and which layers use them.
 
 The fused spatial-conv kernels (:mod:`mux_backbones.ops.group_conv`) and the epilogue GEMMs of
 the 1x1 convs (:mod:`mux_backbones.ops.pointwise_conv`) launch with a tile, warp count and
@@ -10,20 +10,32 @@ signature and keeps the fastest in the process-wide table of
 :mod:`mux_backbones.ops.launch_config` -- the conv's forward kernel (which also computes
 stride-1 input gradients), for training its weight-gradient and stride-2 input-gradient
 kernels, and the GEMMs. ``launch_config.save`` / ``load`` keep the table for the next run.
+
+:func:`choose_training_kernels` is the training counterpart of ``switch_to_deploy(model,
+fused_ops='auto')``: per spatial conv of a ``fused_ops=True`` model it times forward + backward
+on the kernel and on the stock conv (cuDNN, oneDNN) with the input the layer gets, and keeps the
+faster -- a kernel that wins on a MixConv or a 2-channels-per-group conv may lose to the library's
+dense depth-wise kernels on a plain one (the H200's SSDLite step: 1.13x slower with every
+spatial conv on the kernels, session 4), and which layers win depends on the device and batch.
 """
+import contextlib
+import copy
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
+from .layers import GroupConv2d, MixedConv2d
 from .ops.group_conv import (compile_jobs, tune_forward, tune_input_grad_s2, tune_weight_grad,
                              tuning_key)
 from .ops.launch_config import dry_run, precompile, recorded_calls
 from .ops.pointwise_conv import call_key
 from .ops.pointwise_conv import compile_jobs as gemm_compile_jobs
 from .ops.pointwise_conv import tune_pointwise_conv
+from .utils.hooks import module_inputs
+from .utils.timing import device_time_us
 
 
 def _label(call) -> str:
@@ -68,16 +80,10 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
-    # A dry run: the calls without compiling each planned kernel first, one after another. Its
-    # random activations must not reach a training model's BN statistics: buffers restored.
-    buffers = [(b, b.clone()) for b in model.buffers()]
-    try:
-        with recorded_calls('group_conv') as calls, recorded_calls('pointwise_conv') as gemms, \
-                dry_run():
-            model(*inputs)
-    finally:
-        for buffer, saved in buffers:
-            buffer.copy_(saved)
+    # A dry run: the calls without compiling each planned kernel first, one after another.
+    with _buffers_kept(model), recorded_calls('group_conv') as calls, \
+            recorded_calls('pointwise_conv') as gemms, dry_run():
+        model(*inputs)
     distinct = {}
     for call in calls:
         x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
@@ -120,3 +126,93 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
                       f'another launch config; their time {planned:.0f} -> {best:.0f} us',
                       logger='current')
     return results
+
+
+@contextlib.contextmanager
+def _buffers_kept(model: nn.Module):
+    """Restore the model's buffers afterwards: a tuning run's random activations must not reach
+    a training model's BN statistics."""
+    buffers = [(b, b.clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
+def kernel_layers(model: nn.Module):
+    """``(name, layer)`` of the model's spatial convs set to run on the kernels in training
+    (``fused_ops``: group convs, MixConvs)."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (GroupConv2d, MixedConv2d)) and m.fused_ops]
+
+
+def choose_training_kernels(model: nn.Module, *inputs,
+                            time_us=None) -> Dict[str, Tuple[float, float]]:
+    """Per spatial conv of a ``fused_ops=True`` model, keep the kernel only where its forward +
+    backward beats the stock conv's on the input the layer gets from ``model(*inputs)``.
+
+    Sets each layer's ``fused_ops`` (MixConvs, 2-channels-per-group convs, depth-wise convs and
+    spatially multiplexed scales alike); the state dict is unchanged. Call it before training
+    (and before ``torch.compile``), on a batch of the size, dtype and memory format training
+    uses, under the ``torch.autocast`` the training step uses (the dtype the convs then get).
+    ``ChooseTrainingKernelsHook`` does that in an mmengine run.
+
+    Args:
+        model (nn.Module): A MUXNet (or a model holding one) built with ``fused_ops=True``, in
+            train mode, on its device.
+        *inputs: What ``model`` is called with.
+        time_us (callable, optional): ``time_us(fn) -> microseconds per fn()``; default:
+            :func:`mux_backbones.utils.timing.device_time_us` (on CUDA, CUDA-graph replays).
+
+    Returns:
+        dict: Per layer name timed, (stock us, kernel us) of its forward + backward.
+    """
+    layers = {m: name for name, m in kernel_layers(model)}
+    with _buffers_kept(model), torch.enable_grad():
+        received = module_inputs(model, layers, *inputs)
+    times = {}
+    for layer, name in layers.items():
+        x = received.get(layer)
+        if x is None or not layer.kernel_runs(x):  # not on this input's path, or no kernel here
+            continue
+        stock_us, kernel_us = _forward_backward_us(layer, x, time_us)
+        layer.fused_ops = kernel_us < stock_us
+        times[name] = (stock_us, kernel_us)
+    if times:
+        kept = sum(k < s for s, k in times.values())
+        total = [sum(t) for t in zip(*times.values())]
+        print_log(f'choose_training_kernels: kernels kept in {kept} of {len(times)} spatial '
+                  f'convs; their forward + backward: stock {total[0]:.0f} us, all on kernels '
+                  f'{total[1]:.0f} us, as chosen {sum(min(t) for t in times.values()):.0f} us',
+                  logger='current')
+    return times
+
+
+def _forward_backward_us(layer: nn.Module, x: torch.Tensor, time_us) -> Tuple[float, float]:
+    """(stock, kernel) microseconds of ``layer``'s forward and backward on ``x``: on a copy in
+    ``x``'s dtype with autocast off (autocast would cast the weights in every call, and its cast
+    cache does not survive a CUDA graph), gradients for ``x`` where training computes it and
+    for the trainable weights."""
+    form = copy.deepcopy(layer).to(x.dtype)
+    needs_grad = x.requires_grad
+    x = x.detach().requires_grad_(needs_grad)
+    targets = ([x] if needs_grad else []) + [p for p in form.parameters() if p.requires_grad]
+    with torch.no_grad():
+        grad = torch.randn_like(form(x))
+
+    def step():
+        with torch.enable_grad():
+            y = form(x)
+            return torch.autograd.grad(y, targets, grad) if targets else y
+
+    if time_us is None:
+        def time_us(fn):
+            return device_time_us(fn, x.device)
+    result = []
+    with torch.autocast(x.device.type, enabled=False):
+        for fused in (False, True):
+            form.fused_ops = fused
+            result.append(time_us(step))
+    return result[0], result[1]

@@ -1,7 +1,10 @@
 """Training hooks of the suite (registered in mmengine's HOOKS, so every scope finds them)."""
 import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+
+from ..tuning import choose_training_kernels, kernel_layers
 
 
 @HOOKS.register_module()
@@ -48,3 +51,30 @@ class ChannelsLastHook(Hook):
         runner.model.to(memory_format=torch.channels_last)
         runner.logger.info(f'ChannelsLastHook: model weights in channels-last format on '
                            f'{param.device.type}')
+
+
+@HOOKS.register_module()
+class ChooseTrainingKernelsHook(Hook):
+    """Before training, keep the suite's kernels only in the spatial convs where they are faster.
+
+    For a MUXNet backbone built with ``fused_ops=True``: runs
+    :func:`mux_backbones.tuning.choose_training_kernels` on the backbone with one batch of the
+    training data, preprocessed and under the optimizer wrapper's autocast as a training step
+    has it, so each spatial conv trains on whichever of the kernel and the stock conv (cuDNN,
+    oneDNN) ran its forward + backward faster on this device. Use it in a config as
+    ``custom_hooks = [dict(type='ChooseTrainingKernelsHook')]``; the checkpoint is the same
+    either way. Runs on resuming too (the choice is not saved).
+    """
+
+    priority = 'LOW'  # after ChannelsLastHook and anything else that changes the model
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        backbone = getattr(model, 'backbone', model)
+        if not kernel_layers(backbone):
+            runner.logger.info('ChooseTrainingKernelsHook: the backbone has no layer with '
+                               '`fused_ops=True`: nothing to choose')
+            return
+        data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
+        with runner.optim_wrapper.optim_context(model):
+            choose_training_kernels(backbone, data['inputs'])

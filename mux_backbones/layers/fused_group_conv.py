@@ -56,17 +56,23 @@ def _concat_bias(convs: Sequence[nn.Conv2d]) -> Optional[torch.Tensor]:
                       for c in convs])
 
 
+def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
+    """Whether a kernel computes the side-by-side convs on ``x`` (see
+    :func:`mux_backbones.ops.group_conv.runs_kernel`; fp32 CPU input: the C++ kernels, forward
+    and gradients, for 2-channels-per-group convs and MixConvs)."""
+    if not all(kernel_can_run(c) for c in convs):
+        return False
+    splits, _, _, _, cpg = _layout(convs)
+    return runs_kernel(x, splits, cpg)
+
+
 def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:
     """The side-by-side convs (each on its own channels of ``x``) in one call of the fused kernel;
-    None where no kernel computes them on ``x`` (see
-    :func:`mux_backbones.ops.group_conv.runs_kernel`): the caller's stock convs run instead.
-    fp32 CPU input takes the C++ kernels (forward and gradients) for 2-channels-per-group convs
-    and MixConvs."""
-    if not all(kernel_can_run(c) for c in convs):
+    None where no kernel computes them on ``x`` (:func:`kernel_runs`): the caller's stock convs
+    run instead."""
+    if not kernel_runs(convs, x):
         return None
     splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
-    if not runs_kernel(x, splits, cpg):
-        return None
     return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs), splits,
                       kernel_sizes, dilations, stride, cpg)
 
@@ -86,6 +92,10 @@ class GroupConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = kernel_forward([self], x) if self.fused_ops else None
         return super().forward(x) if y is None else y
+
+    def kernel_runs(self, x: torch.Tensor) -> bool:
+        """Whether ``fused_ops`` puts this conv on a kernel for ``x`` (see :func:`kernel_runs`)."""
+        return kernel_runs([self], x)
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional['FusedGroupConv']:
         """Its deploy form with ``norm`` folded and ``act`` fused (None where not computable)."""

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import FusedGroupConv, kernel_forward
+from .fused_group_conv import FusedGroupConv, kernel_forward, kernel_runs
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -85,6 +85,11 @@ class MixedConv2d(nn.Module):
             return y
         parts = torch.split(x, self.splits, dim=1)
         return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
+
+    def kernel_runs(self, x: torch.Tensor) -> bool:
+        """Whether ``fused_ops`` puts all groups on one kernel call for ``x`` (see
+        :func:`~.fused_group_conv.kernel_runs`)."""
+        return kernel_runs(self.convs, x)
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional[FusedGroupConv]:
         """Deploy form on the fused kernel: ``norm`` folded, ``act`` as epilogue (None where the

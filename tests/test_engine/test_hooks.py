@@ -1,4 +1,5 @@
 """The suite's training hooks, on a stand-in runner."""
+import contextlib
 from types import SimpleNamespace
 from unittest import mock
 
@@ -6,7 +7,8 @@ import torch
 from mmengine.registry import HOOKS
 
 from mux_backbones import MUXNet
-from mux_backbones.engine import ChannelsLastHook, EvaluateBeforeTrainHook
+from mux_backbones.engine import (ChannelsLastHook, ChooseTrainingKernelsHook,
+                                  EvaluateBeforeTrainHook, hooks)
 
 
 def _runner(model=None, iteration=0):
@@ -17,6 +19,7 @@ def _runner(model=None, iteration=0):
 def test_hooks_are_registered():
     assert HOOKS.get('ChannelsLastHook') is ChannelsLastHook
     assert HOOKS.get('EvaluateBeforeTrainHook') is EvaluateBeforeTrainHook
+    assert HOOKS.get('ChooseTrainingKernelsHook') is ChooseTrainingKernelsHook
 
 
 def test_evaluate_before_train_runs_once_at_start_only():
@@ -49,3 +52,40 @@ def test_channels_last_hook_skips_other_devices():
     ChannelsLastHook(devices=('cuda', )).before_run(_runner(model))
     assert all(m.weight.is_contiguous() for m in model.modules()
                if isinstance(m, torch.nn.Conv2d))
+
+
+class _Detector(torch.nn.Module):
+    """A stand-in for an mm model: a backbone and a data preprocessor."""
+
+    def __init__(self, fused_ops):
+        super().__init__()
+        self.backbone = MUXNet('tiny', fused_ops=fused_ops)
+        self.data_preprocessor = mock.Mock(
+            side_effect=lambda batch, training: {'inputs': batch['inputs'] * 2,
+                                                 'training': training})
+
+
+def test_choose_training_kernels_hook(monkeypatch):
+    """The hook runs the choice on the backbone, with a preprocessed training batch, inside the
+    optimizer wrapper's context (its autocast); without kernel layers it does nothing."""
+    calls, contexts = [], []
+    monkeypatch.setattr(hooks, 'choose_training_kernels',
+                        lambda model, x: calls.append((model, x, list(contexts))))
+
+    @contextlib.contextmanager
+    def optim_context(model):
+        contexts.append(model)
+        yield
+        contexts.pop()
+
+    batch = {'inputs': torch.ones(2, 3, 32, 32)}
+    models = [_Detector(True), _Detector(False)]
+    for model in models:
+        runner = SimpleNamespace(model=model, train_dataloader=[batch], logger=mock.Mock(),
+                                 optim_wrapper=SimpleNamespace(optim_context=optim_context))
+        ChooseTrainingKernelsHook().before_train(runner)
+    assert len(calls) == 1  # the stock model: nothing to choose, said once in the log
+    runner.logger.info.assert_called_once()
+    backbone, x, inside = calls[0]
+    assert backbone is models[0].backbone and inside == [models[0]]
+    torch.testing.assert_close(x, batch['inputs'] * 2)

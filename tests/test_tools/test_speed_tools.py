@@ -305,8 +305,9 @@ def test_benchmark_profile_by_kind_of_layer():
 
 def test_benchmark_training_step_with_profile():
     """``--train-step``: SSDLite training steps of MobileNetV2, MUXNet-m and MUXNet-m with
-    ``fused_ops`` (here its stock fallback) in one table with ratios and peak memory, and with
-    ``--profile-train`` each step's top operators (kernels on a GPU)."""
+    ``fused_ops``, all layers and as chosen (here bf16 on the CPU: the stock fallback, nothing to
+    choose) in one table with ratios and peak memory, and with ``--profile-train`` each step's
+    top operators (kernels on a GPU)."""
     out = run_tool(BENCH, '--train-step', 'ssdlite', '--train-batch', '2', '--train-amp',
                    'bf16', '--runs', '10', '--models', 'mobilenetv2', '--modes', 'eager',
                    '--batch', '1', '--shape', '64', '--warmup', '1', '--threads', '2',
@@ -314,9 +315,9 @@ def test_benchmark_training_step_with_profile():
     table = out.partition('training step ssdlite, batch 2, 320x320')[2]
     rows = [line.split() for line in table.splitlines()]
     labels = [' '.join(r[:-4]) for r in rows if len(r) >= 5 and r[-1].endswith('x')]
-    assert labels == ['mobilenetv2', 'muxnet-m', 'muxnet-m fused_ops']
+    assert labels == ['mobilenetv2', 'muxnet-m', 'muxnet-m fused_ops', 'muxnet-m fused, chosen']
     assert next(r for r in rows if r[:1] == ['mobilenetv2'])[-1] == '1.00x'
-    assert table.count('CPU operators busy') == 3
+    assert table.count('CPU operators busy') == 4
     assert 'ssdlite muxnet-m fused_ops: CPU operators busy' in table
 
 

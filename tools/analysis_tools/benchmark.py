@@ -30,7 +30,7 @@ from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly
                                positive_int)
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.ops import launch_config
-from mux_backbones.tuning import tune_kernels
+from mux_backbones.tuning import choose_training_kernels, tune_kernels
 from mux_backbones.utils.layer_profile import format_layer_costs, profile_layers
 from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
 
@@ -269,7 +269,9 @@ def _train_samples(task, batch, size, device):
 
 def bench_train_step(args, device):
     """Training steps (AMP, channels-last, AdamW) of SSDLite and PSPNet-d8: MobileNetV2 vs
-    MUXNet-m on the stock path vs MUXNet-m with ``fused_ops``; median time and peak memory."""
+    MUXNet-m on the stock path vs MUXNet-m with ``fused_ops`` (every spatial conv the kernels
+    take) vs ``fused_ops`` with each layer's faster form chosen on the device
+    (:func:`mux_backbones.tuning.choose_training_kernels`); median time and peak memory."""
     from mmengine.config import Config
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for task in args.train_step:
@@ -281,19 +283,22 @@ def bench_train_step(args, device):
         base = None
         for label, name, fused in (('mobilenetv2', 'mobilenetv2', False),
                                    ('muxnet-m', 'muxnet-m', False),
-                                   ('muxnet-m fused_ops', 'muxnet-m', True)):
+                                   ('muxnet-m fused_ops', 'muxnet-m', True),
+                                   ('muxnet-m fused, chosen', 'muxnet-m', 'chosen')):
             cfg = Config.fromfile(os.path.join(repo, 'configs', cfgs[name]))
             if name != 'mobilenetv2':  # (whatever the config says)
-                cfg.model.backbone.fused_ops = fused
+                cfg.model.backbone.fused_ops = bool(fused)
             model = build_model_from_config(cfg).to(device).train()
             model.to(memory_format=torch.channels_last)
             optim = torch.optim.AdamW(model.parameters(), 1e-4)
             samples = _train_samples(task, batch, size, device)
             inputs = torch.randn(batch, 3, *size, device=device).contiguous(
                 memory_format=torch.channels_last)
-            if fused and args.tune_kernels and device.type == 'cuda':
-                with _autocast(device, args.train_amp):  # the dtypes the kernels will see
+            with _autocast(device, args.train_amp):  # the dtypes the kernels will see
+                if fused and args.tune_kernels and device.type == 'cuda':
                     tune_kernels(model.backbone, inputs, backward=True)
+                if fused == 'chosen':
+                    choose_training_kernels(model.backbone, inputs)
 
             def step(_, model=model, optim=optim, samples=samples, inputs=inputs):
                 with torch.enable_grad():
