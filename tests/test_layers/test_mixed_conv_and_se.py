@@ -40,3 +40,82 @@ def test_squeeze_excite_gates_channels_in_0_1():
     assert torch.all(ratio > 0) and torch.all(ratio < 1)
     # one gate per (sample, channel)
     torch.testing.assert_close(ratio.amin((2, 3)), ratio.amax((2, 3)))
+
+
+def _stock_se(se, x):
+    return x * se.conv_expand(se.act(se.conv_reduce(x.mean((2, 3), keepdim=True)))).sigmoid()
+
+
+@pytest.mark.parametrize('act', ['ReLU', 'SiLU'])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('trainable', ['all', 'input', 'weights'])
+def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_last, trainable):
+    """The training form's own backward (``_GatedMap``): same outputs and gradients as autograd
+    through the stock expression, in the input's layout, with the input or the weights frozen."""
+    torch.manual_seed(0)
+    se = SqueezeExcite(16, 4, dict(type=act))
+    x = torch.randn(2, 16, 9, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(trainable != 'weights')
+    se.requires_grad_(trainable != 'input')
+    grad = torch.randn_like(x)  # (in x's layout, as a channels-last model's gradients come)
+    wanted = [x] * x.requires_grad + [p for p in se.parameters() if p.requires_grad]
+    out = se(x)
+    got = torch.autograd.grad(out, wanted, grad)
+    ref = _stock_se(se, x)
+    want = torch.autograd.grad(ref, wanted, grad)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else
+                             torch.contiguous_format)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if x.requires_grad:
+        assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else
+                                    torch.contiguous_format)
+
+
+def test_squeeze_excite_backward_makes_two_passes_over_the_map():
+    """The input's and the gate's gradients cost two operators on full-size maps (the gate's
+    product summed per channel, then ``addcmul``) where autograd's backward of the stock
+    expression runs five (two products, the sum, the mean's broadcast, the add)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FullMaps(TorchDispatchMode):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape, self.ops = shape, []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == self.shape:
+                self.ops.append(func.__name__)
+            return out
+
+    se = SqueezeExcite(16, 4)
+    x = torch.randn(2, 16, 9, 7, requires_grad=True)
+    for forward, passes in ((se, 2), (lambda t: _stock_se(se, t), 5)):
+        out = forward(x)
+        grad = torch.ones_like(out)
+        with FullMaps(x.shape) as mode:
+            torch.autograd.grad(out, [x, *se.parameters()], grad)
+        assert len(mode.ops) == passes, mode.ops
+
+
+def test_squeeze_excite_training_form_with_checkpointing_and_autocast():
+    torch.manual_seed(0)
+    se = SqueezeExcite(16, 4, dict(type='SiLU'))
+    x = torch.randn(2, 16, 9, 7, requires_grad=True)
+    out = torch.utils.checkpoint.checkpoint(se, x, use_reentrant=False)
+    got = torch.autograd.grad(out.sum(), [x, *se.parameters()])
+    want = torch.autograd.grad(_stock_se(se, x).sum(), [x, *se.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out, ref = se(x.bfloat16()), _stock_se(se, x.bfloat16())
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    got = torch.autograd.grad(out.float().sum(), [x, *se.parameters()])
+    want = torch.autograd.grad(ref.float().sum(), [x, *se.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
