@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from mmcv.cnn import build_activation_layer
 from torch import nn
+from torch.nn import functional as F
 
 from ..ops import se_gate
 from .conv_bn import PointwiseConv2d
@@ -77,8 +78,14 @@ class SqueezeExcite(nn.Module):
         return project(x, residual, kept, scale=self.pooled_gate(sums, x.shape[2] * x.shape[3]))
 
     def _gate_map(self, pooled: torch.Tensor) -> torch.Tensor:
-        """The (N, C, 1, 1) sigmoid gate from the (N, C, 1, 1) channel means (training form)."""
-        return self.conv_expand(self.act(self.conv_reduce(pooled))).sigmoid()
+        """The (N, C, 1, 1) sigmoid gate from the (N, C, 1, 1) channel means (training form):
+        the 1x1 convs as matrix products on the pooled vectors, with the conv weights viewed
+        as matrices (oneDNN's conv on a 1x1 map: ~3x the time, forward and backward)."""
+        n, c = pooled.shape[:2]
+        squeezed = self.act(F.linear(pooled.reshape(n, c), self.conv_reduce.weight.flatten(1),
+                                     self.conv_reduce.bias))
+        return F.linear(squeezed, self.conv_expand.weight.flatten(1), self.conv_expand.bias)\
+            .sigmoid().view(n, c, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

@@ -50,8 +50,9 @@ def _stock_se(se, x):
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('trainable', ['all', 'input', 'weights'])
 def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_last, trainable):
-    """The training form's own backward (``_GatedMap``): same outputs and gradients as autograd
-    through the stock expression, in the input's layout, with the input or the weights frozen."""
+    """The training form (the gate's 1x1 convs as matrix products, its own backward
+    ``_GatedMap``): the outputs and gradients of autograd through the stock expression, in the
+    input's layout, with the input or the weights frozen."""
     torch.manual_seed(0)
     se = SqueezeExcite(16, 4, dict(type=act))
     x = torch.randn(2, 16, 9, 7)
@@ -65,7 +66,7 @@ def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_
     got = torch.autograd.grad(out, wanted, grad)
     ref = _stock_se(se, x)
     want = torch.autograd.grad(ref, wanted, grad)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else
                              torch.contiguous_format)
     for a, b in zip(got, want):
@@ -114,7 +115,7 @@ def test_squeeze_excite_training_form_with_checkpointing_and_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out, ref = se(x.bfloat16()), _stock_se(se, x.bfloat16())
     assert out.dtype == ref.dtype == torch.bfloat16
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(out, ref, rtol=1e-2, atol=1e-2)
     got = torch.autograd.grad(out.float().sum(), [x, *se.parameters()])
     want = torch.autograd.grad(ref.float().sum(), [x, *se.parameters()])
     for a, b in zip(got, want):
