@@ -113,6 +113,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    # One thread: the stem conv's CPU compute (taken off the forward's time) then waits on no
+    # thread pool that another busy process shares (a test run under load measured the stem
+    # at 15.7 ms and the rest of the forward below it).
+    torch.set_num_threads(1)
     stand_ins = install_launch_preparation()
     torch.manual_seed(0)
     with warnings.catch_warnings():
