@@ -53,7 +53,10 @@ class ChannelMux(nn.Module):
         self.interleave = shuffle_groups == 2 and 2 * self.processed == channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        processed, copied = x[:, :self.processed], x[:, self.processed:]
+        if _layout_keeping_grads(x):
+            processed, copied = _SplitChannels.apply(x, self.processed)
+        else:
+            processed, copied = x[:, :self.processed], x[:, self.processed:]
         if self.interleave:
             if getattr(self.body, 'interleaves', False):
                 return self.body(processed, kept=copied)
@@ -72,10 +75,79 @@ class ChannelMux(nn.Module):
                 f'shuffle_groups={self.shuffle_groups}')
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _layout_keeping_grads(x: torch.Tensor) -> bool:
+    """Whether the split and the interleave run as the autograd functions below, whose
+    gradients keep ``x``'s layout: in eager training (the stock ops under ``torch.compile`` and
+    tracing, which have their own layout handling)."""
+    return x.requires_grad and torch.is_grad_enabled() and \
+        not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+
+
+class _SplitChannels(torch.autograd.Function):
+    """``x[:, :width], x[:, width:]`` whose gradient is one tensor in ``x``'s memory layout.
+
+    Autograd's own backward of the two slices writes a zero map per slice in the default
+    (NCHW) layout, copies each slice's gradient into it and adds the two: three passes, and an
+    NCHW gradient for the layer before, whose channels-last BN backward then reads it across
+    the layout (measured: 15.9 ms instead of ~1.2 for a 24-channel map at 80x80, batch 8).
+    """
+
+    @staticmethod
+    def forward(ctx, x, width):
+        ctx.width, ctx.shape = width, x.shape
+        ctx.memory_format = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        return x[:, :width], x[:, width:]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_first, grad_rest):
+        like = grad_first if grad_first is not None else grad_rest
+        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device,
+                           memory_format=ctx.memory_format)
+        for part, g in ((grad[:, :ctx.width], grad_first), (grad[:, ctx.width:], grad_rest)):
+            if g is None:
+                part.zero_()
+            else:
+                part.copy_(g)
+        return grad, None
+
+
+class _InterleaveHalves(torch.autograd.Function):
+    """:func:`interleave_halves` whose two gradients are contiguous in the incoming gradient's
+    layout (autograd's backward of the stacking hands on every second channel of it: a strided
+    view, which the BN backward before it reads at a fraction of its speed)."""
+
+    @staticmethod
+    def forward(ctx, processed, copied):
+        return _interleave(processed, copied)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        if _channels_last(grad):
+            pairs = grad.permute(0, 2, 3, 1).unflatten(3, (-1, 2))
+            halves = [pairs[..., i].contiguous().permute(0, 3, 1, 2) if needed else None
+                      for i, needed in enumerate(ctx.needs_input_grad)]
+        else:
+            halves = [grad[:, i::2].contiguous() if needed else None
+                      for i, needed in enumerate(ctx.needs_input_grad)]
+        return tuple(halves)
+
+
 def interleave_halves(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:
     """``channel_shuffle(cat([processed, copied], 1), 2)`` for two equal halves, in one pass."""
-    if processed.dim() == 4 and not processed.is_contiguous() and \
-            processed.is_contiguous(memory_format=torch.channels_last):
+    if _layout_keeping_grads(processed) or _layout_keeping_grads(copied):
+        return _InterleaveHalves.apply(processed, copied)
+    return _interleave(processed, copied)
+
+
+def _interleave(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:
+    if _channels_last(processed):
         # Interleave in the channels-last layout itself: an NCHW-contiguous result would cost
         # the next conv a layout conversion (one more copy of the whole map).
         b, c, h, w = processed.shape

@@ -20,25 +20,42 @@ def test_channel_shuffle_keeps_the_memory_layout(groups):
     assert channel_shuffle(x, groups).is_contiguous()
 
 
+class _GradLayouts(nn.Module):
+    """A conv that notes whether the gradient reaching its output is contiguous in the output's
+    layout."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv, self.contiguous = nn.Conv2d(channels, channels, 3, padding=1), []
+
+    def forward(self, x):
+        out = self.conv(x)
+        fmt = torch.channels_last if out.is_contiguous(memory_format=torch.channels_last) and \
+            not out.is_contiguous() else torch.contiguous_format
+        out.register_hook(lambda g: self.contiguous.append(g.is_contiguous(memory_format=fmt)))
+        return out
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 def test_channel_mux_halves_equal_cat_and_shuffle(channels_last):
-    """Two equal halves are interleaved in one pass: the same values (and gradients) as cat +
-    2-group shuffle, in the input's layout."""
-    body = nn.Conv2d(4, 4, 3, padding=1)
+    """Two equal halves are interleaved in one pass: the same values and gradients as cat +
+    2-group shuffle; the output and the gradients (the input's, and the one reaching the body)
+    contiguous in the input's layout, so the layers around run on no strided or mixed maps."""
+    body = _GradLayouts(4)
     mux = ChannelMux(body, 8, 0.5)
     assert mux.interleave
-    x = torch.randn(2, 8, 5, 5, requires_grad=True)
-    inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    out = mux(inp)
-    ref = channel_shuffle(torch.cat([body(x[:, :4]), x[:, 4:]], 1), 2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=fmt).requires_grad_()
+    out = mux(x)
+    ref = channel_shuffle(torch.cat([body.conv(x[:, :4]), x[:, 4:]], 1), 2)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
-    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else
-                             torch.contiguous_format)
+    assert out.is_contiguous(memory_format=fmt)
     grad = torch.randn_like(out)
-    got = torch.autograd.grad(out, (x, body.weight), grad)
-    want = torch.autograd.grad(ref, (x, body.weight), grad)
+    got = torch.autograd.grad(out, (x, body.conv.weight), grad)
+    want = torch.autograd.grad(ref, (x, body.conv.weight), grad)
     for a, b in zip(got, want):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert got[0].is_contiguous(memory_format=fmt) and body.contiguous == [True]
 
 
 def test_channel_mux_processes_split_and_copies_rest():
@@ -63,3 +80,22 @@ def test_shuffle_groups_must_divide_channels():
         ChannelMux(nn.Identity(), 9, 0.5, shuffle_groups=2)
     with pytest.raises(ValueError, match='equal groups'):
         ChannelShuffle(9, 2)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_channel_mux_uneven_split_gradients(channels_last):
+    """A quarter processed, a 3-group shuffle (cat + shuffle): the split's gradient is one map in
+    the input's layout, equal to autograd's through plain slices."""
+    body = nn.Conv2d(3, 3, 1)
+    mux = ChannelMux(body, 12, 0.25, shuffle_groups=3)
+    assert not mux.interleave
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 12, 4, 6).contiguous(memory_format=fmt).requires_grad_()
+    out = mux(x)
+    ref = channel_shuffle(torch.cat([body(x[:, :3]), x[:, 3:]], 1), 3)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    grad = torch.randn_like(out)
+    got, = torch.autograd.grad(out, x, grad)
+    want, = torch.autograd.grad(ref, x, grad)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert got.is_contiguous(memory_format=fmt)
