@@ -171,7 +171,9 @@ def choose_training_kernels(model: nn.Module, *inputs,
     """
     layers = {m: name for name, m in kernel_layers(model)}
     with _buffers_kept(model), torch.enable_grad():
-        received = module_inputs(model, layers, *inputs)
+        # (detached at once: the recorded inputs would keep the whole forward's graph alive)
+        received = {m: x.detach().requires_grad_(x.requires_grad)
+                    for m, x in module_inputs(model, layers, *inputs).items()}
     times = {}
     for layer, name in layers.items():
         x = received.get(layer)
@@ -196,9 +198,7 @@ def _forward_backward_us(layer: nn.Module, x: torch.Tensor, time_us) -> Tuple[fl
     cache does not survive a CUDA graph), gradients for ``x`` where training computes it and
     for the trainable weights."""
     form = copy.deepcopy(layer).to(x.dtype)
-    needs_grad = x.requires_grad
-    x = x.detach().requires_grad_(needs_grad)
-    targets = ([x] if needs_grad else []) + [p for p in form.parameters() if p.requires_grad]
+    targets = ([x] if x.requires_grad else []) + [p for p in form.parameters() if p.requires_grad]
     with torch.no_grad():
         grad = torch.randn_like(form(x))
 

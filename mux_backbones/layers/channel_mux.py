@@ -14,7 +14,7 @@ the input's own memory layout, in training as in deploy. Deploy form
 import torch
 from torch import nn
 
-from .channel_shuffle import channel_shuffle
+from .channel_shuffle import channel_shuffle, is_channels_last
 
 
 def split_width(channels: int, split_ratio: float) -> int:
@@ -75,11 +75,6 @@ class ChannelMux(nn.Module):
                 f'shuffle_groups={self.shuffle_groups}')
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and \
-        x.is_contiguous(memory_format=torch.channels_last)
-
-
 def _layout_keeping_grads(x: torch.Tensor) -> bool:
     """Whether the split and the interleave run as the autograd functions below, whose
     gradients keep ``x``'s layout: in eager training (the stock ops under ``torch.compile`` and
@@ -100,7 +95,7 @@ class _SplitChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, width):
         ctx.width, ctx.shape = width, x.shape
-        ctx.memory_format = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        ctx.memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         return x[:, :width], x[:, width:]
 
     @staticmethod
@@ -129,7 +124,7 @@ class _InterleaveHalves(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        if _channels_last(grad):
+        if is_channels_last(grad):
             pairs = grad.permute(0, 2, 3, 1).unflatten(3, (-1, 2))
             halves = [pairs[..., i].contiguous().permute(0, 3, 1, 2) if needed else None
                       for i, needed in enumerate(ctx.needs_input_grad)]
@@ -147,7 +142,7 @@ def interleave_halves(processed: torch.Tensor, copied: torch.Tensor) -> torch.Te
 
 
 def _interleave(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:
-    if _channels_last(processed):
+    if is_channels_last(processed):
         # Interleave in the channels-last layout itself: an NCHW-contiguous result would cost
         # the next conv a layout conversion (one more copy of the whole map).
         b, c, h, w = processed.shape

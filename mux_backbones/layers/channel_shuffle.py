@@ -7,6 +7,13 @@ import torch
 from torch import nn
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a 4-D map stored channels-last (and not NCHW at the same time, as a 1x1
+    map or a single channel is): the layout a channel reordering must keep."""
+    return x.dim() == 4 and not x.is_contiguous() and \
+        x.is_contiguous(memory_format=torch.channels_last)
+
+
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave ``groups`` equal channel groups of an NCHW tensor.
 
@@ -19,7 +26,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
         input channel ``g * (C // groups) + i``.
     """
     n, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         # Shuffle the channels-last layout itself: the NCHW reshape would return an NCHW copy,
         # and every later layer (and its gradient) would then run in mixed layouts.
         nhwc = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups).transpose(3, 4)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from mux_backbones.layers import ChannelMux, ChannelShuffle, channel_shuffle, split_width
+from mux_backbones.layers.channel_shuffle import is_channels_last
 
 
 def test_channel_shuffle_interleaves_groups():
@@ -30,8 +31,7 @@ class _GradLayouts(nn.Module):
 
     def forward(self, x):
         out = self.conv(x)
-        fmt = torch.channels_last if out.is_contiguous(memory_format=torch.channels_last) and \
-            not out.is_contiguous() else torch.contiguous_format
+        fmt = torch.channels_last if is_channels_last(out) else torch.contiguous_format
         out.register_hook(lambda g: self.contiguous.append(g.is_contiguous(memory_format=fmt)))
         return out
 

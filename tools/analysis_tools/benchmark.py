@@ -298,7 +298,14 @@ def bench_train_step(args, device):
                 if fused and args.tune_kernels and device.type == 'cuda':
                     tune_kernels(model.backbone, inputs, backward=True)
                 if fused == 'chosen':
-                    choose_training_kernels(model.backbone, inputs)
+                    # Its timing captures backward passes in CUDA graphs: should that fail on a
+                    # device, the row says so and the next task's rows still run.
+                    try:
+                        choose_training_kernels(model.backbone, inputs)
+                    except Exception as error:
+                        print(f'{label:<22}choose_training_kernels failed: {error!r}', flush=True)
+                        del model, optim
+                        continue
 
             def step(_, model=model, optim=optim, samples=samples, inputs=inputs):
                 with torch.enable_grad():
