@@ -94,15 +94,14 @@ class _SplitChannels(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, width):
-        ctx.width, ctx.shape = width, x.shape
+        ctx.width, ctx.shape, ctx.dtype, ctx.device = width, x.shape, x.dtype, x.device
         ctx.memory_format = torch.channels_last if is_channels_last(x) else torch.contiguous_format
         return x[:, :width], x[:, width:]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_first, grad_rest):
-        like = grad_first if grad_first is not None else grad_rest
-        grad = torch.empty(ctx.shape, dtype=like.dtype, device=like.device,
+        grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device,
                            memory_format=ctx.memory_format)
         for part, g in ((grad[:, :ctx.width], grad_first), (grad[:, ctx.width:], grad_rest)):
             if g is None:
