@@ -14,6 +14,7 @@ the input's own memory layout, in training as in deploy. Deploy form
 import torch
 from torch import nn
 
+from ._eager import eager_autograd
 from .channel_shuffle import channel_shuffle, is_channels_last
 
 
@@ -77,10 +78,8 @@ class ChannelMux(nn.Module):
 
 def _layout_keeping_grads(x: torch.Tensor) -> bool:
     """Whether the split and the interleave run as the autograd functions below, whose
-    gradients keep ``x``'s layout: in eager training (the stock ops under ``torch.compile`` and
-    tracing, which have their own layout handling)."""
-    return x.requires_grad and torch.is_grad_enabled() and \
-        not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+    gradients keep ``x``'s layout (see :mod:`._eager`)."""
+    return x.requires_grad and eager_autograd()
 
 
 class _SplitChannels(torch.autograd.Function):

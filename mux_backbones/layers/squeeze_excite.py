@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops import se_gate
+from ._eager import eager_autograd
 from .conv_bn import PointwiseConv2d
 from .fused_group_conv import activation_name
 
@@ -90,8 +91,7 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
             return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
-        if torch.is_grad_enabled() and not (torch.compiler.is_compiling() or
-                                            torch.jit.is_tracing()):
+        if eager_autograd():  # (see its module)
             params = [p for p in self.parameters() if p.requires_grad]
             if x.requires_grad or params:
                 return _GatedMap.apply(x, self._gate_map, *params)
