@@ -177,7 +177,9 @@ def choose_training_kernels(model: nn.Module, *inputs,
     times = {}
     for layer, name in layers.items():
         x = received.get(layer)
-        if x is None or not layer.kernel_runs(x):  # not on this input's path, or no kernel here
+        with torch.enable_grad():  # (as training calls it: on the CPU some kernels are backward's)
+            runs = x is not None and layer.kernel_runs(x)
+        if not runs:  # not on this input's path, or no kernel here
             continue
         stock_us, kernel_us = _forward_backward_us(layer, x, time_us)
         layer.fused_ops = kernel_us < stock_us

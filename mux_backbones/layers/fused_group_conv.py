@@ -59,11 +59,14 @@ def _concat_bias(convs: Sequence[nn.Conv2d]) -> Optional[torch.Tensor]:
 def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
     """Whether a kernel computes the side-by-side convs on ``x`` (see
     :func:`mux_backbones.ops.group_conv.runs_kernel`; fp32 CPU input: the C++ kernels, forward
-    and gradients, for 2-channels-per-group convs and MixConvs)."""
+    and gradients, for 2-channels-per-group convs and MixConvs, and where autograd will ask for
+    gradients, those of the plain depth-wise convs oneDNN's backward is slow for)."""
     if not all(kernel_can_run(c) for c in convs):
         return False
-    splits, _, _, _, cpg = _layout(convs)
-    return runs_kernel(x, splits, cpg)
+    splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(c.weight.requires_grad for c in convs))
+    return runs_kernel(x, splits, kernel_sizes, dilations, stride, cpg, needs_grad)
 
 
 def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:

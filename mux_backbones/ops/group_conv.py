@@ -29,7 +29,9 @@ On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
 fast path for (see :func:`cpu_kernel_serves`), bias, activation and the pooled tile sums in its
 epilogue (each output row's sums, added up per tile after the rows: no atomics), and its
 gradients there too (``group_conv_backward_cpu.cpp``; the stride-1 input gradient is the forward
-kernel's). Where neither can run (see :mod:`._triton`), it computes the same thing with stock
+kernel's) -- as well as the gradients of the plain depth-wise convs whose backward oneDNN has no
+fast path for (see :func:`cpu_backward_serves`; their forward stays oneDNN's). Where neither can
+run (see :mod:`._triton`), it computes the same thing with stock
 ``F.conv2d`` calls (and their backward) -- also the reference the tests compare the kernels with.
 """
 import functools
@@ -147,6 +149,12 @@ def _activate_torch(z: Tensor, act: str) -> Tensor:
 _CPU_VECTOR = 8  # channels per vector of the C++ kernel (group_conv_cpu.cpp)
 
 
+def _cpu_vectors_fit(splits: Sequence[int]) -> bool:
+    # at most an eighth of each group's channels left past its 8-channel vectors (the C++
+    # kernels compute the rest one channel at a time)
+    return all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits)
+
+
 def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
     """Whether the C++ kernel is the CPU's faster path for this call: ``x`` one it takes (see
     :func:`~._cpu_kernels.cpu_kernels_take`: fp32 CPU, no Triton interpreter) and a conv
@@ -156,19 +164,39 @@ def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int)
     conv with groups of few channels: the kernel computes 8 channels of a pixel per vector, the
     rest of a group one by one (e.g. a spatially multiplexed conv's 4 channels at 112x112: 10x
     oneDNN's time); it serves where at most an eighth of each group's channels are left over."""
-    return (channels_per_group == 2 or len(splits) > 1) and \
-        all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits) and cpu_kernels_take(x)
+    return (channels_per_group == 2 or len(splits) > 1) and _cpu_vectors_fit(splits) and \
+        cpu_kernels_take(x)
 
 
-def runs_kernel(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
+def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                        dilations: Sequence[int], stride: int, channels_per_group: int) -> bool:
+    """Whether the C++ gradient kernels are the CPU's faster path for this call's backward:
+    wherever the forward kernel serves (:func:`cpu_kernel_serves`), and for a plain depth-wise
+    conv too unless it is 3x3, undilated and of stride 1 -- oneDNN's depth-wise backward has no
+    fast path for larger kernels, dilation or stride 2 (2-10x the C++ kernels' time, e.g. 5x5
+    at 480 x 32x32, batch 4: 11.5 vs 4.6 ms; 3x3 dilated 2: 12.1 vs 1.5 ms), while its forward
+    stays the faster one there. Such a conv runs oneDNN's forward inside the op and the C++
+    gradients."""
+    if cpu_kernel_serves(x, splits, channels_per_group):
+        return True
+    return (stride == 2 or max(kernel_sizes) > 3 or max(dilations) > 1) and \
+        _cpu_vectors_fit(splits) and cpu_kernels_take(x)
+
+
+def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                dilations: Sequence[int], stride: int, channels_per_group: int,
+                needs_grad: bool = False) -> bool:
     """Whether :func:`group_conv` computes this call with one of its kernels: Triton's (CUDA; the
-    CPU under its interpreter) or the C++ ones (forward and both gradients) where they serve
-    (see :func:`cpu_kernel_serves`). Otherwise False: silently for fp32 CPU input (oneDNN's conv
-    is the faster CPU path there, or the extension is off), else after one warning."""
+    CPU under its interpreter) or the C++ ones where they serve -- forward and both gradients
+    (see :func:`cpu_kernel_serves`), or, when ``needs_grad`` (a training step will ask for the
+    call's gradients), the gradients alone (:func:`cpu_backward_serves`). Otherwise False:
+    silently for fp32 CPU input (oneDNN's conv is the faster CPU path there, or the extension
+    is off), else after one warning."""
     if unsupported_reason(x) is None:
         return True
     if x.device.type == 'cpu' and x.dtype == torch.float32:
-        return cpu_kernel_serves(x, splits, channels_per_group)
+        return cpu_kernel_serves(x, splits, channels_per_group) or needs_grad and \
+            cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, channels_per_group)
     return can_use_triton(x, 'group_conv')
 
 
@@ -1074,7 +1102,11 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
                 kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act],
                 *plan.pool_tile)
         else:
-            can_use_triton(x, 'group_conv')  # the one warning
+            # The one warning -- not where the C++ kernels take the gradients: oneDNN's forward
+            # is then the plan (see cpu_backward_serves).
+            if not cpu_backward_serves(x, splits, kernel_sizes, dilations, stride,
+                                       channels_per_group):
+                can_use_triton(x, 'group_conv')
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
                                                     dilations, stride, channels_per_group, act))
             pool = _tile_sums(y, *plan.pool_tile) if with_pool else None
@@ -1105,7 +1137,7 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                          channels_per_group: int) -> Tuple[Tensor, Tensor]:
     """Gradients of the bias-free, activation-free conv: (d input, d packed weight)."""
     n, c, h, w = x.shape
-    if cpu_kernel_serves(x, splits, channels_per_group):
+    if cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, channels_per_group):
         return _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride,
                              channels_per_group)
     if not _triton_ok(x, grad.shape):

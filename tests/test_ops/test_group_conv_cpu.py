@@ -163,6 +163,38 @@ def test_op_leaves_convs_to_onednn_where_it_is_faster(cpu_kernel_calls, splits, 
     torch.testing.assert_close(y, ref)
 
 
+@pytest.mark.parametrize('kernel_size,dilation,stride,served', [
+    (5, 1, 1, True), (3, 2, 1, True), (3, 1, 2, True), (7, 4, 2, True),
+    (3, 1, 1, False),  # oneDNN's backward is the faster there too
+])
+def test_plain_depthwise_gradients_on_the_kernels_where_onednn_is_slow(
+        cpu_kernel_calls, kernel_size, dilation, stride, served):
+    """A plain depth-wise conv in a training step: oneDNN's forward inside the op (no warning),
+    the gradients on the C++ kernels unless it is 3x3, undilated, stride 1; equal to the stock
+    conv's. Without gradients the layers keep their stock conv (``runs_kernel``)."""
+    splits, kernel_sizes, dilations = [24], [kernel_size], [dilation]
+    x, weight, _ = _call(splits, kernel_sizes, 1, (11, 9))
+    assert gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, 1) == served
+    assert gc.runs_kernel(x, splits, kernel_sizes, dilations, stride, 1, needs_grad=True) == served
+    assert not gc.runs_kernel(x, splits, kernel_sizes, dilations, stride, 1)
+    inputs = [t.detach().requires_grad_() for t in (x, weight)]
+    ref_inputs = [t.detach().requires_grad_() for t in (x, weight)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error' if served else 'ignore')
+        y = group_conv(*inputs, None, splits, kernel_sizes, dilations, stride, 1)
+        grad = torch.randn_like(y)
+        y.backward(grad)
+    forwards = len(_conv_calls(cpu_kernel_calls))
+    assert forwards == (served and stride == 1)  # only the stride-1 input gradient's
+    assert len(calls_of(cpu_kernel_calls, 'group_conv_weight_grad')) == served
+    assert len(calls_of(cpu_kernel_calls, 'group_conv_input_grad_s2')) == (served and stride == 2)
+    ref = gc.reference_group_conv(*ref_inputs, None, splits, kernel_sizes, dilations, stride, 1)
+    ref.backward(grad)
+    torch.testing.assert_close(y, ref)
+    for got, want in zip(inputs, ref_inputs):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_switched_off_or_unbuildable_runs_the_stock_path(monkeypatch, outside_interpreter):
     monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '0')
     with warnings.catch_warnings():
@@ -232,8 +264,8 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
 def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
     """``MUXNet(fused_ops=True)`` training on the CPU: the pair convs and MixConvs forward on the
     C++ kernel, their gradients on the backward kernels (the stride-1 input gradient on the
-    forward kernel), the rest stock, without a warning; outputs and gradients the stock
-    model's."""
+    forward kernel), the plain depth-wise convs of stride 2 only their gradients (oneDNN's
+    forward), the rest stock, without a warning; outputs and gradients the stock model's."""
     torch.manual_seed(0)
     model = randomise_bn(MUXNet('tiny', fused_ops=True, out_indices=(2, 4)))
     stock = MUXNet('tiny', out_indices=(2, 4))
@@ -258,8 +290,11 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
     strides = [args[5] for args in weight_grads]
     assert weight_grads and 1 in strides and 2 in strides
     assert len(input_grads_s2) == strides.count(2)
-    # one forward per conv, and the stride-1 convs' input gradients
-    assert len(forwards) == len(weight_grads) + strides.count(1)
+    # (args: grad, input, splits, kernel sizes, dilations, stride, channels per group)
+    plain = [args for args in weight_grads if args[6] == 1 and len(args[2]) == 1]
+    assert len(plain) == 1 and plain[0][5] == 2  # tiny's layer2.0 (the output ends at stage 4)
+    # one forward per conv but the plain ones, and the stride-1 convs' input gradients
+    assert len(forwards) == len(weight_grads) - len(plain) + strides.count(1)
 
 
 def test_training_form_compiles_whole_on_the_kernels(cpu_kernel_calls, monkeypatch):
@@ -309,7 +344,7 @@ def test_op_gradients_on_the_kernels_equal_reference(cpu_kernel_calls, splits, k
     ((ref * grad_y).sum() + (ref.sum((2, 3)) * grad_sums).sum()).backward()
     for got, want in zip(inputs, ref_inputs):
         torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
-    served = gc.cpu_kernel_serves(x, splits, cpg)
+    served = gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, cpg)
     assert bool(calls_of(cpu_kernel_calls, 'group_conv_weight_grad')) == served
     s2_calls = calls_of(cpu_kernel_calls, 'group_conv_input_grad_s2')
     assert bool(s2_calls) == (served and stride == 2)
