@@ -69,12 +69,11 @@ def test_choice_on_the_cpu_kernels_times_only_the_layers_they_serve(outside_inte
 
     times = choose_training_kernels(model, torch.randn(2, 3, 32, 32), time_us=time_us)
     # 2 channels per group or a MixConv, at most an eighth of each group's channels past its
-    # 8-channel vectors, and the plain depth-wise convs of stride 2 (their gradients on the
-    # kernels); oneDNN keeps the rest (not timed, flag unchanged: e.g. the 3x3 stride-1 ones)
+    # 8-channel vectors; oneDNN keeps the rest (not timed, flag unchanged), here all the plain
+    # depth-wise convs too (3x3, undilated: their gradients stay oneDNN's as well)
     assert set(times) == {'layer2.1.body.depthwise_conv.convs.0', 'layer3.0.depthwise_conv',
                           'layer3.1.body.depthwise_conv', 'layer6.1.body.depthwise_conv.convs.0',
-                          'layer6.1.body.depthwise_conv.convs.1', 'layer2.0.depthwise_conv',
-                          'layer6.0.depthwise_conv'}
+                          'layer6.1.body.depthwise_conv.convs.1'}
     assert len(timed) == 2 * len(times)
     assert all(conv.fused_ops for conv in _spatial_convs(model).values())
 

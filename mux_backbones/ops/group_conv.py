@@ -172,15 +172,17 @@ def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence
                         dilations: Sequence[int], stride: int, channels_per_group: int) -> bool:
     """Whether the C++ gradient kernels are the CPU's faster path for this call's backward:
     wherever the forward kernel serves (:func:`cpu_kernel_serves`), and for a plain depth-wise
-    conv too unless it is 3x3, undilated and of stride 1 -- oneDNN's depth-wise backward has no
-    fast path for larger kernels, dilation or stride 2 (2-10x the C++ kernels' time, e.g. 5x5
-    at 480 x 32x32, batch 4: 11.5 vs 4.6 ms; 3x3 dilated 2: 12.1 vs 1.5 ms), while its forward
-    stays the faster one there. Such a conv runs oneDNN's forward inside the op and the C++
-    gradients."""
+    conv with a kernel above 3x3 or a dilation -- oneDNN's depth-wise backward has no fast path
+    for those (2.5-10x the C++ kernels' time, e.g. 5x5 at 480 x 32x32, batch 4: 11.5 vs 4.6 ms;
+    3x3 dilated 2: 12.1 vs 1.5 ms), while its forward stays the faster one there. Such a conv
+    runs oneDNN's forward inside the op and the C++ gradients. A 3x3 undilated one keeps
+    oneDNN's backward: at stride 1 it is the faster, at stride 2 the kernels' 2x in isolation
+    turned into a loss inside a training step at large maps (MUXNet-m's 96 x 160x160, batch 8:
+    +5 ms per step; the kernels read the map twice, for the input and the weight gradient)."""
     if cpu_kernel_serves(x, splits, channels_per_group):
         return True
-    return (stride == 2 or max(kernel_sizes) > 3 or max(dilations) > 1) and \
-        _cpu_vectors_fit(splits) and cpu_kernels_take(x)
+    return (max(kernel_sizes) > 3 or max(dilations) > 1) and _cpu_vectors_fit(splits) and \
+        cpu_kernels_take(x)
 
 
 def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],

@@ -164,13 +164,13 @@ def test_op_leaves_convs_to_onednn_where_it_is_faster(cpu_kernel_calls, splits, 
 
 
 @pytest.mark.parametrize('kernel_size,dilation,stride,served', [
-    (5, 1, 1, True), (3, 2, 1, True), (3, 1, 2, True), (7, 4, 2, True),
-    (3, 1, 1, False),  # oneDNN's backward is the faster there too
+    (5, 1, 1, True), (3, 2, 1, True), (7, 4, 2, True), (5, 1, 2, True),
+    (3, 1, 1, False), (3, 1, 2, False),  # oneDNN's backward is the faster there too
 ])
 def test_plain_depthwise_gradients_on_the_kernels_where_onednn_is_slow(
         cpu_kernel_calls, kernel_size, dilation, stride, served):
     """A plain depth-wise conv in a training step: oneDNN's forward inside the op (no warning),
-    the gradients on the C++ kernels unless it is 3x3, undilated, stride 1; equal to the stock
+    the gradients on the C++ kernels where it is above 3x3 or dilated; equal to the stock
     conv's. Without gradients the layers keep their stock conv (``runs_kernel``)."""
     splits, kernel_sizes, dilations = [24], [kernel_size], [dilation]
     x, weight, _ = _call(splits, kernel_sizes, 1, (11, 9))
@@ -261,14 +261,17 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     assert any(args[3] is not None and args[4] is not None for args in projects)
 
 
-def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
+@pytest.mark.parametrize('kwargs', [dict(out_indices=(2, 4)),
+                                    dict(out_indices=(2, 7), output_stride=8)])
+def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls, kwargs):
     """``MUXNet(fused_ops=True)`` training on the CPU: the pair convs and MixConvs forward on the
     C++ kernel, their gradients on the backward kernels (the stride-1 input gradient on the
-    forward kernel), the plain depth-wise convs of stride 2 only their gradients (oneDNN's
-    forward), the rest stock, without a warning; outputs and gradients the stock model's."""
+    forward kernel), the dilated plain depth-wise convs (output stride 8) only their gradients
+    (oneDNN's forward), the rest stock, without a warning; outputs and gradients the stock
+    model's."""
     torch.manual_seed(0)
-    model = randomise_bn(MUXNet('tiny', fused_ops=True, out_indices=(2, 4)))
-    stock = MUXNet('tiny', out_indices=(2, 4))
+    model = randomise_bn(MUXNet('tiny', fused_ops=True, **kwargs))
+    stock = MUXNet('tiny', **kwargs)
     stock.load_state_dict(model.state_dict())
     model.train(), stock.train()
     x = torch.randn(2, 3, 35, 29).contiguous(memory_format=torch.channels_last)
@@ -292,7 +295,8 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls):
     assert len(input_grads_s2) == strides.count(2)
     # (args: grad, input, splits, kernel sizes, dilations, stride, channels per group)
     plain = [args for args in weight_grads if args[6] == 1 and len(args[2]) == 1]
-    assert len(plain) == 1 and plain[0][5] == 2  # tiny's layer2.0 (the output ends at stage 4)
+    assert bool(plain) == ('output_stride' in kwargs)
+    assert all(max(args[4]) > 1 for args in plain)  # (tiny's plain ones are 3x3)
     # one forward per conv but the plain ones, and the stride-1 convs' input gradients
     assert len(forwards) == len(weight_grads) - len(plain) + strides.count(1)
 
