@@ -140,11 +140,11 @@ class MUXNet(BaseModule):
             forward and gradients, for the convs oneDNN has no fast path for (2 channels per
             group, MixConvs), in training the gradients of the plain depth-wise convs above 3x3
             or dilated (oneDNN's backward is slow for them; their forward stays oneDNN's, as do
-            the other convs). Same parameters and
-            state-dict keys either way, so checkpoints move between the two. Inputs no kernel
-            takes (no Triton on CUDA, half or double precision on the CPU) run the stock path
-            after one warning. Feed channels-last input (the kernels' layout) to avoid
-            conversions; keep the kernels only where they are faster with
+            the other convs). Same parameters and state-dict keys either way, so checkpoints
+            move between the two. Inputs no kernel takes (no Triton on CUDA, half or double
+            precision on the CPU) run the stock path after one warning. Feed channels-last input
+            (the kernels' layout) to avoid conversions; keep the kernels only where they are
+            faster with
             :func:`mux_backbones.tuning.choose_training_kernels`. Default: False.
         zero_init_residual (bool): Start every residual block as the identity by zero-initialising
             the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps

@@ -64,10 +64,10 @@ def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
     dilated)."""
     if not all(kernel_can_run(c) for c in convs):
         return False
-    splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
+    splits, kernel_sizes, dilations, _, cpg = _layout(convs)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(c.weight.requires_grad for c in convs))
-    return runs_kernel(x, splits, kernel_sizes, dilations, stride, cpg, needs_grad)
+    return runs_kernel(x, splits, kernel_sizes, dilations, cpg, needs_grad)
 
 
 def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:

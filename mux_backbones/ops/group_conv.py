@@ -169,16 +169,15 @@ def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int)
 
 
 def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
-                        dilations: Sequence[int], stride: int, channels_per_group: int) -> bool:
+                        dilations: Sequence[int], channels_per_group: int) -> bool:
     """Whether the C++ gradient kernels are the CPU's faster path for this call's backward:
     wherever the forward kernel serves (:func:`cpu_kernel_serves`), and for a plain depth-wise
     conv with a kernel above 3x3 or a dilation -- oneDNN's depth-wise backward has no fast path
     for those (2.5-10x the C++ kernels' time, e.g. 5x5 at 480 x 32x32, batch 4: 11.5 vs 4.6 ms;
     3x3 dilated 2: 12.1 vs 1.5 ms), while its forward stays the faster one there. Such a conv
     runs oneDNN's forward inside the op and the C++ gradients. A 3x3 undilated one keeps
-    oneDNN's backward: at stride 1 it is the faster, at stride 2 the kernels' 2x in isolation
-    turned into a loss inside a training step at large maps (MUXNet-m's 96 x 160x160, batch 8:
-    +5 ms per step; the kernels read the map twice, for the input and the weight gradient)."""
+    oneDNN's backward: at stride 1 it is the faster; at stride 2 the kernels, 2x faster alone on
+    small maps, made a MUXNet-m training step slower (its 96 x 160x160 conv, batch 8: +5 ms)."""
     if cpu_kernel_serves(x, splits, channels_per_group):
         return True
     return (max(kernel_sizes) > 3 or max(dilations) > 1) and _cpu_vectors_fit(splits) and \
@@ -186,7 +185,7 @@ def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence
 
 
 def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
-                dilations: Sequence[int], stride: int, channels_per_group: int,
+                dilations: Sequence[int], channels_per_group: int,
                 needs_grad: bool = False) -> bool:
     """Whether :func:`group_conv` computes this call with one of its kernels: Triton's (CUDA; the
     CPU under its interpreter) or the C++ ones where they serve -- forward and both gradients
@@ -198,7 +197,7 @@ def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
         return True
     if x.device.type == 'cpu' and x.dtype == torch.float32:
         return cpu_kernel_serves(x, splits, channels_per_group) or needs_grad and \
-            cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, channels_per_group)
+            cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group)
     return can_use_triton(x, 'group_conv')
 
 
@@ -1106,8 +1105,7 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
         else:
             # The one warning -- not where the C++ kernels take the gradients: oneDNN's forward
             # is then the plan (see cpu_backward_serves).
-            if not cpu_backward_serves(x, splits, kernel_sizes, dilations, stride,
-                                       channels_per_group):
+            if not cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group):
                 can_use_triton(x, 'group_conv')
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
                                                     dilations, stride, channels_per_group, act))
@@ -1139,7 +1137,7 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                          channels_per_group: int) -> Tuple[Tensor, Tensor]:
     """Gradients of the bias-free, activation-free conv: (d input, d packed weight)."""
     n, c, h, w = x.shape
-    if cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, channels_per_group):
+    if cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group):
         return _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride,
                              channels_per_group)
     if not _triton_ok(x, grad.shape):

@@ -174,9 +174,9 @@ def test_plain_depthwise_gradients_on_the_kernels_where_onednn_is_slow(
     conv's. Without gradients the layers keep their stock conv (``runs_kernel``)."""
     splits, kernel_sizes, dilations = [24], [kernel_size], [dilation]
     x, weight, _ = _call(splits, kernel_sizes, 1, (11, 9))
-    assert gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, 1) == served
-    assert gc.runs_kernel(x, splits, kernel_sizes, dilations, stride, 1, needs_grad=True) == served
-    assert not gc.runs_kernel(x, splits, kernel_sizes, dilations, stride, 1)
+    assert gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, 1) == served
+    assert gc.runs_kernel(x, splits, kernel_sizes, dilations, 1, needs_grad=True) == served
+    assert not gc.runs_kernel(x, splits, kernel_sizes, dilations, 1)
     inputs = [t.detach().requires_grad_() for t in (x, weight)]
     ref_inputs = [t.detach().requires_grad_() for t in (x, weight)]
     with warnings.catch_warnings():
@@ -348,7 +348,7 @@ def test_op_gradients_on_the_kernels_equal_reference(cpu_kernel_calls, splits, k
     ((ref * grad_y).sum() + (ref.sum((2, 3)) * grad_sums).sum()).backward()
     for got, want in zip(inputs, ref_inputs):
         torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
-    served = gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, stride, cpg)
+    served = gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, cpg)
     assert bool(calls_of(cpu_kernel_calls, 'group_conv_weight_grad')) == served
     s2_calls = calls_of(cpu_kernel_calls, 'group_conv_input_grad_s2')
     assert bool(s2_calls) == (served and stride == 2)
