@@ -168,6 +168,10 @@ def choose_training_kernels(model: nn.Module, *inputs,
 
     Returns:
         dict: Per layer name timed, (stock us, kernel us) of its forward + backward.
+
+    Raises:
+        RuntimeError: Where a timing fails (e.g. a CUDA-graph capture the device refuses); the
+            layers' settings are then unchanged.
     """
     layers = {m: name for name, m in kernel_layers(model)}
     with _buffers_kept(model), torch.enable_grad():
@@ -181,9 +185,12 @@ def choose_training_kernels(model: nn.Module, *inputs,
             runs = x is not None and layer.kernel_runs(x)
         if not runs:  # not on this input's path, or no kernel here
             continue
-        stock_us, kernel_us = _forward_backward_us(layer, x, time_us)
-        layer.fused_ops = kernel_us < stock_us
-        times[name] = (stock_us, kernel_us)
+        times[name] = _forward_backward_us(layer, x, time_us)
+    # Set only once all are timed: a timing that fails leaves the model as it was.
+    for layer, name in layers.items():
+        if name in times:
+            stock_us, kernel_us = times[name]
+            layer.fused_ops = kernel_us < stock_us
     if times:
         kept = sum(k < s for s, k in times.values())
         total = [sum(t) for t in zip(*times.values())]

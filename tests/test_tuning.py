@@ -2,6 +2,7 @@
 the model's numbers, state dict and BN statistics unchanged."""
 import copy
 
+import pytest
 import torch
 
 from mux_backbones import MUXNet
@@ -89,3 +90,18 @@ def test_frozen_layers_are_timed_forward_only():
 
     choose_training_kernels(model, torch.randn(2, 3, 32, 32), time_us=time_us)
     assert seen and all(seen)
+
+
+def test_a_failed_timing_leaves_every_layer_as_it_was(outside_interpreter):
+    model = MUXNet('tiny', fused_ops=True, out_indices=(4, 7)).train()
+    timed = []
+
+    def time_us(fn):
+        timed.append(fn)
+        if len(timed) == 5:
+            raise RuntimeError('capture failed')
+        return float(len(timed) % 2 == 0)  # stock 0, kernel 1: each would turn it off
+
+    with pytest.raises(RuntimeError, match='capture failed'):
+        choose_training_kernels(model, torch.randn(2, 3, 32, 32), time_us=time_us)
+    assert all(conv.fused_ops for conv in _spatial_convs(model).values())

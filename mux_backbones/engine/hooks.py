@@ -63,7 +63,8 @@ class ChooseTrainingKernelsHook(Hook):
     has it, so each spatial conv trains on whichever of the kernel and the stock conv (cuDNN,
     oneDNN) ran its forward + backward faster on this device. Use it in a config as
     ``custom_hooks = [dict(type='ChooseTrainingKernelsHook')]``; the checkpoint is the same
-    either way. Runs on resuming too (the choice is not saved).
+    either way. Runs on resuming too (the choice is not saved). Where the timing fails on the
+    device, it says so in the log and training goes on with the layers as configured.
     """
 
     priority = 'LOW'  # after ChannelsLastHook and anything else that changes the model
@@ -76,5 +77,9 @@ class ChooseTrainingKernelsHook(Hook):
                                '`fused_ops=True`: nothing to choose')
             return
         data = model.data_preprocessor(next(iter(runner.train_dataloader)), True)
-        with runner.optim_wrapper.optim_context(model):
-            choose_training_kernels(backbone, data['inputs'])
+        try:
+            with runner.optim_wrapper.optim_context(model):
+                choose_training_kernels(backbone, data['inputs'])
+        except RuntimeError as error:  # an optional speed-up must not end the run
+            runner.logger.warning(f'ChooseTrainingKernelsHook: timing the layers failed '
+                                  f'({error}); training with the kernels as configured')

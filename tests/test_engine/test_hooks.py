@@ -89,3 +89,19 @@ def test_choose_training_kernels_hook(monkeypatch):
     backbone, x, inside = calls[0]
     assert backbone is models[0].backbone and inside == [models[0]]
     torch.testing.assert_close(x, batch['inputs'] * 2)
+
+
+def test_choose_training_kernels_hook_survives_a_failed_timing(monkeypatch):
+    """A timing the device refuses (e.g. a CUDA-graph capture) is logged as a warning; training
+    goes on with the layers as configured."""
+    def refuse(model, x):
+        raise RuntimeError('operation not permitted when stream is capturing')
+
+    monkeypatch.setattr(hooks, 'choose_training_kernels', refuse)
+    model = _Detector(True)
+    runner = SimpleNamespace(model=model, train_dataloader=[{'inputs': torch.ones(2, 3, 32, 32)}],
+                             logger=mock.Mock(), optim_wrapper=SimpleNamespace(
+                                 optim_context=lambda model: contextlib.nullcontext()))
+    ChooseTrainingKernelsHook().before_train(runner)
+    warning = runner.logger.warning.call_args[0][0]
+    assert 'timing the layers failed (operation not permitted' in warning
