@@ -1,7 +1,10 @@
 """The speed tools run and report: benchmark.py (tables, ratios, onnxruntime, configs) and the
 ONNX exporter, and both turn bad input into one clear line instead of a traceback."""
+import os
 import os.path as osp
 import re
+import shlex
+import subprocess
 
 import pytest
 
@@ -335,3 +338,44 @@ def test_check_kernels_rehearsal():
     proc = run_tool('tools/gpu/check_kernels.py', '--quick', check=False,
                     extra_env={'TRITON_INTERPRET': '0'})
     assert proc.returncode != 0 and 'set TRITON_INTERPRET=1' in proc.stderr
+
+
+def _gpu_check_plan(tmp_path, **env):
+    """``(name, cap, command)`` of the phases ``gpu_check.sh SPEED_ONLY=1 DRY_RUN=1`` plans, and
+    its whole output."""
+    proc = subprocess.run(['bash', 'tools/gpu/gpu_check.sh'], cwd=REPO, capture_output=True,
+                          text=True, check=True, env=dict(
+                              os.environ, SPEED_ONLY='1', DRY_RUN='1', OUT=str(tmp_path), **env))
+    return re.findall(r'\] (\w+) \(cap (\d+)s\): (.*)', proc.stdout), proc.stdout
+
+
+def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
+    """The GPU lease's script (``tools/gpu/gpu_check.sh SPEED_ONLY=1``) rehearsed without a GPU
+    (``DRY_RUN=1``): its phases in priority order, each tool there and every benchmark command
+    one the benchmark's parser takes (a lease's minutes never go to a mistyped flag), a
+    committed launch-config table (``LAUNCH_CONFIGS``) on the tuned rows; ``PHASES`` runs only
+    the phases it names, the others said to be skipped."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('benchmark', osp.join(REPO, BENCH))
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    parse_args = benchmark.parse_args
+    table = tmp_path / 'tuned.json'
+    table.write_text('{}\n')
+    planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
+    names = [name for name, _, _ in planned]
+    assert names[:5] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_profile',
+                         'bench_train'] and len(names) == len(set(names)) == 13
+    for name, cap, command in planned:
+        argv = shlex.split(command)
+        script = next(a for a in argv if a.endswith('.py'))
+        assert osp.isfile(osp.join(REPO, script)), (name, script)
+        if script == BENCH:
+            args = parse_args(argv[argv.index(BENCH) + 1:])
+            assert args.device == 'cuda' and ('muxnet-m' in args.models), name
+    commands = {name: command for name, _, command in planned}
+    assert f'--launch-configs {table}' in commands['bench_fp16_b32']
+    assert parse_args(shlex.split(commands['bench_train'])[2:]).train_step == ['ssdlite', 'pspnet']
+    planned, out = _gpu_check_plan(tmp_path / 'some', PHASES='bench_train host_time')
+    assert [name for name, _, _ in planned] == ['bench_train', 'host_time']
+    assert 'check_kernels skipped: not in PHASES' in out

@@ -23,6 +23,11 @@
 #      training steps (with their top kernels), batch 1/128 and bf16 (tuned in
 #      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers,
 #      and tools/gpu/host_time.py (the eager forward's host time as the CPU machine measures it).
+#   PHASES="bench_train bench_fp16_b1 ..." runs only the phases named (in the order above): a
+#   second lease can measure what the first one's summary.txt lists as skipped. The launch
+#   configs come from this run's layer_bench, else from LAUNCH_CONFIGS=FILE (a committed table
+#   of an earlier lease). DRY_RUN=1 prints each phase's cap and command and runs nothing (no
+#   GPU needed).
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/work_dirs/gpu_check}
@@ -32,29 +37,38 @@ export PYTHONUNBUFFERED=1
 SECONDS=0
 stamp() { echo "[gpu_check t=${SECONDS}s] $*" | tee -a "$OUT/summary.txt"; }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
-stamp "card: $(head -1 "$OUT/gpu.txt")"
+DRY=${DRY_RUN:-0}
+if [[ "$DRY" != "1" ]]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+    python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
+    stamp "card: $(head -1 "$OUT/gpu.txt")"
 
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { stamp 'wheel install failed'; exit 1; }
-export PYTHONPATH=/tmp/site
-stamp 'wheels installed'
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { stamp 'wheel install failed'; exit 1; }
+    export PYTHONPATH=/tmp/site
+    stamp 'wheels installed'
 
-# Kept if present, so a rerun on the same machine resumes an interrupted build.
-[[ -d /tmp/mmcv-2.1.0 ]] || tar xzf .whl/mmcv-2.1.0.tar.gz -C /tmp
+    # Kept if present, so a rerun on the same machine resumes an interrupted build.
+    [[ -d /tmp/mmcv-2.1.0 ]] || tar xzf .whl/mmcv-2.1.0.tar.gz -C /tmp
+fi
 
 if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
-    [[ -e /tmp/mmcv-2.1.0/mmcv/_ext.py ]] || ls /tmp/mmcv-2.1.0/mmcv/_ext*.so >/dev/null 2>&1 || \
-        cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
-    export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
-    python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
+    if [[ "$DRY" != "1" ]]; then
+        [[ -e /tmp/mmcv-2.1.0/mmcv/_ext.py ]] || ls /tmp/mmcv-2.1.0/mmcv/_ext*.so >/dev/null 2>&1 || \
+            cp tools/gpu/mmcv_ext_stub.py /tmp/mmcv-2.1.0/mmcv/_ext.py
+        export PYTHONPATH=/tmp/mmcv-2.1.0:/tmp/site:$REPO
+        python3 -c 'import triton; print("triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
+    fi
     # Phases in order of what matters most, each capped by its own limit and by what is left of
     # BUDGET (seconds since the start; the device tool allows 600 s per command), so a short
     # lease still brings back the first ones. Skipped phases say so in summary.txt.
     BUDGET=${BUDGET:-560}
     phase() {  # name, cap in s, command... (output to $OUT/<name>.txt)
         local name=$1 cap=$2; shift 2
+        if [[ -n "${PHASES:-}" && " $PHASES " != *" $name "* ]]; then
+            stamp "$name skipped: not in PHASES"; return
+        fi
+        if [[ "$DRY" == "1" ]]; then stamp "$name (cap ${cap}s): $*"; return; fi
         local left=$((BUDGET - SECONDS))
         if (( left < 20 )); then stamp "$name skipped: ${left}s of the budget left"; return; fi
         (( cap > left )) && cap=$left
@@ -72,7 +86,9 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     phase layer_bench 210 python3 tools/gpu/layer_bench.py --tune \
         --save-configs "$OUT/launch_configs.json"
     TUNED=""
-    [[ -s "$OUT/launch_configs.json" ]] && TUNED="--launch-configs $OUT/launch_configs.json"
+    for table in "$OUT/launch_configs.json" "${LAUNCH_CONFIGS:-}"; do
+        [[ -n "$table" && -s "$table" ]] && { TUNED="--launch-configs $table"; break; }
+    done
     phase bench_fp16_b32 120 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
         --modes eager deploy-stock deploy graph-stock graph graph-auto compile --target-table-rows
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
@@ -96,6 +112,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     phase host_time 40 env TRITON_INTERPRET=1 python3 tools/gpu/host_time.py --runs 50
     exit 0
 fi
+[[ "$DRY" == "1" ]] && { echo 'DRY_RUN=1 plans the SPEED_ONLY=1 phases only' >&2; exit 2; }
 CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}
 (cd /tmp/mmcv-2.1.0 && CUDA_HOME=$CUDA_HOME MMCV_WITH_OPS=1 FORCE_CUDA=1 \
     TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=$(nproc) \
