@@ -7,7 +7,7 @@ _base_ = [
 ]
 model = dict(**_base_.ppm_encoder, data_preprocessor=dict(size=_base_.crop_size))
 model['backbone']['init_cfg'] = None  # from scratch: no network
-# On the CPU the 2-channels-per-group convs and MixConvs (dilated here) train on the C++ kernels
-# (~14% less time per iteration here; on CUDA: the Triton kernels; the same state dict either
-# way).
+# On the CPU the 2-channels-per-group convs and MixConvs (dilated here) train on the C++ kernels,
+# and the 5x5 and dilated depth-wise convs take their gradients from them (~14% less time per
+# iteration here; on CUDA: the Triton kernels; the same state dict either way).
 model['backbone']['fused_ops'] = True
