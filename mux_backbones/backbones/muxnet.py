@@ -144,8 +144,7 @@ class MUXNet(BaseModule):
             move between the two. Inputs no kernel takes (no Triton on CUDA, half or double
             precision on the CPU) run the stock path after one warning. Feed channels-last input
             (the kernels' layout) to avoid conversions; keep the kernels only where they are
-            faster with
-            :func:`mux_backbones.tuning.choose_training_kernels`. Default: False.
+            faster with :func:`mux_backbones.tuning.choose_training_kernels`. Default: False.
         zero_init_residual (bool): Start every residual block as the identity by zero-initialising
             the scale of its last norm (as mmdet's ResNet and timm's ``zero_init_last``); helps
             training from scratch. Pretrained weights overwrite it. Default: True.

@@ -60,8 +60,8 @@ def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
     """Whether a kernel computes the side-by-side convs on ``x`` (see
     :func:`mux_backbones.ops.group_conv.runs_kernel`; fp32 CPU input: the C++ kernels, forward
     and gradients, for 2-channels-per-group convs and MixConvs, and where autograd will ask for
-    gradients, those of the plain depth-wise convs oneDNN's backward is slow for: above 3x3 or
-    dilated)."""
+    gradients, the gradients alone of the plain depth-wise convs
+    :func:`~mux_backbones.ops.group_conv.cpu_backward_serves` names)."""
     if not all(kernel_can_run(c) for c in convs):
         return False
     splits, kernel_sizes, dilations, _, cpg = _layout(convs)
