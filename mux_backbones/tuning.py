@@ -13,21 +13,24 @@ kernels, and the GEMMs. ``launch_config.save`` / ``load`` keep the table for the
 
 :func:`choose_training_kernels` is the training counterpart of ``switch_to_deploy(model,
 fused_ops='auto')``: per spatial conv of a ``fused_ops=True`` model it times forward + backward
-on the kernel and on the stock conv (cuDNN, oneDNN) with the input the layer gets, and keeps the
-faster -- a kernel that wins on a MixConv or a 2-channels-per-group conv may lose to the library's
-dense depth-wise kernels on a plain one (the H200's SSDLite step: 1.13x slower with every
-spatial conv on the kernels, session 4), and which layers win depends on the device and batch.
+on the kernel, on the stock conv (cuDNN, oneDNN) and on the stock forward with the kernel's
+gradients, with the input the layer gets, and keeps the fastest -- a kernel that wins on a
+MixConv or a 2-channels-per-group conv may lose to the library's dense depth-wise kernels on a
+plain one (the H200's SSDLite step: 1.13x slower with every spatial conv on the kernels, session
+4), a library's depth-wise backward can be far slower than its forward (oneDNN's for kernels
+above 3x3 or dilated: 2.5-10x the C++ kernels' gradients, session 16), and which layers win
+depends on the device and batch.
 """
 import contextlib
 import copy
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .layers import GroupConv2d, MixedConv2d
+from .layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d
 from .ops.group_conv import (compile_jobs, tune_forward, tune_input_grad_s2, tune_weight_grad,
                              tuning_key)
 from .ops.launch_config import dry_run, precompile, recorded_calls
@@ -149,9 +152,12 @@ def kernel_layers(model: nn.Module):
 
 
 def choose_training_kernels(model: nn.Module, *inputs,
-                            time_us=None) -> Dict[str, Tuple[float, float]]:
-    """Per spatial conv of a ``fused_ops=True`` model, keep the kernel only where its forward +
-    backward beats the stock conv's on the input the layer gets from ``model(*inputs)``.
+                            time_us=None) -> Dict[str, Dict[object, float]]:
+    """Per spatial conv of a ``fused_ops=True`` model, keep the fastest training form on the
+    input the layer gets from ``model(*inputs)``: the stock conv, the kernels, or -- where both
+    passes would run on kernels and gradients are asked for -- the stock forward with the
+    kernels' gradients (``'gradients'``, see :data:`mux_backbones.layers.TRAINING_FORMS`), each
+    timed forward + backward.
 
     Sets each layer's ``fused_ops`` (MixConvs, 2-channels-per-group convs, depth-wise convs and
     spatially multiplexed scales alike); the state dict is unchanged. Call it before training
@@ -167,7 +173,8 @@ def choose_training_kernels(model: nn.Module, *inputs,
             :func:`mux_backbones.utils.timing.device_time_us` (on CUDA, CUDA-graph replays).
 
     Returns:
-        dict: Per layer name timed, (stock us, kernel us) of its forward + backward.
+        dict: Per layer name timed, microseconds of its forward + backward per training form
+        timed (``False``: stock, ``True``: kernels, ``'gradients'``), stock first.
 
     Raises:
         RuntimeError: Where a timing fails (e.g. a CUDA-graph capture the device refuses); the
@@ -181,31 +188,36 @@ def choose_training_kernels(model: nn.Module, *inputs,
     times = {}
     for layer, name in layers.items():
         x = received.get(layer)
-        with torch.enable_grad():  # (as training calls it: on the CPU some kernels are backward's)
-            runs = x is not None and layer.kernel_runs(x)
-        if not runs:  # not on this input's path, or no kernel here
+        if x is None:  # not on this input's path
             continue
-        times[name] = _forward_backward_us(layer, x, time_us)
+        with torch.enable_grad():  # (as training calls it: on the CPU some kernels are backward's)
+            forward, gradients = layer.kernel_passes(x)
+        if forward or gradients:
+            # the stock forward with kernel gradients differs from the kernels' form only where
+            # the kernels also take the forward
+            forms = (False, True) + ((KERNEL_GRADIENTS, ) if forward and gradients else ())
+            times[name] = _forward_backward_us(layer, x, forms, time_us)
     # Set only once all are timed: a timing that fails leaves the model as it was.
     for layer, name in layers.items():
         if name in times:
-            stock_us, kernel_us = times[name]
-            layer.fused_ops = kernel_us < stock_us
+            layer.fused_ops = min(times[name], key=times[name].get)
     if times:
-        kept = sum(k < s for s, k in times.values())
-        total = [sum(t) for t in zip(*times.values())]
-        print_log(f'choose_training_kernels: kernels kept in {kept} of {len(times)} spatial '
-                  f'convs; their forward + backward: stock {total[0]:.0f} us, all on kernels '
-                  f'{total[1]:.0f} us, as chosen {sum(min(t) for t in times.values()):.0f} us',
-                  logger='current')
+        chosen = [min(t, key=t.get) for t in times.values()]
+        print_log(f'choose_training_kernels: of {len(times)} spatial convs, {chosen.count(True)} '
+                  f'keep the kernels, {chosen.count(KERNEL_GRADIENTS)} the kernels\' gradients '
+                  f'alone, {chosen.count(False)} the stock conv; their forward + backward: stock '
+                  f'{sum(t[False] for t in times.values()):.0f} us, all on kernels '
+                  f'{sum(t[True] for t in times.values()):.0f} us, as chosen '
+                  f'{sum(min(t.values()) for t in times.values()):.0f} us', logger='current')
     return times
 
 
-def _forward_backward_us(layer: nn.Module, x: torch.Tensor, time_us) -> Tuple[float, float]:
-    """(stock, kernel) microseconds of ``layer``'s forward and backward on ``x``: on a copy in
-    ``x``'s dtype with autocast off (autocast would cast the weights in every call, and its cast
-    cache does not survive a CUDA graph), gradients for ``x`` where training computes it and
-    for the trainable weights."""
+def _forward_backward_us(layer: nn.Module, x: torch.Tensor, forms,
+                         time_us) -> Dict[object, float]:
+    """Microseconds of ``layer``'s forward and backward on ``x`` per training form in ``forms``
+    (values of its ``fused_ops``): on a copy in ``x``'s dtype with autocast off (autocast would
+    cast the weights in every call, and its cast cache does not survive a CUDA graph),
+    gradients for ``x`` where training computes it and for the trainable weights."""
     form = copy.deepcopy(layer).to(x.dtype)
     targets = ([x] if x.requires_grad else []) + [p for p in form.parameters() if p.requires_grad]
     with torch.no_grad():
@@ -219,9 +231,9 @@ def _forward_backward_us(layer: nn.Module, x: torch.Tensor, time_us) -> Tuple[fl
     if time_us is None:
         def time_us(fn):
             return device_time_us(fn, x.device)
-    result = []
+    result = {}
     with torch.autocast(x.device.type, enabled=False):
-        for fused in (False, True):
+        for fused in forms:
             form.fused_ops = fused
-            result.append(time_us(step))
-    return result[0], result[1]
+            result[fused] = time_us(step)
+    return result

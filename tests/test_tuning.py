@@ -1,12 +1,13 @@
 """Per-layer choice of the training forms (``choose_training_kernels``): the faster form kept,
 the model's numbers, state dict and BN statistics unchanged."""
 import copy
+import sys
 
 import pytest
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import GroupConv2d, MixedConv2d
+from mux_backbones.layers import KERNEL_GRADIENTS, TRAINING_FORMS, GroupConv2d, MixedConv2d
 from mux_backbones.ops.launch_config import recorded_calls
 from mux_backbones.tuning import choose_training_kernels
 
@@ -16,18 +17,44 @@ def _spatial_convs(model):
             if isinstance(m, (GroupConv2d, MixedConv2d))}
 
 
-def _pretend_plain_depthwise_loses(fn):
-    """A timer that runs ``fn`` and says: the kernel wins on MixConvs and 2-channels-per-group
-    convs (1 us against the stock conv's 2) and loses on plain depth-wise ones (3 us)."""
-    with recorded_calls('group_conv') as calls:
-        fn()
-    if not calls:
-        return 2.0
-    splits, cpg = calls[0][3], calls[0][7]
-    return 1.0 if len(splits) > 1 or cpg == 2 else 3.0
+@pytest.fixture
+def pretend_timer(monkeypatch):
+    """A timer that runs ``fn`` and says, by what ran: the stock conv 2 us; the kernels 1 us on
+    MixConvs and 2-channels-per-group convs, 3 us on plain depth-wise ones; the stock forward
+    with the kernels' gradients (the op ran the stock conv inside) 1.2 us on MixConvs and pairs
+    (the kernels win), on plain depth-wise ones 1.5 us at stride 2 (it wins) and 2.5 us at
+    stride 1 (the stock conv wins): every form wins somewhere in the tiny net."""
+    ops = sys.modules['mux_backbones.ops.group_conv']
+    stock_forwards = []
+    reference = ops.reference_group_conv
+
+    def counted(*args, **kwargs):
+        stock_forwards.append(1)
+        return reference(*args, **kwargs)
+
+    monkeypatch.setattr(ops, 'reference_group_conv', counted)
+
+    def time_us(fn):
+        stock_forwards.clear()
+        with recorded_calls('group_conv') as calls:
+            fn()
+        if not calls:
+            return 2.0
+        splits, stride, cpg = calls[0][3], calls[0][6], calls[0][7]
+        if len(splits) > 1 or cpg == 2:
+            return 1.2 if stock_forwards else 1.0
+        return (1.5 if stride == 2 else 2.5) if stock_forwards else 3.0
+
+    return time_us
 
 
-def test_choice_keeps_the_faster_form_and_the_numbers():
+def _expected_form(conv):
+    if isinstance(conv, MixedConv2d) or conv.in_channels // conv.groups == 2:
+        return True
+    return KERNEL_GRADIENTS if conv.stride == (2, 2) else False
+
+
+def test_choice_keeps_the_fastest_form_and_the_numbers(pretend_timer):
     torch.manual_seed(0)
     model = MUXNet('tiny', fused_ops=True, out_indices=(4, 7)).train()
     stock = copy.deepcopy(model)
@@ -35,22 +62,22 @@ def test_choice_keeps_the_faster_form_and_the_numbers():
         m.fused_ops = False
     x = torch.randn(2, 3, 32, 32)
     buffers = [b.clone() for b in model.buffers()]
-    times = choose_training_kernels(model, x, time_us=_pretend_plain_depthwise_loses)
+    times = choose_training_kernels(model, x, time_us=pretend_timer)
 
     convs = _spatial_convs(model)
     assert set(times) == set(convs)  # every spatial conv runs on a kernel under the interpreter
     for name, conv in convs.items():
-        mixed_or_pairs = isinstance(conv, MixedConv2d) or conv.in_channels // conv.groups == 2
-        assert conv.fused_ops == mixed_or_pairs, name
-        assert times[name] == (2.0, 1.0 if mixed_or_pairs else 3.0)
-    assert any(not c.fused_ops for c in convs.values())
+        assert conv.fused_ops == _expected_form(conv), name
+        assert list(times[name]) == list(TRAINING_FORMS), name  # stock first
+        assert times[name][False] == 2.0
+    assert {c.fused_ops for c in convs.values()} == set(TRAINING_FORMS)
     for b, saved in zip(model.buffers(), buffers):  # the timing runs left no BN statistics
         torch.testing.assert_close(b, saved, rtol=0, atol=0)
     assert model.state_dict().keys() == stock.state_dict().keys()
 
     with recorded_calls('group_conv') as calls:
         outs = model(x)
-    assert len(calls) == sum(c.fused_ops for c in convs.values())
+    assert len(calls) == sum(bool(c.fused_ops) for c in convs.values())
     refs = stock(x)
     for out, ref in zip(outs, refs):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
@@ -66,17 +93,32 @@ def test_choice_on_the_cpu_kernels_times_only_the_layers_they_serve(outside_inte
 
     def time_us(fn):
         timed.append(fn)
-        return float(len(timed) % 2)  # stock 1, kernel 0: the kernel kept
+        return (1.0, 0.0, 0.5)[(len(timed) - 1) % 3]  # stock, kernels, kernel gradients
 
     times = choose_training_kernels(model, torch.randn(2, 3, 32, 32), time_us=time_us)
     # 2 channels per group or a MixConv, at most an eighth of each group's channels past its
     # 8-channel vectors; oneDNN keeps the rest (not timed, flag unchanged), here all the plain
-    # depth-wise convs too (3x3, undilated: their gradients stay oneDNN's as well)
+    # depth-wise convs too (3x3, undilated: their gradients stay oneDNN's as well). Those timed
+    # run both passes on the kernels: each in all three forms.
     assert set(times) == {'layer2.1.body.depthwise_conv.convs.0', 'layer3.0.depthwise_conv',
                           'layer3.1.body.depthwise_conv', 'layer6.1.body.depthwise_conv.convs.0',
                           'layer6.1.body.depthwise_conv.convs.1'}
-    assert len(timed) == 2 * len(times)
-    assert all(conv.fused_ops for conv in _spatial_convs(model).values())
+    assert all(t == {False: 1.0, True: 0.0, KERNEL_GRADIENTS: 0.5} for t in times.values())
+    assert all(conv.fused_ops is True for conv in _spatial_convs(model).values())
+
+
+def test_choice_on_the_cpu_kernels_times_the_stock_forward_only_where_it_differs(
+        outside_interpreter):
+    """A plain depth-wise conv whose gradients alone the C++ kernels take (5x5 here): its
+    kernels' form already runs oneDNN's forward, so only two forms are timed."""
+    model = MUXNet('tiny', fused_ops=True, out_indices=(2, )).train()
+    conv = model.layer1[0].depthwise_conv  # (tiny's is 3x3: its gradients stay oneDNN's)
+    model.layer1[0].depthwise_conv = wide = GroupConv2d(
+        conv.in_channels, conv.out_channels, 5, padding=2, groups=conv.groups, bias=False,
+        fused_ops=True)
+    times = choose_training_kernels(model, torch.randn(2, 3, 32, 32), time_us=lambda fn: 1.0)
+    assert list(times['layer1.0.depthwise_conv']) == [False, True]
+    assert wide.fused_ops is False  # a tie keeps the stock conv
 
 
 def test_frozen_layers_are_timed_forward_only():

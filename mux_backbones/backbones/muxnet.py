@@ -186,6 +186,10 @@ class MUXNet(BaseModule):
         super().__init__(init_cfg)
         plan = plan_stages(arch, widen_factor, strides, dilations, output_stride)
         out_indices = check_out_indices(out_indices)
+        if not isinstance(fused_ops, bool):
+            raise ValueError(f'fused_ops must be True or False, got {fused_ops!r} (per layer, '
+                             f'choose_training_kernels may also pick the kernels\' gradients '
+                             f'alone)')
         if frozen_stages not in range(-1, NUM_STAGES + 1):
             raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}) (-1: none, '
                              f'0: the stem, i: the stem and stages 1..i), got {frozen_stages}')

@@ -60,8 +60,9 @@ class ChooseTrainingKernelsHook(Hook):
     For a MUXNet backbone built with ``fused_ops=True``: runs
     :func:`mux_backbones.tuning.choose_training_kernels` on the backbone with one batch of the
     training data, preprocessed and under the optimizer wrapper's autocast as a training step
-    has it, so each spatial conv trains on whichever of the kernel and the stock conv (cuDNN,
-    oneDNN) ran its forward + backward faster on this device. Use it in a config as
+    has it, so each spatial conv trains in whichever form -- the kernel, the stock conv (cuDNN,
+    oneDNN), or the stock forward with the kernel's gradients -- ran its forward + backward
+    fastest on this device. Use it in a config as
     ``custom_hooks = [dict(type='ChooseTrainingKernelsHook')]``; the checkpoint is the same
     either way. Runs on resuming too (the choice is not saved). Where the timing fails on the
     device, it says so in the log and training goes on with the layers as configured.

@@ -6,7 +6,7 @@
   per group) with its BatchNorm folded in and its activation and the squeeze-excite pooling as
   the kernel's epilogue.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from mmcv.cnn.bricks import Swish
@@ -15,8 +15,18 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import group_conv, pack_weights
 from ..ops._dispatch import call
-from ..ops.group_conv import _group_conv, check_args, compile_jobs, runs_kernel, tune_forward
+from ..ops.group_conv import _group_conv, check_args, compile_jobs
+from ..ops.group_conv import kernel_passes as group_conv_kernel_passes
+from ..ops.group_conv import tune_forward
 from .conv_bn import bn_scale_shift
+
+# The training forms a layer's ``fused_ops`` selects: False, the stock conv; True, the fused op
+# (forward and gradients on the kernels wherever they run); KERNEL_GRADIENTS, the stock conv's
+# forward inside the op and the kernels' gradients -- for a layer whose forward the library does
+# well and whose backward it does not; chosen per layer by
+# :func:`mux_backbones.tuning.choose_training_kernels`, which times the three.
+KERNEL_GRADIENTS = 'gradients'
+TRAINING_FORMS = (False, True, KERNEL_GRADIENTS)
 
 _ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
                      (Swish, 'silu'), (nn.ReLU6, 'relu6'))
@@ -56,46 +66,69 @@ def _concat_bias(convs: Sequence[nn.Conv2d]) -> Optional[torch.Tensor]:
                       for c in convs])
 
 
-def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
-    """Whether a kernel computes the side-by-side convs on ``x`` (see
-    :func:`mux_backbones.ops.group_conv.runs_kernel`; fp32 CPU input: the C++ kernels, forward
-    and gradients, for 2-channels-per-group convs and MixConvs, and where autograd will ask for
-    gradients, the gradients alone of the plain depth-wise convs
-    :func:`~mux_backbones.ops.group_conv.cpu_backward_serves` names)."""
+def check_training_form(fused_ops) -> None:
+    """Raise ``ValueError`` unless ``fused_ops`` is one of :data:`TRAINING_FORMS`."""
+    if fused_ops not in TRAINING_FORMS:
+        raise ValueError(f'fused_ops must be one of {TRAINING_FORMS}, got {fused_ops!r}')
+
+
+def kernel_passes(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Tuple[bool, bool]:
+    """Which passes of the side-by-side convs a kernel computes on ``x``, as ``(forward,
+    gradients)`` (see :func:`mux_backbones.ops.group_conv.kernel_passes`; gradients only where
+    autograd will ask for them: grad mode on and ``x`` or a weight requiring grad)."""
     if not all(kernel_can_run(c) for c in convs):
-        return False
+        return False, False
     splits, kernel_sizes, dilations, _, cpg = _layout(convs)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(c.weight.requires_grad for c in convs))
-    return runs_kernel(x, splits, kernel_sizes, dilations, cpg, needs_grad)
+    return group_conv_kernel_passes(x, splits, kernel_sizes, dilations, cpg, needs_grad)
 
 
-def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Optional[torch.Tensor]:
-    """The side-by-side convs (each on its own channels of ``x``) in one call of the fused kernel;
-    None where no kernel computes them on ``x`` (:func:`kernel_runs`): the caller's stock convs
-    run instead."""
-    if not kernel_runs(convs, x):
+def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
+    """Whether a kernel computes any pass of the side-by-side convs on ``x`` (see
+    :func:`kernel_passes`; fp32 CPU input: the C++ kernels, forward and gradients, for
+    2-channels-per-group convs and MixConvs, and where autograd will ask for gradients, the
+    gradients alone of the plain depth-wise convs
+    :func:`~mux_backbones.ops.group_conv.cpu_backward_serves` names)."""
+    return any(kernel_passes(convs, x))
+
+
+def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor,
+                   fused_ops=True) -> Optional[torch.Tensor]:
+    """The side-by-side convs (each on its own channels of ``x``) in one call of the fused op,
+    in the training form ``fused_ops`` names (:data:`TRAINING_FORMS`); None where no kernel
+    would compute a pass of it on ``x`` (:func:`kernel_passes`; for ``'gradients'``, where
+    none are asked for): the caller's stock convs run instead."""
+    forward, gradients = kernel_passes(convs, x)
+    stock_forward = fused_ops == KERNEL_GRADIENTS
+    if not (gradients if stock_forward else forward or gradients):
         return None
     splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
     return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs), splits,
-                      kernel_sizes, dilations, stride, cpg)
+                      kernel_sizes, dilations, stride, cpg, stock_forward=stock_forward)
 
 
 class GroupConv2d(nn.Conv2d):
     """A depth-wise / group-wise ``nn.Conv2d`` that can run on the fused kernel.
 
-    Takes ``nn.Conv2d``'s arguments plus ``fused_ops``; the kernel is used only where
-    :func:`kernel_can_run` holds and the input's device and dtype are supported (else the stock
-    conv runs, after one warning).
+    Takes ``nn.Conv2d``'s arguments plus ``fused_ops`` (see :data:`TRAINING_FORMS`); the kernel
+    is used only where :func:`kernel_can_run` holds and the input's device and dtype are
+    supported (else the stock conv runs, after one warning).
     """
 
-    def __init__(self, *args, fused_ops: bool = False, **kwargs):
+    def __init__(self, *args, fused_ops=False, **kwargs):
         super().__init__(*args, **kwargs)
+        check_training_form(fused_ops)
         self.fused_ops = fused_ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernel_forward([self], x) if self.fused_ops else None
+        y = kernel_forward([self], x, self.fused_ops) if self.fused_ops else None
         return super().forward(x) if y is None else y
+
+    def kernel_passes(self, x: torch.Tensor) -> Tuple[bool, bool]:
+        """``(forward, gradients)``: the passes a kernel would compute for ``x`` (see
+        :func:`kernel_passes`)."""
+        return kernel_passes([self], x)
 
     def kernel_runs(self, x: torch.Tensor) -> bool:
         """Whether ``fused_ops`` puts this conv on a kernel for ``x`` (see :func:`kernel_runs`)."""

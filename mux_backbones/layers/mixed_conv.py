@@ -10,14 +10,15 @@ With ``fused_ops`` all groups run in one call of the fused kernel
 too: :meth:`MixedConv2d.fused_form` (the fused kernel, BN and activation folded in) and
 :meth:`MixedConv2d.merged_conv` (one depth-wise conv, smaller kernels zero-padded: the stock path).
 """
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import FusedGroupConv, kernel_forward, kernel_runs
+from .fused_group_conv import (FusedGroupConv, check_training_form, kernel_forward, kernel_passes,
+                               kernel_runs)
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -54,8 +55,10 @@ class MixedConv2d(nn.Module):
         channels_per_group (int): Channels per convolution group inside each kernel group;
             1 is depth-wise. Default: 1.
         bias (bool): Give every kernel group a bias (used when no norm follows). Default: False.
-        fused_ops (bool): Run all groups in one call of the fused kernel where the input's
-            device and dtype allow (else the stock convs, after one warning). Default: False.
+        fused_ops (bool | str): Run all groups in one call of the fused kernel where the
+            input's device and dtype allow (else the stock convs, after one warning);
+            ``'gradients'``: only their gradients (see
+            :data:`~.fused_group_conv.TRAINING_FORMS`). Default: False.
     """
 
     def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1,
@@ -65,6 +68,7 @@ class MixedConv2d(nn.Module):
         self.kernel_sizes = tuple(kernel_sizes)
         self.stride = stride
         self.channels_per_group = channels_per_group
+        check_training_form(fused_ops)
         self.fused_ops = fused_ops
         self.dilations = dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
@@ -80,11 +84,16 @@ class MixedConv2d(nn.Module):
         self.in_channels = self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = kernel_forward(self.convs, x) if self.fused_ops else None
+        y = kernel_forward(self.convs, x, self.fused_ops) if self.fused_ops else None
         if y is not None:
             return y
         parts = torch.split(x, self.splits, dim=1)
         return torch.cat([conv(p) for conv, p in zip(self.convs, parts)], dim=1)
+
+    def kernel_passes(self, x: torch.Tensor) -> Tuple[bool, bool]:
+        """``(forward, gradients)``: the passes a kernel would compute for ``x`` (see
+        :func:`~.fused_group_conv.kernel_passes`)."""
+        return kernel_passes(self.convs, x)
 
     def kernel_runs(self, x: torch.Tensor) -> bool:
         """Whether ``fused_ops`` puts all groups on one kernel call for ``x`` (see

@@ -184,21 +184,32 @@ def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence
         cpu_kernels_take(x)
 
 
+def kernel_passes(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
+                  dilations: Sequence[int], channels_per_group: int,
+                  needs_grad: bool = False) -> Tuple[bool, bool]:
+    """Which passes of this call :func:`group_conv` computes with one of its kernels, as
+    ``(forward, gradients)``: both on Triton's (CUDA; the CPU under its interpreter); for fp32 CPU
+    input the C++ ones where they serve -- forward and gradients (see :func:`cpu_kernel_serves`)
+    or, when ``needs_grad`` (a training step will ask for the call's gradients), the gradients
+    alone (:func:`cpu_backward_serves`: the op's forward runs oneDNN's conv inside). Gradients
+    are reported only when ``needs_grad``. Neither: silently for fp32 CPU input (oneDNN's conv
+    is the faster CPU path there, or the extension is off), else after one warning."""
+    if unsupported_reason(x) is None:
+        return True, needs_grad
+    if x.device.type == 'cpu' and x.dtype == torch.float32:
+        forward = cpu_kernel_serves(x, splits, channels_per_group)
+        return forward, needs_grad and (forward or cpu_backward_serves(
+            x, splits, kernel_sizes, dilations, channels_per_group))
+    can_use_triton(x, 'group_conv')
+    return False, False
+
+
 def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
                 dilations: Sequence[int], channels_per_group: int,
                 needs_grad: bool = False) -> bool:
-    """Whether :func:`group_conv` computes this call with one of its kernels: Triton's (CUDA; the
-    CPU under its interpreter) or the C++ ones where they serve -- forward and both gradients
-    (see :func:`cpu_kernel_serves`), or, when ``needs_grad`` (a training step will ask for the
-    call's gradients), the gradients alone (:func:`cpu_backward_serves`). Otherwise False:
-    silently for fp32 CPU input (oneDNN's conv is the faster CPU path there, or the extension
-    is off), else after one warning."""
-    if unsupported_reason(x) is None:
-        return True
-    if x.device.type == 'cpu' and x.dtype == torch.float32:
-        return cpu_kernel_serves(x, splits, channels_per_group) or needs_grad and \
-            cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group)
-    return can_use_triton(x, 'group_conv')
+    """Whether :func:`group_conv` computes any pass of this call with one of its kernels (see
+    :func:`kernel_passes`)."""
+    return any(kernel_passes(x, splits, kernel_sizes, dilations, channels_per_group, needs_grad))
 
 
 def _activation_grad(z: Tensor, act: str) -> Tensor:
@@ -1086,26 +1097,28 @@ def _pool_shape(n, c, out_h, out_w, splits, with_pool, config):
 @torch.library.custom_op('mux_backbones::group_conv', mutates_args=())
 def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[int],
                 kernel_sizes: List[int], dilations: List[int], stride: int,
-                channels_per_group: int, act: str, with_pool: bool) -> Tuple[Tensor, Tensor]:
+                channels_per_group: int, act: str, with_pool: bool,
+                stock_forward: bool = False) -> Tuple[Tensor, Tensor]:
     launch_config.note_call('group_conv', x, weight, bias, list(splits), list(kernel_sizes),
                             list(dilations), stride, channels_per_group, act, with_pool)
     if launch_config.dry_running():
         return launch_config.dry_outputs(_group_conv_fake(
             x, weight, bias, splits, kernel_sizes, dilations, stride, channels_per_group, act,
-            with_pool))
+            with_pool, stock_forward))
     plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                         channels_per_group, act, with_pool, bias is not None)
-    if not (plan.fits_int32 and unsupported_reason(x) is None):
-        if cpu_kernel_serves(x, splits, channels_per_group):
+    if stock_forward or not (plan.fits_int32 and unsupported_reason(x) is None):
+        if not stock_forward and cpu_kernel_serves(x, splits, channels_per_group):
             y, pool = cpu_kernels().group_conv_forward(
                 _channels_last(x), weight.detach().float().contiguous(),
                 None if bias is None else bias.detach().float().contiguous(), splits,
                 kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act],
                 *plan.pool_tile)
         else:
-            # The one warning -- not where the C++ kernels take the gradients: oneDNN's forward
-            # is then the plan (see cpu_backward_serves).
-            if not cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group):
+            # The one warning -- not where the stock forward is the plan: asked for, or where
+            # the C++ kernels take the gradients alone (see cpu_backward_serves).
+            if not stock_forward and not cpu_backward_serves(x, splits, kernel_sizes, dilations,
+                                                             channels_per_group):
                 can_use_triton(x, 'group_conv')
             y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
                                                     dilations, stride, channels_per_group, act))
@@ -1121,7 +1134,7 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
 
 @_group_conv.register_fake
 def _group_conv_fake(x, weight, bias, splits, kernel_sizes, dilations, stride,
-                     channels_per_group, act, with_pool):
+                     channels_per_group, act, with_pool, stock_forward=False):
     # Not forward_plan: under torch.compile the sizes may be symbolic (not hashable).
     n, c, h, w = x.shape
     oh, ow = output_size(h, stride), output_size(w, stride)
@@ -1193,9 +1206,10 @@ def _(grad, x, weight, splits, kernel_sizes, dilations, stride, channels_per_gro
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, act, with_pool = inputs
+    x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, act, with_pool = inputs[:10]
     ctx.conv_args = (list(splits), list(kernel_sizes), list(dilations), stride, cpg)
     ctx.act, ctx.with_pool, ctx.has_bias = act, with_pool, bias is not None
+    ctx.stock_forward = inputs[10] if len(inputs) > 10 else False
     ctx.bias_dtype = bias.dtype if bias is not None else None
     ctx.out_shape = output[0].shape
     n, _, out_h, out_w = ctx.out_shape
@@ -1222,12 +1236,12 @@ def _backward(ctx, grad_y, grad_pool):
         if ctx.act != 'none':
             # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
             z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg,
-                               'none', False)
+                               'none', False, ctx.stock_forward)
             grad = grad * _activation_grad(z, ctx.act)
     grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
     grad_x, grad_w = _group_conv_backward(grad.to(x.dtype), x, weight, splits, kernel_sizes,
                                           dilations, stride, cpg)
-    return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None
+    return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None, None
 
 
 _group_conv.register_autograd(_backward, setup_context=_setup_context)
@@ -1235,7 +1249,8 @@ _group_conv.register_autograd(_backward, setup_context=_setup_context)
 
 def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
-               channels_per_group: int = 1, act: str = 'none', with_pool: bool = False):
+               channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
+               stock_forward: bool = False):
     """Group-wise conv of every channel group at its own kernel size, into one output.
 
     Args:
@@ -1251,6 +1266,10 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
         with_pool (bool): Also return the fp32 per-channel sums of the output (the
             squeeze-excite pooling, before dividing by H * W): ``(N, T, C)`` partial sums over
             ``T`` = :func:`pool_tiles` tiles of the map, which add up to the sums. Default: False.
+        stock_forward (bool): Compute the forward with the stock conv (cuDNN, oneDNN) and only
+            the gradients with the kernels: for a layer whose forward the library does well and
+            whose backward it does not (which one is the device's to say:
+            :func:`mux_backbones.tuning.choose_training_kernels` times it). Default: False.
 
     Returns:
         Tensor | tuple[Tensor, Tensor]: The channels-last output (and the partial sums if
@@ -1259,7 +1278,7 @@ def group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequen
     splits, kernel_sizes, dilations = list(splits), list(kernel_sizes), list(dilations)
     check_args(x, weight, splits, kernel_sizes, dilations, stride, channels_per_group, act)
     y, pool = call(_group_conv, x, weight, bias, splits, kernel_sizes, dilations, stride,
-                   channels_per_group, act, with_pool)
+                   channels_per_group, act, with_pool, stock_forward)
     return (y, pool) if with_pool else y
 
 

@@ -160,6 +160,7 @@ def test_custom_norm_and_act():
     (dict(output_stride=8, strides=(1, 2, 2, 2, 1, 2, 1)), 'not both'),
     (dict(strides=(1, 2)), '7 entries'),
     (dict(widen_factor=0), 'widen_factor'),
+    (dict(fused_ops='auto'), 'fused_ops must be True or False'),
 ])
 def test_bad_arguments(kwargs, match):
     kwargs.setdefault('arch', 'tiny')

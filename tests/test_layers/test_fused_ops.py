@@ -8,11 +8,13 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import (ChannelMux, ConvAct, FusedGroupConv, InvertedResidual,
-                                  PointwiseConv2d, SpatialMuxConv, channel_mux, conv_bn,
-                                  interleave_halves, squeeze_excite)
+from mux_backbones.layers import (KERNEL_GRADIENTS, ChannelMux, ConvAct, FusedGroupConv,
+                                  GroupConv2d, InvertedResidual, MixedConv2d, PointwiseConv2d,
+                                  SpatialMuxConv, channel_mux, conv_bn, interleave_halves,
+                                  squeeze_excite)
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _triton, pointwise_conv, se_gate
+from mux_backbones.ops.launch_config import recorded_calls
 
 pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -82,6 +84,31 @@ def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
                 torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     finally:
         gemm_plans.cache_clear()
+
+
+def test_kernel_gradients_form_equals_stock():
+    """Every spatial conv in the ``'gradients'`` training form (the stock forward inside the op,
+    the kernels' gradients): outputs and gradients equal the stock path's; without gradients
+    asked for, the layers run their stock convs and never call the op."""
+    stock, fused = _pair(out_indices=(2, 4, 7))
+    convs = [m for m in fused.modules() if isinstance(m, (GroupConv2d, MixedConv2d))]
+    for conv in convs:
+        conv.fused_ops = KERNEL_GRADIENTS
+    x = _input()
+    with recorded_calls('group_conv') as calls:
+        _assert_same_forward_and_backward(stock, fused, x, 1e-4, 1e-5)
+    assert len(calls) == len(convs)
+    with recorded_calls('group_conv') as calls, torch.no_grad():
+        fused(x)
+    assert not calls
+
+
+@pytest.mark.parametrize('value', ['auto', 'backward', 2, None])
+def test_layers_refuse_an_unknown_training_form(value):
+    with pytest.raises(ValueError, match='fused_ops must be one of'):
+        GroupConv2d(8, 8, 3, padding=1, groups=8, fused_ops=value)
+    with pytest.raises(ValueError, match='fused_ops must be one of'):
+        MixedConv2d(8, (3, 5), fused_ops=value)
 
 
 def test_activation_checkpointing_with_fused_ops():

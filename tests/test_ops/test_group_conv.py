@@ -35,7 +35,7 @@ def _arch_mixes():
 
 
 def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, pool=False,
-          size=(11, 9), batch=2, dtype=torch.float32, grads=True):
+          size=(11, 9), batch=2, dtype=torch.float32, grads=True, stock_forward=False):
     torch.manual_seed(sum(splits) + len(kernel_sizes))
     channels = sum(splits)
     x = torch.randn(batch, channels, *size, dtype=dtype)
@@ -43,7 +43,8 @@ def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, 
     weights = [torch.randn(c, cpg, k, k, requires_grad=grads) for c, k in zip(splits, kernel_sizes)]
     b = torch.randn(channels, requires_grad=grads) if bias else None
     packed = pack_weights(weights)
-    out = group_conv(x, packed, b, splits, kernel_sizes, dilations, stride, cpg, act, pool)
+    out = group_conv(x, packed, b, splits, kernel_sizes, dilations, stride, cpg, act, pool,
+                     stock_forward)
     y, sums = out if pool else (out, None)
     ref = reference_group_conv(x.float(), packed, b, splits, kernel_sizes, dilations, stride,
                                cpg, act)
@@ -215,6 +216,31 @@ def test_many_channel_blocks_and_tiny_maps():
     _case([70, 66], [3, 7], [1, 1], 2, 2, size=(2, 3), batch=1)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('act,bias,pool', [('none', False, False), ('silu', True, True)])
+def test_stock_forward_with_kernel_gradients(stride, act, bias, pool, monkeypatch):
+    """``stock_forward``: the stock conv's forward inside the op (also where the backward
+    recomputes the pre-activation), the kernels' gradients; equal to the reference."""
+    ops = sys.modules['mux_backbones.ops.group_conv']
+    calls = []
+
+    def spy(name, fn):
+        def record(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        monkeypatch.setattr(ops, name, record)
+
+    for name in ('reference_group_conv', 'reference_group_conv_backward', '_weight_grad',
+                 '_launch_forward'):
+        spy(name, getattr(ops, name))
+    _case([6, 4], [3, 5], [1, 2], stride, 2, act=act, bias=bias, pool=pool, size=(9, 10),
+          stock_forward=True)
+    assert calls.count('reference_group_conv') == 1 + (act != 'none')
+    assert 'reference_group_conv_backward' not in calls and calls.count('_weight_grad') == 1
+    # the stride-1 input gradient is the forward kernel's, with transposed weights
+    assert calls.count('_launch_forward') == (stride == 1)
+
+
 def test_half_precision_forward():
     _case([8, 8], [3, 5], [1, 1], 1, 1, act='silu', bias=True, dtype=torch.float16, grads=False)
 
@@ -225,6 +251,9 @@ def test_custom_op_registration():
     w = torch.randn(3 * 3 * 4 + 5 * 5 * 4)
     torch.library.opcheck(_group_conv, (x, w, torch.randn(8), [4, 4], [3, 5], [1, 1], 2, 1,
                                         'silu', True),
+                          test_utils=('test_schema', 'test_faketensor', 'test_aot_dispatch_static'))
+    torch.library.opcheck(_group_conv, (x, w, torch.randn(8), [4, 4], [3, 5], [1, 1], 1, 1,
+                                        'relu', False, True),
                           test_utils=('test_schema', 'test_faketensor', 'test_aot_dispatch_static'))
 
 

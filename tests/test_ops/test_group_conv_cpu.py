@@ -195,6 +195,30 @@ def test_plain_depthwise_gradients_on_the_kernels_where_onednn_is_slow(
         torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_stock_forward_with_the_kernels_gradients(cpu_kernel_calls, stride):
+    """``stock_forward`` on a call the C++ kernels serve (a MixConv): oneDNN's forward (no
+    warning, no kernel call), the C++ gradients; equal to the reference's."""
+    splits, kernel_sizes, dilations = [16, 16], [3, 5], [1, 2]
+    x, weight, bias = _call(splits, kernel_sizes, 1, (11, 9))
+    assert gc.cpu_kernel_serves(x, splits, 1)
+    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    ref_inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        y = group_conv(*inputs, splits, kernel_sizes, dilations, stride, 1, 'silu',
+                       stock_forward=True)
+        assert not cpu_kernel_calls
+        grad = torch.randn_like(y)
+        y.backward(grad)
+    assert len(calls_of(cpu_kernel_calls, 'group_conv_weight_grad')) == 1
+    ref = gc.reference_group_conv(*ref_inputs, splits, kernel_sizes, dilations, stride, 1, 'silu')
+    ref.backward(grad)
+    torch.testing.assert_close(y, ref)
+    for got, want in zip(inputs, ref_inputs):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-4, rtol=1e-4)
+
+
 def test_switched_off_or_unbuildable_runs_the_stock_path(monkeypatch, outside_interpreter):
     monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '0')
     with warnings.catch_warnings():

@@ -11,6 +11,7 @@ with ``fused_ops`` against the stock path in training and in deploy mode.
 has no bf16) and MUXNet-tiny in fp32, so a GPU lease never finds this tool broken.
 """
 import argparse
+import copy
 import os
 import sys
 from typing import NamedTuple, Optional, Tuple
@@ -18,6 +19,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from mux_backbones import MUXNet
+from mux_backbones.layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d
 from mux_backbones.ops import (group_conv, pack_weights, pointwise_conv, reference_group_conv,
                                reference_pointwise_conv, reference_se_gate, se_gate)
 
@@ -138,29 +140,37 @@ def check_model(failures, setup: Setup = FULL):
     stock = MUXNet(arch, out_indices=(2, 4, 7)).to(dev)
     fused = MUXNet(arch, out_indices=(2, 4, 7), fused_ops=True).to(dev)
     fused.load_state_dict(stock.state_dict())
+    # every spatial conv with the stock forward and the kernels' gradients (a form
+    # choose_training_kernels may pick per layer)
+    grads_only = copy.deepcopy(fused)
+    for m in grads_only.modules():
+        if isinstance(m, (GroupConv2d, MixedConv2d)):
+            m.fused_ops = KERNEL_GRADIENTS
     x = torch.randn(setup.model_batch, 3, setup.image, setup.image, device=dev).contiguous(
         memory_format=torch.channels_last)
     for dtype in setup.autocast:
         name = 'fp32' if dtype is None else f'{str(dtype)[6:]} autocast'
         outs = []
-        for model in (stock, fused):
+        for model in (stock, fused, grads_only):
             model.zero_grad()
             with torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
                                 enabled=dtype is not None):
                 out = model(x)
             sum(o.float().square().mean() for o in out).backward()
             outs.append((out, [p.grad.clone() for p in model.parameters()]))
-        err_out = max(_rel(a, b) for a, b in zip(outs[1][0], outs[0][0]))
-        # Against the largest gradient: some are zero up to rounding (a BN bias before a
-        # train-mode BN), where any relative error is noise.
-        scale = max(g.float().norm() for g in outs[0][1])
-        err_grad = max(((a.float() - b.float()).norm() / scale).item()
-                       for a, b in zip(outs[1][1], outs[0][1]))
-        ok = err_out < 2e-2 and err_grad < 5e-2
-        if not ok:
-            failures.append(f'MUXNet-{arch} train {name}')
-        print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} training {name}: outputs {err_out:.1e}, '
-              f'weight grads {err_grad:.1e} (max rel err, fused vs stock)', flush=True)
+        for (out, grads), form in zip(outs[1:], ('fused', 'kernel gradients')):
+            err_out = max(_rel(a, b) for a, b in zip(out, outs[0][0]))
+            # Against the largest gradient: some are zero up to rounding (a BN bias before a
+            # train-mode BN), where any relative error is noise.
+            scale = max(g.float().norm() for g in outs[0][1])
+            err_grad = max(((a.float() - b.float()).norm() / scale).item()
+                           for a, b in zip(grads, outs[0][1]))
+            ok = err_out < 2e-2 and err_grad < 5e-2
+            if not ok:
+                failures.append(f'MUXNet-{arch} train {name} ({form})')
+            print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} training {name}: outputs '
+                  f'{err_out:.1e}, weight grads {err_grad:.1e} (max rel err, {form} vs stock)',
+                  flush=True)
     # The training passes moved each model's BN statistics by its own batch statistics: compare
     # the deploy forms from the same state, so only the kernels differ.
     fused.load_state_dict(stock.state_dict())
