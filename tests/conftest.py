@@ -43,8 +43,8 @@ def outside_interpreter(monkeypatch):
     """The ops as a CPU user runs them: no Triton interpreter, the C++ kernels built (a model or
     config with ``fused_ops=True`` then trains and infers on them, as in the main job)."""
     from mux_backbones.ops import _cpu_kernels, _triton
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
-    monkeypatch.delenv('MUX_BACKBONES_CPU_KERNELS', raising=False)
+    from tests.helpers import set_op_switches
+    set_op_switches(monkeypatch, interpret=False, cpu_kernels='unset')
     monkeypatch.setattr(_triton, '_warned', set())
     assert _cpu_kernels.cpu_kernels() is not None, 'the CPU kernels did not build'
 

@@ -15,3 +15,20 @@ def randomise_bn(model):
             m.bias.data.uniform_(-0.2, 0.2)
     model.eval()  # not chained: mmdet's MobileNetV2.train() returns None
     return model
+
+
+def set_op_switches(monkeypatch, interpret=None, cpu_kernels=None):
+    """For one test, the ops' environment switches as a process started with them has them:
+    ``TRITON_INTERPRET`` (``interpret``, a bool) and ``MUX_BACKBONES_CPU_KERNELS``
+    (``cpu_kernels``: True, False, or 'unset') -- the variables, for the subprocesses a test
+    starts, and the values :mod:`mux_backbones.ops` read at import; None leaves one as it is."""
+    from mux_backbones.ops import _cpu_kernels, _triton
+    if interpret is not None:
+        monkeypatch.setenv('TRITON_INTERPRET', '1' if interpret else '0')
+        monkeypatch.setattr(_triton, '_interpreting', interpret)
+    if cpu_kernels == 'unset':
+        monkeypatch.delenv('MUX_BACKBONES_CPU_KERNELS', raising=False)
+    elif cpu_kernels is not None:
+        monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '1' if cpu_kernels else '0')
+    if cpu_kernels is not None:
+        monkeypatch.setattr(_cpu_kernels, '_switched_off', cpu_kernels is False)

@@ -8,7 +8,7 @@ needs too, and ninja from ``tools/install.sh``; ~30 s once, then torch's extensi
 ``-march=native``: the build is keyed by this CPU's instruction-set flags,
 so a cache shared between machines never runs code built for another CPU. Like Triton on CUDA,
 the kernels are optional: where the build fails the ops run their stock PyTorch path after one
-warning, and ``MUX_BACKBONES_CPU_KERNELS=0`` switches them off.
+warning, and ``MUX_BACKBONES_CPU_KERNELS=0`` (set before the import) switches them off.
 """
 import glob
 import hashlib
@@ -30,6 +30,8 @@ _SOURCES = [osp.join(_HERE, name)
 _HEADERS = sorted(glob.glob(osp.join(_HERE, '*.h')))
 _module = None
 _failed: Optional[str] = None
+# Read once, at import, as TRITON_INTERPRET is (see _triton).
+_switched_off = os.environ.get('MUX_BACKBONES_CPU_KERNELS', '1') == '0'
 
 
 def _machine_key() -> str:
@@ -70,10 +72,11 @@ def _build():
 
 
 def cpu_kernels():
-    """The compiled extension, or None where it is switched off (``MUX_BACKBONES_CPU_KERNELS=0``)
-    or cannot be built (after one warning saying why)."""
+    """The compiled extension, or None where it is switched off (``MUX_BACKBONES_CPU_KERNELS=0``
+    when :mod:`mux_backbones.ops` was imported) or cannot be built (after one warning saying
+    why)."""
     global _module, _failed
-    if os.environ.get('MUX_BACKBONES_CPU_KERNELS', '1') == '0':
+    if _switched_off:
         return None
     if _module is not None or _failed is not None:
         return _module

@@ -15,6 +15,7 @@ from mux_backbones.layers import (KERNEL_GRADIENTS, ChannelMux, ConvAct, FusedGr
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _triton, pointwise_conv, se_gate
 from mux_backbones.ops.launch_config import recorded_calls
+from ..helpers import set_op_switches
 
 pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -233,8 +234,7 @@ def test_fused_deploy_where_kernels_cannot_run_builds_stock_forms(monkeypatch):
     """A CPU model outside the interpreter, its C++ kernel switched off: one warning, then the
     (faster) stock deploy forms."""
     monkeypatch.setattr(_triton, '_warned', set())
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
-    monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '0')
+    set_op_switches(monkeypatch, interpret=False, cpu_kernels=False)
     stock, fused = _pair(out_indices=(4, ))
     stock.eval()
     with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):

@@ -17,6 +17,7 @@ from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_co
                                           transposed_weights, tune_forward, tuned_config,
                                           unwindow_weights, weight_grad_launches)
 from mux_backbones.ops.launch_config import _run_compile_jobs, precompile
+from ..helpers import set_op_switches
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -278,7 +279,7 @@ def test_unsupported_input_falls_back_with_one_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # only once per reason
         group_conv(x, w, None, [4], [3], [1], 1, 1)
-    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    set_op_switches(monkeypatch, interpret=False)
     with pytest.warns(RuntimeWarning, match='device cpu has no Triton kernels'):
         y, parts = group_conv(x.float(), w.float(), None, [4], [3], [1], 1, 1, with_pool=True)
     # The fallback's pooled sums come in the kernel's tiles too (its fake has one shape).

@@ -15,7 +15,7 @@ from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import (DepthwiseSeparable, FusedGroupConv, InvertedResidual,
                                   PairwiseGroupConv, SpatialMuxConv, SqueezeExcite)
 from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
-from ..helpers import randomise_bn
+from ..helpers import randomise_bn, set_op_switches
 from .conftest import calls_of
 
 gc = sys.modules['mux_backbones.ops.group_conv']
@@ -220,11 +220,11 @@ def test_stock_forward_with_the_kernels_gradients(cpu_kernel_calls, stride):
 
 
 def test_switched_off_or_unbuildable_runs_the_stock_path(monkeypatch, outside_interpreter):
-    monkeypatch.setenv('MUX_BACKBONES_CPU_KERNELS', '0')
+    set_op_switches(monkeypatch, cpu_kernels=False)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert _cpu_kernels.cpu_kernels() is None
-    monkeypatch.delenv('MUX_BACKBONES_CPU_KERNELS')
+    set_op_switches(monkeypatch, cpu_kernels='unset')
 
     def no_compiler():
         raise RuntimeError('Error building extension: no compiler\nmore lines')
