@@ -86,10 +86,7 @@ def kernel_passes(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Tuple[bool, bo
 
 def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
     """Whether a kernel computes any pass of the side-by-side convs on ``x`` (see
-    :func:`kernel_passes`; fp32 CPU input: the C++ kernels, forward and gradients, for
-    2-channels-per-group convs and MixConvs, and where autograd will ask for gradients, the
-    gradients alone of the plain depth-wise convs
-    :func:`~mux_backbones.ops.group_conv.cpu_backward_serves` names)."""
+    :func:`kernel_passes`)."""
     return any(kernel_passes(convs, x))
 
 
@@ -101,7 +98,8 @@ def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor,
     none are asked for): the caller's stock convs run instead."""
     forward, gradients = kernel_passes(convs, x)
     stock_forward = fused_ops == KERNEL_GRADIENTS
-    if not (gradients if stock_forward else forward or gradients):
+    runs = gradients if stock_forward else forward or gradients
+    if not runs:
         return None
     splits, kernel_sizes, dilations, stride, cpg = _layout(convs)
     return group_conv(x, pack_weights([c.weight for c in convs]), _concat_bias(convs), splits,
