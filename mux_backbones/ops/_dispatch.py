@@ -12,19 +12,24 @@ see the same single node as before.
 import torch
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-_MODE_STACKS = (getattr(torch._C, '_len_torch_dispatch_stack', None),
-                getattr(torch._C, '_len_torch_function_stack', None))
+# Bound once: this runs per op call (~50 per MUXNet-m forward), where a generator over the mode
+# stacks and torch.jit.is_tracing's Python wrapper cost 0.4 ms of a 9.4 ms CPU forward.
+_dispatch_modes = getattr(torch._C, '_len_torch_dispatch_stack', None)
+_function_modes = getattr(torch._C, '_len_torch_function_stack', None)
+_is_tracing = torch._C._is_tracing
+_is_compiling = torch.compiler.is_compiling
 
 
 def _modes_active() -> bool:
-    return any(stack is None or stack() > 0 for stack in _MODE_STACKS)
+    if _dispatch_modes is None or _function_modes is None:  # a torch that cannot tell: assume so
+        return True
+    return _dispatch_modes() > 0 or _function_modes() > 0
 
 
 def call(op, *args):
     """``op(*args)``, bypassing the dispatcher when nothing needs the op itself."""
     impl = getattr(op, '_init_fn', None)  # the implementation torch.library wraps
-    if impl is None or torch.compiler.is_compiling() or torch.jit.is_tracing() or \
-            _modes_active():
+    if impl is None or _is_compiling() or _is_tracing() or _modes_active():
         return op(*args)
     grad = torch.is_grad_enabled()
     for a in args:  # a tensor subclass, or one autograd must see, needs the op

@@ -2,6 +2,7 @@
 node (eager inference), the op itself under autograd, tracing, compile, dispatch modes and tensor
 subclasses."""
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mux_backbones.ops._dispatch import call
@@ -28,6 +29,12 @@ class _Passthrough(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+class _FunctionPassthrough(TorchFunctionMode):
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
 def test_eager_inference_skips_the_dispatcher():
     op, x = _Op(), torch.randn(3)
     with torch.no_grad():
@@ -49,12 +56,14 @@ def test_modes_subclasses_and_tracing_keep_the_op():
     op = _Op()
     with _Passthrough():
         call(op, torch.randn(3))
+    with _FunctionPassthrough():
+        call(op, torch.randn(3))
     from torch._subclasses.fake_tensor import FakeTensorMode
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(torch.randn(3))
     call(op, fake)
     torch.jit.trace(lambda x: call(op, x), torch.randn(3), check_trace=False)
-    assert op.paths == ['op', 'op', 'op']
+    assert op.paths == ['op'] * 4
 
 
 def test_objects_without_an_implementation_are_called():
