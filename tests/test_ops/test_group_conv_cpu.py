@@ -12,8 +12,9 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.layers import (DepthwiseSeparable, FusedGroupConv, InvertedResidual,
-                                  PairwiseGroupConv, SpatialMuxConv, SqueezeExcite)
+from mux_backbones.layers import (KERNEL_GRADIENTS, DepthwiseSeparable, FusedGroupConv, GroupConv2d,
+                                  InvertedResidual, MixedConv2d, PairwiseGroupConv, SpatialMuxConv,
+                                  SqueezeExcite)
 from mux_backbones.ops import _cpu_kernels, group_conv, pack_weights
 from ..helpers import randomise_bn, set_op_switches
 from .conftest import calls_of
@@ -325,11 +326,13 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls, k
     assert len(forwards) == len(weight_grads) - len(plain) + strides.count(1)
 
 
-def test_training_form_compiles_whole_on_the_kernels(cpu_kernel_calls, monkeypatch):
+@pytest.mark.parametrize('form', [True, KERNEL_GRADIENTS])
+def test_training_form_compiles_whole_on_the_kernels(cpu_kernel_calls, monkeypatch, form):
     """``torch.compile(fullgraph=True)`` of a training MUXNet with ``fused_ops`` on the CPU, the
     compile's trace the extension's first use in the process (loading it is file system work
     Dynamo cannot trace: the check runs at trace time, its answer kept as a constant); the
-    kernels run forward and backward, outputs and gradients the stock model's."""
+    kernels run forward and backward (in the ``'gradients'`` form the backward only), outputs
+    and gradients the stock model's."""
     monkeypatch.setattr(_cpu_kernels, '_module', None)
 
     def probe():
@@ -338,11 +341,15 @@ def test_training_form_compiles_whole_on_the_kernels(cpu_kernel_calls, monkeypat
     assert _cpu_kernels._kernels_in_use._dynamo_marked_constant is True  # the mark it sets
     torch.manual_seed(0)
     model = MUXNet('tiny', fused_ops=True, out_indices=(4, ))
+    for m in model.modules():
+        if isinstance(m, (GroupConv2d, MixedConv2d)):
+            m.fused_ops = form
     stock = MUXNet('tiny', out_indices=(4, ))
     stock.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 33, 40).contiguous(memory_format=torch.channels_last)
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     out, ref = compiled(x)[0], stock(x)[0]
+    assert bool(_conv_calls(cpu_kernel_calls)) == (form is True)
     out.square().mean().backward()
     ref.square().mean().backward()
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
