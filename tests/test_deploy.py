@@ -29,6 +29,9 @@ def test_deploy_equals_eval(arch, channels_last):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     if arch in ('m', 'l'):  # no spatial multiplexing: every BN is folded
         assert count_modules(model, (_BatchNorm, )) == 0
+    # every activation that can writes its fresh input in place (as mmcv's ConvModule's do)
+    assert all(m.inplace for m in model.modules() if hasattr(m, 'inplace') and
+               isinstance(m, (torch.nn.ReLU, torch.nn.SiLU, torch.nn.Hardtanh)))
 
 
 def test_deploy_applies_to_mmdet_mobilenetv2():

@@ -29,7 +29,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
 from ..ops.group_conv import cpu_kernel_serves
-from .conv_bn import ConvAct, PointwiseConv2d, conv_of, deploy_conv_module, fuse_conv_bn
+from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, conv_of, deploy_conv_module,
+                      fuse_conv_bn)
 from .fused_group_conv import FusedGroupConv, activation_name
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
@@ -125,6 +126,7 @@ class _ResidualBlock(nn.Module):
         if self.deploy:
             return
         self.deploy = True
+        activate_in_place(self.depthwise_act)
         if isinstance(getattr(self, 'expand_conv', None), ConvModule):
             self.expand_conv = deploy_conv_module(self.expand_conv)
         if isinstance(self.project_conv, ConvModule):

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..ops import se_gate
 from ._eager import eager_autograd
-from .conv_bn import PointwiseConv2d
+from .conv_bn import PointwiseConv2d, activate_in_place
 from .fused_group_conv import activation_name
 
 
@@ -98,7 +98,8 @@ class SqueezeExcite(nn.Module):
         return x * self._gate_map(x.mean((2, 3), keepdim=True))
 
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
-        """Run the two 1x1 convs as ``linear`` layers (same parameters, flattened).
+        """Run the two 1x1 convs as ``linear`` layers (same parameters, flattened), the
+        activation between them in place.
 
         Args:
             fused_ops (bool): Unused (no kernel of its own: its pooling is fused by the block).
@@ -106,6 +107,7 @@ class SqueezeExcite(nn.Module):
         if not self.deploy:
             self.conv_reduce = _conv1x1_to_linear(self.conv_reduce)
             self.conv_expand = _conv1x1_to_linear(self.conv_expand)
+            activate_in_place(self.act)
             self.deploy = True
 
 
