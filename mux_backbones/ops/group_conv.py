@@ -1107,29 +1107,28 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
             with_pool, stock_forward))
     plan = forward_plan(x.shape, x.dtype, x.device, splits, kernel_sizes, dilations, stride,
                         channels_per_group, act, with_pool, bias is not None)
-    if stock_forward or not (plan.fits_int32 and unsupported_reason(x) is None):
-        if not stock_forward and cpu_kernel_serves(x, splits, channels_per_group):
-            y, pool = cpu_kernels().group_conv_forward(
-                _channels_last(x), weight.detach().float().contiguous(),
-                None if bias is None else bias.detach().float().contiguous(), splits,
-                kernel_sizes, dilations, stride, channels_per_group, _ACT_CODE[act],
-                *plan.pool_tile)
-        else:
-            # The one warning -- not where the stock forward is the plan: asked for, or where
-            # the C++ kernels take the gradients alone (see cpu_backward_serves).
-            if not stock_forward and not cpu_backward_serves(x, splits, kernel_sizes, dilations,
-                                                             channels_per_group):
-                can_use_triton(x, 'group_conv')
-            y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes,
-                                                    dilations, stride, channels_per_group, act))
-            pool = _tile_sums(y, *plan.pool_tile) if with_pool else None
-        return y, pool if with_pool else x.new_empty(0, dtype=torch.float32)
-    x = _channels_last(x)
-    y = _empty_channels_last(*plan.out_shape, x)
-    pool = torch.empty(plan.pool_shape, dtype=torch.float32, device=x.device)
-    weight = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group)
-    _run(plan.launches, x, weight, bias if bias is not None else weight, y, pool)
-    return y, pool
+    if not stock_forward and plan.fits_int32 and unsupported_reason(x) is None:  # Triton's
+        x = _channels_last(x)
+        y = _empty_channels_last(*plan.out_shape, x)
+        pool = torch.empty(plan.pool_shape, dtype=torch.float32, device=x.device)
+        weight = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group)
+        _run(plan.launches, x, weight, bias if bias is not None else weight, y, pool)
+        return y, pool
+    if not stock_forward and cpu_kernel_serves(x, splits, channels_per_group):
+        y, pool = cpu_kernels().group_conv_forward(
+            _channels_last(x), weight.detach().float().contiguous(),
+            None if bias is None else bias.detach().float().contiguous(), splits, kernel_sizes,
+            dilations, stride, channels_per_group, _ACT_CODE[act], *plan.pool_tile)
+    else:
+        # The stock conv, after the one warning -- not where it is the plan: asked for, or where
+        # the C++ kernels take the gradients alone (see cpu_backward_serves).
+        if not stock_forward and not cpu_backward_serves(x, splits, kernel_sizes, dilations,
+                                                         channels_per_group):
+            can_use_triton(x, 'group_conv')
+        y = _channels_last(reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations,
+                                                stride, channels_per_group, act))
+        pool = _tile_sums(y, *plan.pool_tile) if with_pool else None
+    return y, pool if with_pool else x.new_empty(0, dtype=torch.float32)
 
 
 @_group_conv.register_fake
