@@ -84,12 +84,6 @@ def kernel_passes(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> Tuple[bool, bo
     return group_conv_kernel_passes(x, splits, kernel_sizes, dilations, cpg, needs_grad)
 
 
-def kernel_runs(convs: Sequence[nn.Conv2d], x: torch.Tensor) -> bool:
-    """Whether a kernel computes any pass of the side-by-side convs on ``x`` (see
-    :func:`kernel_passes`)."""
-    return any(kernel_passes(convs, x))
-
-
 def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor,
                    fused_ops=True) -> Optional[torch.Tensor]:
     """The side-by-side convs (each on its own channels of ``x``) in one call of the fused op,
@@ -127,10 +121,6 @@ class GroupConv2d(nn.Conv2d):
         """``(forward, gradients)``: the passes a kernel would compute for ``x`` (see
         :func:`kernel_passes`)."""
         return kernel_passes([self], x)
-
-    def kernel_runs(self, x: torch.Tensor) -> bool:
-        """Whether ``fused_ops`` puts this conv on a kernel for ``x`` (see :func:`kernel_runs`)."""
-        return kernel_runs([self], x)
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional['FusedGroupConv']:
         """Its deploy form with ``norm`` folded and ``act`` fused (None where not computable)."""

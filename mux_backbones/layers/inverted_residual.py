@@ -156,7 +156,7 @@ class _ResidualBlock(nn.Module):
                 return
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
-                c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see runs_kernel)
+                c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see kernel_passes)
         elif not (fused_ops or cpu_kernel):  # the stock forms, whatever the training form ran
             for m in conv.modules():  # (e.g. a MixConv that keeps its groups, below)
                 if hasattr(m, 'fused_ops'):

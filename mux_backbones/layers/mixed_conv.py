@@ -17,8 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import (FusedGroupConv, check_training_form, kernel_forward, kernel_passes,
-                               kernel_runs)
+from .fused_group_conv import FusedGroupConv, check_training_form, kernel_forward, kernel_passes
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -94,11 +93,6 @@ class MixedConv2d(nn.Module):
         """``(forward, gradients)``: the passes a kernel would compute for ``x`` (see
         :func:`~.fused_group_conv.kernel_passes`)."""
         return kernel_passes(self.convs, x)
-
-    def kernel_runs(self, x: torch.Tensor) -> bool:
-        """Whether ``fused_ops`` puts all groups on one kernel call for ``x`` (see
-        :func:`~.fused_group_conv.kernel_runs`)."""
-        return kernel_runs(self.convs, x)
 
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional[FusedGroupConv]:
         """Deploy form on the fused kernel: ``norm`` folded, ``act`` as epilogue (None where the

@@ -204,14 +204,6 @@ def kernel_passes(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
     return False, False
 
 
-def runs_kernel(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
-                dilations: Sequence[int], channels_per_group: int,
-                needs_grad: bool = False) -> bool:
-    """Whether :func:`group_conv` computes any pass of this call with one of its kernels (see
-    :func:`kernel_passes`)."""
-    return any(kernel_passes(x, splits, kernel_sizes, dilations, channels_per_group, needs_grad))
-
-
 def _activation_grad(z: Tensor, act: str) -> Tensor:
     """d act(z) / dz, in fp32."""
     z = z.float()
@@ -1205,10 +1197,10 @@ def _(grad, x, weight, splits, kernel_sizes, dilations, stride, channels_per_gro
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, act, with_pool = inputs[:10]
+    (x, weight, bias, splits, kernel_sizes, dilations, stride, cpg, act, with_pool,
+     ctx.stock_forward) = inputs  # (defaults filled in)
     ctx.conv_args = (list(splits), list(kernel_sizes), list(dilations), stride, cpg)
     ctx.act, ctx.with_pool, ctx.has_bias = act, with_pool, bias is not None
-    ctx.stock_forward = inputs[10] if len(inputs) > 10 else False
     ctx.bias_dtype = bias.dtype if bias is not None else None
     ctx.out_shape = output[0].shape
     n, _, out_h, out_w = ctx.out_shape

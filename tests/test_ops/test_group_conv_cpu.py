@@ -172,12 +172,13 @@ def test_plain_depthwise_gradients_on_the_kernels_where_onednn_is_slow(
         cpu_kernel_calls, kernel_size, dilation, stride, served):
     """A plain depth-wise conv in a training step: oneDNN's forward inside the op (no warning),
     the gradients on the C++ kernels where it is above 3x3 or dilated; equal to the stock
-    conv's. Without gradients the layers keep their stock conv (``runs_kernel``)."""
+    conv's. Without gradients the layers keep their stock conv (``kernel_passes``)."""
     splits, kernel_sizes, dilations = [24], [kernel_size], [dilation]
     x, weight, _ = _call(splits, kernel_sizes, 1, (11, 9))
     assert gc.cpu_backward_serves(x, splits, kernel_sizes, dilations, 1) == served
-    assert gc.runs_kernel(x, splits, kernel_sizes, dilations, 1, needs_grad=True) == served
-    assert not gc.runs_kernel(x, splits, kernel_sizes, dilations, 1)
+    assert gc.kernel_passes(x, splits, kernel_sizes, dilations, 1, needs_grad=True) == \
+        (False, served)
+    assert gc.kernel_passes(x, splits, kernel_sizes, dilations, 1) == (False, False)
     inputs = [t.detach().requires_grad_() for t in (x, weight)]
     ref_inputs = [t.detach().requires_grad_() for t in (x, weight)]
     with warnings.catch_warnings():
