@@ -5,6 +5,8 @@
 #include <tuple>
 #include <vector>
 
+#include "fused_block_cpu.h"
+
 // group_conv_cpu.cpp
 std::tuple<torch::Tensor, torch::Tensor> group_conv_forward(
     const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias,
@@ -48,4 +50,35 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pointwise_conv_forward", &pointwise_conv_forward,
         "A 1x1 conv with SE scale, bias, activation, residual and interleave, fp32");
   m.def("se_gate_forward", &se_gate_forward, "The squeeze-excite gate from pooled sums, fp32");
+  using mux_backbones::FusedBlockCPU;
+  // module_local: a second build loaded into the same process (new sources) registers its own.
+  pybind11::class_<FusedBlockCPU>(m, "FusedBlockCPU", pybind11::module_local(),
+                                  "A MUXNet block's CPU deploy form as one call, fp32")
+      .def(pybind11::init<>())
+      .def_readwrite("expand_weight", &FusedBlockCPU::expand_weight)
+      .def_readwrite("expand_bias", &FusedBlockCPU::expand_bias)
+      .def_readwrite("expand_act", &FusedBlockCPU::expand_act)
+      .def_readwrite("on_kernel", &FusedBlockCPU::on_kernel)
+      .def_readwrite("conv_weight", &FusedBlockCPU::conv_weight)
+      .def_readwrite("conv_bias", &FusedBlockCPU::conv_bias)
+      .def_readwrite("splits", &FusedBlockCPU::splits)
+      .def_readwrite("kernel_sizes", &FusedBlockCPU::kernel_sizes)
+      .def_readwrite("dilations", &FusedBlockCPU::dilations)
+      .def_readwrite("stride", &FusedBlockCPU::stride)
+      .def_readwrite("channels_per_group", &FusedBlockCPU::channels_per_group)
+      .def_readwrite("conv_act", &FusedBlockCPU::conv_act)
+      .def_readwrite("conv_padding", &FusedBlockCPU::conv_padding)
+      .def_readwrite("conv_dilation", &FusedBlockCPU::conv_dilation)
+      .def_readwrite("conv_groups", &FusedBlockCPU::conv_groups)
+      .def_readwrite("se_reduce_weight", &FusedBlockCPU::se_reduce_weight)
+      .def_readwrite("se_reduce_bias", &FusedBlockCPU::se_reduce_bias)
+      .def_readwrite("se_expand_weight", &FusedBlockCPU::se_expand_weight)
+      .def_readwrite("se_expand_bias", &FusedBlockCPU::se_expand_bias)
+      .def_readwrite("se_act", &FusedBlockCPU::se_act)
+      .def_readwrite("project_weight", &FusedBlockCPU::project_weight)
+      .def_readwrite("project_bias", &FusedBlockCPU::project_bias)
+      .def_readwrite("residual", &FusedBlockCPU::residual)
+      .def("forward", &FusedBlockCPU::forward, pybind11::arg("x"), pybind11::arg("kept"),
+           pybind11::arg("pool_tile_h") = 0, pybind11::arg("pool_tile_w") = 0,
+           pybind11::call_guard<pybind11::gil_scoped_release>());
 }

@@ -26,10 +26,16 @@ def _modes_active() -> bool:
     return _dispatch_modes() > 0 or _function_modes() > 0
 
 
+def plain_eager() -> bool:
+    """Whether this is plain eager execution: no compile, no trace, no dispatch or function
+    mode -- nothing that needs to see each op as a node (gradients aside)."""
+    return not (_is_compiling() or _is_tracing() or _modes_active())
+
+
 def call(op, *args):
     """``op(*args)``, bypassing the dispatcher when nothing needs the op itself."""
     impl = getattr(op, '_init_fn', None)  # the implementation torch.library wraps
-    if impl is None or _is_compiling() or _is_tracing() or _modes_active():
+    if impl is None or not plain_eager():
         return op(*args)
     grad = torch.is_grad_enabled()
     for a in args:  # a tensor subclass, or one autograd must see, needs the op

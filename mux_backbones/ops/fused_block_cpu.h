@@ -1,0 +1,46 @@
+// A MUXNet block's CPU deploy form as one call (fused_block_cpu.cpp), fp32: what the block's
+// modules (mux_backbones/layers/inverted_residual.py) compute one Python call at a time.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace mux_backbones {
+
+// The block's tensors are the modules' own (views of the same storage, e.g. a 1x1 conv's
+// weight as its (C_in, C_out) matrix), so loading new weights into the modules in place is seen
+// here; mux_backbones/layers/block_call.py builds one per block and rebuilds it when the
+// modules' tensors are replaced.
+struct FusedBlockCPU {
+  // Expand 1x1 conv: (C_in, C_mid) matrix and bias; undefined for a block without one (a
+  // depth-wise separable block). Activation code as in cpu_vector.h (Act).
+  at::Tensor expand_weight, expand_bias;
+  int64_t expand_act = 0;
+  // Spatial conv: the group_conv kernel's (packed weight, its activation and the SE's pooling
+  // in its epilogue) when `on_kernel`, else a stock conv (oneDNN) followed by its activation
+  // and a sum for the SE.
+  bool on_kernel = true;
+  at::Tensor conv_weight, conv_bias;
+  std::vector<int64_t> splits, kernel_sizes, dilations;  // the kernel's layout
+  int64_t stride = 1, channels_per_group = 1, conv_act = 0;
+  std::vector<int64_t> conv_padding{0, 0}, conv_dilation{1, 1};  // the stock conv's
+  int64_t conv_groups = 1;
+  // Squeeze-excite: reduce (S, C) and expand (C, S) linear layers, activation between them.
+  at::Tensor se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias;
+  int64_t se_act = 0;
+  // Project 1x1 conv: (C_mid, C_out) matrix and bias; `residual`: the block adds its input.
+  at::Tensor project_weight, project_bias;
+  bool residual = false;
+
+  // The block on x (N, C_in, H, W), channels innermost (a channels-last map or a channel slice
+  // of one); with `kept` (the copied channels of channel multiplexing, like x) the output
+  // interleaved with them channel by channel. Channels-last output. The pool tile is the
+  // group_conv kernel's for this input size, as the Python planner gives the modules' own call
+  // (so the SE's partial sums are theirs); unused with a stock conv.
+  at::Tensor forward(const at::Tensor& x, const c10::optional<at::Tensor>& kept,
+                     int64_t pool_tile_h, int64_t pool_tile_w) const;
+};
+
+}  // namespace mux_backbones

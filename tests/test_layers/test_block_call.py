@@ -1,0 +1,161 @@
+"""The fused blocks' CPU deploy form as one C++ call (mux_backbones/layers/block_call.py): the
+modules' output to the bit, and the modules themselves wherever something needs them."""
+import copy
+import io
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from mux_backbones import MUXNet
+from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.layers import FusedGroupConv, SpatialMuxConv
+from mux_backbones.layers import block_call as block_call_module
+from mux_backbones.layers.block_call import BlockCall, set_block_calls
+from mux_backbones.layers.inverted_residual import _ResidualBlock
+from mux_backbones.ops import _cpu_kernels
+from tests.helpers import randomise_bn
+
+
+def _deployed(arch='tiny', seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7), **kwargs))
+    return switch_to_deploy(model, channels_last=True, fused_ops=True)
+
+
+def _input(batch=2, size=(45, 37)):
+    torch.manual_seed(1)
+    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.fixture
+def calls(monkeypatch, outside_interpreter):
+    """How many block calls ran (the extension's own calls are out of Python's sight)."""
+    ran = []
+    original = BlockCall.__call__
+
+    def counted(self, *args):
+        ran.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(BlockCall, '__call__', counted)
+    return ran
+
+
+class _PassThrough(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _assert_equal(outputs, expected):
+    for out, ref in zip(outputs, expected, strict=True):
+        assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize('arch,kwargs', [('tiny', {}), ('xs', {}), ('m', {}),
+                                         ('m', dict(output_stride=8))])
+def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs):
+    """Every block with the fused tail runs as one call -- plain depth-wise convs (oneDNN), pair
+    convs, MixConvs (dilated too), the depth-wise separable block -- but the spatially
+    multiplexed ones (their shuffles stay modules); the output is the modules' to the bit."""
+    model = _deployed(arch, **kwargs)
+    x = _input()
+    convs = []
+    original = FusedGroupConv.forward
+    monkeypatch.setattr(FusedGroupConv, 'forward',
+                        lambda self, *a, **k: convs.append(self) or original(self, *a, **k))
+    with torch.no_grad():
+        expected = set_block_calls(model, False)(x)
+        assert not calls
+        convs.clear()
+        outputs = set_block_calls(model, True)(x)
+    _assert_equal(outputs, expected)
+    blocks = [m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops]
+    one_call = [m for m in blocks if not isinstance(m.depthwise_conv, SpatialMuxConv)]
+    assert len(calls) == len(one_call) > 0 and {id(c) for c in calls} == \
+        {id(m._block_call) for m in one_call}
+    assert (arch != 'm') == (len(one_call) < len(blocks))  # m has no spatial multiplexing
+    # both spatial convs: the kernel's (pooling in its epilogue) and oneDNN's (depth-wise)
+    assert {m.pool_in_kernel for m in one_call} == {True, False}
+    # the kernel convs of the blocks that took the call ran inside it (any module call seen
+    # is a spatially multiplexed block's)
+    in_calls = {id(m.depthwise_conv) for m in one_call}
+    assert not any(id(c) in in_calls for c in convs)
+
+
+def test_the_modules_run_wherever_something_needs_them(calls):
+    """Gradients, a hook on a layer (its own or a global one), a tracer, a function mode, an
+    input whose channels are not innermost, another dtype: the modules, the same output."""
+    model = _deployed()
+    x = _input()
+    with torch.no_grad():
+        expected = model(x)
+    blocks = len(calls)
+    assert blocks > 0
+
+    def ran_modules(run, **close):
+        calls.clear()
+        outputs = run()
+        for out, ref in zip(outputs, expected, strict=True):
+            torch.testing.assert_close(out, ref, **close)
+        return len(calls)
+
+    assert ran_modules(lambda: model(x)) == 0  # gradients on
+    seen = []
+    block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops)
+    handle = block.project_conv.conv.register_forward_hook(lambda *args: seen.append(1))
+    with torch.no_grad():
+        assert ran_modules(lambda: model(x)) == blocks - 1 and seen == [1]
+        handle.remove()
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda *a: None)
+        assert ran_modules(lambda: model(x)) == 0
+        handle.remove()
+        with _PassThrough():
+            assert ran_modules(lambda: model(x)) == 0
+        calls.clear()
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert not calls
+        assert ran_modules(lambda: traced(x)) == 0
+        # a block's input whose channels are not innermost
+        block_input = torch.randn(2, block.in_channels, 9, 7)
+        assert not block._block_call.takes(block_input, None)
+        torch.testing.assert_close(
+            block(block_input),
+            block(block_input.contiguous(memory_format=torch.channels_last)))
+        assert ran_modules(lambda: model.double()(x.double()), atol=1e-5, rtol=1e-5,
+                           check_dtype=False) == 0
+        assert ran_modules(lambda: model.float()(x), atol=0, rtol=0) == blocks
+
+
+def test_block_calls_follow_the_weights(calls):
+    """Weights loaded in place or assigned, a deep copy, a pickled model: the calls compute with
+    the modules' current tensors."""
+    source, x = _deployed(seed=1), _input()
+    with torch.no_grad():
+        expected = source(x)
+        for assign in (False, True):
+            model = _deployed(seed=0)
+            before = model(x)
+            model.load_state_dict(source.state_dict(), assign=assign)
+            _assert_equal(model(x), expected)
+            assert not torch.equal(before[-1], expected[-1])
+        _assert_equal(copy.deepcopy(source)(x), expected)
+        buffer = io.BytesIO()
+        torch.save(source, buffer)
+        buffer.seek(0)
+        _assert_equal(torch.load(buffer, weights_only=False)(x), expected)
+    assert len(calls) > 0
+
+
+def test_extension_refuses_what_it_cannot_compute(outside_interpreter):
+    block = _cpu_kernels.cpu_kernels().FusedBlockCPU()
+    with pytest.raises(RuntimeError, match='fp32'):
+        block.forward(torch.randn(1, 8, 4, 4, dtype=torch.float64), None)
+
+
+def test_no_call_without_the_extension(monkeypatch, outside_interpreter):
+    """The extension switched off (or not built): the blocks keep their modules."""
+    model = _deployed()
+    monkeypatch.setattr(block_call_module, 'cpu_kernels', lambda: None)
+    block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops)
+    assert BlockCall.build(block) is None
