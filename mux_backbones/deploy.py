@@ -16,7 +16,7 @@ interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an f
 blocks whose spatial conv oneDNN has no fast path for (2 channels per group, MixConv) take the
 same fused form on the ops' C++ kernels (the expand conv staying BLAS + torch's activation), the
 other blocks with a squeeze-excite its SE + project tail after their stock spatial conv, and in
-eager inference each of those blocks (spatial multiplexing aside) then runs as one C++ call
+eager inference each of those blocks then runs as one C++ call
 (:mod:`mux_backbones.layers.block_call`) (ONNX export and tracing want the stock forms: the
 default ``fused_ops=None``); by default the
 stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).

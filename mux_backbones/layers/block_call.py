@@ -2,11 +2,13 @@
 
 On a CPU, :meth:`InvertedResidual.switch_to_deploy` with ``fused_ops`` gives a block (paper
 Sec. 4's inverted residual; inside channel multiplexing, Sec. 3.2, with its interleave) a form
-of about six kernels: the expand GEMM and its activation, the spatial conv on the group-conv
-kernel (activation and the squeeze-excite's pooling in its epilogue) or on oneDNN, the SE gate,
-and the project GEMM that applies the gate and adds the residual and interleaves in its
-epilogue. Run one module at a time they cost ~20 Python calls per block -- at batch 1 as much
-as the kernels of a small layer, and gaps in which the thread pool's workers fall asleep.
+of a handful of kernels: the expand GEMM and its activation, the spatial conv -- on the
+group-conv kernel (activation and the squeeze-excite's pooling in its epilogue), on oneDNN, or
+spatial multiplexing's shuffles and per-scale convs and BN (Sec. 3.1) -- the SE gate, and the
+project GEMM that applies the gate and adds the residual and interleaves in its epilogue. Run
+one module at a time they cost ~20 Python calls per block (~60 with spatial multiplexing) -- at
+batch 1 as much as the kernels of a small layer, and gaps in which the thread pool's workers
+fall asleep.
 :class:`BlockCall` hands the block's tensors to the extension once; each forward is then one
 call that runs the same kernels with the same arguments in the same order (the output is the
 modules' to the bit).
@@ -21,12 +23,14 @@ from typing import Optional
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
-from ..ops.group_conv import _ACT_CODE, forward_plan
+from ..ops.group_conv import _ACT_CODE, cpu_kernel_serves, forward_plan
 from .conv_bn import ConvAct, PointwiseConv2d
-from .fused_group_conv import FusedGroupConv, activation_name
+from .fused_group_conv import FusedGroupConv, GroupConv2d, activation_name
+from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
 # The activation modules whose computation the extension repeats exactly (torch's own ops, in
@@ -54,6 +58,70 @@ def _plain_fp32_cpu(t: torch.Tensor) -> bool:
     return type(t) in (torch.Tensor, nn.Parameter) and t.dtype is torch.float32 and t.is_cpu
 
 
+# FusedBlockCPU::Spatial, the block's spatial conv form.
+_KERNEL, _STOCK_CONV, _SPATIAL_MUX = 0, 1, 2
+
+
+def _same_conv(conv: nn.Module, stride: int) -> bool:
+    """A plain zero-padded "same" conv with a square odd kernel at ``stride``."""
+    if type(conv) not in (nn.Conv2d, GroupConv2d) or conv.padding_mode != 'zeros':
+        return False
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    return conv.kernel_size == (k, k) and k % 2 == 1 and conv.dilation == (d, d) and \
+        conv.padding == (d * (k // 2), ) * 2 and conv.stride == (stride, stride) and \
+        conv.in_channels == conv.out_channels
+
+
+def _set_spatial(fused, block: nn.Module) -> Optional[int]:
+    """Give ``fused`` the block's spatial conv (with its norm and activation); returns its
+    channels, or None where the form is not one the extension runs."""
+    spatial, norm = block.depthwise_conv, block.depthwise_norm
+    act = _act_code(block.depthwise_act)
+    if isinstance(spatial, FusedGroupConv):  # norm and activation are its own
+        if not spatial.weight.is_contiguous():
+            return None
+        fused.spatial = _KERNEL
+        fused.conv_weight, fused.conv_bias = spatial.weight, spatial.bias
+        fused.splits, fused.kernel_sizes = spatial.splits, spatial.kernel_sizes
+        fused.dilations, fused.stride = spatial.dilations, spatial.stride
+        fused.channels_per_group, fused.conv_act = spatial.channels_per_group, \
+            _ACT_CODE[spatial.act]
+        return sum(spatial.splits)
+    if act is None:
+        return None
+    fused.conv_act = act
+    if type(spatial) is nn.Conv2d and isinstance(norm, nn.Identity) and \
+            spatial.bias is not None and _same_conv(spatial, spatial.stride[0]):
+        fused.spatial = _STOCK_CONV
+        fused.conv_weight, fused.conv_bias = spatial.weight, spatial.bias
+        fused.stride, fused.conv_groups = spatial.stride[0], spatial.groups
+        fused.conv_padding, fused.conv_dilation = list(spatial.padding), list(spatial.dilation)
+        return spatial.in_channels
+    if isinstance(spatial, SpatialMuxConv) and isinstance(norm, _BatchNorm) and norm.affine \
+            and norm.track_running_stats:
+        convs = list(spatial.convs)
+        cpg = convs[0].in_channels // convs[0].groups
+        if not all(_same_conv(c, spatial.stride) and c.in_channels // c.groups == cpg
+                   for c in convs):
+            return None
+        fused.spatial = _SPATIAL_MUX
+        fused.splits, fused.scales = spatial.splits, list(spatial.scales)
+        fused.kernel_sizes = [c.kernel_size[0] for c in convs]
+        fused.dilations = [c.dilation[0] for c in convs]
+        fused.stride, fused.channels_per_group = spatial.stride, cpg
+        fused.scale_weights = [c.weight for c in convs]
+        fused.scale_biases = [c.bias for c in convs]
+        # as GroupConv2d.forward decides it in inference: its kernel where it serves
+        fused.scale_on_kernel = [getattr(c, 'fused_ops', False) is True and
+                                 cpu_kernel_serves(c.weight, [c.out_channels], cpg)
+                                 for c in convs]
+        fused.norm_weight, fused.norm_bias = norm.weight, norm.bias
+        fused.norm_mean, fused.norm_var, fused.norm_eps = norm.running_mean, norm.running_var, \
+            norm.eps
+        return spatial.in_channels
+    return None
+
+
 class BlockCall:
     """A deployed block (:class:`~.inverted_residual._ResidualBlock`) as one call of the CPU
     extension. Build it with :meth:`build`; call it where :meth:`takes` says so.
@@ -77,59 +145,38 @@ class BlockCall:
     @classmethod
     @torch.no_grad()
     def build(cls, block: nn.Module) -> Optional['BlockCall']:
-        """The block's call, or None where its deploy form is not the one the extension runs (an
-        SE-less or spatially multiplexed block, an activation it does not repeat exactly, a
-        model not on fp32 CPU tensors, the extension switched off)."""
+        """The block's call, or None where its deploy form is not one the extension runs (an
+        SE-less block, an activation it does not repeat exactly, a model not on fp32 CPU
+        tensors, the extension switched off)."""
         kernels = cpu_kernels()
         se, project = block.se, _pointwise(block.project_conv)
         if kernels is None or not isinstance(se, SqueezeExcite) or not se.deploy or \
                 project is None or not isinstance(block.project_conv.act, nn.Identity) or \
                 activation_name(se.act) is None or se.conv_reduce.bias is None or \
-                se.conv_expand.bias is None:
+                se.conv_expand.bias is None or \
+                not all(_plain_fp32_cpu(t) for t in [*block.parameters(), *block.buffers()]
+                        if t.is_floating_point()) or \
+                not (se.conv_reduce.weight.is_contiguous() and  # as the gate kernel reads them
+                     se.conv_expand.weight.is_contiguous()):
             return None
-        expand = getattr(block, 'expand_conv', None)
-        expand_conv = None if expand is None else _pointwise(expand)
-        if expand is not None and (expand_conv is None or _act_code(expand.act) is None):
-            return None
-        spatial = block.depthwise_conv
-        fused_conv = spatial if isinstance(spatial, FusedGroupConv) else None
-        stock_conv = type(spatial) is nn.Conv2d and spatial.bias is not None and \
-            isinstance(block.depthwise_norm, nn.Identity) and \
-            _act_code(block.depthwise_act) is not None and spatial.padding_mode == 'zeros' and \
-            not isinstance(spatial.padding, str) and spatial.stride[0] == spatial.stride[1]
-        if fused_conv is None and not stock_conv:
-            return None
-        # The kernels read these as they are (the modules' ops make them contiguous first).
-        flat = [se.conv_reduce.weight, se.conv_expand.weight] + \
-            ([spatial.weight] if fused_conv is not None else [])
-        if not all(_plain_fp32_cpu(t) for t in [*block.parameters(), *block.buffers()]) or \
-                not all(t.is_contiguous() for t in flat):
-            return None
-
         fused = kernels.FusedBlockCPU()
-        if expand_conv is not None:
-            fused.expand_weight, fused.expand_bias = expand_conv.matrix(), expand_conv.bias
-            fused.expand_act = _act_code(expand.act)
-        fused.conv_weight, fused.conv_bias = spatial.weight, spatial.bias
-        if fused_conv is not None:
-            fused.splits, fused.kernel_sizes = spatial.splits, spatial.kernel_sizes
-            fused.dilations, fused.stride = spatial.dilations, spatial.stride
-            fused.channels_per_group = spatial.channels_per_group
-            fused.conv_act = _ACT_CODE[spatial.act]
-            channels = sum(spatial.splits)
-        else:
-            fused.on_kernel = False
-            fused.stride, fused.conv_groups = spatial.stride[0], spatial.groups
-            fused.conv_padding = list(spatial.padding)
-            fused.conv_dilation = list(spatial.dilation)
-            fused.conv_act = _act_code(block.depthwise_act)
-            channels = spatial.in_channels
+        expand = getattr(block, 'expand_conv', None)
+        if expand is not None:
+            conv, code = _pointwise(expand), _act_code(expand.act)
+            if conv is None or code is None:
+                return None
+            fused.expand_weight, fused.expand_bias, fused.expand_act = conv.matrix(), conv.bias, \
+                code
+        channels = _set_spatial(fused, block)
+        if channels is None:
+            return None
         fused.se_reduce_weight, fused.se_reduce_bias = se.conv_reduce.weight, se.conv_reduce.bias
         fused.se_expand_weight, fused.se_expand_bias = se.conv_expand.weight, se.conv_expand.bias
         fused.se_act = _ACT_CODE[activation_name(se.act)]
         fused.project_weight, fused.project_bias = project.matrix(), project.bias
         fused.residual = block.has_residual
-        return cls(block, fused, channels, fused_conv)
+        spatial = block.depthwise_conv
+        return cls(block, fused, channels, spatial if isinstance(spatial, FusedGroupConv) else None)
 
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
         """Whether this forward may run as the call (see the module's docstring)."""

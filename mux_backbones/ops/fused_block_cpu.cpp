@@ -3,13 +3,14 @@
 //
 // The fused deploy form on a CPU (mux_backbones/layers/inverted_residual.py) is a handful of
 // kernels per block: the expand GEMM and its activation, the spatial conv (this extension's
-// group_conv kernel with its activation and the SE's pooling in the epilogue, or oneDNN's conv
-// with its activation and a sum), the SE gate, the project GEMM with the gate, the residual and
-// the interleave. Called from Python one module at a time, the ~20 Python calls between them
-// cost about as much as the kernels of a small layer (batch 1: ~100 us per block, ~15% of a
-// MUXNet-m forward), and the gaps let the thread pool's workers fall asleep between kernels.
-// Here they are called back to back. Same kernels, same arguments, same order: the output
-// equals the modules' to the bit.
+// group_conv kernel with its activation and the SE's pooling in the epilogue; oneDNN's conv;
+// or spatial multiplexing, Sec. 3.1: per scale a pixel (un)shuffle, the group-wise conv, the
+// inverse shuffle, then BN -- each followed by its activation and a sum), the SE gate, the
+// project GEMM with the gate, the residual and the interleave. Called from Python one module at
+// a time, the ~20 Python calls between them (~60 with spatial multiplexing) cost about as much
+// as the kernels of a small layer (batch 1: ~100 us per block, ~15-30% of a forward), and the
+// gaps let the thread pool's workers fall asleep between kernels. Here they are called back to
+// back. Same kernels, same arguments, same order: the output equals the modules' to the bit.
 #include "fused_block_cpu.h"
 
 #include <tuple>
@@ -31,6 +32,13 @@ void activate_(at::Tensor& t, int64_t act) {
   } else if (act == 3) {
     at::hardtanh_(t, 0.0, 6.0);
   }
+}
+
+// `x` zero-padded at the bottom and right to a multiple of `multiple` (SpatialMuxConv's).
+at::Tensor pad_to_multiple(const at::Tensor& x, int64_t multiple) {
+  const int64_t pad_h = (multiple - x.size(2) % multiple) % multiple;
+  const int64_t pad_w = (multiple - x.size(3) % multiple) % multiple;
+  return pad_h || pad_w ? at::constant_pad_nd(x, {0, pad_w, 0, pad_h}, 0) : x;
 }
 
 }  // namespace
@@ -64,14 +72,18 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
     hidden = expanded.view({N, H, W, expanded.size(1)}).permute({0, 3, 1, 2});
   }
   at::Tensor y, sums;
-  if (on_kernel) {
+  if (spatial == kKernel) {
     std::tie(y, sums) = group_conv_forward(hidden.contiguous(at::MemoryFormat::ChannelsLast),
                                            conv_weight, conv_bias, splits, kernel_sizes,
                                            dilations, stride, channels_per_group, conv_act,
                                            pool_tile_h, pool_tile_w);
   } else {
-    y = at::conv2d(hidden, conv_weight, conv_bias, {stride, stride}, conv_padding,
-                   conv_dilation, conv_groups);
+    if (spatial == kStockConv) {
+      y = at::conv2d(hidden, conv_weight, conv_bias, {stride, stride}, conv_padding,
+                     conv_dilation, conv_groups);
+    } else {
+      y = spatial_mux(hidden);
+    }
     activate_(y, conv_act);
     sums = y.sum({2, 3}, false, at::kFloat);
   }
@@ -85,6 +97,43 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
   const at::Tensor out = pointwise_conv_forward(rows_of(y), project_weight, project_bias,
                                                 residual_rows, kept_rows, 0, gate);
   return out.view({N, OH, OW, out.size(1)}).permute({0, 3, 1, 2});
+}
+
+at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
+  const int64_t out_h = (x.size(2) + stride - 1) / stride, out_w = (x.size(3) + stride - 1) / stride;
+  const std::vector<at::Tensor> parts = x.split_with_sizes(splits, 1);
+  std::vector<at::Tensor> outputs;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const int64_t k = kernel_sizes[i], d = dilations[i], scale = scales[i];
+    const at::Tensor& w = scale_weights[i];
+    const c10::optional<at::Tensor>& b = scale_biases[i];
+    auto conv = [&](const at::Tensor& in) {
+      if (scale_on_kernel[i]) {  // the op's own call: weights packed per call, no epilogue
+        const int64_t c = in.size(1);
+        return std::get<0>(group_conv_forward(
+            in.contiguous(at::MemoryFormat::ChannelsLast),
+            w.permute({2, 3, 1, 0}).reshape(-1).contiguous(), b, {c}, {k}, {d}, stride,
+            channels_per_group, 0, 0, 0));
+      }
+      return at::conv2d(in, w, b, {stride, stride}, {d * (k / 2), d * (k / 2)}, {d, d},
+                        in.size(1) / channels_per_group);
+    };
+    at::Tensor y;
+    if (scale == 0) {
+      y = conv(parts[i]);
+    } else {
+      if (scale < 0) {
+        y = at::pixel_shuffle(conv(at::pixel_unshuffle(pad_to_multiple(parts[i], 2 * stride), 2)),
+                              2);
+      } else {
+        y = at::pixel_unshuffle(conv(at::pixel_shuffle(pad_to_multiple(parts[i], stride), 2)), 2);
+      }
+      if (y.size(2) != out_h || y.size(3) != out_w) y = y.slice(2, 0, out_h).slice(3, 0, out_w);
+    }
+    outputs.push_back(y);
+  }
+  return at::batch_norm(at::cat(outputs, 1), norm_weight, norm_bias, norm_mean, norm_var, false,
+                        0.0, norm_eps, true);
 }
 
 }  // namespace mux_backbones

@@ -18,15 +18,27 @@ struct FusedBlockCPU {
   // depth-wise separable block). Activation code as in cpu_vector.h (Act).
   at::Tensor expand_weight, expand_bias;
   int64_t expand_act = 0;
-  // Spatial conv: the group_conv kernel's (packed weight, its activation and the SE's pooling
-  // in its epilogue) when `on_kernel`, else a stock conv (oneDNN) followed by its activation
-  // and a sum for the SE.
-  bool on_kernel = true;
+  // Spatial conv, one of three forms (`spatial`): kKernel, the group_conv kernel's (packed
+  // weight, its activation and the SE's pooling in its epilogue); kStockConv, a stock conv
+  // (oneDNN); kSpatialMux, spatial multiplexing (MUXConv Sec. 3.1: per scale its channels
+  // shuffled, convolved and shuffled back, then BN). The last two are followed by the
+  // activation and a sum for the SE.
+  enum Spatial : int64_t { kKernel = 0, kStockConv = 1, kSpatialMux = 2 };
+  int64_t spatial = kKernel;
   at::Tensor conv_weight, conv_bias;
-  std::vector<int64_t> splits, kernel_sizes, dilations;  // the kernel's layout
+  std::vector<int64_t> splits, kernel_sizes, dilations;  // the kernel's layout (and the scales')
   int64_t stride = 1, channels_per_group = 1, conv_act = 0;
   std::vector<int64_t> conv_padding{0, 0}, conv_dilation{1, 1};  // the stock conv's
   int64_t conv_groups = 1;
+  // kSpatialMux: per scale (-1 space-to-channel, 0, +1 channel-to-space) its conv's (C, cpg, k,
+  // k) weight and bias (if any), whether the group_conv kernel computes it (else
+  // oneDNN), and the BN (eval) after the fold-back.
+  std::vector<int64_t> scales;
+  std::vector<at::Tensor> scale_weights;
+  std::vector<c10::optional<at::Tensor>> scale_biases;
+  std::vector<bool> scale_on_kernel;
+  at::Tensor norm_weight, norm_bias, norm_mean, norm_var;
+  double norm_eps = 1e-5;
   // Squeeze-excite: reduce (S, C) and expand (C, S) linear layers, activation between them.
   at::Tensor se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias;
   int64_t se_act = 0;
@@ -41,6 +53,9 @@ struct FusedBlockCPU {
   // (so the SE's partial sums are theirs); unused with a stock conv.
   at::Tensor forward(const at::Tensor& x, const c10::optional<at::Tensor>& kept,
                      int64_t pool_tile_h, int64_t pool_tile_w) const;
+
+ private:
+  at::Tensor spatial_mux(const at::Tensor& x) const;  // kSpatialMux's convs and BN
 };
 
 }  // namespace mux_backbones

@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.layers import FusedGroupConv, SpatialMuxConv
+from mux_backbones.layers import FusedGroupConv, GroupConv2d, SpatialMuxConv
 from mux_backbones.layers import block_call as block_call_module
 from mux_backbones.layers.block_call import BlockCall, set_block_calls
 from mux_backbones.layers.inverted_residual import _ResidualBlock
@@ -55,15 +55,18 @@ def _assert_equal(outputs, expected):
 @pytest.mark.parametrize('arch,kwargs', [('tiny', {}), ('xs', {}), ('m', {}),
                                          ('m', dict(output_stride=8))])
 def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs):
-    """Every block with the fused tail runs as one call -- plain depth-wise convs (oneDNN), pair
-    convs, MixConvs (dilated too), the depth-wise separable block -- but the spatially
-    multiplexed ones (their shuffles stay modules); the output is the modules' to the bit."""
+    """Every block with the fused tail runs as one call, whatever its spatial conv -- the
+    kernel's (pair convs, MixConvs, dilated too), oneDNN's (plain depth-wise), spatial
+    multiplexing's (shuffles, a conv per scale on the kernel or oneDNN, BN) -- and so does the
+    depth-wise separable block; no layer of theirs runs as a module; the output is the
+    modules' to the bit."""
     model = _deployed(arch, **kwargs)
     x = _input()
     convs = []
-    original = FusedGroupConv.forward
-    monkeypatch.setattr(FusedGroupConv, 'forward',
-                        lambda self, *a, **k: convs.append(self) or original(self, *a, **k))
+    for conv_type in (FusedGroupConv, GroupConv2d, torch.nn.Conv2d):
+        original = conv_type.forward
+        monkeypatch.setattr(conv_type, 'forward', lambda self, *a, _f=original, **k:
+                            convs.append(self) or _f(self, *a, **k))
     with torch.no_grad():
         expected = set_block_calls(model, False)(x)
         assert not calls
@@ -71,21 +74,22 @@ def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs):
         outputs = set_block_calls(model, True)(x)
     _assert_equal(outputs, expected)
     blocks = [m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops]
-    one_call = [m for m in blocks if not isinstance(m.depthwise_conv, SpatialMuxConv)]
-    assert len(calls) == len(one_call) > 0 and {id(c) for c in calls} == \
-        {id(m._block_call) for m in one_call}
-    assert (arch != 'm') == (len(one_call) < len(blocks))  # m has no spatial multiplexing
-    # both spatial convs: the kernel's (pooling in its epilogue) and oneDNN's (depth-wise)
-    assert {m.pool_in_kernel for m in one_call} == {True, False}
-    # the kernel convs of the blocks that took the call ran inside it (any module call seen
-    # is a spatially multiplexed block's)
-    in_calls = {id(m.depthwise_conv) for m in one_call}
-    assert not any(id(c) in in_calls for c in convs)
+    assert len(calls) == len(blocks) > 0 and {id(c) for c in calls} == \
+        {id(m._block_call) for m in blocks}
+    forms = {type(m.depthwise_conv) for m in blocks}
+    assert forms == ({FusedGroupConv, torch.nn.Conv2d} if arch == 'm' else
+                     {FusedGroupConv, torch.nn.Conv2d, SpatialMuxConv})
+    if arch != 'm':  # a scale's conv on the group-conv kernel and one on oneDNN
+        muxes = [m._block_call._fused for m in blocks if type(m.depthwise_conv) is SpatialMuxConv]
+        assert {on for fused in muxes for on in fused.scale_on_kernel} == {True, False}
+    blocks_convs = {id(c) for m in blocks for c in m.modules()}
+    assert not any(id(c) in blocks_convs for c in convs)  # (the stem's conv is a module)
 
 
 def test_the_modules_run_wherever_something_needs_them(calls):
     """Gradients, a hook on a layer (its own or a global one), a tracer, a function mode, an
-    input whose channels are not innermost, another dtype: the modules, the same output."""
+    input whose channels are not innermost, another dtype, training mode: the modules (the same
+    output)."""
     model = _deployed()
     x = _input()
     with torch.no_grad():
@@ -125,6 +129,9 @@ def test_the_modules_run_wherever_something_needs_them(calls):
         assert ran_modules(lambda: model.double()(x.double()), atol=1e-5, rtol=1e-5,
                            check_dtype=False) == 0
         assert ran_modules(lambda: model.float()(x), atol=0, rtol=0) == blocks
+        calls.clear()
+        model.train()(x)  # (a deployed model in training mode: BN would use the batch's stats)
+        assert not calls
 
 
 def test_block_calls_follow_the_weights(calls):
