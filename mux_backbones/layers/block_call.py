@@ -13,10 +13,11 @@ fall asleep.
 call that runs the same kernels with the same arguments in the same order (the output is the
 modules' to the bit).
 
-It runs only where nothing needs the modules one by one: inference (gradients off) in plain
-eager mode (no compile, trace, or dispatch / function mode), fp32 CPU input with its channels
-innermost, no hook on the block's layers (a FLOP counter or a feature hook still sees every
-layer). Everywhere else the block's modules run as before.
+It runs only where nothing needs the modules one by one: inference (gradients off, the block
+in eval mode) in plain eager mode (no compile, trace, or dispatch / function mode, no CPU
+autocast), fp32 CPU input with its channels innermost, no hook on the block's layers (a FLOP
+counter or a feature hook still sees every layer). Everywhere else the block's modules run as
+before.
 """
 from typing import Optional
 
@@ -181,7 +182,7 @@ class BlockCall:
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
         """Whether this forward may run as the call (see the module's docstring)."""
         if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.dim() != 4 or \
-                x.stride(1) != 1 or not cpu_kernels_take(x):
+                x.stride(1) != 1 or not cpu_kernels_take(x) or torch.is_autocast_enabled('cpu'):
             return False
         if kept is not None and (type(kept) is not torch.Tensor or kept.stride(1) != 1 or
                                  not cpu_kernels_take(kept)):

@@ -120,12 +120,14 @@ def test_the_modules_run_wherever_something_needs_them(calls):
         traced = torch.jit.trace(model, x, check_trace=False)
         assert not calls
         assert ran_modules(lambda: traced(x)) == 0
-        # a block's input whose channels are not innermost
+        # a block's input whose channels are not innermost; CPU autocast
         block_input = torch.randn(2, block.in_channels, 9, 7)
         assert not block._block_call.takes(block_input, None)
-        torch.testing.assert_close(
-            block(block_input),
-            block(block_input.contiguous(memory_format=torch.channels_last)))
+        block_input_cl = block_input.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(block(block_input), block(block_input_cl))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not block._block_call.takes(block_input_cl, None)
+            assert block(block_input_cl).dtype == torch.bfloat16
         assert ran_modules(lambda: model.double()(x.double()), atol=1e-5, rtol=1e-5,
                            check_dtype=False) == 0
         assert ran_modules(lambda: model.float()(x), atol=0, rtol=0) == blocks
