@@ -128,15 +128,15 @@ class BlockCall:
     extension. Build it with :meth:`build`; call it where :meth:`takes` says so.
 
     It holds the modules' own tensors (views of them), so weights loaded into the modules in
-    place are seen; the block drops it when its tensors are moved, converted or replaced (see
-    ``_ResidualBlock._drop_block_call``).
+    place are seen; the block drops it when its tensors are moved, converted or replaced (its
+    ``_apply``, a ``load_state_dict`` post-hook) and leaves it out of pickles and copies.
     """
 
     def __init__(self, block: nn.Module, fused, conv_channels: int,
                  fused_conv: Optional[FusedGroupConv]):
         """(Use :meth:`build`.) ``fused``: the extension's ``FusedBlockCPU`` holding the block's
         tensors; ``conv_channels``: the spatial conv's; ``fused_conv``: the block's
-        :class:`FusedGroupConv` (None: a stock spatial conv)."""
+        :class:`FusedGroupConv` (None: another spatial form, no pool tile to plan)."""
         self._fused = fused
         self._conv_channels = conv_channels
         self._fused_conv = fused_conv

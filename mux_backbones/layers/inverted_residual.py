@@ -15,8 +15,8 @@ two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` give
 spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
 ops' C++ kernels (the expand conv stays BLAS + torch's activation); the other blocks keep their
 stock spatial conv (oneDNN's depth-wise conv; spatial multiplexing's shuffles and BN) but take the
-same SE + project tail, pooled by a sum; in eager inference such a block runs as one C++ call of
-those kernels (:mod:`.block_call`).
+same SE + project tail, pooled by a sum. In eager inference each of these CPU blocks runs as one
+C++ call of its kernels (:mod:`.block_call`).
 """
 from typing import Optional, Sequence, Union
 
@@ -226,7 +226,7 @@ class _ResidualBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.interleaves:  # deploy: no drop path, the residual add is the GEMM's epilogue
-            call = self._block_call
+            call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
             if call is None:
                 call = self._block_call = getattr(self, 'cpu_block_call', False) and \
                     BlockCall.build(self) or False

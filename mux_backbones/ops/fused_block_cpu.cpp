@@ -100,7 +100,8 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
 }
 
 at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
-  const int64_t out_h = (x.size(2) + stride - 1) / stride, out_w = (x.size(3) + stride - 1) / stride;
+  const int64_t out_h = (x.size(2) + stride - 1) / stride;
+  const int64_t out_w = (x.size(3) + stride - 1) / stride;
   const std::vector<at::Tensor> parts = x.split_with_sizes(splits, 1);
   std::vector<at::Tensor> outputs;
   for (size_t i = 0; i < parts.size(); ++i) {
