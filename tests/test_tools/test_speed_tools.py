@@ -29,7 +29,7 @@ def _clean_failure(proc, *expected):
 
 def test_benchmark_prints_comparison_table():
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'eager', 'deploy',
-                   '--onnx', *FAST, extra_env=COMPILED).stdout
+                   'deploy-modules', '--onnx', *FAST, extra_env=COMPILED).stdout
     assert 'vs MNv2' in out and 'median ms' in out
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
@@ -37,7 +37,7 @@ def test_benchmark_prints_comparison_table():
     # onnxruntime rows.
     table = [r for r in rows if len(r) == 10 and r[2] == 'fp32']
     assert {(r[0], r[1]) for r in table} == {(m, mode) for m in ('mobilenetv2', 'muxnet-tiny')
-                                             for mode in ('eager', 'deploy')}
+                                             for mode in ('eager', 'deploy', 'deploy-modules')}
     # on the CPU the call is the whole run: its host time is (at most) the median
     assert all(0 < float(r[6]) <= float(r[4]) and r[9].endswith('x') for r in table)
     assert next(r for r in table if r[0] == 'mobilenetv2')[9] == '1.00x'

@@ -29,6 +29,7 @@ from mux_backbones import MUXNet
 from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, int_at_least,
                                positive_int)
 from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import choose_training_kernels, tune_kernels
 from mux_backbones.utils.layer_profile import format_layer_costs, profile_layers
@@ -93,8 +94,10 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     the precision instead (BN is folded, so half weights are what a deployment runs):
     ``deploy`` is :func:`switch_to_deploy` + channels-last, with MUXNet's kernels (the fused
     Triton forms on CUDA, the C++ kernels' forms on CPU);
-    ``deploy-stock`` the same on the stock PyTorch/cuDNN/oneDNN path; ``deploy-auto`` per block the
-    faster of the two (``fused_ops='auto'``); ``graph[-stock|-auto]`` are those in a CUDA graph;
+    ``deploy-stock`` the same on the stock PyTorch/cuDNN/oneDNN path; ``deploy-modules`` is
+    ``deploy`` with each block's modules called one by one (on a CPU ``deploy`` runs a block as
+    one call, :mod:`mux_backbones.layers.block_call`); ``deploy-auto`` per block the faster of
+    stock and fused (``fused_ops='auto'``); ``graph[-stock|-auto]`` are those in a CUDA graph;
     ``compile`` is ``deploy`` under ``torch.compile(mode='reduce-overhead')`` (Inductor + CUDA
     graphs). MobileNetV2 gets every mode alike (it has no fused kernels).
     """
@@ -108,6 +111,8 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
         switch_to_deploy(model, channels_last=True, fused_ops='auto', example_input=x)
     else:
         switch_to_deploy(model, channels_last=True, fused_ops=not mode.endswith('-stock'))
+    if mode == 'deploy-modules':
+        set_block_calls(model, False)
     model.to(dtype)
     if args.tune_kernels and device.type == 'cuda' and not mode.endswith('-stock') and \
             (name, amp, batch) not in _TUNED:
@@ -380,10 +385,11 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--batch', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--modes', nargs='+', default=['eager', 'deploy'],
-                        choices=['eager', 'deploy', 'deploy-stock', 'deploy-auto', 'graph',
-                                 'graph-stock', 'graph-auto', 'compile'],
-                        help='see _prepare: eager (autocast), deploy (fused kernels on CUDA), '
-                        'deploy-stock, deploy-auto (per block the faster), graph[-stock|-auto] '
+                        choices=['eager', 'deploy', 'deploy-stock', 'deploy-modules',
+                                 'deploy-auto', 'graph', 'graph-stock', 'graph-auto', 'compile'],
+                        help='see _prepare: eager (autocast), deploy (fused kernels; on a CPU '
+                        'each block one call), deploy-stock, deploy-modules (deploy module by '
+                        'module), deploy-auto (per block the faster), graph[-stock|-auto] '
                         '(those in a CUDA graph), compile (deploy under torch.compile '
                         'reduce-overhead)')
     parser.add_argument('--compile-cases', nargs='+', type=_case, default=None,
