@@ -35,11 +35,14 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 from mmcv.cnn import ConvModule
+from mmdet.models.layers import InvertedResidual as MMDetInvertedResidual
 from mmengine.logging import print_log
 from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
+from .layers.block_call import DeployedInvertedResidual
 from .layers.conv_bn import deploy_conv_module
+from .ops._cpu_kernels import cpu_kernels_take
 from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
 
@@ -89,6 +92,14 @@ def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, ConvModule):
             setattr(module, name, deploy_conv_module(child))
+        elif isinstance(child, MMDetInvertedResidual):  # (MobileNetV2's): its ConvModules, and
+            _walk(child, fused_ops, choices)  # with fused_ops on a CPU the one-call runner too
+            param = next(child.parameters(), None)
+            cpu_kernels = fused_ops and param is not None and cpu_kernels_take(param)
+            deployed = DeployedInvertedResidual.from_mmdet(child, cpu_kernels) \
+                if cpu_kernels else None
+            if deployed is not None:
+                setattr(module, name, deployed)
         elif hasattr(child, 'switch_to_deploy'):
             # (ours, or a user's subclass of ours: a MUXNet variant registered elsewhere)
             if any(cls.__module__.startswith('mux_backbones.') for cls in type(child).__mro__):

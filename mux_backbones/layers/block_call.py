@@ -59,6 +59,13 @@ def _plain_fp32_cpu(t: torch.Tensor) -> bool:
     return type(t) in (torch.Tensor, nn.Parameter) and t.dtype is torch.float32 and t.is_cpu
 
 
+def _se_fits(se: SqueezeExcite) -> bool:
+    """A deployed SE whose gate the extension's kernel computes as the module's op does."""
+    return se.deploy and activation_name(se.act) is not None and \
+        se.conv_reduce.bias is not None and se.conv_expand.bias is not None and \
+        se.conv_reduce.weight.is_contiguous() and se.conv_expand.weight.is_contiguous()
+
+
 # FusedBlockCPU::Spatial, the block's spatial conv form.
 _KERNEL, _STOCK_CONV, _SPATIAL_MUX = 0, 1, 2
 
@@ -151,14 +158,13 @@ class BlockCall:
         tensors, the extension switched off)."""
         kernels = cpu_kernels()
         se, project = block.se, _pointwise(block.project_conv)
-        if kernels is None or not isinstance(se, SqueezeExcite) or not se.deploy or \
-                project is None or not isinstance(block.project_conv.act, nn.Identity) or \
-                activation_name(se.act) is None or se.conv_reduce.bias is None or \
-                se.conv_expand.bias is None or \
+        with_se = isinstance(se, SqueezeExcite)
+        if kernels is None or project is None or \
+                not isinstance(block.project_conv.act, nn.Identity) or \
+                not (with_se or isinstance(se, nn.Identity)) or \
+                with_se and not _se_fits(se) or \
                 not all(_plain_fp32_cpu(t) for t in [*block.parameters(), *block.buffers()]
-                        if t.is_floating_point()) or \
-                not (se.conv_reduce.weight.is_contiguous() and  # as the gate kernel reads them
-                     se.conv_expand.weight.is_contiguous()):
+                        if t.is_floating_point()):
             return None
         fused = kernels.FusedBlockCPU()
         expand = getattr(block, 'expand_conv', None)
@@ -171,13 +177,17 @@ class BlockCall:
         channels = _set_spatial(fused, block)
         if channels is None:
             return None
-        fused.se_reduce_weight, fused.se_reduce_bias = se.conv_reduce.weight, se.conv_reduce.bias
-        fused.se_expand_weight, fused.se_expand_bias = se.conv_expand.weight, se.conv_expand.bias
-        fused.se_act = _ACT_CODE[activation_name(se.act)]
+        if with_se:
+            fused.se_reduce_weight = se.conv_reduce.weight
+            fused.se_reduce_bias = se.conv_reduce.bias
+            fused.se_expand_weight = se.conv_expand.weight
+            fused.se_expand_bias = se.conv_expand.bias
+            fused.se_act = _ACT_CODE[activation_name(se.act)]
         fused.project_weight, fused.project_bias = project.matrix(), project.bias
         fused.residual = block.has_residual
         spatial = block.depthwise_conv
-        return cls(block, fused, channels, spatial if isinstance(spatial, FusedGroupConv) else None)
+        pooled = with_se and isinstance(spatial, FusedGroupConv)  # (its pool tile to plan)
+        return cls(block, fused, channels, spatial if pooled else None)
 
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
         """Whether this forward may run as the call (see the module's docstring)."""
@@ -206,12 +216,113 @@ class BlockCall:
         return self._fused.forward(x, kept, *tile)
 
 
+class OneCallBlock:
+    """What a block whose deploy form can run as one call (:class:`BlockCall`) shares: the call
+    built on first use (:meth:`_one_call`) and dropped whenever the block's tensors may have
+    changed -- moved or converted (``_apply``), loaded (a ``load_state_dict`` post-hook:
+    ``assign=True`` replaces them) -- and left out of pickles and copies. A mixin before
+    ``nn.Module``; the block calls :meth:`_init_one_call` in ``__init__`` and sets
+    ``cpu_block_call`` where its deploy form runs on the CPU kernels."""
+
+    def _init_one_call(self) -> None:
+        self.cpu_block_call = False  # deploy on a CPU: run as one call where it can
+        self._block_call = None  # not built yet; False: built, the form does not fit
+        self.register_load_state_dict_post_hook(_drop_one_call)
+
+    def _one_call(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None):
+        """The block's output as one call, or None where the modules must run."""
+        call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
+        if call is None:
+            call = self._block_call = getattr(self, 'cpu_block_call', False) and \
+                BlockCall.build(self) or False
+        if call and not self.training and call.takes(x, kept):
+            return call(x, kept)
+        return None
+
+    def set_block_call(self, enabled: bool) -> None:
+        """Run as one call where the deploy form allows (``enabled``) or module by module."""
+        self.cpu_block_call = enabled and self._runs_on_cpu_kernels()
+        self._block_call = None
+
+    def _runs_on_cpu_kernels(self) -> bool:
+        raise NotImplementedError
+
+    def _apply(self, fn, *args, **kwargs):
+        self._block_call = None  # tensors moved or converted (to, half, ...): built again
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # (pickle, deepcopy): the call is not copied, but rebuilt
+        state['_block_call'] = None
+        return state
+
+
+def _drop_one_call(block: OneCallBlock, incompatible_keys) -> None:
+    block._block_call = None
+
+
+class DeployedInvertedResidual(OneCallBlock, nn.Module):
+    """The deploy form the walker (:func:`mux_backbones.deploy.switch_to_deploy`) gives another
+    library's inverted residual -- mmdet's MobileNetV2 block: expand 1x1 conv (optional),
+    depth-wise conv, linear 1x1 project, residual add, no squeeze-excite -- so that a baseline
+    gets the same treatment as MUXNet's blocks: on the CPU kernels (``fused_ops``, fp32 CPU) one
+    call per block in eager inference (the same runner, no SE), else its modules as before.
+
+    Args:
+        expand_conv (ConvAct, optional): The deployed expand conv and its activation.
+        depthwise_conv (nn.Conv2d): The depth-wise conv, BN folded.
+        depthwise_act (nn.Module): Its activation.
+        project_conv (ConvAct): The deployed project conv (no activation).
+        has_residual (bool): Add the input to the output.
+        cpu_kernels (bool): Run as one call on the CPU (what ``fused_ops`` asked for).
+    """
+
+    def __init__(self, expand_conv: Optional[ConvAct], depthwise_conv: nn.Conv2d,
+                 depthwise_act: nn.Module, project_conv: ConvAct, has_residual: bool,
+                 cpu_kernels: bool = False):
+        super().__init__()
+        self._init_one_call()
+        if expand_conv is not None:
+            self.expand_conv = expand_conv
+        self.depthwise_conv, self.depthwise_norm = depthwise_conv, nn.Identity()
+        self.depthwise_act, self.se = depthwise_act, nn.Identity()
+        self.project_conv = project_conv
+        self.has_residual = has_residual
+        self.on_cpu_kernels = cpu_kernels
+        self.cpu_block_call = cpu_kernels
+
+    @classmethod
+    def from_mmdet(cls, block: nn.Module,
+                   cpu_kernels: bool) -> Optional['DeployedInvertedResidual']:
+        """The deploy form of mmdet's ``InvertedResidual`` after its ConvModules were deployed
+        (None where it has a squeeze-excite or parts of another kind)."""
+        parts = [getattr(block, 'expand_conv', None) if block.with_expand_conv else None,
+                 block.depthwise_conv, block.linear_conv]
+        if block.with_se or not all(isinstance(p, ConvAct) for p in parts[1:]) or \
+                parts[0] is not None and not isinstance(parts[0], ConvAct):
+            return None
+        expand, depthwise, project = parts
+        return cls(expand, depthwise.conv, depthwise.act, project, block.with_res_shortcut,
+                   cpu_kernels).train(block.training)
+
+    def _runs_on_cpu_kernels(self) -> bool:
+        return self.on_cpu_kernels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._one_call(x)
+        if out is not None:
+            return out
+        expand = getattr(self, 'expand_conv', None)
+        out = self.depthwise_act(self.depthwise_conv(expand(x) if expand is not None else x))
+        out = self.project_conv(out)
+        return x + out if self.has_residual else out
+
+
 def set_block_calls(model: nn.Module, enabled: bool) -> nn.Module:
     """Let a deployed model's blocks run as one call each where they can (``enabled``, what
     ``switch_to_deploy(..., fused_ops=True)`` sets up on a CPU) or module by module (e.g. to
     compare the two or time each layer). Returns ``model``."""
     for block in model.modules():
-        if hasattr(block, 'cpu_block_call') and block.tail_in_ops:
-            block.cpu_block_call = enabled and block.fused_tail_in_eager_only
-            block._block_call = None
+        if isinstance(block, OneCallBlock):
+            block.set_block_call(enabled)
     return model

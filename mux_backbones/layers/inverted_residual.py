@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
 from ..ops.group_conv import cpu_kernel_serves
-from .block_call import BlockCall
+from .block_call import OneCallBlock
 from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, conv_of, deploy_conv_module,
                       fuse_conv_bn)
 from .fused_group_conv import FusedGroupConv, activation_name
@@ -41,7 +41,7 @@ from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
 
-class _ResidualBlock(nn.Module):
+class _ResidualBlock(OneCallBlock, nn.Module):
     """Shared forward: residual, drop-path and activation checkpointing."""
 
     has_residual: bool
@@ -60,11 +60,8 @@ class _ResidualBlock(nn.Module):
         self.deploy = False
         self.tail_in_ops = False  # deploy: SE gate and project conv as the ops (_fused_tail)
         self.fused_tail_in_eager_only = False  # deploy on a CPU: see _fused_tail
-        # Deploy on a CPU: the fused form as one C++ call where it can (see .block_call); the
-        # call is built on first use and dropped whenever the block's tensors change.
-        self.cpu_block_call = False
-        self._block_call = None  # not built yet; False: built, the form does not fit
-        self.register_load_state_dict_post_hook(_drop_block_call)
+        # Deploy on a CPU: the fused form as one C++ call where it can (see .block_call).
+        self._init_one_call()
         # Without a norm the spatial conv gets a bias, as ConvModule's bias='auto' does.
         self.depthwise_conv = build_group_conv(channels, kernel_sizes, stride, dilation,
                                                channels_per_group, scales, bias=norm_cfg is None,
@@ -226,12 +223,9 @@ class _ResidualBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.interleaves:  # deploy: no drop path, the residual add is the GEMM's epilogue
-            call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
-            if call is None:
-                call = self._block_call = getattr(self, 'cpu_block_call', False) and \
-                    BlockCall.build(self) or False
-            if call and not self.training and call.takes(x, kept):
-                return call(x, kept)
+            out = self._one_call(x, kept)
+            if out is not None:
+                return out
             return self._body(x, x if self.has_residual else None, kept)
         if kept is not None:
             raise ValueError(f'{type(self).__name__}: only the fused deploy form interleaves its '
@@ -241,15 +235,8 @@ class _ResidualBlock(nn.Module):
             out = x + self.drop_path(out)
         return out
 
-    def _apply(self, fn, *args, **kwargs):
-        # Moved or converted tensors (``to``, ``half``, ...): the block call is built again.
-        self._block_call = None
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()  # (pickle, deepcopy): the call is not copied, but rebuilt
-        state['_block_call'] = None
-        return state
+    def _runs_on_cpu_kernels(self) -> bool:  # (see OneCallBlock)
+        return self.tail_in_ops and self.fused_tail_in_eager_only
 
     def forward(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The block on ``x``; where :attr:`interleaves`, its output interleaved channel by
@@ -257,11 +244,6 @@ class _ResidualBlock(nn.Module):
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, kept, use_reentrant=False)
         return self._forward(x, kept)
-
-
-def _drop_block_call(block: _ResidualBlock, incompatible_keys) -> None:
-    """After ``load_state_dict`` (which may replace the tensors: ``assign=True``)."""
-    block._block_call = None
 
 
 class InvertedResidual(_ResidualBlock):

@@ -85,12 +85,13 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
       y = spatial_mux(hidden);
     }
     activate_(y, conv_act);
-    sums = y.sum({2, 3}, false, at::kFloat);
+    if (se_reduce_weight.defined()) sums = y.sum({2, 3}, false, at::kFloat);
   }
   const int64_t OH = y.size(2), OW = y.size(3);
-  const at::Tensor gate = se_gate_forward(sums, 1.0 / static_cast<double>(OH * OW),
-                                          se_reduce_weight, se_reduce_bias, se_expand_weight,
-                                          se_expand_bias, se_act);
+  c10::optional<at::Tensor> gate;  // none: a block without a squeeze-excite
+  if (se_reduce_weight.defined())
+    gate = se_gate_forward(sums, 1.0 / static_cast<double>(OH * OW), se_reduce_weight,
+                           se_reduce_bias, se_expand_weight, se_expand_bias, se_act);
   c10::optional<at::Tensor> residual_rows, kept_rows;
   if (residual) residual_rows = rows_of(x);
   if (kept.has_value() && kept->defined()) kept_rows = rows_of(*kept);

@@ -39,7 +39,9 @@ struct FusedBlockCPU {
   std::vector<bool> scale_on_kernel;
   at::Tensor norm_weight, norm_bias, norm_mean, norm_var;
   double norm_eps = 1e-5;
-  // Squeeze-excite: reduce (S, C) and expand (C, S) linear layers, activation between them.
+  // Squeeze-excite: reduce (S, C) and expand (C, S) linear layers, activation between them;
+  // undefined: a block without one (another library's, e.g. MobileNetV2's; a kernel-form conv
+  // then pools nothing worth using, pool tile 0 x 0).
   at::Tensor se_reduce_weight, se_reduce_bias, se_expand_weight, se_expand_bias;
   int64_t se_act = 0;
   // Project 1x1 conv: (C_mid, C_out) matrix and bias; `residual`: the block adds its input.

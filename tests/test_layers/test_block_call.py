@@ -11,7 +11,7 @@ from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import FusedGroupConv, GroupConv2d, SpatialMuxConv
 from mux_backbones.layers import block_call as block_call_module
-from mux_backbones.layers.block_call import BlockCall, set_block_calls
+from mux_backbones.layers.block_call import BlockCall, DeployedInvertedResidual, set_block_calls
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _cpu_kernels
 from tests.helpers import randomise_bn
@@ -168,3 +168,25 @@ def test_no_call_without_the_extension(monkeypatch, outside_interpreter):
     monkeypatch.setattr(block_call_module, 'cpu_kernels', lambda: None)
     block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops)
     assert BlockCall.build(block) is None
+
+
+def test_mobilenetv2_blocks_get_the_same_runner(calls):
+    """The baseline's treatment: mmdet's MobileNetV2 blocks, deployed with ``fused_ops`` on the
+    CPU, run as one call each too (no SE); their modules otherwise; the same outputs."""
+    from mmdet.models.backbones import MobileNetV2
+    model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
+    x = _input()
+    with torch.no_grad():
+        expected = model(x)
+        stock = switch_to_deploy(copy.deepcopy(model), channels_last=True)
+        assert not any(isinstance(m, DeployedInvertedResidual) for m in stock.modules())
+        switch_to_deploy(model, channels_last=True, fused_ops=True)
+        blocks = [m for m in model.modules() if isinstance(m, DeployedInvertedResidual)]
+        assert len(blocks) == 17 and sum(hasattr(m, 'expand_conv') for m in blocks) == 16
+        modules = set_block_calls(model, False)(x)
+        assert not calls
+        outputs = set_block_calls(model, True)(x)
+    assert len(calls) == len(blocks)
+    _assert_equal(outputs, modules)
+    for out, ref in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
