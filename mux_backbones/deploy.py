@@ -17,7 +17,8 @@ blocks whose spatial conv oneDNN has no fast path for (2 channels per group, Mix
 same fused form on the ops' C++ kernels (the expand conv staying BLAS + torch's activation), the
 other blocks with a squeeze-excite its SE + project tail after their stock spatial conv, and in
 eager inference each of those blocks then runs as one C++ call
-(:mod:`mux_backbones.layers.block_call`) (ONNX export and tracing want the stock forms: the
+(:mod:`mux_backbones.layers.block_call`) -- as do mmdet's MobileNetV2 blocks, so that a baseline
+gets the same treatment (ONNX export and tracing want the stock forms: the
 default ``fused_ops=None``); by default the
 stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
 ``fused_ops='auto'`` times both forms of every block on the device with an example input (on CUDA

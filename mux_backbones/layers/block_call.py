@@ -13,6 +13,10 @@ fall asleep.
 call that runs the same kernels with the same arguments in the same order (the output is the
 modules' to the bit).
 
+The baseline gets the same treatment: the deploy walker gives mmdet's MobileNetV2 blocks
+(expand, depth-wise, project, residual; no SE) a deploy form, :class:`DeployedInvertedResidual`,
+that runs as one call of the same runner -- so a benchmark's ``deploy`` compares like with like.
+
 It runs only where nothing needs the modules one by one: inference (gradients off, the block
 in eval mode) in plain eager mode (no compile, trace, or dispatch / function mode, no CPU
 autocast), fp32 CPU input with its channels innermost, no hook on the block's layers (a FLOP
