@@ -1,4 +1,4 @@
-"""A fused MUXNet block's CPU deploy form run as one C++ call (``ops/fused_block_cpu.cpp``).
+"""A deployed block's CPU form run as one C++ call (``ops/fused_block_cpu.cpp``).
 
 On a CPU, :meth:`InvertedResidual.switch_to_deploy` with ``fused_ops`` gives a block (paper
 Sec. 4's inverted residual; inside channel multiplexing, Sec. 3.2, with its interleave) a form
@@ -17,7 +17,7 @@ The baseline gets the same treatment: the deploy walker gives mmdet's MobileNetV
 (expand, depth-wise, project, residual; no SE) a deploy form, :class:`DeployedInvertedResidual`,
 that runs as one call of the same runner -- so a benchmark's ``deploy`` compares like with like.
 
-It runs only where nothing needs the modules one by one: inference (gradients off, the block
+A call runs only where nothing needs the modules one by one: inference (gradients off, the block
 in eval mode) in plain eager mode (no compile, trace, or dispatch / function mode, no CPU
 autocast), fp32 CPU input with its channels innermost, no hook on the block's layers (a FLOP
 counter or a feature hook still sees every layer). Everywhere else the block's modules run as
