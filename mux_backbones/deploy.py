@@ -97,8 +97,7 @@ def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
             _walk(child, fused_ops, choices)  # with fused_ops on a CPU the one-call runner too
             param = next(child.parameters(), None)
             cpu_kernels = fused_ops and param is not None and cpu_kernels_take(param)
-            deployed = DeployedInvertedResidual.from_mmdet(child, cpu_kernels) \
-                if cpu_kernels else None
+            deployed = DeployedInvertedResidual.from_mmdet(child) if cpu_kernels else None
             if deployed is not None:
                 setattr(module, name, deployed)
         elif hasattr(child, 'switch_to_deploy'):

@@ -34,21 +34,19 @@ from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
 from ..ops.group_conv import _ACT_CODE, cpu_kernel_serves, forward_plan
 from .conv_bn import ConvAct, PointwiseConv2d
-from .fused_group_conv import FusedGroupConv, GroupConv2d, activation_name
+from .fused_group_conv import FusedGroupConv, GroupConv2d, activation_name, kernel_can_run
 from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
-# The activation modules whose computation the extension repeats exactly (torch's own ops, in
-# place): code of each (others, e.g. mmcv's Swish written as x * sigmoid(x), keep the modules).
-_EXACT_ACTIVATIONS = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
-                      (nn.ReLU6, 'relu6'))
-
 
 def _act_code(act: nn.Module) -> Optional[int]:
-    for act_type, name in _EXACT_ACTIVATIONS:
-        if type(act) is act_type:
-            return _ACT_CODE[name]
-    return None
+    """The extension's code for ``act`` where it repeats the module exactly: torch's own
+    activation modules (its in-place ops); None for others, e.g. mmcv's Swish, whose
+    ``x * sigmoid(x)`` rounds otherwise (those blocks keep their modules)."""
+    name = activation_name(act)
+    if name is None or not type(act).__module__.startswith('torch.'):
+        return None
+    return _ACT_CODE[name]
 
 
 def _pointwise(module: nn.Module) -> Optional[PointwiseConv2d]:
@@ -75,13 +73,10 @@ _KERNEL, _STOCK_CONV, _SPATIAL_MUX = 0, 1, 2
 
 
 def _same_conv(conv: nn.Module, stride: int) -> bool:
-    """A plain zero-padded "same" conv with a square odd kernel at ``stride``."""
-    if type(conv) not in (nn.Conv2d, GroupConv2d) or conv.padding_mode != 'zeros':
-        return False
-    k, d = conv.kernel_size[0], conv.dilation[0]
-    return conv.kernel_size == (k, k) and k % 2 == 1 and conv.dilation == (d, d) and \
-        conv.padding == (d * (k // 2), ) * 2 and conv.stride == (stride, stride) and \
-        conv.in_channels == conv.out_channels
+    """A plain conv the group-conv kernel could compute (``"same"`` zero padding, square odd
+    kernel, 1 or 2 channels per group: the layout the extension assumes) at ``stride``."""
+    return type(conv) in (nn.Conv2d, GroupConv2d) and kernel_can_run(conv) and \
+        conv.stride == (stride, stride)
 
 
 def _set_spatial(fused, block: nn.Module) -> Optional[int]:
@@ -278,12 +273,10 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
         depthwise_act (nn.Module): Its activation.
         project_conv (ConvAct): The deployed project conv (no activation).
         has_residual (bool): Add the input to the output.
-        cpu_kernels (bool): Run as one call on the CPU (what ``fused_ops`` asked for).
     """
 
     def __init__(self, expand_conv: Optional[ConvAct], depthwise_conv: nn.Conv2d,
-                 depthwise_act: nn.Module, project_conv: ConvAct, has_residual: bool,
-                 cpu_kernels: bool = False):
+                 depthwise_act: nn.Module, project_conv: ConvAct, has_residual: bool):
         super().__init__()
         self._init_one_call()
         if expand_conv is not None:
@@ -292,12 +285,10 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
         self.depthwise_act, self.se = depthwise_act, nn.Identity()
         self.project_conv = project_conv
         self.has_residual = has_residual
-        self.on_cpu_kernels = cpu_kernels
-        self.cpu_block_call = cpu_kernels
+        self.set_block_call(True)
 
     @classmethod
-    def from_mmdet(cls, block: nn.Module,
-                   cpu_kernels: bool) -> Optional['DeployedInvertedResidual']:
+    def from_mmdet(cls, block: nn.Module) -> Optional['DeployedInvertedResidual']:
         """The deploy form of mmdet's ``InvertedResidual`` after its ConvModules were deployed
         (None where it has a squeeze-excite or parts of another kind)."""
         parts = [getattr(block, 'expand_conv', None) if block.with_expand_conv else None,
@@ -306,11 +297,11 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
                 parts[0] is not None and not isinstance(parts[0], ConvAct):
             return None
         expand, depthwise, project = parts
-        return cls(expand, depthwise.conv, depthwise.act, project, block.with_res_shortcut,
-                   cpu_kernels).train(block.training)
+        return cls(expand, depthwise.conv, depthwise.act, project,
+                   block.with_res_shortcut).train(block.training)
 
     def _runs_on_cpu_kernels(self) -> bool:
-        return self.on_cpu_kernels
+        return True  # (the walker builds this form for the CPU kernels only)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._one_call(x)

@@ -145,7 +145,7 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         cpu_kernel = fused_ops and cpu_kernels_take(param)
         if cpu_kernel:  # the SE + project tail on the C++ kernels, whatever the spatial conv
             self.tail_in_ops = self.fused_tail_in_eager_only = self._tail_fits_ops()
-            self.cpu_block_call = self.tail_in_ops
+            self.set_block_call(True)
         norm = self.depthwise_norm
         if not isinstance(norm, (_BatchNorm, nn.Identity)):
             return  # e.g. GroupNorm: nothing to fold
