@@ -14,8 +14,9 @@ With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 expand conv (with its activation) and project conv (with its residual or channel-multiplexing
 interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an fp32 CPU model the
 blocks whose spatial conv oneDNN has no fast path for (2 channels per group, MixConv) take the
-same fused form on the ops' C++ kernels (the expand conv staying BLAS + torch's activation), the
-other blocks with a squeeze-excite its SE + project tail after their stock spatial conv, and in
+same fused form on the ops' C++ kernels, the other blocks with a squeeze-excite its SE + project
+tail after their stock spatial conv, every 1x1 conv the op's C++ GEMM (its activation, residual
+add and interleave in the epilogue: faster than BLAS's product alone), and in
 eager inference each of those blocks then runs as one C++ call
 (:mod:`mux_backbones.layers.block_call`) -- as do mmdet's MobileNetV2 blocks, so that a baseline
 gets the same treatment (ONNX export and tracing want the stock forms: the
@@ -42,7 +43,7 @@ from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
 from .layers.block_call import DeployedInvertedResidual
-from .layers.conv_bn import deploy_conv_module
+from .layers.conv_bn import ConvAct, deploy_conv_module
 from .ops._cpu_kernels import cpu_kernels_take
 from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
@@ -92,7 +93,11 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
 def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, ConvModule):
-            setattr(module, name, deploy_conv_module(child))
+            deployed = deploy_conv_module(child)
+            if fused_ops and isinstance(deployed, ConvAct) and \
+                    cpu_kernels_take(deployed.conv.weight):  # a 1x1 conv: the op's CPU GEMM
+                deployed.use_cpu_kernel()
+            setattr(module, name, deployed)
         elif isinstance(child, MMDetInvertedResidual):  # (MobileNetV2's): its ConvModules, and
             _walk(child, fused_ops, choices)  # with fused_ops on a CPU the one-call runner too
             param = next(child.parameters(), None)

@@ -20,8 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..engine.checkpoint import load_weights
 from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_width
-from ..layers.conv_bn import ConvAct
-from ..layers.fused_group_conv import activation_name
+from ..layers.conv_bn import ConvAct, activation_name
 from ..ops import unsupported_reason
 from .block_spec import BlockSpec
 from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation, plan_stages,

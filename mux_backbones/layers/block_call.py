@@ -23,7 +23,7 @@ autocast), fp32 CPU input with its channels innermost, no hook on the block's la
 counter or a feature hook still sees every layer). Everywhere else the block's modules run as
 before.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -33,8 +33,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
 from ..ops.group_conv import _ACT_CODE, cpu_kernel_serves, forward_plan
-from .conv_bn import ConvAct, PointwiseConv2d
-from .fused_group_conv import FusedGroupConv, GroupConv2d, activation_name, kernel_can_run
+from .conv_bn import ConvAct, PointwiseConv2d, activation_name
+from .fused_group_conv import FusedGroupConv, GroupConv2d, kernel_can_run
 from .spatial_mux_conv import SpatialMuxConv
 from .squeeze_excite import SqueezeExcite
 
@@ -49,12 +49,16 @@ def _act_code(act: nn.Module) -> Optional[int]:
     return _ACT_CODE[name]
 
 
-def _pointwise(module: nn.Module) -> Optional[PointwiseConv2d]:
-    """The biased :class:`PointwiseConv2d` of a deployed 1x1 ConvAct, else None."""
-    if isinstance(module, ConvAct) and isinstance(module.conv, PointwiseConv2d) and \
-            module.conv.bias is not None and module.epilogue_act is None:
-        return module.conv
-    return None
+def _kernel_conv(module: nn.Module) -> Optional[Tuple[PointwiseConv2d, int]]:
+    """The biased 1x1 conv of a deployed ConvAct in its CPU kernel form
+    (:meth:`ConvAct.use_cpu_kernel`) and the code of the activation its GEMM applies; None for
+    any other layer (its modules compute what the call would not repeat)."""
+    if not (isinstance(module, ConvAct) and isinstance(module.conv, PointwiseConv2d) and
+            module.conv.kernel_form and module.conv.bias is not None):
+        return None
+    if module.epilogue_act is not None:
+        return module.conv, _ACT_CODE[module.epilogue_act]
+    return (module.conv, 0) if isinstance(module.act, nn.Identity) else None
 
 
 def _plain_fp32_cpu(t: torch.Tensor) -> bool:
@@ -156,10 +160,9 @@ class BlockCall:
         SE-less block, an activation it does not repeat exactly, a model not on fp32 CPU
         tensors, the extension switched off)."""
         kernels = cpu_kernels()
-        se, project = block.se, _pointwise(block.project_conv)
+        se, project = block.se, _kernel_conv(block.project_conv)
         with_se = isinstance(se, SqueezeExcite)
-        if kernels is None or project is None or \
-                not isinstance(block.project_conv.act, nn.Identity) or \
+        if kernels is None or project is None or project[1] != 0 or \
                 not (with_se or isinstance(se, nn.Identity)) or \
                 with_se and not _se_fits(se) or \
                 not all(_plain_fp32_cpu(t) for t in [*block.parameters(), *block.buffers()]
@@ -168,11 +171,11 @@ class BlockCall:
         fused = kernels.FusedBlockCPU()
         expand = getattr(block, 'expand_conv', None)
         if expand is not None:
-            conv, code = _pointwise(expand), _act_code(expand.act)
-            if conv is None or code is None:
+            expand = _kernel_conv(expand)
+            if expand is None:
                 return None
-            fused.expand_weight, fused.expand_bias, fused.expand_act = conv.matrix(), conv.bias, \
-                code
+            conv, fused.expand_act = expand
+            fused.expand_weight, fused.expand_bias = conv.matrix(), conv.bias
         channels = _set_spatial(fused, block)
         if channels is None:
             return None
@@ -182,7 +185,7 @@ class BlockCall:
             fused.se_expand_weight = se.conv_expand.weight
             fused.se_expand_bias = se.conv_expand.bias
             fused.se_act = _ACT_CODE[activation_name(se.act)]
-        fused.project_weight, fused.project_bias = project.matrix(), project.bias
+        fused.project_weight, fused.project_bias = project[0].matrix(), project[0].bias
         fused.residual = block.has_residual
         spatial = block.depthwise_conv
         pooled = with_se and isinstance(spatial, FusedGroupConv)  # (its pool tile to plan)
@@ -279,6 +282,9 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
                  depthwise_act: nn.Module, project_conv: ConvAct, has_residual: bool):
         super().__init__()
         self._init_one_call()
+        for conv_act in (expand_conv, project_conv):  # (their GEMMs: what the call runs)
+            if conv_act is not None:
+                conv_act.use_cpu_kernel()
         if expand_conv is not None:
             self.expand_conv = expand_conv
         self.depthwise_conv, self.depthwise_norm = depthwise_conv, nn.Identity()
@@ -309,7 +315,10 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
             return out
         expand = getattr(self, 'expand_conv', None)
         out = self.depthwise_act(self.depthwise_conv(expand(x) if expand is not None else x))
-        out = self.project_conv(out)
+        project = self.project_conv
+        if self.has_residual and project.conv.kernel_call():  # in the GEMM, as the call adds it
+            return project.conv(out, residual=x)
+        out = project(out)
         return x + out if self.has_residual else out
 
 

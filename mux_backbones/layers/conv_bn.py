@@ -12,10 +12,22 @@ from typing import Optional
 
 import torch
 from mmcv.cnn import ConvModule
+from mmcv.cnn.bricks import Swish
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops.pointwise_conv import pointwise_conv
+
+_ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
+                     (Swish, 'silu'), (nn.ReLU6, 'relu6'))
+
+
+def activation_name(act: nn.Module) -> Optional[str]:
+    """The kernels' epilogue activation that computes ``act`` (None: they have none for it)."""
+    for act_type, name in _ACTIVATION_NAMES:
+        if type(act) is act_type:
+            return name
+    return None
 
 
 def _as_rows(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -36,7 +48,19 @@ class PointwiseConv2d(nn.Conv2d):
     ``residual`` (a map like the output) added and ``kept`` (one too) interleaved channel by
     channel with the result -- output channel 2j is this conv's channel j, 2j + 1 is ``kept``'s
     -- instead of more passes over the maps.
+
+    :meth:`use_cpu_kernel` is its deploy form for the CPU kernels: every eager call runs as the
+    op (its C++ GEMM computes the product and the epilogue in one pass, faster than BLAS's
+    product alone on these shapes), the weight stored as the matrix that GEMM reads in place.
+    Under ``torch.compile`` the stock product runs, which Inductor fuses with its neighbours
+    (as the blocks' stock tails, see ``InvertedResidual._fused_tail``).
     """
+
+    kernel_form = False  # eager calls through the op (use_cpu_kernel)
+
+    def kernel_call(self) -> bool:
+        """Whether a call without epilogue arguments runs as the op (the kernel form, eager)."""
+        return self.kernel_form and not torch.compiler.is_compiling()
 
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         if x.dim() != 4 or x.stride(1) != 1 or x.shape[1] == 1:
@@ -46,7 +70,8 @@ class PointwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
                 kept: Optional[torch.Tensor] = None, act: str = 'none',
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if residual is not None or kept is not None or act != 'none' or scale is not None:
+        if residual is not None or kept is not None or act != 'none' or scale is not None or \
+                self.kernel_call():
             return self._with_epilogue(x, residual, kept, act, scale)
         rows = self._rows(x)
         if rows is None:
@@ -59,6 +84,26 @@ class PointwiseConv2d(nn.Conv2d):
     def matrix(self) -> torch.Tensor:
         """The weight as the ``(C_in, C_out)`` matrix the product multiplies by (a view)."""
         return self.weight.reshape(self.out_channels, -1).t()
+
+    def use_cpu_kernel(self) -> None:
+        """Run every call as the ``pointwise_conv`` op and keep the weight's memory ordered as
+        the ``(C_in, C_out)`` matrix, output channels innermost: the panels the op's C++ GEMM
+        reads in place (it copies them from any other layout, per call). Shape, values and state
+        dict are unchanged; the layout is restored after conversions (``to``, channels-last)."""
+        self.kernel_form = True
+        self._store_as_matrix()
+
+    @torch.no_grad()
+    def _store_as_matrix(self) -> None:
+        weight = self.weight
+        if weight.dim() == 4 and self.out_channels > 1 and weight.stride(0) != 1:
+            weight.data = self.matrix().contiguous().t()[:, :, None, None]
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.kernel_form:
+            self._store_as_matrix()
+        return self
 
     def _with_epilogue(self, x: torch.Tensor, residual: Optional[torch.Tensor],
                        kept: Optional[torch.Tensor], act: str,
@@ -131,8 +176,17 @@ class ConvAct(nn.Module):
             self.epilogue_act = name
         return self.epilogue_act is not None
 
+    def use_cpu_kernel(self) -> None:
+        """The deploy form for the CPU kernels: a 1x1 conv in its kernel form
+        (:meth:`PointwiseConv2d.use_cpu_kernel`) with the activation in its epilogue where the
+        kernel has it (eager calls); other convs are left as they are."""
+        if isinstance(self.conv, PointwiseConv2d):
+            self.conv.use_cpu_kernel()
+            self.activate_in_epilogue(activation_name(self.act))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.epilogue_act is not None:
+        if self.epilogue_act is not None and \
+                not (self.conv.kernel_form and torch.compiler.is_compiling()):
             return self.conv(x, act=self.epilogue_act)
         return self.act(self.conv(x))
 

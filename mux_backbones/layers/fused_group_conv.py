@@ -9,7 +9,6 @@
 from typing import Optional, Sequence, Tuple
 
 import torch
-from mmcv.cnn.bricks import Swish
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -18,7 +17,7 @@ from ..ops._dispatch import call
 from ..ops.group_conv import _group_conv, check_args, compile_jobs
 from ..ops.group_conv import kernel_passes as group_conv_kernel_passes
 from ..ops.group_conv import tune_forward
-from .conv_bn import bn_scale_shift
+from .conv_bn import activation_name, bn_scale_shift
 
 # The training forms a layer's ``fused_ops`` selects: False, the stock conv; True, the fused op
 # (forward and gradients on the kernels wherever they run); KERNEL_GRADIENTS, the stock conv's
@@ -27,17 +26,6 @@ from .conv_bn import bn_scale_shift
 # :func:`mux_backbones.tuning.choose_training_kernels`, which times the three.
 KERNEL_GRADIENTS = 'gradients'
 TRAINING_FORMS = (False, True, KERNEL_GRADIENTS)
-
-_ACTIVATION_NAMES = ((nn.Identity, 'none'), (nn.ReLU, 'relu'), (nn.SiLU, 'silu'),
-                     (Swish, 'silu'), (nn.ReLU6, 'relu6'))
-
-
-def activation_name(act: nn.Module) -> Optional[str]:
-    """The kernel epilogue that computes ``act`` (None: the kernel has none for it)."""
-    for act_type, name in _ACTIVATION_NAMES:
-        if type(act) is act_type:
-            return name
-    return None
 
 
 def kernel_can_run(conv: nn.Conv2d) -> bool:

@@ -13,10 +13,10 @@ in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` gives the blocks whose
 spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
-ops' C++ kernels (the expand conv stays BLAS + torch's activation); the other blocks keep their
-stock spatial conv (oneDNN's depth-wise conv; spatial multiplexing's shuffles and BN) but take the
-same SE + project tail, pooled by a sum. In eager inference each of these CPU blocks runs as one
-C++ call of its kernels (:mod:`.block_call`).
+ops' C++ kernels (the expand conv the op's GEMM with its activation in the epilogue); the other
+blocks keep their stock spatial conv (oneDNN's depth-wise conv; spatial multiplexing's shuffles and
+BN) but take the same 1x1 convs and SE + project tail, pooled by a sum. In eager inference each
+of these CPU blocks runs as one C++ call of its kernels (:mod:`.block_call`).
 """
 from typing import Optional, Sequence, Union
 
@@ -31,9 +31,9 @@ from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
 from ..ops.group_conv import cpu_kernel_serves
 from .block_call import OneCallBlock
-from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, conv_of, deploy_conv_module,
-                      fuse_conv_bn)
-from .fused_group_conv import FusedGroupConv, activation_name
+from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, activation_name, conv_of,
+                      deploy_conv_module, fuse_conv_bn)
+from .fused_group_conv import FusedGroupConv
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
 from .pairwise_group_conv import PairwiseGroupConv, has_channel_pairs, pair_halves_permutation
@@ -143,7 +143,12 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         # faster than the op's fallback.
         param = next(conv.parameters())
         cpu_kernel = fused_ops and cpu_kernels_take(param)
-        if cpu_kernel:  # the SE + project tail on the C++ kernels, whatever the spatial conv
+        if cpu_kernel:
+            # The 1x1 convs and the SE + project tail on the C++ kernels, whatever the spatial
+            # conv.
+            for conv_act in (getattr(self, 'expand_conv', None), self.project_conv):
+                if isinstance(conv_act, ConvAct):
+                    conv_act.use_cpu_kernel()
             self.tail_in_ops = self.fused_tail_in_eager_only = self._tail_fits_ops()
             self.set_block_call(True)
         norm = self.depthwise_norm
@@ -183,8 +188,8 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         """The fused deploy form: spatial conv + BN + activation + the SE's pooling in one op,
         the SE gate in one more, the project conv's gate, residual and interleave in its GEMM
         (the ``pointwise_conv`` op; see :meth:`_fused_tail` for the CPU), and on Triton's GEMM
-        the expand conv's activation in its epilogue too (on the CPU, BLAS and torch's own
-        in-place activation are what the op would run anyway)."""
+        the expand conv's activation in its epilogue too (on the CPU: set with the other
+        1x1 convs' CPU forms, :meth:`ConvAct.use_cpu_kernel`)."""
         self.depthwise_conv = fused
         self.depthwise_norm = self.depthwise_act = nn.Identity()
         self.tail_in_ops = self._tail_fits_ops()

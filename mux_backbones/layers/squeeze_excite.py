@@ -19,8 +19,7 @@ from torch.nn import functional as F
 
 from ..ops import se_gate
 from ._eager import eager_autograd
-from .conv_bn import PointwiseConv2d, activate_in_place
-from .fused_group_conv import activation_name
+from .conv_bn import PointwiseConv2d, activate_in_place, activation_name
 
 
 @torch.no_grad()

@@ -67,8 +67,9 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   at::Tensor hidden = x;
   if (expand_weight.defined()) {
-    at::Tensor expanded = at::addmm(expand_bias, rows_of(x), expand_weight);
-    activate_(expanded, expand_act);
+    const at::Tensor expanded = pointwise_conv_forward(rows_of(x), expand_weight, expand_bias,
+                                                       c10::nullopt, c10::nullopt, expand_act,
+                                                       c10::nullopt);
     hidden = expanded.view({N, H, W, expanded.size(1)}).permute({0, 3, 1, 2});
   }
   at::Tensor y, sums;

@@ -275,15 +275,18 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     assert any(isinstance(m.depthwise_conv, SpatialMuxConv) for m in tails)
     assert any(isinstance(m.depthwise_conv, torch.nn.Conv2d) for m in tails)  # depth-wise
     assert tails == [m for m in blocks if isinstance(m.se, SqueezeExcite)]
-    # The expand conv stays BLAS + torch's activation on the CPU (what the op would run).
-    assert all(m.expand_conv.epilogue_act is None for m in blocks
-               if isinstance(m, InvertedResidual))
+    # Every 1x1 conv on the op's GEMM, the expand conv's activation in its epilogue.
+    expands = [m.expand_conv for m in blocks if isinstance(m, InvertedResidual)]
+    assert all(m.epilogue_act in ('relu', 'silu') and m.conv.kernel_form for m in expands)
+    assert all(m.project_conv.conv.kernel_form for m in blocks)
     convs = _conv_calls(cpu_kernel_calls)
     assert {args[7] for args in convs} == {1, 2}  # channels per group: MixConvs, pairs
     assert sum(args[9] > 0 for args in convs) == len(pooling)  # pool tiles given
     assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == len(tails)
-    projects = calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
-    assert len(projects) == len(tails) and all(args[6] is not None for args in projects)
+    gemms = calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
+    projects = [args for args in gemms if args[6] is not None]  # with the SE's scale
+    assert len(projects) == len(tails)
+    assert sum(args[5] in (1, 2) for args in gemms) >= len(expands)  # (and the head's)
     # channel-multiplexed blocks: residual and interleave in the epilogue
     assert any(args[3] is not None and args[4] is not None for args in projects)
 

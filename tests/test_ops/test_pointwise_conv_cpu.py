@@ -1,13 +1,15 @@
 """The C++ CPU kernel of ``pointwise_conv`` (``ops/pointwise_conv_cpu.cpp``) against the stock
-reference: every epilogue (bias, activation, residual, interleave), the squeeze-excite scale on
-the weights and on the rows, channel slices of wider maps as inputs, channel counts off the
-vector width, batches; the op's routing to it, and calls it refuses."""
+reference: every epilogue (bias, activation, residual, interleave), the squeeze-excite scale
+folded into each sample's weight panel, channel slices of wider maps as inputs, channel counts
+off the vector width and the panel width, row counts off the tile height, both weight layouts,
+batches; the op's routing to it, and calls it refuses."""
 import random
 import sys
 
 import pytest
 import torch
 
+from mux_backbones.layers import PointwiseConv2d
 from mux_backbones.ops import _cpu_kernels, pointwise_conv, reference_pointwise_conv
 from .conftest import calls_of, pointwise_inputs
 
@@ -41,15 +43,47 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
             f'{[a is not None for a in args]}'))
 
 
+@pytest.mark.parametrize('weight_rows', [True, False])
+def test_gemm_panels_tiles_and_threads(outside_interpreter, weight_rows):
+    """The GEMM's blocking: output channels over several 32-wide panels and a partial one (down
+    to one lane), rows off the 6-row tile, long reductions, samples whose rows split into
+    chunks (each with its own scaled panel); the weight read in place (its channels
+    consecutive, as a deployed layer stores it) or packed (the transposed view, a column
+    slice). Each output is one tile's sum in a fixed order: the same to the bit on 1 thread."""
+    kernels = _cpu_kernels.cpu_kernels()
+    threads = torch.get_num_threads()
+    for samples, pixels, k, c in [(1, 49, 200, 97), (1, 1, 3, 1), (2, 37, 24, 64), (3, 13, 7, 33),
+                                  (1, 200, 480, 40), (4, 7, 12, 20), (1, 300, 9, 160)]:
+        rows, weight, bias, residual, kept = pointwise_inputs(samples, pixels, k, c,
+                                                              weight_rows=weight_rows)
+        if not weight_rows:  # every other column of a wider matrix
+            weight = torch.randn(k, 2 * c)[:, ::2]
+        scale = torch.rand(samples, k)
+        for args, act in [((bias, residual, kept, scale), 'silu'),
+                          ((bias, None, None, None), 'relu'),
+                          ((None, residual, None, scale), 'none'),
+                          ((bias, None, kept, None), 'relu6')]:
+            code = gemm.ACTIVATIONS.index(act)
+            got = kernels.pointwise_conv_forward(rows, weight, *args[:3], code, args[3])
+            want = reference_pointwise_conv(rows, weight, *args[:3], act=act, scale=args[3])
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+            torch.set_num_threads(1)
+            try:
+                alone = kernels.pointwise_conv_forward(rows, weight, *args[:3], code, args[3])
+            finally:
+                torch.set_num_threads(threads)
+            assert torch.equal(got, alone), (samples, pixels, k, c, act)
+
+
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
 def test_activations_in_the_epilogue_pass(outside_interpreter, act):
-    """With a residual the activation runs in the kernel's own pass (SiLU's own exponential),
-    over the whole float range, on vector lanes and the channel tail."""
+    """The activation in the GEMM's epilogue (SiLU's own exponential) over the whole float
+    range, on vector lanes and the channel tail."""
     special = [0.0, -0.0, -87.5, -104.0, 1e4, -1e4, float('inf'), float('-inf'), float('nan')]
     values = torch.cat([torch.linspace(-100, 100, 520), torch.tensor(special)])  # 529 channels
     c = values.numel()
-    # The values reach the activation as the bias of a zero product (a GEMM would turn inf into
-    # NaN), the zero residual sends them through the kernel's own pass.
+    # The values reach the activation as the bias of a zero product (a product would turn inf
+    # into NaN).
     got = _cpu_kernels.cpu_kernels().pointwise_conv_forward(
         torch.zeros(1, 1), torch.zeros(1, c), values, torch.zeros(1, c), None,
         gemm.ACTIVATIONS.index(act), None)
@@ -105,3 +139,25 @@ def test_gradients_through_the_op(cpu_kernel_calls):
                              ref[5]).square().sum().backward()
     for got, want in zip(inputs, ref):
         torch.testing.assert_close(got.grad, want.grad)
+
+
+def test_pointwise_conv_cpu_kernel_form(outside_interpreter, cpu_kernel_calls):
+    """A 1x1 conv's CPU kernel form keeps its weight's memory as the (C_in, C_out) matrix the
+    GEMM reads in place -- through conversions, with its values and state dict unchanged --
+    and runs every eager call as the op, with the conv's outputs."""
+    conv = torch.nn.Conv2d(24, 40, 1)
+    fast = PointwiseConv2d(24, 40, 1)
+    fast.load_state_dict(conv.state_dict())
+    fast.use_cpu_kernel()
+    assert fast.matrix().is_contiguous() and fast.weight.shape == conv.weight.shape
+    fast.to(memory_format=torch.channels_last).float()
+    assert fast.matrix().is_contiguous()
+    for key, value in fast.state_dict().items():
+        assert torch.equal(value, conv.state_dict()[key])
+    fast.load_state_dict(conv.state_dict())  # (in place, into the same memory)
+    assert fast.matrix().is_contiguous()
+    x = torch.randn(2, 24, 7, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fast(x.contiguous()), conv(x), atol=1e-5, rtol=1e-5)
+    assert len(calls_of(cpu_kernel_calls, 'pointwise_conv_forward')) == 2
