@@ -316,7 +316,7 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
         expand = getattr(self, 'expand_conv', None)
         out = self.depthwise_act(self.depthwise_conv(expand(x) if expand is not None else x))
         project = self.project_conv
-        if self.has_residual and project.conv.kernel_call():  # in the GEMM, as the call adds it
+        if self.has_residual and project.conv.kernel_call(out):  # in the GEMM, as the call does
             return project.conv(out, residual=x)
         out = project(out)
         return x + out if self.has_residual else out

@@ -49,18 +49,21 @@ class PointwiseConv2d(nn.Conv2d):
     channel with the result -- output channel 2j is this conv's channel j, 2j + 1 is ``kept``'s
     -- instead of more passes over the maps.
 
-    :meth:`use_cpu_kernel` is its deploy form for the CPU kernels: every eager call runs as the
-    op (its C++ GEMM computes the product and the epilogue in one pass, faster than BLAS's
-    product alone on these shapes), the weight stored as the matrix that GEMM reads in place.
-    Under ``torch.compile`` the stock product runs, which Inductor fuses with its neighbours
-    (as the blocks' stock tails, see ``InvertedResidual._fused_tail``).
+    :meth:`use_cpu_kernel` is its deploy form for the CPU kernels: each eager call on
+    channels-last input runs as the op (its C++ GEMM computes the product and the epilogue in
+    one pass, faster than BLAS's product alone on these shapes), the weight stored as the
+    matrix that GEMM reads in place. Under ``torch.compile`` the stock product runs, which
+    Inductor fuses with its neighbours (as the blocks' stock tails, see
+    ``InvertedResidual._fused_tail``); on other layouts the stock conv.
     """
 
-    kernel_form = False  # eager calls through the op (use_cpu_kernel)
+    kernel_form = False  # (use_cpu_kernel)
 
-    def kernel_call(self) -> bool:
-        """Whether a call without epilogue arguments runs as the op (the kernel form, eager)."""
-        return self.kernel_form and not torch.compiler.is_compiling()
+    def kernel_call(self, x: torch.Tensor) -> bool:
+        """Whether a call on ``x`` runs as the op whatever its arguments: the kernel form, in
+        eager mode, on channels-last input."""
+        return self.kernel_form and x.dim() == 4 and x.stride(1) == 1 and \
+            not torch.compiler.is_compiling()
 
     def _rows(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         if x.dim() != 4 or x.stride(1) != 1 or x.shape[1] == 1:
@@ -71,7 +74,7 @@ class PointwiseConv2d(nn.Conv2d):
                 kept: Optional[torch.Tensor] = None, act: str = 'none',
                 scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         if residual is not None or kept is not None or act != 'none' or scale is not None or \
-                self.kernel_call():
+                self.kernel_call(x):
             return self._with_epilogue(x, residual, kept, act, scale)
         rows = self._rows(x)
         if rows is None:
@@ -186,7 +189,7 @@ class ConvAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.epilogue_act is not None and \
-                not (self.conv.kernel_form and torch.compiler.is_compiling()):
+                (not self.conv.kernel_form or self.conv.kernel_call(x)):
             return self.conv(x, act=self.epilogue_act)
         return self.act(self.conv(x))
 

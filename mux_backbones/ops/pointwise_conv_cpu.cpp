@@ -225,12 +225,12 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
   const int64_t lda = rows.stride(0);
 
   // Tasks: (sample, row chunk, panel), panels innermost so that a thread's run of tasks reuses
-  // its rows from cache. Chunks of whole tiles, small enough for ~4 tasks per thread (batch 1
-  // on the 7x7 maps: one chunk, a task per panel).
+  // its rows from cache. Chunks of whole tiles, small enough for ~8 tasks per thread: the
+  // threads finish together.
   const int64_t per_sample = M / samples;
   const int64_t panels = (C + kPanel - 1) / kPanel;
   const int64_t threads = at::get_num_threads();
-  const int64_t chunks_wanted = std::max<int64_t>(1, (4 * threads + panels - 1) / panels);
+  const int64_t chunks_wanted = std::max<int64_t>(1, (8 * threads + panels - 1) / panels);
   const int64_t chunks_per_sample = std::max<int64_t>(1, chunks_wanted / samples);
   int64_t chunk = (per_sample + chunks_per_sample - 1) / chunks_per_sample;
   chunk = std::max<int64_t>(kTileRows, (chunk + kTileRows - 1) / kTileRows * kTileRows);
