@@ -2,9 +2,9 @@
 
 One source per op (``group_conv_cpu.cpp`` and its backward's ``group_conv_backward_cpu.cpp``,
 ``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``; ``fused_block_cpu.cpp`` calls the first three's
-kernels and BLAS back to back for a whole block; the code they share in headers:
-``cpu_vector.h``, ``group_conv_cpu.h``, ``fused_block_cpu.h``; the Python bindings in
-``_cpu_kernels.cpp``) is compiled
+kernels (and oneDNN's conv where a block keeps it) back to back for a whole block; the code they
+share in headers: ``cpu_vector.h``, ``group_conv_cpu.h``, ``fused_block_cpu.h``; the Python
+bindings in ``_cpu_kernels.cpp``) is compiled
 into one extension by :func:`torch.utils.cpp_extension.load` (with the C++ compiler mmcv's build
 needs too, and ninja from ``tools/install.sh``; ~30 s once, then torch's extension cache) with
 ``-march=native``: the build is keyed by this CPU's instruction-set flags,

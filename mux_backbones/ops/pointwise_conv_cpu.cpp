@@ -249,7 +249,7 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
       // see PointwiseConv2d); else copied, zero-padded to whole vectors and scaled per sample.
       const float* panel_w = wp + col0 * w_c;
       int64_t ldb = w_k;
-      if (cols % 8 != 0 || sp != nullptr || (w_c != 1 && C > 1)) {
+      if (cols % 8 != 0 || sp != nullptr || w_c != 1) {
         const int width = 8 * vectors;
         packed.assign(static_cast<size_t>(K * width), 0.f);
         const float* gate = sp != nullptr ? sp + sample * K : nullptr;
