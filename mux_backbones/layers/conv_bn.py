@@ -89,10 +89,11 @@ class PointwiseConv2d(nn.Conv2d):
         return self.weight.reshape(self.out_channels, -1).t()
 
     def use_cpu_kernel(self) -> None:
-        """Run every call as the ``pointwise_conv`` op and keep the weight's memory ordered as
-        the ``(C_in, C_out)`` matrix, output channels innermost: the panels the op's C++ GEMM
-        reads in place (it copies them from any other layout, per call). Shape, values and state
-        dict are unchanged; the layout is restored after conversions (``to``, channels-last)."""
+        """Run each eager call on channels-last input as the ``pointwise_conv`` op
+        (:meth:`kernel_call`) and keep the weight's memory ordered as the ``(C_in, C_out)``
+        matrix, output channels innermost: the panels the op's C++ GEMM reads in place (it packs
+        them from any other layout, per call). Shape, values and state dict are unchanged; the
+        layout is restored after conversions (``to``, channels-last)."""
         self.kernel_form = True
         self._store_as_matrix()
 
