@@ -233,11 +233,13 @@ class OneCallBlock:
 
     def _one_call(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None):
         """The block's output as one call, or None where the modules must run."""
+        if self.training or torch.compiler.is_compiling():  # (nothing to build under Dynamo)
+            return None
         call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
         if call is None:
             call = self._block_call = getattr(self, 'cpu_block_call', False) and \
                 BlockCall.build(self) or False
-        if call and not self.training and call.takes(x, kept):
+        if call and call.takes(x, kept):
             return call(x, kept)
         return None
 

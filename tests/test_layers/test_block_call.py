@@ -176,6 +176,7 @@ def test_mobilenetv2_blocks_get_the_same_runner(calls):
     from mmdet.models.backbones import MobileNetV2
     model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
     x = _input()
+    fresh = copy.deepcopy(model)
     with torch.no_grad():
         expected = model(x)
         stock = switch_to_deploy(copy.deepcopy(model), channels_last=True)
@@ -189,4 +190,12 @@ def test_mobilenetv2_blocks_get_the_same_runner(calls):
     assert len(calls) == len(blocks)
     _assert_equal(outputs, modules)
     for out, ref in zip(outputs, expected, strict=True):
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # Compiled before any eager forward (nothing built yet): the modules, as one graph.
+    calls.clear()
+    switch_to_deploy(fresh, channels_last=True, fused_ops=True)
+    with torch.no_grad():
+        compiled = torch.compile(fresh, backend='aot_eager', fullgraph=True)(x)
+    assert not calls
+    for out, ref in zip(compiled, expected, strict=True):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
