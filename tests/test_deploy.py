@@ -176,18 +176,25 @@ def test_onnx_detector_and_segmentor(task, tmp_path, outside_interpreter):
     _onnx_roundtrip(RawOutputs(model), torch.randn(1, 3, *size), tmp_path / f'{task}.onnx')
 
 
+@pytest.mark.parametrize('fused_ops', [None, True])
 @pytest.mark.parametrize('task', ['det', 'seg'])
-def test_deploy_detector_and_segmentor_equal_eval(task, outside_interpreter):
-    """Whole models in channels-last deploy mode (necks and heads fused too) give the same raw
-    head outputs as in eval mode."""
+def test_deploy_detector_and_segmentor_equal_eval(task, fused_ops, outside_interpreter):
+    """Whole models in channels-last deploy mode (necks and heads fused too; with ``fused_ops``
+    on the CPU kernels, every 1x1 conv of the heads in its kernel form) give the same raw head
+    outputs as in eval mode, on channels-last input and (the kernel forms) on NCHW input."""
     model, size = _dense_model(task)
     x = torch.randn(2, 3, *size)
     ref = _outputs(RawOutputs(model), x)
-    switch_to_deploy(model, channels_last=True)
-    out = _outputs(RawOutputs(model), x.contiguous(memory_format=torch.channels_last))
-    assert len(out) == len(ref)
-    for a, b in zip(ref, out):
-        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    switch_to_deploy(model, channels_last=True, fused_ops=fused_ops)
+    inputs = [x.contiguous(memory_format=torch.channels_last)] + ([x] if fused_ops else [])
+    if fused_ops:  # every 1x1 conv, backbone, neck and heads
+        pointwise = [m for m in model.modules() if isinstance(m, PointwiseConv2d)]
+        assert len(pointwise) > 30 and all(m.kernel_form for m in pointwise)
+    for inp in inputs:
+        out = _outputs(RawOutputs(model), inp)
+        assert len(out) == len(ref)
+        for a, b in zip(ref, out):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('arch', ['xs', 'm'])
