@@ -29,9 +29,10 @@ depth measured fastest there instead -- or runs the stock path (cuBLAS and separ
 that measured faster than every kernel config.
 
 On fp32 CPU tensors (outside Triton's interpreter) a C++ kernel (``pointwise_conv_cpu.cpp``)
-runs the op in one call: its own register-tiled GEMM, the accumulators starting from the bias, the
-SE scale folded into each sample's weight panel, activation, residual and interleave applied to
-each tile before it is stored (one pass over the output, not four).
+runs the op in one call: its own register-tiled GEMM, the accumulators starting from the bias,
+the SE scale folded into each sample's weight panels (or rows, whichever has fewer values), and
+activation, residual and interleave applied to each tile before it is stored (one pass over the
+output, not four).
 The stock computation (:func:`reference_pointwise_conv`) is the fallback and the tests'
 reference; gradients go through it (the op is an inference path: training keeps the project
 conv's norm layer, which no epilogue can fold).

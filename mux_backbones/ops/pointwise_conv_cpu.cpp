@@ -6,9 +6,10 @@
 // step (activation, residual add, the interleave), each over the widest maps of the network.
 // Here the accumulators start from the bias, and the activation, the residual and the
 // interleave with a channel-multiplexed block's copied channels are applied to the tile while
-// it is in registers; a squeeze-excite scale is folded into each sample's weight panel. On the
-// shapes of MUXNet and MobileNetV2 at batch 1 the tile is as fast as MKL's product alone, and
-// faster on the 7x7 maps (MKL's packing costs more than the product there).
+// it is in registers; a squeeze-excite scale is folded into each sample's weight panel (or, on
+// maps with fewer pixels than output channels, into its rows). On the shapes of MUXNet and
+// MobileNetV2 at batch 1 the tile is as fast as MKL's product alone, and faster on the 7x7 maps
+// (MKL's packing costs more than the product there).
 #include <ATen/ATen.h>
 
 #include <ATen/Parallel.h>
@@ -236,8 +237,15 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
   chunk = std::max<int64_t>(kTileRows, (chunk + kTileRows - 1) / kTileRows * kTileRows);
   const int64_t chunks = (per_sample + chunk - 1) / chunk;
 
+  // The SE scale goes where it costs fewer products: into the rows (a chunk's rows x K, once
+  // per chunk and thread) where a sample has fewer rows than output channels (the 7x7 maps of
+  // batch 1), else into each task's weight panel (K x 32).
+  const bool scale_rows = sp != nullptr && per_sample < C;
+
   at::parallel_for(0, samples * chunks * panels, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> packed;  // a panel copied: the last, partial one, or a scaled one
+    std::vector<float> scaled;  // the rows of the chunk scaled_row0 starts, scaled
+    int64_t scaled_row0 = -1;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t panel = task % panels, sample = task / panels / chunks;
       const int64_t row0 = sample * per_sample + (task / panels % chunks) * chunk;
@@ -245,14 +253,27 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
       const int64_t col0 = panel * kPanel;
       const int cols = static_cast<int>(std::min<int64_t>(kPanel, C - col0));
       const int vectors = (cols + 7) / 8;
+      const float* task_rows = ap + row0 * lda;
+      int64_t task_lda = lda;
+      if (scale_rows) {
+        if (scaled_row0 != row0) {  // (a thread's tasks run the panels of a chunk in turn)
+          scaled.resize(static_cast<size_t>(row_count * K));
+          const float* gate = sp + sample * K;
+          for (int64_t r = 0; r < row_count; ++r)
+            for (int64_t k = 0; k < K; ++k) scaled[r * K + k] = task_rows[r * lda + k] * gate[k];
+          scaled_row0 = row0;
+        }
+        task_rows = scaled.data();
+        task_lda = K;
+      }
       // The panel read in place where its channels have unit stride (a deployed layer's weight,
       // see PointwiseConv2d); else copied, zero-padded to whole vectors and scaled per sample.
       const float* panel_w = wp + col0 * w_c;
       int64_t ldb = w_k;
-      if (cols % 8 != 0 || sp != nullptr || w_c != 1) {
+      const float* gate = sp != nullptr && !scale_rows ? sp + sample * K : nullptr;
+      if (cols % 8 != 0 || gate != nullptr || w_c != 1) {
         const int width = 8 * vectors;
         packed.assign(static_cast<size_t>(K * width), 0.f);
-        const float* gate = sp != nullptr ? sp + sample * K : nullptr;
         if (w_c == 1) {  // rows of the panel contiguous: copied row by row
           for (int64_t k = 0; k < K; ++k) {
             const float g = gate != nullptr ? gate[k] : 1.f;
@@ -274,7 +295,7 @@ at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weig
                  has_kept ? kept->stride(0) : 0,
                  out.data_ptr<float>() + row0 * out_cols + (has_kept ? 2 : 1) * col0,
                  out_cols, static_cast<int>(act), cols};
-      panel_rows(vectors, ap + row0 * lda, lda, panel_w, ldb, K, row_count, e);
+      panel_rows(vectors, task_rows, task_lda, panel_w, ldb, K, row_count, e);
     }
   });
   return out;
