@@ -192,7 +192,9 @@ class BlockCall:
         return cls(block, fused, channels, spatial if pooled else None)
 
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
-        """Whether this forward may run as the call (see the module's docstring)."""
+        """Whether this forward's inputs and hooks let it run as the call (see the module's
+        docstring; the mode -- inference, plain eager -- is what :meth:`OneCallBlock._one_call`
+        checks first)."""
         if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.dim() != 4 or \
                 x.stride(1) != 1 or not cpu_kernels_take(x) or torch.is_autocast_enabled('cpu'):
             return False
@@ -204,7 +206,7 @@ class BlockCall:
         for layer in self._layers:
             if layer._forward_pre_hooks or layer._forward_hooks:
                 return False
-        return plain_eager()
+        return True
 
     def __call__(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         shape, tile = self._pool_tile
@@ -233,7 +235,9 @@ class OneCallBlock:
 
     def _one_call(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None):
         """The block's output as one call, or None where the modules must run."""
-        if self.training or torch.compiler.is_compiling():  # (nothing to build under Dynamo)
+        # Inference in plain eager mode only, checked before anything is built (a compile or
+        # trace must not build the extension's object into its graph).
+        if self.training or not plain_eager():
             return None
         call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
         if call is None:

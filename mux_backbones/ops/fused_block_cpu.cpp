@@ -15,6 +15,8 @@
 
 #include <tuple>
 
+#include "cpu_vector.h"
+
 namespace {
 
 using mux_backbones::FusedBlockCPU;
@@ -25,11 +27,11 @@ at::Tensor rows_of(const at::Tensor& x) { return x.permute({0, 2, 3, 1}).reshape
 
 // In place, as the deploy form's activation modules (activate_in_place) apply theirs.
 void activate_(at::Tensor& t, int64_t act) {
-  if (act == 1) {
+  if (act == mux_backbones::kRelu) {
     at::relu_(t);
-  } else if (act == 2) {
+  } else if (act == mux_backbones::kSilu) {
     at::silu_(t);
-  } else if (act == 3) {
+  } else if (act == mux_backbones::kRelu6) {
     at::hardtanh_(t, 0.0, 6.0);
   }
 }
