@@ -273,8 +273,10 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
     """The deploy form the walker (:func:`mux_backbones.deploy.switch_to_deploy`) gives another
     library's inverted residual -- mmdet's MobileNetV2 block: expand 1x1 conv (optional),
     depth-wise conv, linear 1x1 project, residual add, no squeeze-excite -- so that a baseline
-    gets the same treatment as MUXNet's blocks: on the CPU kernels (``fused_ops``, fp32 CPU) one
-    call per block in eager inference (the same runner, no SE), else its modules as before.
+    gets the same treatment as MUXNet's blocks: on the CPU kernels (``fused_ops``, fp32 CPU) its
+    1x1 convs on the op's GEMM, its depth-wise conv and activation on the group-conv kernel
+    where that serves, one call per block in eager inference (the same runner, no SE), else
+    its modules as before.
 
     Args:
         expand_conv (ConvAct, optional): The deployed expand conv and its activation.
@@ -293,6 +295,13 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
                 conv_act.use_cpu_kernel()
         if expand_conv is not None:
             self.expand_conv = expand_conv
+        # The depth-wise conv on the group-conv kernel with its activation in the epilogue
+        # where that beats oneDNN's conv + an activation pass, as in MUXNet's blocks.
+        fused = FusedGroupConv.from_convs([depthwise_conv], None, depthwise_act)
+        if fused is not None and cpu_kernel_serves(depthwise_conv.weight, fused.splits,
+                                                   fused.channels_per_group,
+                                                   epilogue=fused.act != 'none'):
+            depthwise_conv, depthwise_act = fused, nn.Identity()
         self.depthwise_conv, self.depthwise_norm = depthwise_conv, nn.Identity()
         self.depthwise_act, self.se = depthwise_act, nn.Identity()
         self.project_conv = project_conv

@@ -122,8 +122,10 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         Args:
             fused_ops (bool): Use the suite's kernels: on CUDA (and on the CPU under the Triton
                 interpreter) the fused forms below; on an fp32 CPU model the fused form on the
-                C++ kernels where oneDNN has no fast path for the spatial conv (2 channels per
-                group, MixConv), its SE + project tail on them in every block; elsewhere one
+                C++ kernels where they beat oneDNN (2 channels per group, MixConv, a plain
+                depth-wise conv with its activation in the epilogue: see
+                :func:`~mux_backbones.ops.group_conv.cpu_kernel_serves`), its SE + project tail
+                on them in every block; elsewhere one
                 warning and the stock forms. False: the stock-path forms (merged MixConv,
                 pairwise convs).
         """
@@ -158,10 +160,10 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         fused_ops = fused_ops and not cpu_kernel and can_use_triton(param, 'group_conv')
         if (fused_ops or cpu_kernel) and hasattr(conv, 'fused_form'):
             fused = conv.fused_form(bn, self.depthwise_act)
-            # On the CPU only where the C++ kernel beats oneDNN (2 channels per group, MixConv):
-            # a plain depth-wise conv keeps its stock form (its tail takes the ops, above).
+            # On the CPU where the C++ kernel beats oneDNN: 2 channels per group, MixConv, and
+            # a plain depth-wise conv whose activation rides in the kernel's epilogue.
             if fused is not None and (fused_ops or cpu_kernel_serves(
-                    param, fused.splits, fused.channels_per_group)):
+                    param, fused.splits, fused.channels_per_group, epilogue=fused.act != 'none')):
                 self._use_fused_form(fused, on_cpu=not fused_ops)
                 return
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):

@@ -26,8 +26,9 @@ tile, warps and loop pipelining measured fastest there instead.
 
 On fp32 CPU tensors (outside Triton's interpreter) the op runs its C++ kernel
 (``group_conv_cpu.cpp``, built on first use by :mod:`._cpu_kernels`) for the convs oneDNN has no
-fast path for (see :func:`cpu_kernel_serves`), bias, activation and the pooled tile sums in its
-epilogue (each output row's sums, added up per tile after the rows: no atomics), and its
+fast path for and plain depth-wise convs with an epilogue (see :func:`cpu_kernel_serves`), bias,
+activation and the pooled tile sums in its epilogue (each output row's sums, added up per tile
+after the rows: no atomics), and its
 gradients there too (``group_conv_backward_cpu.cpp``; the stride-1 input gradient is the forward
 kernel's) -- as well as the gradients of the plain depth-wise convs whose backward oneDNN has no
 fast path for (see :func:`cpu_backward_serves`; their forward stays oneDNN's). Where neither can
@@ -155,17 +156,24 @@ def _cpu_vectors_fit(splits: Sequence[int]) -> bool:
     return all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits)
 
 
-def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int) -> bool:
+def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int,
+                      epilogue: bool = False) -> bool:
     """Whether the C++ kernel is the CPU's faster path for this call: ``x`` one it takes (see
     :func:`~._cpu_kernels.cpu_kernels_take`: fp32 CPU, no Triton interpreter) and a conv
     oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there) or
-    several kernel sizes side by side. A plain depth-wise conv stays oneDNN's (faster at stride
-    1: it reuses each input across a row's taps, this kernel reloads it from L1), and so does a
-    conv with groups of few channels: the kernel computes 8 channels of a pixel per vector, the
-    rest of a group one by one (e.g. a spatially multiplexed conv's 4 channels at 112x112: 10x
-    oneDNN's time); it serves where at most an eighth of each group's channels are left over."""
-    return (channels_per_group == 2 or len(splits) > 1) and _cpu_vectors_fit(splits) and \
-        cpu_kernels_take(x)
+    several kernel sizes side by side -- or, with ``epilogue`` (the call applies an activation
+    or pools the output for a squeeze-excite: the deploy forms), a plain depth-wise conv too:
+    after oneDNN's conv each of those is a pass of its own over the map, in the kernel a few
+    instructions on values in registers (MUXNet-m's four plain depth-wise blocks, conv + SiLU
+    or ReLU + pooling: 1015 -> 338 us, MobileNetV2's 17 with ReLU6: 1394 -> 779 us; 2 threads).
+    The conv alone stays oneDNN's: faster at stride 1 on large maps (144 x 56x56, 3x3: 90 vs
+    111 us), where it reuses each input across a row's taps and this kernel reloads it from L1.
+    A conv with groups of few channels stays oneDNN's too: the kernel computes 8 channels of a
+    pixel per vector, the rest of a group one by one (e.g. a spatially multiplexed conv's 4
+    channels at 112x112: 10x oneDNN's time); it serves where at most an eighth of each group's
+    channels are left over."""
+    return (channels_per_group == 2 or len(splits) > 1 or epilogue) and \
+        _cpu_vectors_fit(splits) and cpu_kernels_take(x)
 
 
 def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
@@ -1106,7 +1114,8 @@ def _group_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: List[
         weight = kernel_weights(weight.contiguous(), splits, kernel_sizes, channels_per_group)
         _run(plan.launches, x, weight, bias if bias is not None else weight, y, pool)
         return y, pool
-    if not stock_forward and cpu_kernel_serves(x, splits, channels_per_group):
+    if not stock_forward and cpu_kernel_serves(x, splits, channels_per_group,
+                                               epilogue=act != 'none' or with_pool):
         y, pool = cpu_kernels().group_conv_forward(
             _channels_last(x), weight.detach().float().contiguous(),
             None if bias is None else bias.detach().float().contiguous(), splits, kernel_sizes,

@@ -5,13 +5,20 @@
 // at the largest size. This kernel computes every kernel-size group of a layer at its own size,
 // 1 or 2 channels per group, straight into the channels-last output.
 //
+// oneDNN's depth-wise conv is fast, but an activation after it and the squeeze-excite's pooling
+// are passes of their own: for a plain depth-wise conv with an epilogue this kernel is faster too.
+//
 // Work: one output row of one image per task (torch's intra-op thread pool); per group, blocks
 // of PW output pixels x CB vectors of 8 channels held in registers across all taps, so each
-// tap's weights are loaded once per block and its inputs once per pixel. A pair partner of a
-// 2-channels-per-group conv is the loaded vector with neighbours swapped. The vectors are GCC's
-// generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets (built with
-// -march=native on the machine that runs it, see _cpu_kernels.py). With pool tiles it also sums
-// its output per tile for the squeeze-excite that follows (the op's `with_pool`).
+// tap's weights are loaded once per block and its inputs once per pixel. Pixels outer, channels
+// inner: a block's inputs (all channels of a few pixels of K rows) and the layer's weights stay
+// in L1 while every channel block uses them. Blocks whose taps all lie inside the map have no
+// bounds test in their tap loop; edge blocks give each pixel its range of valid taps. A pair
+// partner of a 2-channels-per-group conv is the loaded vector with neighbours swapped. The
+// vectors are GCC's generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets
+// (built with -march=native on the machine that runs it, see _cpu_kernels.py). The epilogue
+// (bias first, then activation, store, and with pool tiles the sums per tile for the
+// squeeze-excite that follows: the op's `with_pool`) runs on the block once out of registers.
 #include <ATen/ATen.h>
 
 #include <ATen/Parallel.h>
@@ -43,55 +50,135 @@ struct Group {
   int64_t tile_w;
 };
 
-// PW output pixels from ow0 on (npix of them exist) x CB vectors of 8 channels from c on.
+// A block's outputs, out of registers (the epilogue's branches stay out of the tap loop):
+// activated, stored, and with pooling added to their row's tile sums -- the pixels of one tile
+// summed in a register first, so consecutive pixels do not chain through one sum in memory.
+template <int PW, int CB, int ACT>
+void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c) {
+  float* out = g.y + ow0 * g.C + c;
+  if (g.row_sums == nullptr) {
+    for (int p = 0; p < npix; ++p)
+      for (int b = 0; b < CB; ++b) store8(out + p * g.C + 8 * b, activate(acc[p * CB + b], ACT));
+    return;
+  }
+  vec8 part[CB] = {};
+  int64_t tile = ow0 / g.tile_w;
+  auto flush = [&] {
+    float* sums = g.row_sums + tile * g.C + c;
+    for (int b = 0; b < CB; ++b) store8(sums + 8 * b, load8(sums + 8 * b) + part[b]);
+  };
+  for (int p = 0; p < npix; ++p) {
+    if ((ow0 + p) / g.tile_w != tile) {
+      flush();
+      tile = (ow0 + p) / g.tile_w;
+      for (int b = 0; b < CB; ++b) part[b] = vec8{};
+    }
+    for (int b = 0; b < CB; ++b) {
+      const vec8 v = activate(acc[p * CB + b], ACT);
+      store8(out + p * g.C + 8 * b, v);
+      part[b] += v;
+    }
+  }
+  flush();
+}
+
+template <int PW, int CB>
+void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c) {
+  switch (g.act) {  // one branch per block, not per vector
+    case kRelu: finish_block<PW, CB, kRelu>(g, acc, ow0, npix, c); break;
+    case kSilu: finish_block<PW, CB, kSilu>(g, acc, ow0, npix, c); break;
+    case kRelu6: finish_block<PW, CB, kRelu6>(g, acc, ow0, npix, c); break;
+    default: finish_block<PW, CB, kNone>(g, acc, ow0, npix, c); break;
+  }
+}
+
+// The taps of one output row that lie inside the map vertically: [kh_lo, kh_hi).
+struct RowTaps {
+  int64_t ih0, kh_lo, kh_hi;  // ih0: the input row of tap 0 (may lie outside)
+};
+
+inline RowTaps row_taps(const Group& g, int64_t oh) {
+  RowTaps t{oh * g.stride - g.pad, 0, g.K};
+  while (t.kh_lo < g.K && t.ih0 + t.kh_lo * g.dil < 0) ++t.kh_lo;
+  while (t.kh_hi > t.kh_lo && t.ih0 + (t.kh_hi - 1) * g.dil >= g.H) --t.kh_hi;
+  return t;
+}
+
+// PW output pixels from ow0 on, x CB vectors of 8 channels from c on, every tap of which lies
+// inside the map horizontally: no bounds test in the tap loop; the accumulators stay in
+// registers over all taps (each tap's weights loaded once per block, its inputs once per pixel).
 template <int CPG, int PW, int CB>
-void pixel_block(const Group& g, int64_t oh, int64_t ow0, int64_t npix, int64_t c) {
+void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c) {
   vec8 acc[PW][CB];
   for (int b = 0; b < CB; ++b) {
     const vec8 init = g.bias ? load8(g.bias + c + 8 * b) : vec8{};
     for (int p = 0; p < PW; ++p) acc[p][b] = init;
   }
-  for (int64_t kh = 0; kh < g.K; ++kh) {
-    const int64_t ih = oh * g.stride - g.pad + kh * g.dil;
-    if (ih < 0 || ih >= g.H) continue;
-    const float* x_row = g.x + ih * g.W * g.C + c;
+  const int64_t step = g.stride * g.C, tap_step = g.dil * g.C;
+  for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+    const float* in[PW];
+    in[0] = g.x + ((t.ih0 + kh * g.dil) * g.W + ow0 * g.stride - g.pad) * g.C + c;
+    for (int p = 1; p < PW; ++p) in[p] = in[p - 1] + step;
+    const float* w = g.w + kh * g.K * CPG * g.group + c;
     for (int64_t kw = 0; kw < g.K; ++kw) {
       vec8 w_own[CB], w_partner[CB];
-      load_tap<CPG, CB>(g.w + (kh * g.K + kw) * CPG * g.group + c, g.group, w_own, w_partner);
-      const int64_t iw0 = ow0 * g.stride - g.pad + kw * g.dil;
-      // Inside the map for every pixel of the block: no per-pixel bounds test.
-      const bool inside = npix == PW && iw0 >= 0 && iw0 + (PW - 1) * g.stride < g.W;
+      load_tap<CPG, CB>(w, g.group, w_own, w_partner);
+      w += CPG * g.group;
       for (int p = 0; p < PW; ++p) {
-        const int64_t iw = iw0 + p * g.stride;
-        if (!inside && (p >= npix || iw < 0 || iw >= g.W)) continue;
-        apply_tap<CPG, CB>(acc[p], x_row + iw * g.C, w_own, w_partner);
+        apply_tap<CPG, CB>(acc[p], in[p], w_own, w_partner);
+        in[p] += tap_step;
       }
     }
   }
-  for (int p = 0; p < npix; ++p) {
-    float* out = g.y + (ow0 + p) * g.C + c;
-    float* sums = g.row_sums ? g.row_sums + (ow0 + p) / g.tile_w * g.C + c : nullptr;
-    for (int b = 0; b < CB; ++b) {
-      const vec8 v = activate(acc[p][b], g.act);
-      store8(out + 8 * b, v);
-      if (sums) store8(sums + 8 * b, load8(sums + 8 * b) + v);
+  vec8 out[PW * CB];
+  std::memcpy(out, acc, sizeof(out));
+  finish_block<PW, CB>(g, out, ow0, PW, c);
+}
+
+// PW output pixels from ow0 on (npix <= PW of them exist) near the left or right edge: each
+// pixel takes the taps [lo, hi) whose input columns lie inside the map.
+template <int CPG, int PW, int CB>
+void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t c) {
+  vec8 acc[PW][CB];
+  for (int b = 0; b < CB; ++b) {
+    const vec8 init = g.bias ? load8(g.bias + c + 8 * b) : vec8{};
+    for (int p = 0; p < PW; ++p) acc[p][b] = init;
+  }
+  int64_t iw0[PW], lo[PW], hi[PW];  // per pixel: the input column of tap 0 (may lie outside)
+  for (int p = 0; p < PW; ++p) {
+    iw0[p] = (ow0 + p) * g.stride - g.pad;
+    lo[p] = 0;
+    hi[p] = p < npix ? g.K : 0;
+    while (lo[p] < hi[p] && iw0[p] + lo[p] * g.dil < 0) ++lo[p];
+    while (hi[p] > lo[p] && iw0[p] + (hi[p] - 1) * g.dil >= g.W) --hi[p];
+  }
+  for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
+    const float* x_row = g.x + (t.ih0 + kh * g.dil) * g.W * g.C + c;
+    const float* w = g.w + kh * g.K * CPG * g.group + c;
+    for (int64_t kw = 0; kw < g.K; ++kw, w += CPG * g.group) {
+      vec8 w_own[CB], w_partner[CB];
+      load_tap<CPG, CB>(w, g.group, w_own, w_partner);
+      for (int p = 0; p < PW; ++p)
+        if (kw >= lo[p] && kw < hi[p])
+          apply_tap<CPG, CB>(acc[p], x_row + (iw0[p] + kw * g.dil) * g.C, w_own, w_partner);
     }
   }
+  vec8 out[PW * CB];
+  std::memcpy(out, acc, sizeof(out));
+  finish_block<PW, CB>(g, out, ow0, npix, c);
 }
 
 // Channels past the last full vector (a group size not a multiple of 8), one at a time.
 template <int CPG>
-void channel_tail(const Group& g, int64_t oh, int64_t c) {
+void channel_tail(const Group& g, const RowTaps& t, int64_t c) {
   for (int64_t ow = 0; ow < g.OW; ++ow) {
     for (int64_t o = c; o < g.group; ++o) {
       float acc = g.bias ? g.bias[o] : 0.f;
-      for (int64_t kh = 0; kh < g.K; ++kh) {
-        const int64_t ih = oh * g.stride - g.pad + kh * g.dil;
-        if (ih < 0 || ih >= g.H) continue;
+      for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
         for (int64_t kw = 0; kw < g.K; ++kw) {
           const int64_t iw = ow * g.stride - g.pad + kw * g.dil;
           if (iw < 0 || iw >= g.W) continue;
-          const float* xp = g.x + (ih * g.W + iw) * g.C;
+          const float* xp = g.x + ((t.ih0 + kh * g.dil) * g.W + iw) * g.C;
           const float* tap = g.w + (kh * g.K + kw) * CPG * g.group;
           if (CPG == 1) {
             acc += xp[o] * tap[o];
@@ -108,17 +195,39 @@ void channel_tail(const Group& g, int64_t oh, int64_t c) {
   }
 }
 
+// A block of PW output pixels from ow0 on (npix of them exist) x CB vectors of channels from
+// c on: without bounds tests where all its taps lie inside the map (columns [in_lo, in_hi)).
+// (Not inlined: in a function of its own the tap loop's pointers stay in registers.)
+template <int CPG, int PW>
+__attribute__((noinline)) void pixel_block(const Group& g, const RowTaps& t, int64_t ow0,
+                                           int npix, bool inner, int64_t c16, int64_t c8) {
+  if (inner) {
+    for (int64_t c = 0; c < c16; c += 16) inner_block<CPG, PW, 2>(g, t, ow0, c);
+    if (c8 > c16) inner_block<CPG, PW, 1>(g, t, ow0, c16);
+  } else {
+    for (int64_t c = 0; c < c16; c += 16) edge_block<CPG, PW, 2>(g, t, ow0, npix, c);
+    if (c8 > c16) edge_block<CPG, PW, 1>(g, t, ow0, npix, c16);
+  }
+}
+
 template <int CPG>
 void group_row(const Group& g, int64_t oh) {
   constexpr int PW = 4;
-  int64_t c = 0;
-  for (; c + 16 <= g.group; c += 16)
-    for (int64_t ow = 0; ow < g.OW; ow += PW)
-      pixel_block<CPG, PW, 2>(g, oh, ow, std::min<int64_t>(PW, g.OW - ow), c);
-  for (; c + 8 <= g.group; c += 8)
-    for (int64_t ow = 0; ow < g.OW; ow += PW)
-      pixel_block<CPG, PW, 1>(g, oh, ow, std::min<int64_t>(PW, g.OW - ow), c);
-  if (c < g.group) channel_tail<CPG>(g, oh, c);
+  const RowTaps t = row_taps(g, oh);
+  // Output columns whose taps all lie inside: ow * stride >= pad and
+  // ow * stride - pad + (K - 1) * dil <= W - 1.
+  const int64_t in_lo = (g.pad + g.stride - 1) / g.stride;
+  const int64_t last = g.W - 1 + g.pad - (g.K - 1) * g.dil;
+  const int64_t in_hi = last < 0 ? 0 : last / g.stride + 1;
+  const int64_t c16 = g.group / 16 * 16, c8 = g.group / 8 * 8;
+  // Pixels outer, channels inner: a block's inputs (all channels of a few pixels of K rows) and
+  // the layer's weights stay in L1 while every channel block uses them.
+  for (int64_t ow = 0; ow < g.OW; ow += PW) {
+    const int npix = static_cast<int>(std::min<int64_t>(PW, g.OW - ow));
+    const bool inner = npix == PW && ow >= in_lo && ow + PW <= in_hi;
+    pixel_block<CPG, PW>(g, t, ow, npix, inner, c16, c8);
+  }
+  if (c8 < g.group) channel_tail<CPG>(g, t, c8);
 }
 
 }  // namespace

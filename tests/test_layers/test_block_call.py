@@ -11,6 +11,7 @@ from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import FusedGroupConv, GroupConv2d, SpatialMuxConv
 from mux_backbones.layers import block_call as block_call_module
+from mux_backbones.layers import inverted_residual
 from mux_backbones.layers.block_call import BlockCall, DeployedInvertedResidual, set_block_calls
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _cpu_kernels
@@ -52,14 +53,20 @@ def _assert_equal(outputs, expected):
         assert torch.equal(out, ref)
 
 
-@pytest.mark.parametrize('arch,kwargs', [('tiny', {}), ('xs', {}), ('m', {}),
-                                         ('m', dict(output_stride=8))])
-def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs):
+@pytest.mark.parametrize('arch,kwargs,stock_depthwise', [
+    ('tiny', {}, False), ('xs', {}, False), ('m', {}, False), ('m', dict(output_stride=8), False),
+    ('m', {}, True)])
+def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs, stock_depthwise):
     """Every block with the fused tail runs as one call, whatever its spatial conv -- the
-    kernel's (pair convs, MixConvs, dilated too), oneDNN's (plain depth-wise), spatial
+    kernel's (pair convs, MixConvs, dilated too, plain depth-wise with its activation), oneDNN's
+    (plain depth-wise, where the deploy form keeps it: ``stock_depthwise``), spatial
     multiplexing's (shuffles, a conv per scale on the kernel or oneDNN, BN) -- and so does the
     depth-wise separable block; no layer of theirs runs as a module; the output is the
     modules' to the bit."""
+    if stock_depthwise:  # the rule before the kernel took plain depth-wise convs
+        serves = inverted_residual.cpu_kernel_serves
+        monkeypatch.setattr(inverted_residual, 'cpu_kernel_serves',
+                            lambda x, splits, cpg, epilogue=False: serves(x, splits, cpg))
     model = _deployed(arch, **kwargs)
     x = _input()
     convs = []
@@ -77,8 +84,9 @@ def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs):
     assert len(calls) == len(blocks) > 0 and {id(c) for c in calls} == \
         {id(m._block_call) for m in blocks}
     forms = {type(m.depthwise_conv) for m in blocks}
-    assert forms == ({FusedGroupConv, torch.nn.Conv2d} if arch == 'm' else
-                     {FusedGroupConv, torch.nn.Conv2d, SpatialMuxConv})
+    assert FusedGroupConv in forms and (SpatialMuxConv in forms) == (arch != 'm')
+    # (tiny: a depth-wise conv with too few channels for the kernel's vectors stays oneDNN's)
+    assert (torch.nn.Conv2d in forms) == (stock_depthwise or arch == 'tiny')
     if arch != 'm':  # a scale's conv on the group-conv kernel and one on oneDNN
         muxes = [m._block_call._fused for m in blocks if type(m.depthwise_conv) is SpatialMuxConv]
         assert {on for fused in muxes for on in fused.scale_on_kernel} == {True, False}
@@ -127,7 +135,9 @@ def test_the_modules_run_wherever_something_needs_them(calls):
         torch.testing.assert_close(block(block_input), block(block_input_cl))
         with torch.autocast('cpu', dtype=torch.bfloat16):
             assert not block._block_call.takes(block_input_cl, None)
-            assert block(block_input_cl).dtype == torch.bfloat16
+            calls.clear()
+            block(block_input_cl)  # (the modules, under autocast's rules)
+            assert not calls
         assert ran_modules(lambda: model.double()(x.double()), atol=1e-5, rtol=1e-5,
                            check_dtype=False) == 0
         assert ran_modules(lambda: model.float()(x), atol=0, rtol=0) == blocks
@@ -172,7 +182,8 @@ def test_no_call_without_the_extension(monkeypatch, outside_interpreter):
 
 def test_mobilenetv2_blocks_get_the_same_runner(calls):
     """The baseline's treatment: mmdet's MobileNetV2 blocks, deployed with ``fused_ops`` on the
-    CPU, run as one call each too (no SE); their modules otherwise; the same outputs."""
+    CPU, run as one call each too (no SE), their depth-wise convs on the group-conv kernel with
+    ReLU6 in its epilogue, as MUXNet's; their modules otherwise; the same outputs."""
     from mmdet.models.backbones import MobileNetV2
     model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
     x = _input()
@@ -184,6 +195,8 @@ def test_mobilenetv2_blocks_get_the_same_runner(calls):
         switch_to_deploy(model, channels_last=True, fused_ops=True)
         blocks = [m for m in model.modules() if isinstance(m, DeployedInvertedResidual)]
         assert len(blocks) == 17 and sum(hasattr(m, 'expand_conv') for m in blocks) == 16
+        assert all(isinstance(m.depthwise_conv, FusedGroupConv) and m.depthwise_conv.act == 'relu6'
+                   and isinstance(m.depthwise_act, torch.nn.Identity) for m in blocks)
         modules = set_block_calls(model, False)(x)
         assert not calls
         outputs = set_block_calls(model, True)(x)

@@ -135,33 +135,39 @@ def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
-@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([24], [3], 2), ([16, 17], [3, 5], 1)])
-def test_op_takes_the_kernel_where_it_serves(cpu_kernel_calls, act, splits, kernel_sizes, cpg):
-    """2 channels per group and MixConvs: the kernel, activation and the SE's pooling sums as
-    the op's other paths give them."""
+@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([24], [3], 2), ([16, 17], [3, 5], 1),
+                                                     ([16], [3], 1)])
+@pytest.mark.parametrize('with_pool', [True, False])
+def test_op_takes_the_kernel_where_it_serves(cpu_kernel_calls, act, splits, kernel_sizes, cpg,
+                                             with_pool):
+    """2 channels per group, MixConvs, and a plain depth-wise conv with its activation in the
+    epilogue: the kernel, activation and the SE's pooling sums as the op's other paths give
+    them."""
     x, weight, bias = _call(splits, kernel_sizes, cpg, (9, 7))
     dilations = [1] * len(splits)
-    y, sums = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 2, cpg, act, True)
+    out = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 2, cpg, act, with_pool)
+    y, sums = out if with_pool else (out, None)
     assert len(_conv_calls(cpu_kernel_calls)) == 1
     ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 2, cpg, act)
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), atol=1e-3, rtol=1e-5)
+    if with_pool:
+        torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), atol=1e-3, rtol=1e-5)
 
 
-@pytest.mark.parametrize('splits,kernel_sizes,cpg', [
-    ([16], [3], 1),  # plain depth-wise
-    ([4], [3], 2), ([30], [3], 2), ([16, 10], [3, 5], 1),  # groups with many channels left over
+@pytest.mark.parametrize('splits,kernel_sizes,cpg,act', [
+    ([16], [3], 1, 'none'),  # a plain depth-wise conv alone (no activation or pooling)
+    # groups with many channels left over
+    ([4], [3], 2, 'relu'), ([30], [3], 2, 'relu'), ([16, 10], [3, 5], 1, 'relu'),
 ])
 def test_op_leaves_convs_to_onednn_where_it_is_faster(cpu_kernel_calls, splits, kernel_sizes,
-                                                      cpg):
+                                                      cpg, act):
     x, weight, bias = _call(splits, kernel_sizes, cpg, (6, 6))
     dilations = [1] * len(splits)
-    assert not gc.cpu_kernel_serves(x, splits, cpg)
+    assert not gc.cpu_kernel_serves(x, splits, cpg, epilogue=act != 'none')
     with pytest.warns(RuntimeWarning, match='no Triton kernels'):
-        y = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, 'relu')
+        y = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, act)
     assert not cpu_kernel_calls
-    ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg,
-                                  'relu')
+    ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, act)
     torch.testing.assert_close(y, ref)
 
 
@@ -251,11 +257,11 @@ def test_switched_off_or_unbuildable_runs_the_stock_path(monkeypatch, outside_in
 @pytest.mark.parametrize('arch', ['tiny', 'xs'])
 def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, arch):
     """``switch_to_deploy(fused_ops=True)`` on a CPU model: blocks whose spatial conv is a
-    2-channels-per-group conv or a MixConv take the fused form on the C++ kernels (the conv
-    pooling for the SE, the gate, the project conv with the gate, residual and interleave),
-    spatially multiplexed ones the kernel for each scale's conv, plain depth-wise ones oneDNN's
-    conv, and every block with an SE the same tail (pooled by a sum where the conv is stock);
-    same outputs."""
+    2-channels-per-group conv, a MixConv or a plain depth-wise conv take the fused form on the
+    C++ kernels (the conv with its activation, pooling for the SE, the gate, the project conv
+    with the gate, residual and interleave), spatially multiplexed ones the kernel for each
+    scale's conv, and every block with an SE the same tail (pooled by a sum where the conv is
+    stock); same outputs."""
     model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
@@ -266,14 +272,15 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     for out, ref in zip(outputs, expected):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     fused = [m for m in model.modules() if isinstance(m, FusedGroupConv)]
-    assert fused and all(m.channels_per_group == 2 or len(m.splits) > 1 for m in fused)
+    kinds = {(m.channels_per_group, len(m.splits) > 1) for m in fused}
+    assert (1, True) in kinds and (1, False) in kinds  # MixConvs, plain depth-wise (and pairs)
+    assert all(m.act in ('relu', 'silu') for m in fused)
     assert not any(isinstance(m, PairwiseGroupConv) for m in model.modules())
     blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparable))]
     pooling = [m for m in blocks if m.pool_in_kernel]
     assert pooling and all(isinstance(m.depthwise_conv, FusedGroupConv) for m in pooling)
     tails = [m for m in blocks if m.tail_in_ops]  # every block with an SE
     assert any(isinstance(m.depthwise_conv, SpatialMuxConv) for m in tails)
-    assert any(isinstance(m.depthwise_conv, torch.nn.Conv2d) for m in tails)  # depth-wise
     assert tails == [m for m in blocks if isinstance(m.se, SqueezeExcite)]
     # Every 1x1 conv on the op's GEMM, the expand conv's activation in its epilogue.
     expands = [m.expand_conv for m in blocks if isinstance(m, InvertedResidual)]
