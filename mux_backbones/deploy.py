@@ -47,11 +47,13 @@ from .layers.conv_bn import ConvAct, deploy_conv_module
 from .ops._cpu_kernels import cpu_kernels_take
 from .utils.hooks import module_inputs
 from .utils.timing import device_time_us
+from .utils.weight_buffer import gather_weights
 
 
 def switch_to_deploy(model: nn.Module, channels_last: bool = False,
                      fused_ops: Union[None, bool, str] = None,
-                     example_input: Optional[torch.Tensor] = None) -> nn.Module:
+                     example_input: Optional[torch.Tensor] = None,
+                     gather: Optional[bool] = None) -> nn.Module:
     """Rewrite ``model`` in place for inference (see module docstring) and put it in eval mode.
 
     Args:
@@ -67,6 +69,9 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
             takes, with the batch, size, dtype, device and memory format it will run with (the
             model may still be fp32: blocks are timed cast to the example's dtype). For a
             detector/segmentor, deploy its backbone this way first, then the whole model.
+        gather (bool, optional): Put the deployed model's CPU weights into one buffer on huge
+            pages (:func:`mux_backbones.utils.weight_buffer.gather_weights`: a few percent per
+            CPU forward at batch 1). None (default): for a model with weights on the CPU.
 
     Returns:
         nn.Module: The same model object.
@@ -87,6 +92,9 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
         _walk(model, fused_ops, choices)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    param = next(model.parameters(), None)
+    if gather or gather is None and param is not None and param.device.type == 'cpu':
+        gather_weights(model)  # (last: moving or converting the model would undo it)
     return model
 
 

@@ -1,0 +1,83 @@
+"""A CPU model's weights gathered into one buffer, on huge pages where the OS offers them.
+
+At batch 1 a CPU forward reads each weight once, and a network's weights (MUXNet-m deployed:
+~8 MB, MobileNetV2 ~8.5 MB) do not stay in the caches between forwards: every block starts on
+weights from L3 or memory. Where they lie matters: left where deploying put them -- one
+allocation each, between the temporaries of BN folding and weight packing -- they spread over
+more pages and cache sets than their size needs. :func:`gather_weights` copies them into one
+buffer, each at a 64-byte boundary, and asks Linux for transparent huge pages there (2 MiB
+pages: one TLB entry instead of 512; ``madvise``, the kernel's default mode; ordinary memory
+for a buffer of less than 1 MiB). Measured on the
+CPU machine (2 cores, batch 1, deploy with the C++ kernels, gathered vs not in one process,
+interleaved, three runs): MobileNetV2 -3..-6% per forward, MUXNet-xs -11..-13%, s -1..-2%,
+m -1..-3%, l -2..-4%; never slower.
+
+The tensors stay the same objects with the same values, shapes and strides (a weight kept in a
+kernel's layout keeps it); moving or converting the model (``.to``, ``.half()``) gives them
+memory of their own again.
+"""
+import mmap
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+_ALIGN = 64  # bytes: a cache line, and every dtype's alignment
+_HUGE_PAGE = 2 << 20
+
+
+def _owns_dense_storage(t: torch.Tensor) -> bool:
+    """A CPU tensor whose storage is all its own and dense (non-overlapping, no gaps): moved
+    with its strides as they are. Views of a shared storage -- tied weights, an earlier
+    :func:`gather_weights` buffer -- stay where they are."""
+    return t.device.type == 'cpu' and t.numel() > 0 and t.storage_offset() == 0 and \
+        t.untyped_storage().nbytes() == t.numel() * t.element_size() and \
+        torch.empty_like(t).stride() == t.stride()
+
+
+def _bytes(nbytes: int) -> torch.Tensor:
+    """``nbytes`` bytes; from ``_HUGE_PAGE`` / 2 on starting at a huge-page boundary and advised
+    to the kernel as huge pages where it takes the advice (Linux; the mapping lives as long as
+    tensors view it), below that ordinary memory (a huge page would be mostly empty)."""
+    if nbytes < _HUGE_PAGE // 2:
+        return torch.empty(nbytes, dtype=torch.uint8)
+    if hasattr(mmap, 'MAP_PRIVATE'):  # (private: huge pages are for anonymous private memory)
+        mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:  # Windows: no such flags, no huge pages
+        mapping = mmap.mmap(-1, nbytes + _HUGE_PAGE)
+    if hasattr(mmap, 'MADV_HUGEPAGE'):
+        try:
+            mapping.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # e.g. a kernel built without transparent huge pages
+            pass
+    raw = torch.frombuffer(mapping, dtype=torch.uint8)  # keeps the mapping alive
+    skip = -raw.data_ptr() % _HUGE_PAGE
+    return raw[skip:skip + nbytes]
+
+
+@torch.no_grad()
+def gather_weights(model: nn.Module) -> int:
+    """Copy ``model``'s floating-point CPU parameters and buffers into one buffer per dtype (a
+    checkpoint holds one dtype per storage), in the order the model registers them (its
+    forward's order, for a backbone), in place: the same tensor objects, values, shapes and
+    strides. Returns the bytes gathered (0: nothing to gather)."""
+    by_dtype: Dict[torch.dtype, List[torch.Tensor]] = {}
+    seen = set()
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen and t.is_floating_point() and _owns_dense_storage(t):
+            seen.add(id(t))
+            by_dtype.setdefault(t.dtype, []).append(t)
+    total = 0
+    for tensors in by_dtype.values():
+        offsets, nbytes = [], 0
+        for t in tensors:
+            offsets.append(nbytes)
+            nbytes += -(-t.numel() * t.element_size() // _ALIGN) * _ALIGN
+        buffer = _bytes(nbytes)
+        for t, offset in zip(tensors, offsets):
+            size = t.numel() * t.element_size()
+            moved = buffer[offset:offset + size].view(t.dtype).as_strided(t.shape, t.stride())
+            moved.copy_(t)
+            t.data = moved
+        total += nbytes
+    return total
