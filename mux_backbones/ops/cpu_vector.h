@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#ifdef __AVX512VL__
+#include <immintrin.h>
+#endif
+
 namespace mux_backbones {
 
 typedef float vec8 __attribute__((vector_size(32)));
@@ -19,6 +23,41 @@ inline vec8 load8(const float* p) {
 }
 
 inline void store8(float* p, vec8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// The first n (0 < n <= 8) lanes of p, the others zero; p[n..7] are not read (they may lie past
+// the end of a tensor). AVX-512 has masked loads and stores for this; elsewhere a copy.
+inline vec8 load_part(const float* p, int n) {
+#ifdef __AVX512VL__
+  return (vec8)_mm256_maskz_loadu_ps(static_cast<__mmask8>((1u << n) - 1), p);
+#else
+  float lanes[8] = {};
+  std::memcpy(lanes, p, sizeof(float) * n);
+  return load8(lanes);
+#endif
+}
+
+// v's first n (0 < n <= 8) lanes to p; p[n..7] are not touched.
+inline void store_part(float* p, vec8 v, int n) {
+#ifdef __AVX512VL__
+  _mm256_mask_storeu_ps(p, static_cast<__mmask8>((1u << n) - 1), (__m256)v);
+#else
+  std::memcpy(p, &v, sizeof(float) * n);
+#endif
+}
+
+// How a kernel loads and stores a vector of channels: all 8 lanes, or (PART) the first n --
+// the channels past a group's last whole vector.
+template <bool PART>
+struct Lanes {
+  int n = 8;
+  vec8 load(const float* p) const { return PART ? load_part(p, n) : load8(p); }
+  void store(float* p, vec8 v) const {
+    if (PART)
+      store_part(p, v, n);
+    else
+      store8(p, v);
+  }
+};
 
 inline vec8 splat(float v) { return vec8{v, v, v, v, v, v, v, v}; }
 

@@ -152,44 +152,42 @@ _CPU_VECTOR = 8  # channels per vector of the C++ kernel (group_conv_cpu.cpp)
 
 def _cpu_vectors_fit(splits: Sequence[int]) -> bool:
     # at most an eighth of each group's channels left past its 8-channel vectors (the C++
-    # kernels compute the rest one channel at a time)
+    # gradient kernels compute the rest one channel at a time)
     return all(size % _CPU_VECTOR <= size // _CPU_VECTOR for size in splits)
 
 
 def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int,
                       epilogue: bool = False) -> bool:
-    """Whether the C++ kernel is the CPU's faster path for this call: ``x`` one it takes (see
-    :func:`~._cpu_kernels.cpu_kernels_take`: fp32 CPU, no Triton interpreter) and a conv
-    oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there) or
-    several kernel sizes side by side -- or, with ``epilogue`` (the call applies an activation
-    or pools the output for a squeeze-excite: the deploy forms), a plain depth-wise conv too:
-    after oneDNN's conv each of those is a pass of its own over the map, in the kernel a few
-    instructions on values in registers (MUXNet-m's four plain depth-wise blocks, conv + SiLU
-    or ReLU + pooling: 1015 -> 338 us, MobileNetV2's 17 with ReLU6: 1394 -> 779 us; 2 threads).
-    The conv alone stays oneDNN's: faster at stride 1 on large maps (144 x 56x56, 3x3: 90 vs
-    111 us), where it reuses each input across a row's taps and this kernel reloads it from L1.
-    A conv with groups of few channels stays oneDNN's too: the kernel computes 8 channels of a
-    pixel per vector, the rest of a group one by one (e.g. a spatially multiplexed conv's 4
-    channels at 112x112: 10x oneDNN's time); it serves where at most an eighth of each group's
-    channels are left over."""
-    return (channels_per_group == 2 or len(splits) > 1 or epilogue) and \
-        _cpu_vectors_fit(splits) and cpu_kernels_take(x)
+    """Whether the C++ kernel is the CPU's faster path for this call's forward: ``x`` one it
+    takes (see :func:`~._cpu_kernels.cpu_kernels_take`: fp32 CPU, no Triton interpreter) and a
+    conv oneDNN has no fast path for -- 2 channels per group (4-10x a depth-wise conv there;
+    the kernel 2-7x faster, also on groups of a few channels: a spatially multiplexed conv's
+    6 channels at 56x56, 67 vs 18 us) or several kernel sizes side by side -- or, with
+    ``epilogue`` (the call applies an activation or pools the output for a squeeze-excite: the
+    deploy forms), a plain depth-wise conv too: after oneDNN's conv each of those is a pass of
+    its own over the map, in the kernel a few instructions on values in registers (MUXNet-m's
+    four plain depth-wise blocks, conv + SiLU or ReLU + pooling: 1015 -> 338 us, MobileNetV2's
+    17 with ReLU6: 1394 -> 779 us; 2 threads). The conv alone stays oneDNN's: faster at
+    stride 1 on large maps (144 x 56x56, 3x3: 90 vs 111 us), where it reuses each input across
+    a row's taps and this kernel reloads it from L1."""
+    return (channels_per_group == 2 or len(splits) > 1 or epilogue) and cpu_kernels_take(x)
 
 
 def cpu_backward_serves(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
                         dilations: Sequence[int], channels_per_group: int) -> bool:
     """Whether the C++ gradient kernels are the CPU's faster path for this call's backward:
-    wherever the forward kernel serves (:func:`cpu_kernel_serves`), and for a plain depth-wise
-    conv with a kernel above 3x3 or a dilation -- oneDNN's depth-wise backward has no fast path
-    for those (2.5-10x the C++ kernels' time, e.g. 5x5 at 480 x 32x32, batch 4: 11.5 vs 4.6 ms;
-    3x3 dilated 2: 12.1 vs 1.5 ms), while its forward stays the faster one there. Such a conv
-    runs oneDNN's forward inside the op and the C++ gradients. A 3x3 undilated one keeps
-    oneDNN's backward: at stride 1 it is the faster; at stride 2 the kernels, 2x faster alone on
-    small maps, made a MUXNet-m training step slower (its 96 x 160x160 conv, batch 8: +5 ms)."""
-    if cpu_kernel_serves(x, splits, channels_per_group):
-        return True
-    return (max(kernel_sizes) > 3 or max(dilations) > 1) and _cpu_vectors_fit(splits) and \
-        cpu_kernels_take(x)
+    for 2 channels per group and MixConvs, and for a plain depth-wise conv with a kernel above
+    3x3 or a dilation -- oneDNN's depth-wise backward has no fast path for those (2.5-10x the
+    C++ kernels' time, e.g. 5x5 at 480 x 32x32, batch 4: 11.5 vs 4.6 ms; 3x3 dilated 2: 12.1 vs
+    1.5 ms), while its forward stays the faster one there. Such a conv runs oneDNN's forward
+    inside the op and the C++ gradients. A 3x3 undilated one keeps oneDNN's backward: at stride
+    1 it is the faster; at stride 2 the kernels, 2x faster alone on small maps, made a MUXNet-m
+    training step slower (its 96 x 160x160 conv, batch 8: +5 ms). Groups with many channels
+    left over keep oneDNN's backward too: the gradient kernels compute 8 channels of a pixel
+    per vector and the rest one by one; they serve where at most an eighth of each group's
+    channels are left over."""
+    return (channels_per_group == 2 or len(splits) > 1 or max(kernel_sizes) > 3 or
+            max(dilations) > 1) and _cpu_vectors_fit(splits) and cpu_kernels_take(x)
 
 
 def kernel_passes(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
@@ -197,17 +195,17 @@ def kernel_passes(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
                   needs_grad: bool = False) -> Tuple[bool, bool]:
     """Which passes of this call :func:`group_conv` computes with one of its kernels, as
     ``(forward, gradients)``: both on Triton's (CUDA; the CPU under its interpreter); for fp32 CPU
-    input the C++ ones where they serve -- forward and gradients (see :func:`cpu_kernel_serves`)
-    or, when ``needs_grad`` (a training step will ask for the call's gradients), the gradients
-    alone (:func:`cpu_backward_serves`: the op's forward runs oneDNN's conv inside). Gradients
-    are reported only when ``needs_grad``. Neither: silently for fp32 CPU input (oneDNN's conv
+    input the C++ ones where they serve -- the forward (see :func:`cpu_kernel_serves`) and, when
+    ``needs_grad`` (a training step will ask for the call's gradients), the gradients (see
+    :func:`cpu_backward_serves`; where they alone serve, the op's forward runs oneDNN's conv
+    inside; where the forward alone does, the gradients are the stock conv's). Gradients are
+    reported only when ``needs_grad``. Neither: silently for fp32 CPU input (oneDNN's conv
     is the faster CPU path there, or the extension is off), else after one warning."""
     if unsupported_reason(x) is None:
         return True, needs_grad
     if x.device.type == 'cpu' and x.dtype == torch.float32:
-        forward = cpu_kernel_serves(x, splits, channels_per_group)
-        return forward, needs_grad and (forward or cpu_backward_serves(
-            x, splits, kernel_sizes, dilations, channels_per_group))
+        return cpu_kernel_serves(x, splits, channels_per_group), needs_grad and \
+            cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group)
     can_use_triton(x, 'group_conv')
     return False, False
 
@@ -1153,7 +1151,11 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
     if cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group):
         return _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride,
                              channels_per_group)
-    if not _triton_ok(x, grad.shape):
+    # (on fp32 CPU tensors the stock gradients are the plan where the C++ ones do not serve --
+    # e.g. after the forward kernel on groups with channels left over: no warning)
+    cpu_plan = x.device.type == 'cpu' and x.dtype == torch.float32 and \
+        unsupported_reason(x) is not None
+    if cpu_plan or not _triton_ok(x, grad.shape):
         grad_x, grad_w = reference_group_conv_backward(grad, x, weight, splits, kernel_sizes,
                                                        dilations, stride, channels_per_group)
         return _channels_last(grad_x), grad_w

@@ -53,19 +53,21 @@ struct Group {
 // A block's outputs, out of registers (the epilogue's branches stay out of the tap loop):
 // activated, stored, and with pooling added to their row's tile sums -- the pixels of one tile
 // summed in a register first, so consecutive pixels do not chain through one sum in memory.
-template <int PW, int CB, int ACT>
-void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c) {
+template <int PW, int CB, bool PART, int ACT>
+void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c,
+                  Lanes<PART> lanes) {
   float* out = g.y + ow0 * g.C + c;
   if (g.row_sums == nullptr) {
     for (int p = 0; p < npix; ++p)
-      for (int b = 0; b < CB; ++b) store8(out + p * g.C + 8 * b, activate(acc[p * CB + b], ACT));
+      for (int b = 0; b < CB; ++b)
+        lanes.store(out + p * g.C + 8 * b, activate(acc[p * CB + b], ACT));
     return;
   }
   vec8 part[CB] = {};
   int64_t tile = ow0 / g.tile_w;
   auto flush = [&] {
     float* sums = g.row_sums + tile * g.C + c;
-    for (int b = 0; b < CB; ++b) store8(sums + 8 * b, load8(sums + 8 * b) + part[b]);
+    for (int b = 0; b < CB; ++b) lanes.store(sums + 8 * b, lanes.load(sums + 8 * b) + part[b]);
   };
   for (int p = 0; p < npix; ++p) {
     if ((ow0 + p) / g.tile_w != tile) {
@@ -75,20 +77,21 @@ void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_
     }
     for (int b = 0; b < CB; ++b) {
       const vec8 v = activate(acc[p * CB + b], ACT);
-      store8(out + p * g.C + 8 * b, v);
+      lanes.store(out + p * g.C + 8 * b, v);
       part[b] += v;
     }
   }
   flush();
 }
 
-template <int PW, int CB>
-void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c) {
+template <int PW, int CB, bool PART>
+void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c,
+                  Lanes<PART> lanes) {
   switch (g.act) {  // one branch per block, not per vector
-    case kRelu: finish_block<PW, CB, kRelu>(g, acc, ow0, npix, c); break;
-    case kSilu: finish_block<PW, CB, kSilu>(g, acc, ow0, npix, c); break;
-    case kRelu6: finish_block<PW, CB, kRelu6>(g, acc, ow0, npix, c); break;
-    default: finish_block<PW, CB, kNone>(g, acc, ow0, npix, c); break;
+    case kRelu: finish_block<PW, CB, PART, kRelu>(g, acc, ow0, npix, c, lanes); break;
+    case kSilu: finish_block<PW, CB, PART, kSilu>(g, acc, ow0, npix, c, lanes); break;
+    case kRelu6: finish_block<PW, CB, PART, kRelu6>(g, acc, ow0, npix, c, lanes); break;
+    default: finish_block<PW, CB, PART, kNone>(g, acc, ow0, npix, c, lanes); break;
   }
 }
 
@@ -107,11 +110,11 @@ inline RowTaps row_taps(const Group& g, int64_t oh) {
 // PW output pixels from ow0 on, x CB vectors of 8 channels from c on, every tap of which lies
 // inside the map horizontally: no bounds test in the tap loop; the accumulators stay in
 // registers over all taps (each tap's weights loaded once per block, its inputs once per pixel).
-template <int CPG, int PW, int CB>
-void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c) {
+template <int CPG, int PW, int CB, bool PART>
+void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c, Lanes<PART> lanes) {
   vec8 acc[PW][CB];
   for (int b = 0; b < CB; ++b) {
-    const vec8 init = g.bias ? load8(g.bias + c + 8 * b) : vec8{};
+    const vec8 init = g.bias ? lanes.load(g.bias + c + 8 * b) : vec8{};
     for (int p = 0; p < PW; ++p) acc[p][b] = init;
   }
   const int64_t step = g.stride * g.C, tap_step = g.dil * g.C;
@@ -122,26 +125,27 @@ void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c) {
     const float* w = g.w + kh * g.K * CPG * g.group + c;
     for (int64_t kw = 0; kw < g.K; ++kw) {
       vec8 w_own[CB], w_partner[CB];
-      load_tap<CPG, CB>(w, g.group, w_own, w_partner);
+      load_tap<CPG, CB>(w, g.group, w_own, w_partner, lanes);
       w += CPG * g.group;
       for (int p = 0; p < PW; ++p) {
-        apply_tap<CPG, CB>(acc[p], in[p], w_own, w_partner);
+        apply_tap<CPG, CB>(acc[p], in[p], w_own, w_partner, lanes);
         in[p] += tap_step;
       }
     }
   }
   vec8 out[PW * CB];
   std::memcpy(out, acc, sizeof(out));
-  finish_block<PW, CB>(g, out, ow0, PW, c);
+  finish_block<PW, CB>(g, out, ow0, PW, c, lanes);
 }
 
 // PW output pixels from ow0 on (npix <= PW of them exist) near the left or right edge: each
 // pixel takes the taps [lo, hi) whose input columns lie inside the map.
-template <int CPG, int PW, int CB>
-void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t c) {
+template <int CPG, int PW, int CB, bool PART>
+void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t c,
+                Lanes<PART> lanes) {
   vec8 acc[PW][CB];
   for (int b = 0; b < CB; ++b) {
-    const vec8 init = g.bias ? load8(g.bias + c + 8 * b) : vec8{};
+    const vec8 init = g.bias ? lanes.load(g.bias + c + 8 * b) : vec8{};
     for (int p = 0; p < PW; ++p) acc[p][b] = init;
   }
   int64_t iw0[PW], lo[PW], hi[PW];  // per pixel: the input column of tap 0 (may lie outside)
@@ -157,56 +161,36 @@ void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t
     const float* w = g.w + kh * g.K * CPG * g.group + c;
     for (int64_t kw = 0; kw < g.K; ++kw, w += CPG * g.group) {
       vec8 w_own[CB], w_partner[CB];
-      load_tap<CPG, CB>(w, g.group, w_own, w_partner);
+      load_tap<CPG, CB>(w, g.group, w_own, w_partner, lanes);
       for (int p = 0; p < PW; ++p)
         if (kw >= lo[p] && kw < hi[p])
-          apply_tap<CPG, CB>(acc[p], x_row + (iw0[p] + kw * g.dil) * g.C, w_own, w_partner);
+          apply_tap<CPG, CB>(acc[p], x_row + (iw0[p] + kw * g.dil) * g.C, w_own, w_partner,
+                             lanes);
     }
   }
   vec8 out[PW * CB];
   std::memcpy(out, acc, sizeof(out));
-  finish_block<PW, CB>(g, out, ow0, npix, c);
+  finish_block<PW, CB>(g, out, ow0, npix, c, lanes);
 }
 
-// Channels past the last full vector (a group size not a multiple of 8), one at a time.
-template <int CPG>
-void channel_tail(const Group& g, const RowTaps& t, int64_t c) {
-  for (int64_t ow = 0; ow < g.OW; ++ow) {
-    for (int64_t o = c; o < g.group; ++o) {
-      float acc = g.bias ? g.bias[o] : 0.f;
-      for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
-        for (int64_t kw = 0; kw < g.K; ++kw) {
-          const int64_t iw = ow * g.stride - g.pad + kw * g.dil;
-          if (iw < 0 || iw >= g.W) continue;
-          const float* xp = g.x + ((t.ih0 + kh * g.dil) * g.W + iw) * g.C;
-          const float* tap = g.w + (kh * g.K + kw) * CPG * g.group;
-          if (CPG == 1) {
-            acc += xp[o] * tap[o];
-          } else {
-            const int64_t first = o & ~int64_t(1);
-            acc += xp[first] * tap[o] + xp[first + 1] * tap[g.group + o];
-          }
-        }
-      }
-      const float v = activate(acc, g.act);
-      g.y[ow * g.C + o] = v;
-      if (g.row_sums) g.row_sums[ow / g.tile_w * g.C + o] += v;
-    }
-  }
-}
-
-// A block of PW output pixels from ow0 on (npix of them exist) x CB vectors of channels from
-// c on: without bounds tests where all its taps lie inside the map (columns [in_lo, in_hi)).
+// A block of PW output pixels from ow0 on (npix of them exist) across the group's channels:
+// blocks of 16 and 8 channels, then the channels past the last whole vector as one partial
+// vector; without bounds tests where all its taps lie inside the map.
 // (Not inlined: in a function of its own the tap loop's pointers stay in registers.)
 template <int CPG, int PW>
 __attribute__((noinline)) void pixel_block(const Group& g, const RowTaps& t, int64_t ow0,
-                                           int npix, bool inner, int64_t c16, int64_t c8) {
+                                           int npix, bool inner) {
+  const int64_t c16 = g.group / 16 * 16, c8 = g.group / 8 * 8;
+  const Lanes<false> whole;
+  const Lanes<true> rest{static_cast<int>(g.group - c8)};
   if (inner) {
-    for (int64_t c = 0; c < c16; c += 16) inner_block<CPG, PW, 2>(g, t, ow0, c);
-    if (c8 > c16) inner_block<CPG, PW, 1>(g, t, ow0, c16);
+    for (int64_t c = 0; c < c16; c += 16) inner_block<CPG, PW, 2>(g, t, ow0, c, whole);
+    if (c8 > c16) inner_block<CPG, PW, 1>(g, t, ow0, c16, whole);
+    if (rest.n > 0) inner_block<CPG, PW, 1>(g, t, ow0, c8, rest);
   } else {
-    for (int64_t c = 0; c < c16; c += 16) edge_block<CPG, PW, 2>(g, t, ow0, npix, c);
-    if (c8 > c16) edge_block<CPG, PW, 1>(g, t, ow0, npix, c16);
+    for (int64_t c = 0; c < c16; c += 16) edge_block<CPG, PW, 2>(g, t, ow0, npix, c, whole);
+    if (c8 > c16) edge_block<CPG, PW, 1>(g, t, ow0, npix, c16, whole);
+    if (rest.n > 0) edge_block<CPG, PW, 1>(g, t, ow0, npix, c8, rest);
   }
 }
 
@@ -219,15 +203,12 @@ void group_row(const Group& g, int64_t oh) {
   const int64_t in_lo = (g.pad + g.stride - 1) / g.stride;
   const int64_t last = g.W - 1 + g.pad - (g.K - 1) * g.dil;
   const int64_t in_hi = last < 0 ? 0 : last / g.stride + 1;
-  const int64_t c16 = g.group / 16 * 16, c8 = g.group / 8 * 8;
   // Pixels outer, channels inner: a block's inputs (all channels of a few pixels of K rows) and
   // the layer's weights stay in L1 while every channel block uses them.
   for (int64_t ow = 0; ow < g.OW; ow += PW) {
     const int npix = static_cast<int>(std::min<int64_t>(PW, g.OW - ow));
-    const bool inner = npix == PW && ow >= in_lo && ow + PW <= in_hi;
-    pixel_block<CPG, PW>(g, t, ow, npix, inner, c16, c8);
+    pixel_block<CPG, PW>(g, t, ow, npix, npix == PW && ow >= in_lo && ow + PW <= in_hi);
   }
-  if (c8 < g.group) channel_tail<CPG>(g, t, c8);
 }
 
 }  // namespace

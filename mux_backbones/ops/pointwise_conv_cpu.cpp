@@ -28,15 +28,6 @@ constexpr int kTileRows = 6;      // rows per register tile (with 4 vectors: 24 
 constexpr int kPanelVectors = 4;  // output channels per panel: 4 x 8 = 32
 constexpr int kPanel = 8 * kPanelVectors;
 
-// The first n (< 8) lanes of p, the others zero.
-inline vec8 load_part(const float* p, int n) {
-  float lanes[8] = {};
-  std::memcpy(lanes, p, sizeof(float) * n);
-  return load8(lanes);
-}
-
-inline void store_part(float* p, vec8 v, int n) { std::memcpy(p, &v, sizeof(float) * n); }
-
 // Where a tile's results go, and what is applied to them on the way (pointers at the tile's
 // first row and its panel's first channel).
 struct Epilogue {

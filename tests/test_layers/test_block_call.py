@@ -85,11 +85,11 @@ def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs, stock_d
         {id(m._block_call) for m in blocks}
     forms = {type(m.depthwise_conv) for m in blocks}
     assert FusedGroupConv in forms and (SpatialMuxConv in forms) == (arch != 'm')
-    # (tiny: a depth-wise conv with too few channels for the kernel's vectors stays oneDNN's)
-    assert (torch.nn.Conv2d in forms) == (stock_depthwise or arch == 'tiny')
-    if arch != 'm':  # a scale's conv on the group-conv kernel and one on oneDNN
+    assert (torch.nn.Conv2d in forms) == stock_depthwise
+    if arch != 'm':  # the scales' 2-channels-per-group convs on the group-conv kernel
         muxes = [m._block_call._fused for m in blocks if type(m.depthwise_conv) is SpatialMuxConv]
-        assert {on for fused in muxes for on in fused.scale_on_kernel} == {True, False}
+        assert all(on for fused in muxes if fused.channels_per_group == 2
+                   for on in fused.scale_on_kernel)
     blocks_convs = {id(c) for m in blocks for c in m.modules()}
     assert not any(id(c) in blocks_convs for c in convs)  # (the stem's conv is a module)
 

@@ -135,13 +135,16 @@ def test_kernel_rejects_what_it_cannot_compute(outside_interpreter):
 
 
 @pytest.mark.parametrize('act', ['relu', 'silu', 'relu6'])
-@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([24], [3], 2), ([16, 17], [3, 5], 1),
-                                                     ([16], [3], 1)])
+@pytest.mark.parametrize('splits,kernel_sizes,cpg', [
+    ([24], [3], 2), ([16, 17], [3, 5], 1), ([16], [3], 1),
+    ([4], [3], 2), ([30], [3], 2), ([16, 10], [3, 5], 1),  # groups with channels left over
+])
 @pytest.mark.parametrize('with_pool', [True, False])
 def test_op_takes_the_kernel_where_it_serves(cpu_kernel_calls, act, splits, kernel_sizes, cpg,
                                              with_pool):
     """2 channels per group, MixConvs, and a plain depth-wise conv with its activation in the
-    epilogue: the kernel, activation and the SE's pooling sums as the op's other paths give
+    epilogue -- groups of any size, the channels past their last whole vector in a partial
+    one: the kernel, activation and the SE's pooling sums as the op's other paths give
     them."""
     x, weight, bias = _call(splits, kernel_sizes, cpg, (9, 7))
     dilations = [1] * len(splits)
@@ -154,21 +157,37 @@ def test_op_takes_the_kernel_where_it_serves(cpu_kernel_calls, act, splits, kern
         torch.testing.assert_close(sums.sum(1), ref.sum((2, 3)), atol=1e-3, rtol=1e-5)
 
 
-@pytest.mark.parametrize('splits,kernel_sizes,cpg,act', [
-    ([16], [3], 1, 'none'),  # a plain depth-wise conv alone (no activation or pooling)
-    # groups with many channels left over
-    ([4], [3], 2, 'relu'), ([30], [3], 2, 'relu'), ([16, 10], [3, 5], 1, 'relu'),
-])
-def test_op_leaves_convs_to_onednn_where_it_is_faster(cpu_kernel_calls, splits, kernel_sizes,
-                                                      cpg, act):
+def test_op_leaves_a_plain_depthwise_conv_alone_to_onednn(cpu_kernel_calls):
+    """A plain depth-wise conv with no activation or pooling: oneDNN's (faster at stride 1)."""
+    x, weight, bias = _call([16], [3], 1, (6, 6))
+    assert not gc.cpu_kernel_serves(x, [16], 1)
+    with pytest.warns(RuntimeWarning, match='no Triton kernels'):
+        y = group_conv(x, weight, bias, [16], [3], [1], 1, 1)
+    assert not cpu_kernel_calls
+    torch.testing.assert_close(y, gc.reference_group_conv(x, weight, bias, [16], [3], [1], 1, 1))
+
+
+@pytest.mark.parametrize('splits,kernel_sizes,cpg', [([4], [3], 2), ([30], [3], 2),
+                                                     ([16, 10], [3, 5], 1)])
+def test_narrow_groups_take_the_forward_kernel_and_stock_gradients(cpu_kernel_calls, splits,
+                                                                   kernel_sizes, cpg):
+    """Groups with many channels left past their vectors: the forward kernel (partial vectors),
+    oneDNN's gradients (the gradient kernels compute those channels one by one)."""
     x, weight, bias = _call(splits, kernel_sizes, cpg, (6, 6))
     dilations = [1] * len(splits)
-    assert not gc.cpu_kernel_serves(x, splits, cpg, epilogue=act != 'none')
-    with pytest.warns(RuntimeWarning, match='no Triton kernels'):
-        y = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, act)
-    assert not cpu_kernel_calls
-    ref = gc.reference_group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg, act)
+    assert gc.kernel_passes(x, splits, kernel_sizes, dilations, cpg, needs_grad=True) == \
+        (True, False)
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    y = group_conv(x, weight, bias, splits, kernel_sizes, dilations, 1, cpg)  # (as in training)
+    y.square().sum().backward()
+    assert [name for name, _ in cpu_kernel_calls] == ['group_conv_forward']
+    x_ref, w_ref = x.detach().requires_grad_(True), weight.detach().requires_grad_(True)
+    ref = gc.reference_group_conv(x_ref, w_ref, bias, splits, kernel_sizes, dilations, 1, cpg)
+    ref.square().sum().backward()
     torch.testing.assert_close(y, ref)
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(weight.grad, w_ref.grad, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize('kernel_size,dilation,stride,served', [
@@ -303,9 +322,9 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
 def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls, kwargs):
     """``MUXNet(fused_ops=True)`` training on the CPU: the pair convs and MixConvs forward on the
     C++ kernel, their gradients on the backward kernels (the stride-1 input gradient on the
-    forward kernel), the dilated plain depth-wise convs (output stride 8) only their gradients
-    (oneDNN's forward), the rest stock, without a warning; outputs and gradients the stock
-    model's."""
+    forward kernel; groups with many channels past their vectors: oneDNN's gradients), the
+    dilated plain depth-wise convs (output stride 8) only their gradients (oneDNN's forward),
+    the rest stock, without a warning; outputs and gradients the stock model's."""
     torch.manual_seed(0)
     model = randomise_bn(MUXNet('tiny', fused_ops=True, **kwargs))
     stock = MUXNet('tiny', **kwargs)
@@ -334,8 +353,11 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls, k
     plain = [args for args in weight_grads if args[6] == 1 and len(args[2]) == 1]
     assert bool(plain) == ('output_stride' in kwargs)
     assert all(max(args[4]) > 1 for args in plain)  # (tiny's plain ones are 3x3)
-    # one forward per conv but the plain ones, and the stride-1 convs' input gradients
-    assert len(forwards) == len(weight_grads) - len(plain) + strides.count(1)
+    # one forward per conv but the plain ones, and the stride-1 convs' input gradients; convs
+    # with groups of few channels (spatial multiplexing's) the forward alone
+    narrow = [args for args in forwards if not gc._cpu_vectors_fit(args[3])]
+    assert narrow and len(forwards) - len(narrow) == \
+        len(weight_grads) - len(plain) + strides.count(1)
 
 
 @pytest.mark.parametrize('form', [True, KERNEL_GRADIENTS])
