@@ -165,11 +165,11 @@ def cpu_kernel_serves(x: Tensor, splits: Sequence[int], channels_per_group: int,
     6 channels at 56x56, 67 vs 18 us) or several kernel sizes side by side -- or, with
     ``epilogue`` (the call applies an activation or pools the output for a squeeze-excite: the
     deploy forms), a plain depth-wise conv too: after oneDNN's conv each of those is a pass of
-    its own over the map, in the kernel a few instructions on values in registers (MUXNet-m's
-    four plain depth-wise blocks, conv + SiLU or ReLU + pooling: 1015 -> 338 us, MobileNetV2's
-    17 with ReLU6: 1394 -> 779 us; 2 threads). The conv alone stays oneDNN's: faster at
-    stride 1 on large maps (144 x 56x56, 3x3: 90 vs 111 us), where it reuses each input across
-    a row's taps and this kernel reloads it from L1."""
+    its own over the map, in the kernel a few instructions on values in registers (whole
+    deployed nets, batch 1, 2 threads, against oneDNN's conv + passes: MUXNet-m -11..-12%,
+    MobileNetV2 with ReLU6 -8..-13%). The conv alone stays oneDNN's: faster at stride 1 on
+    large maps (144 x 56x56, 3x3: 90 vs 111 us), where it reuses each input across a row's taps
+    and this kernel reloads it from L1."""
     return (channels_per_group == 2 or len(splits) > 1 or epilogue) and cpu_kernels_take(x)
 
 
