@@ -13,14 +13,16 @@ With ``fused_ops=True`` MUXNet's spatial convs take the fused Triton kernel
 (:mod:`mux_backbones.ops.group_conv`), the squeeze-excite gate its one-launch op, and a block's
 expand conv (with its activation) and project conv (with its residual or channel-multiplexing
 interleave) the epilogue GEMM (:mod:`mux_backbones.ops.pointwise_conv`); on an fp32 CPU model the
-blocks whose spatial conv oneDNN has no fast path for (2 channels per group, MixConv) take the
-same fused form on the ops' C++ kernels, the other blocks with a squeeze-excite its SE + project
-tail after their stock spatial conv, every 1x1 conv the op's C++ GEMM (its activation, residual
-add and interleave in the epilogue: faster than BLAS's product alone), and in
+blocks whose spatial conv the C++ kernel computes faster than oneDNN (2 channels per group,
+MixConv, a plain depth-wise conv with its activation in the epilogue) take the same fused form
+on the ops' C++ kernels, the other blocks with a squeeze-excite (spatial multiplexing) its SE +
+project tail after their stock spatial conv, every 1x1 conv the op's C++ GEMM (its activation,
+residual add and interleave in the epilogue: faster than BLAS's product alone), and in
 eager inference each of those blocks then runs as one C++ call
-(:mod:`mux_backbones.layers.block_call`) -- as do mmdet's MobileNetV2 blocks, so that a baseline
-gets the same treatment (ONNX export and tracing want the stock forms: the
-default ``fused_ops=None``); by default the
+(:mod:`mux_backbones.layers.block_call`) -- as do mmdet's MobileNetV2 blocks, their depth-wise
+convs on the same kernel, so that a baseline gets the same treatment (ONNX export and tracing
+want the stock forms: the default ``fused_ops=None``); a CPU model's weights then go into one
+buffer (:mod:`mux_backbones.utils.weight_buffer`); by default the
 stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
 ``fused_ops='auto'`` times both forms of every block on the device with an example input (on CUDA
 in CUDA-graph replays, as a captured or compiled model runs) and keeps the faster, so a deployed

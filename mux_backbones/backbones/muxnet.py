@@ -137,8 +137,9 @@ class MUXNet(BaseModule):
             fused kernels (:mod:`mux_backbones.ops`), in training and inference, and use them
             in :meth:`switch_to_deploy`: Triton's on CUDA; on fp32 CPU tensors the C++ kernels,
             forward and gradients, for the convs oneDNN has no fast path for (2 channels per
-            group, MixConvs), in training the gradients of the plain depth-wise convs above 3x3
-            or dilated (oneDNN's backward is slow for them; their forward stays oneDNN's, as do
+            group, MixConvs; groups with many channels past the kernels' vectors: the forward
+            alone), in training the gradients of the plain depth-wise convs above 3x3 or
+            dilated (oneDNN's backward is slow for them; their forward stays oneDNN's, as do
             the other convs). Same parameters and state-dict keys either way, so checkpoints
             move between the two. Inputs no kernel takes (no Triton on CUDA, half or double
             precision on the CPU) run the stock path after one warning. Feed channels-last input

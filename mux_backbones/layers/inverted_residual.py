@@ -12,11 +12,12 @@ residual -- and, inside channel multiplexing, interleaves the result with the co
 in its epilogue) or,
 on the stock path, MixConv kernels merged into one conv and 2-channels-per-group convs rewritten as
 two depth-wise convs (:mod:`.pairwise_group_conv`). On a CPU, ``fused_ops`` gives the blocks whose
-spatial conv oneDNN has no fast path for (2 channels per group, MixConv) the same fused form on the
-ops' C++ kernels (the expand conv the op's GEMM with its activation in the epilogue); the other
-blocks keep their stock spatial conv (oneDNN's depth-wise conv; spatial multiplexing's shuffles and
-BN) but take the same 1x1 convs and SE + project tail, pooled by a sum. In eager inference each
-of these CPU blocks runs as one C++ call of its kernels (:mod:`.block_call`).
+spatial conv the ops' C++ kernel computes faster (2 channels per group, MixConv, a plain
+depth-wise conv with its activation in the epilogue) the same fused form on the C++ kernels (the
+expand conv the op's GEMM with its activation in the epilogue); spatially multiplexed blocks keep
+their shuffles and BN (each scale's conv on the kernel) but take the same 1x1 convs and SE +
+project tail, pooled by a sum. In eager inference each of these CPU blocks runs as one C++ call
+of its kernels (:mod:`.block_call`).
 """
 from typing import Optional, Sequence, Union
 
@@ -109,7 +110,7 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         if self._fused_tail():
             if self.pool_in_kernel:
                 y, sums = self.depthwise_conv(x, with_pool=True)
-            else:  # (CPU) a stock spatial conv: oneDNN's depth-wise, spatial multiplexing
+            else:  # (CPU) a stock spatial conv: spatial multiplexing, oneDNN's depth-wise
                 y = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
                 sums = y.sum((2, 3), dtype=torch.float32)
             return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
