@@ -13,12 +13,14 @@
 // tap's weights are loaded once per block and its inputs once per pixel. Pixels outer, channels
 // inner: a block's inputs (all channels of a few pixels of K rows) and the layer's weights stay
 // in L1 while every channel block uses them. Blocks whose taps all lie inside the map have no
-// bounds test in their tap loop; edge blocks give each pixel its range of valid taps. A pair
-// partner of a 2-channels-per-group conv is the loaded vector with neighbours swapped. The
-// vectors are GCC's generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets
-// (built with -march=native on the machine that runs it, see _cpu_kernels.py). The epilogue
-// (bias first, then activation, store, and with pool tiles the sums per tile for the
-// squeeze-excite that follows: the op's `with_pool`) runs on the block once out of registers.
+// bounds test in their tap loop; edge blocks give each pixel its range of valid taps; the
+// channels past a group's last whole vector are one partial vector (masked loads and stores).
+// A pair partner of a 2-channels-per-group conv is the loaded vector with neighbours swapped.
+// The vectors are GCC's generic vector type: AVX/AVX-512 or NEON, whatever the compiler targets
+// (built with -march=native on the machine that runs it, see _cpu_kernels.py). The accumulators
+// start from the bias; the epilogue (activation, store, and with pool tiles the sums per tile
+// for the squeeze-excite that follows: the op's `with_pool`) runs once per block out of
+// registers.
 #include <ATen/ATen.h>
 
 #include <ATen/Parallel.h>
@@ -203,9 +205,7 @@ void group_row(const Group& g, int64_t oh) {
   const int64_t in_lo = (g.pad + g.stride - 1) / g.stride;
   const int64_t last = g.W - 1 + g.pad - (g.K - 1) * g.dil;
   const int64_t in_hi = last < 0 ? 0 : last / g.stride + 1;
-  // Pixels outer, channels inner: a block's inputs (all channels of a few pixels of K rows) and
-  // the layer's weights stay in L1 while every channel block uses them.
-  for (int64_t ow = 0; ow < g.OW; ow += PW) {
+  for (int64_t ow = 0; ow < g.OW; ow += PW) {  // pixels outer (see the top of the file)
     const int npix = static_cast<int>(std::min<int64_t>(PW, g.OW - ow));
     pixel_block<CPG, PW>(g, t, ow, npix, npix == PW && ow >= in_lo && ow + PW <= in_hi);
   }
