@@ -13,6 +13,8 @@
 // back. Same kernels, same arguments, same order: the output equals the modules' to the bit.
 #include "fused_block_cpu.h"
 
+#include <ATen/Parallel.h>
+
 #include <tuple>
 
 #include "cpu_vector.h"
@@ -41,6 +43,59 @@ at::Tensor pad_to_multiple(const at::Tensor& x, int64_t multiple) {
   const int64_t pad_h = (multiple - x.size(2) % multiple) % multiple;
   const int64_t pad_w = (multiple - x.size(3) % multiple) % multiple;
   return pad_h || pad_w ? at::constant_pad_nd(x, {0, pad_w, 0, pad_h}, 0) : x;
+}
+
+int64_t round_up(int64_t v, int64_t multiple) { return (v + multiple - 1) / multiple * multiple; }
+
+// Spatial multiplexing's moves of a scale's channels, each one pass between channels-last maps
+// (what pad + pixel_(un)shuffle + contiguous + crop + cat do in several). Values are moved, not
+// computed: the bits are the modules'. `src` is (N, C, H, W) with channels innermost (any pixel
+// stride: a channel slice of a map), `dst` a compact channels-last map or a channel slice of one.
+//   kToHalf:   dst (N, 4C, Hp/2, Wp/2)[c*4 + i*2 + j, h, w] = src[c, 2h + i, 2w + j], zero where
+//              2h + i >= H or 2w + j >= W (pixel_unshuffle(2) of src zero-padded to Hp x Wp);
+//   kToDouble: dst (N, C/4, 2Hp, 2Wp)[k, 2h + i, 2w + j] = src[4k + 2i + j, h, w], zero past
+//              H x W (pixel_shuffle(2) of src zero-padded to Hp x Wp);
+//   kFromHalf / kFromDouble: the inverse moves, dst cropped to its own size (no padding).
+enum Move { kToHalf, kToDouble, kFromHalf, kFromDouble };
+
+void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
+  const int64_t N = dst.size(0), C = dst.size(1), H = dst.size(2), W = dst.size(3);
+  const int64_t SH = src.size(2), SW = src.size(3);
+  const int64_t s_n = src.stride(0), s_h = src.stride(2), s_w = src.stride(3);
+  const int64_t d_n = dst.stride(0), d_h = dst.stride(2), d_w = dst.stride(3);
+  const float* sp = src.data_ptr<float>();
+  float* dp = dst.data_ptr<float>();
+  at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / H, h = row % H;
+      for (int64_t w = 0; w < W; ++w) {
+        float* out = dp + n * d_n + h * d_h + w * d_w;
+        const float* in = sp + n * s_n;
+        if (move == kToHalf || move == kFromDouble) {
+          // dst channel c*4 + i*2 + j <- src channel c at (2h + i, 2w + j)
+          for (int64_t i = 0; i < 2; ++i) {
+            for (int64_t j = 0; j < 2; ++j) {
+              const int64_t sh = 2 * h + i, sw = 2 * w + j;
+              const bool inside = sh < SH && sw < SW;
+              const float* pixel = in + sh * s_h + sw * s_w;
+              for (int64_t c = 0; c < C / 4; ++c) out[c * 4 + i * 2 + j] = inside ? pixel[c] : 0.f;
+            }
+          }
+        } else {
+          if (move == kToDouble) {  // dst channel k <- src channel 4k + 2i + j at (h/2, w/2)
+            const int64_t sh = h / 2, sw = w / 2, i = h % 2, j = w % 2;
+            const bool inside = sh < SH && sw < SW;
+            const float* pixel = in + sh * s_h + sw * s_w;
+            for (int64_t k = 0; k < C; ++k) out[k] = inside ? pixel[4 * k + 2 * i + j] : 0.f;
+          } else {  // kFromHalf: dst channel c at (h, w) <- src channel c*4 + (h%2)*2 + (w%2)
+            const float* pixel = in + (h / 2) * s_h + (w / 2) * s_w;
+            const int64_t phase = (h % 2) * 2 + (w % 2);
+            for (int64_t c = 0; c < C; ++c) out[c] = pixel[c * 4 + phase];
+          }
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -104,41 +159,59 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
 }
 
 at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
-  const int64_t out_h = (x.size(2) + stride - 1) / stride;
-  const int64_t out_w = (x.size(3) + stride - 1) / stride;
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+  const int64_t out_h = (H + stride - 1) / stride, out_w = (W + stride - 1) / stride;
   const std::vector<at::Tensor> parts = x.split_with_sizes(splits, 1);
-  std::vector<at::Tensor> outputs;
+  // The scales' outputs go straight into their channels of the concatenated map.
+  at::Tensor joined = at::empty({N, x.size(1), out_h, out_w},
+                                x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  int64_t offset = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
-    const int64_t k = kernel_sizes[i], d = dilations[i], scale = scales[i];
+    const int64_t k = kernel_sizes[i], d = dilations[i], scale = scales[i], c = splits[i];
     const at::Tensor& w = scale_weights[i];
     const c10::optional<at::Tensor>& b = scale_biases[i];
-    auto conv = [&](const at::Tensor& in) {
-      if (scale_on_kernel[i]) {  // the op's own call: weights packed per call, no epilogue
-        const int64_t c = in.size(1);
-        return std::get<0>(group_conv_forward(
-            in.contiguous(at::MemoryFormat::ChannelsLast),
-            w.permute({2, 3, 1, 0}).reshape(-1).contiguous(), b, {c}, {k}, {d}, stride,
-            channels_per_group, 0, 0, 0));
-      }
-      return at::conv2d(in, w, b, {stride, stride}, {d * (k / 2), d * (k / 2)}, {d, d},
-                        in.size(1) / channels_per_group);
-    };
-    at::Tensor y;
-    if (scale == 0) {
-      y = conv(parts[i]);
-    } else {
-      if (scale < 0) {
+    at::Tensor slot = joined.narrow(1, offset, c);
+    offset += c;
+    if (!scale_on_kernel[i]) {  // oneDNN's conv: the modules' own steps, then into the slot
+      at::Tensor y;
+      auto conv = [&](const at::Tensor& in) {
+        return at::conv2d(in, w, b, {stride, stride}, {d * (k / 2), d * (k / 2)}, {d, d},
+                          in.size(1) / channels_per_group);
+      };
+      if (scale == 0) {
+        y = conv(parts[i]);
+      } else if (scale < 0) {
         y = at::pixel_shuffle(conv(at::pixel_unshuffle(pad_to_multiple(parts[i], 2 * stride), 2)),
                               2);
       } else {
         y = at::pixel_unshuffle(conv(at::pixel_shuffle(pad_to_multiple(parts[i], stride), 2)), 2);
       }
-      if (y.size(2) != out_h || y.size(3) != out_w) y = y.slice(2, 0, out_h).slice(3, 0, out_w);
+      slot.copy_(y.slice(2, 0, out_h).slice(3, 0, out_w));
+      continue;
     }
-    outputs.push_back(y);
+    // The group_conv kernel (the op's own call: weights packed per call, no epilogue) on the
+    // scale's map, made channels-last in one pass from the slice, and back in one more.
+    at::Tensor in;
+    if (scale == 0) {
+      in = parts[i].contiguous(at::MemoryFormat::ChannelsLast);
+    } else {
+      const int64_t hp = round_up(H, scale < 0 ? 2 * stride : stride);
+      const int64_t wp = round_up(W, scale < 0 ? 2 * stride : stride);
+      in = scale < 0 ? at::empty({N, 4 * c, hp / 2, wp / 2}, joined.options())
+                     : at::empty({N, c / 4, 2 * hp, 2 * wp}, joined.options());
+      in = in.contiguous(at::MemoryFormat::ChannelsLast);
+      move_scale(parts[i], in, scale < 0 ? kToHalf : kToDouble);
+    }
+    const at::Tensor y = std::get<0>(group_conv_forward(
+        in, w.permute({2, 3, 1, 0}).reshape(-1).contiguous(), b, {in.size(1)}, {k}, {d}, stride,
+        channels_per_group, 0, 0, 0));
+    if (scale == 0)
+      slot.copy_(y);
+    else
+      move_scale(y, slot, scale < 0 ? kFromHalf : kFromDouble);
   }
-  return at::batch_norm(at::cat(outputs, 1), norm_weight, norm_bias, norm_mean, norm_var, false,
-                        0.0, norm_eps, true);
+  return at::batch_norm(joined, norm_weight, norm_bias, norm_mean, norm_var, false, 0.0,
+                        norm_eps, true);
 }
 
 }  // namespace mux_backbones
