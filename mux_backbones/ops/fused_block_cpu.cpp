@@ -11,6 +11,8 @@
 // as the kernels of a small layer (batch 1: ~100 us per block, ~15-30% of a forward), and the
 // gaps let the thread pool's workers fall asleep between kernels. Here they are called back to
 // back. Same kernels, same arguments, same order: the output equals the modules' to the bit.
+// (Spatial multiplexing's pad, shuffles, copies and concatenation only move values: here each
+// scale's are one pass in and one pass out, move_scale.)
 #include "fused_block_cpu.h"
 
 #include <ATen/Parallel.h>
