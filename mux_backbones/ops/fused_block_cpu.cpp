@@ -52,13 +52,14 @@ int64_t round_up(int64_t v, int64_t multiple) { return (v + multiple - 1) / mult
 // Spatial multiplexing's moves of a scale's channels, each one pass between channels-last maps
 // (what pad + pixel_(un)shuffle + contiguous + crop + cat do in several). Values are moved, not
 // computed: the bits are the modules'. `src` is (N, C, H, W) with channels innermost (any pixel
-// stride: a channel slice of a map), `dst` a compact channels-last map or a channel slice of one.
-//   kToHalf:   dst (N, 4C, Hp/2, Wp/2)[c*4 + i*2 + j, h, w] = src[c, 2h + i, 2w + j], zero where
-//              2h + i >= H or 2w + j >= W (pixel_unshuffle(2) of src zero-padded to Hp x Wp);
-//   kToDouble: dst (N, C/4, 2Hp, 2Wp)[k, 2h + i, 2w + j] = src[4k + 2i + j, h, w], zero past
-//              H x W (pixel_shuffle(2) of src zero-padded to Hp x Wp);
-//   kFromHalf / kFromDouble: the inverse moves, dst cropped to its own size (no padding).
-enum Move { kToHalf, kToDouble, kFromHalf, kFromDouble };
+// stride: a channel slice of a map), `dst` a compact channels-last map or a channel slice of one;
+// a source pixel past src's H x W reads as zero (the modules' zero padding), and dst's size
+// crops (into a scale's slot of the concatenated map).
+//   kUnshuffle (pixel_unshuffle(2)): dst[c*4 + i*2 + j, h, w] = src[c, 2h + i, 2w + j] -- into
+//              a space-to-channel scale's half-size map, and out of a channel-to-space one's;
+//   kShuffle (pixel_shuffle(2)):     dst[k, 2h + i, 2w + j] = src[4k + 2i + j, h, w] -- into
+//              a channel-to-space scale's double-size map, and out of a space-to-channel one's.
+enum Move { kUnshuffle, kShuffle };
 
 void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
   const int64_t N = dst.size(0), C = dst.size(1), H = dst.size(2), W = dst.size(3);
@@ -73,8 +74,7 @@ void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
       for (int64_t w = 0; w < W; ++w) {
         float* out = dp + n * d_n + h * d_h + w * d_w;
         const float* in = sp + n * s_n;
-        if (move == kToHalf || move == kFromDouble) {
-          // dst channel c*4 + i*2 + j <- src channel c at (2h + i, 2w + j)
+        if (move == kUnshuffle) {
           for (int64_t i = 0; i < 2; ++i) {
             for (int64_t j = 0; j < 2; ++j) {
               const int64_t sh = 2 * h + i, sw = 2 * w + j;
@@ -84,16 +84,10 @@ void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
             }
           }
         } else {
-          if (move == kToDouble) {  // dst channel k <- src channel 4k + 2i + j at (h/2, w/2)
-            const int64_t sh = h / 2, sw = w / 2, i = h % 2, j = w % 2;
-            const bool inside = sh < SH && sw < SW;
-            const float* pixel = in + sh * s_h + sw * s_w;
-            for (int64_t k = 0; k < C; ++k) out[k] = inside ? pixel[4 * k + 2 * i + j] : 0.f;
-          } else {  // kFromHalf: dst channel c at (h, w) <- src channel c*4 + (h%2)*2 + (w%2)
-            const float* pixel = in + (h / 2) * s_h + (w / 2) * s_w;
-            const int64_t phase = (h % 2) * 2 + (w % 2);
-            for (int64_t c = 0; c < C; ++c) out[c] = pixel[c * 4 + phase];
-          }
+          const int64_t sh = h / 2, sw = w / 2, phase = (h % 2) * 2 + (w % 2);
+          const bool inside = sh < SH && sw < SW;
+          const float* pixel = in + sh * s_h + sw * s_w;
+          for (int64_t k = 0; k < C; ++k) out[k] = inside ? pixel[4 * k + phase] : 0.f;
         }
       }
     }
@@ -199,10 +193,10 @@ at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
     } else {
       const int64_t hp = round_up(H, scale < 0 ? 2 * stride : stride);
       const int64_t wp = round_up(W, scale < 0 ? 2 * stride : stride);
-      in = scale < 0 ? at::empty({N, 4 * c, hp / 2, wp / 2}, joined.options())
-                     : at::empty({N, c / 4, 2 * hp, 2 * wp}, joined.options());
-      in = in.contiguous(at::MemoryFormat::ChannelsLast);
-      move_scale(parts[i], in, scale < 0 ? kToHalf : kToDouble);
+      const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+      in = scale < 0 ? at::empty({N, 4 * c, hp / 2, wp / 2}, options)
+                     : at::empty({N, c / 4, 2 * hp, 2 * wp}, options);
+      move_scale(parts[i], in, scale < 0 ? kUnshuffle : kShuffle);
     }
     const at::Tensor y = std::get<0>(group_conv_forward(
         in, w.permute({2, 3, 1, 0}).reshape(-1).contiguous(), b, {in.size(1)}, {k}, {d}, stride,
@@ -210,7 +204,7 @@ at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
     if (scale == 0)
       slot.copy_(y);
     else
-      move_scale(y, slot, scale < 0 ? kFromHalf : kFromDouble);
+      move_scale(y, slot, scale < 0 ? kShuffle : kUnshuffle);
   }
   return at::batch_norm(joined, norm_weight, norm_bias, norm_mean, norm_var, false, 0.0,
                         norm_eps, true);
