@@ -298,9 +298,7 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
         # The depth-wise conv on the group-conv kernel with its activation in the epilogue
         # where that beats oneDNN's conv + an activation pass, as in MUXNet's blocks.
         fused = FusedGroupConv.from_convs([depthwise_conv], None, depthwise_act)
-        if fused is not None and cpu_kernel_serves(depthwise_conv.weight, fused.splits,
-                                                   fused.channels_per_group,
-                                                   epilogue=fused.act != 'none'):
+        if fused is not None and fused.cpu_kernel_serves():
             depthwise_conv, depthwise_act = fused, nn.Identity()
         self.depthwise_conv, self.depthwise_norm = depthwise_conv, nn.Identity()
         self.depthwise_act, self.se = depthwise_act, nn.Identity()

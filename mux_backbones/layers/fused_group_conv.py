@@ -14,7 +14,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import group_conv, pack_weights
 from ..ops._dispatch import call
-from ..ops.group_conv import _group_conv, check_args, compile_jobs
+from ..ops.group_conv import _group_conv, check_args, compile_jobs, cpu_kernel_serves
 from ..ops.group_conv import kernel_passes as group_conv_kernel_passes
 from ..ops.group_conv import tune_forward
 from .conv_bn import activation_name, bn_scale_shift
@@ -164,6 +164,13 @@ class FusedGroupConv(nn.Module):
         check_args(torch.empty(1, sum(splits), 1, 1), weight, splits, kernel_sizes, dilations,
                    stride, cpg, act_name)
         return cls(weight, bias, splits, kernel_sizes, dilations, stride, cpg, act_name)
+
+    def cpu_kernel_serves(self) -> bool:
+        """Whether the op's C++ kernel is the faster CPU path for this form (see
+        :func:`mux_backbones.ops.group_conv.cpu_kernel_serves`; its activation rides in the
+        kernel's epilogue), so a CPU deploy keeps it rather than the stock conv."""
+        return cpu_kernel_serves(self.weight, self.splits, self.channels_per_group,
+                                 epilogue=self.act != 'none')
 
     def forward(self, x: torch.Tensor, with_pool: bool = False):
         # The op itself (arguments were checked when this module was built): the Python checks

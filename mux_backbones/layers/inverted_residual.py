@@ -30,7 +30,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
-from ..ops.group_conv import cpu_kernel_serves
 from .block_call import OneCallBlock
 from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, activation_name, conv_of,
                       deploy_conv_module, fuse_conv_bn)
@@ -163,8 +162,7 @@ class _ResidualBlock(OneCallBlock, nn.Module):
             fused = conv.fused_form(bn, self.depthwise_act)
             # On the CPU where the C++ kernel beats oneDNN: 2 channels per group, MixConv, and
             # a plain depth-wise conv whose activation rides in the kernel's epilogue.
-            if fused is not None and (fused_ops or cpu_kernel_serves(
-                    param, fused.splits, fused.channels_per_group, epilogue=fused.act != 'none')):
+            if fused is not None and (fused_ops or fused.cpu_kernel_serves()):
                 self._use_fused_form(fused, on_cpu=not fused_ops)
                 return
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):

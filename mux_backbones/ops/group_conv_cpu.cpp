@@ -109,16 +109,22 @@ inline RowTaps row_taps(const Group& g, int64_t oh) {
   return t;
 }
 
+// A block's accumulators, each pixel's starting from the bias of its channels (or zero).
+template <int PW, int CB, bool PART>
+inline void start_from_bias(const Group& g, int64_t c, Lanes<PART> lanes, vec8 (&acc)[PW][CB]) {
+  for (int b = 0; b < CB; ++b) {
+    const vec8 init = g.bias ? lanes.load(g.bias + c + 8 * b) : vec8{};
+    for (int p = 0; p < PW; ++p) acc[p][b] = init;
+  }
+}
+
 // PW output pixels from ow0 on, x CB vectors of 8 channels from c on, every tap of which lies
 // inside the map horizontally: no bounds test in the tap loop; the accumulators stay in
 // registers over all taps (each tap's weights loaded once per block, its inputs once per pixel).
 template <int CPG, int PW, int CB, bool PART>
 void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c, Lanes<PART> lanes) {
   vec8 acc[PW][CB];
-  for (int b = 0; b < CB; ++b) {
-    const vec8 init = g.bias ? lanes.load(g.bias + c + 8 * b) : vec8{};
-    for (int p = 0; p < PW; ++p) acc[p][b] = init;
-  }
+  start_from_bias(g, c, lanes, acc);
   const int64_t step = g.stride * g.C, tap_step = g.dil * g.C;
   for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
     const float* in[PW];
@@ -146,10 +152,7 @@ template <int CPG, int PW, int CB, bool PART>
 void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t c,
                 Lanes<PART> lanes) {
   vec8 acc[PW][CB];
-  for (int b = 0; b < CB; ++b) {
-    const vec8 init = g.bias ? lanes.load(g.bias + c + 8 * b) : vec8{};
-    for (int p = 0; p < PW; ++p) acc[p][b] = init;
-  }
+  start_from_bias(g, c, lanes, acc);
   int64_t iw0[PW], lo[PW], hi[PW];  // per pixel: the input column of tap 0 (may lie outside)
   for (int p = 0; p < PW; ++p) {
     iw0[p] = (ow0 + p) * g.stride - g.pad;

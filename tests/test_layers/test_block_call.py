@@ -11,10 +11,10 @@ from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import FusedGroupConv, GroupConv2d, SpatialMuxConv
 from mux_backbones.layers import block_call as block_call_module
-from mux_backbones.layers import inverted_residual
 from mux_backbones.layers.block_call import BlockCall, DeployedInvertedResidual, set_block_calls
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _cpu_kernels
+from mux_backbones.ops.group_conv import cpu_kernel_serves
 from tests.helpers import randomise_bn
 
 
@@ -64,9 +64,8 @@ def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs, stock_d
     depth-wise separable block; no layer of theirs runs as a module; the output is the
     modules' to the bit."""
     if stock_depthwise:  # the rule before the kernel took plain depth-wise convs
-        serves = inverted_residual.cpu_kernel_serves
-        monkeypatch.setattr(inverted_residual, 'cpu_kernel_serves',
-                            lambda x, splits, cpg, epilogue=False: serves(x, splits, cpg))
+        monkeypatch.setattr(FusedGroupConv, 'cpu_kernel_serves', lambda self: cpu_kernel_serves(
+            self.weight, self.splits, self.channels_per_group))
     model = _deployed(arch, **kwargs)
     x = _input()
     convs = []
