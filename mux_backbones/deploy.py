@@ -19,7 +19,8 @@ on the ops' C++ kernels, the other blocks with a squeeze-excite (spatial multipl
 project tail after their stock spatial conv, every 1x1 conv the op's C++ GEMM (its activation,
 residual add and interleave in the epilogue: faster than BLAS's product alone), and in
 eager inference each of those blocks then runs as one C++ call
-(:mod:`mux_backbones.layers.block_call`) -- as do mmdet's MobileNetV2 blocks, their depth-wise
+(:mod:`mux_backbones.layers.block_call`), and each stage of them (an ``nn.Sequential``) as one
+call of its blocks' calls -- as do mmdet's MobileNetV2 blocks and stages, their depth-wise
 convs on the same kernel, so that a baseline gets the same treatment (ONNX export and tracing
 want the stock forms: the default ``fused_ops=None``); a CPU model's weights then go into one
 buffer (:mod:`mux_backbones.utils.weight_buffer`); by default the
@@ -44,7 +45,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .layers import DepthwiseSeparable, FusedGroupConv, InvertedResidual
-from .layers.block_call import DeployedInvertedResidual
+from .layers.block_call import DeployedInvertedResidual, OneCallStage
 from .layers.conv_bn import ConvAct, deploy_conv_module
 from .ops._cpu_kernels import cpu_kernels_take
 from .utils.hooks import module_inputs
@@ -125,6 +126,8 @@ def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
                 child.switch_to_deploy()
         else:
             _walk(child, fused_ops, choices)
+            if fused_ops and OneCallStage.fits(child):  # its blocks' calls as one
+                setattr(module, name, OneCallStage.from_sequential(child))
 
 
 @torch.no_grad()

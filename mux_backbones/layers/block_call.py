@@ -13,9 +13,14 @@ fall asleep.
 call that runs the same kernels with the same arguments in the same order (the output is the
 modules' to the bit).
 
+A stage of such blocks (an ``nn.Sequential`` of them, channel multiplexing included) then runs
+as one call too, :class:`OneCallStage`: the blocks' calls back to back without a return to Python
+between them.
+
 The baseline gets the same treatment: the deploy walker gives mmdet's MobileNetV2 blocks
 (expand, depth-wise, project, residual; no SE) a deploy form, :class:`DeployedInvertedResidual`,
-that runs as one call of the same runner -- so a benchmark's ``deploy`` compares like with like.
+that runs as one call of the same runner, and its stages the same stage call -- so a
+benchmark's ``deploy`` compares like with like.
 
 A call runs only where nothing needs the modules one by one: inference (gradients off, the block
 in eval mode) in plain eager mode (no compile, trace, or dispatch / function mode, no CPU
@@ -23,7 +28,8 @@ autocast), fp32 CPU input with its channels innermost, no hook on the block's la
 counter or a feature hook still sees every layer). Everywhere else the block's modules run as
 before.
 """
-from typing import Optional, Tuple
+from collections import OrderedDict
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -195,8 +201,7 @@ class BlockCall:
         """Whether this forward's inputs and hooks let it run as the call (see the module's
         docstring; the mode -- inference, plain eager -- is what :meth:`OneCallBlock._one_call`
         checks first)."""
-        if torch.is_grad_enabled() or type(x) is not torch.Tensor or x.dim() != 4 or \
-                x.stride(1) != 1 or not cpu_kernels_take(x) or torch.is_autocast_enabled('cpu'):
+        if not _plain_input(x):
             return False
         if kept is not None and (type(kept) is not torch.Tensor or kept.stride(1) != 1 or
                                  not cpu_kernels_take(kept)):
@@ -208,16 +213,28 @@ class BlockCall:
                 return False
         return True
 
+    def pool_tile(self, shape: torch.Size) -> Tuple[int, int]:
+        """The group-conv kernel's pool tile for an input of ``shape``, as the module's own call
+        plans it ((0, 0): no pooling in the kernel)."""
+        cached, tile = self._pool_tile
+        if self._fused_conv is not None and shape != cached:
+            conv, (n, _, h, w) = self._fused_conv, shape
+            tile = forward_plan((n, self._conv_channels, h, w), torch.float32,
+                                torch.device('cpu'), conv.splits, conv.kernel_sizes,
+                                conv.dilations, conv.stride, conv.channels_per_group, conv.act,
+                                True, True).pool_tile
+            self._pool_tile = (shape, tile)  # (one assignment: safe between threads)
+        return tile
+
     def __call__(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
-        shape, tile = self._pool_tile
-        if self._fused_conv is not None and x.shape != shape:
-            # The kernel's pool tile for this size, as the module's own call plans it.
-            conv, (n, _, h, w) = self._fused_conv, x.shape
-            tile = forward_plan((n, self._conv_channels, h, w), x.dtype, x.device, conv.splits,
-                                conv.kernel_sizes, conv.dilations, conv.stride,
-                                conv.channels_per_group, conv.act, True, True).pool_tile
-            self._pool_tile = (x.shape, tile)  # (one assignment: safe between threads)
-        return self._fused.forward(x, kept, *tile)
+        return self._fused.forward(x, kept, *self.pool_tile(x.shape))
+
+
+def _plain_input(x: torch.Tensor) -> bool:
+    """An input a call runs on: a plain fp32 CPU map with its channels innermost, gradients and
+    CPU autocast off."""
+    return not torch.is_grad_enabled() and type(x) is torch.Tensor and x.dim() == 4 and \
+        x.stride(1) == 1 and cpu_kernels_take(x) and not torch.is_autocast_enabled('cpu')
 
 
 class OneCallBlock:
@@ -246,6 +263,11 @@ class OneCallBlock:
         if call and call.takes(x, kept):
             return call(x, kept)
         return None
+
+    def one_call_step(self) -> Optional[Tuple['OneCallBlock', int]]:
+        """This block as a step of its stage's call (:class:`OneCallStage`): itself, taking all
+        its input's channels (0), where it is set to run as one call; else None."""
+        return (self, 0) if getattr(self, 'cpu_block_call', False) else None
 
     def set_block_call(self, enabled: bool) -> None:
         """Run as one call where the deploy form allows (``enabled``) or module by module."""
@@ -333,6 +355,109 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
             return project.conv(out, residual=x)
         out = project(out)
         return x + out if self.has_residual else out
+
+
+class _Chain(NamedTuple):
+    """A stage's call for one input shape; ``fused`` None: the stage cannot run as one."""
+    shape: torch.Size
+    steps: tuple  # per module of the stage: (the module, its _state)
+    hook_dicts: Tuple[dict, ...]  # every submodule's forward (pre-)hooks, as they were built
+    fused: object  # the extension's FusedChainCPU, or None
+
+
+class OneCallStage(nn.Sequential):
+    """A stage of blocks (an ``nn.Sequential``: MUXNet's, mmdet's MobileNetV2's) whose blocks all
+    run as one call each (:class:`BlockCall`, steps by their ``one_call_step``: a block, or
+    channel multiplexing around one) -- run as one call itself: the blocks' calls back to back
+    in the extension (``FusedChainCPU``), on the same tensors, with the same arguments (the
+    output is the blocks' to the bit), without returning to Python between them. At batch 1
+    that return costs ~10-30 us per block (the stage, the block's and channel multiplexing's
+    module calls, the checks, the slices): ~10% of MUXNet-m's CPU forward, 7% of MobileNetV2's.
+
+    The deploy walker (:func:`mux_backbones.deploy.switch_to_deploy` with ``fused_ops`` on a
+    CPU) gives a stage this class (same children, names and state-dict keys). Its first forward
+    for an input shape runs the blocks one by one and builds the call from what they did (each
+    block's pool tile is planned for the size it receives); later forwards of that shape are the
+    call, where the blocks' own calls would run: inference in plain eager mode, a plain fp32
+    CPU input with its channels innermost, no hook on any of the stage's modules. The call is
+    built again when a block's call is (its tensors moved, converted or loaded) or a block is
+    replaced; it is left out of pickles and copies. Elsewhere the blocks run as before.
+    """
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._chain: Optional[_Chain] = None
+
+    @staticmethod
+    def fits(stage: nn.Module) -> bool:
+        """Whether ``stage`` is a plain ``nn.Sequential`` (a subclass may have a forward of its
+        own) whose every module is a step of a call."""
+        return type(stage) is nn.Sequential and len(stage) > 0 and \
+            all(_state(m)[0] is not None for m in stage)
+
+    @classmethod
+    def from_sequential(cls, stage: nn.Sequential) -> 'OneCallStage':
+        """The stage with the same children under the same names (training mode kept)."""
+        return cls(OrderedDict(stage.named_children())).train(stage.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and plain_eager() and _plain_input(x):
+            chain = self._chain
+            if chain is None or chain.shape != x.shape or not self._current(chain):
+                return self._build(x)
+            if chain.fused is not None and not any(chain.hook_dicts) and \
+                    not (_module._global_forward_pre_hooks or _module._global_forward_hooks):
+                return self._run(chain, x)
+        return super().forward(x)
+
+    def _run(self, chain: _Chain, x: torch.Tensor) -> torch.Tensor:
+        return chain.fused.forward(x)
+
+    def _current(self, chain: _Chain) -> bool:
+        """Whether ``chain`` was built from this stage's blocks as they are now."""
+        modules = self._modules.values()
+        return len(modules) == len(chain.steps) and all(
+            module is built and _state(module) == state
+            for module, (built, state) in zip(modules, chain.steps))
+
+    def _build(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage run block by block on ``x`` (its output); the call for ``x``'s shape built
+        from what its blocks did."""
+        shapes, out = [], x
+        for module in self:
+            shapes.append(out.shape)
+            out = module(out)
+        states = [_state(module) for module in self]
+        fused = None
+        kernels = cpu_kernels()
+        if kernels is not None and all(step is not None and call for step, call in states):
+            fused = kernels.FusedChainCPU()
+            for ((block, processed), call), shape in zip(states, shapes):
+                if processed:  # (channel multiplexing: its block takes the first channels)
+                    shape = torch.Size((shape[0], processed, *shape[2:]))
+                fused.append(call._fused, processed, *call.pool_tile(shape))
+        hook_dicts = tuple(d for m in self.modules() if m is not self
+                           for d in (m._forward_pre_hooks, m._forward_hooks))
+        self._chain = _Chain(x.shape, tuple(zip(self, states)), hook_dicts, fused)
+        return out
+
+    def _apply(self, fn, *args, **kwargs):
+        self._chain = None  # (tensors moved or converted: built again, as the blocks' calls)
+        return super()._apply(fn, *args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()  # (pickle, deepcopy): built again on first use
+        state['_chain'] = None
+        return state
+
+
+def _state(module: nn.Module):
+    """A stage module's step (its ``one_call_step``: the block and the channels it takes, None:
+    not a step now) and the call that block has built (a BlockCall; False: its form does not
+    fit; None: not built yet)."""
+    step_of = getattr(module, 'one_call_step', None)
+    step = step_of() if step_of is not None else None
+    return step, (getattr(step[0], '_block_call', None) if step is not None else None)
 
 
 def set_block_calls(model: nn.Module, enabled: bool) -> nn.Module:

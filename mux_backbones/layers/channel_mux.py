@@ -67,6 +67,15 @@ class ChannelMux(nn.Module):
             out = channel_shuffle(out, self.shuffle_groups)
         return out
 
+    def one_call_step(self):
+        """As a step of a stage's call (:class:`~.block_call.OneCallStage`): the body, on the
+        processed channels, interleaving its output with the copied ones -- where it is a block
+        that runs as one call and interleaves; else None."""
+        step_of = getattr(self.body, 'one_call_step', None)
+        step = step_of() if self.interleave and step_of is not None and \
+            getattr(self.body, 'interleaves', False) else None
+        return (step[0], self.processed) if step is not None and step[1] == 0 else None
+
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
         """Deploy the body (see the block's ``switch_to_deploy``); a fused body interleaves."""
         self.body.switch_to_deploy(fused_ops)

@@ -90,4 +90,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("forward", &FusedBlockCPU::forward, pybind11::arg("x"), pybind11::arg("kept"),
            pybind11::arg("pool_tile_h") = 0, pybind11::arg("pool_tile_w") = 0,
            pybind11::call_guard<pybind11::gil_scoped_release>());
+  using mux_backbones::FusedChainCPU;
+  pybind11::class_<FusedChainCPU>(m, "FusedChainCPU", pybind11::module_local(),
+                                  "A run of blocks' CPU deploy forms as one call, fp32")
+      .def(pybind11::init<>())
+      .def("append", &FusedChainCPU::append, pybind11::arg("block"), pybind11::arg("processed"),
+           pybind11::arg("pool_tile_h"), pybind11::arg("pool_tile_w"))
+      .def("__len__", [](const FusedChainCPU& chain) { return chain.steps.size(); })
+      .def("forward", &FusedChainCPU::forward, pybind11::arg("x"),
+           pybind11::call_guard<pybind11::gil_scoped_release>());
 }

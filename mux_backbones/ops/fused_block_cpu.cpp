@@ -12,7 +12,8 @@
 // gaps let the thread pool's workers fall asleep between kernels. Here they are called back to
 // back. Same kernels, same arguments, same order: the output equals the modules' to the bit.
 // (Spatial multiplexing's pad, shuffles, copies and concatenation only move values: here each
-// scale's are one pass in and one pass out, move_scale.)
+// scale's are one pass in and one pass out, move_scale.) FusedChainCPU runs a stage's blocks so,
+// one after the other, in one call.
 #include "fused_block_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -152,6 +153,19 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
   const at::Tensor out = pointwise_conv_forward(rows_of(y), project_weight, project_bias,
                                                 residual_rows, kept_rows, 0, gate);
   return out.view({N, OH, OW, out.size(1)}).permute({0, 3, 1, 2});
+}
+
+at::Tensor FusedChainCPU::forward(const at::Tensor& x) const {
+  at::Tensor h = x;
+  for (const Step& step : steps) {
+    if (step.processed > 0) {
+      h = step.block.forward(h.slice(1, 0, step.processed), h.slice(1, step.processed),
+                             step.pool_tile_h, step.pool_tile_w);
+    } else {
+      h = step.block.forward(h, c10::nullopt, step.pool_tile_h, step.pool_tile_w);
+    }
+  }
+  return h;
 }
 
 at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {

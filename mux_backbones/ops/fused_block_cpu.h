@@ -60,4 +60,24 @@ struct FusedBlockCPU {
   at::Tensor spatial_mux(const at::Tensor& x) const;  // kSpatialMux's convs and BN
 };
 
+// A run of blocks (a stage of a deployed model) as one call: the blocks' calls back to back, each
+// on the previous one's output, without a return to Python between them. A step of channel
+// multiplexing (MUXConv Sec. 3.2) gives its block the first `processed` channels and the rest as
+// the kept channels its output is interleaved with; `processed` 0: the block takes them all.
+// mux_backbones/layers/block_call.py (OneCallStage) builds one per input size: each step's pool
+// tile is the one its block's own call plans for the size it receives.
+struct FusedChainCPU {
+  struct Step {
+    FusedBlockCPU block;  // (a copy: the same tensors)
+    int64_t processed, pool_tile_h, pool_tile_w;
+  };
+  std::vector<Step> steps;
+
+  void append(const FusedBlockCPU& block, int64_t processed, int64_t pool_tile_h,
+              int64_t pool_tile_w) {
+    steps.push_back({block, processed, pool_tile_h, pool_tile_w});
+  }
+  at::Tensor forward(const at::Tensor& x) const;
+};
+
 }  // namespace mux_backbones

@@ -9,9 +9,10 @@ from torch.overrides import TorchFunctionMode
 
 from mux_backbones import MUXNet
 from mux_backbones.deploy import switch_to_deploy
-from mux_backbones.layers import FusedGroupConv, GroupConv2d, SpatialMuxConv
+from mux_backbones.layers import ChannelMux, FusedGroupConv, GroupConv2d, SpatialMuxConv
 from mux_backbones.layers import block_call as block_call_module
-from mux_backbones.layers.block_call import BlockCall, DeployedInvertedResidual, set_block_calls
+from mux_backbones.layers.block_call import (BlockCall, DeployedInvertedResidual, OneCallStage,
+                                             set_block_calls)
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _cpu_kernels
 from mux_backbones.ops.group_conv import cpu_kernel_serves
@@ -30,16 +31,36 @@ def _input(batch=2, size=(45, 37)):
 
 
 @pytest.fixture
-def calls(monkeypatch, outside_interpreter):
-    """How many block calls ran (the extension's own calls are out of Python's sight)."""
+def stage_calls(monkeypatch, outside_interpreter):
+    """The stages that ran as one call (:class:`OneCallStage`)."""
     ran = []
-    original = BlockCall.__call__
+    original = OneCallStage._run
 
-    def counted(self, *args):
+    def counted(self, chain, x):
         ran.append(self)
-        return original(self, *args)
+        return original(self, chain, x)
 
-    monkeypatch.setattr(BlockCall, '__call__', counted)
+    monkeypatch.setattr(OneCallStage, '_run', counted)
+    return ran
+
+
+@pytest.fixture
+def calls(monkeypatch, stage_calls):
+    """The block calls that ran, on their own or as steps of their stage's call (the extension's
+    own calls are out of Python's sight)."""
+    ran = []
+    original_block, original_stage = BlockCall.__call__, OneCallStage._run
+
+    def counted_block(self, *args):
+        ran.append(self)
+        return original_block(self, *args)
+
+    def counted_stage(self, chain, x):
+        ran.extend(call for _, (_, call) in chain.steps)
+        return original_stage(self, chain, x)
+
+    monkeypatch.setattr(BlockCall, '__call__', counted_block)
+    monkeypatch.setattr(OneCallStage, '_run', counted_stage)
     return ran
 
 
@@ -211,3 +232,158 @@ def test_mobilenetv2_blocks_get_the_same_runner(calls):
     assert not calls
     for out, ref in zip(compiled, expected, strict=True):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def _stages(model):
+    return [m for m in model.modules() if isinstance(m, OneCallStage)]
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'xs', 'm'])
+def test_stages_run_as_one_call(calls, stage_calls, arch):
+    """Deployed with ``fused_ops`` on the CPU, every stage of blocks runs as one call from its
+    second forward of a shape on (the first builds it, running the blocks' calls one by one):
+    the modules' output to the bit, every block a step, the stage's names and state-dict keys
+    unchanged."""
+    torch.manual_seed(0)
+    stock = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
+    keys = set(switch_to_deploy(copy.deepcopy(stock), fused_ops=True).state_dict())
+    model = switch_to_deploy(stock, channels_last=True, fused_ops=True)
+    assert set(model.state_dict()) == keys
+    stages = _stages(model)
+    assert [name for name, m in model.named_children() if isinstance(m, OneCallStage)] == \
+        [name for name in model.layers if name != 'conv_head']
+    x = _input()
+    with torch.no_grad():
+        expected = set_block_calls(model, False)(x)
+        set_block_calls(model, True)
+        first = model(x)
+        blocks = len(calls)
+        assert not stage_calls and blocks == sum(len(stage) for stage in stages)
+        calls.clear()
+        _assert_equal(model(x), expected)
+    _assert_equal(first, expected)
+    assert stage_calls == stages and len(calls) == blocks
+    # Another input size: built again for it, then run as one call.
+    y = _input(batch=1, size=(32, 40))
+    with torch.no_grad():
+        expected = set_block_calls(model, False)(y)
+        set_block_calls(model, True)(y)
+        stage_calls.clear()
+        _assert_equal(model(y), expected)
+    assert stage_calls == stages
+
+
+def test_stages_step_aside_where_something_needs_the_blocks(calls, stage_calls):
+    """A hook on any module of a stage (a layer, a block, channel multiplexing's body), a global
+    hook, gradients, training mode, the blocks switched to their modules: that stage runs block
+    by block (the others as one call), the same output; a block replaced: built again."""
+    model = _deployed()
+    x = _input()
+    with torch.no_grad():
+        model(x)
+        expected = model(x)
+    stages = _stages(model)
+    stage = next(s for s in stages if any(isinstance(m, ChannelMux) for m in s))
+    for hooked in (stage[-1], stage[-1].body, stage[-1].body.project_conv.conv):
+        handle = hooked.register_forward_pre_hook(lambda *args: None)
+        stage_calls.clear()
+        with torch.no_grad():
+            _assert_equal(model(x), expected)
+        handle.remove()
+        assert stage_calls == [s for s in stages if s is not stage]
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    stage_calls.clear()
+    with torch.no_grad():
+        _assert_equal(model(x), expected)
+    handle.remove()
+    assert not stage_calls
+    model(x)  # gradients on
+    assert not stage_calls
+    with torch.no_grad():
+        set_block_calls(model, False)
+        calls.clear()
+        _assert_equal(model(x), expected)
+        _assert_equal(model(x), expected)
+        assert not stage_calls and not calls
+        set_block_calls(model, True)
+        model(x)
+        _assert_equal(model(x), expected)
+        assert stage_calls == stages
+        # a block replaced by a copy of itself: the stage's call is built again around it
+        stage[0] = copy.deepcopy(stage[0])
+        stage_calls.clear()
+        _assert_equal(model(x), expected)
+        assert stage not in stage_calls
+        _assert_equal(model(x), expected)
+        assert stage in stage_calls
+        stage_calls.clear()
+        model.train()(x)  # (last: BN in training mode updates its statistics)
+    assert not stage_calls
+
+
+def test_stages_follow_the_weights(stage_calls):
+    """Weights loaded in place or assigned, a deep copy, a pickled model, a model moved and
+    back: the stages' calls compute with the modules' current tensors."""
+    source, x = _deployed(seed=1), _input()
+    with torch.no_grad():
+        expected = source(x)
+        for assign in (False, True):
+            model = _deployed(seed=0)
+            model(x)
+            before = model(x)
+            model.load_state_dict(source.state_dict(), assign=assign)
+            model(x)
+            _assert_equal(model(x), expected)
+            assert not torch.equal(before[-1], expected[-1])
+        twin = copy.deepcopy(source)
+        assert all(stage._chain is None for stage in _stages(twin))
+        twin(x)
+        _assert_equal(twin(x), expected)
+        buffer = io.BytesIO()
+        torch.save(source, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        loaded(x)
+        _assert_equal(loaded(x), expected)
+        source.double().float()
+        assert all(stage._chain is None for stage in _stages(source))
+        source(x)
+        _assert_equal(source(x), expected)
+    assert len(stage_calls) >= 4 * len(_stages(source))
+
+
+def test_mobilenetv2_stages_get_the_same_runner(calls, stage_calls):
+    """MobileNetV2's stages (mmdet's ``nn.Sequential`` of blocks) run as one call too."""
+    from mmdet.models.backbones import MobileNetV2
+    model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
+    x = _input()
+    switch_to_deploy(model, channels_last=True, fused_ops=True)
+    stages = _stages(model)
+    assert [name for name, m in model.named_children() if isinstance(m, OneCallStage)] == \
+        [f'layer{i}' for i in range(1, 8)]
+    with torch.no_grad():
+        expected = set_block_calls(model, False)(x)
+        set_block_calls(model, True)(x)
+        calls.clear()
+        _assert_equal(model(x), expected)
+    assert stage_calls == stages and len(calls) == 17
+
+
+def test_only_plain_sequences_of_block_calls_become_stages(outside_interpreter):
+    """A stage with a block that cannot run as a call, or a subclass of ``nn.Sequential`` (its
+    forward may be its own), keeps its class."""
+    model = _deployed()
+    stage = _stages(model)[0]
+    plain = torch.nn.Sequential(*stage)
+    assert OneCallStage.fits(plain)
+    assert not OneCallStage.fits(torch.nn.Sequential(*stage, torch.nn.ReLU()))
+    assert not OneCallStage.fits(torch.nn.Sequential())
+
+    class Custom(torch.nn.Sequential):
+        pass
+
+    assert not OneCallStage.fits(Custom(*stage))
+    set_block_calls(plain, False)
+    assert not OneCallStage.fits(plain)
+    stock = switch_to_deploy(MUXNet('tiny'), fused_ops=False)
+    assert not _stages(stock)
