@@ -29,7 +29,7 @@ counter or a feature hook still sees every layer). Everywhere else the block's m
 before.
 """
 from collections import OrderedDict
-from typing import NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -358,11 +358,14 @@ class DeployedInvertedResidual(OneCallBlock, nn.Module):
 
 
 class _Chain(NamedTuple):
-    """A stage's call for one input shape; ``fused`` None: the stage cannot run as one."""
-    shape: torch.Size
+    """What a stage's calls were built from, and the calls."""
     steps: tuple  # per module of the stage: (the module, its _state)
     hook_dicts: Tuple[dict, ...]  # every submodule's forward (pre-)hooks, as they were built
-    fused: object  # the extension's FusedChainCPU, or None
+    # per input shape the extension's FusedChainCPU; None: the stage cannot run as one call
+    fused: Dict[torch.Size, object]
+
+
+_SHAPES_KEPT = 8  # calls kept per stage (one per input size: e.g. a test's multi-scale sizes)
 
 
 class OneCallStage(nn.Sequential):
@@ -377,10 +380,11 @@ class OneCallStage(nn.Sequential):
     The deploy walker (:func:`mux_backbones.deploy.switch_to_deploy` with ``fused_ops`` on a
     CPU) gives a stage this class (same children, names and state-dict keys). Its first forward
     for an input shape runs the blocks one by one and builds the call from what they did (each
-    block's pool tile is planned for the size it receives); later forwards of that shape are the
-    call, where the blocks' own calls would run: inference in plain eager mode, a plain fp32
-    CPU input with its channels innermost, no hook on any of the stage's modules. The call is
-    built again when a block's call is (its tensors moved, converted or loaded) or a block is
+    block's pool tile is planned for the size it receives; the calls of the last few shapes are
+    kept); later forwards of that shape are the call, where the blocks' own calls would run:
+    inference in plain eager mode, a plain fp32 CPU input with its channels innermost, no hook
+    on any of the stage's modules. The calls are built again when a block's call is (its
+    tensors moved, converted or loaded) or a block is
     replaced; it is left out of pickles and copies. Elsewhere the blocks run as before.
     """
 
@@ -403,15 +407,16 @@ class OneCallStage(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and plain_eager() and _plain_input(x):
             chain = self._chain
-            if chain is None or chain.shape != x.shape or not self._current(chain):
+            if chain is None or not self._current(chain) or x.shape not in chain.fused:
                 return self._build(x)
-            if chain.fused is not None and not any(chain.hook_dicts) and \
+            fused = chain.fused[x.shape]
+            if fused is not None and not any(chain.hook_dicts) and \
                     not (_module._global_forward_pre_hooks or _module._global_forward_hooks):
-                return self._run(chain, x)
+                return self._run(chain, fused, x)
         return super().forward(x)
 
-    def _run(self, chain: _Chain, x: torch.Tensor) -> torch.Tensor:
-        return chain.fused.forward(x)
+    def _run(self, chain: _Chain, fused, x: torch.Tensor) -> torch.Tensor:
+        return fused.forward(x)
 
     def _current(self, chain: _Chain) -> bool:
         """Whether ``chain`` was built from this stage's blocks as they are now."""
@@ -436,9 +441,12 @@ class OneCallStage(nn.Sequential):
                 if processed:  # (channel multiplexing: its block takes the first channels)
                     shape = torch.Size((shape[0], processed, *shape[2:]))
                 fused.append(call._fused, processed, *call.pool_tile(shape))
-        hook_dicts = tuple(d for m in self.modules() if m is not self
-                           for d in (m._forward_pre_hooks, m._forward_hooks))
-        self._chain = _Chain(x.shape, tuple(zip(self, states)), hook_dicts, fused)
+        chain = self._chain
+        if chain is None or not self._current(chain) or len(chain.fused) >= _SHAPES_KEPT:
+            hook_dicts = tuple(d for m in self.modules() if m is not self
+                               for d in (m._forward_pre_hooks, m._forward_hooks))
+            chain = self._chain = _Chain(tuple(zip(self, states)), hook_dicts, {})
+        chain.fused[x.shape] = fused
         return out
 
     def _apply(self, fn, *args, **kwargs):

@@ -36,9 +36,9 @@ def stage_calls(monkeypatch, outside_interpreter):
     ran = []
     original = OneCallStage._run
 
-    def counted(self, chain, x):
+    def counted(self, chain, fused, x):
         ran.append(self)
-        return original(self, chain, x)
+        return original(self, chain, fused, x)
 
     monkeypatch.setattr(OneCallStage, '_run', counted)
     return ran
@@ -55,9 +55,9 @@ def calls(monkeypatch, stage_calls):
         ran.append(self)
         return original_block(self, *args)
 
-    def counted_stage(self, chain, x):
+    def counted_stage(self, chain, fused, x):
         ran.extend(call for _, (_, call) in chain.steps)
-        return original_stage(self, chain, x)
+        return original_stage(self, chain, fused, x)
 
     monkeypatch.setattr(BlockCall, '__call__', counted_block)
     monkeypatch.setattr(OneCallStage, '_run', counted_stage)
@@ -263,14 +263,19 @@ def test_stages_run_as_one_call(calls, stage_calls, arch):
         _assert_equal(model(x), expected)
     _assert_equal(first, expected)
     assert stage_calls == stages and len(calls) == blocks
-    # Another input size: built again for it, then run as one call.
+    # Another input size: built for it on its first forward, then run as one call, as is the
+    # first size still.
     y = _input(batch=1, size=(32, 40))
     with torch.no_grad():
-        expected = set_block_calls(model, False)(y)
-        set_block_calls(model, True)(y)
+        expected_y = set_block_calls(model, False)(y)
+        set_block_calls(model, True)(x)
         stage_calls.clear()
-        _assert_equal(model(y), expected)
-    assert stage_calls == stages
+        model(y)
+        assert not stage_calls
+        _assert_equal(model(y), expected_y)
+        assert stage_calls == stages
+        _assert_equal(model(x), expected)
+    assert stage_calls == stages * 2
 
 
 def test_stages_step_aside_where_something_needs_the_blocks(calls, stage_calls):
