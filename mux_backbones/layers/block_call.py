@@ -384,8 +384,8 @@ class OneCallStage(nn.Sequential):
     kept); later forwards of that shape are the call, where the blocks' own calls would run:
     inference in plain eager mode, a plain fp32 CPU input with its channels innermost, no hook
     on any of the stage's modules. The calls are built again when a block's call is (its
-    tensors moved, converted or loaded) or a block is
-    replaced; it is left out of pickles and copies. Elsewhere the blocks run as before.
+    tensors moved, converted or loaded) or a block is replaced; they are left out of pickles
+    and copies. Elsewhere the blocks run as before.
     """
 
     def __init__(self, *args):
