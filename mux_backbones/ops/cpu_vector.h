@@ -69,24 +69,54 @@ inline vec8 even_odd(vec8 a, vec8 b) {
 // Neighbouring lanes swapped: each channel's pair partner in a 2-channels-per-group conv.
 inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2, 5, 4, 7, 6}); }
 
-// 2^n * exp(r) for x = n ln2 + r, r in [-ln2/2, ln2/2] (ln2 in two parts), exp(r) by a
-// degree-5 polynomial fitted to it there (least squares at Chebyshev nodes: 1.5e-7 relative
-// with these float coefficients; a Taylor polynomial needs degree 6 for that). x must lie in
-// [-87, 88], where 2^n stays a normal float.
-inline vec8 exp_reduced(vec8 x) {
-  const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
-  const vec8 n = (x * splat(1.44269504f) + magic) - magic;
-  const vec8 r = (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
+// exp(r) for r in [-ln2/2, ln2/2]: a degree-5 polynomial fitted to it there (least squares at
+// Chebyshev nodes: 1.5e-7 relative with these float coefficients; a Taylor polynomial needs
+// degree 6 for that).
+inline vec8 exp_poly(vec8 r) {
   vec8 p = splat(0.00829171669f);
   p = p * r + splat(0.0419150293f);
   p = p * r + splat(0.166676626f);
   p = p * r + splat(0.499989003f);
   p = p * r + splat(0.999999642f);
-  p = p * r + splat(1.00000012f);
+  return p * r + splat(1.00000012f);
+}
+
+// The reduced argument r = x - n ln2 (ln2 in two parts, the first exact times any n here).
+inline vec8 exp_remainder(vec8 x, vec8 n) {
+  return (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
+}
+
+// 2^n * exp(r) for x = n ln2 + r, r in [-ln2/2, ln2/2]. x must lie in [-87, 88], where 2^n
+// stays a normal float.
+inline vec8 exp_reduced(vec8 x) {
+  const vec8 magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
+  const vec8 n = (x * splat(1.44269504f) + magic) - magic;
+  const vec8 p = exp_poly(exp_remainder(x, n));
   const lanes8 bits = (__builtin_convertvector(n, lanes8) + 127) << 23;
   vec8 scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+}
+
+// exp(x) for every float x, as the float exp gives it at the ends: infinite above ~88.7, 0
+// below (through the subnormals on AVX-512, from -87 on elsewhere -- 1 + it is 1 either way
+// where SiLU adds it); NaN passes.
+inline vec8 exp_any(vec8 x) {
+#if defined(__AVX512VL__)
+  // One instruction each to round and to scale by 2^n (vrndscaleps, vscalefps: it also
+  // overflows to inf and underflows to 0 as the float exp does), so no range tests: SiLU 0.40
+  // instead of 0.59 ns per value here (Zen 4). Clamped where exp is inf or 0 anyway, so that n
+  // stays small (vmaxps/vminps return their second operand, x, when it is NaN).
+  const __m256 limit = _mm256_set1_ps(104.f);
+  x = (vec8)_mm256_min_ps(limit, _mm256_max_ps(-limit, (__m256)x));
+  const vec8 n = (vec8)_mm256_roundscale_ps((__m256)(x * splat(1.44269504f)),
+                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return (vec8)_mm256_scalef_ps((__m256)exp_poly(exp_remainder(x, n)), (__m256)n);
+#else
+  const vec8 hi = splat(88.f), lo = splat(-87.f);
+  const vec8 e = exp_reduced(x > hi ? hi : x < lo ? lo : x);
+  return x > hi ? splat(__builtin_inff()) : e;
+#endif
 }
 
 // exp(x) for x <= 0, to ~2e-7 relative; 0 below -87 (where 2^n would leave the normal floats),
@@ -107,16 +137,8 @@ inline vec8 activate(vec8 z, int act) {
     z = z < zero ? zero : z;
     return z > six ? six : z;
   }
-  if (act == kSilu) {
-    // z / (1 + exp(-z)) as torch computes it; the exponential by exp_reduced where it holds,
-    // infinite above 88 (as the float exp overflows there), exp(-87) below -87 (1 + it is 1
-    // to the last bit either way). Comparisons written so that NaN passes through.
-    const vec8 t = -z;
-    const vec8 hi = splat(88.f), lo = splat(-87.f);
-    vec8 e = exp_reduced(t > hi ? hi : t < lo ? lo : t);
-    e = t > hi ? splat(__builtin_inff()) : e;
-    return z / (splat(1.f) + e);
-  }
+  // z / (1 + exp(-z)) as torch computes it (infinite exp: -0 for a large negative z).
+  if (act == kSilu) return z / (splat(1.f) + exp_any(-z));
   return z;
 }
 
