@@ -102,13 +102,12 @@ inline vec8 exp_reduced(vec8 x) {
 // below (through the subnormals on AVX-512, from -87 on elsewhere -- 1 + it is 1 either way
 // where SiLU adds it); NaN passes.
 inline vec8 exp_any(vec8 x) {
-#if defined(__AVX512VL__)
-  // One instruction each to round and to scale by 2^n (vrndscaleps, vscalefps: it also
-  // overflows to inf and underflows to 0 as the float exp does), so no range tests: SiLU 0.40
-  // instead of 0.59 ns per value here (Zen 4). Clamped where exp is inf or 0 anyway, so that n
-  // stays small (vmaxps/vminps return their second operand, x, when it is NaN).
-  const __m256 limit = _mm256_set1_ps(104.f);
-  x = (vec8)_mm256_min_ps(limit, _mm256_max_ps(-limit, (__m256)x));
+#if defined(__AVX512VL__) && defined(__AVX512DQ__)
+  // One instruction each to clamp, round and scale by 2^n (vrangeps, vrndscaleps, vscalefps:
+  // it also overflows to inf and underflows to 0 as the float exp does), no range tests: SiLU
+  // 0.45 instead of 0.59 ns per value here (Zen 4). Clamped to |x| <= 104, where exp is inf or
+  // 0 anyway, so that n stays small and r exact (NaN passes).
+  x = (vec8)_mm256_range_ps((__m256)x, _mm256_set1_ps(104.f), 0x02);  // min |.|, x's sign
   const vec8 n = (vec8)_mm256_roundscale_ps((__m256)(x * splat(1.44269504f)),
                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return (vec8)_mm256_scalef_ps((__m256)exp_poly(exp_remainder(x, n)), (__m256)n);
