@@ -98,9 +98,9 @@ inline vec8 exp_reduced(vec8 x) {
   return p * scale;
 }
 
-// exp(x) for every float x, as the float exp gives it at the ends: infinite above ~88.7, 0
-// below (through the subnormals on AVX-512, from -87 on elsewhere -- 1 + it is 1 either way
-// where SiLU adds it); NaN passes.
+// exp(x) for every float x: infinite above ~88.7 (elsewhere than AVX-512: above 88) as the
+// float exp overflows; below -87 the subnormals down to 0 on AVX-512, exp(-87) elsewhere (1 +
+// it is 1 to the last bit either way, as SiLU adds it); NaN passes.
 inline vec8 exp_any(vec8 x) {
 #if defined(__AVX512VL__) && defined(__AVX512DQ__)
   // One instruction each to clamp, round and scale by 2^n (vrangeps, vrndscaleps, vscalefps:
