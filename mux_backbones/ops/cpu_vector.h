@@ -71,19 +71,21 @@ inline vec8 swap_pairs(vec8 v) { return __builtin_shuffle(v, (lanes8){1, 0, 3, 2
 
 // exp(r) for r in [-ln2/2, ln2/2]: a degree-5 polynomial fitted to it there (least squares at
 // Chebyshev nodes: 1.5e-7 relative with these float coefficients; a Taylor polynomial needs
-// degree 6 for that).
-inline vec8 exp_poly(vec8 r) {
-  vec8 p = splat(0.00829171669f);
-  p = p * r + splat(0.0419150293f);
-  p = p * r + splat(0.166676626f);
-  p = p * r + splat(0.499989003f);
-  p = p * r + splat(0.999999642f);
-  return p * r + splat(1.00000012f);
+// degree 6 for that). V: a vector of 8 or 16 floats (the same operations on each lane).
+template <typename V>
+inline V exp_poly(V r) {
+  V p = V{} + 0.00829171669f;
+  p = p * r + 0.0419150293f;
+  p = p * r + 0.166676626f;
+  p = p * r + 0.499989003f;
+  p = p * r + 0.999999642f;
+  return p * r + 1.00000012f;
 }
 
 // The reduced argument r = x - n ln2 (ln2 in two parts, the first exact times any n here).
-inline vec8 exp_remainder(vec8 x, vec8 n) {
-  return (x - n * splat(0.693145752f)) - n * splat(1.42860677e-6f);
+template <typename V>
+inline V exp_remainder(V x, V n) {
+  return (x - n * 0.693145752f) - n * 1.42860677e-6f;
 }
 
 // 2^n * exp(r) for x = n ln2 + r, r in [-ln2/2, ln2/2]. x must lie in [-87, 88], where 2^n
@@ -101,21 +103,39 @@ inline vec8 exp_reduced(vec8 x) {
 // exp(x) for every float x: infinite above ~88.7 (elsewhere than AVX-512: above 88) as the
 // float exp overflows; below -87 the subnormals down to 0 on AVX-512, exp(-87) elsewhere (1 +
 // it is 1 to the last bit either way, as SiLU adds it); NaN passes.
-inline vec8 exp_any(vec8 x) {
 #if defined(__AVX512VL__) && defined(__AVX512DQ__)
-  // One instruction each to clamp, round and scale by 2^n (vrangeps, vrndscaleps, vscalefps:
-  // it also overflows to inf and underflows to 0 as the float exp does), no range tests: SiLU
-  // 0.45 instead of 0.59 ns per value here (Zen 4). Clamped to |x| <= 104, where exp is inf or
-  // 0 anyway, so that n stays small and r exact (NaN passes).
+#define MUX_BACKBONES_AVX512_EXP 1
+typedef float vec16 __attribute__((vector_size(64)));
+
+// One instruction each to clamp, round and scale by 2^n (vrangeps, vrndscaleps, vscalefps: it
+// also overflows to inf and underflows to 0 as the float exp does), no range tests: SiLU 0.45
+// instead of 0.59 ns per value here (Zen 4), 0.30 on 16 lanes (activate_all). Clamped to
+// |x| <= 104, where exp is inf or 0 anyway, so that n stays small and r exact (NaN passes).
+inline vec8 exp_any(vec8 x) {
   x = (vec8)_mm256_range_ps((__m256)x, _mm256_set1_ps(104.f), 0x02);  // min |.|, x's sign
-  const vec8 n = (vec8)_mm256_roundscale_ps((__m256)(x * splat(1.44269504f)),
+  const vec8 n = (vec8)_mm256_roundscale_ps((__m256)(x * 1.44269504f),
                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   return (vec8)_mm256_scalef_ps((__m256)exp_poly(exp_remainder(x, n)), (__m256)n);
+}
+
+inline vec16 exp_any(vec16 x) {  // (the same, on 16 lanes)
+  x = (vec16)_mm512_range_ps((__m512)x, _mm512_set1_ps(104.f), 0x02);
+  const vec16 n = (vec16)_mm512_roundscale_ps((__m512)(x * 1.44269504f),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return (vec16)_mm512_scalef_ps((__m512)exp_poly(exp_remainder(x, n)), (__m512)n);
+}
 #else
+inline vec8 exp_any(vec8 x) {
   const vec8 hi = splat(88.f), lo = splat(-87.f);
   const vec8 e = exp_reduced(x > hi ? hi : x < lo ? lo : x);
   return x > hi ? splat(__builtin_inff()) : e;
+}
 #endif
+
+// z / (1 + exp(-z)) as torch computes it (infinite exp: -0 for a large negative z).
+template <typename V>
+inline V silu(V z) {
+  return z / ((V{} + 1.f) + exp_any(-z));
 }
 
 // exp(x) for x <= 0, to ~2e-7 relative; 0 below -87 (where 2^n would leave the normal floats),
@@ -136,9 +156,26 @@ inline vec8 activate(vec8 z, int act) {
     z = z < zero ? zero : z;
     return z > six ? six : z;
   }
-  // z / (1 + exp(-z)) as torch computes it (infinite exp: -0 for a large negative z).
-  if (act == kSilu) return z / (splat(1.f) + exp_any(-z));
+  if (act == kSilu) return silu(z);
   return z;
+}
+
+// activate(v[i], ACT) for `count` vectors in place; SiLU two at a time as one vector of 16 lanes
+// where the CPU has AVX-512 (the same operations on each lane; 1.5x the throughput here).
+template <int ACT>
+inline void activate_all(vec8* v, int count) {
+  int i = 0;
+#ifdef MUX_BACKBONES_AVX512_EXP
+  if (ACT == kSilu) {
+    for (; i + 1 < count; i += 2) {
+      vec16 z;
+      std::memcpy(&z, v + i, sizeof(z));
+      z = silu(z);
+      std::memcpy(v + i, &z, sizeof(z));
+    }
+  }
+#endif
+  for (; i < count; ++i) v[i] = activate(v[i], ACT);
 }
 
 inline float activate(float z, int act) {

@@ -56,13 +56,13 @@ struct Group {
 // activated, stored, and with pooling added to their row's tile sums -- the pixels of one tile
 // summed in a register first, so consecutive pixels do not chain through one sum in memory.
 template <int PW, int CB, bool PART, int ACT>
-void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c,
+void finish_block(const Group& g, vec8* acc, int64_t ow0, int npix, int64_t c,
                   Lanes<PART> lanes) {
+  activate_all<ACT>(acc, npix * CB);
   float* out = g.y + ow0 * g.C + c;
   if (g.row_sums == nullptr) {
     for (int p = 0; p < npix; ++p)
-      for (int b = 0; b < CB; ++b)
-        lanes.store(out + p * g.C + 8 * b, activate(acc[p * CB + b], ACT));
+      for (int b = 0; b < CB; ++b) lanes.store(out + p * g.C + 8 * b, acc[p * CB + b]);
     return;
   }
   vec8 part[CB] = {};
@@ -78,7 +78,7 @@ void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_
       for (int b = 0; b < CB; ++b) part[b] = vec8{};
     }
     for (int b = 0; b < CB; ++b) {
-      const vec8 v = activate(acc[p * CB + b], ACT);
+      const vec8 v = acc[p * CB + b];
       lanes.store(out + p * g.C + 8 * b, v);
       part[b] += v;
     }
@@ -87,7 +87,7 @@ void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_
 }
 
 template <int PW, int CB, bool PART>
-void finish_block(const Group& g, const vec8* acc, int64_t ow0, int npix, int64_t c,
+void finish_block(const Group& g, vec8* acc, int64_t ow0, int npix, int64_t c,
                   Lanes<PART> lanes) {
   switch (g.act) {  // one branch per block, not per vector
     case kRelu: finish_block<PW, CB, PART, kRelu>(g, acc, ow0, npix, c, lanes); break;

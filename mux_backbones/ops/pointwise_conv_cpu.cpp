@@ -55,11 +55,6 @@ inline void interleave_store(float* out, vec8 v, vec8 k, int n) {
   }
 }
 
-template <int ACT>
-void activate_all(vec8* v, int count) {
-  for (int i = 0; i < count; ++i) v[i] = activate(v[i], ACT);
-}
-
 // A tile's epilogue: v holds its rows x vectors accumulators (bias included), row by row.
 void finish(vec8* v, int rows, int vectors, const Epilogue& e) {
   const int count = rows * vectors;
