@@ -91,6 +91,22 @@ def test_activations_in_the_epilogue_pass(outside_interpreter, act):
                                equal_nan=True)
 
 
+@pytest.mark.parametrize('act', ['silu', 'relu6'])
+def test_epilogue_activation_is_the_same_on_every_vector(outside_interpreter, act):
+    """Vectors activated two at a time (SiLU on 16 lanes where the CPU has AVX-512) and one at a
+    time (a tile's odd last vector: one row of three) give the same bits: output channels 0-7
+    and 16-23 have the same weights."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(16, 8), torch.randn(8)
+    weight = torch.cat([weight, torch.randn(16, 8), weight], 1)
+    bias = torch.cat([bias, torch.randn(8), bias])
+    for _ in range(32):
+        row = torch.randn(1, 16) * 5  # (one row: a tile of 1 x 3 vectors)
+        out = _cpu_kernels.cpu_kernels().pointwise_conv_forward(
+            row, weight, bias, None, None, gemm.ACTIVATIONS.index(act), None)
+        assert torch.equal(out[:, :8], out[:, 16:])
+
+
 def test_op_takes_the_kernel_on_a_cpu(cpu_kernel_calls):
     rows, weight, bias, residual, kept, scale = _inputs(2, 9, 24, 16)
     got = pointwise_conv(rows, weight, bias, residual, kept, 'relu', scale)
