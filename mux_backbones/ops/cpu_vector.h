@@ -100,9 +100,10 @@ inline vec8 exp_reduced(vec8 x) {
   return p * scale;
 }
 
-// exp(x) for every float x: infinite above ~88.7 (elsewhere than AVX-512: above 88) as the
-// float exp overflows; below -87 the subnormals down to 0 on AVX-512, exp(-87) elsewhere (1 +
-// it is 1 to the last bit either way, as SiLU adds it); NaN passes.
+// exp(x) for every float x but NaN: infinite above ~88.7 (elsewhere than AVX-512: above 88) as
+// the float exp overflows; below -87 the subnormals down to 0 on AVX-512, exp(-87) elsewhere (1
+// + it is 1 to the last bit either way, as SiLU adds it). A NaN x gives a number on AVX-512
+// (vrangeps clamps it): a caller whose result must stay NaN carries it otherwise (SiLU: z / ...).
 #if defined(__AVX512VL__) && defined(__AVX512DQ__)
 #define MUX_BACKBONES_AVX512_EXP 1
 typedef float vec16 __attribute__((vector_size(64)));
@@ -110,7 +111,7 @@ typedef float vec16 __attribute__((vector_size(64)));
 // One instruction each to clamp, round and scale by 2^n (vrangeps, vrndscaleps, vscalefps: it
 // also overflows to inf and underflows to 0 as the float exp does), no range tests: SiLU 0.45
 // instead of 0.59 ns per value here (Zen 4), 0.30 on 16 lanes (activate_all). Clamped to
-// |x| <= 104, where exp is inf or 0 anyway, so that n stays small and r exact (NaN passes).
+// |x| <= 104, where exp is inf or 0 anyway, so that n stays small and r exact.
 inline vec8 exp_any(vec8 x) {
   x = (vec8)_mm256_range_ps((__m256)x, _mm256_set1_ps(104.f), 0x02);  // min |.|, x's sign
   const vec8 n = (vec8)_mm256_roundscale_ps((__m256)(x * 1.44269504f),
@@ -136,13 +137,6 @@ inline vec8 exp_any(vec8 x) {
 template <typename V>
 inline V silu(V z) {
   return z / ((V{} + 1.f) + exp_any(-z));
-}
-
-// exp(x) for x <= 0, to ~2e-7 relative; 0 below -87 (where 2^n would leave the normal floats),
-// as the float result of exp underflows there too.
-inline vec8 exp_nonpositive(vec8 x_in) {
-  const vec8 lo = splat(-87.f);
-  return x_in < lo ? vec8{} : exp_reduced(x_in);
 }
 
 // The op's epilogue activations, by the op's codes (ACTIVATIONS in group_conv.py).
@@ -181,12 +175,6 @@ inline void activate_all(vec8* v, int count) {
 inline float activate(float z, int act) {
   vec8 v = splat(z);
   return activate(v, act)[0];
-}
-
-// sigmoid(z) = 1 / (1 + exp(-z)), its exponent kept <= 0 so nothing overflows (NaN passes).
-inline float sigmoid(float z) {
-  const float e = exp_nonpositive(splat(z > 0.f ? -z : z))[0];
-  return z > 0.f ? 1.f / (1.f + e) : e / (1.f + e);
 }
 
 }  // namespace mux_backbones
