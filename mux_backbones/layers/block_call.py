@@ -157,7 +157,7 @@ class BlockCall:
         self._conv_channels = conv_channels
         self._fused_conv = fused_conv
         self._pool_tile = (None, (0, 0))  # (input size, the kernel's pool tile for it)
-        self._layers = [m for m in block.modules() if m is not block]
+        self._hook_dicts = _hook_dicts(block)
 
     @classmethod
     @torch.no_grad()
@@ -206,12 +206,7 @@ class BlockCall:
         if kept is not None and (type(kept) is not torch.Tensor or kept.stride(1) != 1 or
                                  not cpu_kernels_take(kept)):
             return False
-        if _module._global_forward_pre_hooks or _module._global_forward_hooks:
-            return False
-        for layer in self._layers:
-            if layer._forward_pre_hooks or layer._forward_hooks:
-                return False
-        return True
+        return not _hooked(self._hook_dicts)
 
     def pool_tile(self, shape: torch.Size) -> Tuple[int, int]:
         """The group-conv kernel's pool tile for an input of ``shape``, as the module's own call
@@ -228,6 +223,20 @@ class BlockCall:
 
     def __call__(self, x: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self._fused.forward(x, kept, *self.pool_tile(x.shape))
+
+
+def _hook_dicts(module: nn.Module) -> Tuple[dict, ...]:
+    """The forward (pre-)hook dicts of ``module``'s submodules (not its own: its call runs those);
+    a hook registered later goes into one of them."""
+    return tuple(d for m in module.modules() if m is not module
+                 for d in (m._forward_pre_hooks, m._forward_hooks))
+
+
+def _hooked(hook_dicts: Tuple[dict, ...]) -> bool:
+    """Whether a forward hook is set on one of these modules (their :func:`_hook_dicts`) or on
+    every module (a global one): then the modules must run one by one."""
+    return bool(_module._global_forward_pre_hooks or _module._global_forward_hooks or
+                any(hook_dicts))
 
 
 def _plain_input(x: torch.Tensor) -> bool:
@@ -411,8 +420,7 @@ class OneCallStage(nn.Sequential):
             if chain is None or not self._current(chain) or x.shape not in chain.fused:
                 return self._build(x)
             fused = chain.fused[x.shape]
-            if fused is not None and not any(chain.hook_dicts) and \
-                    not (_module._global_forward_pre_hooks or _module._global_forward_hooks):
+            if fused is not None and not _hooked(chain.hook_dicts):
                 return self._run(chain, fused, x)
         return super().forward(x)
 
@@ -444,9 +452,7 @@ class OneCallStage(nn.Sequential):
                 fused.append(call._fused, processed, *call.pool_tile(shape))
         chain = self._chain
         if chain is None or not self._current(chain) or len(chain.fused) >= _SHAPES_KEPT:
-            hook_dicts = tuple(d for m in self.modules() if m is not self
-                               for d in (m._forward_pre_hooks, m._forward_hooks))
-            chain = self._chain = _Chain(tuple(zip(self, states)), hook_dicts, {})
+            chain = self._chain = _Chain(tuple(zip(self, states)), _hook_dicts(self), {})
         chain.fused[x.shape] = fused
         return out
 
