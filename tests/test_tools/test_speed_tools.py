@@ -32,6 +32,9 @@ def test_benchmark_prints_comparison_table():
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'eager', 'deploy',
                    'deploy-modules', '--onnx', *FAST, extra_env=COMPILED).stdout
     assert 'vs MNv2' in out and 'median ms' in out
+    # the CPU's vector ISA and bf16 support: the tables' numbers depend on both
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert re.search(rf'device: CPU \({isa}, bf16 (native|emulated)\), 2 threads;', out)
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
     # Table rows (model, mode, fp32, batch, median, IQR, host, img/s, peak, ratio) and
