@@ -5,7 +5,8 @@ slow phase of a shared machine hits all of them alike instead of whichever ran t
 is the median and inter-quartile range of the runs, the peak memory, and the median host time:
 how long the call took to return, before waiting for the device -- on a GPU what issuing the
 launches costs (Python, dispatch, launch calls); where it comes close to the median, the run is
-host-bound and faster kernels would not show.
+host-bound and faster kernels would not show. :func:`cpu_description` names what a CPU's times
+depend on.
 """
 import statistics
 import time
@@ -20,6 +21,25 @@ class Timing(NamedTuple):
     iqr_ms: float
     peak_mib: float
     host_ms: float = float('nan')  # median time until the call returned (before the sync)
+
+
+def cpu_bf16_native() -> bool:
+    """Whether oneDNN runs bf16 on this CPU's own instructions; elsewhere it emulates them, at
+    ~30x fp32's time (a 2-core Zen 3: 11.8 s for an SSDLite training step that takes 0.36 s in
+    fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def cpu_description() -> str:
+    """The CPU as a timing table needs it: its vector ISA (the C++ kernels of
+    mux_backbones.ops are built for it, with AVX-512 paths of their own), whether bf16 is native,
+    and the thread count."""
+    bf16 = 'native' if cpu_bf16_native() else 'emulated'
+    return (f'CPU ({torch.backends.cpu.get_cpu_capability()}, bf16 {bf16}), '
+            f'{torch.get_num_threads()} threads')
 
 
 def _sync(device):

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 import torch
 
+from mux_backbones.utils.timing import cpu_bf16_native
 from .helpers import REPO, run_tool, write_det_config
 
 BENCH = 'tools/analysis_tools/benchmark.py'
@@ -314,10 +315,9 @@ def test_benchmark_training_step_with_profile():
     """``--train-step``: SSDLite training steps of MobileNetV2, MUXNet-m and MUXNet-m with
     ``fused_ops``, all layers and as chosen in one table with ratios and peak memory, and with
     ``--profile-train`` each step's top operators (kernels on a GPU). In bf16 where the CPU has
-    bf16 instructions (the kernels' stock fallback: nothing to choose); elsewhere oneDNN emulates
-    bf16 at ~30x fp32's time (11.8 s per step here on a 2-core Zen 3), so fp32 (each served conv
-    timed both ways)."""
-    amp = 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'fp32'
+    bf16 instructions (the kernels' stock fallback: nothing to choose), else fp32 (each served
+    conv timed both ways): emulated bf16 would take the test past its time limit."""
+    amp = 'bf16' if cpu_bf16_native() else 'fp32'
     out = run_tool(BENCH, '--train-step', 'ssdlite', '--train-batch', '2', '--train-amp',
                    amp, '--runs', '10', '--models', 'mobilenetv2', '--modes', 'eager',
                    '--batch', '1', '--shape', '64', '--warmup', '1', '--threads', '2',

@@ -33,7 +33,8 @@ from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import choose_training_kernels, tune_kernels
 from mux_backbones.utils.layer_profile import format_layer_costs, profile_layers
-from mux_backbones.utils.timing import Timing, capture_cuda_graph, time_forward, time_interleaved
+from mux_backbones.utils.timing import (Timing, capture_cuda_graph, cpu_description, time_forward,
+                                        time_interleaved)
 
 
 class Row(NamedTuple):
@@ -333,15 +334,6 @@ def bench_train_step(args, device):
             del model, optim
 
 
-def _cpu_name() -> str:
-    """The CPU as the tables need it: its vector ISA (the C++ kernels are built for it, and
-    AVX-512 has paths of its own) and whether bf16 runs natively (else oneDNN emulates it at
-    ~30x fp32's time), with the thread count."""
-    bf16 = 'native' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'emulated'
-    return (f'CPU ({torch.backends.cpu.get_cpu_capability()}, bf16 {bf16}), '
-            f'{torch.get_num_threads()} threads')
-
-
 def profile_step(step, label: str, device, step_ms: float, steps: int = 3):
     """The kernels (on the CPU: operators) of ``steps`` training steps by device time per step,
     and how much of the step's wall time the device was busy (the rest is the host: data
@@ -501,7 +493,7 @@ def main():
         return
     for name in args.models:
         build_backbone(name)
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_description()
     print(f'device: {name}; torch {torch.__version__}; input {args.shape}x{args.shape}')
     # host ms: until the forward returned, before the device sync (see utils/timing.py)
     print(f'{"model":<12}{"mode":>13}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
