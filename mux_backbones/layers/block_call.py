@@ -4,7 +4,7 @@ On a CPU, :meth:`InvertedResidual.switch_to_deploy` with ``fused_ops`` gives a b
 Sec. 4's inverted residual; inside channel multiplexing, Sec. 3.2, with its interleave) a form
 of a handful of kernels: the expand GEMM and its activation, the spatial conv -- on the
 group-conv kernel (activation and the squeeze-excite's pooling in its epilogue), on oneDNN, or
-spatial multiplexing's shuffles and per-scale convs and BN (Sec. 3.1) -- the SE gate, and the
+spatial multiplexing's shuffles, per-scale convs and folded BN (Sec. 3.1) -- the SE gate, and the
 project GEMM that applies the gate and adds the residual and interleaves in its epilogue. Run
 one module at a time they cost ~20 Python calls per block (~60 with spatial multiplexing) -- at
 batch 1 as much as the kernels of a small layer, and gaps in which the thread pool's workers
@@ -34,7 +34,6 @@ from typing import Dict, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
@@ -114,8 +113,8 @@ def _set_spatial(fused, block: nn.Module) -> Optional[int]:
         fused.stride, fused.conv_groups = spatial.stride[0], spatial.groups
         fused.conv_padding, fused.conv_dilation = list(spatial.padding), list(spatial.dilation)
         return spatial.in_channels
-    if isinstance(spatial, SpatialMuxConv) and isinstance(norm, _BatchNorm) and norm.affine \
-            and norm.track_running_stats:
+    if isinstance(spatial, SpatialMuxConv) and spatial.norm_scale is not None and \
+            isinstance(norm, nn.Identity) and isinstance(block.depthwise_act, nn.Identity):
         convs = list(spatial.convs)
         cpg = convs[0].in_channels // convs[0].groups
         if not all(_same_conv(c, spatial.stride) and c.in_channels // c.groups == cpg
@@ -132,9 +131,8 @@ def _set_spatial(fused, block: nn.Module) -> Optional[int]:
         fused.scale_on_kernel = [getattr(c, 'fused_ops', False) is True and
                                  cpu_kernel_serves(c.weight, [c.out_channels], cpg)
                                  for c in convs]
-        fused.norm_weight, fused.norm_bias = norm.weight, norm.bias
-        fused.norm_mean, fused.norm_var, fused.norm_eps = norm.running_mean, norm.running_var, \
-            norm.eps
+        fused.norm_scale, fused.norm_shift = spatial.norm_scale, spatial.norm_shift
+        fused.conv_act = _ACT_CODE[spatial.act]  # (applied with the norm)
         return spatial.in_channels
     return None
 

@@ -86,6 +86,14 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         """Whether the tail's SE pooling is the spatial conv's kernel's (its fused form)."""
         return self.tail_in_ops and isinstance(self.depthwise_conv, FusedGroupConv)
 
+    @property
+    def _spatial_pools(self) -> bool:
+        """Whether the spatial conv's fused or deploy form gives the tail its SE's pooled sums
+        (``with_pool``): the kernel's epilogue, or spatial multiplexing's folded norm."""
+        conv = self.depthwise_conv
+        return self.pool_in_kernel or self.tail_in_ops and isinstance(conv, SpatialMuxConv) and \
+            conv.norm_scale is not None
+
     def _fused_tail(self) -> bool:
         """Whether the fused form's tail runs: the SE's pooling (in the spatial conv's kernel
         where :attr:`pool_in_kernel`), the gate op, the project GEMM with the gate, residual and
@@ -107,9 +115,9 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         """Spatial conv -> norm -> act -> SE -> project (+ ``residual``, interleaved with
         ``kept``: the fused form only)."""
         if self._fused_tail():
-            if self.pool_in_kernel:
+            if self._spatial_pools:
                 y, sums = self.depthwise_conv(x, with_pool=True)
-            else:  # (CPU) a stock spatial conv: spatial multiplexing, oneDNN's depth-wise
+            else:  # (CPU) a stock spatial conv: oneDNN's depth-wise
                 y = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
                 sums = y.sum((2, 3), dtype=torch.float32)
             return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
@@ -168,6 +176,12 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         if isinstance(conv, SpatialMuxConv) and (fused_ops or cpu_kernel):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see kernel_passes)
+            act = activation_name(self.depthwise_act)
+            if bn is not None and bn.running_var is not None and act is not None:
+                # BN, activation and the SE's pooling in one pass (the norm_act op)
+                conv.fold_norm(bn, act)
+                self.depthwise_norm = self.depthwise_act = nn.Identity()
+                return
         elif not (fused_ops or cpu_kernel):  # the stock forms, whatever the training form ran
             for m in conv.modules():  # (e.g. a MixConv that keeps its groups, below)
                 if hasattr(m, 'fused_ops'):

@@ -15,13 +15,20 @@ scales is allowed, negative ones included (the official release's parser drops t
 Maps whose size is not a multiple of what the shuffles need (odd sizes, 300x300 inputs, ...) are
 zero-padded at the bottom/right before the shuffle and the result is cropped, so the output size is
 always ``ceil(H / stride)`` -- exactly what a same-padded depth-wise conv gives.
+
+Deploy form (:meth:`SpatialMuxConv.fold_norm`, used by the blocks' ``switch_to_deploy`` with
+``fused_ops``): the BN and activation that follow become the layer's own, applied to the
+folded-back map by the :func:`~mux_backbones.ops.norm_act` op in one pass, together with the
+squeeze-excite's channel sums (``with_pool``).
 """
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..ops import norm_act
 from .fused_group_conv import GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
@@ -111,6 +118,11 @@ class SpatialMuxConv(nn.Module):
                             fused_ops=fused_ops))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
+        # Deploy form (fold_norm): the following BN as a per-channel scale and shift, and the
+        # activation applied with it; None: the training form.
+        self.register_buffer('norm_scale', None)
+        self.register_buffer('norm_shift', None)
+        self.act: Optional[str] = None
 
     def _run_scale(self, x: torch.Tensor, conv: nn.Conv2d, scale: int) -> torch.Tensor:
         if scale == 0:
@@ -125,11 +137,45 @@ class SpatialMuxConv(nn.Module):
             y = y[..., :out_h, :out_w]
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_pool: bool = False
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """The layer on ``x``; with ``with_pool`` (deploy form only) also the (N, C) fp32 sums
+        of the output over its pixels, for the squeeze-excite that follows."""
         parts = torch.split(x, self.splits, dim=1)
-        return torch.cat(
+        y = torch.cat(
             [self._run_scale(p, conv, s) for p, conv, s in zip(parts, self.convs, self.scales)],
             dim=1)
+        if self.norm_scale is None:
+            if with_pool:
+                raise ValueError('SpatialMuxConv: with_pool needs the deploy form (fold_norm)')
+            return y
+        y, sums = norm_act(y, self.norm_scale, self.norm_shift, self.act, with_pool)
+        return (y, sums) if with_pool else y
+
+    @torch.no_grad()
+    def fold_norm(self, norm: _BatchNorm, act: str = 'none') -> None:
+        """Take the BN that follows (its running statistics) and the activation after it into
+        the layer: its output becomes ``act(bn(output))`` (deploy form; the BN and activation
+        modules are then replaced by identities).
+
+        Args:
+            norm (_BatchNorm): The BN after the layer, with running statistics.
+            act (str): The activation after the BN: 'none', 'relu', 'silu' or 'relu6'.
+                Default: 'none'.
+        """
+        if self.norm_scale is not None:
+            raise RuntimeError('SpatialMuxConv: a norm is folded already')
+        if norm.running_var is None or norm.num_features != self.out_channels:
+            raise ValueError(f'SpatialMuxConv.fold_norm: needs a BN over {self.out_channels} '
+                             f'channels with running statistics, got {norm}')
+        scale = (norm.running_var + norm.eps).rsqrt()
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias
+        self.norm_scale, self.norm_shift, self.act = scale.contiguous(), shift.contiguous(), act
 
     def extra_repr(self) -> str:
-        return f'scales={self.scales}, splits={self.splits}, stride={self.stride}'
+        text = f'scales={self.scales}, splits={self.splits}, stride={self.stride}'
+        return text if self.act is None else f'{text}, norm folded, act={self.act}'

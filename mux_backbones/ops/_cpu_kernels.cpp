@@ -35,6 +35,11 @@ torch::Tensor se_gate_forward(const torch::Tensor& sums, double inv_pixels,
                               const torch::Tensor& w_reduce, const torch::Tensor& b_reduce,
                               const torch::Tensor& w_expand, const torch::Tensor& b_expand,
                               int64_t act);
+// norm_act_cpu.cpp
+std::tuple<torch::Tensor, torch::Tensor> norm_act_forward(const torch::Tensor& x,
+                                                          const torch::Tensor& scale,
+                                                          const torch::Tensor& shift,
+                                                          int64_t act, bool with_sums);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("group_conv_forward", &group_conv_forward,
@@ -50,6 +55,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pointwise_conv_forward", &pointwise_conv_forward,
         "A 1x1 conv with SE scale, bias, activation, residual and interleave, fp32");
   m.def("se_gate_forward", &se_gate_forward, "The squeeze-excite gate from pooled sums, fp32");
+  m.def("norm_act_forward", &norm_act_forward,
+        "A per-channel scale and shift, activation and channel sums, fp32 NHWC");
   using mux_backbones::FusedBlockCPU;
   // module_local: a second build loaded into the same process (new sources) registers its own.
   pybind11::class_<FusedBlockCPU>(m, "FusedBlockCPU", pybind11::module_local(),
@@ -74,11 +81,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_readwrite("scale_weights", &FusedBlockCPU::scale_weights)
       .def_readwrite("scale_biases", &FusedBlockCPU::scale_biases)
       .def_readwrite("scale_on_kernel", &FusedBlockCPU::scale_on_kernel)
-      .def_readwrite("norm_weight", &FusedBlockCPU::norm_weight)
-      .def_readwrite("norm_bias", &FusedBlockCPU::norm_bias)
-      .def_readwrite("norm_mean", &FusedBlockCPU::norm_mean)
-      .def_readwrite("norm_var", &FusedBlockCPU::norm_var)
-      .def_readwrite("norm_eps", &FusedBlockCPU::norm_eps)
+      .def_readwrite("norm_scale", &FusedBlockCPU::norm_scale)
+      .def_readwrite("norm_shift", &FusedBlockCPU::norm_shift)
       .def_readwrite("se_reduce_weight", &FusedBlockCPU::se_reduce_weight)
       .def_readwrite("se_reduce_bias", &FusedBlockCPU::se_reduce_bias)
       .def_readwrite("se_expand_weight", &FusedBlockCPU::se_expand_weight)

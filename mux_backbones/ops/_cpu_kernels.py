@@ -1,8 +1,9 @@
 """The CPU kernels of :mod:`mux_backbones.ops`: built on first use, for the machine that runs them.
 
 One source per op (``group_conv_cpu.cpp`` and its backward's ``group_conv_backward_cpu.cpp``,
-``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``; ``fused_block_cpu.cpp`` calls the first three's
-kernels (and oneDNN's conv where a block keeps it) back to back for a whole block; the code they
+``pointwise_conv_cpu.cpp``, ``se_gate_cpu.cpp``, ``norm_act_cpu.cpp``; ``fused_block_cpu.cpp``
+calls their forward kernels (and oneDNN's conv where a block keeps it) back to back for a whole
+block; the code they
 share in headers: ``cpu_vector.h``, ``group_conv_cpu.h``, ``fused_block_cpu.h``; the Python
 bindings in ``_cpu_kernels.cpp``) is compiled
 into one extension by :func:`torch.utils.cpp_extension.load` (with the C++ compiler mmcv's build
@@ -28,7 +29,8 @@ from . import _triton
 _HERE = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_HERE, name)
             for name in ('_cpu_kernels.cpp', 'group_conv_cpu.cpp', 'group_conv_backward_cpu.cpp',
-                         'pointwise_conv_cpu.cpp', 'se_gate_cpu.cpp', 'fused_block_cpu.cpp')]
+                         'pointwise_conv_cpu.cpp', 'se_gate_cpu.cpp', 'norm_act_cpu.cpp',
+                         'fused_block_cpu.cpp')]
 _HEADERS = sorted(glob.glob(osp.join(_HERE, '*.h')))
 _module = None
 _failed: Optional[str] = None

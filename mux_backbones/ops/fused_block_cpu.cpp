@@ -3,10 +3,11 @@
 //
 // The fused deploy form on a CPU (mux_backbones/layers/inverted_residual.py) is a handful of
 // kernels per block: the expand GEMM and its activation, the spatial conv (this extension's
-// group_conv kernel with its activation and the SE's pooling in the epilogue; oneDNN's conv;
-// or spatial multiplexing, Sec. 3.1: per scale a pixel (un)shuffle, the group-wise conv, the
-// inverse shuffle, then BN -- each followed by its activation and a sum), the SE gate, the
-// project GEMM with the gate, the residual and the interleave. Called from Python one module at
+// group_conv kernel with its activation and the SE's pooling in the epilogue; oneDNN's conv,
+// then its activation and a sum; or spatial multiplexing, Sec. 3.1: per scale a pixel
+// (un)shuffle, the group-wise conv, the inverse shuffle, then the folded BN, the activation and
+// the SE's sums in one pass), the SE gate, the project GEMM with the gate, the residual and the
+// interleave. Called from Python one module at
 // a time, the ~20 Python calls between them (~60 with spatial multiplexing) cost about as much
 // as the kernels of a small layer (batch 1: ~100 us per block, ~15-30% of a forward), and the
 // gaps let the thread pool's workers fall asleep between kernels. Here they are called back to
@@ -97,7 +98,8 @@ void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
 
 }  // namespace
 
-// Defined next to their ops (group_conv_cpu.cpp, se_gate_cpu.cpp, pointwise_conv_cpu.cpp).
+// Defined next to their ops (group_conv_cpu.cpp, se_gate_cpu.cpp, norm_act_cpu.cpp,
+// pointwise_conv_cpu.cpp).
 std::tuple<at::Tensor, at::Tensor> group_conv_forward(
     const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
     const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
@@ -106,6 +108,8 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
 at::Tensor se_gate_forward(const at::Tensor& sums, double inv_pixels, const at::Tensor& w_reduce,
                            const at::Tensor& b_reduce, const at::Tensor& w_expand,
                            const at::Tensor& b_expand, int64_t act);
+at::Tensor norm_act_into(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                         const at::Tensor& shift, int64_t act, bool with_sums);
 at::Tensor pointwise_conv_forward(const at::Tensor& rows, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias,
                                   const c10::optional<at::Tensor>& residual,
@@ -132,13 +136,11 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
                                            conv_weight, conv_bias, splits, kernel_sizes,
                                            dilations, stride, channels_per_group, conv_act,
                                            pool_tile_h, pool_tile_w);
+  } else if (spatial == kSpatialMux) {
+    std::tie(y, sums) = spatial_mux(hidden, se_reduce_weight.defined());
   } else {
-    if (spatial == kStockConv) {
-      y = at::conv2d(hidden, conv_weight, conv_bias, {stride, stride}, conv_padding,
-                     conv_dilation, conv_groups);
-    } else {
-      y = spatial_mux(hidden);
-    }
+    y = at::conv2d(hidden, conv_weight, conv_bias, {stride, stride}, conv_padding, conv_dilation,
+                   conv_groups);
     activate_(y, conv_act);
     if (se_reduce_weight.defined()) sums = y.sum({2, 3}, false, at::kFloat);
   }
@@ -168,7 +170,8 @@ at::Tensor FusedChainCPU::forward(const at::Tensor& x) const {
   return h;
 }
 
-at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
+std::tuple<at::Tensor, at::Tensor> FusedBlockCPU::spatial_mux(const at::Tensor& x,
+                                                              bool with_sums) const {
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   const int64_t out_h = (H + stride - 1) / stride, out_w = (W + stride - 1) / stride;
   const std::vector<at::Tensor> parts = x.split_with_sizes(splits, 1);
@@ -220,8 +223,9 @@ at::Tensor FusedBlockCPU::spatial_mux(const at::Tensor& x) const {
     else
       move_scale(y, slot, scale < 0 ? kShuffle : kUnshuffle);
   }
-  return at::batch_norm(joined, norm_weight, norm_bias, norm_mean, norm_var, false, 0.0,
-                        norm_eps, true);
+  const at::Tensor sums = norm_act_into(joined, joined, norm_scale, norm_shift, conv_act,
+                                        with_sums);
+  return {joined, sums};
 }
 
 }  // namespace mux_backbones

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 namespace mux_backbones {
@@ -20,9 +21,9 @@ struct FusedBlockCPU {
   int64_t expand_act = 0;
   // Spatial conv, one of three forms (`spatial`): kKernel, the group_conv kernel's (packed
   // weight, its activation and the SE's pooling in its epilogue); kStockConv, a stock conv
-  // (oneDNN); kSpatialMux, spatial multiplexing (MUXConv Sec. 3.1: per scale its channels
-  // shuffled, convolved and shuffled back, then BN). The last two are followed by the
-  // activation and a sum for the SE.
+  // (oneDNN), followed by the activation and a sum for the SE; kSpatialMux, spatial
+  // multiplexing (MUXConv Sec. 3.1: per scale its channels shuffled, convolved and shuffled
+  // back, then the folded BN, the activation and the SE's sums in one pass, norm_act).
   enum Spatial : int64_t { kKernel = 0, kStockConv = 1, kSpatialMux = 2 };
   int64_t spatial = kKernel;
   at::Tensor conv_weight, conv_bias;
@@ -32,13 +33,13 @@ struct FusedBlockCPU {
   int64_t conv_groups = 1;
   // kSpatialMux: per scale (-1 space-to-channel, 0, +1 channel-to-space) its conv's (C, cpg, k,
   // k) weight and bias (if any), whether the group_conv kernel computes it (else
-  // oneDNN), and the BN (eval) after the fold-back.
+  // oneDNN), and the BN after the fold-back as a per-channel scale and shift (SpatialMuxConv's
+  // deploy form, fold_norm); its activation is conv_act.
   std::vector<int64_t> scales;
   std::vector<at::Tensor> scale_weights;
   std::vector<c10::optional<at::Tensor>> scale_biases;
   std::vector<bool> scale_on_kernel;
-  at::Tensor norm_weight, norm_bias, norm_mean, norm_var;
-  double norm_eps = 1e-5;
+  at::Tensor norm_scale, norm_shift;
   // Squeeze-excite: reduce (S, C) and expand (C, S) linear layers, activation between them;
   // undefined: a block without one (another library's, e.g. MobileNetV2's; a kernel-form conv
   // then pools nothing worth using, pool tile 0 x 0).
@@ -57,7 +58,8 @@ struct FusedBlockCPU {
                      int64_t pool_tile_h, int64_t pool_tile_w) const;
 
  private:
-  at::Tensor spatial_mux(const at::Tensor& x) const;  // kSpatialMux's convs and BN
+  // kSpatialMux's convs, BN and activation; the SE's (N, C) sums `with_sums`.
+  std::tuple<at::Tensor, at::Tensor> spatial_mux(const at::Tensor& x, bool with_sums) const;
 };
 
 // A run of blocks (a stage of a deployed model) as one call: the blocks' calls back to back, each
