@@ -177,8 +177,9 @@ class _ResidualBlock(OneCallBlock, nn.Module):
             for c in conv.convs:  # the shuffles stay stock; each scale's conv runs fused
                 c.fused_ops = True  # (on the CPU: where the C++ kernel serves, see kernel_passes)
             act = activation_name(self.depthwise_act)
-            if bn is not None and bn.running_var is not None and act is not None:
-                # BN, activation and the SE's pooling in one pass (the norm_act op)
+            if cpu_kernel and bn is not None and bn.running_var is not None and act is not None:
+                # BN, activation and the SE's pooling in one pass (the norm_act op's C++ kernel;
+                # on CUDA the modules stay, which a compiler fuses with their neighbours)
                 conv.fold_norm(bn, act)
                 self.depthwise_norm = self.depthwise_act = nn.Identity()
                 return

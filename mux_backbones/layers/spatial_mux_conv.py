@@ -17,9 +17,9 @@ zero-padded at the bottom/right before the shuffle and the result is cropped, so
 always ``ceil(H / stride)`` -- exactly what a same-padded depth-wise conv gives.
 
 Deploy form (:meth:`SpatialMuxConv.fold_norm`, used by the blocks' ``switch_to_deploy`` with
-``fused_ops``): the BN and activation that follow become the layer's own, applied to the
-folded-back map by the :func:`~mux_backbones.ops.norm_act` op in one pass, together with the
-squeeze-excite's channel sums (``with_pool``).
+``fused_ops`` on the CPU kernels): the BN and activation that follow become the layer's own,
+applied to the folded-back map by the :func:`~mux_backbones.ops.norm_act` op in one pass,
+together with the squeeze-excite's channel sums (``with_pool``).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 

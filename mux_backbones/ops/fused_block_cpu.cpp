@@ -100,11 +100,13 @@ void move_scale(const at::Tensor& src, at::Tensor& dst, Move move) {
 
 // Defined next to their ops (group_conv_cpu.cpp, se_gate_cpu.cpp, norm_act_cpu.cpp,
 // pointwise_conv_cpu.cpp).
-std::tuple<at::Tensor, at::Tensor> group_conv_forward(
-    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
-    const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
-    int64_t act, int64_t pool_tile_h, int64_t pool_tile_w);
+at::Tensor group_conv_into(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                           const c10::optional<at::Tensor>& bias,
+                           const std::vector<int64_t>& splits,
+                           const std::vector<int64_t>& kernel_sizes,
+                           const std::vector<int64_t>& dilations, int64_t stride,
+                           int64_t channels_per_group, int64_t act, int64_t pool_tile_h,
+                           int64_t pool_tile_w);
 at::Tensor se_gate_forward(const at::Tensor& sums, double inv_pixels, const at::Tensor& w_reduce,
                            const at::Tensor& b_reduce, const at::Tensor& w_expand,
                            const at::Tensor& b_expand, int64_t act);
@@ -131,11 +133,11 @@ at::Tensor FusedBlockCPU::forward(const at::Tensor& x, const c10::optional<at::T
     hidden = expanded.view({N, H, W, expanded.size(1)}).permute({0, 3, 1, 2});
   }
   at::Tensor y, sums;
-  if (spatial == kKernel) {
-    std::tie(y, sums) = group_conv_forward(hidden.contiguous(at::MemoryFormat::ChannelsLast),
-                                           conv_weight, conv_bias, splits, kernel_sizes,
-                                           dilations, stride, channels_per_group, conv_act,
-                                           pool_tile_h, pool_tile_w);
+  if (spatial == kKernel) {  // (x a channel slice of a wider map: read in place)
+    y = at::empty({N, hidden.size(1), (H + stride - 1) / stride, (W + stride - 1) / stride},
+                  x.options().memory_format(at::MemoryFormat::ChannelsLast));
+    sums = group_conv_into(hidden, y, conv_weight, conv_bias, splits, kernel_sizes, dilations,
+                           stride, channels_per_group, conv_act, pool_tile_h, pool_tile_w);
   } else if (spatial == kSpatialMux) {
     std::tie(y, sums) = spatial_mux(hidden, se_reduce_weight.defined());
   } else {
@@ -202,26 +204,27 @@ std::tuple<at::Tensor, at::Tensor> FusedBlockCPU::spatial_mux(const at::Tensor& 
       slot.copy_(y.slice(2, 0, out_h).slice(3, 0, out_w));
       continue;
     }
-    // The group_conv kernel (the op's own call: weights packed per call, no epilogue) on the
-    // scale's map, made channels-last in one pass from the slice, and back in one more.
-    at::Tensor in;
+    // The group_conv kernel (the op's own call: weights packed per call, no epilogue): scale 0
+    // reads its channels of x and writes its slot in place; the others' maps are made in one
+    // pass from the slice, and moved back in one more.
+    const at::Tensor packed = w.permute({2, 3, 1, 0}).reshape(-1).contiguous();
     if (scale == 0) {
-      in = parts[i].contiguous(at::MemoryFormat::ChannelsLast);
-    } else {
-      const int64_t hp = round_up(H, scale < 0 ? 2 * stride : stride);
-      const int64_t wp = round_up(W, scale < 0 ? 2 * stride : stride);
-      const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
-      in = scale < 0 ? at::empty({N, 4 * c, hp / 2, wp / 2}, options)
-                     : at::empty({N, c / 4, 2 * hp, 2 * wp}, options);
-      move_scale(parts[i], in, scale < 0 ? kUnshuffle : kShuffle);
+      group_conv_into(parts[i], slot, packed, b, {c}, {k}, {d}, stride, channels_per_group, 0, 0,
+                      0);
+      continue;
     }
-    const at::Tensor y = std::get<0>(group_conv_forward(
-        in, w.permute({2, 3, 1, 0}).reshape(-1).contiguous(), b, {in.size(1)}, {k}, {d}, stride,
-        channels_per_group, 0, 0, 0));
-    if (scale == 0)
-      slot.copy_(y);
-    else
-      move_scale(y, slot, scale < 0 ? kShuffle : kUnshuffle);
+    const int64_t hp = round_up(H, scale < 0 ? 2 * stride : stride);
+    const int64_t wp = round_up(W, scale < 0 ? 2 * stride : stride);
+    const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+    at::Tensor in = scale < 0 ? at::empty({N, 4 * c, hp / 2, wp / 2}, options)
+                              : at::empty({N, c / 4, 2 * hp, 2 * wp}, options);
+    move_scale(parts[i], in, scale < 0 ? kUnshuffle : kShuffle);
+    at::Tensor y = at::empty(
+        {N, in.size(1), (in.size(2) + stride - 1) / stride, (in.size(3) + stride - 1) / stride},
+        options);
+    group_conv_into(in, y, packed, b, {in.size(1)}, {k}, {d}, stride, channels_per_group, 0, 0,
+                    0);
+    move_scale(y, slot, scale < 0 ? kShuffle : kUnshuffle);
   }
   const at::Tensor sums = norm_act_into(joined, joined, norm_scale, norm_shift, conv_act,
                                         with_sums);

@@ -38,13 +38,15 @@ namespace {
 using namespace mux_backbones;
 
 // One kernel-size group as one image row of it sees it. Pointers are at the group's first
-// channel (x at the image, y at the output row); channels are `group` wide, `C` apart per pixel.
+// channel (x at the image, y at the output row); channels are `group` wide, `xs` apart per pixel
+// in x and `ys` in y (C, the conv's channels, for compact maps; more for channel slices of wider
+// ones), the C channels' pool sums `C` apart per tile.
 struct Group {
   const float* x;
   const float* w;
   const float* bias;  // nullptr: none
   float* y;
-  int64_t H, W, C, OW, K, dil, stride, pad, group;
+  int64_t H, W, C, xs, ys, OW, K, dil, stride, pad, group;
   int act;
   // Squeeze-excite pooling: the row's sums per tile of `tile_w` output columns, `C` apart per
   // tile (nullptr: no pooling). Each task owns its row, so no two threads add to one sum.
@@ -59,10 +61,10 @@ template <int PW, int CB, bool PART, int ACT>
 void finish_block(const Group& g, vec8* acc, int64_t ow0, int npix, int64_t c,
                   Lanes<PART> lanes) {
   activate_all<ACT>(acc, npix * CB);
-  float* out = g.y + ow0 * g.C + c;
+  float* out = g.y + ow0 * g.ys + c;
   if (g.row_sums == nullptr) {
     for (int p = 0; p < npix; ++p)
-      for (int b = 0; b < CB; ++b) lanes.store(out + p * g.C + 8 * b, acc[p * CB + b]);
+      for (int b = 0; b < CB; ++b) lanes.store(out + p * g.ys + 8 * b, acc[p * CB + b]);
     return;
   }
   vec8 part[CB] = {};
@@ -79,7 +81,7 @@ void finish_block(const Group& g, vec8* acc, int64_t ow0, int npix, int64_t c,
     }
     for (int b = 0; b < CB; ++b) {
       const vec8 v = acc[p * CB + b];
-      lanes.store(out + p * g.C + 8 * b, v);
+      lanes.store(out + p * g.ys + 8 * b, v);
       part[b] += v;
     }
   }
@@ -125,10 +127,10 @@ template <int CPG, int PW, int CB, bool PART>
 void inner_block(const Group& g, const RowTaps& t, int64_t ow0, int64_t c, Lanes<PART> lanes) {
   vec8 acc[PW][CB];
   start_from_bias(g, c, lanes, acc);
-  const int64_t step = g.stride * g.C, tap_step = g.dil * g.C;
+  const int64_t step = g.stride * g.xs, tap_step = g.dil * g.xs;
   for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
     const float* in[PW];
-    in[0] = g.x + ((t.ih0 + kh * g.dil) * g.W + ow0 * g.stride - g.pad) * g.C + c;
+    in[0] = g.x + ((t.ih0 + kh * g.dil) * g.W + ow0 * g.stride - g.pad) * g.xs + c;
     for (int p = 1; p < PW; ++p) in[p] = in[p - 1] + step;
     const float* w = g.w + kh * g.K * CPG * g.group + c;
     for (int64_t kw = 0; kw < g.K; ++kw) {
@@ -162,14 +164,14 @@ void edge_block(const Group& g, const RowTaps& t, int64_t ow0, int npix, int64_t
     while (hi[p] > lo[p] && iw0[p] + (hi[p] - 1) * g.dil >= g.W) --hi[p];
   }
   for (int64_t kh = t.kh_lo; kh < t.kh_hi; ++kh) {
-    const float* x_row = g.x + (t.ih0 + kh * g.dil) * g.W * g.C + c;
+    const float* x_row = g.x + (t.ih0 + kh * g.dil) * g.W * g.xs + c;
     const float* w = g.w + kh * g.K * CPG * g.group + c;
     for (int64_t kw = 0; kw < g.K; ++kw, w += CPG * g.group) {
       vec8 w_own[CB], w_partner[CB];
       load_tap<CPG, CB>(w, g.group, w_own, w_partner, lanes);
       for (int p = 0; p < PW; ++p)
         if (kw >= lo[p] && kw < hi[p])
-          apply_tap<CPG, CB>(acc[p], x_row + (iw0[p] + kw * g.dil) * g.C, w_own, w_partner,
+          apply_tap<CPG, CB>(acc[p], x_row + (iw0[p] + kw * g.dil) * g.xs, w_own, w_partner,
                              lanes);
     }
   }
@@ -216,21 +218,36 @@ void group_row(const Group& g, int64_t oh) {
 
 }  // namespace
 
-// The op's forward: x (N, C, H, W) fp32 channels-last, weight packed as pack_weights() does
-// (per group: taps, then channels per group, then channels), optional (C,) bias, activation
-// code `act`; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
-// With pool_tile_h, pool_tile_w > 0 also the squeeze-excite's pooling (the op's `with_pool`):
-// (N, T, C) fp32 sums of the activated output over its pool_tile_h x pool_tile_w tiles, T of
-// them in row-major order; otherwise an empty pool tensor.
-std::tuple<at::Tensor, at::Tensor> group_conv_forward(
-    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-    const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
-    const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
-    int64_t act, int64_t pool_tile_h, int64_t pool_tile_w) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+// The pixel stride of an (N, C, H, W) map whose channels are consecutive and whose pixels lie
+// that far apart, row after row, image after image: a channels-last map (C) or a channel slice of
+// one (the wider map's channels); 0 for any other layout.
+namespace {
+
+int64_t pixel_stride(const at::Tensor& t) {
+  if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t.size(1);
+  const int64_t ps = t.stride(3);
+  const bool rows = t.stride(1) == 1 && ps >= t.size(1) && t.stride(2) == t.size(3) * ps &&
+                    t.stride(0) == t.size(2) * t.stride(2);
+  return rows ? ps : 0;
+}
+
+}  // namespace
+
+// The op's forward into `y`: x (N, C, H, W) fp32 with its channels consecutive (any other layout
+// is copied to channels-last first; see pixel_stride), y (N, C, ceil(H / stride),
+// ceil(W / stride)) fp32 likewise, e.g. a channel slice of a wider map -- written, not read;
+// weight, bias, activation and pooling as for group_conv_forward. Returns the pool tensor.
+at::Tensor group_conv_into(const at::Tensor& x_in, const at::Tensor& y,
+                           const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                           const std::vector<int64_t>& splits,
+                           const std::vector<int64_t>& kernel_sizes,
+                           const std::vector<int64_t>& dilations, int64_t stride,
+                           int64_t channels_per_group, int64_t act, int64_t pool_tile_h,
+                           int64_t pool_tile_w) {
+  TORCH_CHECK(x_in.dim() == 4 && x_in.scalar_type() == at::kFloat && x_in.device().is_cpu(),
               "group_conv_forward: x must be a 4-d fp32 CPU tensor");
-  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "group_conv_forward: x must be channels-last");
+  const at::Tensor x = pixel_stride(x_in) ? x_in
+                                          : x_in.contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == at::kFloat,
               "group_conv_forward: weight must be contiguous fp32");
   TORCH_CHECK(act >= kNone && act <= kRelu6, "group_conv_forward: unknown activation code");
@@ -238,6 +255,11 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
               "group_conv_forward: pool tile sizes must both be > 0 (pooling) or both 0");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t OH = (H + stride - 1) / stride, OW = (W + stride - 1) / stride;
+  const int64_t xs = pixel_stride(x), ys = pixel_stride(y);
+  TORCH_CHECK(y.sizes() == at::IntArrayRef({N, C, OH, OW}) && y.scalar_type() == at::kFloat &&
+                  y.device().is_cpu() && ys > 0,
+              "group_conv_forward: y must be an fp32 CPU map of the output's size with its "
+              "channels consecutive");
   const GroupLayout l = group_layout(splits, kernel_sizes, dilations, channels_per_group, C,
                                      "group_conv_forward");
   TORCH_CHECK(l.values == weight.numel(),
@@ -248,12 +270,13 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
                 bias->numel() == C, "group_conv_forward: bias must be (C,) contiguous fp32");
     b = bias->data_ptr<float>();
   }
-  auto y = at::empty({N, C, OH, OW}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
   const bool pooled = pool_tile_h > 0;
   const int64_t TW = pooled ? (OW + pool_tile_w - 1) / pool_tile_w : 0;
   const int64_t TH = pooled ? (OH + pool_tile_h - 1) / pool_tile_h : 0;
   // Per output row, its sums per column tile; added up over each tile's rows at the end.
-  auto row_sums = at::zeros({pooled ? N * OH * TW * C : 0}, x.options());
+  // (Without pooling both sum tensors are empty: at::empty, not a zero-filling at::zeros -- a
+  // spatial multiplexing block makes three such calls, ~1-2 us of dispatch each.)
+  auto row_sums = pooled ? at::zeros({N * OH * TW * C}, x.options()) : at::empty({0}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* yp = y.data_ptr<float>();
@@ -263,9 +286,9 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
       const int64_t n = row / OH, oh = row % OH;
       for (size_t gi = 0; gi < splits.size(); ++gi) {
         const int64_t K = kernel_sizes[gi], dil = dilations[gi];
-        const Group g{xp + n * H * W * C + l.first[gi], wp + l.w_offset[gi],
-                      b ? b + l.first[gi] : nullptr, yp + row * OW * C + l.first[gi],
-                      H, W, C, OW, K, dil, stride, dil * (K / 2), splits[gi],
+        const Group g{xp + n * H * W * xs + l.first[gi], wp + l.w_offset[gi],
+                      b ? b + l.first[gi] : nullptr, yp + row * OW * ys + l.first[gi],
+                      H, W, C, xs, ys, OW, K, dil, stride, dil * (K / 2), splits[gi],
                       static_cast<int>(act),
                       pooled ? sp + row * TW * C + l.first[gi] : nullptr, pool_tile_w};
         if (channels_per_group == 1)
@@ -275,7 +298,8 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
       }
     }
   });
-  auto pool = at::zeros({pooled ? N : 0, TH * TW, C}, x.options());
+  auto pool = pooled ? at::zeros({N, TH * TW, C}, x.options())
+                     : at::empty({0, TH * TW, C}, x.options());
   if (pooled) {
     float* pp = pool.data_ptr<float>();
     at::parallel_for(0, N * TH, 1, [&](int64_t begin, int64_t end) {
@@ -291,5 +315,28 @@ std::tuple<at::Tensor, at::Tensor> group_conv_forward(
       }
     });
   }
+  return pool;
+}
+
+// The op's forward: x (N, C, H, W) fp32 channels-last, weight packed as pack_weights() does
+// (per group: taps, then channels per group, then channels), optional (C,) bias, activation
+// code `act`; "same" padding, output ceil(H / stride) x ceil(W / stride), channels-last.
+// With pool_tile_h, pool_tile_w > 0 also the squeeze-excite's pooling (the op's `with_pool`):
+// (N, T, C) fp32 sums of the activated output over its pool_tile_h x pool_tile_w tiles, T of
+// them in row-major order; otherwise an empty pool tensor.
+std::tuple<at::Tensor, at::Tensor> group_conv_forward(
+    const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+    const std::vector<int64_t>& splits, const std::vector<int64_t>& kernel_sizes,
+    const std::vector<int64_t>& dilations, int64_t stride, int64_t channels_per_group,
+    int64_t act, int64_t pool_tile_h, int64_t pool_tile_w) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "group_conv_forward: x must be a 4-d fp32 CPU tensor");
+  TORCH_CHECK(x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "group_conv_forward: x must be channels-last");
+  const int64_t OH = (x.size(2) + stride - 1) / stride, OW = (x.size(3) + stride - 1) / stride;
+  auto y = at::empty({x.size(0), x.size(1), OH, OW},
+                     x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor pool = group_conv_into(x, y, weight, bias, splits, kernel_sizes, dilations, stride,
+                                    channels_per_group, act, pool_tile_h, pool_tile_w);
   return {y, pool};
 }

@@ -12,9 +12,10 @@ per-channel sums of the result -- one pass over the map instead of three (BN, ac
 On a CPU (fp32, outside Triton's interpreter) a C++ kernel (``norm_act_cpu.cpp``) computes it;
 the fused block's one-call form (``fused_block_cpu.cpp``) calls the same kernel, so both give the
 same bits. Elsewhere -- CUDA, other dtypes -- the stock computation (:func:`reference_norm_act`:
-a multiply-add, the activation and a sum, as many launches as BN, activation and the SE's mean
-take anyway) is the op's path and its tests' reference; gradients go through it too (the op is
-an inference path: training runs the BN and activation modules).
+a multiply-add, the activation and a sum) is the op's path and its tests' reference; the deploy
+forms use the op only on the CPU kernels (on CUDA the BN and activation modules stay, which a
+compiler fuses with their neighbours, as it cannot with a custom op). Gradients go through the
+reference too (the op is an inference path: training runs the BN and activation modules).
 """
 from typing import Tuple
 

@@ -279,8 +279,9 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     2-channels-per-group conv, a MixConv or a plain depth-wise conv take the fused form on the
     C++ kernels (the conv with its activation, pooling for the SE, the gate, the project conv
     with the gate, residual and interleave), spatially multiplexed ones the kernel for each
-    scale's conv, and every block with an SE the same tail (pooled by a sum where the conv is
-    stock); same outputs."""
+    scale's conv and the norm_act kernel for their folded BN, activation and the SE's sums, and
+    every block with an SE the same tail (pooled by a sum where the conv is stock); same
+    outputs."""
     model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7)))
     torch.manual_seed(1)
     x = torch.randn(2, 3, 45, 37).contiguous(memory_format=torch.channels_last)
@@ -299,7 +300,9 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     pooling = [m for m in blocks if m.pool_in_kernel]
     assert pooling and all(isinstance(m.depthwise_conv, FusedGroupConv) for m in pooling)
     tails = [m for m in blocks if m.tail_in_ops]  # every block with an SE
-    assert any(isinstance(m.depthwise_conv, SpatialMuxConv) for m in tails)
+    muxes = [m for m in tails if isinstance(m.depthwise_conv, SpatialMuxConv)]
+    assert muxes and all(m.depthwise_conv.norm_scale is not None and
+                         isinstance(m.depthwise_norm, torch.nn.Identity) for m in muxes)
     assert tails == [m for m in blocks if isinstance(m.se, SqueezeExcite)]
     # Every 1x1 conv on the op's GEMM, the expand conv's activation in its epilogue.
     expands = [m.expand_conv for m in blocks if isinstance(m, InvertedResidual)]
@@ -309,6 +312,9 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
     assert {args[7] for args in convs} == {1, 2}  # channels per group: MixConvs, pairs
     assert sum(args[9] > 0 for args in convs) == len(pooling)  # pool tiles given
     assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == len(tails)
+    # spatial multiplexing: the folded BN, activation and the SE's sums in one pass
+    norm_acts = calls_of(cpu_kernel_calls, 'norm_act_forward')
+    assert len(norm_acts) == len(muxes) and all(args[4] for args in norm_acts)
     gemms = calls_of(cpu_kernel_calls, 'pointwise_conv_forward')
     projects = [args for args in gemms if args[6] is not None]  # with the SE's scale
     assert len(projects) == len(tails)
@@ -483,10 +489,13 @@ def test_cpu_deploy_auto_and_compiled(cpu_kernel_calls):
         compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
         for out, ref in zip(compiled(x), expected):
             torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
-    assert {name for name, _ in cpu_kernel_calls} == {'group_conv_forward'}
+    # (spatial multiplexing's folded BN and activation: the norm_act op's node, no sums)
+    assert {name for name, _ in cpu_kernel_calls} == {'group_conv_forward', 'norm_act_forward'}
     assert all(args[9] == 0 for args in calls_of(cpu_kernel_calls, 'group_conv_forward'))
+    assert not any(args[4] for args in calls_of(cpu_kernel_calls, 'norm_act_forward'))
     cpu_kernel_calls.clear()
     with torch.no_grad():  # eager, the same model: the fused tail again
         set_block_calls(model, False)(x)
     called = {name for name, _ in cpu_kernel_calls}
-    assert called == {'group_conv_forward', 'se_gate_forward', 'pointwise_conv_forward'}
+    assert called == {'group_conv_forward', 'norm_act_forward', 'se_gate_forward',
+                      'pointwise_conv_forward'}
