@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import norm_act
+from ..ops.group_conv import ACTIVATIONS
 from .fused_group_conv import GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
@@ -168,6 +169,9 @@ class SpatialMuxConv(nn.Module):
         if norm.running_var is None or norm.num_features != self.out_channels:
             raise ValueError(f'SpatialMuxConv.fold_norm: needs a BN over {self.out_channels} '
                              f'channels with running statistics, got {norm}')
+        if act not in ACTIVATIONS:
+            raise ValueError(f'SpatialMuxConv.fold_norm: act must be one of {ACTIVATIONS}, got '
+                             f'"{act}"')
         scale = (norm.running_var + norm.eps).rsqrt()
         if norm.weight is not None:
             scale = scale * norm.weight

@@ -152,3 +152,5 @@ def test_spatial_mux_deploy_form_folds_bn_and_activation(scales, act):
     with pytest.raises(ValueError, match='running statistics'):
         SpatialMuxConv(channels, 3, scales).fold_norm(
             torch.nn.BatchNorm2d(channels, track_running_stats=False))
+    with pytest.raises(ValueError, match='act must be'):
+        SpatialMuxConv(channels, 3, scales).fold_norm(bn, 'gelu')
