@@ -88,6 +88,24 @@ def _same_conv(conv: nn.Module, stride: int) -> bool:
         conv.stride == (stride, stride)
 
 
+def _scale_layout(conv: nn.Module, stride: int) -> Optional[Tuple[int, int, int, bool]]:
+    """A spatial multiplexing scale's conv as the extension runs it: ``(kernel size, dilation,
+    channels per group, on the group-conv kernel)``; None for a form it does not run. Its deploy
+    form on the kernel (:class:`FusedGroupConv`, packed weights, no activation) or a plain conv,
+    on the kernel where ``GroupConv2d.forward`` would take it in inference, else oneDNN's."""
+    if isinstance(conv, FusedGroupConv):
+        if len(conv.splits) != 1 or conv.stride != stride or conv.act != 'none' or \
+                not conv.weight.is_contiguous():
+            return None
+        return conv.kernel_sizes[0], conv.dilations[0], conv.channels_per_group, True
+    if not _same_conv(conv, stride):
+        return None
+    cpg = conv.in_channels // conv.groups
+    on_kernel = getattr(conv, 'fused_ops', False) is True and \
+        cpu_kernel_serves(conv.weight, [conv.out_channels], cpg)
+    return conv.kernel_size[0], conv.dilation[0], cpg, on_kernel
+
+
 def _set_spatial(fused, block: nn.Module) -> Optional[int]:
     """Give ``fused`` the block's spatial conv (with its norm and activation); returns its
     channels, or None where the form is not one the extension runs."""
@@ -115,22 +133,18 @@ def _set_spatial(fused, block: nn.Module) -> Optional[int]:
         return spatial.in_channels
     if isinstance(spatial, SpatialMuxConv) and spatial.norm_scale is not None and \
             isinstance(norm, nn.Identity) and isinstance(block.depthwise_act, nn.Identity):
-        convs = list(spatial.convs)
-        cpg = convs[0].in_channels // convs[0].groups
-        if not all(_same_conv(c, spatial.stride) and c.in_channels // c.groups == cpg
-                   for c in convs):
+        # per scale: (kernel size, dilation, channels per group, on the group-conv kernel)
+        layouts = [_scale_layout(c, spatial.stride) for c in spatial.convs]
+        if None in layouts or len({cpg for _, _, cpg, _ in layouts}) != 1:
             return None
         fused.spatial = _SPATIAL_MUX
         fused.splits, fused.scales = spatial.splits, list(spatial.scales)
-        fused.kernel_sizes = [c.kernel_size[0] for c in convs]
-        fused.dilations = [c.dilation[0] for c in convs]
-        fused.stride, fused.channels_per_group = spatial.stride, cpg
-        fused.scale_weights = [c.weight for c in convs]
-        fused.scale_biases = [c.bias for c in convs]
-        # as GroupConv2d.forward decides it in inference: its kernel where it serves
-        fused.scale_on_kernel = [getattr(c, 'fused_ops', False) is True and
-                                 cpu_kernel_serves(c.weight, [c.out_channels], cpg)
-                                 for c in convs]
+        fused.kernel_sizes = [k for k, _, _, _ in layouts]
+        fused.dilations = [d for _, d, _, _ in layouts]
+        fused.stride, fused.channels_per_group = spatial.stride, layouts[0][2]
+        fused.scale_weights = [c.weight for c in spatial.convs]  # (packed: FusedGroupConv's)
+        fused.scale_biases = [c.bias for c in spatial.convs]
+        fused.scale_on_kernel = [on for _, _, _, on in layouts]
         fused.norm_scale, fused.norm_shift = spatial.norm_scale, spatial.norm_shift
         fused.conv_act = _ACT_CODE[spatial.act]  # (applied with the norm)
         return spatial.in_channels

@@ -19,7 +19,8 @@ always ``ceil(H / stride)`` -- exactly what a same-padded depth-wise conv gives.
 Deploy form (:meth:`SpatialMuxConv.fold_norm`, used by the blocks' ``switch_to_deploy`` with
 ``fused_ops`` on the CPU kernels): the BN and activation that follow become the layer's own,
 applied to the folded-back map by the :func:`~mux_backbones.ops.norm_act` op in one pass,
-together with the squeeze-excite's channel sums (``with_pool``).
+together with the squeeze-excite's channel sums (``with_pool``); each scale's conv on the C++
+kernel keeps its weights packed (:class:`FusedGroupConv`).
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -29,8 +30,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import norm_act
-from ..ops.group_conv import ACTIVATIONS
-from .fused_group_conv import GroupConv2d
+from ..ops._cpu_kernels import cpu_kernels_take
+from ..ops.group_conv import ACTIVATIONS, cpu_kernel_serves
+from .fused_group_conv import FusedGroupConv, GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
 # Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
@@ -179,6 +181,16 @@ class SpatialMuxConv(nn.Module):
         if norm.bias is not None:
             shift = shift + norm.bias
         self.norm_scale, self.norm_shift, self.act = scale.contiguous(), shift.contiguous(), act
+        # Each scale's conv that runs on the CPU kernel keeps its weights packed as the kernel
+        # reads them (FusedGroupConv without norm or activation), instead of packing per call.
+        for i, conv in enumerate(self.convs):
+            if isinstance(conv, GroupConv2d) and conv.fused_ops is True and \
+                    cpu_kernels_take(conv.weight) and \
+                    cpu_kernel_serves(conv.weight, [conv.out_channels],
+                                      conv.in_channels // conv.groups):
+                packed = FusedGroupConv.from_convs([conv], None, nn.Identity())
+                if packed is not None:
+                    self.convs[i] = packed
 
     def extra_repr(self) -> str:
         text = f'scales={self.scales}, splits={self.splits}, stride={self.stride}'

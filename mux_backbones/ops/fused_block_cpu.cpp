@@ -204,10 +204,10 @@ std::tuple<at::Tensor, at::Tensor> FusedBlockCPU::spatial_mux(const at::Tensor& 
       slot.copy_(y.slice(2, 0, out_h).slice(3, 0, out_w));
       continue;
     }
-    // The group_conv kernel (the op's own call: weights packed per call, no epilogue): scale 0
-    // reads its channels of x and writes its slot in place; the others' maps are made in one
-    // pass from the slice, and moved back in one more.
-    const at::Tensor packed = w.permute({2, 3, 1, 0}).reshape(-1).contiguous();
+    // The group_conv kernel (the op's own call, no epilogue): scale 0 reads its channels of x
+    // and writes its slot in place; the others' maps are made in one pass from the slice, and
+    // moved back in one more. Weights come packed (the scale's deploy form), or are packed here.
+    const at::Tensor packed = w.dim() == 1 ? w : w.permute({2, 3, 1, 0}).reshape(-1).contiguous();
     if (scale == 0) {
       group_conv_into(parts[i], slot, packed, b, {c}, {k}, {d}, stride, channels_per_group, 0, 0,
                       0);

@@ -31,10 +31,11 @@ struct FusedBlockCPU {
   int64_t stride = 1, channels_per_group = 1, conv_act = 0;
   std::vector<int64_t> conv_padding{0, 0}, conv_dilation{1, 1};  // the stock conv's
   int64_t conv_groups = 1;
-  // kSpatialMux: per scale (-1 space-to-channel, 0, +1 channel-to-space) its conv's (C, cpg, k,
-  // k) weight and bias (if any), whether the group_conv kernel computes it (else
-  // oneDNN), and the BN after the fold-back as a per-channel scale and shift (SpatialMuxConv's
-  // deploy form, fold_norm); its activation is conv_act.
+  // kSpatialMux: per scale (-1 space-to-channel, 0, +1 channel-to-space) its conv's weight --
+  // packed as the group_conv kernel reads it, or (C, cpg, k, k) -- and bias (if any), whether
+  // the group_conv kernel computes it (else oneDNN, from the (C, cpg, k, k) weight), and the
+  // BN after the fold-back as a per-channel scale and shift (SpatialMuxConv's deploy form,
+  // fold_norm); its activation is conv_act.
   std::vector<int64_t> scales;
   std::vector<at::Tensor> scale_weights;
   std::vector<c10::optional<at::Tensor>> scale_biases;

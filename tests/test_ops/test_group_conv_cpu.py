@@ -291,7 +291,13 @@ def test_cpu_deploy_runs_the_kernels_for_pairs_and_mixconvs(cpu_kernel_calls, ar
         outputs = set_block_calls(model, False)(x)  # the modules one by one (see block_call)
     for out, ref in zip(outputs, expected):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # the scales' convs on the kernel keep packed weights (no norm, no activation: norm_act's)
+    scale_convs = {id(c) for m in model.modules() if isinstance(m, SpatialMuxConv)
+                   for c in m.convs if isinstance(c, FusedGroupConv)}
+    assert scale_convs
     fused = [m for m in model.modules() if isinstance(m, FusedGroupConv)]
+    assert all(m.act == 'none' and len(m.splits) == 1 for m in fused if id(m) in scale_convs)
+    fused = [m for m in fused if id(m) not in scale_convs]
     kinds = {(m.channels_per_group, len(m.splits) > 1) for m in fused}
     assert (1, True) in kinds and (1, False) in kinds  # MixConvs, plain depth-wise (and pairs)
     assert all(m.act in ('relu', 'silu') for m in fused)
