@@ -31,7 +31,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import norm_act
 from ..ops._cpu_kernels import cpu_kernels_take
-from ..ops.group_conv import ACTIVATIONS, cpu_kernel_serves
+from ..ops.group_conv import check_act, cpu_kernel_serves
 from .fused_group_conv import FusedGroupConv, GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
@@ -171,9 +171,7 @@ class SpatialMuxConv(nn.Module):
         if norm.running_var is None or norm.num_features != self.out_channels:
             raise ValueError(f'SpatialMuxConv.fold_norm: needs a BN over {self.out_channels} '
                              f'channels with running statistics, got {norm}')
-        if act not in ACTIVATIONS:
-            raise ValueError(f'SpatialMuxConv.fold_norm: act must be one of {ACTIVATIONS}, got '
-                             f'"{act}"')
+        check_act(act, 'SpatialMuxConv.fold_norm')
         scale = (norm.running_var + norm.eps).rsqrt()
         if norm.weight is not None:
             scale = scale * norm.weight

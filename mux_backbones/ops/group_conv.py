@@ -52,6 +52,15 @@ from .launch_config import LaunchConfig
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
 _ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
+
+
+def check_act(act: str, caller: str) -> None:
+    """ValueError unless ``act`` is one of the kernels' epilogue :data:`ACTIVATIONS`
+    (``caller`` names who asked, in the message)."""
+    if act not in _ACT_CODE:
+        raise ValueError(f'{caller}: act must be one of {ACTIVATIONS}, got "{act}"')
+
+
 _INT32_MAX = 2**31 - 1
 # How 2-channels-per-group kernels read each pair partner: by swapping neighbours of the loaded
 # vector in registers (compiled), or by a second load (the interpreter, where the swap's
@@ -129,8 +138,7 @@ def check_args(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, strid
                          f'got {channels_per_group} for groups {list(splits)}')
     if stride not in (1, 2):
         raise ValueError(f'group_conv: stride must be 1 or 2, got {stride}')
-    if act not in _ACT_CODE:
-        raise ValueError(f'group_conv: act must be one of {ACTIVATIONS}, got "{act}"')
+    check_act(act, 'group_conv')
     expected = sum(k * k * channels_per_group * c for c, k in zip(splits, kernel_sizes))
     if weight.numel() != expected:
         raise ValueError(f'group_conv: packed weight has {weight.numel()} values, the groups '

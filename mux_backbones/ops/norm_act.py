@@ -25,7 +25,7 @@ from torch import Tensor
 from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
-from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+from .group_conv import _ACT_CODE, _activate_torch, check_act
 
 
 def check_args(x: Tensor, scale: Tensor, shift: Tensor, act: str) -> None:
@@ -36,8 +36,7 @@ def check_args(x: Tensor, scale: Tensor, shift: Tensor, act: str) -> None:
     if tuple(scale.shape) != (channels, ) or tuple(shift.shape) != (channels, ):
         raise ValueError(f'norm_act: scale and shift must be ({channels},), got '
                          f'{tuple(scale.shape)} and {tuple(shift.shape)}')
-    if act not in _ACT_CODE:
-        raise ValueError(f'norm_act: act must be one of {ACTIVATIONS}, got "{act}"')
+    check_act(act, 'norm_act')
 
 
 def reference_norm_act(x: Tensor, scale: Tensor, shift: Tensor, act: str,

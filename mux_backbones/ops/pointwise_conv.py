@@ -48,7 +48,7 @@ from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
                       unsupported_reason)
-from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+from .group_conv import _ACT_CODE, _activate_torch, check_act
 from .launch_config import LaunchConfig
 
 if HAS_TRITON:
@@ -64,8 +64,7 @@ _FLAGS = ('HAS_BIAS', 'HAS_RESIDUAL', 'INTERLEAVE', 'ACT', 'HAS_SCALE', 'WEIGHT_
 def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
                kept: Optional[Tensor], act: str = 'none', scale: Optional[Tensor] = None) -> None:
     """ValueError naming the first argument of :func:`pointwise_conv` that does not fit."""
-    if act not in _ACT_CODE:
-        raise ValueError(f'pointwise_conv: act must be one of {ACTIVATIONS}, got "{act}"')
+    check_act(act, 'pointwise_conv')
     if rows.dim() != 2:
         raise ValueError(f'pointwise_conv expects (M, K) rows, got shape {tuple(rows.shape)}')
     m, k = rows.shape

@@ -21,7 +21,7 @@ from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
-from .group_conv import _ACT_CODE, ACTIVATIONS, _activate_torch
+from .group_conv import _ACT_CODE, _activate_torch, check_act
 
 if HAS_TRITON:
     from .group_conv import _activate
@@ -46,8 +46,7 @@ def check_args(sums: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tenso
     if tuple(b_reduce.shape) != (squeeze, ) or tuple(b_expand.shape) != (channels, ):
         raise ValueError(f'se_gate: biases must be ({squeeze},) and ({channels},), got '
                          f'{tuple(b_reduce.shape)} and {tuple(b_expand.shape)}')
-    if act not in _ACT_CODE:
-        raise ValueError(f'se_gate: act must be one of {ACTIVATIONS}, got "{act}"')
+    check_act(act, 'se_gate')
 
 
 def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,

@@ -11,6 +11,7 @@ import torch
 
 from mux_backbones.layers import SpatialMuxConv
 from mux_backbones.ops import _cpu_kernels, norm_act, reference_norm_act
+from mux_backbones.ops.group_conv import ACTIVATIONS
 from .conftest import calls_of
 
 op_module = sys.modules['mux_backbones.ops.norm_act']
@@ -34,8 +35,8 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
         h, w = rng.randint(1, 17), rng.randint(1, 23)
         x, scale, shift = _inputs(batch, channels, h, w, seed=i)
         x.permute(0, 2, 3, 1).view(-1)[::7] *= 40  # (the storage of a channels-last map)
-        act, with_sums = rng.choice(op_module.ACTIVATIONS), rng.random() < 0.7
-        y, sums = kernels.norm_act_forward(x, scale, shift, op_module._ACT_CODE[act], with_sums)
+        act, with_sums = rng.choice(ACTIVATIONS), rng.random() < 0.7
+        y, sums = kernels.norm_act_forward(x, scale, shift, ACTIVATIONS.index(act), with_sums)
         want_y, want_sums = reference_norm_act(x, scale, shift, act, with_sums)
         assert y.is_contiguous(memory_format=torch.channels_last)
         msg = f'call {i}: {tuple(x.shape)} {act} sums={with_sums}'
@@ -49,8 +50,8 @@ def test_in_place_as_the_fused_block_calls_it_and_nan_passes(outside_interpreter
     x, scale, shift = _inputs(2, 24, 6, 5)
     x[0, 3, 2, 2], x[1, 5, 0, 0], x[1, 9, 1, 4] = float('nan'), float('inf'), -float('inf')
     kernels = _cpu_kernels.cpu_kernels()
-    for act in op_module.ACTIVATIONS:
-        code = op_module._ACT_CODE[act]
+    for act in ACTIVATIONS:
+        code = ACTIVATIONS.index(act)
         y, sums = kernels.norm_act_forward(x, scale, shift, code, True)
         want_y, _ = reference_norm_act(x, scale, shift, act, True)
         torch.testing.assert_close(y, want_y, equal_nan=True, atol=1e-5, rtol=1e-5)

@@ -11,6 +11,7 @@ import torch
 
 from mux_backbones.layers import PointwiseConv2d
 from mux_backbones.ops import _cpu_kernels, pointwise_conv, reference_pointwise_conv
+from mux_backbones.ops.group_conv import ACTIVATIONS
 from .conftest import calls_of, pointwise_inputs
 
 gemm = sys.modules['mux_backbones.ops.pointwise_conv']
@@ -33,9 +34,9 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
         rows, weight, bias, residual, kept, scale = _inputs(
             samples, pixels, rng.randint(1, 50), rng.randint(1, 40), seed=i)
         args = [t if rng.random() < 0.6 else None for t in (bias, residual, kept, scale)]
-        act = rng.choice(gemm.ACTIVATIONS)
+        act = rng.choice(ACTIVATIONS)
         got = kernels.pointwise_conv_forward(rows, weight, args[0], args[1], args[2],
-                                             gemm.ACTIVATIONS.index(act), args[3])
+                                             ACTIVATIONS.index(act), args[3])
         want = reference_pointwise_conv(rows, weight, *args[:3], act=act, scale=args[3])
         assert got.is_contiguous() and got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5, msg=lambda m: (
@@ -63,7 +64,7 @@ def test_gemm_panels_tiles_and_threads(outside_interpreter, weight_rows):
                           ((bias, None, None, None), 'relu'),
                           ((None, residual, None, scale), 'none'),
                           ((bias, None, kept, None), 'relu6')]:
-            code = gemm.ACTIVATIONS.index(act)
+            code = ACTIVATIONS.index(act)
             got = kernels.pointwise_conv_forward(rows, weight, *args[:3], code, args[3])
             want = reference_pointwise_conv(rows, weight, *args[:3], act=act, scale=args[3])
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
@@ -86,7 +87,7 @@ def test_activations_in_the_epilogue_pass(outside_interpreter, act):
     # into NaN).
     got = _cpu_kernels.cpu_kernels().pointwise_conv_forward(
         torch.zeros(1, 1), torch.zeros(1, c), values, torch.zeros(1, c), None,
-        gemm.ACTIVATIONS.index(act), None)
+        ACTIVATIONS.index(act), None)
     torch.testing.assert_close(got[0], gemm._activate_torch(values, act), atol=1e-6, rtol=2e-6,
                                equal_nan=True)
 
@@ -103,7 +104,7 @@ def test_epilogue_activation_is_the_same_on_every_vector(outside_interpreter, ac
     for _ in range(32):
         row = torch.randn(1, 16) * 5  # (one row: a tile of 1 x 3 vectors)
         out = _cpu_kernels.cpu_kernels().pointwise_conv_forward(
-            row, weight, bias, None, None, gemm.ACTIVATIONS.index(act), None)
+            row, weight, bias, None, None, ACTIVATIONS.index(act), None)
         assert torch.equal(out[:, :8], out[:, 16:])
 
 

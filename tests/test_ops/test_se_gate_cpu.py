@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mux_backbones.ops import _cpu_kernels, reference_se_gate, se_gate
+from mux_backbones.ops.group_conv import ACTIVATIONS
 from .conftest import calls_of
 from .conftest import se_gate_params as _params
 
@@ -25,8 +26,8 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
         tiles = rng.choice([None, rng.randint(1, 30)])
         shape = (batch, channels) if tiles is None else (batch, tiles, channels)
         sums, pixels = torch.randn(*shape) * 200, rng.randint(1, 3000)
-        act = rng.choice(gate_op.ACTIVATIONS)
-        got = kernels.se_gate_forward(sums, 1 / pixels, *params, gate_op.ACTIVATIONS.index(act))
+        act = rng.choice(ACTIVATIONS)
+        got = kernels.se_gate_forward(sums, 1 / pixels, *params, ACTIVATIONS.index(act))
         want = reference_se_gate(sums, 1 / pixels, *params, act)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=lambda m: (
             f'{m}\ncall {i}: sums {shape}, squeeze {squeeze}, {act}'))
