@@ -159,7 +159,8 @@ class SpatialMuxConv(nn.Module):
     def fold_norm(self, norm: _BatchNorm, act: str = 'none') -> None:
         """Take the BN that follows (its running statistics) and the activation after it into
         the layer: its output becomes ``act(bn(output))`` (deploy form; the BN and activation
-        modules are then replaced by identities).
+        modules are then replaced by identities). Each scale's conv that the CPU kernel computes
+        takes its packed form (:class:`FusedGroupConv`, no norm, no activation) on the way.
 
         Args:
             norm (_BatchNorm): The BN after the layer, with running statistics.

@@ -7,14 +7,14 @@
 // then its activation and a sum; or spatial multiplexing, Sec. 3.1: per scale a pixel
 // (un)shuffle, the group-wise conv, the inverse shuffle, then the folded BN, the activation and
 // the SE's sums in one pass), the SE gate, the project GEMM with the gate, the residual and the
-// interleave. Called from Python one module at
-// a time, the ~20 Python calls between them (~60 with spatial multiplexing) cost about as much
-// as the kernels of a small layer (batch 1: ~100 us per block, ~15-30% of a forward), and the
-// gaps let the thread pool's workers fall asleep between kernels. Here they are called back to
-// back. Same kernels, same arguments, same order: the output equals the modules' to the bit.
-// (Spatial multiplexing's pad, shuffles, copies and concatenation only move values: here each
-// scale's are one pass in and one pass out, move_scale.) FusedChainCPU runs a stage's blocks so,
-// one after the other, in one call.
+// interleave. Called from Python one module at a time, the ~20 Python calls between them (~60
+// with spatial multiplexing) cost about as much as the kernels of a small layer (batch 1: ~100
+// us per block, ~15-30% of a forward), and the gaps let the thread pool's workers fall asleep
+// between kernels. Here they are called back to back. Same kernels, same arguments, same order:
+// the output equals the modules' to the bit. (Spatial multiplexing's pad, shuffles, copies and
+// concatenation only move values: here each scale's are one pass in and one pass out,
+// move_scale, and none for the identity scale, whose kernel reads and writes its channels in
+// place.) FusedChainCPU runs a stage's blocks so, one after the other, in one call.
 #include "fused_block_cpu.h"
 
 #include <ATen/Parallel.h>
