@@ -32,6 +32,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..ops import norm_act
 from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops.group_conv import check_act, cpu_kernel_serves
+from .conv_bn import bn_scale_shift
 from .fused_group_conv import FusedGroupConv, GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
@@ -173,12 +174,7 @@ class SpatialMuxConv(nn.Module):
             raise ValueError(f'SpatialMuxConv.fold_norm: needs a BN over {self.out_channels} '
                              f'channels with running statistics, got {norm}')
         check_act(act, 'SpatialMuxConv.fold_norm')
-        scale = (norm.running_var + norm.eps).rsqrt()
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        shift = -norm.running_mean * scale
-        if norm.bias is not None:
-            shift = shift + norm.bias
+        scale, shift = bn_scale_shift(norm)
         self.norm_scale, self.norm_shift, self.act = scale.contiguous(), shift.contiguous(), act
         # Each scale's conv that runs on the CPU kernel keeps its weights packed as the kernel
         # reads them (FusedGroupConv without norm or activation), instead of packing per call.
