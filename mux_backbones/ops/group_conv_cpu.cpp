@@ -218,11 +218,11 @@ void group_row(const Group& g, int64_t oh) {
 
 }  // namespace
 
+namespace {
+
 // The pixel stride of an (N, C, H, W) map whose channels are consecutive and whose pixels lie
 // that far apart, row after row, image after image: a channels-last map (C) or a channel slice of
 // one (the wider map's channels); 0 for any other layout.
-namespace {
-
 int64_t pixel_stride(const at::Tensor& t) {
   if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) return t.size(1);
   const int64_t ps = t.stride(3);
