@@ -188,6 +188,11 @@ def test_benchmark_bad_input(args, expected):
     _clean_failure(run_tool(BENCH, *args, *FAST, check=False), expected)
 
 
+def test_benchmark_saves_launch_configs_only_when_tuning():
+    proc = run_tool(BENCH, '--save-launch-configs', 'tuned.json', *FAST, check=False)
+    assert proc.returncode == 2 and '--save-launch-configs needs --tune-kernels' in proc.stderr
+
+
 def test_export_backbone_and_detector(tmp_path):
     out = run_tool(EXPORT, '--arch', 'tiny', '--shape', '64', '64', '--out',
                    str(tmp_path / 'tiny.onnx')).stdout
@@ -372,8 +377,8 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:5] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_profile',
-                         'bench_train'] and len(names) == len(set(names)) == 13
+    assert names[:6] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_profile',
+                         'bench_train', 'bench_compile'] and len(names) == len(set(names)) == 14
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))
@@ -383,7 +388,19 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
             assert args.device == 'cuda' and ('muxnet-m' in args.models), name
     commands = {name: command for name, _, command in planned}
     assert f'--launch-configs {table}' in commands['bench_fp16_b32']
+    assert f'--launch-configs {table}' in commands['bench_compile']
+    assert 'compile' not in parse_args(shlex.split(commands['bench_fp16_b32'])[2:]).modes
     assert parse_args(shlex.split(commands['bench_train'])[2:]).train_step == ['ssdlite', 'pspnet']
+    # No table (layer_bench left out, no LAUNCH_CONFIGS): the batch-32 rows tune, profile and
+    # save their own, and the compile phase after them loads what they saved.
+    planned, out = _gpu_check_plan(tmp_path / 'inline', PHASES='bench_fp16_b32 bench_compile')
+    commands = {name: command for name, _, command in planned}
+    assert list(commands) == ['bench_fp16_b32', 'bench_compile']
+    args = parse_args(shlex.split(commands['bench_fp16_b32'])[2:])
+    saved = str(tmp_path / 'inline' / 'launch_configs.json')
+    assert args.tune_kernels and args.profile == ('fp16', 32) and args.save_launch_configs == saved
+    assert f'--launch-configs {saved}' in commands['bench_compile']
+    assert 'bench_profile: run inside bench_fp16_b32' in out
     planned, out = _gpu_check_plan(tmp_path / 'some', PHASES='bench_train host_time')
     assert [name for name, _, _ in planned] == ['bench_train', 'host_time']
     assert 'check_kernels skipped: not in PHASES' in out

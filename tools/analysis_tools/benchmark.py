@@ -430,6 +430,9 @@ def parse_args(argv=None):
     parser.add_argument('--launch-configs', metavar='FILE',
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')
+    parser.add_argument('--save-launch-configs', metavar='FILE',
+                        help='with --tune-kernels: write the launch configs this run tuned (every '
+                        'case; with --launch-configs, those loaded too) for a later --launch-configs')
     args = parser.parse_args(argv)
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
@@ -443,6 +446,8 @@ def parse_args(argv=None):
         args.train_step = ['ssdlite']
     if args.profile_train and not args.train_step:
         parser.error('--profile-train needs --train-step')
+    if args.save_launch_configs and not args.tune_kernels:
+        parser.error('--save-launch-configs needs --tune-kernels')
     args.compile_cases = None if args.compile_cases is None else set(args.compile_cases)
     batches = {}
     for tasks, n in args.train_batch:
@@ -499,6 +504,7 @@ def main():
     print(f'{"model":<12}{"mode":>13}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
           f'{"host ms":>9}{"img/s":>10}{"peak MiB":>10}{"vs MNv2":>9}', flush=True)
     rows = bench_models(args, device)
+    save_tuned(args)  # now as well: a run stopped by a time limit keeps what it tuned so far
     eager = {(r.model, r.precision, r.batch): r.timing.median_ms for r in rows
              if r.mode == 'eager'}
     for r in rows:
@@ -514,6 +520,15 @@ def main():
         profile_models(args, device)
     if args.onnx:
         bench_onnx(args)
+    save_tuned(args)
+
+
+def save_tuned(args):
+    """``--save-launch-configs``: the process's tuned launch configs to their file."""
+    if args.save_launch_configs:
+        launch_config.save(args.save_launch_configs)
+        print(f'{len(launch_config.entries())} tuned launch configs -> '
+              f'{args.save_launch_configs}', flush=True)
 
 
 # The goal of the fused kernels (docs/speed.md): MUXNet-m over MobileNetV2, at most.

@@ -20,9 +20,11 @@
 #      with its own launch config tuned (saved in the same file);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
 #      the per-kernel profile and per kind of layer time, bytes and TB/s, SSDLite and PSPNet
-#      training steps (with their top kernels), batch 1/128 and bf16 (tuned in
-#      their own process), the training steps with tuned kernels, graph_probe, batch-1 layers,
-#      and tools/gpu/host_time.py (the eager forward's host time as the CPU machine measures it).
+#      training steps (with their top kernels), torch.compile at batch 32, batch 1/128 and bf16
+#      (tuned in their own process), the training steps with tuned kernels, graph_probe,
+#      batch-1 layers, and tools/gpu/host_time.py (the eager forward's host time as the CPU
+#      machine measures it). Without a launch-config table (b. not run, no LAUNCH_CONFIGS), the
+#      batch-32 rows tune their own, profile in the same process and save the table.
 #   PHASES="bench_train bench_fp16_b1 ..." runs only the phases named (in the order above): a
 #   second lease can measure what the first one's summary.txt lists as skipped. The launch
 #   configs come from this run's layer_bench, else from LAUNCH_CONFIGS=FILE (a committed table
@@ -85,16 +87,35 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     # cuBLAS + passes for the tail and the expand conv.
     phase layer_bench 210 python3 tools/gpu/layer_bench.py --tune \
         --save-configs "$OUT/launch_configs.json"
-    TUNED=""
-    for table in "$OUT/launch_configs.json" "${LAUNCH_CONFIGS:-}"; do
-        [[ -n "$table" && -s "$table" ]] && { TUNED="--launch-configs $table"; break; }
-    done
-    phase bench_fp16_b32 120 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
-        --modes eager deploy-stock deploy graph-stock graph graph-auto compile --target-table-rows
-    phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy --runs 2 \
-        --profile fp16:32 $TUNED
+    tuned_table() {  # this run's table, else LAUNCH_CONFIGS's, as benchmark arguments
+        local table
+        for table in "$OUT/launch_configs.json" "${LAUNCH_CONFIGS:-}"; do
+            [[ -n "$table" && -s "$table" ]] && { echo "--launch-configs $table"; return; }
+        done
+    }
+    TUNED=$(tuned_table)
+    if [[ -n "$TUNED" ]]; then
+        phase bench_fp16_b32 120 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
+            --modes eager deploy-stock deploy graph-stock graph graph-auto --target-table-rows
+        phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
+            --runs 2 --profile fp16:32 $TUNED
+    else
+        # No table (layer_bench not run): the target rows tune in their own process (Triton's
+        # disk cache keeps the candidates' compiles for the later phases), profile there with
+        # the same tuned kernels, and save the table for the phases after them.
+        phase bench_fp16_b32 180 $BENCH --amp fp16 --batch 32 --runs 100 --tune-kernels \
+            --save-launch-configs "$OUT/launch_configs.json" --profile fp16:32 \
+            --modes eager deploy-stock deploy graph-stock graph graph-auto --target-table-rows
+        stamp 'bench_profile: run inside bench_fp16_b32 (no launch-config table before it)'
+        TUNED=$(tuned_table)
+        [[ "$DRY" == "1" ]] && TUNED="--launch-configs $OUT/launch_configs.json"
+    fi
     phase bench_train 120 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \
         --profile-train
+    # On its own: torch.compile of both nets takes a minute or more, and a phase that runs out
+    # of time prints none of its rows.
+    phase bench_compile 90 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
+        --modes deploy compile --target-table-rows
     # 60 s each: batch 1's small launches take tiles of their own (group_conv.MIN_PROGRAMS), so
     # that case compiles ~30 kernel variants more than the others (~1 s each). Tuned in-process.
     for case in fp16:1 fp16:128 bf16:128 bf16:32; do
