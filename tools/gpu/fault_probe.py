@@ -1,0 +1,135 @@
+"""Find which fused-kernel launch faults on a GPU ("an illegal memory access was encountered").
+
+A CUDA fault surfaces at the next synchronisation, far from the launch that caused it, and it
+kills the process's CUDA context: one probe process per case. This tool builds a model as
+``benchmark.py``'s ``deploy`` mode does (deployed, fused kernels, channels-last, in the
+precision), tunes its launch configs (or loads a table) and saves the table *before* anything
+else runs -- so the CPU can replay the exact launches under Triton's interpreter and its bounds
+checks (``tests/interpreter_checks.py``) -- then runs one forward synchronising after every
+module, and names the first module whose work faulted, with its input shapes::
+
+    python tools/gpu/fault_probe.py [--arch m] [--batch 32] [--amp fp16] [--mode deploy|graph]
+                                    [--tune --save-configs FILE | --launch-configs FILE]
+
+``--mode graph`` captures the forward in a CUDA graph and replays it (as ``benchmark.py``'s
+``graph`` mode); a fault there is only located to the graph. Run with ``CUDA_LAUNCH_BLOCKING=1``
+for the launching Python frame, or under ``compute-sanitizer`` for the kernel and address.
+Exit status: 0 no fault, 3 a fault (located), 1 anything else.
+"""
+import argparse
+import sys
+import traceback
+
+import torch
+
+import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
+from mux_backbones import MUXNet
+from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.ops import launch_config
+from mux_backbones.tuning import tune_kernels
+from mux_backbones.utils.timing import capture_cuda_graph
+
+_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+def _shapes(values) -> str:
+    return ', '.join(str(tuple(v.shape)) for v in values if isinstance(v, torch.Tensor))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def located_forward(model: torch.nn.Module, x: torch.Tensor):
+    """``model(x)`` with a synchronisation after each module: None, or on an error, ``((the
+    module whose forward was the last to start, its input shapes), traceback)`` -- its children
+    synchronise too, so that is where the fault lies."""
+    started = []
+
+    def before(module, inputs, name):
+        started.append((name, _shapes(inputs)))
+
+    def after(module, inputs, output):
+        _sync(x.device)
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(
+            lambda m, i, name=name or '(model)': before(m, i, name)))
+        handles.append(module.register_forward_hook(after))
+    try:
+        with torch.no_grad():
+            model(x)
+        _sync(x.device)
+        return None
+    except RuntimeError:
+        return started[-1] if started else ('(before the first module)', ''), \
+            traceback.format_exc(limit=-6)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arch', default='m')
+    parser.add_argument('--batch', type=int, default=32)
+    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--amp', default='fp16', choices=sorted(_DTYPES))
+    parser.add_argument('--mode', default='deploy', choices=['deploy', 'graph'])
+    parser.add_argument('--device', default='cuda',
+                        help='cuda; cpu rehearses the tool (deploy mode, no tuning)')
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--tune', action='store_true', help='tune the launch configs first')
+    group.add_argument('--launch-configs', metavar='FILE', help='run with this tuned table')
+    parser.add_argument('--save-configs', metavar='FILE',
+                        help='with --tune: the tuned table, saved before the probed forward')
+    args = parser.parse_args(argv)
+    if args.save_configs and not args.tune:
+        parser.error('--save-configs needs --tune')
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        sys.exit('error: no CUDA device')
+    if device.type != 'cuda' and (args.tune or args.mode == 'graph'):
+        sys.exit('error: --tune and --mode graph need --device cuda')
+    dtype = _DTYPES[args.amp]
+    model = MUXNet(args.arch, out_indices=(7, )).to(device).eval()
+    x = torch.randn(args.batch, 3, args.shape, args.shape, device=device).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    switch_to_deploy(model, channels_last=True, fused_ops=True)
+    model.to(dtype)
+    if args.launch_configs:
+        print(f'{launch_config.load(args.launch_configs)} launch configs from '
+              f'{args.launch_configs}', flush=True)
+    if args.tune:
+        tune_kernels(model, x)
+        _sync(device)  # a fault of the tuning itself shows here, before the probe
+        if args.save_configs:
+            launch_config.save(args.save_configs)
+            print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}',
+                  flush=True)
+    case = f'MUXNet-{args.arch} {args.mode} {args.amp} batch {args.batch} ' \
+           f'({"tuned" if not launch_config.empty() else "planner"} launch configs)'
+    if args.mode == 'graph':
+        try:
+            with torch.no_grad():
+                graph, _ = capture_cuda_graph(lambda: model(x))
+                for _ in range(3):
+                    graph.replay()
+            _sync(device)
+            fault = None
+        except RuntimeError:
+            fault = ('(the captured graph)', _shapes([x])), traceback.format_exc(limit=-6)
+    else:
+        fault = located_forward(model, x)
+    if fault is None:
+        print(f'no fault: {case}')
+        return 0
+    (where, shapes), trace = fault
+    print(f'FAULT: {case}: in {where} (inputs {shapes})\n{trace}')
+    return 3
+
+
+if __name__ == '__main__':
+    sys.exit(main())
