@@ -59,23 +59,30 @@ def _summary(times):
     return statistics.median(times), q[2] - q[0]
 
 
-def time_interleaved(fns, inputs, device, warmup, runs) -> List[Timing]:
+def time_interleaved(fns, inputs, device, warmup, runs, labels=None) -> List[Timing]:
     """Median and IQR (ms) and peak memory (MiB) of each ``fns[i](inputs[i])``.
 
     The candidates are timed in interleaved rounds (one run of each per round, the order rotating),
     so a slow phase of a shared machine hits all of them alike instead of whichever ran then.
     Peak memory is the CUDA allocator's peak of a separate pass per candidate (on CPU the
-    process's peak RSS, which only grows).
+    process's peak RSS, which only grows). Each candidate's warm-up ends in a synchronisation, so
+    an error of its work (a CUDA fault surfaces only there) is raised naming ``labels[i]``.
     """
     with torch.no_grad():
         peaks = []
-        for fn, x in zip(fns, inputs):
+        for i, (fn, x) in enumerate(zip(fns, inputs)):
             _sync(device)
             if device.type == 'cuda':
                 torch.cuda.reset_peak_memory_stats(device)
-            for _ in range(warmup):
-                fn(x)
-            _sync(device)
+            try:
+                for _ in range(warmup):
+                    fn(x)
+                _sync(device)
+            except RuntimeError as err:
+                if labels is None:
+                    raise
+                raise RuntimeError(f'{labels[i]} failed in its warm-up (the candidates before '
+                                   f'it ran clean): {err}') from err
             peaks.append(_peak_memory(device))
         times, host = [[] for _ in fns], [[] for _ in fns]
         order = list(range(len(fns)))

@@ -377,8 +377,9 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:6] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_profile',
-                         'bench_train', 'bench_compile'] and len(names) == len(set(names)) == 14
+    assert names[:8] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
+                         'bench_fp16_b32_blocking', 'bench_profile', 'bench_train',
+                         'bench_compile'] and len(names) == len(set(names)) == 16
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))
@@ -389,18 +390,24 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     commands = {name: command for name, _, command in planned}
     assert f'--launch-configs {table}' in commands['bench_fp16_b32']
     assert f'--launch-configs {table}' in commands['bench_compile']
-    assert 'compile' not in parse_args(shlex.split(commands['bench_fp16_b32'])[2:]).modes
+    modes = {name: parse_args(shlex.split(commands[name])[2:]).modes
+             for name in ('bench_fp16_b32', 'bench_fp16_b32_graph')}
+    assert modes == {'bench_fp16_b32': ['eager', 'deploy-stock', 'deploy'],
+                     'bench_fp16_b32_graph': ['graph-stock', 'graph', 'graph-auto']}
+    # (planned only when the rows before it failed with a CUDA error; always in a dry run)
+    assert commands['bench_fp16_b32_blocking'].startswith('env CUDA_LAUNCH_BLOCKING=1 ')
     assert parse_args(shlex.split(commands['bench_train'])[2:]).train_step == ['ssdlite', 'pspnet']
-    # No table (layer_bench left out, no LAUNCH_CONFIGS): the batch-32 rows tune, profile and
-    # save their own, and the compile phase after them loads what they saved.
-    planned, out = _gpu_check_plan(tmp_path / 'inline', PHASES='bench_fp16_b32 bench_compile')
+    # No table (layer_bench left out, no LAUNCH_CONFIGS): the batch-32 rows tune and save their
+    # own, and the phases after them load what they saved.
+    planned, _ = _gpu_check_plan(tmp_path / 'inline',
+                                 PHASES='bench_fp16_b32 bench_fp16_b32_graph bench_compile')
     commands = {name: command for name, _, command in planned}
-    assert list(commands) == ['bench_fp16_b32', 'bench_compile']
+    assert list(commands) == ['bench_fp16_b32', 'bench_fp16_b32_graph', 'bench_compile']
     args = parse_args(shlex.split(commands['bench_fp16_b32'])[2:])
     saved = str(tmp_path / 'inline' / 'launch_configs.json')
-    assert args.tune_kernels and args.profile == ('fp16', 32) and args.save_launch_configs == saved
+    assert args.tune_kernels and args.save_launch_configs == saved
+    assert f'--launch-configs {saved}' in commands['bench_fp16_b32_graph']
     assert f'--launch-configs {saved}' in commands['bench_compile']
-    assert 'bench_profile: run inside bench_fp16_b32' in out
     planned, out = _gpu_check_plan(tmp_path / 'some', PHASES='bench_train host_time')
     assert [name for name, _, _ in planned] == ['bench_train', 'host_time']
     assert 'check_kernels skipped: not in PHASES' in out

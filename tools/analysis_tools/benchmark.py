@@ -119,6 +119,7 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
             (name, amp, batch) not in _TUNED:
         _TUNED.add((name, amp, batch))  # the table is process-wide: once per case
         tune_kernels(model, x)
+        save_tuned(args)  # at once: a run that faults later keeps it for the next one
     if mode.startswith('graph'):
         if device.type != 'cuda':
             raise ToolError('--modes graph needs --device cuda')
@@ -153,7 +154,9 @@ def bench_models(args, device) -> List[Row]:
                 fns.append(fn)
                 inputs.append(x)
             runs = args.runs if batch == 1 else max(5, args.runs // 5)
-            results = time_interleaved(fns, inputs, device, args.warmup, runs)
+            results = time_interleaved(fns, inputs, device, args.warmup, runs,
+                                       [f'{name} [{mode}, {amp}, batch {batch}]'
+                                        for name, mode in cases])
             base = {mode: t.median_ms for (name, mode), t in zip(cases, results)
                     if name == 'mobilenetv2'}
             for (name, mode), t in zip(cases, results):
@@ -303,6 +306,7 @@ def bench_train_step(args, device):
             with _autocast(device, args.train_amp):  # the dtypes the kernels will see
                 if fused and args.tune_kernels and device.type == 'cuda':
                     tune_kernels(model.backbone, inputs, backward=True)
+                    save_tuned(args)
                 if fused == 'chosen':
                     # Its timing captures backward passes in CUDA graphs: should that fail on a
                     # device, the row says so and the next task's rows still run.
@@ -431,8 +435,9 @@ def parse_args(argv=None):
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')
     parser.add_argument('--save-launch-configs', metavar='FILE',
-                        help='with --tune-kernels: write the launch configs this run tuned (every '
-                        'case; with --launch-configs, those loaded too) for a later --launch-configs')
+                        help='with --tune-kernels: write the launch configs this run tuned '
+                        '(every case; with --launch-configs, those loaded too) for a later '
+                        '--launch-configs')
     args = parser.parse_args(argv)
     if args.target_table:
         args.models = ['mobilenetv2', 'muxnet-m']
@@ -504,7 +509,6 @@ def main():
     print(f'{"model":<12}{"mode":>13}{"prec":>6}{"batch":>6}{"median ms":>11}{"IQR":>8}'
           f'{"host ms":>9}{"img/s":>10}{"peak MiB":>10}{"vs MNv2":>9}', flush=True)
     rows = bench_models(args, device)
-    save_tuned(args)  # now as well: a run stopped by a time limit keeps what it tuned so far
     eager = {(r.model, r.precision, r.batch): r.timing.median_ms for r in rows
              if r.mode == 'eager'}
     for r in rows:

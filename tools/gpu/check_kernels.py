@@ -46,8 +46,9 @@ class Setup(NamedTuple):
     image: int = 224
     model_batch: int = 4
     dtypes: Tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
-    # the training check's precisions (None: fp32) -- on the CPU, fp16 autocast casts other ops
-    # than on CUDA, so the stock path it is compared with is another computation there
+    # the training check's precisions (None: fp32, first: the others' reference) -- on the CPU,
+    # fp16 autocast casts other ops than on CUDA, so the stock path it is compared with is
+    # another computation there
     autocast: Tuple[Optional[torch.dtype], ...] = (None, torch.float16)
 
     def side(self, size: int) -> int:
@@ -134,8 +135,22 @@ def check_pointwise_conv(failures, setup: Setup = FULL):
             _report(failures, f'pointwise_conv {pixels}px K{k} -> C{6 * k} +silu', dtype, errs)
 
 
+def _train_errors(run, reference) -> Tuple[float, float]:
+    """(outputs, weight gradients) max relative errors of a training pass ``(outputs, grads)``
+    against another; a gradient's against the largest reference gradient (some are zero up to
+    rounding, e.g. a BN bias before a train-mode BN, where any relative error is noise)."""
+    (out, grads), (ref_out, ref_grads) = run, reference
+    scale = max(g.float().norm() for g in ref_grads)
+    return (max(_rel(a, b) for a, b in zip(out, ref_out)),
+            max(((a.float() - b.float()).norm() / scale).item()
+                for a, b in zip(grads, ref_grads)))
+
+
 def check_model(failures, setup: Setup = FULL):
     torch.manual_seed(0)
+    # fp32 means fp32 here: cuDNN's convs would run in TF32 on an H100/H200 (PyTorch's default),
+    # the kernels do not, and the fp32 run is the half-precision runs' reference.
+    torch.backends.cudnn.allow_tf32 = False
     dev, arch = setup.device, setup.arch
     stock = MUXNet(arch, out_indices=(2, 4, 7)).to(dev)
     fused = MUXNet(arch, out_indices=(2, 4, 7), fused_ops=True).to(dev)
@@ -158,19 +173,26 @@ def check_model(failures, setup: Setup = FULL):
                 out = model(x)
             sum(o.float().square().mean() for o in out).backward()
             outs.append((out, [p.grad.clone() for p in model.parameters()]))
+        if dtype is None:
+            reference = outs[0]  # the stock path in fp32: what each half-precision run is off by
         for (out, grads), form in zip(outs[1:], ('fused', 'kernel gradients')):
-            err_out = max(_rel(a, b) for a, b in zip(out, outs[0][0]))
-            # Against the largest gradient: some are zero up to rounding (a BN bias before a
-            # train-mode BN), where any relative error is noise.
-            scale = max(g.float().norm() for g in outs[0][1])
-            err_grad = max(((a.float() - b.float()).norm() / scale).item()
-                           for a, b in zip(grads, outs[0][1]))
+            err_out, err_grad = _train_errors((out, grads), outs[0])
             ok = err_out < 2e-2 and err_grad < 5e-2
+            against_fp32 = ''
+            if dtype is not None:
+                # Half precision: a form may differ from the stock run by more than the fixed
+                # bounds as long as it is no further from fp32 than the stock run is (each
+                # rounds at other places: a kernel keeps fp32 between its fused steps).
+                own, stock_own = _train_errors((out, grads), reference), \
+                    _train_errors(outs[0], reference)
+                ok = ok or all(o <= 1.25 * s for o, s in zip(own, stock_own))
+                against_fp32 = (f'; vs fp32: outputs {own[0]:.1e} (stock {stock_own[0]:.1e}), '
+                                f'weight grads {own[1]:.1e} (stock {stock_own[1]:.1e})')
             if not ok:
                 failures.append(f'MUXNet-{arch} train {name} ({form})')
             print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} training {name}: outputs '
-                  f'{err_out:.1e}, weight grads {err_grad:.1e} (max rel err, {form} vs stock)',
-                  flush=True)
+                  f'{err_out:.1e}, weight grads {err_grad:.1e} (max rel err, {form} vs stock'
+                  f'{against_fp32})', flush=True)
     # The training passes moved each model's BN statistics by its own batch statistics: compare
     # the deploy forms from the same state, so only the kernels differ.
     fused.load_state_dict(stock.state_dict())

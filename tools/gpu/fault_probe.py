@@ -13,7 +13,10 @@ module, and names the first module whose work faulted, with its input shapes::
 
 ``--mode graph`` captures the forward in a CUDA graph and replays it (as ``benchmark.py``'s
 ``graph`` mode); a fault there is only located to the graph. Run with ``CUDA_LAUNCH_BLOCKING=1``
-for the launching Python frame, or under ``compute-sanitizer`` for the kernel and address.
+for the launching Python frame, or under ``compute-sanitizer`` for the kernel and address --
+with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` (deploy mode only: graphs need the caching allocator),
+else an access past a tensor but inside the allocator's cached segment goes unseen (session 24's
+sanitizer run, 0 errors, had the cache on).
 Exit status: 0 no fault, 3 a fault (located), 1 anything else.
 """
 import argparse
