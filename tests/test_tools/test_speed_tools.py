@@ -411,3 +411,27 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     planned, out = _gpu_check_plan(tmp_path / 'some', PHASES='bench_train host_time')
     assert [name for name, _, _ in planned] == ['bench_train', 'host_time']
     assert 'check_kernels skipped: not in PHASES' in out
+
+
+def test_fault_probe_rehearsal_and_locating():
+    """tools/gpu/fault_probe.py (a GPU lease's tool) runs end to end on the CPU, and its
+    per-module forward names the module whose work raised, with its input shapes."""
+    import importlib.util
+    out = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--arch', 'tiny', '--batch',
+                   '2', '--shape', '64', '--amp', 'fp32').stdout
+    assert 'no fault: MUXNet-tiny deploy fp32 batch 2 (planner launch configs)' in out
+    proc = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--tune', check=False)
+    assert proc.returncode != 0 and 'need --device cuda' in proc.stderr
+    spec = importlib.util.spec_from_file_location(
+        'fault_probe', osp.join(REPO, 'tools/gpu/fault_probe.py'))
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    class Faulty(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError('CUDA error: an illegal memory access was encountered')
+
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Sequential(Faulty()))
+    (where, shapes), trace = probe.located_forward(model, torch.zeros(1, 3, 4, 4))
+    assert where == '1.0' and shapes == '(1, 3, 4, 4)' and 'illegal memory access' in trace
+    assert probe.located_forward(torch.nn.Identity(), torch.zeros(1)) is None
