@@ -83,25 +83,8 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
-    # A dry run: the calls without compiling each planned kernel first, one after another.
-    with _buffers_kept(model), recorded_calls('group_conv') as calls, \
-            recorded_calls('pointwise_conv') as gemms, dry_run():
-        model(*inputs)
-    distinct = {}
-    for call in calls:
-        x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
-        distinct.setdefault(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
-                                       dilations, stride, cpg), call)
-    # The GEMMs run only in inference forms (their gradient is cuBLAS's): forward only.
-    distinct_gemms = {}
-    for call in gemms:
-        distinct_gemms.setdefault(call_key(*call), call)
-    if processes is None:
-        processes = min(16, (os.cpu_count() or 1) - 1)
-    precompile([job for call in distinct.values()
-                for job in compile_jobs(*call, backward=backward)] +
-               [job for call in distinct_gemms.values() for job in gemm_compile_jobs(*call)],
-               processes)
+    distinct, distinct_gemms = _kernel_calls(model, *inputs)
+    _precompile(distinct, distinct_gemms, backward, False, processes)
     results = {}
     for call in distinct.values():
         times = {'forward': tune_forward(*call, time_us=time_us)}
@@ -129,6 +112,53 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
                       f'another launch config; their time {planned:.0f} -> {best:.0f} us',
                       logger='current')
     return results
+
+
+@torch.no_grad()
+def precompile_kernels(model: nn.Module, *inputs, backward: bool = False,
+                       processes: Optional[int] = None) -> int:
+    """Compile every fused kernel ``model(*inputs)`` launches, with the launch configs it
+    launches now (tuned, else the planners'), in worker processes at once, instead of one after
+    another as the first forward (and backward) reaches each -- 1-15 s each on an sm_90;
+    Triton's disk cache then serves them. Arguments as :func:`tune_kernels`'.
+
+    Returns:
+        int: How many compile jobs ran in workers (0 where nothing compiles: the interpreter,
+        fewer than two processes or jobs).
+    """
+    distinct, distinct_gemms = _kernel_calls(model, *inputs)
+    return _precompile(distinct, distinct_gemms, backward, True, processes)
+
+
+def _kernel_calls(model: nn.Module, *inputs):
+    """The distinct spatial-conv and GEMM calls of ``model(*inputs)``, from a dry run (the ops
+    record their calls and compile nothing)."""
+    with torch.no_grad(), _buffers_kept(model), recorded_calls('group_conv') as calls, \
+            recorded_calls('pointwise_conv') as gemms, dry_run():
+        model(*inputs)
+    distinct = {}
+    for call in calls:
+        x, _, _, splits, kernel_sizes, dilations, stride, cpg = call[:8]
+        distinct.setdefault(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
+                                       dilations, stride, cpg), call)
+    # The GEMMs run only in inference forms (their gradient is cuBLAS's): forward only.
+    distinct_gemms = {}
+    for call in gemms:
+        distinct_gemms.setdefault(call_key(*call), call)
+    return distinct, distinct_gemms
+
+
+def _precompile(convs: dict, gemms: dict, backward: bool, current_only: bool,
+                processes: Optional[int]) -> int:
+    """Every candidate launch of these calls (or only the config each launches now, see
+    :func:`precompile_kernels`), compiled in worker processes."""
+    if processes is None:
+        processes = min(16, (os.cpu_count() or 1) - 1)
+    jobs = [job for call in convs.values()
+            for job in compile_jobs(*call, backward=backward, current_only=current_only)]
+    jobs += [job for call in gemms.values()
+             for job in gemm_compile_jobs(*call, current_only=current_only)]
+    return precompile(jobs, processes)
 
 
 @contextlib.contextmanager

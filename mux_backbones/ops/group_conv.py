@@ -1372,11 +1372,19 @@ def _tunable(x: Tensor, weight: Tensor, splits, kernel_sizes, dilations, stride:
 def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequence[int],
                  kernel_sizes: Sequence[int], dilations: Sequence[int], stride: int = 1,
                  channels_per_group: int = 1, act: str = 'none', with_pool: bool = False,
-                 backward: bool = False) -> List[tuple]:
+                 backward: bool = False, current_only: bool = False) -> List[tuple]:
     """The launches :func:`tune_forward` (and with ``backward``, :func:`tune_weight_grad` and
     at stride 2 :func:`tune_input_grad_s2`) will run for this call, one per candidate config,
     as picklable jobs for :func:`.launch_config.precompile` (nothing where the kernels cannot
-    take ``x``)."""
+    take ``x``); with ``current_only`` one per kernel, the config the call launches now: its
+    tuned entry, else the planner's own (the first candidate)."""
+
+    def configs(kernel, candidates):
+        if not current_only:
+            return candidates
+        return [tuned_config(x, splits, kernel_sizes, dilations, stride, channels_per_group,
+                             kernel) or candidates[0]]
+
     if _tunable(x, weight, list(splits), list(kernel_sizes), list(dilations), stride,
                 channels_per_group, act) is None:
         return []
@@ -1385,13 +1393,14 @@ def compile_jobs(x: Tensor, weight: Tensor, bias: Optional[Tensor], splits: Sequ
     call = (tuple(x.shape), dtypes, str(x.device), tuple(splits), tuple(kernel_sizes),
             tuple(dilations), stride, channels_per_group, act, with_pool, bias is not None)
     jobs = [(_run_compile_job, 'forward') + call + (tuple(config), )
-            for config in forward_candidates(x.shape, splits, stride)]
+            for config in configs('forward', forward_candidates(x.shape, splits, stride))]
     if backward:
         jobs += [(_run_compile_job, 'weight_grad') + call + (tuple(config), ) for config in
-                 weight_grad_candidates(x.shape, splits, stride, channels_per_group)]
+                 configs('weight_grad', weight_grad_candidates(x.shape, splits, stride,
+                                                               channels_per_group))]
         if stride == 2:
-            jobs += [(_run_compile_job, 'input_grad_s2') + call + (tuple(config), )
-                     for config in input_grad_s2_candidates(x.shape, splits)]
+            jobs += [(_run_compile_job, 'input_grad_s2') + call + (tuple(config), ) for config
+                     in configs('input_grad_s2', input_grad_s2_candidates(x.shape, splits))]
     return jobs
 
 

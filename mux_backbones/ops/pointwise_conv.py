@@ -462,19 +462,23 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
 
 def compile_jobs(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                  residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
-                 act: str = 'none', scale: Optional[Tensor] = None) -> List[tuple]:
+                 act: str = 'none', scale: Optional[Tensor] = None,
+                 current_only: bool = False) -> List[tuple]:
     """The launches :func:`tune_pointwise_conv` will run for this call, one per candidate, as
     picklable jobs for :func:`.launch_config.precompile` (none where the kernel cannot take
-    ``rows``)."""
+    ``rows``); with ``current_only`` the config the call launches now: its tuned entry, else
+    the planner's own (the first candidate)."""
     if unsupported_reason(rows) is not None or rows.shape[0] == 0:
         return []
     plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
     layout = tuple(None if t is None else (tuple(t.shape), tuple(t.stride()),
                                            str(t.dtype).replace('torch.', ''))
                    for t in args[:5] + args[6:])
+    configs = candidates(plan.per_sample, plan.k, plan.c)
+    if current_only:
+        configs = [plan.config or configs[0]]
     return [(_run_compile_job, layout, str(rows.device), act, tuple(config))
-            for config in candidates(plan.per_sample, plan.k, plan.c)
-            if config != launch_config.STOCK]
+            for config in configs if config != launch_config.STOCK]
 
 
 def _run_compile_job(layout, device: str, act: str, config) -> None:

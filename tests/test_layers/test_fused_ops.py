@@ -323,6 +323,62 @@ def test_tune_kernels_on_a_deployed_model():
         launch_config.forget()
 
 
+@pytest.mark.parametrize('training', [False, True])
+def test_precompile_kernels_compiles_what_an_untuned_run_launches(monkeypatch, training):
+    """``precompile_kernels`` hands the workers one job per kernel a model's calls launch
+    (forward; in training the weight gradient and the stride-2 input gradient; the epilogue
+    GEMMs of the deploy forms), each with the config it launches: without a tuned table the
+    planner's -- the first candidate of each kernel's list, which launches exactly as the
+    planner's own, so the compile it caches is the one the run needs -- else the tuned one."""
+    from mux_backbones import tuning
+    from mux_backbones.ops import launch_config
+    conv_ops = sys.modules['mux_backbones.ops.group_conv']
+    gemm_ops = sys.modules['mux_backbones.ops.pointwise_conv']
+    _, fused = _pair(out_indices=(4, ))
+    x = _input((32, 32), 2)
+    if not training:
+        fused.eval().switch_to_deploy(channels_last=True, fused_ops=True)
+    handed = []
+    monkeypatch.setattr(tuning, 'precompile', lambda jobs, processes: handed.extend(jobs) or 0)
+    launch_config.forget()
+    assert tuning.precompile_kernels(fused, x, backward=training) == 0
+    convs, gemms = tuning._kernel_calls(fused, x)
+    kernels = {'forward'} | ({'weight_grad', 'input_grad_s2'} if training else set())
+    assert {job[1] for job in handed if job[0] is conv_ops._run_compile_job} == kernels
+    assert bool(gemms) != training and len(handed) == len(
+        [j for call in convs.values() for j in conv_ops.compile_jobs(
+            *call, backward=training, current_only=True)]) + len(gemms)
+    for call in convs.values():
+        x_, _, bias, splits, ks, dil, stride, cpg, act, pool = call[:10]
+        args = (tuple(x_.shape), tuple(splits), tuple(ks), tuple(dil), stride, cpg)
+        first = conv_ops.forward_candidates(x_.shape, splits, stride)[0]
+        assert conv_ops.forward_launches(*args, act, pool, bias is not None) == \
+            conv_ops.forward_launches(*args, act, pool, bias is not None, first)
+        first = conv_ops.weight_grad_candidates(x_.shape, splits, stride, cpg)[0]
+        assert conv_ops.weight_grad_launches(*args) == conv_ops.weight_grad_launches(*args, first)
+        if stride == 2:
+            first = conv_ops.input_grad_s2_candidates(x_.shape, splits)[0]
+            args = (tuple(x_.shape), tuple(splits), tuple(ks), tuple(dil), cpg)
+            assert conv_ops.input_grad_s2_launches(*args) == \
+                conv_ops.input_grad_s2_launches(*args, first)
+    for call in gemms.values():
+        plan, _ = gemm_ops._planned(*call)
+        first = gemm_ops.candidates(plan.per_sample, plan.k, plan.c)[0]
+        assert gemm_ops.launch_meta(*plan.args) == gemm_ops.launch_meta(*plan.args, config=first)
+        assert (first.num_warps, first.num_stages) == (gemm_ops.NUM_WARPS, gemm_ops.NUM_STAGES)
+    # a tuned entry is what gets compiled
+    call = next(iter(convs.values()))
+    x_, _, _, splits, ks, dil, stride, cpg = call[:8]
+    tuned = conv_ops.forward_candidates(x_.shape, splits, stride)[-1]
+    launch_config.record(conv_ops.tuning_key(x_.shape, x_.dtype, x_.device, splits, ks, dil,
+                                             stride, cpg), tuned)
+    try:
+        jobs = conv_ops.compile_jobs(*call, current_only=True)
+        assert [job[-1] for job in jobs] == [tuple(tuned)]
+    finally:
+        launch_config.forget()
+
+
 def test_tune_kernels_for_training():
     """With ``backward=True`` the gradient kernels of every call are tuned too, and training
     with the tuned launches still equals the stock path (outputs and gradients)."""
