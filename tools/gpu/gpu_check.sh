@@ -129,8 +129,8 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     fi
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
         --runs 2 --profile fp16:32 $TUNED
-    # 180 s: the fused rows compile the gradient kernels first (session 24's 120 s ended after
-    # SSDLite's stock rows).
+    # 180 s: four rows per task, each building its detector or segmentor, the fused ones
+    # compiling their kernels first (session 24's 120 s ended after SSDLite's stock rows).
     phase bench_train 180 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \
         --profile-train
     # On its own: torch.compile of both nets takes a minute or more, and a phase that runs out
