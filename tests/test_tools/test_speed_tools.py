@@ -431,7 +431,18 @@ def test_fault_probe_rehearsal_and_locating():
         def forward(self, x):
             raise RuntimeError('CUDA error: an illegal memory access was encountered')
 
+    class FaultyAfterChild(torch.nn.Module):  # its own work after a clean child faults
+        def __init__(self):
+            super().__init__()
+            self.child = torch.nn.Identity()
+
+        def forward(self, x):
+            return Faulty()(self.child(x))
+
     model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Sequential(Faulty()))
     (where, shapes), trace = probe.located_forward(model, torch.zeros(1, 3, 4, 4))
     assert where == '1.0' and shapes == '(1, 3, 4, 4)' and 'illegal memory access' in trace
+    model = torch.nn.Sequential(torch.nn.Identity(), FaultyAfterChild())
+    (where, _), _ = probe.located_forward(model, torch.zeros(1, 3, 4, 4))
+    assert where == '1'  # not its child, which returned clean
     assert probe.located_forward(torch.nn.Identity(), torch.zeros(1)) is None

@@ -46,15 +46,17 @@ def _sync(device: torch.device) -> None:
 
 def located_forward(model: torch.nn.Module, x: torch.Tensor):
     """``model(x)`` with a synchronisation after each module: None, or on an error, ``((the
-    module whose forward was the last to start, its input shapes), traceback)`` -- its children
-    synchronise too, so that is where the fault lies."""
-    started = []
+    innermost module still running, its input shapes), traceback)`` -- each module's work is
+    synchronised when it returns, its children's before, so the fault lies in that module's
+    own work."""
+    running = []
 
     def before(module, inputs, name):
-        started.append((name, _shapes(inputs)))
+        running.append((name, _shapes(inputs)))
 
     def after(module, inputs, output):
         _sync(x.device)
+        running.pop()
 
     handles = []
     for name, module in model.named_modules():
@@ -67,7 +69,7 @@ def located_forward(model: torch.nn.Module, x: torch.Tensor):
         _sync(x.device)
         return None
     except RuntimeError:
-        return started[-1] if started else ('(before the first module)', ''), \
+        return running[-1] if running else ('(after the model returned)', ''), \
             traceback.format_exc(limit=-6)
     finally:
         for handle in handles:
