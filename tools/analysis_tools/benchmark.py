@@ -310,7 +310,9 @@ def bench_train_step(args, device):
                     if args.tune_kernels:
                         tune_kernels(model.backbone, inputs, backward=True)
                         save_tuned(args)
-                    else:  # session 24's lease lost these rows to compiling one by one
+                    elif fused is True:
+                        # Compiled ahead, not one by one in the first step (what lost session
+                        # 24's lease these rows); the chosen row's kernels are these, cached.
                         precompile_kernels(model.backbone, inputs, backward=True)
                 if fused == 'chosen':
                     # Its timing captures backward passes in CUDA graphs: should that fail on a
