@@ -37,7 +37,7 @@ from torch.nn.modules import module as _module
 
 from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
-from ..ops.group_conv import _ACT_CODE, cpu_kernel_serves, forward_plan
+from ..ops.group_conv import _ACT_CODE, forward_plan
 from .conv_bn import ConvAct, PointwiseConv2d, activation_name
 from .fused_group_conv import FusedGroupConv, GroupConv2d, kernel_can_run
 from .spatial_mux_conv import SpatialMuxConv
@@ -100,10 +100,8 @@ def _scale_layout(conv: nn.Module, stride: int) -> Optional[Tuple[int, int, int,
         return conv.kernel_sizes[0], conv.dilations[0], conv.channels_per_group, True
     if not _same_conv(conv, stride):
         return None
-    cpg = conv.in_channels // conv.groups
-    on_kernel = getattr(conv, 'fused_ops', False) is True and \
-        cpu_kernel_serves(conv.weight, [conv.out_channels], cpg)
-    return conv.kernel_size[0], conv.dilation[0], cpg, on_kernel
+    return (conv.kernel_size[0], conv.dilation[0], conv.in_channels // conv.groups,
+            isinstance(conv, GroupConv2d) and conv.cpu_kernel_serves())
 
 
 def _set_spatial(fused, block: nn.Module) -> Optional[int]:

@@ -110,6 +110,13 @@ class GroupConv2d(nn.Conv2d):
         :func:`kernel_passes`)."""
         return kernel_passes([self], x)
 
+    def cpu_kernel_serves(self) -> bool:
+        """Whether its inference forward runs the op's C++ kernel (``fused_ops=True`` and the
+        kernel the CPU's faster path for it: see
+        :func:`mux_backbones.ops.group_conv.cpu_kernel_serves`)."""
+        return self.fused_ops is True and cpu_kernel_serves(
+            self.weight, [self.out_channels], self.in_channels // self.groups)
+
     def fused_form(self, norm: Optional[_BatchNorm], act: nn.Module) -> Optional['FusedGroupConv']:
         """Its deploy form with ``norm`` folded and ``act`` fused (None where not computable)."""
         return FusedGroupConv.from_convs([self], norm, act)

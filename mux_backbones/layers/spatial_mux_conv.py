@@ -30,10 +30,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import norm_act
-from ..ops._cpu_kernels import cpu_kernels_take
-from ..ops.group_conv import check_act, cpu_kernel_serves
+from ..ops.group_conv import check_act
 from .conv_bn import bn_scale_shift
-from .fused_group_conv import FusedGroupConv, GroupConv2d
+from .fused_group_conv import GroupConv2d
 from .mixed_conv import _per_kernel, same_padding
 
 # Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
@@ -179,11 +178,8 @@ class SpatialMuxConv(nn.Module):
         # Each scale's conv that runs on the CPU kernel keeps its weights packed as the kernel
         # reads them (FusedGroupConv without norm or activation), instead of packing per call.
         for i, conv in enumerate(self.convs):
-            if isinstance(conv, GroupConv2d) and conv.fused_ops is True and \
-                    cpu_kernels_take(conv.weight) and \
-                    cpu_kernel_serves(conv.weight, [conv.out_channels],
-                                      conv.in_channels // conv.groups):
-                packed = FusedGroupConv.from_convs([conv], None, nn.Identity())
+            if isinstance(conv, GroupConv2d) and conv.cpu_kernel_serves():
+                packed = conv.fused_form(None, nn.Identity())
                 if packed is not None:
                     self.convs[i] = packed
 
