@@ -7,6 +7,11 @@ import argparse
 import functools
 import sys
 
+import torch
+
+# The precisions the tools' ``--amp`` options name.
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
 
 class ToolError(ValueError):
     """A user input a tool cannot work with; the message names the file, key or argument."""

@@ -42,7 +42,8 @@ def cpu_description() -> str:
             f'{torch.get_num_threads()} threads')
 
 
-def _sync(device):
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (a no-op on the CPU, whose ops return done)."""
     if device.type == 'cuda':
         torch.cuda.synchronize()
 
@@ -71,13 +72,13 @@ def time_interleaved(fns, inputs, device, warmup, runs, labels=None) -> List[Tim
     with torch.no_grad():
         peaks = []
         for i, (fn, x) in enumerate(zip(fns, inputs)):
-            _sync(device)
+            synchronize(device)
             if device.type == 'cuda':
                 torch.cuda.reset_peak_memory_stats(device)
             try:
                 for _ in range(warmup):
                     fn(x)
-                _sync(device)
+                synchronize(device)
             except RuntimeError as err:
                 if labels is None:
                     raise
@@ -91,7 +92,7 @@ def time_interleaved(fns, inputs, device, warmup, runs, labels=None) -> List[Tim
                 start = time.perf_counter()
                 fns[i](inputs[i])
                 returned = time.perf_counter()
-                _sync(device)
+                synchronize(device)
                 times[i].append((time.perf_counter() - start) * 1e3)
                 host[i].append((returned - start) * 1e3)
     return [Timing(*_summary(t), peak, statistics.median(h))

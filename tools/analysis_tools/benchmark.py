@@ -26,8 +26,8 @@ import torch
 
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet
-from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, int_at_least,
-                               positive_int)
+from mux_backbones.cli import (PRECISIONS, ToolError, build_model_from_config, exits_cleanly,
+                               int_at_least, positive_int)
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
@@ -66,11 +66,7 @@ def build_backbone(name: str) -> torch.nn.Module:
 def _autocast(device, amp):
     if amp == 'fp32':
         return contextlib.nullcontext()
-    dtype = torch.float16 if amp == 'fp16' else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[amp])
 
 
 class CudaGraphed:
@@ -106,7 +102,7 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     x = torch.randn(batch, 3, args.shape, args.shape, device=device)
     if mode == 'eager':
         return model, x
-    dtype = _DTYPES[amp]
+    dtype = PRECISIONS[amp]
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
     if mode.endswith('-auto'):
         switch_to_deploy(model, channels_last=True, fused_ops='auto', example_input=x)
@@ -471,7 +467,7 @@ def parse_args(argv=None):
 def _case(text):
     """'fp16:32' -> ('fp16', 32)."""
     prec, _, batch = text.partition(':')
-    if prec not in _DTYPES or not batch.isdigit() or int(batch) < 1:
+    if prec not in PRECISIONS or not batch.isdigit() or int(batch) < 1:
         raise argparse.ArgumentTypeError(f'expected PREC:BATCH such as fp16:32, got "{text}"')
     return prec, int(batch)
 

@@ -27,21 +27,15 @@ import torch
 
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet
+from mux_backbones.cli import PRECISIONS
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import tune_kernels
-from mux_backbones.utils.timing import capture_cuda_graph
-
-_DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+from mux_backbones.utils.timing import capture_cuda_graph, synchronize
 
 
 def _shapes(values) -> str:
     return ', '.join(str(tuple(v.shape)) for v in values if isinstance(v, torch.Tensor))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def located_forward(model: torch.nn.Module, x: torch.Tensor):
@@ -55,7 +49,7 @@ def located_forward(model: torch.nn.Module, x: torch.Tensor):
         running.append((name, _shapes(inputs)))
 
     def after(module, inputs, output):
-        _sync(x.device)
+        synchronize(x.device)
         running.pop()
 
     handles = []
@@ -66,7 +60,7 @@ def located_forward(model: torch.nn.Module, x: torch.Tensor):
     try:
         with torch.no_grad():
             model(x)
-        _sync(x.device)
+        synchronize(x.device)
         return None
     except RuntimeError:
         return running[-1] if running else ('(after the model returned)', ''), \
@@ -81,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument('--arch', default='m')
     parser.add_argument('--batch', type=int, default=32)
     parser.add_argument('--shape', type=int, default=224)
-    parser.add_argument('--amp', default='fp16', choices=sorted(_DTYPES))
+    parser.add_argument('--amp', default='fp16', choices=sorted(PRECISIONS))
     parser.add_argument('--mode', default='deploy', choices=['deploy', 'graph'])
     parser.add_argument('--device', default='cuda',
                         help='cuda; cpu rehearses the tool (deploy mode, no tuning)')
@@ -98,7 +92,7 @@ def main(argv=None) -> int:
         sys.exit('error: no CUDA device')
     if device.type != 'cuda' and (args.tune or args.mode == 'graph'):
         sys.exit('error: --tune and --mode graph need --device cuda')
-    dtype = _DTYPES[args.amp]
+    dtype = PRECISIONS[args.amp]
     model = MUXNet(args.arch, out_indices=(7, )).to(device).eval()
     x = torch.randn(args.batch, 3, args.shape, args.shape, device=device).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -109,7 +103,7 @@ def main(argv=None) -> int:
               f'{args.launch_configs}', flush=True)
     if args.tune:
         tune_kernels(model, x)
-        _sync(device)  # a fault of the tuning itself shows here, before the probe
+        synchronize(device)  # a fault of the tuning itself shows here, before the probe
         if args.save_configs:
             launch_config.save(args.save_configs)
             print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}',
@@ -122,7 +116,7 @@ def main(argv=None) -> int:
                 graph, _ = capture_cuda_graph(lambda: model(x))
                 for _ in range(3):
                     graph.replay()
-            _sync(device)
+            synchronize(device)
             fault = None
         except RuntimeError:
             fault = ('(the captured graph)', _shapes([x])), traceback.format_exc(limit=-6)

@@ -33,6 +33,7 @@ import time
 import torch
 
 from mux_backbones import MUXNet
+from mux_backbones.cli import PRECISIONS
 from mux_backbones.layers import (ChannelMux, DepthwiseSeparable, FusedGroupConv, InvertedResidual,
                                   interleave_halves)
 from mux_backbones.ops import launch_config
@@ -101,7 +102,7 @@ def main():
     args = parser.parse_args()
     if args.save_configs and not args.tune:
         parser.error('--save-configs needs --tune')
-    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[args.amp]
+    dtype = PRECISIONS[args.amp]
     torch.manual_seed(0)
     stock = MUXNet(args.arch).to(args.device).eval()
     fused = MUXNet(args.arch).to(args.device).eval()
