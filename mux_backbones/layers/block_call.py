@@ -1,5 +1,7 @@
 """A deployed block's CPU form run as one C++ call (``ops/fused_block_cpu.cpp``).
 
+(Its form on the Triton kernels runs as its planned launches instead: ``.block_launches``.)
+
 On a CPU, :meth:`InvertedResidual.switch_to_deploy` with ``fused_ops`` gives a block (paper
 Sec. 4's inverted residual; inside channel multiplexing, Sec. 3.2, with its interleave) a form
 of a handful of kernels: the expand GEMM and its activation, the spatial conv -- on the
@@ -33,11 +35,12 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 
 from ..ops._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ..ops._dispatch import plain_eager
 from ..ops.group_conv import _ACT_CODE, forward_plan
+from ._eager import hook_dicts, hooked
+from .block_launches import BlockLaunches
 from .conv_bn import ConvAct, PointwiseConv2d, activation_name
 from .fused_group_conv import FusedGroupConv, GroupConv2d, kernel_can_run
 from .spatial_mux_conv import SpatialMuxConv
@@ -167,7 +170,7 @@ class BlockCall:
         self._conv_channels = conv_channels
         self._fused_conv = fused_conv
         self._pool_tile = (None, (0, 0))  # (input size, the kernel's pool tile for it)
-        self._hook_dicts = _hook_dicts(block)
+        self._hook_dicts = hook_dicts(block)
 
     @classmethod
     @torch.no_grad()
@@ -216,7 +219,7 @@ class BlockCall:
         if kept is not None and (type(kept) is not torch.Tensor or kept.stride(1) != 1 or
                                  not cpu_kernels_take(kept)):
             return False
-        return not _hooked(self._hook_dicts)
+        return not hooked(self._hook_dicts)
 
     def pool_tile(self, shape: torch.Size) -> Tuple[int, int]:
         """The group-conv kernel's pool tile for an input of ``shape``, as the module's own call
@@ -235,20 +238,6 @@ class BlockCall:
         return self._fused.forward(x, kept, *self.pool_tile(x.shape))
 
 
-def _hook_dicts(module: nn.Module) -> Tuple[dict, ...]:
-    """The forward (pre-)hook dicts of ``module``'s submodules (not its own: its call runs those);
-    a hook registered later goes into one of them."""
-    return tuple(d for m in module.modules() if m is not module
-                 for d in (m._forward_pre_hooks, m._forward_hooks))
-
-
-def _hooked(hook_dicts: Tuple[dict, ...]) -> bool:
-    """Whether a forward hook is set on one of these modules (their :func:`_hook_dicts`) or on
-    every module (a global one): then the modules must run one by one."""
-    return bool(_module._global_forward_pre_hooks or _module._global_forward_hooks or
-                any(hook_dicts))
-
-
 def _plain_input(x: torch.Tensor) -> bool:
     """An input a call runs on: a plain fp32 CPU map with its channels innermost, gradients and
     CPU autocast off."""
@@ -257,7 +246,8 @@ def _plain_input(x: torch.Tensor) -> bool:
 
 
 class OneCallBlock:
-    """What a block whose deploy form can run as one call (:class:`BlockCall`) shares: the call
+    """What a block whose deploy form can run as one call shares -- :class:`BlockCall` on the
+    CPU kernels, :class:`~.block_launches.BlockLaunches` on the Triton kernels: the call
     built on first use (:meth:`_one_call`) and dropped whenever the block's tensors may have
     changed -- moved or converted (``_apply``), loaded (a ``load_state_dict`` post-hook:
     ``assign=True`` replaces them) -- and left out of pickles and copies. A mixin before
@@ -266,6 +256,7 @@ class OneCallBlock:
 
     def _init_one_call(self) -> None:
         self.cpu_block_call = False  # deploy on a CPU: run as one call where it can
+        self.block_calls = True  # False: the modules one by one (set_block_call)
         self._block_call = None  # not built yet; False: built, the form does not fit
         self.register_load_state_dict_post_hook(_drop_one_call)
 
@@ -277,8 +268,13 @@ class OneCallBlock:
             return None
         call = getattr(self, '_block_call', None)  # (absent: a model pickled before it)
         if call is None:
-            call = self._block_call = getattr(self, 'cpu_block_call', False) and \
-                BlockCall.build(self) or False
+            if not getattr(self, 'block_calls', True):
+                call = False
+            elif getattr(self, 'cpu_block_call', False):
+                call = BlockCall.build(self) or False
+            else:  # the fused form on the Triton kernels (CUDA; the CPU under the interpreter)
+                call = BlockLaunches.build(self) or False
+            self._block_call = call
         if call and call.takes(x, kept):
             return call(x, kept)
         return None
@@ -290,6 +286,7 @@ class OneCallBlock:
 
     def set_block_call(self, enabled: bool) -> None:
         """Run as one call where the deploy form allows (``enabled``) or module by module."""
+        self.block_calls = enabled
         self.cpu_block_call = enabled and self._runs_on_cpu_kernels()
         self._block_call = None
 
@@ -430,7 +427,7 @@ class OneCallStage(nn.Sequential):
             if chain is None or not self._current(chain) or x.shape not in chain.fused:
                 return self._build(x)
             fused = chain.fused[x.shape]
-            if fused is not None and not _hooked(chain.hook_dicts):
+            if fused is not None and not hooked(chain.hook_dicts):
                 return self._run(chain, fused, x)
         return super().forward(x)
 
@@ -462,7 +459,7 @@ class OneCallStage(nn.Sequential):
                 fused.append(call._fused, processed, *call.pool_tile(shape))
         chain = self._chain
         if chain is None or not self._current(chain) or len(chain.fused) >= _SHAPES_KEPT:
-            chain = self._chain = _Chain(tuple(zip(self, states)), _hook_dicts(self), {})
+            chain = self._chain = _Chain(tuple(zip(self, states)), hook_dicts(self), {})
         chain.fused[x.shape] = fused
         return out
 

@@ -37,7 +37,7 @@ run (see :mod:`._triton`), it computes the same thing with stock
 """
 import functools
 import math
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from torch import Tensor
 from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
+from ._launch import KernelLaunch
 from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
                       unsupported_reason)
 from .launch_config import LaunchConfig
@@ -850,17 +851,22 @@ def _group_meta(c, group: _Group, channels_per_group, tile_h, tile_w) -> dict:
 _SEQUENCES = (list, torch.Size)  # arguments a plan's cache key takes as tuples
 
 
+def planner_state() -> tuple:
+    """What a launch plan depends on besides its call: the module switches and the tuned
+    table's version (a plan cached under another state is planned again)."""
+    return (_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS,
+            MIN_TILE_VALUES, launch_config.version())
+
+
 def _planned(plan):
-    """Cache a launch plan per call signature (and per the module switches and tuned configs it
-    reads): planning in Python costs 7-27 us per call, about a small layer's kernel time in
-    eager mode."""
+    """Cache a launch plan per call signature (and per the :func:`planner_state`): planning in
+    Python costs 7-27 us per call, about a small layer's kernel time in eager mode."""
     cached = functools.lru_cache(maxsize=1024)(lambda key, *args: plan(*args))
 
     @functools.wraps(plan)
     def planned(*args):
         args = [tuple(a) if type(a) in _SEQUENCES else a for a in args]
-        return cached((_pair_swap(), interpreting(), WEIGHT_GRAD_ROWS, LANE_WASTE, MIN_PROGRAMS,
-                       MIN_TILE_VALUES, launch_config.version()), *args)
+        return cached(planner_state(), *args)
 
     return planned
 
@@ -1037,11 +1043,27 @@ def kernels():
                 input_grad_s2=_input_grad_s2_kernel, weight_grad=_weight_grad_kernel)
 
 
+# Each planned Launch's KernelLaunch, by the Launch's id; the entry holds the Launch itself, so
+# the id is not reused while it is kept (plans are cached per call signature: few distinct).
+_KERNEL_LAUNCHES: Dict[int, Tuple[Launch, KernelLaunch]] = {}
+
+
+def kernel_launch(launch: Launch) -> KernelLaunch:
+    """The :class:`~._launch.KernelLaunch` that runs ``launch`` (made once per planned launch)."""
+    entry = _KERNEL_LAUNCHES.get(id(launch))
+    if entry is None or entry[0] is not launch:
+        if len(_KERNEL_LAUNCHES) > 4096:  # (plans evicted from their caches: start afresh)
+            _KERNEL_LAUNCHES.clear()
+        name = launch.kernel
+        entry = _KERNEL_LAUNCHES[id(launch)] = launch, KernelLaunch(
+            lambda: kernels()[name], launch.grid, launch.scalars,
+            dict(launch.meta, num_warps=launch.num_warps, **COMPILE_OPTIONS))
+    return entry[1]
+
+
 def _run(launches, *tensors) -> None:
-    table = kernels()
     for launch in launches:
-        table[launch.kernel][launch.grid](*tensors, *launch.scalars, **launch.meta,
-                                          num_warps=launch.num_warps, **COMPILE_OPTIONS)
+        kernel_launch(launch)(*tensors)
 
 
 def _launch_forward(x, weight, bias, y, pool, splits, kernel_sizes, dilations, stride,

@@ -174,6 +174,12 @@ def dry_running() -> bool:
     return _dry_runs[0] > 0
 
 
+def observed() -> bool:
+    """Whether the ops' calls are being watched: a :func:`dry_run` or a :func:`recorded_calls`
+    open (then every call must reach its op; nothing may run the kernels around it)."""
+    return _dry_runs[0] > 0 or any(_recorders.values())
+
+
 def dry_outputs(outputs):
     """An op's outputs as a dry run hands them on (its fake implementation's tensors, a tensor
     or a tuple): filled with random normal values, so the tensors recorded downstream are data a

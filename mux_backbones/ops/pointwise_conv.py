@@ -46,6 +46,7 @@ from torch import Tensor
 from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
+from ._launch import KernelLaunch
 from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
                       unsupported_reason)
 from .group_conv import _ACT_CODE, _activate_torch, check_act
@@ -271,31 +272,35 @@ class _Call:
                      has_residual, interleave, act, has_scale)
         self.meta = launch_meta(*self.args)
         self.config = launch_config.lookup(self.key())
-        self._launches = {}  # config -> (grid, keyword arguments) of the kernel launch
+        self.out_c = 2 * c if interleave else c
+        self._launches = {}  # config -> its KernelLaunch
 
     def key(self) -> tuple:
         """The signature its tuned config is kept under (see :func:`tuning_key`)."""
         return tuning_key(self.meta, self.args[0], self.device, self.samples, self.per_sample,
                           self.k, self.c)
 
-    def _launch_args(self, config: Optional[LaunchConfig]):
-        if config not in self._launches:
+    def kernel_launch(self, config: Optional[LaunchConfig] = None) -> KernelLaunch:
+        """The kernel's launch with ``config`` (None: the planner's), made once."""
+        launch = self._launches.get(config)
+        if launch is None:
             meta = self.meta if config is None else launch_meta(*self.args, config=config)
             grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
                     triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
-            self._launches[config] = grid, dict(
-                meta, num_warps=config.num_warps if config else NUM_WARPS,
-                num_stages=config.num_stages if config else NUM_STAGES)
-        return self._launches[config]
+            launch = self._launches[config] = KernelLaunch(
+                lambda: _pointwise_kernel, grid,
+                (self.per_sample, self.k, self.c, self.out_c, *self.strides,
+                 *self.weight_strides),
+                dict(meta, num_warps=config.num_warps if config else NUM_WARPS,
+                     num_stages=config.num_stages if config else NUM_STAGES))
+        return launch
 
     def launch(self, rows, weight, bias, residual, kept, scale, out,
                config: Optional[LaunchConfig] = None) -> None:
-        grid, kwargs = self._launch_args(config)
-        _pointwise_kernel[grid](
+        self.kernel_launch(config)(
             rows, weight, bias if bias is not None else weight,
             residual if residual is not None else rows, kept if kept is not None else rows,
-            scale.contiguous() if scale is not None else rows, out, self.per_sample, self.k,
-            self.c, out.shape[1], *self.strides, *self.weight_strides, **kwargs)
+            scale.contiguous() if scale is not None else rows, out)
 
 
 _plan = functools.lru_cache(maxsize=1024)(_Call)

@@ -13,6 +13,8 @@ gate in one call. The stock PyTorch computation (:func:`reference_se_gate`) is t
 the tests' reference; gradients go through it too (the op is an inference path: training runs
 the SE's own modules), so the op stays differentiable.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,6 +22,7 @@ from torch import Tensor
 from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
+from ._launch import KernelLaunch
 from ._triton import HAS_TRITON, can_use_triton, next_power_of_2, tl, triton
 from .group_conv import _ACT_CODE, _activate_torch, check_act
 
@@ -96,6 +99,21 @@ if HAS_TRITON:
                  mask=mask_c)
 
 
+@functools.lru_cache(maxsize=1024)
+def gate_launch(sums_shape: tuple, squeeze: int, inv_pixels: float, act: str) -> KernelLaunch:
+    """The kernel's launch for (N, C) or (N, T, C) sums and ``squeeze`` hidden channels,
+    planned once per call signature."""
+    n, c = sums_shape[0], sums_shape[-1]
+    block_s = next_power_of_2(squeeze)
+    block_k = max(16, min(128, 4096 // block_s))
+    tiles = sums_shape[1] if len(sums_shape) == 3 else 1
+    block_t = min(next_power_of_2(tiles), max(1, 2048 // block_k))
+    return KernelLaunch(lambda: _se_gate_kernel, (n, triton.cdiv(c, BLOCK_C)),
+                        (tiles, c, squeeze, inv_pixels),
+                        dict(ACT=_ACT_CODE[act], BLOCK_S=block_s, BLOCK_K=block_k,
+                             BLOCK_T=block_t, BLOCK_C=BLOCK_C, num_warps=4))
+
+
 @torch.library.custom_op('mux_backbones::se_gate', mutates_args=())
 def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
              w_expand: Tensor, b_expand: Tensor, act: str) -> Tensor:
@@ -108,17 +126,10 @@ def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor
             w_expand.contiguous(), b_expand.contiguous(), _ACT_CODE[act])
     if not can_use_triton(sums, 'se_gate'):
         return reference_se_gate(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act)
-    n, c = sums.shape[0], sums.shape[-1]
-    s = w_reduce.shape[0]
-    out = torch.empty((n, c), dtype=w_expand.dtype, device=sums.device)
-    block_s = next_power_of_2(s)
-    block_k = max(16, min(128, 4096 // block_s))
-    tiles = sums.shape[1] if sums.dim() == 3 else 1
-    block_t = min(next_power_of_2(tiles), max(1, 2048 // block_k))
-    _se_gate_kernel[(n, triton.cdiv(c, BLOCK_C))](
+    out = torch.empty((sums.shape[0], sums.shape[-1]), dtype=w_expand.dtype, device=sums.device)
+    gate_launch(tuple(sums.shape), w_reduce.shape[0], inv_pixels, act)(
         sums.float().contiguous(), w_reduce.contiguous(), b_reduce, w_expand.contiguous(),
-        b_expand, out, tiles, c, s, inv_pixels, ACT=_ACT_CODE[act], BLOCK_S=block_s,
-        BLOCK_K=block_k, BLOCK_T=block_t, BLOCK_C=BLOCK_C, num_warps=4)
+        b_expand, out)
     return out
 
 

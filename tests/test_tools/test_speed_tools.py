@@ -65,15 +65,20 @@ def test_target_table_with_host_times():
 
 
 def test_host_time_without_a_gpu():
-    """tools/gpu/host_time.py: the fused forward's host time up to Triton's launcher, and per
-    kernel its launches and Triton's preparation per launch (Triton's JIT code, nothing
-    launched); it needs the interpreter's kernel path."""
+    """tools/gpu/host_time.py: the fused forward's host time up to Triton's launcher, module by
+    module with Triton's launch and as block launches with direct launches, and per kernel its
+    launches and Triton's preparation per launch (Triton's JIT code, nothing launched); it
+    needs the interpreter's kernel path."""
     pytest.importorskip('triton')
     out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--runs', '3',
                    extra_env={'TRITON_INTERPRET': '1'}).stdout
-    found = re.search(r'launcher ([\d.]+) ms per forward', out)
-    assert found, out
+    found = re.search(r'modules, launches through Triton: host time up to Triton\'s launcher '
+                      r'([\d.]+) ms per forward', out)
+    direct = re.search(r'block launches, direct launches: host time up to Triton\'s launcher '
+                       r'([\d.]+) ms per forward', out)
+    assert found and direct, out
     total = float(found.group(1))
+    assert float(direct.group(1)) > 0
     rows = {r[0]: r[1:] for r in (line.split() for line in out.splitlines())
             if r and r[0].startswith('_') and r[0].endswith('_kernel')}
     assert {'_forward_one_kernel', '_pointwise_kernel', '_se_gate_kernel'} <= set(rows)

@@ -1,16 +1,21 @@
 """Host time of a fused deploy MUXNet's eager forward, measured without a GPU.
 
 The eager goal (deploy mode, batch 32 fp16, <= 1.2x MobileNetV2; docs/speed.md) is a host-time
-goal: eager MobileNetV2 on the H200 machine spent 4.38 ms per forward against ~1 ms of GPU time.
-What MUXNet's fused forward costs the host is Python -- the layers' glue, the ops' planning and
-allocation -- and Triton's own preparation of every launch (binding the arguments, specialising
-each integer and pointer, hashing the cache key) before its C launcher; none of it needs a GPU.
-This tool runs the fused deploy model on the CPU with every kernel launch replaced by exactly that
-preparation (Triton's JIT code for an sm_90 target, on each launch's real arguments) and nothing
-launched, and prints:
+goal: on the H200 machine both nets' eager deploy forwards took their host time (MobileNetV2
+2.88 ms, MUXNet-m 6.51 ms) against ~1 ms of GPU work. What MUXNet's fused forward costs the host
+is Python -- the layers' glue, the ops' planning and allocation -- and Triton's own preparation
+of every launch (binding the arguments, specialising each integer and pointer, hashing the cache
+key) before its C launcher; none of it needs a GPU. This tool runs the fused deploy model on the
+CPU with every kernel launch replaced by exactly that preparation (Triton's JIT code for an
+sm_90 target, on each launch's real arguments) and nothing launched, and prints:
 
-* the forward's host time up to the launcher (the stem conv, a stock conv the CPU computes here,
-  timed alone and taken off);
+* the forward's host time up to the C launcher in two forms: module by module with every
+  launch through Triton's ``kernel[grid]`` (what the H200 measured in session 24), and as the
+  tree runs it now -- each fused block as its planned launches
+  (:mod:`mux_backbones.layers.block_launches`), each launch after its first straight to the
+  compiled kernel's launcher (:mod:`mux_backbones.ops._launch`; here its host steps: the
+  device and stream lookups, stood in by constants, and Triton's launch-hook checks); the
+  stem conv, a stock conv the CPU computes here, timed alone and taken off;
 * per kernel, its launches per forward and Triton's preparation per launch.
 
     TRITON_INTERPRET=1 python tools/gpu/host_time.py [--arch m] [--batch 1] [--shape 224]
@@ -18,9 +23,9 @@ launched, and prints:
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
 (``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
-preparation. A CPU is not the GPU machine's host: compare trees or models on one machine. The
-archs with spatial multiplexing (tiny, xs, s) keep its pixel shuffles as stock ops, which the CPU
-computes here and which count too; MUXNet-m (the goal's net) and l have none.
+preparation. A CPU is not the GPU machine's host: compare trees, paths or models on one machine.
+The archs with spatial multiplexing (tiny, xs, s) keep its pixel shuffles as stock ops, which
+the CPU computes here and which count too; MUXNet-m (the goal's net) and l have none.
 """
 import argparse
 import collections
@@ -46,6 +51,8 @@ except ImportError as err:  # pragma: no cover - depends on the Triton version
 
 from mux_backbones import MUXNet, arch_settings  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
+from mux_backbones.layers.block_call import set_block_calls  # noqa: E402
+from mux_backbones.ops import _launch  # noqa: E402
 
 # (the package exports the op functions under their modules' names)
 _KERNELS = {'mux_backbones.ops.group_conv': ('_forward_kernel', '_forward_one_kernel',
@@ -62,6 +69,7 @@ class LaunchPreparation:
     def __init__(self, kernel, backend):
         jit = JITFunction(kernel.fn)  # the interpreter's wrapper keeps the Python function
         self.name = kernel.fn.__name__
+        self.signature = jit.signature  # (what the direct launch binds its arguments with)
         self.binder = create_function_from_signature(jit.signature, jit.params, backend)
         self.key_cache = {}
         self.recording, self.launches = False, []
@@ -78,7 +86,40 @@ class LaunchPreparation:
                 kwargs[name] = getattr(knobs.compilation, name)
         bound, specialization, options = self.binder(*args, **kwargs)
         compute_cache_key(self.key_cache, specialization, options)
-        return tuple(bound.values())
+        return _COMPILED
+
+
+class _Driver:
+    """Stands in for Triton's CUDA driver where the direct launch asks it (constants: on a
+    GPU these are ~1 us calls into torch.cuda)."""
+
+    @staticmethod
+    def get_current_device():
+        return 0
+
+    @staticmethod
+    def get_current_stream(device):
+        return 0
+
+
+class CompiledStandIn:
+    """Stands in for the kernel Triton compiled: ``[grid]`` gives what its launcher does on
+    the host before the C launch (Triton 3.6-3.9's ``CompiledKernel.__getitem__``: device and
+    stream, the launch hooks, which ``launch_metadata`` checks too)."""
+
+    packed_metadata = ()
+
+    def __getitem__(self, grid):
+        def launch(*args):
+            device = _Driver.get_current_device()
+            _Driver.get_current_stream(device)
+            metadata = None if knobs.runtime.launch_enter_hook is None else {}  # (its check)
+            return metadata, knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+
+        return launch
+
+
+_COMPILED = CompiledStandIn()
 
 
 def install_launch_preparation() -> list:
@@ -128,14 +169,23 @@ def main(argv=None):
     with torch.no_grad():
         for stand_in in stand_ins:
             stand_in.recording = True
-        model(x)
+        set_block_calls(model, False)(x)
         for stand_in in stand_ins:
             stand_in.recording = False
         stem_us = best_of(lambda: model.stem(x), args.runs)
+        _launch.DIRECT = False
         forward_us = best_of(lambda: model(x), args.runs) - stem_us
+        # the direct launches: outside the interpreter as far as the launches are concerned
+        _launch.DIRECT, _launch.interpreting, _launch._driver = True, lambda: False, \
+            lambda: _Driver
+        set_block_calls(model, True)(x)
+        direct_us = best_of(lambda: model(x), args.runs) - stem_us
     print(f'MUXNet-{args.arch} fused deploy forward, batch {args.batch}, {args.shape}x'
-          f'{args.shape}: host time up to Triton\'s launcher {forward_us / 1e3:.2f} ms per forward '
-          f'(the stem conv\'s {stem_us / 1e3:.2f} ms of CPU compute taken off)')
+          f'{args.shape} (the stem conv\'s {stem_us / 1e3:.2f} ms of CPU compute taken off):')
+    print(f'  modules, launches through Triton: host time up to Triton\'s launcher '
+          f'{forward_us / 1e3:.2f} ms per forward')
+    print(f'  block launches, direct launches: host time up to Triton\'s launcher '
+          f'{direct_us / 1e3:.2f} ms per forward')
     print(f'{"kernel":<24}{"launches":>9}{"prep us":>9}{"us/forward":>12}')
     triton_us = 0.0
     per_kernel = collections.OrderedDict((s.name, s) for s in stand_ins if s.launches)

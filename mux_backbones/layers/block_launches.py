@@ -1,0 +1,220 @@
+"""A deployed block's fused GPU form run as its planned kernel launches alone (eager host time).
+
+On CUDA (and on the CPU under Triton's interpreter), :meth:`InvertedResidual.switch_to_deploy`
+with ``fused_ops`` gives a block -- paper Sec. 4's inverted residual, inside channel
+multiplexing (Sec. 3.2) -- a form of four kernels: the expand GEMM with its activation
+(``pointwise_conv``), the spatial conv with folded BN, activation and the squeeze-excite's
+pooling (``group_conv``), the SE gate (``se_gate``), and the project GEMM that applies the
+gate, adds the residual and interleaves the kept channels (``pointwise_conv``). Run module by
+module, each forward wraps those launches in ~20 Python-level calls -- argument checks,
+dispatch, views, plan lookups, Triton's argument binding: ~0.4 ms of host time per block on
+the CPU machine (``tools/gpu/host_time.py``), while a batch-32 block's kernels take tens of
+microseconds on an H200. Eager deploy mode is host-bound (issue "fused MUXConv kernels").
+
+:class:`BlockLaunches` plans a block's launches once per input signature, with the ops' own
+planners, tuned launch configs and weight layouts, and then runs each forward as its output
+allocations and launches (:class:`~mux_backbones.ops._launch.KernelLaunch`): the same kernels
+with the same arguments in the same order, so the output is the modules' to the bit. The GEMMs
+read their input rows through the planned strides, so the maps themselves are handed to them
+(the modules' row views share their memory).
+
+It runs where :class:`~.block_call.OneCallBlock` lets a block run as one call (inference in
+plain eager mode), on tensors the Triton kernels take, without gradients or autocast, with no
+hook on the block's layers and no tuning or dry run watching the ops' calls, and where every
+planned call runs a kernel (not a tuned ``STOCK`` entry). Anywhere else the modules run. A
+weight changed in place (``load_state_dict``, an optimizer) is seen: its version counter moves
+and the block's launches are planned again.
+"""
+import operator
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from ..ops import launch_config
+from ..ops._triton import unsupported_reason
+from ..ops.group_conv import forward_plan, kernel_launch, kernel_weights, planner_state
+from ..ops.pointwise_conv import _planned as plan_pointwise
+from ..ops.se_gate import check_args as check_se_gate_args
+from ..ops.se_gate import gate_launch
+from ._eager import hook_dicts, hooked
+from .conv_bn import ConvAct, PointwiseConv2d, _as_rows, activation_name
+from .fused_group_conv import FusedGroupConv
+from .squeeze_excite import SqueezeExcite
+
+_version = operator.attrgetter('_version')  # (a tensor's in-place modification counter)
+
+
+class _GemmLaunch:
+    """A planned ``pointwise_conv`` call: its launch and the weight, bias as the kernel reads
+    them (tensors in the op's launch order: rows, weight, bias, residual, kept, scale, out)."""
+
+    __slots__ = ('launch', 'weight', 'bias', 'out_c')
+
+    def __init__(self, rows, weight, bias, residual, kept, act, scale):
+        plan, args = plan_pointwise(rows, weight, bias, residual, kept, act, scale)
+        if plan.config == launch_config.STOCK or args[0] is not rows or \
+                args[3] is not residual or args[4] is not kept:
+            raise _NotPlannable('a GEMM runs on the stock path or copies its input')
+        self.launch = plan.kernel_launch(plan.config)
+        self.weight = args[1]
+        self.bias = args[2] if args[2] is not None else args[1]
+        self.out_c = plan.out_c
+
+
+class _NotPlannable(Exception):
+    """The block's call cannot run as planned launches (its modules run)."""
+
+
+class _Program:
+    """A block's launches for one input signature (see :meth:`BlockLaunches._plan`)."""
+
+    __slots__ = ('expand', 'mid_shape', 'conv', 'conv_weight', 'conv_bias', 'out_shape',
+                 'out_strides', 'pool_shape', 'gate', 'gate_shape', 'gate_dtype', 'gate_args',
+                 'project', 'out_rows', 'final_shape')
+
+
+class BlockLaunches:
+    """A deployed block (:class:`~.inverted_residual._ResidualBlock` in its fused form on the
+    Triton kernels) as its planned launches. Build it with :meth:`build`; call it where
+    :meth:`takes` says so. It holds the modules (not copies of their tensors); the block drops
+    it when its tensors are moved or converted, or loaded with ``assign=True``."""
+
+    def __init__(self, block: nn.Module):
+        """(Use :meth:`build`.)"""
+        self._block = block
+        self._hook_dicts = hook_dicts(block)
+        self._sources = [t for t in (*block.parameters(), *block.buffers())]
+        self._versions: Optional[tuple] = None
+        self._programs: Dict[tuple, Optional[_Program]] = {}
+
+    @classmethod
+    def build(cls, block: nn.Module) -> Optional['BlockLaunches']:
+        """The block's launches, or None where its deploy form is not the fused form on the
+        Triton kernels (the stock forms, the CPU kernels' forms, an SE-less block)."""
+        spatial, se = getattr(block, 'depthwise_conv', None), getattr(block, 'se', None)
+        if not getattr(block, 'tail_in_ops', False) or block.fused_tail_in_eager_only or \
+                not isinstance(spatial, FusedGroupConv) or not isinstance(se, SqueezeExcite) or \
+                not se.deploy or activation_name(se.act) is None:
+            return None
+        expand = getattr(block, 'expand_conv', None)
+        if expand is not None and not (
+                isinstance(expand, ConvAct) and isinstance(expand.conv, PointwiseConv2d) and
+                expand.epilogue_act is not None and not expand.conv.kernel_form):
+            return None
+        if block.project_conv.conv.kernel_form:
+            return None
+        if any(type(t) not in (torch.Tensor, nn.Parameter)
+               for t in (*block.parameters(), *block.buffers())):
+            return None
+        return cls(block)
+
+    def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
+        """Whether this forward may run as the launches (the mode -- inference, plain eager --
+        is what :meth:`~.block_call.OneCallBlock._one_call` checks first)."""
+        return not torch.is_grad_enabled() and type(x) is torch.Tensor and x.dim() == 4 and \
+            x.stride(1) == 1 and (kept is None or type(kept) is torch.Tensor and
+                                  kept.dim() == 4 and kept.stride(1) == 1) and \
+            not torch.is_autocast_enabled(x.device.type) and not launch_config.observed() and \
+            not hooked(self._hook_dicts)
+
+    def __call__(self, x: torch.Tensor,
+                 kept: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The block's output, or None where it cannot run as planned launches."""
+        versions = tuple(map(_version, self._sources))
+        if versions != self._versions:  # a weight changed in place: its layouts are stale
+            self._programs.clear()
+            self._versions = versions
+        key = (x.shape, x.stride(), x.dtype, x.device,
+               None if kept is None else (kept.shape, kept.stride(), kept.dtype, kept.device),
+               planner_state(), torch.backends.cuda.matmul.allow_tf32)
+        program = self._programs.get(key, False)
+        if program is False:
+            program = self._programs[key] = self._plan(x, kept)
+        if program is None:
+            return None
+        return self._run(program, x, kept)
+
+    @torch.no_grad()
+    def _plan(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> Optional[_Program]:
+        """The launches for inputs like ``x`` and ``kept``; None where a step would not run as
+        its kernel (its modules then run, and raise where an argument is wrong)."""
+        if unsupported_reason(x) is not None:
+            return None
+        try:
+            return self._planned(x, kept)
+        except (_NotPlannable, ValueError):
+            return None
+
+    def _planned(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> _Program:
+        """Each step planned as the modules' ops plan it, on tensors shaped and laid out as
+        the previous step's outputs will be (allocated, not computed)."""
+        block, p = self._block, _Program()
+        rows = _as_rows(x)
+        if rows.data_ptr() != x.data_ptr() or not rows._is_view():
+            raise _NotPlannable('the input is not rows of a map with its channels innermost')
+        n, _, h, w = x.shape
+        expand = getattr(block, 'expand_conv', None)
+        p.expand = p.mid_shape = None
+        channels = x.shape[1]
+        if expand is not None:
+            p.expand = _GemmLaunch(rows, expand.conv.matrix(), expand.conv.bias, None, None,
+                                   expand.epilogue_act, None)
+            p.mid_shape, channels = (rows.shape[0], p.expand.out_c), p.expand.out_c
+        elif not x.is_contiguous(memory_format=torch.channels_last):
+            raise _NotPlannable('the spatial conv would read a channels-last copy of its input')
+        conv = block.depthwise_conv
+        plan = forward_plan((n, channels, h, w), x.dtype, x.device, conv.splits,
+                            conv.kernel_sizes, conv.dilations, conv.stride,
+                            conv.channels_per_group, conv.act, True, conv.bias is not None)
+        if not plan.fits_int32:
+            raise _NotPlannable('the map is too large for the kernels\' 32-bit offsets')
+        p.conv = [kernel_launch(launch) for launch in plan.launches]
+        p.conv_weight = kernel_weights(conv.weight.contiguous(), conv.splits, conv.kernel_sizes,
+                                       conv.channels_per_group)
+        p.conv_bias = conv.bias if conv.bias is not None else p.conv_weight
+        p.out_shape, p.pool_shape = plan.out_shape, plan.pool_shape
+        _, c, oh, ow = plan.out_shape
+        p.out_strides = (oh * ow * c, 1, ow * c, c)
+        se, act = block.se, activation_name(block.se.act)
+        w_reduce, b_reduce = se.conv_reduce.weight, se.conv_reduce.bias
+        w_expand, b_expand = se.conv_expand.weight, se.conv_expand.bias
+        check_se_gate_args(torch.empty(plan.pool_shape, device='meta'), w_reduce, b_reduce,
+                           w_expand, b_expand, act)
+        p.gate = gate_launch(tuple(plan.pool_shape), w_reduce.shape[0], 1.0 / (oh * ow), act)
+        p.gate_args = (w_reduce.contiguous(), b_reduce, w_expand.contiguous(), b_expand)
+        p.gate_shape, p.gate_dtype = (n, c), w_expand.dtype
+        y = torch.empty_strided(p.out_shape, p.out_strides, dtype=x.dtype, device=x.device)
+        project = block.project_conv.conv
+        p.project = _GemmLaunch(_as_rows(y), project.matrix(), project.bias,
+                                _as_rows(x if block.has_residual else None), _as_rows(kept),
+                                'none', torch.empty(p.gate_shape, dtype=p.gate_dtype,
+                                                    device=x.device))
+        p.out_rows = n * oh * ow
+        p.final_shape = (n, oh, ow, p.project.out_c)  # (with kept: the interleaved channels)
+        return p
+
+    def _run(self, p: _Program, x: torch.Tensor, kept: Optional[torch.Tensor]) -> torch.Tensor:
+        """The planned launches on ``x`` and ``kept``, in the modules' order and with their
+        arguments (the GEMMs get the maps whose rows the modules hand them, and the maps stand
+        in for absent inputs as the rows do)."""
+        device = x.device
+        mid = x
+        if p.expand is not None:
+            mid = torch.empty(p.mid_shape, dtype=x.dtype, device=device)
+            gemm = p.expand
+            gemm.launch(x, gemm.weight, gemm.bias, x, x, x, mid)
+        y = torch.empty_strided(p.out_shape, p.out_strides, dtype=x.dtype, device=device)
+        pool = torch.empty(p.pool_shape, dtype=torch.float32, device=device)
+        for launch in p.conv:
+            launch(mid, p.conv_weight, p.conv_bias, y, pool)
+        gate = torch.empty(p.gate_shape, dtype=p.gate_dtype, device=device)
+        p.gate(pool, *p.gate_args, gate)
+        out = torch.empty((p.out_rows, p.final_shape[3]), dtype=x.dtype, device=device)
+        gemm = p.project
+        gemm.launch(y, gemm.weight, gemm.bias, x if self._block.has_residual else y,
+                    y if kept is None else kept, gate, out)
+        return out.view(p.final_shape).permute(0, 3, 1, 2)
+
+
+__all__: List[str] = ['BlockLaunches']

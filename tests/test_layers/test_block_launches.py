@@ -1,0 +1,218 @@
+"""The fused blocks' GPU deploy form as planned launches (mux_backbones/layers/block_launches.py)
+and the ops' direct kernel launches (mux_backbones/ops/_launch.py), in Triton's interpreter: the
+modules' output to the bit, the modules wherever something needs them, and the launch
+arguments Triton's own binder would give the compiled kernel."""
+import inspect
+
+import pytest
+import torch
+
+from mux_backbones import MUXNet
+from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.layers import FusedGroupConv
+from mux_backbones.layers.block_call import set_block_calls
+from mux_backbones.layers.block_launches import BlockLaunches
+from mux_backbones.layers.inverted_residual import _ResidualBlock
+from mux_backbones.ops import _launch, launch_config
+from mux_backbones.ops._launch import KernelLaunch, bound_values
+from tests.helpers import randomise_bn
+
+
+def _deployed(arch='tiny', **kwargs):
+    torch.manual_seed(0)
+    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7), **kwargs))
+    return switch_to_deploy(model, channels_last=True, fused_ops=True)
+
+
+def _input(batch=2, size=(29, 23)):
+    torch.manual_seed(1)
+    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.fixture
+def launched(monkeypatch):
+    """The blocks whose forward ran as their planned launches."""
+    ran = []
+    original = BlockLaunches._run
+
+    def counted(self, program, x, kept):
+        ran.append(self._block)
+        return original(self, program, x, kept)
+
+    monkeypatch.setattr(BlockLaunches, '_run', counted)
+    return ran
+
+
+def _assert_equal(outputs, expected):
+    for out, ref in zip(outputs, expected, strict=True):
+        assert out.shape == ref.shape and torch.equal(out, ref)
+
+
+@pytest.mark.parametrize('arch,kwargs,batch,size', [
+    ('tiny', {}, 2, (29, 23)), ('m', dict(output_stride=16), 1, (16, 16))])
+def test_block_launches_equal_the_modules(launched, arch, kwargs, batch, size):
+    """Every block in the fused form on the Triton kernels -- MixConvs (windowed weights too),
+    2 channels per group, stride 2, dilation, with and without expand conv, residual and
+    channel multiplexing's kept channels -- runs as its launches, twice (planned once), and
+    the output is the modules' to the bit."""
+    model = _deployed(arch, **kwargs)
+    x = _input(batch, size)
+    with torch.no_grad():
+        expected = set_block_calls(model, False)(x)
+        assert not launched
+        outputs = set_block_calls(model, True)(x)
+        again = model(x) if arch == 'tiny' else outputs  # (m: the interpreter's minutes)
+    _assert_equal(outputs, expected)
+    _assert_equal(again, expected)
+    blocks = [m for m in model.modules() if isinstance(m, _ResidualBlock) and
+              isinstance(m.depthwise_conv, FusedGroupConv) and m.tail_in_ops]
+    assert len(blocks) > 0 and len(launched) == (2 if arch == 'tiny' else 1) * len(blocks)
+    assert {id(b) for b in launched} == {id(b) for b in blocks}
+    programs = [p for b in blocks for p in b._block_call._programs.values()]
+    assert len(programs) == len(blocks) and None not in programs
+    if arch == 'm':
+        assert any(not hasattr(b, 'expand_conv') for b in blocks)
+        assert any(b.depthwise_conv.channels_per_group == 2 for b in blocks)
+
+
+def test_the_modules_run_wherever_something_needs_them(launched):
+    """Gradients, a hook on a layer, the tuner's recording of the ops' calls, a block input
+    whose channels are not innermost: the modules run (the same output)."""
+    model = _deployed()
+    x = _input()
+    block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and
+                 isinstance(m.depthwise_conv, FusedGroupConv) and m.tail_in_ops)
+    inputs = []
+    handle = block.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    with torch.no_grad(), launch_config.recorded_calls('group_conv') as module_calls:
+        expected = set_block_calls(model, False)(x)
+    handle.remove()
+    set_block_calls(model, True)
+    with torch.enable_grad():
+        _assert_equal([o.detach() for o in model(x)], expected)
+    assert not launched
+    with torch.no_grad():
+        handle = block.depthwise_conv.register_forward_hook(lambda *args: None)
+        _assert_equal(model(x), expected)
+        handle.remove()
+        assert launched and block not in launched  # (the other blocks are not hooked)
+        launched.clear()
+        with launch_config.recorded_calls('group_conv') as calls:
+            _assert_equal(model(x), expected)
+        assert len(calls) == len(module_calls) > 0 and not launched
+        block_input = inputs[0]
+        assert block_input.stride(1) == 1
+        out = block(block_input.contiguous())  # (N, C, H, W) memory
+        assert not launched
+        torch.testing.assert_close(out, block(block_input), rtol=0, atol=0)
+        assert launched == [block]
+
+
+def test_block_launches_follow_the_weights(launched):
+    """A weight changed in place (what ``load_state_dict`` does) is planned again: the output
+    follows the modules'."""
+    model = _deployed()
+    x = _input()
+    with torch.no_grad():
+        model(x)
+        for m in model.modules():
+            if isinstance(m, FusedGroupConv):
+                m.weight.mul_(1.5)
+        outputs = model(x)
+        expected = set_block_calls(model, False)(x)
+    _assert_equal(outputs, expected)
+    assert launched
+
+
+class _Compiled:
+    """A compiled kernel as Triton returns it: ``[grid]`` gives its launcher."""
+
+    packed_metadata = ()
+
+    def __init__(self, launched):
+        self.launched = launched
+
+    def __getitem__(self, grid):
+        return lambda *args: self.launched.append((grid, args))
+
+
+class _Jit:
+    """A ``@triton.jit`` kernel as the launch sees it: a signature and ``[grid]``."""
+
+    def __init__(self):
+        def kernel(x_ptr, out_ptr, n, scale, BLOCK: int, ACT: int = 0):
+            pass
+        self.signature = inspect.signature(kernel)
+        self.through_triton, self.direct = [], []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.through_triton.append((grid, args, kwargs))
+            return _Compiled(self.direct)
+        return run
+
+
+def test_kernel_launch_goes_direct_once_compiled(monkeypatch):
+    """Outside the interpreter the first launch per dtypes, pointer alignment and device goes
+    through Triton's ``kernel[grid]``; the next ones through the compiled kernel's launcher,
+    with every parameter in the signature's order (compile-time ones and defaults after the
+    tensors and scalars, launch options left out)."""
+    class Driver:
+        @staticmethod
+        def get_current_device():
+            return 0
+
+    monkeypatch.setattr(_launch, 'interpreting', lambda: False)
+    monkeypatch.setattr(_launch, '_driver', lambda: Driver)
+    jit = _Jit()
+    launch = KernelLaunch(jit, (4, 1, 1), (100, 0.5), dict(BLOCK=64, num_warps=4))
+    x, out = torch.zeros(64), torch.zeros(64)
+    launch(x, out)
+    assert len(jit.through_triton) == 1 and not jit.direct
+    assert jit.through_triton[0] == ((4, 1, 1), (x, out, 100, 0.5), dict(BLOCK=64, num_warps=4))
+    launch(x, out)
+    assert jit.direct == [((4, 1, 1), (x, out, 100, 0.5, 64, 0))]
+    launch(x[1:], out)  # another alignment: Triton specialises on it, so Triton decides
+    launch(x.half(), out)  # another dtype
+    assert len(jit.through_triton) == 3 and len(jit.direct) == 1
+    monkeypatch.setattr(_launch, 'DIRECT', False)  # MUX_BACKBONES_DIRECT_LAUNCH=0
+    launch(x, out)
+    assert len(jit.through_triton) == 4 and len(jit.direct) == 1
+
+
+def test_direct_launch_arguments_are_tritons(monkeypatch):
+    """For every launch of a fused MUXNet forward, the arguments the direct path hands the
+    compiled kernel are those Triton's own binder gives it (Triton's JIT code, for an sm_90
+    target, on the launch's real arguments)."""
+    triton = pytest.importorskip('triton')
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import make_backend
+        from triton.runtime.jit import JITFunction, create_function_from_signature
+    except ImportError:  # pragma: no cover - depends on the Triton version
+        pytest.skip(f'Triton {triton.__version__} has other JIT internals')
+    seen = []
+    original = KernelLaunch.__call__
+
+    def recorded(self, *tensors):
+        seen.append((self, tensors))
+        return original(self, *tensors)
+
+    monkeypatch.setattr(KernelLaunch, '__call__', recorded)
+    model = _deployed()
+    with torch.no_grad():
+        model(_input(batch=1, size=(16, 16)))
+    assert {s[0]._jit().fn.__name__ for s in seen} >= {
+        '_forward_one_kernel', '_pointwise_kernel', '_se_gate_kernel'}
+    backend = make_backend(GPUTarget('cuda', 90, 32))
+    binders = {}
+    for launch, tensors in seen:
+        fn = launch._jit().fn
+        if fn not in binders:
+            jit = JITFunction(fn)
+            binders[fn] = jit, create_function_from_signature(jit.signature, jit.params, backend)
+        jit, binder = binders[fn]
+        args = tensors + launch.scalars
+        expected = tuple(binder(*args, **launch.meta)[0].values())
+        got = bound_values(jit, args, launch.meta)
+        assert len(got) == len(expected) and all(a is b or a == b for a, b in zip(got, expected))
