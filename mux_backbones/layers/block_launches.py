@@ -104,9 +104,9 @@ class BlockLaunches:
             return None
         if block.project_conv.conv.kernel_form:
             return None
-        if any(type(t) not in (torch.Tensor, nn.Parameter)
+        if any(type(t) not in (torch.Tensor, nn.Parameter) or t.is_inference()
                for t in (*block.parameters(), *block.buffers())):
-            return None
+            return None  # (an inference tensor has no version counter to follow it by)
         return cls(block)
 
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:

@@ -124,6 +124,22 @@ def test_block_launches_follow_the_weights(launched):
     assert launched
 
 
+def test_weights_made_in_inference_mode_run_the_modules(launched):
+    """Weights that are inference tensors (converted under ``torch.inference_mode``) have no
+    version counter to follow them by: the modules run, with the same output."""
+    model = _deployed()
+    x = _input()
+    with torch.no_grad():
+        expected = model(x)
+    launched.clear()
+    with torch.inference_mode():
+        model.float()  # (a conversion: the blocks' launches are built again)
+        for p in model.parameters():
+            p.data = p.data.clone()
+        _assert_equal(model(x), expected)
+    assert not launched
+
+
 class _Compiled:
     """A compiled kernel as Triton returns it: ``[grid]`` gives its launcher."""
 

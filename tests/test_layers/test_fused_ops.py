@@ -12,6 +12,7 @@ from mux_backbones.layers import (KERNEL_GRADIENTS, ChannelMux, ConvAct, FusedGr
                                   GroupConv2d, InvertedResidual, MixedConv2d, PointwiseConv2d,
                                   SpatialMuxConv, channel_mux, conv_bn, interleave_halves,
                                   squeeze_excite)
+from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _triton, pointwise_conv, se_gate
 from mux_backbones.ops.launch_config import recorded_calls
@@ -154,7 +155,9 @@ def test_deploy_with_fused_kernels_equals_eval(arch, kwargs, monkeypatch):
     monkeypatch.setattr(channel_mux, 'interleave_halves', pass_spy)
     with torch.no_grad():
         fused.switch_to_deploy(channels_last=True)
-        out = fused(x)
+        # the modules one by one, as the spies see them (run as its planned launches, a block
+        # gives the same bits: tests/test_layers/test_block_launches.py)
+        out = set_block_calls(fused, False)(x)
     pooled = [m for m in fused.modules() if getattr(m, 'pool_in_kernel', False)]
     assert pooled and all(isinstance(m.se, SqueezeExcite) for m in pooled)
     assert gates == [3] * len(pooled)

@@ -352,6 +352,7 @@ def test_check_kernels_rehearsal():
     assert len(lines) >= 7 + 4 + 6 + 2 and all(line.startswith('ok') for line in lines)
     assert any(line.startswith('ok   pointwise_conv') for line in lines)
     assert any('(max rel err, kernel gradients vs stock)' in line for line in lines)
+    assert any('block launches and direct launches equal the modules' in line for line in lines)
     assert 'kernel check: all passed' in out
     proc = run_tool('tools/gpu/check_kernels.py', '--quick', check=False,
                     extra_env={'TRITON_INTERPRET': '0'})

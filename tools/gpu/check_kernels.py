@@ -20,8 +20,10 @@ import torch
 
 from mux_backbones import MUXNet
 from mux_backbones.layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d
-from mux_backbones.ops import (group_conv, pack_weights, pointwise_conv, reference_group_conv,
-                               reference_pointwise_conv, reference_se_gate, se_gate)
+from mux_backbones.layers.block_call import set_block_calls
+from mux_backbones.ops import (_launch, group_conv, pack_weights, pointwise_conv,
+                               reference_group_conv, reference_pointwise_conv, reference_se_gate,
+                               se_gate)
 
 # (splits, kernel sizes, dilations, stride, channels per group, H) taken from MUXNet-m's layers
 _CASES = [
@@ -207,6 +209,25 @@ def check_model(failures, setup: Setup = FULL):
         failures.append(f'MUXNet-{arch} deploy')
     print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} deploy (fused kernels) vs eval: fp32 '
           f'{err:.1e}, fp16 weights {err16:.1e}', flush=True)
+    # Eager deploy runs each fused block as its planned launches, each launch after its first
+    # straight to the compiled kernel: the same kernels and arguments as the modules run
+    # through Triton's kernel[grid], so the same bits.
+    with torch.no_grad():
+        xh = x.half()
+        launched = [fused(xh) for _ in range(2)]  # (the second: every launch direct)
+        set_block_calls(fused, False)
+        _launch.DIRECT = False
+        try:
+            modules = fused(xh)
+        finally:
+            set_block_calls(fused, True)
+            _launch.DIRECT = True
+    same = all(torch.equal(a, b) for run in launched for a, b in zip(run, modules))
+    if not same:
+        failures.append(f'MUXNet-{arch} deploy block launches')
+    print(f'{"ok  " if same else "FAIL"} MUXNet-{arch} deploy, fp16: block launches and direct '
+          f'launches {"equal" if same else "DIFFER FROM"} the modules through Triton\'s launch',
+          flush=True)
 
 
 def main():
