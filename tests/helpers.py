@@ -17,6 +17,22 @@ def randomise_bn(model):
     return model
 
 
+def deployed_muxnet(arch='tiny', seed=0, **kwargs):
+    """A MUXNet (outputs of stages 2, 4, 7; non-trivial BN) in its fused deploy form,
+    channels-last: on the C++ kernels outside the interpreter, on the Triton kernels in it."""
+    from mux_backbones import MUXNet
+    from mux_backbones.deploy import switch_to_deploy
+    torch.manual_seed(seed)
+    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7), **kwargs))
+    return switch_to_deploy(model, channels_last=True, fused_ops=True)
+
+
+def channels_last_input(batch=2, size=(45, 37)):
+    """A seeded (N, 3, H, W) input with its channels innermost."""
+    torch.manual_seed(1)
+    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+
+
 def set_op_switches(monkeypatch, interpret=None, cpu_kernels=None):
     """For one test, the ops' environment switches as a process started with them has them:
     ``TRITON_INTERPRET`` (``interpret``, a bool) and ``MUX_BACKBONES_CPU_KERNELS``

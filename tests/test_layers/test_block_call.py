@@ -16,18 +16,7 @@ from mux_backbones.layers.block_call import (BlockCall, DeployedInvertedResidual
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _cpu_kernels
 from mux_backbones.ops.group_conv import cpu_kernel_serves
-from tests.helpers import randomise_bn
-
-
-def _deployed(arch='tiny', seed=0, **kwargs):
-    torch.manual_seed(seed)
-    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7), **kwargs))
-    return switch_to_deploy(model, channels_last=True, fused_ops=True)
-
-
-def _input(batch=2, size=(45, 37)):
-    torch.manual_seed(1)
-    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+from tests.helpers import channels_last_input, deployed_muxnet, randomise_bn
 
 
 @pytest.fixture
@@ -87,8 +76,8 @@ def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs, stock_d
     if stock_depthwise:  # the rule before the kernel took plain depth-wise convs
         monkeypatch.setattr(FusedGroupConv, 'cpu_kernel_serves', lambda self: cpu_kernel_serves(
             self.weight, self.splits, self.channels_per_group))
-    model = _deployed(arch, **kwargs)
-    x = _input()
+    model = deployed_muxnet(arch, **kwargs)
+    x = channels_last_input()
     convs = []
     for conv_type in (FusedGroupConv, GroupConv2d, torch.nn.Conv2d):
         original = conv_type.forward
@@ -118,8 +107,8 @@ def test_the_modules_run_wherever_something_needs_them(calls):
     """Gradients, a hook on a layer (its own or a global one), a tracer, a function mode, an
     input whose channels are not innermost, another dtype, training mode: the modules (the same
     output)."""
-    model = _deployed()
-    x = _input()
+    model = deployed_muxnet()
+    x = channels_last_input()
     with torch.no_grad():
         expected = model(x)
     blocks = len(calls)
@@ -169,11 +158,11 @@ def test_the_modules_run_wherever_something_needs_them(calls):
 def test_block_calls_follow_the_weights(calls):
     """Weights loaded in place or assigned, a deep copy, a pickled model: the calls compute with
     the modules' current tensors."""
-    source, x = _deployed(seed=1), _input()
+    source, x = deployed_muxnet(seed=1), channels_last_input()
     with torch.no_grad():
         expected = source(x)
         for assign in (False, True):
-            model = _deployed(seed=0)
+            model = deployed_muxnet(seed=0)
             before = model(x)
             model.load_state_dict(source.state_dict(), assign=assign)
             _assert_equal(model(x), expected)
@@ -194,7 +183,7 @@ def test_extension_refuses_what_it_cannot_compute(outside_interpreter):
 
 def test_no_call_without_the_extension(monkeypatch, outside_interpreter):
     """The extension switched off (or not built): the blocks keep their modules."""
-    model = _deployed()
+    model = deployed_muxnet()
     monkeypatch.setattr(block_call_module, 'cpu_kernels', lambda: None)
     block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and m.tail_in_ops)
     assert BlockCall.build(block) is None
@@ -206,7 +195,7 @@ def test_mobilenetv2_blocks_get_the_same_runner(calls):
     ReLU6 in its epilogue, as MUXNet's; their modules otherwise; the same outputs."""
     from mmdet.models.backbones import MobileNetV2
     model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
-    x = _input()
+    x = channels_last_input()
     fresh = copy.deepcopy(model)
     with torch.no_grad():
         expected = model(x)
@@ -252,7 +241,7 @@ def test_stages_run_as_one_call(calls, stage_calls, arch):
     stages = _stages(model)
     assert [name for name, m in model.named_children() if isinstance(m, OneCallStage)] == \
         [name for name in model.layers if name != 'conv_head']
-    x = _input()
+    x = channels_last_input()
     with torch.no_grad():
         expected = set_block_calls(model, False)(x)
         set_block_calls(model, True)
@@ -265,7 +254,7 @@ def test_stages_run_as_one_call(calls, stage_calls, arch):
     assert stage_calls == stages and len(calls) == blocks
     # Another input size: built for it on its first forward, then run as one call, as is the
     # first size still.
-    y = _input(batch=1, size=(32, 40))
+    y = channels_last_input(batch=1, size=(32, 40))
     with torch.no_grad():
         expected_y = set_block_calls(model, False)(y)
         set_block_calls(model, True)(x)
@@ -282,8 +271,8 @@ def test_stages_step_aside_where_something_needs_the_blocks(calls, stage_calls):
     """A hook on any module of a stage (a layer, a block, channel multiplexing's body), a global
     hook, gradients, training mode, the blocks switched to their modules: that stage runs block
     by block (the others as one call), the same output; a block replaced: built again."""
-    model = _deployed()
-    x = _input()
+    model = deployed_muxnet()
+    x = channels_last_input()
     with torch.no_grad():
         model(x)
         expected = model(x)
@@ -329,11 +318,11 @@ def test_stages_step_aside_where_something_needs_the_blocks(calls, stage_calls):
 def test_stages_follow_the_weights(stage_calls):
     """Weights loaded in place or assigned, a deep copy, a pickled model, a model moved and
     back: the stages' calls compute with the modules' current tensors."""
-    source, x = _deployed(seed=1), _input()
+    source, x = deployed_muxnet(seed=1), channels_last_input()
     with torch.no_grad():
         expected = source(x)
         for assign in (False, True):
-            model = _deployed(seed=0)
+            model = deployed_muxnet(seed=0)
             model(x)
             before = model(x)
             model.load_state_dict(source.state_dict(), assign=assign)
@@ -361,7 +350,7 @@ def test_mobilenetv2_stages_get_the_same_runner(calls, stage_calls):
     """MobileNetV2's stages (mmdet's ``nn.Sequential`` of blocks) run as one call too."""
     from mmdet.models.backbones import MobileNetV2
     model = randomise_bn(MobileNetV2(out_indices=(2, 4, 7)))
-    x = _input()
+    x = channels_last_input()
     switch_to_deploy(model, channels_last=True, fused_ops=True)
     stages = _stages(model)
     assert [name for name, m in model.named_children() if isinstance(m, OneCallStage)] == \
@@ -377,7 +366,7 @@ def test_mobilenetv2_stages_get_the_same_runner(calls, stage_calls):
 def test_only_plain_sequences_of_block_calls_become_stages(outside_interpreter):
     """A stage with a block that cannot run as a call, or a subclass of ``nn.Sequential`` (its
     forward may be its own), keeps its class."""
-    model = _deployed()
+    model = deployed_muxnet()
     stage = _stages(model)[0]
     plain = torch.nn.Sequential(*stage)
     assert OneCallStage.fits(plain)

@@ -7,26 +7,17 @@ import inspect
 import pytest
 import torch
 
-from mux_backbones import MUXNet
-from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers import FusedGroupConv
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.layers.block_launches import BlockLaunches
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _launch, launch_config
 from mux_backbones.ops._launch import KernelLaunch, bound_values
-from tests.helpers import randomise_bn
-
-
-def _deployed(arch='tiny', **kwargs):
-    torch.manual_seed(0)
-    model = randomise_bn(MUXNet(arch, out_indices=(2, 4, 7), **kwargs))
-    return switch_to_deploy(model, channels_last=True, fused_ops=True)
+from tests.helpers import channels_last_input, deployed_muxnet
 
 
 def _input(batch=2, size=(29, 23)):
-    torch.manual_seed(1)
-    return torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+    return channels_last_input(batch, size)
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ def test_block_launches_equal_the_modules(launched, arch, kwargs, batch, size):
     2 channels per group, stride 2, dilation, with and without expand conv, residual and
     channel multiplexing's kept channels -- runs as its launches, twice (planned once), and
     the output is the modules' to the bit."""
-    model = _deployed(arch, **kwargs)
+    model = deployed_muxnet(arch, **kwargs)
     x = _input(batch, size)
     with torch.no_grad():
         expected = set_block_calls(model, False)(x)
@@ -78,7 +69,7 @@ def test_block_launches_equal_the_modules(launched, arch, kwargs, batch, size):
 def test_the_modules_run_wherever_something_needs_them(launched):
     """Gradients, a hook on a layer, the tuner's recording of the ops' calls, a block input
     whose channels are not innermost: the modules run (the same output)."""
-    model = _deployed()
+    model = deployed_muxnet()
     x = _input()
     block = next(m for m in model.modules() if isinstance(m, _ResidualBlock) and
                  isinstance(m.depthwise_conv, FusedGroupConv) and m.tail_in_ops)
@@ -111,7 +102,7 @@ def test_the_modules_run_wherever_something_needs_them(launched):
 def test_block_launches_follow_the_weights(launched):
     """A weight changed in place (what ``load_state_dict`` does) is planned again: the output
     follows the modules'."""
-    model = _deployed()
+    model = deployed_muxnet()
     x = _input()
     with torch.no_grad():
         model(x)
@@ -127,7 +118,7 @@ def test_block_launches_follow_the_weights(launched):
 def test_weights_made_in_inference_mode_run_the_modules(launched):
     """Weights that are inference tensors (converted under ``torch.inference_mode``) have no
     version counter to follow them by: the modules run, with the same output."""
-    model = _deployed()
+    model = deployed_muxnet()
     x = _input()
     with torch.no_grad():
         expected = model(x)
@@ -215,7 +206,7 @@ def test_direct_launch_arguments_are_tritons(monkeypatch):
         return original(self, *tensors)
 
     monkeypatch.setattr(KernelLaunch, '__call__', recorded)
-    model = _deployed()
+    model = deployed_muxnet()
     with torch.no_grad():
         model(_input(batch=1, size=(16, 16)))
     assert {s[0]._jit().fn.__name__ for s in seen} >= {
