@@ -43,6 +43,7 @@ from .fused_group_conv import FusedGroupConv
 from .squeeze_excite import SqueezeExcite
 
 _version = operator.attrgetter('_version')  # (a tensor's in-place modification counter)
+_MAX_PROGRAMS = 64  # input signatures planned per block before the plans start afresh
 
 
 class _GemmLaunch:
@@ -84,7 +85,7 @@ class BlockLaunches:
         """(Use :meth:`build`.)"""
         self._block = block
         self._hook_dicts = hook_dicts(block)
-        self._sources = [t for t in (*block.parameters(), *block.buffers())]
+        self._sources = [*block.parameters(), *block.buffers()]
         self._versions: Optional[tuple] = None
         self._programs: Dict[tuple, Optional[_Program]] = {}
 
@@ -130,6 +131,8 @@ class BlockLaunches:
                planner_state(), torch.backends.cuda.matmul.allow_tf32)
         program = self._programs.get(key, False)
         if program is False:
+            if len(self._programs) >= _MAX_PROGRAMS:  # (e.g. a detector's many image sizes)
+                self._programs.clear()
             program = self._programs[key] = self._plan(x, kept)
         if program is None:
             return None
@@ -150,6 +153,8 @@ class BlockLaunches:
         """Each step planned as the modules' ops plan it, on tensors shaped and laid out as
         the previous step's outputs will be (allocated, not computed)."""
         block, p = self._block, _Program()
+        if x.numel() == 0 or kept is not None and kept.numel() == 0:
+            raise _NotPlannable('an empty batch (the ops return empty maps for it)')
         rows = _as_rows(x)
         if rows.data_ptr() != x.data_ptr() or not rows._is_view():
             raise _NotPlannable('the input is not rows of a map with its channels innermost')
