@@ -47,20 +47,22 @@ _MAX_PROGRAMS = 64  # input signatures planned per block before the plans start 
 
 
 class _GemmLaunch:
-    """A planned ``pointwise_conv`` call: its launch and the weight, bias as the kernel reads
-    them (tensors in the op's launch order: rows, weight, bias, residual, kept, scale, out)."""
+    """A planned ``pointwise_conv`` call: its plan and launch config, and the weight and bias
+    as the kernel reads them (what :meth:`_Call.launch` takes besides the call's maps)."""
 
-    __slots__ = ('launch', 'weight', 'bias', 'out_c')
+    __slots__ = ('plan', 'config', 'weight', 'bias', 'out_c')
 
     def __init__(self, rows, weight, bias, residual, kept, act, scale):
         plan, args = plan_pointwise(rows, weight, bias, residual, kept, act, scale)
         if plan.config == launch_config.STOCK or args[0] is not rows or \
                 args[3] is not residual or args[4] is not kept:
             raise _NotPlannable('a GEMM runs on the stock path or copies its input')
-        self.launch = plan.kernel_launch(plan.config)
-        self.weight = args[1]
-        self.bias = args[2] if args[2] is not None else args[1]
+        self.plan, self.config = plan, plan.config
+        self.weight, self.bias = args[1], args[2]
         self.out_c = plan.out_c
+
+    def __call__(self, rows, residual, kept, scale, out) -> None:
+        self.plan.launch(rows, self.weight, self.bias, residual, kept, scale, out, self.config)
 
 
 class _NotPlannable(Exception):
@@ -81,11 +83,11 @@ class BlockLaunches:
     :meth:`takes` says so. It holds the modules (not copies of their tensors); the block drops
     it when its tensors are moved or converted, or loaded with ``assign=True``."""
 
-    def __init__(self, block: nn.Module):
-        """(Use :meth:`build`.)"""
+    def __init__(self, block: nn.Module, sources: List[torch.Tensor]):
+        """(Use :meth:`build`.) ``sources``: the block's parameters and buffers."""
         self._block = block
         self._hook_dicts = hook_dicts(block)
-        self._sources = [*block.parameters(), *block.buffers()]
+        self._sources = sources
         self._versions: Optional[tuple] = None
         self._programs: Dict[tuple, Optional[_Program]] = {}
 
@@ -105,10 +107,10 @@ class BlockLaunches:
             return None
         if block.project_conv.conv.kernel_form:
             return None
-        if any(type(t) not in (torch.Tensor, nn.Parameter) or t.is_inference()
-               for t in (*block.parameters(), *block.buffers())):
+        sources = [*block.parameters(), *block.buffers()]
+        if any(type(t) not in (torch.Tensor, nn.Parameter) or t.is_inference() for t in sources):
             return None  # (an inference tensor has no version counter to follow it by)
-        return cls(block)
+        return cls(block, sources)
 
     def takes(self, x: torch.Tensor, kept: Optional[torch.Tensor]) -> bool:
         """Whether this forward may run as the launches (the mode -- inference, plain eager --
@@ -201,14 +203,13 @@ class BlockLaunches:
 
     def _run(self, p: _Program, x: torch.Tensor, kept: Optional[torch.Tensor]) -> torch.Tensor:
         """The planned launches on ``x`` and ``kept``, in the modules' order and with their
-        arguments (the GEMMs get the maps whose rows the modules hand them, and the maps stand
-        in for absent inputs as the rows do)."""
+        arguments (the GEMMs get the maps whose rows the modules hand them: the same memory,
+        read through the planned strides)."""
         device = x.device
         mid = x
         if p.expand is not None:
             mid = torch.empty(p.mid_shape, dtype=x.dtype, device=device)
-            gemm = p.expand
-            gemm.launch(x, gemm.weight, gemm.bias, x, x, x, mid)
+            p.expand(x, None, None, None, mid)
         y = torch.empty_strided(p.out_shape, p.out_strides, dtype=x.dtype, device=device)
         pool = torch.empty(p.pool_shape, dtype=torch.float32, device=device)
         for launch in p.conv:
@@ -216,9 +217,7 @@ class BlockLaunches:
         gate = torch.empty(p.gate_shape, dtype=p.gate_dtype, device=device)
         p.gate(pool, *p.gate_args, gate)
         out = torch.empty((p.out_rows, p.final_shape[3]), dtype=x.dtype, device=device)
-        gemm = p.project
-        gemm.launch(y, gemm.weight, gemm.bias, x if self._block.has_residual else y,
-                    y if kept is None else kept, gate, out)
+        p.project(y, x if self._block.has_residual else None, kept, gate, out)
         return out.view(p.final_shape).permute(0, 3, 1, 2)
 
 
