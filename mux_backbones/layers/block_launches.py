@@ -16,7 +16,10 @@ planners, tuned launch configs and weight layouts, and then runs each forward as
 allocations and launches (:class:`~mux_backbones.ops._launch.KernelLaunch`): the same kernels
 with the same arguments in the same order, so the output is the modules' to the bit. The GEMMs
 read their input rows through the planned strides, so the maps themselves are handed to them
-(the modules' row views share their memory).
+(the modules' row views share their memory). Where the project GEMM has few programs (batch 1,
+the small maps: :func:`gate_in_gemm`) it computes the SE gate itself from the pooled sums,
+with the gate op's arithmetic in the gate op's order (the same bits in Triton's interpreter),
+and the gate's launch goes: three launches per block instead of four.
 
 It runs where :class:`~.block_call.OneCallBlock` lets a block run as one call (inference in
 plain eager mode), on tensors the Triton kernels take, without gradients or autocast, with no
@@ -26,6 +29,7 @@ weight changed in place (``load_state_dict``, an optimizer) is seen: its version
 and the block's launches are planned again.
 """
 import operator
+import os
 from typing import Dict, List, Optional
 
 import torch
@@ -34,6 +38,7 @@ from torch import nn
 from ..ops import launch_config
 from ..ops._triton import unsupported_reason
 from ..ops.group_conv import forward_plan, kernel_launch, kernel_weights, planner_state
+from ..ops.pointwise_conv import Gate
 from ..ops.pointwise_conv import _planned as plan_pointwise
 from ..ops.se_gate import check_args as check_se_gate_args
 from ..ops.se_gate import gate_launch
@@ -44,13 +49,33 @@ from .squeeze_excite import SqueezeExcite
 
 _version = operator.attrgetter('_version')  # (a tensor's in-place modification counter)
 _MAX_PROGRAMS = 64  # input signatures planned per block before the plans start afresh
+# Where the project GEMM computes the SE gate itself (the modules launch the gate op before it):
+# one launch less per block, a fixed saving, while each of the GEMM's programs recomputes its
+# sample's hidden vector (an (S, K) matrix-vector product) before its tile -- a cost that grows
+# with the programs (tools/gpu/kernel_sass.py, MUXNet-m fp16: ~1.5-3 us of issue time per
+# project GEMM at batch 32, more registers). 'auto': where the GEMM has at most
+# GATE_IN_GEMM_PROGRAMS programs (batch 1 and the small maps, where the launches are
+# latency-bound); '1': always; '0': never. From MUX_BACKBONES_GATE_IN_GEMM, read at import.
+GATE_IN_GEMM = os.environ.get('MUX_BACKBONES_GATE_IN_GEMM', 'auto')
+GATE_IN_GEMM_PROGRAMS = 132  # one per SM of an H100/H200
+
+
+def gate_in_gemm(programs: int) -> bool:
+    """Whether a project GEMM of ``programs`` programs computes its SE gate itself (see
+    :data:`GATE_IN_GEMM`)."""
+    if GATE_IN_GEMM in ('0', '1'):
+        return GATE_IN_GEMM == '1'
+    return programs <= GATE_IN_GEMM_PROGRAMS
 
 
 class _GemmLaunch:
     """A planned ``pointwise_conv`` call: its plan and launch config, and the weight and bias
-    as the kernel reads them (what :meth:`_Call.launch` takes besides the call's maps)."""
+    as the kernel reads them (what :meth:`_Call.launch` takes besides the call's maps); with
+    ``gate`` (and the SE's ``se_weights``), the call that computes its scale itself from the
+    SE's pooled sums (:meth:`_Call.gated_launch`), which it then takes in place of the
+    scale."""
 
-    __slots__ = ('plan', 'config', 'weight', 'bias', 'out_c')
+    __slots__ = ('plan', 'config', 'weight', 'bias', 'out_c', 'gate', 'se_weights')
 
     def __init__(self, rows, weight, bias, residual, kept, act, scale):
         plan, args = plan_pointwise(rows, weight, bias, residual, kept, act, scale)
@@ -60,9 +85,20 @@ class _GemmLaunch:
         self.plan, self.config = plan, plan.config
         self.weight, self.bias = args[1], args[2]
         self.out_c = plan.out_c
+        self.gate, self.se_weights = None, ()
+
+    @property
+    def programs(self) -> int:
+        grid = self.plan.kernel_launch(self.config).grid
+        return grid[0] * grid[1]
 
     def __call__(self, rows, residual, kept, scale, out) -> None:
-        self.plan.launch(rows, self.weight, self.bias, residual, kept, scale, out, self.config)
+        if self.gate is not None:  # (scale: the SE's pooled sums)
+            self.plan.gated_launch(self.gate, rows, self.weight, self.bias, residual, kept,
+                                   scale, self.se_weights, out, self.config)
+        else:
+            self.plan.launch(rows, self.weight, self.bias, residual, kept, scale, out,
+                             self.config)
 
 
 class _NotPlannable(Exception):
@@ -130,7 +166,8 @@ class BlockLaunches:
             self._versions = versions
         key = (x.shape, x.stride(), x.dtype, x.device,
                None if kept is None else (kept.shape, kept.stride(), kept.dtype, kept.device),
-               planner_state(), torch.backends.cuda.matmul.allow_tf32)
+               planner_state(), torch.backends.cuda.matmul.allow_tf32, GATE_IN_GEMM,
+               GATE_IN_GEMM_PROGRAMS)
         program = self._programs.get(key, False)
         if program is False:
             if len(self._programs) >= _MAX_PROGRAMS:  # (e.g. a detector's many image sizes)
@@ -188,8 +225,8 @@ class BlockLaunches:
         w_expand, b_expand = se.conv_expand.weight, se.conv_expand.bias
         check_se_gate_args(torch.empty(plan.pool_shape, device='meta'), w_reduce, b_reduce,
                            w_expand, b_expand, act)
-        p.gate = gate_launch(tuple(plan.pool_shape), w_reduce.shape[0], 1.0 / (oh * ow), act)
-        p.gate_args = (w_reduce.contiguous(), b_reduce, w_expand.contiguous(), b_expand)
+        p.gate_args = (w_reduce.contiguous(), b_reduce.contiguous(), w_expand.contiguous(),
+                       b_expand.contiguous())
         p.gate_shape, p.gate_dtype = (n, c), w_expand.dtype
         y = torch.empty_strided(p.out_shape, p.out_strides, dtype=x.dtype, device=x.device)
         project = block.project_conv.conv
@@ -197,6 +234,12 @@ class BlockLaunches:
                                 _as_rows(x if block.has_residual else None), _as_rows(kept),
                                 'none', torch.empty(p.gate_shape, dtype=p.gate_dtype,
                                                     device=x.device))
+        p.gate = None
+        if gate_in_gemm(p.project.programs):
+            p.project.gate = Gate(plan.pool_shape[1], w_reduce.shape[0], 1.0 / (oh * ow), act)
+            p.project.se_weights = p.gate_args
+        else:
+            p.gate = gate_launch(tuple(plan.pool_shape), w_reduce.shape[0], 1.0 / (oh * ow), act)
         p.out_rows = n * oh * ow
         p.final_shape = (n, oh, ow, p.project.out_c)  # (with kept: the interleaved channels)
         return p
@@ -214,8 +257,10 @@ class BlockLaunches:
         pool = torch.empty(p.pool_shape, dtype=torch.float32, device=device)
         for launch in p.conv:
             launch(mid, p.conv_weight, p.conv_bias, y, pool)
-        gate = torch.empty(p.gate_shape, dtype=p.gate_dtype, device=device)
-        p.gate(pool, *p.gate_args, gate)
+        gate = pool  # (the project GEMM computes the gate from the sums itself)
+        if p.gate is not None:
+            gate = torch.empty(p.gate_shape, dtype=p.gate_dtype, device=device)
+            p.gate(pool, *p.gate_args, gate)
         out = torch.empty((p.out_rows, p.final_shape[3]), dtype=x.dtype, device=device)
         p.project(y, x if self._block.has_residual else None, kept, gate, out)
         return out.view(p.final_shape).permute(0, 3, 1, 2)

@@ -38,7 +38,7 @@ reference; gradients go through it (the op is an inference path: training keeps 
 conv's norm layer, which no epilogue can fold).
 """
 import functools
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -51,9 +51,11 @@ from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2,
                       unsupported_reason)
 from .group_conv import _ACT_CODE, _activate_torch, check_act
 from .launch_config import LaunchConfig
+from .se_gate import hidden_blocks
 
 if HAS_TRITON:
     from .group_conv import _activate
+    from .se_gate import se_gate_values, se_hidden
 
 NUM_WARPS = 4
 NUM_STAGES = 3  # Triton's default on NVIDIA GPUs, said here so a tuned config can differ
@@ -105,13 +107,16 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
 if HAS_TRITON:
 
     @triton.jit
-    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, ROWS, K, C, OUT_C,
-                          x_row, r_row, k_row, w_k, w_c, HAS_BIAS: tl.constexpr,
+    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, w1_ptr, b1_ptr,
+                          w2_ptr, b2_ptr, ROWS, K, C, OUT_C, x_row, r_row, k_row, w_k, w_c, T,
+                          S, inv_pixels, HAS_BIAS: tl.constexpr,
                           HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
                           ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
                           WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
                           ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr):
+                          BLOCK_K: tl.constexpr, SE_GATE: tl.constexpr, SE_ACT: tl.constexpr,
+                          BLOCK_S: tl.constexpr, SE_BLOCK_K: tl.constexpr,
+                          BLOCK_T: tl.constexpr):
         """BLOCK_M rows of one sample (``program_id(1)``: its input scale) x BLOCK_N
         output channels. ``program_id(0)`` runs over the channel blocks of a row block first:
         programs launched together read the same input tile (once from memory, then from L2),
@@ -122,7 +127,13 @@ if HAS_TRITON:
         vectors it may use where Triton's own specialisation (multiples of 16) misses them
         (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
         vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (a contiguous
-        ``(K, C)`` matrix); else K is (the conv's own ``(C, K)`` weight, transposed)."""
+        ``(K, C)`` matrix); else K is (the conv's own ``(C, K)`` weight, transposed).
+
+        ``SE_GATE`` (with ``HAS_SCALE``): the scale is a squeeze-excite gate the program computes
+        itself, from the sample's ``(T, K)`` partial channel sums at ``s_ptr`` and the SE's
+        weights ``w1`` (S, K), ``b1``, ``w2`` (K, S), ``b2`` (:mod:`.se_gate`'s computation,
+        in its order): the hidden vector once, then each K block's gate as its tile arrives --
+        instead of a gate launch before this one."""
         sample = tl.program_id(1)
         n_blocks = tl.cdiv(C, BLOCK_N)
         block_m = tl.program_id(0) // n_blocks
@@ -132,6 +143,9 @@ if HAS_TRITON:
         ok_m = local < ROWS
         ok_n = (cols // ALIGN) < (C // ALIGN)
         row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
+        if SE_GATE:
+            hidden = se_hidden(s_ptr, w1_ptr, b1_ptr, sample, T, K, S, inv_pixels, SE_ACT,
+                               BLOCK_S, SE_BLOCK_K, BLOCK_T)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             ks = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
@@ -139,7 +153,11 @@ if HAS_TRITON:
             a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
                         mask=ok_m[:, None] & ok_k[None, :], other=0.0)
             if HAS_SCALE:  # the sample's input-channel scale (an SE gate), as the tile arrives
-                gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
+                if SE_GATE:
+                    gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
+                                          BLOCK_S).to(tl.float32)
+                else:
+                    gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
                 a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
             if WEIGHT_ROWS:
                 w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
@@ -225,7 +243,32 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
                 ACT=_ACT_CODE[act], HAS_SCALE=has_scale, WEIGHT_ROWS=weight_rows,
                 PRECISION='tf32' if tf32 else 'ieee',
                 ALIGN=alignment(dtype.itemsize, k, c, *strides),
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_NO_GATE)
+
+
+# A launch without the gate's computation: its compile-time arguments and its integer and
+# float arguments (T, S, inv_pixels) -- placeholders, as the absent tensors are.
+_NO_GATE = dict(SE_GATE=False, SE_ACT=0, BLOCK_S=1, SE_BLOCK_K=1, BLOCK_T=1)
+NO_GATE_SCALARS = (1, 1, 1.0)
+
+
+class Gate(NamedTuple):
+    """The squeeze-excite gate a project GEMM computes itself (``SE_GATE``): partial sums over
+    ``tiles`` tiles of the map, ``squeeze`` hidden channels, ``inv_pixels`` (1 / H * W) and the
+    hidden activation (see :mod:`.se_gate`)."""
+
+    tiles: int
+    squeeze: int
+    inv_pixels: float
+    act: str
+
+    def meta(self, samples: int, k: int) -> dict:
+        blocks = hidden_blocks((samples, self.tiles, k), self.squeeze)
+        return dict(SE_GATE=True, SE_ACT=_ACT_CODE[self.act], BLOCK_S=blocks['BLOCK_S'],
+                    SE_BLOCK_K=blocks['BLOCK_K'], BLOCK_T=blocks['BLOCK_T'])
+
+    def scalars(self) -> tuple:
+        return self.tiles, self.squeeze, self.inv_pixels
 
 
 def _out_shape(rows: Tensor, weight: Tensor, kept: Optional[Tensor]):
@@ -273,24 +316,28 @@ class _Call:
         self.meta = launch_meta(*self.args)
         self.config = launch_config.lookup(self.key())
         self.out_c = 2 * c if interleave else c
-        self._launches = {}  # config -> its KernelLaunch
+        self._launches = {}  # (config, gate) -> its KernelLaunch
 
     def key(self) -> tuple:
         """The signature its tuned config is kept under (see :func:`tuning_key`)."""
         return tuning_key(self.meta, self.args[0], self.device, self.samples, self.per_sample,
                           self.k, self.c)
 
-    def kernel_launch(self, config: Optional[LaunchConfig] = None) -> KernelLaunch:
-        """The kernel's launch with ``config`` (None: the planner's), made once."""
-        launch = self._launches.get(config)
+    def kernel_launch(self, config: Optional[LaunchConfig] = None,
+                      gate: Optional[Gate] = None) -> KernelLaunch:
+        """The kernel's launch with ``config`` (None: the planner's), made once; with ``gate``
+        (a call with a scale), the launch that computes its scale as that SE gate."""
+        launch = self._launches.get((config, gate))
         if launch is None:
             meta = self.meta if config is None else launch_meta(*self.args, config=config)
+            if gate is not None:
+                meta = dict(meta, **gate.meta(self.samples, self.k))
             grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
                     triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
-            launch = self._launches[config] = KernelLaunch(
+            launch = self._launches[config, gate] = KernelLaunch(
                 lambda: _pointwise_kernel, grid,
                 (self.per_sample, self.k, self.c, self.out_c, *self.strides,
-                 *self.weight_strides),
+                 *self.weight_strides, *(gate.scalars() if gate else NO_GATE_SCALARS)),
                 dict(meta, num_warps=config.num_warps if config else NUM_WARPS,
                      num_stages=config.num_stages if config else NUM_STAGES))
         return launch
@@ -300,7 +347,19 @@ class _Call:
         self.kernel_launch(config)(
             rows, weight, bias if bias is not None else weight,
             residual if residual is not None else rows, kept if kept is not None else rows,
-            scale.contiguous() if scale is not None else rows, out)
+            scale.contiguous() if scale is not None else rows, out, weight, weight, weight,
+            weight)
+
+    def gated_launch(self, gate: Gate, rows, weight, bias, residual, kept, sums, se_weights,
+                     out, config: Optional[LaunchConfig] = None) -> None:
+        """:meth:`launch` with the scale computed in the kernel as the SE gate ``gate`` of
+        ``sums`` (``(N, T, K)`` fp32, contiguous) and ``se_weights`` (``w_reduce`` (S, K),
+        ``b_reduce``, ``w_expand`` (K, S), ``b_expand``; contiguous) -- the plan must be a
+        call's with a scale."""
+        self.kernel_launch(config, gate)(
+            rows, weight, bias if bias is not None else weight,
+            residual if residual is not None else rows, kept if kept is not None else rows,
+            sums, out, *se_weights)
 
 
 _plan = functools.lru_cache(maxsize=1024)(_Call)

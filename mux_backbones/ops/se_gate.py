@@ -63,13 +63,10 @@ def reference_se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduc
 if HAS_TRITON:
 
     @triton.jit
-    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, T, C, S, inv_pixels,
-                        ACT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
-                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-        """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
-        of its sample, so no second launch or cross-program sync is needed."""
-        n = tl.program_id(0)
-        pid_c = tl.program_id(1)
+    def se_hidden(sums_ptr, w1_ptr, b1_ptr, n, T, C, S, inv_pixels, ACT: tl.constexpr,
+                  BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr):
+        """Sample ``n``'s hidden vector ``act(w1 @ mean + b1)`` (zero past ``S``) from its
+        ``(T, C)`` partial channel sums: the part of the gate every gated channel needs."""
         offs_s = tl.arange(0, BLOCK_S)
         mask_s = offs_s < S
         hidden = tl.zeros((BLOCK_S, ), dtype=tl.float32)
@@ -88,15 +85,44 @@ if HAS_TRITON:
                          mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
             hidden += tl.sum(w1 * (total * inv_pixels)[None, :], axis=1)
         hidden += tl.load(b1_ptr + offs_s, mask=mask_s, other=0.0).to(tl.float32)
-        hidden = tl.where(mask_s, _activate(hidden, ACT), 0.0)
-        offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask_c = offs_c < C
+        return tl.where(mask_s, _activate(hidden, ACT), 0.0)
+
+    @triton.jit
+    def se_gate_values(w2_ptr, b2_ptr, hidden, offs_c, mask_c, S, BLOCK_S: tl.constexpr):
+        """The gate of channels ``offs_c`` from the hidden vector, rounded to the expand
+        weight's dtype as the op returns it (so a kernel applying it computes as the op's
+        output would)."""
+        offs_s = tl.arange(0, BLOCK_S)
         w2 = tl.load(w2_ptr + offs_c[:, None] * S + offs_s[None, :],
-                     mask=mask_c[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
+                     mask=mask_c[:, None] & (offs_s < S)[None, :], other=0.0).to(tl.float32)
         logit = tl.sum(w2 * hidden[None, :], axis=1)
         logit += tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-        tl.store(out_ptr + n * C + offs_c, tl.sigmoid(logit).to(out_ptr.dtype.element_ty),
-                 mask=mask_c)
+        return tl.sigmoid(logit).to(w2_ptr.dtype.element_ty)
+
+    @triton.jit
+    def _se_gate_kernel(sums_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, T, C, S, inv_pixels,
+                        ACT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+        """One sample x BLOCK_C gated channels. Each program recomputes the (tiny) hidden vector
+        of its sample, so no second launch or cross-program sync is needed."""
+        n = tl.program_id(0)
+        hidden = se_hidden(sums_ptr, w1_ptr, b1_ptr, n, T, C, S, inv_pixels, ACT, BLOCK_S,
+                           BLOCK_K, BLOCK_T)
+        offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        tl.store(out_ptr + n * C + offs_c,
+                 se_gate_values(w2_ptr, b2_ptr, hidden, offs_c, mask_c, S, BLOCK_S).to(
+                     out_ptr.dtype.element_ty), mask=mask_c)
+
+
+def hidden_blocks(sums_shape: tuple, squeeze: int) -> dict:
+    """The hidden vector's compile-time blocks (:func:`se_hidden`) for (N, C) or (N, T, C)
+    sums and ``squeeze`` hidden channels: ``BLOCK_S``, ``BLOCK_K``, ``BLOCK_T``."""
+    block_s = next_power_of_2(squeeze)
+    block_k = max(16, min(128, 4096 // block_s))
+    tiles = sums_shape[1] if len(sums_shape) == 3 else 1
+    return dict(BLOCK_S=block_s, BLOCK_K=block_k,
+                BLOCK_T=min(next_power_of_2(tiles), max(1, 2048 // block_k)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -104,14 +130,11 @@ def gate_launch(sums_shape: tuple, squeeze: int, inv_pixels: float, act: str) ->
     """The kernel's launch for (N, C) or (N, T, C) sums and ``squeeze`` hidden channels,
     planned once per call signature."""
     n, c = sums_shape[0], sums_shape[-1]
-    block_s = next_power_of_2(squeeze)
-    block_k = max(16, min(128, 4096 // block_s))
     tiles = sums_shape[1] if len(sums_shape) == 3 else 1
-    block_t = min(next_power_of_2(tiles), max(1, 2048 // block_k))
     return KernelLaunch(lambda: _se_gate_kernel, (n, triton.cdiv(c, BLOCK_C)),
                         (tiles, c, squeeze, inv_pixels),
-                        dict(ACT=_ACT_CODE[act], BLOCK_S=block_s, BLOCK_K=block_k,
-                             BLOCK_T=block_t, BLOCK_C=BLOCK_C, num_warps=4))
+                        dict(ACT=_ACT_CODE[act], **hidden_blocks(sums_shape, squeeze),
+                             BLOCK_C=BLOCK_C, num_warps=4))
 
 
 @torch.library.custom_op('mux_backbones::se_gate', mutates_args=())

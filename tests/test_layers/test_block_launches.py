@@ -7,12 +7,14 @@ import inspect
 import pytest
 import torch
 
-from mux_backbones.layers import FusedGroupConv
+from mux_backbones.layers import FusedGroupConv, block_launches
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.layers.block_launches import BlockLaunches
 from mux_backbones.layers.inverted_residual import _ResidualBlock
 from mux_backbones.ops import _launch, launch_config
 from mux_backbones.ops._launch import KernelLaunch, bound_values
+from mux_backbones.ops.launch_config import LaunchConfig, recorded_calls
+from mux_backbones.ops.pointwise_conv import call_key
 from tests.helpers import channels_last_input, deployed_muxnet
 
 
@@ -39,15 +41,28 @@ def _assert_equal(outputs, expected):
         assert out.shape == ref.shape and torch.equal(out, ref)
 
 
-@pytest.mark.parametrize('arch,kwargs,batch,size', [
-    ('tiny', {}, 2, (29, 23)), ('m', dict(output_stride=16), 1, (16, 16))])
-def test_block_launches_equal_the_modules(launched, arch, kwargs, batch, size):
+@pytest.mark.parametrize('arch,kwargs,batch,size,gate_in_gemm', [
+    ('tiny', {}, 2, (29, 23), '1'), ('tiny', {}, 2, (29, 23), '0'),
+    ('tiny', {}, 2, (29, 23), 'auto'), ('m', dict(output_stride=16), 1, (16, 16), '1')])
+def test_block_launches_equal_the_modules(launched, monkeypatch, arch, kwargs, batch, size,
+                                          gate_in_gemm):
     """Every block in the fused form on the Triton kernels -- MixConvs (windowed weights too),
     2 channels per group, stride 2, dilation, with and without expand conv, residual and
     channel multiplexing's kept channels -- runs as its launches, twice (planned once), and
-    the output is the modules' to the bit."""
+    the output is the modules' to the bit: with the SE gate computed by the project GEMM (in
+    the gate op's order, rounded as the op's output), with the gate op's own launch, and
+    ('auto') each by the GEMM's programs (here: one project GEMM launched in 16-row tiles,
+    a tuned config, has more programs than the limit)."""
+    monkeypatch.setattr(block_launches, 'GATE_IN_GEMM', gate_in_gemm)
+    monkeypatch.setattr(block_launches, 'GATE_IN_GEMM_PROGRAMS', 4)
     model = deployed_muxnet(arch, **kwargs)
     x = _input(batch, size)
+    if gate_in_gemm == 'auto':
+        with torch.no_grad(), recorded_calls('pointwise_conv') as calls:
+            set_block_calls(model, False)(x)
+        project = next(call for call in calls if call[6] is not None)  # (with an SE scale)
+        monkeypatch.setattr(launch_config, '_table', {})
+        launch_config.record(call_key(*project), LaunchConfig(16, 16, 4, 1))
     with torch.no_grad():
         expected = set_block_calls(model, False)(x)
         assert not launched
@@ -61,6 +76,12 @@ def test_block_launches_equal_the_modules(launched, arch, kwargs, batch, size):
     assert {id(b) for b in launched} == {id(b) for b in blocks}
     programs = [p for b in blocks for p in b._block_call._programs.values()]
     assert len(programs) == len(blocks) and None not in programs
+    gated = [p.project.gate is not None for p in programs]
+    assert all((p.gate is None) == g for p, g in zip(programs, gated))
+    if gate_in_gemm == 'auto':
+        assert gated == [p.project.programs <= 4 for p in programs] and 0 < sum(gated) < len(gated)
+    else:
+        assert all(gated) == (gate_in_gemm == '1') and any(gated) == all(gated)
     if arch == 'm':
         assert any(not hasattr(b, 'expand_conv') for b in blocks)
         assert any(b.depthwise_conv.channels_per_group == 2 for b in blocks)
@@ -187,10 +208,12 @@ def test_kernel_launch_goes_direct_once_compiled(monkeypatch):
     assert len(jit.through_triton) == 4 and len(jit.direct) == 1
 
 
-def test_direct_launch_arguments_are_tritons(monkeypatch):
+@pytest.mark.parametrize('gate_in_gemm', [True, False])
+def test_direct_launch_arguments_are_tritons(monkeypatch, gate_in_gemm):
     """For every launch of a fused MUXNet forward, the arguments the direct path hands the
     compiled kernel are those Triton's own binder gives it (Triton's JIT code, for an sm_90
-    target, on the launch's real arguments)."""
+    target, on the launch's real arguments), the project GEMMs computing the SE gate or
+    taking it from the gate op's launch."""
     triton = pytest.importorskip('triton')
     try:
         from triton.backends.compiler import GPUTarget
@@ -206,11 +229,14 @@ def test_direct_launch_arguments_are_tritons(monkeypatch):
         return original(self, *tensors)
 
     monkeypatch.setattr(KernelLaunch, '__call__', recorded)
+    monkeypatch.setattr(block_launches, 'GATE_IN_GEMM', '1' if gate_in_gemm else '0')
     model = deployed_muxnet()
     with torch.no_grad():
         model(_input(batch=1, size=(16, 16)))
-    assert {s[0]._jit().fn.__name__ for s in seen} >= {
-        '_forward_one_kernel', '_pointwise_kernel', '_se_gate_kernel'}
+    kernels = {s[0]._jit().fn.__name__ for s in seen}
+    assert kernels >= {'_forward_one_kernel', '_pointwise_kernel'}
+    assert ('_se_gate_kernel' in kernels) != gate_in_gemm
+    assert any(s[0].meta['SE_GATE'] for s in seen if 'SE_GATE' in s[0].meta) == gate_in_gemm
     backend = make_backend(GPUTarget('cuda', 90, 32))
     binders = {}
     for launch, tensors in seen:

@@ -9,12 +9,14 @@ import warnings
 import pytest
 import torch
 
-from mux_backbones.ops import _triton, launch_config, pointwise_conv, reference_pointwise_conv
+from mux_backbones.ops import (_triton, launch_config, pointwise_conv, reference_pointwise_conv,
+                               reference_se_gate, se_gate)
 from mux_backbones.ops._triton import next_power_of_2
 from mux_backbones.ops.launch_config import LaunchConfig, _run_compile_jobs, recorded_calls
 from mux_backbones.ops.pointwise_conv import (_pointwise_conv, alignment, call_key, candidates,
                                               compile_jobs, launch_blocks, tune_pointwise_conv)
 from .conftest import pointwise_inputs as _inputs
+from .conftest import se_gate_params
 
 gemm = sys.modules['mux_backbones.ops.pointwise_conv']
 
@@ -48,6 +50,33 @@ def test_epilogues_against_the_reference(samples, pixels, k, c, weight_rows):
     out = pointwise_conv(rows, weight, bias, residual, kept)
     torch.testing.assert_close(out[:, 1::2], kept)
     torch.testing.assert_close(out[:, 0::2], pointwise_conv(rows, weight, bias, residual))
+
+
+@pytest.mark.parametrize('samples,pixels,k,c,tiles,squeeze,act,dtype', [
+    (2, 30, 20, 12, 3, 5, 'relu', torch.float32),
+    (3, 49, 130, 24, 37, 1, 'silu', torch.float32),  # K over several blocks, many tiles
+    (1, 7, 96, 40, 1, 24, 'relu6', torch.float32),
+    (2, 20, 40, 20, 5, 10, 'silu', torch.float16)])
+def test_gate_computed_in_the_kernel_is_the_gate_ops(samples, pixels, k, c, tiles, squeeze, act,
+                                                     dtype):
+    """A launch that computes its scale as the SE gate of pooled sums (what a deployed block's
+    launches run, ``block_launches.GATE_IN_GEMM``) gives the bits of the gate op's launch
+    followed by the GEMM reading its gate: same order of summation, same rounding."""
+    rows, weight, bias, residual, kept = _inputs(samples, pixels, k, c, dtype=dtype)
+    se_weights = [t.contiguous() for t in se_gate_params(k, squeeze, dtype)]
+    sums = torch.randn(samples, tiles, k) * pixels / tiles
+    gate = se_gate(sums, pixels, *se_weights, act=act)
+    want = pointwise_conv(rows, weight, bias, residual, kept, scale=gate)
+    plan, args = gemm._planned(rows, weight, bias, residual, kept, 'none', gate)
+    got = torch.empty_like(want)
+    plan.gated_launch(gemm.Gate(tiles, squeeze, 1.0 / pixels, act), *args[:5], sums, se_weights,
+                      got)
+    assert torch.equal(got, want)
+    tol = 2e-2 if dtype == torch.float16 else 1e-4
+    torch.testing.assert_close(got.float(), reference_pointwise_conv(
+        *(t.float() for t in (rows, weight, bias, residual, kept)),
+        scale=reference_se_gate(sums, 1.0 / pixels, *se_weights, act).float()),
+        atol=tol, rtol=tol)
 
 
 def test_half_precision():

@@ -110,11 +110,13 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     assert all(0 < int(r[warps]) <= 64 and float(r[waves]) >= 0 for r in rows)
     assert 'issue-bound total, forward' in convs
     # the epilogue GEMMs: expand convs with their activation, projects with a residual (one of
-    # them also interleaving)
+    # them also interleaving) computing their SE gate (batch 2's few programs: the block
+    # launches' choice)
     header, *rows = [line.split() for line in gemms.splitlines() if line.startswith('layer')]
     epilogues = [r[header.index('epilogue')] for r in rows]
-    assert '+se+res+mux' in epilogues and '+relu' in epilogues
-    assert all(e.startswith(('+se', '+relu', '+silu')) for e in epilogues) and '+se' in epilogues
+    assert '+gate+res+mux' in epilogues and '+relu' in epilogues
+    assert all(e.startswith(('+gate', '+relu', '+silu')) for e in epilogues)
+    assert '+gate' in epilogues
     assert all('STG.128' in line for line in gemms.splitlines()[2:-1])  # 16-byte stores
 
 
@@ -353,6 +355,7 @@ def test_check_kernels_rehearsal():
     assert any(line.startswith('ok   pointwise_conv') for line in lines)
     assert any('(max rel err, kernel gradients vs stock)' in line for line in lines)
     assert any('block launches and direct launches equal the modules' in line for line in lines)
+    assert any('with the SE gate in the project GEMMs' in line for line in lines)
     assert 'kernel check: all passed' in out
     proc = run_tool('tools/gpu/check_kernels.py', '--quick', check=False,
                     extra_env={'TRITON_INTERPRET': '0'})

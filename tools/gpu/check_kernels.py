@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d
+from mux_backbones.layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d, block_launches
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import (_launch, group_conv, pack_weights, pointwise_conv,
                                reference_group_conv, reference_pointwise_conv, reference_se_gate,
@@ -210,11 +210,13 @@ def check_model(failures, setup: Setup = FULL):
     print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} deploy (fused kernels) vs eval: fp32 '
           f'{err:.1e}, fp16 weights {err16:.1e}', flush=True)
     # Eager deploy runs each fused block as its planned launches, each launch after its first
-    # straight to the compiled kernel: the same kernels and arguments as the modules run
-    # through Triton's kernel[grid], so the same bits.
+    # straight to the compiled kernel: with the gate op's own launches, the same kernels and
+    # arguments as the modules run through Triton's kernel[grid], so the same bits; with the
+    # project GEMMs computing the SE gate (block_launches.GATE_IN_GEMM, 'auto' by default),
+    # the gate op's arithmetic in another kernel, whose reductions may sum in another order.
+    policy = block_launches.GATE_IN_GEMM
     with torch.no_grad():
         xh = x.half()
-        launched = [fused(xh) for _ in range(2)]  # (the second: every launch direct)
         set_block_calls(fused, False)
         _launch.DIRECT = False
         try:
@@ -222,12 +224,24 @@ def check_model(failures, setup: Setup = FULL):
         finally:
             set_block_calls(fused, True)
             _launch.DIRECT = True
+        block_launches.GATE_IN_GEMM = '0'
+        try:
+            launched = [fused(xh) for _ in range(2)]  # (the second: every launch direct)
+        finally:
+            block_launches.GATE_IN_GEMM = policy
+        gated = fused(xh) if policy != '0' else modules
     same = all(torch.equal(a, b) for run in launched for a, b in zip(run, modules))
+    err_gated = max(_rel(a, b) for a, b in zip(gated, modules))
     if not same:
         failures.append(f'MUXNet-{arch} deploy block launches')
+    if err_gated > 1e-2:
+        failures.append(f'MUXNet-{arch} deploy block launches, SE gate in the GEMM')
     print(f'{"ok  " if same else "FAIL"} MUXNet-{arch} deploy, fp16: block launches and direct '
           f'launches {"equal" if same else "DIFFER FROM"} the modules through Triton\'s launch',
           flush=True)
+    print(f'{"ok  " if err_gated <= 1e-2 else "FAIL"} MUXNet-{arch} deploy, fp16: block launches '
+          f'with the SE gate in the project GEMMs (GATE_IN_GEMM={policy}) vs the modules: '
+          f'{err_gated:.1e} (max rel err)', flush=True)
 
 
 def main():

@@ -50,8 +50,8 @@ except ImportError:  # pragma: no cover - depends on the machine
 
 from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
-from mux_backbones.layers import FusedGroupConv  # noqa: E402
-from mux_backbones.layers.conv_bn import PointwiseConv2d  # noqa: E402
+from mux_backbones.layers import FusedGroupConv, block_launches  # noqa: E402
+from mux_backbones.layers.conv_bn import PointwiseConv2d, activation_name  # noqa: E402
 from mux_backbones.ops import _triton, launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
@@ -100,13 +100,20 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
     their activation, project convs with a residual or an interleave, reading through the SE
     gate), recorded at batch 1 and scaled to ``batch``: ``(name, rows per sample, samples, K,
     C, row strides (input, residual, kept), weight strides (K, C), bias, residual, interleave,
-    act, scale)``. A call with per-sample weights or an input scale runs one program row per
-    sample; any other has one sample of all the batch's rows."""
+    act, scale, gate)``. A call with per-sample weights or an input scale runs one program row
+    per sample; any other has one sample of all the batch's rows. ``gate``: for a project conv
+    after an SE, the :class:`~mux_backbones.ops.pointwise_conv.Gate` it computes where its
+    block's launches have it compute the gate (``block_launches.gate_in_gemm``; None
+    otherwise)."""
     model = _fused_model(arch)
+    convs = {name: b.depthwise_conv for name, b in model.named_modules()
+             if isinstance(getattr(b, 'depthwise_conv', None), FusedGroupConv)}
     names = []  # the module that made each recorded call
     with launch_config.recorded_calls('pointwise_conv') as calls, torch.no_grad(), \
             warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)  # the op's CPU fallback computes it
+        inputs = module_inputs(model, list(convs.values()), _input(shape))
+        del calls[:]  # (that run's: the recorded run is the next)
         hooks = [m.register_forward_hook(
             lambda m, args, out, name=name: names.extend([name] * (len(calls) - len(names))))
             for name, m in model.named_modules() if isinstance(m, PointwiseConv2d)]
@@ -121,9 +128,18 @@ def epilogue_gemms(arch: str, shape: int, batch: int):
         per_sample = weight.dim() == 3 or scale is not None
         samples, rows_per_sample = (batch, plan.per_sample) if per_sample else \
             (1, batch * plan.per_sample)
+        block_name = name.rsplit('.project_conv', 1)[0]
+        gate = None
+        if scale is not None and block_name in convs:
+            conv, se = convs[block_name], model.get_submodule(block_name).se
+            _, _, h, w = inputs[conv].shape
+            out_h, out_w = ops.output_size(h, conv.stride), ops.output_size(w, conv.stride)
+            gate = gemm.Gate(ops.pool_tiles(conv.splits, batch, out_h, out_w),
+                             se.conv_reduce.weight.shape[0], 1.0 / (out_h * out_w),
+                             activation_name(se.act))
         out.append((re.sub(r'\.conv$', '', name), rows_per_sample, samples, plan.k, plan.c,
                     tuple(plan.strides), plan.weight_strides, bias is not None,
-                    residual is not None, kept is not None, act, scale is not None))
+                    residual is not None, kept is not None, act, scale is not None, gate))
     return out
 
 
@@ -170,16 +186,17 @@ def compile_launch(launch, dtype: str):
 
 
 def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int,
-                   num_stages: Optional[int] = None):
-    """``fn`` compiled for sm_90 with these compile-time and integer arguments (its tensors:
-    the activations in ``dtype``, partial sums and weight gradients in fp32, all 16-byte
-    aligned); ``num_stages``: the launch's pipeline depth (None: Triton's default)."""
+                   num_stages: Optional[int] = None, fp32_pointers: tuple = ()):
+    """``fn`` compiled for sm_90 with these compile-time and integer (and float) arguments (its
+    tensors: the activations in ``dtype``, partial sums, weight gradients and the pointers
+    named in ``fp32_pointers`` in fp32, all 16-byte aligned); ``num_stages``: the launch's
+    pipeline depth (None: Triton's default)."""
     names = fn.arg_names
     n_ptr = len(names) - len(scalars) - len(meta)
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if i < n_ptr:
-            fp32 = name.startswith(('pool', 'dw'))
+            fp32 = name.startswith(('pool', 'dw')) or name in fp32_pointers
             signature[name] = '*' + ('fp32' if fp32 else dtype)
             attrs[(i, )] = [['tt.divisibility', 16]]
         elif name in meta:
@@ -187,7 +204,9 @@ def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int,
             constexprs[(i, )] = meta[name]
         else:
             value = scalars[i - n_ptr]
-            if value == 1:  # Triton specialises integer 1 as a constant
+            if isinstance(value, float):
+                signature[name] = 'fp32'
+            elif value == 1:  # Triton specialises integer 1 as a constant
                 signature[name] = 'constexpr'
                 constexprs[(i, )] = 1
             else:
@@ -335,11 +354,11 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
     size = dtype.itemsize
     print(f'\nepilogue GEMMs (ops.pointwise_conv: expand + act, project + residual (+ '
           f'interleave)), {args.dtype}')
-    print(f'{"layer":<28}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>13}{"tile":>16}{"regs":>5}'
+    print(f'{"layer":<28}{"rows":>8}{"K":>5}{"C":>5}{"epilogue":>15}{"tile":>16}{"regs":>5}'
           f'{"smem KB":>8}{"us":>7}{"mem us":>8}  loads/stores')
     total = total_mem = 0.0
     for name, rows, samples, k, c, strides, weight_strides, bias, residual, interleave, act, \
-            scale in epilogue_gemms(args.arch, args.shape, args.batch):
+            scale, gate in epilogue_gemms(args.arch, args.shape, args.batch):
         flags = (dtype, rows, k, c, strides, weight_strides, bias, residual, interleave, act,
                  scale)
         config = launch_config.lookup(gemm.tuning_key(
@@ -349,18 +368,24 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
                     '+mux' * interleave)
         if config == launch_config.STOCK:  # tuned to cuBLAS + passes: no kernel to analyse
             print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
-                  f'{epilogue or "-":>13}{"stock path":>16}')
+                  f'{epilogue or "-":>15}{"stock path":>16}')
             continue
         meta = gemm.launch_meta(*flags, config=config)
         warps, stages = (config.num_warps, config.num_stages) if config else \
             (gemm.NUM_WARPS, gemm.NUM_STAGES)
-        scalars = (rows, k, c, 2 * c if interleave else c, *strides, *weight_strides)
+        programs = samples * -(-rows // meta['BLOCK_M']) * -(-c // meta['BLOCK_N'])
+        if gate is not None and not block_launches.gate_in_gemm(programs):
+            gate = None
+        if gate is not None:  # the SE gate computed in the kernel, from fp32 pooled sums
+            meta.update(gate.meta(samples, k))
+            epilogue = epilogue.replace('+se', '+gate')
+        scalars = (rows, k, c, 2 * c if interleave else c, *strides, *weight_strides,
+                   *(gate.scalars() if gate else gemm.NO_GATE_SCALARS))
         kernel = compile_kernel(gemm._pointwise_kernel, meta, scalars, _DTYPES[args.dtype],
-                                warps, stages)
+                                warps, stages, ('s_ptr', ) if gate else ())
         regs, static, loop = analyse(kernel)
         body = sum(loop.values())
         per_program = static - body + body * -(-k // meta['BLOCK_K'])
-        programs = samples * -(-rows // meta['BLOCK_M']) * -(-c // meta['BLOCK_N'])
         us = programs * warps * per_program / issue_rate
         moved = samples * rows * (k + c * (1 + residual + 2 * interleave)) * size
         mem_us = moved / 4.8e6
@@ -368,7 +393,7 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
         tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}' + \
             (f'/{warps}/{stages}' if config else '')
         print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
-              f'{epilogue or "-":>13}{tile:>16}{regs or "?":>5}'
+              f'{epilogue or "-":>15}{tile:>16}{regs or "?":>5}'
               f'{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}{mem_us:>8.1f}  '
               f'{_memory_ops(kernel)}')
     print(f'epilogue GEMMs: issue-bound {total:.0f} us, bytes at 4.8 TB/s {total_mem:.0f} us')
