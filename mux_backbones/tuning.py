@@ -31,9 +31,11 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d
+from .layers.block_launches import project_gate
 from .ops.group_conv import (compile_jobs, tune_forward, tune_input_grad_s2, tune_weight_grad,
                              tuning_key)
 from .ops.launch_config import dry_run, precompile, recorded_calls
+from .ops.pointwise_conv import _planned as plan_pointwise
 from .ops.pointwise_conv import call_key
 from .ops.pointwise_conv import compile_jobs as gemm_compile_jobs
 from .ops.pointwise_conv import tune_pointwise_conv
@@ -98,7 +100,7 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         times = {kernel: t for kernel, t in times.items() if t}
         if times:
             results[_label(call)] = times
-    for call in distinct_gemms.values():
+    for call, _ in distinct_gemms.values():
         times = tune_pointwise_conv(*call, time_us=time_us)
         if times:
             results[_gemm_label(call)] = {'pointwise_conv': times}
@@ -132,9 +134,11 @@ def precompile_kernels(model: nn.Module, *inputs, backward: bool = False,
 
 def _kernel_calls(model: nn.Module, *inputs):
     """The distinct spatial-conv and GEMM calls of ``model(*inputs)``, from a dry run (the ops
-    record their calls and compile nothing)."""
+    record their calls and compile nothing); a GEMM reading an SE gate as its scale is kept
+    with the gate op's call (what a deployed block's launches may have the GEMM compute)."""
     with torch.no_grad(), _buffers_kept(model), recorded_calls('group_conv') as calls, \
-            recorded_calls('pointwise_conv') as gemms, dry_run():
+            recorded_calls('pointwise_conv') as gemms, recorded_calls('se_gate') as gates, \
+            dry_run():
         model(*inputs)
     distinct = {}
     for call in calls:
@@ -142,10 +146,29 @@ def _kernel_calls(model: nn.Module, *inputs):
         distinct.setdefault(tuning_key(x.shape, x.dtype, x.device, splits, kernel_sizes,
                                        dilations, stride, cpg), call)
     # The GEMMs run only in inference forms (their gradient is cuBLAS's): forward only.
+    gate_of = {id(call[-1]): call[:-1] for call in gates}
     distinct_gemms = {}
     for call in gemms:
-        distinct_gemms.setdefault(call_key(*call), call)
+        scale = call[6]
+        distinct_gemms.setdefault(call_key(*call),
+                                  (call, None if scale is None else gate_of.get(id(scale))))
     return distinct, distinct_gemms
+
+
+def _gemm_jobs(call, se_call, current_only: bool) -> list:
+    """The GEMM call's compile jobs; for a project GEMM whose block's launches compute the SE
+    gate (``se_call``: the gate op's arguments), the launch that does so too."""
+    jobs = gemm_compile_jobs(*call, current_only=current_only)
+    if se_call is None:
+        return jobs
+    sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act = se_call
+    plan = plan_pointwise(*call)[0]
+    gate = project_gate(plan, plan.config, tuple(sums.shape), w_reduce.shape[0], inv_pixels, act)
+    if gate is not None and sums.dim() == 3:
+        jobs += gemm_compile_jobs(*call, current_only=True, gate=gate, se_tensors=(
+            sums.float().contiguous(), w_reduce.contiguous(), b_reduce.contiguous(),
+            w_expand.contiguous(), b_expand.contiguous()))
+    return jobs
 
 
 def _precompile(convs: dict, gemms: dict, backward: bool, current_only: bool,
@@ -156,8 +179,8 @@ def _precompile(convs: dict, gemms: dict, backward: bool, current_only: bool,
         processes = min(16, (os.cpu_count() or 1) - 1)
     jobs = [job for call in convs.values()
             for job in compile_jobs(*call, backward=backward, current_only=current_only)]
-    jobs += [job for call in gemms.values()
-             for job in gemm_compile_jobs(*call, current_only=current_only)]
+    jobs += [job for call, se_call in gemms.values()
+             for job in _gemm_jobs(call, se_call, current_only)]
     return precompile(jobs, processes)
 
 

@@ -68,6 +68,19 @@ def gate_in_gemm(programs: int) -> bool:
     return programs <= GATE_IN_GEMM_PROGRAMS
 
 
+def project_gate(plan, config, sums_shape: tuple, squeeze: int, inv_pixels: float,
+                 act: str) -> Optional[Gate]:
+    """The SE gate the project GEMM planned as ``plan`` (a ``pointwise_conv`` call's, launched
+    with ``config``) computes itself from ``(N, T, K)`` sums (:func:`gate_in_gemm`), or None
+    where the gate op's launch computes it."""
+    if config == launch_config.STOCK:
+        return None
+    grid = plan.kernel_launch(config).grid
+    if not gate_in_gemm(grid[0] * grid[1]):
+        return None
+    return Gate(sums_shape[1], squeeze, inv_pixels, act)
+
+
 class _GemmLaunch:
     """A planned ``pointwise_conv`` call: its plan and launch config, and the weight and bias
     as the kernel reads them (what :meth:`_Call.launch` takes besides the call's maps); with
@@ -86,11 +99,6 @@ class _GemmLaunch:
         self.weight, self.bias = args[1], args[2]
         self.out_c = plan.out_c
         self.gate, self.se_weights = None, ()
-
-    @property
-    def programs(self) -> int:
-        grid = self.plan.kernel_launch(self.config).grid
-        return grid[0] * grid[1]
 
     def __call__(self, rows, residual, kept, scale, out) -> None:
         if self.gate is not None:  # (scale: the SE's pooled sums)
@@ -234,10 +242,11 @@ class BlockLaunches:
                                 _as_rows(x if block.has_residual else None), _as_rows(kept),
                                 'none', torch.empty(p.gate_shape, dtype=p.gate_dtype,
                                                     device=x.device))
+        gate = project_gate(p.project.plan, p.project.config, plan.pool_shape, w_reduce.shape[0],
+                            1.0 / (oh * ow), act)
         p.gate = None
-        if gate_in_gemm(p.project.programs):
-            p.project.gate = Gate(plan.pool_shape[1], w_reduce.shape[0], 1.0 / (oh * ow), act)
-            p.project.se_weights = p.gate_args
+        if gate is not None:
+            p.project.gate, p.project.se_weights = gate, p.gate_args
         else:
             p.gate = gate_launch(tuple(plan.pool_shape), w_reduce.shape[0], 1.0 / (oh * ow), act)
         p.out_rows = n * oh * ow

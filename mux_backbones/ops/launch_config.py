@@ -136,8 +136,8 @@ _recorders: Dict[str, List[list]] = {}
 @contextlib.contextmanager
 def recorded_calls(op: str):
     """Collect the arguments of every call of the op named ``op`` (``'group_conv'``,
-    ``'pointwise_conv'``) made inside: the op's own arguments, after any dispatch -- what tuning
-    needs to replay a model's calls."""
+    ``'pointwise_conv'``, ``'se_gate'``: its output last) made inside: the op's own arguments,
+    after any dispatch -- what tuning needs to replay a model's calls."""
     calls: list = []
     _recorders.setdefault(op, []).append(calls)
     try:

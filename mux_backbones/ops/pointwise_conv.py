@@ -527,28 +527,41 @@ def tune_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = N
 def compile_jobs(rows: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
                  residual: Optional[Tensor] = None, kept: Optional[Tensor] = None,
                  act: str = 'none', scale: Optional[Tensor] = None,
-                 current_only: bool = False) -> List[tuple]:
+                 current_only: bool = False, gate: Optional[Gate] = None,
+                 se_tensors: tuple = ()) -> List[tuple]:
     """The launches :func:`tune_pointwise_conv` will run for this call, one per candidate, as
     picklable jobs for :func:`.launch_config.precompile` (none where the kernel cannot take
     ``rows``); with ``current_only`` the config the call launches now: its tuned entry, else
-    the planner's own (the first candidate)."""
+    the planner's own (the first candidate). With ``gate`` (a call with a scale) and
+    ``se_tensors`` (the pooled sums and the SE's weights, as :meth:`_Call.gated_launch` takes
+    them), the launches that compute the scale as that gate instead."""
     if unsupported_reason(rows) is not None or rows.shape[0] == 0:
         return []
     plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
-    layout = tuple(None if t is None else (tuple(t.shape), tuple(t.stride()),
-                                           str(t.dtype).replace('torch.', ''))
-                   for t in args[:5] + args[6:])
+    layout = _layout(args[:5] + args[6:])
     configs = candidates(plan.per_sample, plan.k, plan.c)
     if current_only:
         configs = [plan.config or configs[0]]
-    return [(_run_compile_job, layout, str(rows.device), act, tuple(config))
-            for config in configs if config != launch_config.STOCK]
+    return [(_run_compile_job, layout, str(rows.device), act, tuple(config), gate,
+             _layout(se_tensors)) for config in configs if config != launch_config.STOCK]
 
 
-def _run_compile_job(layout, device: str, act: str, config) -> None:
+def _layout(tensors) -> tuple:
+    """What :func:`_run_compile_job` rebuilds the tensors from (None stays None)."""
+    return tuple(None if t is None else (tuple(t.shape), tuple(t.stride()),
+                                         str(t.dtype).replace('torch.', '')) for t in tensors)
+
+
+def _run_compile_job(layout, device: str, act: str, config, gate=None, se_layout=()) -> None:
     """Launch one :func:`compile_jobs` candidate once on zeros (what compiles it)."""
-    rows, weight, bias, residual, kept, scale = (
+    rows, weight, bias, residual, kept, scale, *se_tensors = (
         None if spec is None else torch.empty_strided(spec[0], spec[1], device=device,
                                                       dtype=getattr(torch, spec[2])).zero_()
-        for spec in layout)
-    _compute(*_planned(rows, weight, bias, residual, kept, act, scale), LaunchConfig(*config))
+        for spec in layout + se_layout)
+    plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
+    if gate is None:
+        _compute(plan, args, LaunchConfig(*config))
+        return
+    sums, *se_weights = se_tensors
+    out = rows.new_empty(_out_shape(rows, weight, kept))
+    plan.gated_launch(gate, *args[:5], sums, se_weights, out, LaunchConfig(*config))

@@ -140,6 +140,15 @@ def gate_launch(sums_shape: tuple, squeeze: int, inv_pixels: float, act: str) ->
 @torch.library.custom_op('mux_backbones::se_gate', mutates_args=())
 def _se_gate(sums: Tensor, inv_pixels: float, w_reduce: Tensor, b_reduce: Tensor,
              w_expand: Tensor, b_expand: Tensor, act: str) -> Tensor:
+    out = _compute(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act)
+    # (with its output last: the project conv's call takes it as its scale, which tells
+    # tuning which GEMM a deployed block's launches have compute this gate)
+    launch_config.note_call('se_gate', sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand,
+                            act, out)
+    return out
+
+
+def _compute(sums, inv_pixels, w_reduce, b_reduce, w_expand, b_expand, act) -> Tensor:
     if launch_config.dry_running():
         return launch_config.dry_outputs(_se_gate_fake(sums, inv_pixels, w_reduce, b_reduce,
                                                        w_expand, b_expand, act))

@@ -79,7 +79,8 @@ def test_block_launches_equal_the_modules(launched, monkeypatch, arch, kwargs, b
     gated = [p.project.gate is not None for p in programs]
     assert all((p.gate is None) == g for p, g in zip(programs, gated))
     if gate_in_gemm == 'auto':
-        assert gated == [p.project.programs <= 4 for p in programs] and 0 < sum(gated) < len(gated)
+        grids = [p.project.plan.kernel_launch(p.project.config).grid for p in programs]
+        assert gated == [g[0] * g[1] <= 4 for g in grids] and 0 < sum(gated) < len(gated)
     else:
         assert all(gated) == (gate_in_gemm == '1') and any(gated) == all(gated)
     if arch == 'm':

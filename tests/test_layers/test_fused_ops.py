@@ -348,9 +348,15 @@ def test_precompile_kernels_compiles_what_an_untuned_run_launches(monkeypatch, t
     convs, gemms = tuning._kernel_calls(fused, x)
     kernels = {'forward'} | ({'weight_grad', 'input_grad_s2'} if training else set())
     assert {job[1] for job in handed if job[0] is conv_ops._run_compile_job} == kernels
+    # (a project GEMM its block's launches have compute the SE gate: that launch too)
+    gated = [job for job in handed if job[0] is gemm_ops._run_compile_job and job[5] is not None]
     assert bool(gemms) != training and len(handed) == len(
         [j for call in convs.values() for j in conv_ops.compile_jobs(
-            *call, backward=training, current_only=True)]) + len(gemms)
+            *call, backward=training, current_only=True)]) + len(gemms) + len(gated)
+    assert len(gated) == sum(se_call is not None for _, se_call in gemms.values())
+    assert bool(gated) != training
+    for job in gated[:1]:  # it launches (on zeros) as the block's launches do
+        job[0](*job[1:])
     for call in convs.values():
         x_, _, bias, splits, ks, dil, stride, cpg, act, pool = call[:10]
         args = (tuple(x_.shape), tuple(splits), tuple(ks), tuple(dil), stride, cpg)
@@ -364,7 +370,7 @@ def test_precompile_kernels_compiles_what_an_untuned_run_launches(monkeypatch, t
             args = (tuple(x_.shape), tuple(splits), tuple(ks), tuple(dil), cpg)
             assert conv_ops.input_grad_s2_launches(*args) == \
                 conv_ops.input_grad_s2_launches(*args, first)
-    for call in gemms.values():
+    for call, _ in gemms.values():
         plan, _ = gemm_ops._planned(*call)
         first = gemm_ops.candidates(plan.per_sample, plan.k, plan.c)[0]
         assert gemm_ops.launch_meta(*plan.args) == gemm_ops.launch_meta(*plan.args, config=first)

@@ -300,9 +300,18 @@ def test_calls_are_recorded_and_compile_ahead():
         pointwise_conv(rows, weight, bias, residual, kept, act='relu')
     assert len(calls) == 1 and calls[0][0] is rows and calls[0][5] == 'relu'
     jobs = compile_jobs(*calls[0])  # the stock path compiles nothing
-    assert [job[-1] for job in jobs] == [tuple(c) for c in candidates(60, 20, 12)[:-1]]
+    assert [job[4] for job in jobs] == [tuple(c) for c in candidates(60, 20, 12)[:-1]]
     assert jobs[0][1][0] == ((60, 20), (40, 1), 'float32')  # a channel slice of a wider map
     assert _run_compile_jobs(jobs[:2]) == 2
+    # the launch computing its scale as an SE gate, from the sums and the SE's weights
+    se_weights = [t.contiguous() for t in se_gate_params(20, 5)]
+    sums = torch.randn(2, 3, 20)
+    gated = compile_jobs(rows, weight, bias, residual, kept, 'relu', torch.rand(2, 20),
+                         current_only=True, gate=gemm.Gate(3, 5, 1 / 30, 'relu'),
+                         se_tensors=(sums, *se_weights))
+    assert len(gated) == 1 and gated[0][5] == gemm.Gate(3, 5, 1 / 30, 'relu')
+    assert gated[0][6][0] == ((2, 3, 20), (60, 20, 1), 'float32')
+    assert _run_compile_jobs(gated) == 1
     assert compile_jobs(rows.double(), weight.double()) == []  # nothing the kernel would run
 
 
