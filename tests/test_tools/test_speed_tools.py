@@ -386,9 +386,10 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:9] == ['check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
-                         'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile',
-                         'bench_train', 'bench_compile'] and len(names) == len(set(names)) == 17
+    assert names[:10] == [
+        'check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
+        'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile', 'bench_train',
+        'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 18
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))

@@ -20,7 +20,8 @@
 #      with its own launch config tuned (saved in the same file);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
 #      the per-kernel profile and per kind of layer time, bytes and TB/s, SSDLite and PSPNet
-#      training steps (with their top kernels), torch.compile at batch 32, batch 1/128 and bf16
+#      training steps (with their top kernels), torch.compile at batch 32, the batch-1 graph
+#      row with and without the SE gate in the project GEMMs (graph_probe), batch 1/128 and bf16
 #      (tuned in their own process), the training steps with tuned kernels, graph_probe,
 #      batch-1 layers, and tools/gpu/host_time.py (the eager forward's host time as the CPU
 #      machine measures it). Without a launch-config table (b. not run, no LAUNCH_CONFIGS), the
@@ -142,6 +143,11 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     # of time prints none of its rows.
     phase bench_compile 90 $BENCH --amp fp16 --batch 32 --runs 100 $TUNED \
         --modes deploy compile --target-table-rows
+    # The batch-1 graph row (1.17x in session 24) with the blocks' project GEMMs computing the
+    # SE gate where they have few programs (the default, session 26) and never (the gate op's
+    # launch before each): MobileNetV2 and both captures in one process.
+    phase graph_gate_b1 45 python3 tools/gpu/graph_probe.py --batches 1 --reps 200 \
+        --gate-policies auto 0 --no-profile
     # 60 s each: batch 1's small launches take tiles of their own (group_conv.MIN_PROGRAMS), so
     # that case compiles ~30 kernel variants more than the others (~1 s each). Tuned in-process.
     for case in fp16:1 fp16:128 bf16:128 bf16:32; do
