@@ -30,6 +30,7 @@ and the block's launches are planned again.
 """
 import operator
 import os
+import warnings
 from typing import Dict, List, Optional
 
 import torch
@@ -57,6 +58,10 @@ _MAX_PROGRAMS = 64  # input signatures planned per block before the plans start 
 # GATE_IN_GEMM_PROGRAMS programs (batch 1 and the small maps, where the launches are
 # latency-bound); '1': always; '0': never. From MUX_BACKBONES_GATE_IN_GEMM, read at import.
 GATE_IN_GEMM = os.environ.get('MUX_BACKBONES_GATE_IN_GEMM', 'auto')
+if GATE_IN_GEMM not in ('auto', '0', '1'):
+    warnings.warn(f'MUX_BACKBONES_GATE_IN_GEMM={GATE_IN_GEMM!r} is none of auto, 0, 1: using '
+                  f'auto', RuntimeWarning)
+    GATE_IN_GEMM = 'auto'
 GATE_IN_GEMM_PROGRAMS = 132  # one per SM of an H100/H200
 
 

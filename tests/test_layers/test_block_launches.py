@@ -3,6 +3,9 @@ and the ops' direct kernel launches (mux_backbones/ops/_launch.py), in Triton's 
 modules' output to the bit, the modules wherever something needs them, and the launch
 arguments Triton's own binder would give the compiled kernel."""
 import inspect
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -250,3 +253,17 @@ def test_direct_launch_arguments_are_tritons(monkeypatch, gate_in_gemm):
         expected = tuple(binder(*args, **launch.meta)[0].values())
         got = bound_values(jit, args, launch.meta)
         assert len(got) == len(expected) and all(a is b or a == b for a, b in zip(got, expected))
+
+
+def test_gate_in_gemm_policy_from_the_environment():
+    """``MUX_BACKBONES_GATE_IN_GEMM``: 'auto' (by the GEMM's programs), '1', '0'; anything else
+    is 'auto' after a warning."""
+    code = ('from mux_backbones.layers import block_launches as b; '
+            'print(b.GATE_IN_GEMM, b.gate_in_gemm(1), b.gate_in_gemm(10 ** 6))')
+    for value, printed, warned in (('1', '1 True True', False), ('0', '0 False False', False),
+                                   ('auto', 'auto True False', False),
+                                   ('yes', 'auto True False', True)):
+        proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                              check=True, env=dict(os.environ, MUX_BACKBONES_GATE_IN_GEMM=value))
+        assert proc.stdout.split('\n')[-2] == printed
+        assert ('none of auto, 0, 1' in proc.stderr) == warned
