@@ -14,7 +14,10 @@ The same epilogue takes the activation of an inverted residual's expand conv (pa
 expanded map is the widest of a block (4-6x its input), and a separate activation pass reads and
 writes it once more. And the squeeze-excite gate before a project conv is applied where the GEMM
 reads its input: a per-sample channel scale multiplied into each input tile as it is loaded (no
-scaled copy of the map, no per-sample weights).
+scaled copy of the map, no per-sample weights). A launch may also compute that gate itself from
+the SE's pooled sums (``SE_GATE``, :meth:`_Call.gated_launch`: one launch less per block, each
+program recomputing the tiny hidden vector), which a deployed block's planned launches use where
+the GEMM has few programs (:mod:`mux_backbones.layers.block_launches`).
 
 The op works on rows -- ``(M, K)`` pixels x input channels, the view a channels-last map gives
 for free (``PointwiseConv2d``) -- with a ``(K, C)`` weight, optionally with an ``(N, K)`` input
@@ -60,6 +63,7 @@ if HAS_TRITON:
 NUM_WARPS = 4
 NUM_STAGES = 3  # Triton's default on NVIDIA GPUs, said here so a tuned config can differ
 # The epilogue and layout flags of a launch: what, besides the shapes, a tuned config is kept by.
+# (Not SE_GATE: a launch computing its gate takes the tile tuned for the call reading it.)
 _FLAGS = ('HAS_BIAS', 'HAS_RESIDUAL', 'INTERLEAVE', 'ACT', 'HAS_SCALE', 'WEIGHT_ROWS',
           'PRECISION', 'ALIGN')
 

@@ -6,7 +6,8 @@ blocks' ``se``). On the deploy path the pooling is already the fused spatial con
 activation and a sigmoid -- four or five launches of a few microseconds each, per block, plus the
 product that applies the gate. This op computes the whole gate in one kernel, so the gate costs
 one launch instead of six; the deploy blocks hand it to the following 1x1 conv, which applies it
-as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``).
+as its GEMM loads the map (:mod:`.pointwise_conv`'s ``scale``). Its two steps (:func:`se_hidden`,
+:func:`se_gate_values`) are also the GEMM's where that computes the gate itself (``SE_GATE``).
 
 On a CPU (fp32, outside Triton's interpreter) a C++ kernel (``se_gate_cpu.cpp``) computes the
 gate in one call. The stock PyTorch computation (:func:`reference_se_gate`) is the fallback and
