@@ -247,13 +247,14 @@ class BlockLaunches:
                                 _as_rows(x if block.has_residual else None), _as_rows(kept),
                                 'none', torch.empty(p.gate_shape, dtype=p.gate_dtype,
                                                     device=x.device))
-        gate = project_gate(p.project.plan, p.project.config, plan.pool_shape, w_reduce.shape[0],
-                            1.0 / (oh * ow), act)
+        squeeze, inv_pixels = w_reduce.shape[0], 1.0 / (oh * ow)
+        gate = project_gate(p.project.plan, p.project.config, plan.pool_shape, squeeze,
+                            inv_pixels, act)
         p.gate = None
         if gate is not None:
             p.project.gate, p.project.se_weights = gate, p.gate_args
         else:
-            p.gate = gate_launch(tuple(plan.pool_shape), w_reduce.shape[0], 1.0 / (oh * ow), act)
+            p.gate = gate_launch(tuple(plan.pool_shape), squeeze, inv_pixels, act)
         p.out_rows = n * oh * ow
         p.final_shape = (n, oh, ow, p.project.out_c)  # (with kept: the interleaved channels)
         return p
