@@ -154,12 +154,22 @@ inline vec8 activate(vec8 z, int act) {
   return z;
 }
 
+// SiLU on 16 lanes only where 512-bit floating point runs at full clock: AMD's Zen 4/5 (-march
+// native names them znver*) split it into two 256-bit halves, 1.5x SiLU's throughput there.
+// Intel's server cores lower their clock while such instructions run (the AVX-512 frequency
+// licence), for every instruction around them: on an Ice Lake / Sapphire Rapids Xeon the 16-lane
+// SiLU made a whole MUXNet-m deploy forward 8-10% slower (docs/speed.md, session 27).
+#if defined(MUX_BACKBONES_AVX512_EXP) && \
+    (defined(__znver3__) || defined(__znver4__) || defined(__znver5__))
+#define MUX_BACKBONES_SILU16 1
+#endif
+
 // activate(v[i], ACT) for `count` vectors in place; SiLU two at a time as one vector of 16 lanes
-// where the CPU has AVX-512 (the same operations on each lane; 1.5x the throughput here).
+// where that pays (MUX_BACKBONES_SILU16; the same operations on each lane, the same bits).
 template <int ACT>
 inline void activate_all(vec8* v, int count) {
   int i = 0;
-#ifdef MUX_BACKBONES_AVX512_EXP
+#ifdef MUX_BACKBONES_SILU16
   if (ACT == kSilu) {
     for (; i + 1 < count; i += 2) {
       vec16 z;

@@ -94,9 +94,9 @@ def test_activations_in_the_epilogue_pass(outside_interpreter, act):
 
 @pytest.mark.parametrize('act', ['silu', 'relu6'])
 def test_epilogue_activation_is_the_same_on_every_vector(outside_interpreter, act):
-    """Vectors activated two at a time (SiLU on 16 lanes where the CPU has AVX-512) and one at a
-    time (a tile's odd last vector: one row of three) give the same bits: output channels 0-7
-    and 16-23 have the same weights."""
+    """Vectors activated two at a time (SiLU on 16 lanes where that pays: cpu_vector.h) and one
+    at a time (a tile's odd last vector: one row of three) give the same bits: output channels
+    0-7 and 16-23 have the same weights."""
     torch.manual_seed(0)
     weight, bias = torch.randn(16, 8), torch.randn(8)
     weight = torch.cat([weight, torch.randn(16, 8), weight], 1)
