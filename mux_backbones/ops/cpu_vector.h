@@ -154,11 +154,12 @@ inline vec8 activate(vec8 z, int act) {
   return z;
 }
 
-// SiLU on 16 lanes only where 512-bit floating point runs at full clock: AMD's Zen 4/5 (-march
-// native names them znver*) split it into two 256-bit halves, 1.5x SiLU's throughput there.
-// Intel's server cores lower their clock while such instructions run (the AVX-512 frequency
-// licence), for every instruction around them: on an Ice Lake / Sapphire Rapids Xeon the 16-lane
-// SiLU made a whole MUXNet-m deploy forward 8-10% slower (docs/speed.md, session 27).
+// SiLU on 16 lanes only where 512-bit floating point runs at full clock: AMD's Zen 4/5 split it
+// into two 256-bit halves, 1.5x SiLU's throughput there (-march=native names them znver4/5; a
+// GCC that does not know them may call a Zen 4 znver3 with AVX-512 added). Intel's server cores
+// lower their clock while such instructions run (the AVX-512 frequency licence), for every
+// instruction around them too: on a Xeon that GCC calls icelake-server, the 16-lane SiLU made a
+// whole MUXNet-m deploy forward ~10% slower (docs/speed.md, session 27).
 #if defined(MUX_BACKBONES_AVX512_EXP) && \
     (defined(__znver3__) || defined(__znver4__) || defined(__znver5__))
 #define MUX_BACKBONES_SILU16 1

@@ -42,7 +42,7 @@ template <int ACT>
 void norm_act_row(const float* x, float* y, int64_t W, int64_t C, const float* scale,
                   const float* shift, float* sums) {
   int64_t c = 0;
-  for (; c + 16 <= C; c += 16)  // two vectors at a time: SiLU on 16 lanes where that pays (cpu_vector.h)
+  for (; c + 16 <= C; c += 16)  // two vectors at a time (SiLU on 16 lanes where that pays)
     channel_block<ACT, 2, false>(x + c, y + c, W, C, scale + c, shift + c,
                                  sums ? sums + c : nullptr, {});
   for (; c + 8 <= C; c += 8)
