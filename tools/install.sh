@@ -4,7 +4,7 @@
 # Idempotent: a second run only checks. Works on a fresh machine with nothing but the package
 # registries. Keeps an installed torch (CPU or CUDA); installs torch 2.13.0 (the CPU wheel on
 # this machine kind) only where none is present. mmcv 2.1.0 has no Linux wheel on PyPI, so it is
-# built from the sdist with its C++/CUDA ops (12-25 min on 2 cores; pip caches the wheel).
+# built from the sdist with its C++/CUDA ops (12-28 min on 2 cores; pip caches the wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -18,7 +18,7 @@ fi
 $PIP 'setuptools<82' wheel ninja numpy 'mmengine==0.10.7'
 
 if ! $PYTHON -c 'import mmcv, mmcv.ops; assert mmcv.__version__ == "2.1.0"' 2>/dev/null; then
-    echo '[install] building mmcv 2.1.0 with ops (takes 12-25 min on 2 cores the first time)'
+    echo '[install] building mmcv 2.1.0 with ops (takes 12-28 min on 2 cores the first time)'
     # --no-build-isolation: otherwise the build cannot see torch and silently skips the ops.
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} $PIP --no-build-isolation mmcv==2.1.0
 fi
