@@ -15,7 +15,9 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+from tests.helpers import TEST_THREADS  # noqa: E402
+
+torch.set_num_threads(TEST_THREADS)
 
 if os.environ['TRITON_INTERPRET'] == '1':
     # Every kernel test also checks what the interpreter cannot see of a GPU run: the kernels'
@@ -23,6 +25,9 @@ if os.environ['TRITON_INTERPRET'] == '1':
     # outside the tensors a launch was given.
     from tests.interpreter_checks import install as _install_interpreter_checks  # noqa: E402
     _install_interpreter_checks()
+    # And it runs them without two of its costs that serve no test (tests/interpreter_speed.py).
+    from tests.interpreter_speed import install as _install_interpreter_speed  # noqa: E402
+    _install_interpreter_speed()
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +52,16 @@ def outside_interpreter(monkeypatch):
     set_op_switches(monkeypatch, interpret=False, cpu_kernels='unset')
     monkeypatch.setattr(_triton, '_warned', set())
     assert _cpu_kernels.cpu_kernels() is not None, 'the CPU kernels did not build'
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads for one test, whatever the worker's share: the C++ kernels' split of
+    their work between threads, as a user's 2-core machine runs them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='session')

@@ -1,6 +1,15 @@
 """Helpers the test modules share."""
+import os
+
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
+
+# Threads per test process: the cores shared among pytest-xdist's workers, at most 2 (the CI
+# machine's cores). A tool a test starts gets as many (OMP_NUM_THREADS). More threads than cores
+# make OpenMP's barriers wait on descheduled threads: two 2-thread training runs on 2 cores took
+# 8x as long as two 1-thread runs.
+TEST_THREADS = max(1, min(2, (os.cpu_count() or 1) //
+                          int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
 
 
 def randomise_bn(model):

@@ -66,7 +66,8 @@ def _assert_equal(outputs, expected):
 @pytest.mark.parametrize('arch,kwargs,stock_depthwise', [
     ('tiny', {}, False), ('xs', {}, False), ('m', {}, False), ('m', dict(output_stride=8), False),
     ('m', {}, True)])
-def test_block_calls_equal_the_modules(calls, monkeypatch, arch, kwargs, stock_depthwise):
+def test_block_calls_equal_the_modules(calls, two_threads, monkeypatch, arch, kwargs,
+                                       stock_depthwise):
     """Every block with the fused tail runs as one call, whatever its spatial conv -- the
     kernel's (pair convs, MixConvs, dilated too, plain depth-wise with its activation), oneDNN's
     (plain depth-wise, where the deploy form keeps it: ``stock_depthwise``), spatial

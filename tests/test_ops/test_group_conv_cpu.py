@@ -84,7 +84,7 @@ def test_kernel_equals_reference(outside_interpreter, splits, kernel_sizes, dila
         torch.testing.assert_close(pool, gc._tile_sums(ref, *tile), atol=1e-3, rtol=1e-5)
 
 
-def test_kernel_equals_reference_on_random_calls(outside_interpreter):
+def test_kernel_equals_reference_on_random_calls(outside_interpreter, two_threads):
     """50 seeded random calls: 1-5 groups, kernels 1-11, dilations 1-3, both strides, 1 or 2
     channels per group, any group and map size, batch 1-3, every activation."""
     rng = random.Random(0)
@@ -431,7 +431,7 @@ def test_op_gradients_on_the_kernels_equal_reference(cpu_kernel_calls, splits, k
     assert bool(s2_calls) == (served and stride == 2)
 
 
-def test_backward_kernels_equal_reference_on_random_calls(outside_interpreter):
+def test_backward_kernels_equal_reference_on_random_calls(outside_interpreter, two_threads):
     """40 seeded random calls of the extension's gradients (the stride-1 input gradient is the
     forward kernel's, tested above): 1-5 groups, kernels 1-11, dilations 1-4, both strides,
     1 or 2 channels per group, any group size (vector blocks and scalar tails) and map size."""

@@ -44,7 +44,7 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
         torch.testing.assert_close(sums, want_sums, atol=1e-3, rtol=1e-5, msg=msg)
 
 
-def test_in_place_as_the_fused_block_calls_it_and_nan_passes(outside_interpreter):
+def test_in_place_as_the_fused_block_calls_it_and_nan_passes(outside_interpreter, two_threads):
     """The kernel's sums come row by row, then over the rows: the same bits whatever the
     threads; NaN and infinities pass through as the stock activations let them."""
     x, scale, shift = _inputs(2, 24, 6, 5)

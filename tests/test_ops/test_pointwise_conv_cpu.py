@@ -45,7 +45,7 @@ def test_kernel_equals_reference_on_random_calls(outside_interpreter):
 
 
 @pytest.mark.parametrize('weight_rows', [True, False])
-def test_gemm_panels_tiles_and_threads(outside_interpreter, weight_rows):
+def test_gemm_panels_tiles_and_threads(outside_interpreter, two_threads, weight_rows):
     """The GEMM's blocking: output channels over several 32-wide panels and a partial one (down
     to one lane), rows off the 6-row tile, long reductions, samples whose rows split into
     chunks (each with its own scaled panel); the weight read in place (its channels

@@ -15,7 +15,7 @@ from .conftest import se_gate_params as _params
 gate_op = sys.modules['mux_backbones.ops.se_gate']
 
 
-def test_kernel_equals_reference_on_random_calls(outside_interpreter):
+def test_kernel_equals_reference_on_random_calls(outside_interpreter, two_threads):
     """40 seeded random calls: batch 1-4, 1-300 channels, squeeze 1-45, sums whole or in 1-30
     tiles, each activation; means large enough to saturate the sigmoid."""
     rng = random.Random(0)

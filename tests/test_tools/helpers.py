@@ -1,8 +1,11 @@
 """Small configs for running the real tools in subprocesses on CPU within seconds."""
+import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
+
+from ..helpers import TEST_THREADS
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -55,7 +58,7 @@ def tool_env(extra_path=None, extra_env=None):
     Triton interpreter (the ops' C++ kernels where a config asks for ``fused_ops``) unless
     ``extra_env`` sets ``TRITON_INTERPRET=1``."""
     path = os.pathsep.join(p for p in (REPO, extra_path, os.environ.get('PYTHONPATH', '')) if p)
-    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS='2',
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(TEST_THREADS),
                 **{'TRITON_INTERPRET': '0', **(extra_env or {})})
 
 
@@ -67,3 +70,13 @@ def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
                              f'{proc.stderr[-3000:]}')
     return proc
+
+
+def load_tool(path):
+    """The tool at ``path`` (relative to the repository) as a module, to call in this process:
+    it then shares the suite's Triton interpreter set-up (tests/conftest.py) and its imports."""
+    name = osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,16 +5,18 @@ import os.path as osp
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 import torch
 
 from mux_backbones.utils.timing import cpu_bf16_native
-from .helpers import REPO, run_tool, write_det_config
+from ..helpers import TEST_THREADS
+from .helpers import REPO, load_tool, run_tool, write_det_config
 
 BENCH = 'tools/analysis_tools/benchmark.py'
 EXPORT = 'tools/deployment/pytorch2onnx.py'
-FAST = ('--shape', '64', '--runs', '3', '--warmup', '1', '--threads', '2')
+FAST = ('--shape', '64', '--runs', '3', '--warmup', '1', '--threads', str(TEST_THREADS))
 # The benchmark's CPU deploy mode runs the CPU's own kernel (C++), not Triton's interpreter,
 # which this test process switches on for the Triton kernel tests.
 COMPILED = {'TRITON_INTERPRET': '0'}
@@ -35,7 +37,8 @@ def test_benchmark_prints_comparison_table():
     assert 'vs MNv2' in out and 'median ms' in out
     # the CPU's vector ISA and bf16 support: the tables' numbers depend on both
     isa = torch.backends.cpu.get_cpu_capability()
-    assert re.search(rf'device: CPU \({isa}, bf16 (native|emulated)\), 2 threads;', out)
+    assert re.search(
+        rf'device: CPU \({isa}, bf16 (native|emulated)\), {TEST_THREADS} threads;', out)
     rows = [line.split() for line in out.splitlines()
             if line.split()[:1] in (['mobilenetv2'], ['muxnet-tiny'])]
     # Table rows (model, mode, fp32, batch, median, IQR, host, img/s, peak, ratio) and
@@ -267,17 +270,12 @@ def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, cap
     --variants column, --tune of every spatial conv and epilogue GEMM, the SE/tail/expand
     table, the saved launch configs -- checked on the CPU under the Triton interpreter with a
     stand-in timer, so a lease's minutes do not go to a broken tool."""
-    import importlib.util
     import json
-    import sys
 
     from mux_backbones.ops import launch_config
     from mux_backbones.utils import timing
     pytest.importorskip('triton')
-    spec = importlib.util.spec_from_file_location('layer_bench',
-                                                  osp.join(REPO, 'tools/gpu/layer_bench.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool('tools/gpu/layer_bench.py')
 
     def fake_time_us(fn, device=None, **kwargs):
         fn()
@@ -332,7 +330,7 @@ def test_benchmark_training_step_with_profile():
     amp = 'bf16' if cpu_bf16_native() else 'fp32'
     out = run_tool(BENCH, '--train-step', 'ssdlite', '--train-batch', '2', '--train-amp',
                    amp, '--runs', '10', '--models', 'mobilenetv2', '--modes', 'eager',
-                   '--batch', '1', '--shape', '64', '--warmup', '1', '--threads', '2',
+                   '--batch', '1', '--shape', '64', '--warmup', '1', '--threads', str(TEST_THREADS),
                    '--profile-train', extra_env={'TRITON_INTERPRET': '0'}).stdout
     table = out.partition('training step ssdlite, batch 2, 320x320')[2]
     rows = [line.split() for line in table.splitlines()]
@@ -343,13 +341,21 @@ def test_benchmark_training_step_with_profile():
     assert 'ssdlite muxnet-m fused_ops: CPU operators busy' in table
 
 
-def test_check_kernels_rehearsal():
+def test_check_kernels_rehearsal(monkeypatch, capsys):
     """tools/gpu/check_kernels.py (the GPU lease's first phase) with ``--quick``: every check on
     small shapes in the interpreter, one line each, all passing; without the interpreter a clear
-    one-line refusal."""
+    one-line refusal. (In this process: its kernels under the suite's interpreter checks.)"""
     pytest.importorskip('triton')
-    out = run_tool('tools/gpu/check_kernels.py', '--quick',
-                   extra_env={'TRITON_INTERPRET': '1'}).stdout
+    if os.environ.get('TRITON_INTERPRET') != '1':
+        pytest.skip('the rehearsal runs the kernels in Triton\'s interpreter')
+    check_kernels = load_tool('tools/gpu/check_kernels.py')
+    # what the check sets for a GPU, put back after the test
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', torch.backends.cudnn.allow_tf32)
+    monkeypatch.setattr(sys, 'argv', ['check_kernels.py', '--quick'])
+    with pytest.raises(SystemExit) as done:
+        check_kernels.main()
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith(('ok', 'FAIL'))]
     assert len(lines) >= 7 + 4 + 6 + 2 and all(line.startswith('ok') for line in lines)
     assert any(line.startswith('ok   pointwise_conv') for line in lines)
@@ -357,9 +363,9 @@ def test_check_kernels_rehearsal():
     assert any('block launches and direct launches equal the modules' in line for line in lines)
     assert any('with the SE gate in the project GEMMs' in line for line in lines)
     assert 'kernel check: all passed' in out
-    proc = run_tool('tools/gpu/check_kernels.py', '--quick', check=False,
-                    extra_env={'TRITON_INTERPRET': '0'})
-    assert proc.returncode != 0 and 'set TRITON_INTERPRET=1' in proc.stderr
+    monkeypatch.setenv('TRITON_INTERPRET', '0')
+    with pytest.raises(SystemExit, match='set TRITON_INTERPRET=1'):
+        check_kernels.main()
 
 
 def _gpu_check_plan(tmp_path, **env):
@@ -377,11 +383,7 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     one the benchmark's parser takes (a lease's minutes never go to a mistyped flag), a
     committed launch-config table (``LAUNCH_CONFIGS``) on the tuned rows; ``PHASES`` runs only
     the phases it names, the others said to be skipped."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('benchmark', osp.join(REPO, BENCH))
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    parse_args = benchmark.parse_args
+    parse_args = load_tool(BENCH).parse_args
     table = tmp_path / 'tuned.json'
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
@@ -426,16 +428,12 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
 def test_fault_probe_rehearsal_and_locating():
     """tools/gpu/fault_probe.py (a GPU lease's tool) runs end to end on the CPU, and its
     per-module forward names the module whose work raised, with its input shapes."""
-    import importlib.util
     out = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--arch', 'tiny', '--batch',
                    '2', '--shape', '64', '--amp', 'fp32').stdout
     assert 'no fault: MUXNet-tiny deploy fp32 batch 2 (planner launch configs)' in out
     proc = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--tune', check=False)
     assert proc.returncode != 0 and 'need --device cuda' in proc.stderr
-    spec = importlib.util.spec_from_file_location(
-        'fault_probe', osp.join(REPO, 'tools/gpu/fault_probe.py'))
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_tool('tools/gpu/fault_probe.py')
 
     class Faulty(torch.nn.Module):
         def forward(self, x):
