@@ -6,10 +6,11 @@ import torch
 
 from mux_backbones.ops import _triton
 from tests import interpreter_speed
-from tests.interpreter_speed_helpers import core_scaled, nested_scaled
 
 triton = pytest.importorskip('triton')
 tl = pytest.importorskip('triton.language')
+from tests.interpreter_speed_helpers import core_scaled, nested_scaled  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not _triton.interpreting(), reason='needs TRITON_INTERPRET=1')
 
 
