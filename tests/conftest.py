@@ -15,7 +15,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from tests.helpers import TEST_THREADS  # noqa: E402
+from tests.helpers import TEST_THREADS, torch_threads  # noqa: E402
 
 torch.set_num_threads(TEST_THREADS)
 
@@ -58,10 +58,8 @@ def outside_interpreter(monkeypatch):
 def two_threads():
     """Two torch threads for one test, whatever the worker's share: the C++ kernels' split of
     their work between threads, as a user's 2-core machine runs them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope='session')

@@ -1,4 +1,5 @@
 """Helpers the test modules share."""
+import contextlib
 import os
 
 import torch
@@ -10,6 +11,17 @@ from torch.nn.modules.batchnorm import _BatchNorm
 # 8x as long as two 1-thread runs.
 TEST_THREADS = max(1, min(2, (os.cpu_count() or 1) //
                           int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """``threads`` torch threads inside the block, the process's own again after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def randomise_bn(model):

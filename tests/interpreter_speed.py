@@ -17,9 +17,11 @@ Two costs of Triton's interpreter (3.6-3.9) serve nothing in this suite's tests:
   patched now runs as it is; any other still gets its own patch.
 """
 import dataclasses
+import functools
 import inspect
 
 
+@functools.lru_cache(maxsize=None)  # once per kernel or helper, not per call
 def _languages(fn) -> frozenset:
     """The ``triton.language`` modules the interpreter patches for ``fn`` (those in its globals)."""
     import triton.language as tl

@@ -12,6 +12,7 @@ import torch
 from mux_backbones.layers import SpatialMuxConv
 from mux_backbones.ops import _cpu_kernels, norm_act, reference_norm_act
 from mux_backbones.ops.group_conv import ACTIVATIONS
+from ..helpers import torch_threads
 from .conftest import calls_of
 
 op_module = sys.modules['mux_backbones.ops.norm_act']
@@ -55,12 +56,8 @@ def test_in_place_as_the_fused_block_calls_it_and_nan_passes(outside_interpreter
         y, sums = kernels.norm_act_forward(x, scale, shift, code, True)
         want_y, _ = reference_norm_act(x, scale, shift, act, True)
         torch.testing.assert_close(y, want_y, equal_nan=True, atol=1e-5, rtol=1e-5)
-        threads = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
+        with torch_threads(1):
             y1, sums1 = kernels.norm_act_forward(x, scale, shift, code, True)
-        finally:
-            torch.set_num_threads(threads)
         assert torch.equal(y1.nan_to_num(), y.nan_to_num()) and \
             torch.equal(sums1.nan_to_num(), sums.nan_to_num())
 

@@ -12,6 +12,7 @@ import torch
 from mux_backbones.layers import PointwiseConv2d
 from mux_backbones.ops import _cpu_kernels, pointwise_conv, reference_pointwise_conv
 from mux_backbones.ops.group_conv import ACTIVATIONS
+from ..helpers import torch_threads
 from .conftest import calls_of, pointwise_inputs
 
 gemm = sys.modules['mux_backbones.ops.pointwise_conv']
@@ -52,7 +53,6 @@ def test_gemm_panels_tiles_and_threads(outside_interpreter, two_threads, weight_
     consecutive, as a deployed layer stores it) or packed (the transposed view, a column
     slice). Each output is one tile's sum in a fixed order: the same to the bit on 1 thread."""
     kernels = _cpu_kernels.cpu_kernels()
-    threads = torch.get_num_threads()
     for samples, pixels, k, c in [(1, 49, 200, 97), (1, 1, 3, 1), (2, 37, 24, 64), (3, 13, 7, 33),
                                   (1, 200, 480, 40), (4, 7, 12, 20), (1, 300, 9, 160)]:
         rows, weight, bias, residual, kept = pointwise_inputs(samples, pixels, k, c,
@@ -68,11 +68,8 @@ def test_gemm_panels_tiles_and_threads(outside_interpreter, two_threads, weight_
             got = kernels.pointwise_conv_forward(rows, weight, *args[:3], code, args[3])
             want = reference_pointwise_conv(rows, weight, *args[:3], act=act, scale=args[3])
             torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
-            torch.set_num_threads(1)
-            try:
+            with torch_threads(1):
                 alone = kernels.pointwise_conv_forward(rows, weight, *args[:3], code, args[3])
-            finally:
-                torch.set_num_threads(threads)
             assert torch.equal(got, alone), (samples, pixels, k, c, act)
 
 
