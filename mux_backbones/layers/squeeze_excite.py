@@ -90,10 +90,10 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
             return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
-        if eager_autograd():  # (see its module)
-            params = [p for p in self.parameters() if p.requires_grad]
-            if x.requires_grad or params:
-                return _GatedMap.apply(x, self._gate_map, *params)
+        if eager_autograd() and (x.requires_grad or any(p.requires_grad
+                                                        for p in self.parameters())):
+            return _GatedMap.apply(x, self.act, self.conv_reduce.weight, self.conv_reduce.bias,
+                                   self.conv_expand.weight, self.conv_expand.bias)
         return x * self._gate_map(x.mean((2, 3), keepdim=True))
 
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
@@ -110,37 +110,74 @@ class SqueezeExcite(nn.Module):
             self.deploy = True
 
 
+def _activation_grad(grad: torch.Tensor, z: torch.Tensor, h: torch.Tensor,
+                     act: nn.Module) -> torch.Tensor:
+    """The gradient through ``h = act(z)``: for the activations the blocks use, the backward
+    operator autograd itself would run; for any other, autograd on ``act`` alone."""
+    name = activation_name(act)
+    if name == 'none':
+        return grad
+    if name == 'relu':
+        return torch.ops.aten.threshold_backward(grad, h, 0)
+    if name == 'silu':
+        return torch.ops.aten.silu_backward(grad, z)
+    if name == 'relu6':
+        return torch.ops.aten.hardtanh_backward(grad, z, 0.0, 6.0)
+    with torch.enable_grad():
+        leaf = z.detach().requires_grad_()
+        return torch.autograd.grad(act(leaf), leaf, grad)[0]
+
+
 class _GatedMap(torch.autograd.Function):
-    """``x * gate(mean(x))`` with a backward of two passes over the map instead of five.
+    """``x * sigmoid(W2 act(W1 mean(x) + b1) + b2)`` with a backward of two passes over the map
+    instead of five, and no autograd graph of its own.
 
     Autograd's backward of the stock expression writes ``g * s``, ``g * x`` (summed to the gate's
     gradient), the mean's gradient broadcast to a full map, and their sum. Here the gate's
     gradient is one product summed per channel, and the input's gradient one pass,
     ``g * s + d mean / (H W)`` (``addcmul``), the mean's gradient added as a broadcast. The
-    gate's own small graph (1x1 convs on the pooled vector) is recorded in the forward and
-    differentiated in the backward. Once differentiable (no double backward).
+    gate's own small network on the pooled (N, C) vectors is differentiated by its formulas,
+    in the dtypes its forward ran in (autocast's), with autograd's own backward operators of
+    the activation: the same gradients, without recording that network in the forward and
+    running a nested ``autograd.grad`` over it in the backward, which cost the host a third
+    more per block and step (docs/speed.md, session 30). Once differentiable (no double
+    backward).
     """
 
     @staticmethod
-    def forward(ctx, x, gate_map, *params):
-        with torch.enable_grad():
-            pooled = x.detach().mean((2, 3), keepdim=True).requires_grad_(x.requires_grad)
-            gate = gate_map(pooled)
-        ctx.save_for_backward(x)
-        ctx.pooled, ctx.gate, ctx.params = pooled, gate, params
-        return x * gate.detach()
+    def forward(ctx, x, act, w_reduce, b_reduce, w_expand, b_expand):
+        n, c = x.shape[:2]
+        pooled = x.mean((2, 3))
+        # (as F.linear runs here: under autocast, on weights cast to its dtype)
+        z = F.linear(pooled, w_reduce.view(-1, c), b_reduce)
+        h = act(z.clone() if getattr(act, 'inplace', False) else z)  # (z is the gradient's)
+        gate = F.linear(h, w_expand.view(c, -1), b_expand).sigmoid()
+        ctx.act = act
+        ctx.save_for_backward(x, pooled, z, h, gate, w_reduce, w_expand)
+        return x * gate.view(n, c, 1, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        x, = ctx.saved_tensors
-        pooled, gate, params = ctx.pooled, ctx.gate, ctx.params
-        grad_gate = (grad * x).sum((2, 3), keepdim=True).to(gate.dtype)
-        inputs = ((pooled, ) if pooled.requires_grad else ()) + tuple(params)
-        grads = torch.autograd.grad(gate, inputs, grad_gate) if inputs else ()
-        grad_x = None
-        if pooled.requires_grad:
-            pixels = x.shape[2] * x.shape[3]
-            grad_x = torch.addcmul(grads[0].to(grad.dtype) / pixels, grad, gate.detach())
-            grads = grads[1:]
-        return (grad_x, None, *grads)
+        x, pooled, z, h, gate, w_reduce, w_expand = ctx.saved_tensors
+        n, c = x.shape[:2]
+        needs_x, _, needs_w1, needs_b1, needs_w2, needs_b2 = ctx.needs_input_grad
+        gate_map = gate.view(n, c, 1, 1)
+        # d loss / d logit of the gate; the small products in the forward's dtype
+        grad_logit = torch.ops.aten.sigmoid_backward((grad * x).sum((2, 3)).to(gate.dtype), gate)
+        grad_w2 = (grad_logit.t() @ h).view_as(w_expand).to(w_expand.dtype) if needs_w2 else None
+        grad_b2 = grad_logit.sum(0).to(w_expand.dtype) if needs_b2 else None
+        grad_x = grad_w1 = grad_b1 = None
+        if needs_x or needs_w1 or needs_b1:
+            grad_h = grad_logit @ w_expand.view(c, -1).to(h.dtype)
+            grad_z = _activation_grad(grad_h, z, h, ctx.act)
+            if needs_w1:
+                grad_w1 = (grad_z.t() @ pooled.to(z.dtype)).view_as(w_reduce).to(w_reduce.dtype)
+            if needs_b1:
+                grad_b1 = grad_z.sum(0).to(w_reduce.dtype)
+            if needs_x:
+                grad_mean = (grad_z @ w_reduce.view(-1, c).to(z.dtype)).to(grad.dtype)
+                pixels = x.shape[2] * x.shape[3]
+                grad_x = torch.addcmul((grad_mean / pixels).view(n, c, 1, 1), grad,
+                                       gate_map.to(grad.dtype))
+        return grad_x, None, grad_w1, grad_b1, grad_w2, grad_b2

@@ -46,15 +46,23 @@ def _stock_se(se, x):
     return x * se.conv_expand(se.act(se.conv_reduce(x.mean((2, 3), keepdim=True)))).sigmoid()
 
 
-@pytest.mark.parametrize('act', ['ReLU', 'SiLU'])
+# the activations with a backward formula of their own (in place too), and one without (HSwish:
+# autograd on the activation alone)
+_SE_ACTS = [dict(type='ReLU'), dict(type='SiLU'), dict(type='Swish'), dict(type='ReLU6'),
+            dict(type='ReLU6', inplace=True), dict(type='SiLU', inplace=True), None,
+            dict(type='HSwish')]
+
+
+@pytest.mark.parametrize('act_cfg', _SE_ACTS, ids=lambda cfg: str(cfg and tuple(cfg.values())))
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('trainable', ['all', 'input', 'weights'])
-def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_last, trainable):
+def test_squeeze_excite_training_form_equals_the_stock_expression(act_cfg, channels_last,
+                                                                  trainable):
     """The training form (the gate's 1x1 convs as matrix products, its own backward
     ``_GatedMap``): the outputs and gradients of autograd through the stock expression, in the
-    input's layout, with the input or the weights frozen."""
+    input's layout, with the input or the weights frozen, for every kind of activation."""
     torch.manual_seed(0)
-    se = SqueezeExcite(16, 4, dict(type=act))
+    se = SqueezeExcite(16, 4, act_cfg)
     x = torch.randn(2, 16, 9, 7)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -67,6 +75,7 @@ def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_
     ref = _stock_se(se, x)
     want = torch.autograd.grad(ref, wanted, grad)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+    assert len(got) == len(want) == len(wanted)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else
                              torch.contiguous_format)
     for a, b in zip(got, want):
@@ -74,6 +83,22 @@ def test_squeeze_excite_training_form_equals_the_stock_expression(act, channels_
     if x.requires_grad:
         assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else
                                     torch.contiguous_format)
+
+
+@pytest.mark.parametrize('act', ['ReLU', 'SiLU', 'Swish', 'ReLU6'])
+def test_squeeze_excite_backward_runs_no_nested_autograd(monkeypatch, act):
+    """The gate's small network is differentiated by its formulas: no graph recorded in the
+    forward, no ``autograd.grad`` (a nested graph task per block) in the backward."""
+    se = SqueezeExcite(16, 4, dict(type=act))
+    x = torch.randn(2, 16, 5, 5, requires_grad=True)
+    out = se(x)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('nested autograd.grad in the SE backward')
+
+    monkeypatch.setattr(torch.autograd, 'grad', refuse)
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in se.parameters())
 
 
 def test_squeeze_excite_backward_makes_two_passes_over_the_map():
