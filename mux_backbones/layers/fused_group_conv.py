@@ -167,7 +167,7 @@ class FusedGroupConv(nn.Module):
             scale, shift = bn_scale_shift(norm)
             weights = [w * s.view(-1, 1, 1, 1) for w, s in zip(weights, scale.split(splits))]
             bias = bias * scale + shift
-        weight = pack_weights(weights).contiguous()
+        weight = pack_weights(weights).clone(memory_format=torch.contiguous_format)
         check_args(torch.empty(1, sum(splits), 1, 1), weight, splits, kernel_sizes, dilations,
                    stride, cpg, act_name)
         return cls(weight, bias, splits, kernel_sizes, dilations, stride, cpg, act_name)

@@ -101,9 +101,12 @@ def pack_weights(weights: Sequence[Tensor]) -> Tensor:
     """Pack per-group conv weights ``(C_g, cpg, K, K)`` into the op's flat layout.
 
     Differentiable (plain tensor ops), so a module can pack its parameters on every call in
-    training, or once for deployment.
+    training, or once for deployment. A single weight is not concatenated (``cat`` would copy
+    it a second time: one more launch per conv and training step); its packed form may then
+    be a view of it (one channel), so a copy meant to outlive it must be cloned.
     """
-    return torch.cat([w.permute(2, 3, 1, 0).reshape(-1) for w in weights])
+    parts = [w.permute(2, 3, 1, 0).reshape(-1) for w in weights]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def unpack_weights(packed: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],

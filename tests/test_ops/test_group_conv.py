@@ -10,6 +10,7 @@ import torch
 
 from mux_backbones import arch_settings
 from mux_backbones.backbones.block_spec import decode_stage
+from mux_backbones.layers import FusedGroupConv
 from mux_backbones.ops import _triton, group_conv, launch_config, pack_weights, reference_group_conv
 from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_conv, _groups,
                                           _pixel_tile, _tile_sums, compile_jobs, forward_candidates,
@@ -33,6 +34,37 @@ def _arch_mixes():
                 if not spec.scales or not any(spec.scales):
                     mixes.add((spec.kernel_sizes, spec.channels_per_group, spec.stride))
     return sorted(mixes)
+
+
+def test_pack_weights_of_one_conv_skips_the_concatenation():
+    """One weight packs as its own permuted copy (no ``cat``: one copy, not two, per training
+    step), in the layout of several, with its gradient; the deploy form owns its copy even
+    where the packed form is a view (one channel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    weight = torch.randn(6, 2, 5, 5, requires_grad=True)
+    with Ops() as ops:
+        packed = pack_weights([weight])
+    assert 'cat' not in ops.names
+    together = pack_weights([weight, torch.randn(4, 2, 3, 3)])
+    assert torch.equal(packed, together[:packed.numel()]) and packed.is_contiguous()
+    packed.sum().backward()
+    assert torch.equal(weight.grad, torch.ones_like(weight))
+
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    fused = FusedGroupConv.from_convs([conv], None, torch.nn.Identity())
+    with torch.no_grad():
+        conv.weight.add_(1.0)
+    assert not torch.equal(fused.weight.view(-1), conv.weight.view(-1))
 
 
 def _case(splits, kernel_sizes, dilations, stride, cpg, act='none', bias=False, pool=False,
