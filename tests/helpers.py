@@ -4,6 +4,7 @@ import os
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Threads per test process: the cores shared among pytest-xdist's workers, at most 2 (the CI
 # machine's cores). A tool a test starts gets as many (OMP_NUM_THREADS). More threads than cores
@@ -22,6 +23,20 @@ def torch_threads(threads: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class DispatchRecorder(TorchDispatchMode):
+    """Records every operator dispatched inside its block, as ``(operator, output)`` pairs in
+    ``calls``."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.calls.append((func, out))
+        return out
 
 
 def randomise_bn(model):

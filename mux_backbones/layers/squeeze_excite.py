@@ -77,24 +77,16 @@ class SqueezeExcite(nn.Module):
         also adds ``residual`` and interleaves ``kept`` in its epilogue."""
         return project(x, residual, kept, scale=self.pooled_gate(sums, x.shape[2] * x.shape[3]))
 
-    def _gate_map(self, pooled: torch.Tensor) -> torch.Tensor:
-        """The (N, C, 1, 1) sigmoid gate from the (N, C, 1, 1) channel means (training form):
-        the 1x1 convs as matrix products on the pooled vectors, with the conv weights viewed
-        as matrices (oneDNN's conv on a 1x1 map: ~3x the time, forward and backward)."""
-        n, c = pooled.shape[:2]
-        squeezed = self.act(F.linear(pooled.reshape(n, c), self.conv_reduce.weight.flatten(1),
-                                     self.conv_reduce.bias))
-        return F.linear(squeezed, self.conv_expand.weight.flatten(1), self.conv_expand.bias)\
-            .sigmoid().view(n, c, 1, 1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
             return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
+        network = (self.act, self.conv_reduce.weight, self.conv_reduce.bias,
+                   self.conv_expand.weight, self.conv_expand.bias)
         if eager_autograd() and (x.requires_grad or any(p.requires_grad
                                                         for p in self.parameters())):
-            return _GatedMap.apply(x, self.act, self.conv_reduce.weight, self.conv_reduce.bias,
-                                   self.conv_expand.weight, self.conv_expand.bias)
-        return x * self._gate_map(x.mean((2, 3), keepdim=True))
+            return _GatedMap.apply(x, *network)
+        n, c = x.shape[:2]
+        return x * _gate_network(x.mean((2, 3)), *network)[2].view(n, c, 1, 1)
 
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
         """Run the two 1x1 convs as ``linear`` layers (same parameters, flattened), the
@@ -110,8 +102,21 @@ class SqueezeExcite(nn.Module):
             self.deploy = True
 
 
-def _activation_grad(grad: torch.Tensor, z: torch.Tensor, h: torch.Tensor,
-                     act: nn.Module) -> torch.Tensor:
+def _gate_network(pooled: torch.Tensor, act: nn.Module, w_reduce: torch.Tensor,
+                  b_reduce: torch.Tensor, w_expand: torch.Tensor, b_expand: torch.Tensor):
+    """``(z, h, gate)`` of the training form's gate from the (N, C) channel means:
+    ``z = W1 mean + b1``, ``h = act(z)`` (``z`` kept where ``act`` works in place: its
+    gradient reads it), ``gate = sigmoid(W2 h + b2)``. The 1x1 convs run as matrix products on
+    their weights viewed as matrices (oneDNN's conv on a 1x1 map: ~3x the time, forward and
+    backward); under autocast on weights cast to its dtype, as ``F.linear`` runs there."""
+    c = pooled.shape[1]
+    z = F.linear(pooled, w_reduce.view(-1, c), b_reduce)
+    h = act(z.clone() if getattr(act, 'inplace', False) else z)
+    return z, h, F.linear(h, w_expand.view(c, -1), b_expand).sigmoid()
+
+
+def _activation_backward(grad: torch.Tensor, z: torch.Tensor, h: torch.Tensor,
+                         act: nn.Module) -> torch.Tensor:
     """The gradient through ``h = act(z)``: for the activations the blocks use, the backward
     operator autograd itself would run; for any other, autograd on ``act`` alone."""
     name = activation_name(act)
@@ -148,10 +153,7 @@ class _GatedMap(torch.autograd.Function):
     def forward(ctx, x, act, w_reduce, b_reduce, w_expand, b_expand):
         n, c = x.shape[:2]
         pooled = x.mean((2, 3))
-        # (as F.linear runs here: under autocast, on weights cast to its dtype)
-        z = F.linear(pooled, w_reduce.view(-1, c), b_reduce)
-        h = act(z.clone() if getattr(act, 'inplace', False) else z)  # (z is the gradient's)
-        gate = F.linear(h, w_expand.view(c, -1), b_expand).sigmoid()
+        z, h, gate = _gate_network(pooled, act, w_reduce, b_reduce, w_expand, b_expand)
         ctx.act = act
         ctx.save_for_backward(x, pooled, z, h, gate, w_reduce, w_expand)
         return x * gate.view(n, c, 1, 1)
@@ -170,7 +172,7 @@ class _GatedMap(torch.autograd.Function):
         grad_x = grad_w1 = grad_b1 = None
         if needs_x or needs_w1 or needs_b1:
             grad_h = grad_logit @ w_expand.view(c, -1).to(h.dtype)
-            grad_z = _activation_grad(grad_h, z, h, ctx.act)
+            grad_z = _activation_backward(grad_h, z, h, ctx.act)
             if needs_w1:
                 grad_w1 = (grad_z.t() @ pooled.to(z.dtype)).view_as(w_reduce).to(w_reduce.dtype)
             if needs_b1:

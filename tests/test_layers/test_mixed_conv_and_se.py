@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from mux_backbones.layers import MixedConv2d, SqueezeExcite, build_group_conv, split_channels
+from ..helpers import DispatchRecorder
 
 
 def test_split_channels_puts_remainder_first():
@@ -105,27 +106,16 @@ def test_squeeze_excite_backward_makes_two_passes_over_the_map():
     """The input's and the gate's gradients cost two operators on full-size maps (the gate's
     product summed per channel, then ``addcmul``) where autograd's backward of the stock
     expression runs five (two products, the sum, the mean's broadcast, the add)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class FullMaps(TorchDispatchMode):
-        def __init__(self, shape):
-            super().__init__()
-            self.shape, self.ops = shape, []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.shape == self.shape:
-                self.ops.append(func.__name__)
-            return out
-
     se = SqueezeExcite(16, 4)
     x = torch.randn(2, 16, 9, 7, requires_grad=True)
     for forward, passes in ((se, 2), (lambda t: _stock_se(se, t), 5)):
         out = forward(x)
         grad = torch.ones_like(out)
-        with FullMaps(x.shape) as mode:
+        with DispatchRecorder() as mode:
             torch.autograd.grad(out, [x, *se.parameters()], grad)
-        assert len(mode.ops) == passes, mode.ops
+        full_maps = [func.__name__ for func, y in mode.calls
+                     if isinstance(y, torch.Tensor) and y.shape == x.shape]
+        assert len(full_maps) == passes, full_maps
 
 
 def test_squeeze_excite_training_form_with_checkpointing_and_autocast():

@@ -18,7 +18,7 @@ from mux_backbones.ops.group_conv import (MIN_PROGRAMS, _forward_tile, _group_co
                                           transposed_weights, tune_forward, tuned_config,
                                           unwindow_weights, weight_grad_launches)
 from mux_backbones.ops.launch_config import _run_compile_jobs, precompile
-from ..helpers import set_op_switches
+from ..helpers import DispatchRecorder, set_op_switches
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
@@ -40,21 +40,10 @@ def test_pack_weights_of_one_conv_skips_the_concatenation():
     """One weight packs as its own permuted copy (no ``cat``: one copy, not two, per training
     step), in the layout of several, with its gradient; the deploy form owns its copy even
     where the packed form is a view (one channel)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.append(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     weight = torch.randn(6, 2, 5, 5, requires_grad=True)
-    with Ops() as ops:
+    with DispatchRecorder() as ops:
         packed = pack_weights([weight])
-    assert 'cat' not in ops.names
+    assert torch.ops.aten.cat not in [func.overloadpacket for func, _ in ops.calls]
     together = pack_weights([weight, torch.randn(4, 2, 3, 3)])
     assert torch.equal(packed, together[:packed.numel()]) and packed.is_contiguous()
     packed.sum().backward()
