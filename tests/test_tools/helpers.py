@@ -1,11 +1,10 @@
-"""Small configs for running the real tools in subprocesses on CPU within seconds."""
+"""Small configs for running the real tools as processes on CPU within seconds."""
 import importlib.util
 import os
 import os.path as osp
-import subprocess
-import sys
 
 from ..helpers import TEST_THREADS
+from ..tool_server import ToolServer
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -62,10 +61,14 @@ def tool_env(extra_path=None, extra_env=None):
                 **{'TRITON_INTERPRET': '0', **(extra_env or {})})
 
 
+# Tools run as forks of a process that imported their libraries once (tests/tool_server.py).
+_TOOL_SERVER = ToolServer(tool_env(), REPO)
+
+
 def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
-    env = tool_env(extra_path, extra_env)
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    """``python args...`` from the repository in :func:`tool_env`; the finished process, its
+    output captured as text (``subprocess.run``'s), the run's failure raised when ``check``."""
+    proc = _TOOL_SERVER.run(args, tool_env(extra_path, extra_env), REPO, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f'{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
                              f'{proc.stderr[-3000:]}')
