@@ -5,9 +5,8 @@ import subprocess
 
 import pytest
 
-from tests.test_tools.helpers import _TOOL_SERVER as TOOL_SERVER
 from tests.test_tools.helpers import REPO, run_tool, tool_env
-from tests.tool_server import served_env
+from tests.tool_server import ToolServer, served_env
 
 SCRIPT = '''
 import atexit, json, os, random, sys
@@ -73,7 +72,7 @@ def test_exit_status_and_uncaught_exceptions(script, tmp_path):
 def test_timeout_ends_the_tool(script, tmp_path):
     with pytest.raises(subprocess.TimeoutExpired) as info:
         run_tool(script, str(tmp_path / 'm'), 'sleep', timeout=5)
-    assert 'to stderr' in info.value.stderr
+    assert b'to stderr' in info.value.stderr  # (bytes, as subprocess.run's)
     # The server is still there for the next tool.
     assert run_tool(script, str(tmp_path / 'm'), 'ok').returncode == 0
 
@@ -89,8 +88,15 @@ def test_environments_the_server_cannot_serve():
     assert not served_env(base, {'PATH': '/bin'})
 
 
-def test_an_unservable_run_is_a_plain_subprocess(script, tmp_path):
-    env = tool_env()
-    env['OMP_NUM_THREADS'] = '2' if env['OMP_NUM_THREADS'] == '1' else '1'
-    proc = TOOL_SERVER.run([script, str(tmp_path / 'm'), 'exit'], env, REPO, 60)
-    assert proc.returncode == 3 and _report(proc)['ppid'] == os.getpid()
+def test_a_run_the_server_cannot_serve_gets_a_server_of_its_own(script, tmp_path):
+    server = ToolServer(REPO)
+    try:
+        env = tool_env()
+        first = _report(server.run([script, str(tmp_path / 'm'), 'ok'], env, REPO, 120))
+        threads = '2' if env['OMP_NUM_THREADS'] == '1' else '1'
+        other = dict(env, OMP_NUM_THREADS=threads)  # read when torch is imported
+        proc = server.run([script, str(tmp_path / 'm'), 'exit'], other, REPO, 120)
+        assert proc.returncode == 3 and server.env['OMP_NUM_THREADS'] == threads
+        assert _report(proc)['ppid'] not in (first['ppid'], os.getpid())  # a new server
+    finally:
+        server.close()

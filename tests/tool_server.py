@@ -13,7 +13,8 @@ import is this package or Triton: both read their environment when imported
 
 Environment variables the preloaded libraries read when imported (``OMP_NUM_THREADS``,
 ``TORCH_*``, ...) cannot differ from the server's: :func:`served_env` says which requests it can
-serve; the caller runs any other as a plain subprocess.
+serve. Another request replaces the server by one started in its environment (the suite's
+environment drifts now and then: ``PATH`` once the C++ kernels' build puts ninja on it).
 
 Protocol (one request at a time, JSON lines): the caller writes ``{"argv", "cwd", "env",
 "stdout", "stderr"}`` on the server's stdin; the server answers ``{"pid"}`` once the child runs,
@@ -120,15 +121,15 @@ def _become_tool(request: dict, base_path: list) -> None:
 class ToolServer:
     """The caller's side: :meth:`run` is ``subprocess.run([sys.executable, *argv],
     capture_output=True, text=True)`` through a server started on first use (one per process,
-    so per xdist worker), or through a plain subprocess where the server cannot serve.
+    so per xdist worker) in that run's environment; ``MUX_TESTS_TOOL_SERVER=0``, or a server
+    that cannot start, makes every run a plain subprocess.
 
     Args:
-        env (dict): The environment the server starts (and imports its libraries) in.
-        cwd (str): Its working directory.
+        cwd (str): The server's working directory.
     """
 
-    def __init__(self, env: dict, cwd: str):
-        self.env, self.cwd = dict(env), cwd
+    def __init__(self, cwd: str):
+        self.env, self.cwd = None, cwd
         self._proc, self._pending, self._unusable = None, b'', False
         self._set_by_imports = ()
         atexit.register(self.close)
@@ -168,15 +169,18 @@ class ToolServer:
 
     def run(self, argv, env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
         args = [sys.executable, *argv]
-        if not self._unusable and os.environ.get('MUX_TESTS_TOOL_SERVER') != '0' and \
-                (self._proc is None or self._proc.poll() is not None) and \
-                not self._start(time.monotonic() + 600):
-            self.close()
-            self._unusable = True  # (a server that cannot start: plain subprocesses, as before)
-        if self._unusable or os.environ.get('MUX_TESTS_TOOL_SERVER') == '0' or \
-                not served_env(self.env, env, self._set_by_imports):
+        if self._unusable or os.environ.get('MUX_TESTS_TOOL_SERVER') == '0':
             return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
                                   timeout=timeout)
+        if self._proc is not None and (self._proc.poll() is not None or
+                                       not served_env(self.env, env, self._set_by_imports)):
+            self.close()
+        if self._proc is None:
+            self.env = dict(env)
+            if not self._start(time.monotonic() + 600):
+                self.close()
+                self._unusable = True  # (plain subprocesses, as before the server)
+                return self.run(argv, env, cwd, timeout)
         with tempfile.TemporaryDirectory(prefix='tool_run_') as tmp:
             out, err = os.path.join(tmp, 'stdout'), os.path.join(tmp, 'stderr')
             self._proc.stdin.write((json.dumps(dict(
@@ -197,8 +201,8 @@ class ToolServer:
                 self.close()
                 raise RuntimeError(f'the tool server died while running {argv}')
             stdout, stderr = _read_text(out), _read_text(err)
-        if timed_out:
-            raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)
+        if timed_out:  # (bytes, as subprocess.run gives them with a timeout even in text mode)
+            raise subprocess.TimeoutExpired(args, timeout, stdout.encode(), stderr.encode())
         return subprocess.CompletedProcess(args, answer['returncode'], stdout, stderr)
 
 
