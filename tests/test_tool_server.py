@@ -89,7 +89,7 @@ def test_environments_the_server_cannot_serve():
 
 
 def test_a_run_the_server_cannot_serve_gets_a_server_of_its_own(script, tmp_path):
-    server = ToolServer(REPO)
+    server = ToolServer()
     try:
         env = tool_env()
         first = _report(server.run([script, str(tmp_path / 'm'), 'ok'], env, REPO, 120))

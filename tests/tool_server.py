@@ -122,22 +122,19 @@ class ToolServer:
     """The caller's side: :meth:`run` is ``subprocess.run([sys.executable, *argv],
     capture_output=True, text=True)`` through a server started on first use (one per process,
     so per xdist worker) in that run's environment; ``MUX_TESTS_TOOL_SERVER=0``, or a server
-    that cannot start, makes every run a plain subprocess.
-
-    Args:
-        cwd (str): The server's working directory.
+    that cannot start, makes every run a plain subprocess. (The server's own working
+    directory does not matter: each child changes to its run's.)
     """
 
-    def __init__(self, cwd: str):
-        self.env, self.cwd = None, cwd
+    def __init__(self):
+        self.env = None
         self._proc, self._pending, self._unusable = None, b'', False
         self._set_by_imports = ()
         atexit.register(self.close)
 
     def _start(self, deadline: float) -> bool:
-        self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=self.cwd,
-                                      env=self.env, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, bufsize=0)
+        self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], env=self.env,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         ready = self._read(deadline)
         if ready is None:
             return False

@@ -62,7 +62,7 @@ def tool_env(extra_path=None, extra_env=None):
 
 
 # Tools run as forks of a process that imported their libraries once (tests/tool_server.py).
-_TOOL_SERVER = ToolServer(REPO)
+_TOOL_SERVER = ToolServer()
 
 
 def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
