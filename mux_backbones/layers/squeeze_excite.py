@@ -145,7 +145,7 @@ class _GatedMap(torch.autograd.Function):
     in the dtypes its forward ran in (autocast's), with autograd's own backward operators of
     the activation: the same gradients, without recording that network in the forward and
     running a nested ``autograd.grad`` over it in the backward, which cost the host a third
-    more per block and step (docs/speed.md, session 30). Once differentiable (no double
+    more per block and step (docs/speed_log.md, session 30). Once differentiable (no double
     backward).
     """
 

@@ -368,10 +368,10 @@ def test_check_kernels_rehearsal(monkeypatch, capsys):
         check_kernels.main()
 
 
-def _gpu_check_plan(tmp_path, **env):
-    """``(name, cap, command)`` of the phases ``gpu_check.sh SPEED_ONLY=1 DRY_RUN=1`` plans, and
-    its whole output."""
-    proc = subprocess.run(['bash', 'tools/gpu/gpu_check.sh'], cwd=REPO, capture_output=True,
+def _gpu_check_plan(tmp_path, script='tools/gpu/gpu_check.sh', **env):
+    """``(name, cap, command)`` of the phases ``gpu_check.sh SPEED_ONLY=1 DRY_RUN=1`` plans (run
+    by ``script``), and its whole output."""
+    proc = subprocess.run(['bash', script], cwd=REPO, capture_output=True,
                           text=True, check=True, env=dict(
                               os.environ, SPEED_ONLY='1', DRY_RUN='1', OUT=str(tmp_path), **env))
     return re.findall(r'\] (\w+) \(cap (\d+)s\): (.*)', proc.stdout), proc.stdout
@@ -423,6 +423,21 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     planned, out = _gpu_check_plan(tmp_path / 'some', PHASES='bench_train host_time')
     assert [name for name, _, _ in planned] == ['bench_train', 'host_time']
     assert 'check_kernels skipped: not in PHASES' in out
+
+
+def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
+    """``tools/gpu/next_lease.sh`` (the one command the docs name for the next H200 lease)
+    plans exactly its phases, in gpu_check's priority order, and runs the tuned rows with the
+    committed launch-config table, a file this repository holds."""
+    planned, _ = _gpu_check_plan(tmp_path, 'tools/gpu/next_lease.sh')
+    assert [name for name, _, _ in planned] == [
+        'check_kernels', 'bench_fp16_b32', 'bench_fp16_b32_graph', 'bench_fp16_b32_blocking',
+        'fault_sanitizer', 'bench_profile', 'bench_train', 'bench_compile', 'graph_gate_b1']
+    commands = {name: command for name, _, command in planned}
+    table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
+    assert osp.isfile(osp.join(REPO, table))
+    assert f'--launch-configs {table}' in commands['bench_fp16_b32']
+    assert commands['check_kernels'].endswith('check_kernels.py --model-only')
 
 
 def test_fault_probe_rehearsal_and_locating():

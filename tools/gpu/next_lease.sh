@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The next H200 lease's single call (issue "fused MUXConv kernels"), kept here so that the
+# docs and the session notes name one command instead of copying its variables.
+#
+# What it measures, most important first, within gpu_check.sh's 560 s budget:
+#   check_kernels            compiled kernels vs the stock path, fp32 reference for the half runs
+#   bench_fp16_b32           the batch-32 eager rows, with the committed tuned launch configs
+#   bench_fp16_b32_graph     the batch-32 CUDA-graph rows (own process: session 24's fault)
+#   bench_fp16_b32_blocking  on a fault above, its rerun with synchronous launches
+#   fault_sanitizer          fault_probe.py under compute-sanitizer, caching allocator off
+#   bench_profile            per-kernel time and bandwidth at batch 32 (explains each miss)
+#   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
+#   bench_compile            torch.compile reduce-overhead at batch 32
+#   graph_gate_b1            batch-1 CUDA graphs with and without the SE gate in the GEMMs
+# Before the lease, here: bash tools/gpu/fetch_wheels.sh (fills .whl/, carried to the device).
+# On the device: bash tools/gpu/next_lease.sh (with the run's timeout ~600 s); DRY_RUN=1 prints
+# the plan without a GPU. Update this file, not the docs, when the plan changes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export SPEED_ONLY=1
+export LAUNCH_CONFIGS=${LAUNCH_CONFIGS:-tools/gpu/tuned/h200_muxnet-m_fp16_b32.json}
+export CHECK_ARGS=${CHECK_ARGS:---model-only}
+export CHECK_TIMEOUT=${CHECK_TIMEOUT:-90}
+export PHASES=${PHASES:-"check_kernels bench_fp16_b32 bench_fp16_b32_graph bench_fp16_b32_blocking \
+fault_sanitizer bench_profile bench_train bench_compile graph_gate_b1"}
+exec bash tools/gpu/gpu_check.sh
