@@ -71,8 +71,8 @@ class _ResidualBlock(OneCallBlock, nn.Module):
         self.depthwise_act = build_activation_layer(act_cfg) if act_cfg is not None else \
             nn.Identity()
         # SE width is a ratio of the block *input* channels, as the official release.
-        self.se = (SqueezeExcite(channels, max(1, int(in_channels * se_ratio)), act_cfg)
-                   if se_ratio > 0 else nn.Identity())
+        self.se = (SqueezeExcite(channels, max(1, int(in_channels * se_ratio)), act_cfg,
+                                 fused_ops=fused_ops) if se_ratio > 0 else nn.Identity())
         self.project_conv = ConvModule(channels, out_channels, 1, norm_cfg=norm_cfg,
                                        act_cfg=None)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops import se_gate
+from ..ops.se_gate import gated_map, gated_map_kernel_takes
 from ._eager import eager_autograd
 from .conv_bn import PointwiseConv2d, activate_in_place, activation_name
 
@@ -39,10 +40,14 @@ class SqueezeExcite(nn.Module):
         squeeze_channels (int): Width of the bottleneck.
         act_cfg (dict, optional): Activation between the two 1x1 convs; None: none.
             Default: ReLU.
+        fused_ops (bool): Train on the suite's kernels where they take the input (fp32 CPU
+            tensors: :func:`~mux_backbones.ops.se_gate.gated_map`, one call each way);
+            elsewhere, and when False, the stock training form. Same parameters either way.
+            Default: False.
     """
 
     def __init__(self, channels: int, squeeze_channels: int,
-                 act_cfg: Optional[dict] = dict(type='ReLU')):
+                 act_cfg: Optional[dict] = dict(type='ReLU'), fused_ops: bool = False):
         super().__init__()
         if squeeze_channels < 1:
             raise ValueError(f'SqueezeExcite: squeeze_channels must be >= 1, got '
@@ -51,6 +56,7 @@ class SqueezeExcite(nn.Module):
         self.act = build_activation_layer(act_cfg) if act_cfg is not None else nn.Identity()
         self.conv_expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
         self.deploy = False
+        self.fused_ops = fused_ops
 
     def gate(self, mean: torch.Tensor) -> torch.Tensor:
         """The (N, C) sigmoid gate from the (N, C) channel means (deploy form)."""
@@ -84,6 +90,9 @@ class SqueezeExcite(nn.Module):
                    self.conv_expand.weight, self.conv_expand.bias)
         if eager_autograd() and (x.requires_grad or any(p.requires_grad
                                                         for p in self.parameters())):
+            kernel_act = activation_name(self.act) if self.fused_ops else None
+            if kernel_act is not None and gated_map_kernel_takes(x, *network[1:]):
+                return gated_map(x, *network[1:], kernel_act)
             return _GatedMap.apply(x, *network)
         n, c = x.shape[:2]
         return x * _gate_network(x.mean((2, 3)), *network)[2].view(n, c, 1, 1)
@@ -147,6 +156,8 @@ class _GatedMap(torch.autograd.Function):
     running a nested ``autograd.grad`` over it in the backward, which cost the host a third
     more per block and step (docs/speed_log.md, session 30). Once differentiable (no double
     backward).
+    (With ``fused_ops``, where the C++ kernels take the tensors, the same formulas run as one
+    autograd node of the extension: :func:`~mux_backbones.ops.se_gate.gated_map`.)
     """
 
     @staticmethod

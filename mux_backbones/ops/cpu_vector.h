@@ -159,7 +159,7 @@ inline vec8 activate(vec8 z, int act) {
 // GCC that does not know them may call a Zen 4 znver3 with AVX-512 added). Intel's server cores
 // lower their clock while such instructions run (the AVX-512 frequency licence), for every
 // instruction around them too: on a Xeon that GCC calls icelake-server, the 16-lane SiLU made a
-// whole MUXNet-m deploy forward ~10% slower (docs/speed.md, session 27).
+// whole MUXNet-m deploy forward ~10% slower (docs/speed_log.md, session 27).
 #if defined(MUX_BACKBONES_AVX512_EXP) && \
     (defined(__znver3__) || defined(__znver4__) || defined(__znver5__))
 #define MUX_BACKBONES_SILU16 1

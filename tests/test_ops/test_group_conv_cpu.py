@@ -370,6 +370,10 @@ def test_training_form_runs_the_kernels_forward_and_backward(cpu_kernel_calls, k
     narrow = [args for args in forwards if not gc._cpu_vectors_fit(args[3])]
     assert narrow and len(forwards) - len(narrow) == \
         len(weight_grads) - len(plain) + strides.count(1)
+    # and every squeeze-excite as one autograd node of the kernels (ops/se_gate.py)
+    squeeze_excites = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+    assert squeeze_excites and len(calls_of(cpu_kernel_calls, 'gated_map')) == \
+        len(squeeze_excites)
 
 
 @pytest.mark.parametrize('form', [True, KERNEL_GRADIENTS])

@@ -1,14 +1,19 @@
-"""The C++ CPU kernel of ``se_gate`` (``ops/se_gate_cpu.cpp``) against the stock reference:
-(N, C) sums and (N, T, C) partial sums, squeeze widths off the vector width, every activation,
-logits over the whole float range; the op's routing to it, and calls it refuses."""
+"""The C++ CPU kernels of ``ops/se_gate_cpu.cpp`` against the stock reference: the gate
+(``se_gate``; (N, C) sums and (N, T, C) partial sums, squeeze widths off the vector width, every
+activation, logits over the whole float range; the op's routing to it, and calls it refuses),
+and the squeeze-excite's training form as one autograd node (``gated_map``; outputs and
+gradients, layouts, thread counts, what it refuses, the layer's routing to it)."""
 import random
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _cpu_kernels, reference_se_gate, se_gate
 from mux_backbones.ops.group_conv import ACTIVATIONS
+from tests.helpers import torch_threads
 from .conftest import calls_of
 from .conftest import se_gate_params as _params
 
@@ -79,3 +84,123 @@ def test_gradients_through_the_op(cpu_kernel_calls):
     reference_se_gate(ref[0], 1 / 30, *ref[1:], 'relu6').square().sum().backward()
     for got, want in zip(inputs, ref):
         torch.testing.assert_close(got.grad, want.grad)
+
+
+def _stock_se_map(x, params, act):
+    """The squeeze-excite's stock expression on a map, with autograd through it."""
+    w1, b1, w2, b2 = params
+    hidden = F.linear(x.mean((2, 3)), w1.flatten(1), b1)
+    hidden = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)[act](hidden)
+    return x * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
+
+
+def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpreter, two_threads):
+    """The SE's training form as one C++ autograd node (``gated_map``) against autograd through
+    the stock expression: 30 seeded random calls, batch 1-4, 1-150 channels, squeeze 1-40,
+    maps 1x1 to 15x15, contiguous and channels-last, 2-d and 1x1-conv weights, each
+    activation, the input or the weights frozen; the gradients in their tensors' shapes, the
+    input's in its layout."""
+    rng = random.Random(1)
+    for i in range(30):
+        n, c, s = rng.randint(1, 4), rng.randint(1, 150), rng.randint(1, 40)
+        h, w = rng.randint(1, 15), rng.randint(1, 15)
+        act = rng.choice(ACTIVATIONS)
+        channels_last, conv_weights = rng.random() < 0.5, rng.random() < 0.5
+        frozen = rng.choice([None, 'input', 'weights'])
+        params = _params(c, s, seed=i)
+        if conv_weights:
+            params[0], params[2] = params[0][:, :, None, None], params[2][:, :, None, None]
+        params = [p.mul(0.3).requires_grad_(frozen != 'weights') for p in params]
+        x = torch.randn(n, c, h, w) * 2
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(frozen != 'input')
+        wanted = [t for t in [x, *params] if t.requires_grad]
+        grad = torch.randn_like(x)
+        out = gate_op.gated_map(x, *params, act)
+        got = torch.autograd.grad(out, wanted, grad)
+        ref = _stock_se_map(x, params, act)
+        want = torch.autograd.grad(ref, wanted, grad)
+
+        def where(m):
+            return f'{m}\ncall {i}: {(n, c, h, w)}, squeeze {s}, {act}, channels-last ' \
+                   f'{channels_last}, frozen {frozen}'
+
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=where)
+        assert out.stride() == x.stride()
+        for a, b in zip(got, want):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5 * b.abs().max().item(),
+                                       msg=where)
+        if x.requires_grad:
+            assert got[0].stride() == x.stride()
+
+
+def test_gated_map_bits_do_not_depend_on_the_threads(outside_interpreter):
+    torch.manual_seed(0)
+    params = [p.requires_grad_() for p in _params(96, 24)]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 96, 14, 14).contiguous(memory_format=layout).requires_grad_()
+        results = []
+        for threads in (1, 2, 3):
+            with torch_threads(threads):
+                out = gate_op.gated_map(x, *params, 'silu')
+                results.append([out, *torch.autograd.grad(out.square().sum(), [x, *params])])
+        for other in results[1:]:
+            for a, b in zip(results[0], other):
+                assert torch.equal(a, b)
+
+
+def test_gated_map_is_differentiable_once(outside_interpreter):
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    params = [p.requires_grad_() for p in _params(8, 2)]
+    out = gate_op.gated_map(x, *params, 'relu')
+    with pytest.raises(RuntimeError, match='differentiable once'):
+        torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+def test_gated_map_rejects_what_it_cannot_compute(outside_interpreter):
+    params = _params(8, 2)
+    fits, wide = torch.randn(2, 8, 3, 3), torch.randn(2, 16, 3, 3)
+    with pytest.raises(RuntimeError, match='contiguous or channels-last'):
+        gate_op.gated_map(wide[:, ::2], *params, 'relu')
+    with pytest.raises(RuntimeError, match='do not match'):
+        gate_op.gated_map(wide, *params, 'relu')
+    with pytest.raises(RuntimeError, match='4-d fp32'):
+        gate_op.gated_map(fits.double(), *params, 'relu')
+    assert gate_op.gated_map_kernel_takes(fits, *params)
+    assert not gate_op.gated_map_kernel_takes(wide[:, ::2], *params)
+    assert not gate_op.gated_map_kernel_takes(fits.double(), *params)
+    assert not gate_op.gated_map_kernel_takes(fits[0], *params)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not gate_op.gated_map_kernel_takes(fits, *params)
+
+
+@pytest.mark.parametrize('act_cfg', [dict(type='ReLU'), dict(type='SiLU'), dict(type='Swish'),
+                                     dict(type='ReLU6'), None, dict(type='HSwish')],
+                         ids=lambda cfg: cfg and cfg['type'])
+def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(cpu_kernel_calls, act_cfg):
+    """``SqueezeExcite(fused_ops=True)`` in eager training runs ``gated_map`` (an activation the
+    kernels have) with the stock form's outputs and gradients; without ``fused_ops``, with an
+    activation the kernels lack, on fp64 or under autocast, the stock training form."""
+    torch.manual_seed(0)
+    stock = SqueezeExcite(24, 6, act_cfg)
+    fused = SqueezeExcite(24, 6, act_cfg, fused_ops=True)
+    fused.load_state_dict(stock.state_dict())
+    x = torch.randn(2, 24, 5, 6, requires_grad=True)
+    out, ref = fused(x), stock(x)
+    takes = act_cfg is None or act_cfg['type'] != 'HSwish'
+    assert len(calls_of(cpu_kernel_calls, 'gated_map')) == takes
+    got = torch.autograd.grad(out.sum(), [x, *fused.parameters()])
+    want = torch.autograd.grad(ref.sum(), [x, *stock.parameters()])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    calls = len(cpu_kernel_calls)
+    fused.double()(x.double())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        fused.float()(x)
+    with torch.no_grad():  # (no gradient recorded: the stock expression)
+        fused(x)
+    stock(x)
+    assert len(cpu_kernel_calls) == calls

@@ -161,7 +161,7 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     phase layer_bench_b1 60 python3 tools/gpu/layer_bench.py --batch 1 --variants MIN_PROGRAMS=0 \
         LANE_WASTE=3
     # This host's CPU cost of the eager fused forward as measured without a GPU (what the CPU
-    # machine's numbers in docs/speed.md scale by, next to the eager rows' host ms above).
+    # machine's numbers in docs/speed_log.md scale by, next to the eager rows' host ms above).
     phase host_time 40 env TRITON_INTERPRET=1 python3 tools/gpu/host_time.py --runs 50
     exit 0
 fi
