@@ -109,6 +109,7 @@ class SqueezeExcite(nn.Module):
             self.conv_expand = _conv1x1_to_linear(self.conv_expand)
             activate_in_place(self.act)
             self.deploy = True
+            self.fused_ops = False  # (the training form's kernels; the deploy form has its own)
 
 
 def _gate_network(pooled: torch.Tensor, act: nn.Module, w_reduce: torch.Tensor,

@@ -3,11 +3,15 @@
 A Python custom op pays for the dispatcher and its autograd wrapper on every call: ~40 us of CPU
 here (a 4x4 map: 163 us through the op, 122 us calling its implementation), which in eager
 inference is more than the kernel of a small layer and adds up over a fused MUXNet-m's 72 op
-calls.
-Where nothing needs the op as a graph node -- no compile or trace, no gradient, no tensor
-subclass or dispatch mode -- :func:`call` runs the implementation directly; everything else goes
-through the op, so ``torch.compile``, CUDA-graph capture, autograd, ``FakeTensor`` and profilers
-see the same single node as before.
+calls. With gradients the wrapper costs more: the dispatcher, torch.library's autograd function,
+its redispatch and its re-filling of the schema's defaults (which re-reads the schema's argument
+list once per argument).
+Where nothing needs the op as a graph node -- no compile or trace, no tensor subclass, dispatch
+mode or functorch transform -- :func:`call` runs the implementation directly, and where autograd
+must record the call, an autograd function of the op's own implementation and of the formulas
+it registered (``register_autograd``): the same forward, context and backward as the op's, in
+one Python call. Everything else goes through the op, so ``torch.compile``, CUDA-graph capture,
+``FakeTensor`` and profilers see the same single node as before.
 """
 import torch
 
@@ -33,12 +37,53 @@ def plain_eager() -> bool:
 
 
 def call(op, *args):
-    """``op(*args)``, bypassing the dispatcher when nothing needs the op itself."""
+    """``op(*args)``, bypassing the dispatcher when nothing needs the op itself. ``args`` are the
+    op's arguments in its schema's order (the ones left out take their defaults)."""
     impl = getattr(op, '_init_fn', None)  # the implementation torch.library wraps
     if impl is None or not plain_eager():
         return op(*args)
     grad = torch.is_grad_enabled()
-    for a in args:  # a tensor subclass, or one autograd must see, needs the op
-        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN or grad and a.requires_grad):
+    recorded = False
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if type(a) not in _PLAIN:  # a tensor subclass needs the op
+                return op(*args)
+            recorded = recorded or grad and a.requires_grad
+    if not recorded:
+        return impl(*args)
+    eager = _eager_functions.get(op)
+    if eager is None:
+        if getattr(op, '_backward_fn', None) is None:  # (the op says what it lacks)
             return op(*args)
-    return impl(*args)
+        eager = _eager_functions[op] = _eager_function(op)
+    if _functorch_level() is not None:  # a transform's wrapped tensors need the op
+        return op(*args)
+    function, defaults = eager
+    if len(args) < len(defaults):  # (as the op's wrapper fills them in for its context)
+        args += defaults[len(args):]
+    return function.apply(*args)
+
+
+_eager_functions = {}
+_functorch_level = torch._C._functorch.peek_interpreter_stack
+
+
+def _eager_function(op):
+    """An autograd function running ``op``'s implementation with the context and backward
+    functions it registered (what torch.library's wrapper runs, without the dispatcher), and the
+    defaults of the op's arguments."""
+    impl, setup, backward = op._init_fn, op._setup_context_fn, op._backward_fn
+
+    def forward(*args):
+        return impl(*args)
+
+    def setup_context(ctx, inputs, output):
+        setup(ctx, inputs, output)
+
+    def run_backward(ctx, *grads):
+        return backward(ctx, *grads)
+
+    function = type(f'EagerBackwardFor_{op._name}', (torch.autograd.Function, ), dict(
+        forward=staticmethod(forward), setup_context=staticmethod(setup_context),
+        backward=staticmethod(run_backward)))
+    return function, tuple(a.default_value for a in op._opoverload._schema.arguments)

@@ -1270,12 +1270,12 @@ def _backward(ctx, grad_y, grad_pool):
             grad = grad + _tile_broadcast(grad_pool, out_h, out_w, *ctx.pool_tile)
         if ctx.act != 'none':
             # Recompute the pre-activation instead of keeping it: one cheap pass, half the memory.
-            z, _ = _group_conv(x, weight, bias, splits, kernel_sizes, dilations, stride, cpg,
-                               'none', False, ctx.stock_forward)
+            z, _ = call(_group_conv, x, weight, bias, splits, kernel_sizes, dilations, stride,
+                        cpg, 'none', False, ctx.stock_forward)
             grad = grad * _activation_grad(z, ctx.act)
     grad_bias = grad.sum((0, 2, 3)).to(ctx.bias_dtype) if ctx.has_bias else None
-    grad_x, grad_w = _group_conv_backward(grad.to(x.dtype), x, weight, splits, kernel_sizes,
-                                          dilations, stride, cpg)
+    grad_x, grad_w = call(_group_conv_backward, grad.to(x.dtype), x, weight, splits,
+                          kernel_sizes, dilations, stride, cpg)
     return grad_x, grad_w, grad_bias, None, None, None, None, None, None, None, None
 
 
