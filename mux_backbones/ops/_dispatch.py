@@ -72,18 +72,7 @@ def _eager_function(op):
     """An autograd function running ``op``'s implementation with the context and backward
     functions it registered (what torch.library's wrapper runs, without the dispatcher), and the
     defaults of the op's arguments."""
-    impl, setup, backward = op._init_fn, op._setup_context_fn, op._backward_fn
-
-    def forward(*args):
-        return impl(*args)
-
-    def setup_context(ctx, inputs, output):
-        setup(ctx, inputs, output)
-
-    def run_backward(ctx, *grads):
-        return backward(ctx, *grads)
-
     function = type(f'EagerBackwardFor_{op._name}', (torch.autograd.Function, ), dict(
-        forward=staticmethod(forward), setup_context=staticmethod(setup_context),
-        backward=staticmethod(run_backward)))
+        forward=staticmethod(op._init_fn), setup_context=staticmethod(op._setup_context_fn),
+        backward=staticmethod(op._backward_fn)))
     return function, tuple(a.default_value for a in op._opoverload._schema.arguments)

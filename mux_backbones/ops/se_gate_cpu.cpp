@@ -278,10 +278,6 @@ GateWeights gate_weights(const at::Tensor& w_reduce, const at::Tensor& b_reduce,
           b_expand ? b_expand->data_ptr<float>() : nullptr, S};
 }
 
-}  // namespace
-
-namespace {
-
 // x * gate, with the gate from x's channel means; returns (out in x's layout, means (N, C),
 // gate (N, C)), what gated_map_backward takes.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_map_forward(
