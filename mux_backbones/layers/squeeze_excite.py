@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops import se_gate
-from ..ops.se_gate import gated_map, gated_map_kernel_takes
+from ..ops.gated_map import gated_map, gated_map_takes
 from ._eager import eager_autograd
 from .conv_bn import PointwiseConv2d, activate_in_place, activation_name
 
@@ -40,10 +40,10 @@ class SqueezeExcite(nn.Module):
         squeeze_channels (int): Width of the bottleneck.
         act_cfg (dict, optional): Activation between the two 1x1 convs; None: none.
             Default: ReLU.
-        fused_ops (bool): Train on the suite's kernels where they take the input (fp32 CPU
-            tensors: :func:`~mux_backbones.ops.se_gate.gated_map`, one call each way);
-            elsewhere, and when False, the stock training form. Same parameters either way.
-            Default: False.
+        fused_ops (bool): Train on the suite's kernels where they take the input
+            (:func:`~mux_backbones.ops.gated_map.gated_map`: one C++ call each way on fp32 CPU
+            tensors, three Triton launches forward and four backward on CUDA); elsewhere, and
+            when False, the stock training form. Same parameters either way. Default: False.
     """
 
     def __init__(self, channels: int, squeeze_channels: int,
@@ -91,7 +91,7 @@ class SqueezeExcite(nn.Module):
         if eager_autograd() and (x.requires_grad or any(p.requires_grad
                                                         for p in self.parameters())):
             kernel_act = activation_name(self.act) if self.fused_ops else None
-            if kernel_act is not None and gated_map_kernel_takes(x, *network[1:]):
+            if kernel_act is not None and gated_map_takes(x, *network[1:]):
                 return gated_map(x, *network[1:], kernel_act)
             return _GatedMap.apply(x, *network)
         n, c = x.shape[:2]
@@ -157,8 +157,8 @@ class _GatedMap(torch.autograd.Function):
     running a nested ``autograd.grad`` over it in the backward, which cost the host a third
     more per block and step (docs/speed_log.md, session 30). Once differentiable (no double
     backward).
-    (With ``fused_ops``, where the C++ kernels take the tensors, the same formulas run as one
-    autograd node of the extension: :func:`~mux_backbones.ops.se_gate.gated_map`.)
+    (With ``fused_ops``, where the kernels take the tensors, the same formulas run as one
+    autograd node on the suite's kernels: :func:`~mux_backbones.ops.gated_map.gated_map`.)
     """
 
     @staticmethod

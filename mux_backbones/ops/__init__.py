@@ -6,11 +6,12 @@ unsupported dtypes; see :mod:`._triton`); ``norm_act`` has no Triton kernel (its
 as many launches as what it replaces).
 """
 from ._triton import HAS_TRITON, unsupported_reason
+from .gated_map import gated_map
 from .group_conv import group_conv, pack_weights, reference_group_conv, unpack_weights
 from .norm_act import norm_act, reference_norm_act
 from .pointwise_conv import pointwise_conv, reference_pointwise_conv
 from .se_gate import reference_se_gate, se_gate
 
-__all__ = ['HAS_TRITON', 'group_conv', 'norm_act', 'pack_weights', 'pointwise_conv',
+__all__ = ['HAS_TRITON', 'gated_map', 'group_conv', 'norm_act', 'pack_weights', 'pointwise_conv',
            'reference_group_conv', 'reference_norm_act', 'reference_pointwise_conv',
            'reference_se_gate', 'se_gate', 'unpack_weights', 'unsupported_reason']

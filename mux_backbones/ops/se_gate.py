@@ -14,11 +14,8 @@ gate in one call. The stock PyTorch computation (:func:`reference_se_gate`) is t
 the tests' reference; gradients go through it too (the op is an inference path: training runs
 the SE's own modules), so the op stays differentiable.
 
-The SE's training form has C++ kernels too (:func:`gated_map`): the whole squeeze-excite on a
-map, pooling, gate and product, and its gradients, one call each way instead of ~7 and ~12
-stock operators, joined by an autograd node of their own. In a MUXNet-m training
-step at a small input the squeeze-excites were most of the host time MUXNet-m spent beyond
-MobileNetV2's (docs/speed_log.md, session 32).
+The SE's training form -- pooling, gate and product on a map, and their gradients, as one
+autograd node -- is :mod:`.gated_map`; its Triton forward computes the gate with this kernel.
 """
 import functools
 
@@ -221,41 +218,3 @@ def se_gate(sums: Tensor, pixels: int, w_reduce: Tensor, b_reduce: Tensor, w_exp
     if pixels < 1:
         raise ValueError(f'se_gate: pixels must be >= 1, got {pixels}')
     return call(_se_gate, sums, 1.0 / pixels, w_reduce, b_reduce, w_expand, b_expand, act)
-
-
-def gated_map_kernel_takes(x: Tensor, *params: Tensor) -> bool:
-    """Whether the C++ kernels compute the squeeze-excite's training form on the (N, C, H, W) map
-    ``x`` (:func:`gated_map`): fp32 CPU tensors outside Triton's interpreter, the
-    extension built, ``x`` contiguous or channels-last, and no CPU autocast (which runs the
-    gate's products in its own dtype: the stock training form serves it)."""
-    return x.dim() == 4 and cpu_kernels_take(x, *params) and \
-        not torch.is_autocast_enabled('cpu') and \
-        (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
-
-
-def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
-              b_expand: Tensor, act: str) -> Tensor:
-    """``x * gate`` with the gate from ``x``'s channel means, as one autograd node of the C++
-    extension: the squeeze-excite's training form (``SqueezeExcite`` with ``fused_ops``) where
-    :func:`gated_map_kernel_takes`. Its forward is one call (sums, gate, product), its backward
-    one call (the gate's product summed, the gate's small network differentiated by its
-    formulas, the input's gradient), no Python in either; each gradient is the formula autograd
-    applies to the stock expression (the activation's as its backward operator takes it), summed
-    in fp32 in a fixed order whatever the thread count. Differentiable once, as the stock
-    training form's autograd function.
-
-    Not an op node: it serves eager autograd only; under ``torch.compile`` and tracing the layer
-    runs its stock expression, which Inductor fuses.
-
-    Args:
-        x (Tensor): The (N, C, H, W) map, contiguous or channels-last.
-        w_reduce (Tensor): (S, C) weight of the squeeze layer, or its 1x1 conv's (S, C, 1, 1).
-        b_reduce (Tensor): Its (S, ) bias.
-        w_expand (Tensor): (C, S) weight of the excite layer, or (C, S, 1, 1).
-        b_expand (Tensor): Its (C, ) bias.
-        act (str): Activation between the two: 'none', 'relu', 'silu' or 'relu6'.
-
-    Returns:
-        Tensor: The gated map, in ``x``'s layout.
-    """
-    return cpu_kernels().gated_map(x, w_reduce, b_reduce, w_expand, b_expand, _ACT_CODE[act])

@@ -48,7 +48,7 @@ def cpu_kernel_calls(monkeypatch, outside_interpreter):
             return record
 
     spy = Spy()
-    for op in ('group_conv', 'pointwise_conv', 'se_gate', 'norm_act'):
+    for op in ('group_conv', 'pointwise_conv', 'se_gate', 'gated_map', 'norm_act'):
         monkeypatch.setattr(sys.modules[f'mux_backbones.ops.{op}'], 'cpu_kernels', lambda: spy)
     return calls
 

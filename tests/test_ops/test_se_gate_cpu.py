@@ -17,7 +17,7 @@ from tests.helpers import torch_threads
 from .conftest import calls_of
 from .conftest import se_gate_params as _params
 
-gate_op = sys.modules['mux_backbones.ops.se_gate']
+map_op = sys.modules['mux_backbones.ops.gated_map']
 
 
 def test_kernel_equals_reference_on_random_calls(outside_interpreter, two_threads):
@@ -117,7 +117,7 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
         x.requires_grad_(frozen != 'input')
         wanted = [t for t in [x, *params] if t.requires_grad]
         grad = torch.randn_like(x)
-        out = gate_op.gated_map(x, *params, act)
+        out = map_op.gated_map(x, *params, act)
         got = torch.autograd.grad(out, wanted, grad)
         ref = _stock_se_map(x, params, act)
         want = torch.autograd.grad(ref, wanted, grad)
@@ -144,7 +144,7 @@ def test_gated_map_bits_do_not_depend_on_the_threads(outside_interpreter):
         results = []
         for threads in (1, 2, 3):
             with torch_threads(threads):
-                out = gate_op.gated_map(x, *params, 'silu')
+                out = map_op.gated_map(x, *params, 'silu')
                 results.append([out, *torch.autograd.grad(out.square().sum(), [x, *params])])
         for other in results[1:]:
             for a, b in zip(results[0], other):
@@ -154,26 +154,31 @@ def test_gated_map_bits_do_not_depend_on_the_threads(outside_interpreter):
 def test_gated_map_is_differentiable_once(outside_interpreter):
     x = torch.randn(2, 8, 3, 3, requires_grad=True)
     params = [p.requires_grad_() for p in _params(8, 2)]
-    out = gate_op.gated_map(x, *params, 'relu')
+    out = map_op.gated_map(x, *params, 'relu')
     with pytest.raises(RuntimeError, match='differentiable once'):
         torch.autograd.grad(out.sum(), x, create_graph=True)
 
 
 def test_gated_map_rejects_what_it_cannot_compute(outside_interpreter):
+    """The extension's node refuses what it cannot compute; ``gated_map`` sends it no such
+    call, and raises where no kernel takes the tensors."""
     params = _params(8, 2)
     fits, wide = torch.randn(2, 8, 3, 3), torch.randn(2, 16, 3, 3)
+    node = _cpu_kernels.cpu_kernels().gated_map
     with pytest.raises(RuntimeError, match='contiguous or channels-last'):
-        gate_op.gated_map(wide[:, ::2], *params, 'relu')
+        node(wide[:, ::2], *params, 1)
     with pytest.raises(RuntimeError, match='do not match'):
-        gate_op.gated_map(wide, *params, 'relu')
+        node(wide, *params, 1)
     with pytest.raises(RuntimeError, match='4-d fp32'):
-        gate_op.gated_map(fits.double(), *params, 'relu')
-    assert gate_op.gated_map_kernel_takes(fits, *params)
-    assert not gate_op.gated_map_kernel_takes(wide[:, ::2], *params)
-    assert not gate_op.gated_map_kernel_takes(fits.double(), *params)
-    assert not gate_op.gated_map_kernel_takes(fits[0], *params)
+        node(fits.double(), *params, 1)
+    assert map_op.cpu_kernel_takes(fits, *params)
+    assert not map_op.cpu_kernel_takes(wide[:, ::2], *params)
+    assert not map_op.cpu_kernel_takes(fits.double(), *params)
+    assert not map_op.cpu_kernel_takes(fits[0], *params)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not gate_op.gated_map_kernel_takes(fits, *params)
+        assert not map_op.cpu_kernel_takes(fits, *params)
+    with pytest.raises(ValueError, match='no kernel takes'):
+        map_op.gated_map(fits.double(), *params, 'relu')
 
 
 @pytest.mark.parametrize('act_cfg', [dict(type='ReLU'), dict(type='SiLU'), dict(type='Swish'),

@@ -1,0 +1,379 @@
+"""The squeeze-excite's training form on a map, ``x * gate(x)``, forward and backward on kernels.
+
+MUXNet's blocks gate their expanded map with a squeeze-excite (paper Sec. 4, the official
+blocks' ``se``): the channel means, two tiny fully connected layers with an activation between,
+a sigmoid, the product. Trained on stock operators that is ~6 launches forward and ~13 backward
+per block, each paying its dispatch; in a host-bound training step the squeeze-excites were
+most of the host time MUXNet-m spent beyond MobileNetV2's (docs/speed_log.md, session 32).
+Here the whole form is one autograd node:
+
+* on fp32 CPU tensors, one call of the C++ extension each way (``se_gate_cpu.cpp``), with no
+  Python in either direction;
+* on CUDA (and on CPU tensors under ``TRITON_INTERPRET=1``, how the tests run it) three Triton
+  launches forward -- the map's partial channel sums, the gate from them (the deploy gate's
+  kernel, :mod:`.se_gate`), the gated map -- and four backward: the partial sums of
+  ``grad * x``, the gate's small network differentiated per sample, its weight gradients, and
+  the input's gradient ``grad * gate + d mean / (H W)`` in one pass.
+
+Every gradient is the formula autograd applies to the stock expression (the activation's as its
+backward operator takes it), in fp32 whatever the map's dtype (an fp16 map under AMP gets an
+fp32 gate, which the stock form would round to fp16), and each sum runs in a fixed order: the
+same bits from run to run. The node is differentiable once, as the stock form's.
+
+Not an op node: it serves eager autograd (``SqueezeExcite`` with ``fused_ops``); under
+``torch.compile`` and tracing the layer runs its stock expression, which Inductor fuses. Where
+neither kernel takes the tensors (another device or dtype, an activation without a kernel
+code), the layer trains on its stock form.
+"""
+import functools
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._cpu_kernels import cpu_kernels, cpu_kernels_take
+from ._launch import KernelLaunch
+from ._triton import HAS_TRITON, interpreting, next_power_of_2, tl, triton, unsupported_reason
+from .group_conv import _ACT_CODE
+from .se_gate import gate_launch, hidden_blocks
+
+if HAS_TRITON:
+    from .group_conv import _activate
+
+BLOCK_P = 64  # pixels per step of a map kernel's loop
+MAX_BLOCK_C = 64  # channels per map-kernel program
+MIN_MAP_PROGRAMS = 1024  # tiles of the pixels until a map launch has this many programs
+
+
+def cpu_kernel_takes(x: Tensor, *params: Tensor) -> bool:
+    """Whether the C++ kernels compute the training form on the (N, C, H, W) map ``x``: fp32
+    CPU tensors outside Triton's interpreter, the extension built, ``x`` contiguous or
+    channels-last, and no CPU autocast (which runs the gate's products in its own dtype: the
+    stock training form serves it)."""
+    return x.dim() == 4 and cpu_kernels_take(x, *params) and \
+        not torch.is_autocast_enabled('cpu') and \
+        (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+
+
+def triton_kernels_take(x: Tensor, *params: Tensor) -> bool:
+    """Whether the Triton kernels compute the training form on the (N, C, H, W) map ``x``: CUDA
+    tensors (CPU ones under Triton's interpreter) of dtypes the kernels take, on one device, and
+    a map with elements (an empty grid is no launch). A map or a weight they do not take trains on the stock form, without a warning (the
+    layer's own choice, not a request for a kernel: the block's ops warn where they fall
+    back)."""
+    if x.dim() != 4 or not x.numel() or not (x.is_cuda or (x.is_cpu and interpreting())):
+        return False
+    return all(t.device == x.device and unsupported_reason(t) is None for t in (x, *params))
+
+
+def gated_map_takes(x: Tensor, *params: Tensor) -> bool:
+    """Whether :func:`gated_map` has a kernel for these tensors (C++ or Triton)."""
+    return cpu_kernel_takes(x, *params) or triton_kernels_take(x, *params)
+
+
+def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
+              b_expand: Tensor, act: str) -> Tensor:
+    """``x * gate`` with the gate from ``x``'s channel means, as one autograd node (where
+    :func:`gated_map_takes`; see the module docstring).
+
+    Args:
+        x (Tensor): The (N, C, H, W) map; on the C++ kernels contiguous or channels-last.
+        w_reduce (Tensor): (S, C) weight of the squeeze layer, or its 1x1 conv's (S, C, 1, 1).
+        b_reduce (Tensor): Its (S, ) bias.
+        w_expand (Tensor): (C, S) weight of the excite layer, or (C, S, 1, 1).
+        b_expand (Tensor): Its (C, ) bias.
+        act (str): Activation between the two: 'none', 'relu', 'silu' or 'relu6'.
+
+    Returns:
+        Tensor: The gated map, in ``x``'s dtype and layout.
+
+    Raises:
+        ValueError: No kernel takes the tensors.
+    """
+    params = (w_reduce, b_reduce, w_expand, b_expand)
+    if cpu_kernel_takes(x, *params):
+        return cpu_kernels().gated_map(x, *params, _ACT_CODE[act])
+    if triton_kernels_take(x, *params):
+        return _TritonGatedMap.apply(x, *params, act)
+    raise ValueError(f'gated_map: no kernel takes a {tuple(x.shape)} {x.dtype} map on '
+                     f'{x.device} with {[p.dtype for p in params]} weights (gated_map_takes '
+                     f'says which do; the stock training form takes the rest)')
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _map_sums_kernel(a_ptr, b_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, b_sn, b_sc, b_sp,
+                         TILE_P, PRODUCT: tl.constexpr, BLOCK_P: tl.constexpr,
+                         BLOCK_C: tl.constexpr):
+        """Partial channel sums of map ``a`` (of ``a * b`` with ``PRODUCT``) over one tile of
+        ``TILE_P`` pixels: program (n, t, channel block) writes ``out[n, t, channels]``."""
+        n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        total = tl.zeros((BLOCK_C, ), dtype=tl.float32)
+        for p0 in range(0, TILE_P, BLOCK_P):  # (TILE_P is a multiple of BLOCK_P)
+            offs_p = t * TILE_P + p0 + tl.arange(0, BLOCK_P)
+            mask = (offs_p < P)[:, None] & mask_c[None, :]
+            values = tl.load(a_ptr + n * a_sn + offs_c[None, :] * a_sc + offs_p[:, None] * a_sp,
+                             mask=mask, other=0.0).to(tl.float32)
+            if PRODUCT:
+                values *= tl.load(b_ptr + n * b_sn + offs_c[None, :] * b_sc +
+                                  offs_p[:, None] * b_sp, mask=mask, other=0.0).to(tl.float32)
+            total += tl.sum(values, axis=0)
+        tl.store(out_ptr + (n * tl.num_programs(1) + t) * C + offs_c, total, mask=mask_c)
+
+    @triton.jit
+    def _scale_map_kernel(a_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, o_sn,
+                          o_sc, o_sp, TILE_P, SHIFT: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_C: tl.constexpr):
+        """``out = a * scale[n, c] (+ shift[n, c])`` over one tile of pixels, in fp32, stored in
+        ``out``'s dtype: the gated map (forward) and the input's gradient (backward)."""
+        n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        scale = tl.load(scale_ptr + n * C + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        if SHIFT:
+            shift = tl.load(shift_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+        for p0 in range(0, TILE_P, BLOCK_P):
+            offs_p = t * TILE_P + p0 + tl.arange(0, BLOCK_P)
+            mask = (offs_p < P)[:, None] & mask_c[None, :]
+            values = tl.load(a_ptr + n * a_sn + offs_c[None, :] * a_sc + offs_p[:, None] * a_sp,
+                             mask=mask, other=0.0).to(tl.float32) * scale[None, :]
+            if SHIFT:
+                values += shift[None, :]
+            tl.store(out_ptr + n * o_sn + offs_c[None, :] * o_sc + offs_p[:, None] * o_sp,
+                     values.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _activation_grad(grad, z, ACT: tl.constexpr):
+        """``grad`` through ``act`` at ``z``, as autograd's backward operators take it
+        (``threshold_backward`` on ReLU's output, ``hardtanh_backward``'s open interval)."""
+        if ACT == 1:  # (written so a NaN passes the gradient, as those operators let it)
+            grad = tl.where(z <= 0.0, 0.0, grad)
+        elif ACT == 2:
+            sig = tl.sigmoid(z)
+            grad = grad * sig * (1.0 + z * (1.0 - sig))
+        elif ACT == 3:
+            grad = tl.where((z <= 0.0) | (z >= 6.0), 0.0, grad)
+        return grad
+
+    @triton.jit
+    def _channel_totals(parts_ptr, n, k0, T, C, BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr):
+        """Sample ``n``'s channels ``k0 ..`` summed over the ``T`` partial sums (fixed order)."""
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        total = tl.zeros((BLOCK_K, ), dtype=tl.float32)
+        for t0 in range(0, T, BLOCK_T):
+            offs_t = t0 + tl.arange(0, BLOCK_T)
+            total += tl.sum(tl.load(parts_ptr + (n * T + offs_t[:, None]) * C + offs_k[None, :],
+                                    mask=(offs_t < T)[:, None] & (offs_k < C)[None, :],
+                                    other=0.0), axis=0)
+        return total
+
+    @triton.jit
+    def _gate_backward_kernel(sums_ptr, dsums_ptr, gate_ptr, w1_ptr, b1_ptr, w2_ptr,
+                              mean_ptr, hidden_ptr, grad_logit_ptr, grad_z_ptr, shift_ptr, T, C,
+                              S, inv_pixels, ACT: tl.constexpr, BLOCK_S: tl.constexpr,
+                              BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr):
+        """The gate's small network differentiated for one sample (program ``n``): from the
+        map's partial sums and those of ``grad * x`` (``d loss / d gate`` per channel), the
+        logits' and the hidden layer's gradients and the input's per-channel shift
+        ``d loss / d mean / (H W)``; it keeps the means and the hidden activations for the
+        weight gradients."""
+        n = tl.program_id(0)
+        offs_s = tl.arange(0, BLOCK_S)
+        mask_s = offs_s < S
+        z = tl.zeros((BLOCK_S, ), dtype=tl.float32)
+        for k0 in range(0, C, BLOCK_K):  # the forward's hidden layer, recomputed
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
+            mean = _channel_totals(sums_ptr, n, k0, T, C, BLOCK_K, BLOCK_T) * inv_pixels
+            tl.store(mean_ptr + n * C + offs_k, mean, mask=mask_k)
+            w1 = tl.load(w1_ptr + offs_s[:, None] * C + offs_k[None, :],
+                         mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            z += tl.sum(w1 * mean[None, :], axis=1)
+        z += tl.load(b1_ptr + offs_s, mask=mask_s, other=0.0).to(tl.float32)
+        tl.store(hidden_ptr + n * S + offs_s, _activate(z, ACT), mask=mask_s)
+        grad_h = tl.zeros((BLOCK_S, ), dtype=tl.float32)
+        for k0 in range(0, C, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
+            gate = tl.load(gate_ptr + n * C + offs_k, mask=mask_k, other=0.0).to(tl.float32)
+            grad_logit = _channel_totals(dsums_ptr, n, k0, T, C, BLOCK_K, BLOCK_T) * \
+                (1.0 - gate) * gate
+            tl.store(grad_logit_ptr + n * C + offs_k, grad_logit, mask=mask_k)
+            w2 = tl.load(w2_ptr + offs_k[:, None] * S + offs_s[None, :],
+                         mask=mask_k[:, None] & mask_s[None, :], other=0.0).to(tl.float32)
+            grad_h += tl.sum(w2 * grad_logit[:, None], axis=0)
+        grad_z = tl.where(mask_s, _activation_grad(grad_h, z, ACT), 0.0)
+        tl.store(grad_z_ptr + n * S + offs_s, grad_z, mask=mask_s)
+        for k0 in range(0, C, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < C
+            w1 = tl.load(w1_ptr + offs_s[:, None] * C + offs_k[None, :],
+                         mask=mask_s[:, None] & mask_k[None, :], other=0.0).to(tl.float32)
+            tl.store(shift_ptr + n * C + offs_k,
+                     tl.sum(w1 * grad_z[:, None], axis=0) * inv_pixels, mask=mask_k)
+
+    @triton.jit
+    def _gate_weight_grad_kernel(grad_logit_ptr, hidden_ptr, grad_z_ptr, mean_ptr, gw1_ptr,
+                                 gb1_ptr, gw2_ptr, gb2_ptr, N, C, S, BLOCK_C: tl.constexpr,
+                                 BLOCK_S: tl.constexpr):
+        """The gate's weight and bias gradients of one block of channels, summed over the
+        samples in order (program 0 also writes the squeeze bias's)."""
+        block = tl.program_id(0)
+        offs_c = block * BLOCK_C + tl.arange(0, BLOCK_C)
+        offs_s = tl.arange(0, BLOCK_S)
+        mask_c, mask_s = offs_c < C, offs_s < S
+        gw2 = tl.zeros((BLOCK_C, BLOCK_S), dtype=tl.float32)
+        gw1 = tl.zeros((BLOCK_S, BLOCK_C), dtype=tl.float32)
+        gb2 = tl.zeros((BLOCK_C, ), dtype=tl.float32)
+        gb1 = tl.zeros((BLOCK_S, ), dtype=tl.float32)
+        for n in range(N):
+            grad_logit = tl.load(grad_logit_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+            hidden = tl.load(hidden_ptr + n * S + offs_s, mask=mask_s, other=0.0)
+            grad_z = tl.load(grad_z_ptr + n * S + offs_s, mask=mask_s, other=0.0)
+            mean = tl.load(mean_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+            gw2 += grad_logit[:, None] * hidden[None, :]
+            gw1 += grad_z[:, None] * mean[None, :]
+            gb2 += grad_logit
+            gb1 += grad_z
+        both = mask_c[:, None] & mask_s[None, :]
+        tl.store(gw2_ptr + offs_c[:, None] * S + offs_s[None, :],
+                 gw2.to(gw2_ptr.dtype.element_ty), mask=both)
+        tl.store(gw1_ptr + offs_s[:, None] * C + offs_c[None, :],
+                 gw1.to(gw1_ptr.dtype.element_ty), mask=mask_s[:, None] & mask_c[None, :])
+        tl.store(gb2_ptr + offs_c, gb2.to(gb2_ptr.dtype.element_ty), mask=mask_c)
+        if block == 0:
+            tl.store(gb1_ptr + offs_s, gb1.to(gb1_ptr.dtype.element_ty), mask=mask_s)
+
+
+class MapPlan(NamedTuple):
+    """How the map kernels cut an (N, C, P-pixel) map: programs of ``block_c`` channels by
+    ``tile_p`` pixels, ``tiles`` tiles per sample (the partial sums' middle dimension)."""
+    block_c: int
+    tile_p: int
+    tiles: int
+
+
+@functools.lru_cache(maxsize=1024)
+def map_plan(n: int, c: int, pixels: int) -> MapPlan:
+    """The map kernels' cut of an (N, C, P-pixel) map: as few pixel tiles as give
+    :data:`MIN_MAP_PROGRAMS` programs (fewer partial sums to add up), each a multiple of
+    :data:`BLOCK_P` pixels."""
+    block_c = min(MAX_BLOCK_C, next_power_of_2(c))
+    blocks = n * -(-c // block_c)
+    steps = -(-pixels // BLOCK_P)
+    tiles = min(steps, max(1, -(-MIN_MAP_PROGRAMS // blocks)))
+    tile_p = -(-steps // tiles) * BLOCK_P
+    return MapPlan(block_c, tile_p, -(-pixels // tile_p))
+
+
+def pixel_strides(t: Tensor):
+    """``(n, c, pixel)`` strides of an (N, C, H, W) tensor whose pixels one stride walks in
+    ``h * W + w`` order (contiguous, channels-last and their channel slices), else None."""
+    sn, sc, sh, sw = t.stride()
+    h, w = t.shape[2:]
+    if w == 1:
+        return sn, sc, sh
+    if h == 1 or sh == w * sw:
+        return sn, sc, sw
+    return None
+
+
+def _walkable(t: Tensor) -> Tensor:
+    return t if pixel_strides(t) is not None else t.contiguous()
+
+
+@functools.lru_cache(maxsize=1024)
+def sums_launch(n: int, c: int, pixels: int, strides: tuple, other_strides=None) -> KernelLaunch:
+    """Partial channel sums of a map with ``strides`` (:func:`pixel_strides`), or of its product
+    with a second map (``other_strides``): ``launch(a, b, out)``, ``b`` ignored without a
+    product, ``out`` (N, tiles, C) fp32."""
+    plan = map_plan(n, c, pixels)
+    return KernelLaunch(lambda: _map_sums_kernel, (n, plan.tiles, -(-c // plan.block_c)),
+                        (c, pixels, *strides, *(other_strides or strides), plan.tile_p),
+                        dict(PRODUCT=other_strides is not None, BLOCK_P=BLOCK_P,
+                             BLOCK_C=plan.block_c, num_warps=4))
+
+
+@functools.lru_cache(maxsize=1024)
+def scale_launch(n: int, c: int, pixels: int, strides: tuple, out_strides: tuple,
+                 shift: bool) -> KernelLaunch:
+    """``launch(a, scale, shift, out)``: ``out = a * scale (+ shift)`` per (sample, channel),
+    ``shift`` ignored without ``shift``."""
+    plan = map_plan(n, c, pixels)
+    return KernelLaunch(lambda: _scale_map_kernel, (n, plan.tiles, -(-c // plan.block_c)),
+                        (c, pixels, *strides, *out_strides, plan.tile_p),
+                        dict(SHIFT=shift, BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
+
+
+@functools.lru_cache(maxsize=1024)
+def gate_backward_launch(n: int, tiles: int, c: int, squeeze: int, inv_pixels: float,
+                         act: str) -> KernelLaunch:
+    """One program per sample (:func:`_gate_backward_kernel`)."""
+    return KernelLaunch(lambda: _gate_backward_kernel, (n, ),
+                        (tiles, c, squeeze, inv_pixels),
+                        dict(ACT=_ACT_CODE[act], **hidden_blocks((n, tiles, c), squeeze),
+                             num_warps=4))
+
+
+@functools.lru_cache(maxsize=1024)
+def weight_grad_launch(n: int, c: int, squeeze: int) -> KernelLaunch:
+    """One program per block of channels (:func:`_gate_weight_grad_kernel`), its two
+    (channels x squeeze) sums at most 2048 values each."""
+    block_s = next_power_of_2(squeeze)
+    block_c = min(next_power_of_2(c), max(1, 2048 // block_s))
+    return KernelLaunch(lambda: _gate_weight_grad_kernel, (-(-c // block_c), ), (n, c, squeeze),
+                        dict(BLOCK_C=block_c, BLOCK_S=block_s, num_warps=4))
+
+
+class _TritonGatedMap(torch.autograd.Function):
+    """The training form on the Triton kernels: three launches forward, four backward."""
+
+    @staticmethod
+    def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act):
+        x = _walkable(x)
+        n, c, h, w = x.shape
+        squeeze, pixels = w_reduce.shape[0], h * w
+        w1 = w_reduce.reshape(squeeze, c).contiguous()
+        w2 = w_expand.reshape(c, squeeze).contiguous()
+        b1, b2 = b_reduce.contiguous(), b_expand.contiguous()
+        tiles = map_plan(n, c, pixels).tiles
+        sums = x.new_empty((n, tiles, c), dtype=torch.float32)
+        sums_launch(n, c, pixels, pixel_strides(x))(x, x, sums)
+        gate = x.new_empty((n, c), dtype=w2.dtype)
+        gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
+        out = torch.empty_like(x)
+        scale_launch(n, c, pixels, pixel_strides(x), pixel_strides(out), False)(
+            x, gate, gate, out)
+        ctx.act, ctx.shapes = act, (w_reduce.shape, w_expand.shape)
+        ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, sums, gate, w1, b1, w2, b2 = ctx.saved_tensors
+        n, c, h, w = x.shape
+        squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
+        grad = _walkable(grad)
+        dsums = torch.empty_like(sums)
+        sums_launch(n, c, pixels, pixel_strides(grad), pixel_strides(x))(grad, x, dsums)
+        fp32 = dict(dtype=torch.float32, device=x.device)
+        mean, grad_logit, shift = (torch.empty((n, c), **fp32) for _ in range(3))
+        hidden, grad_z = (torch.empty((n, squeeze), **fp32) for _ in range(2))
+        gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, ctx.act)(
+            sums, dsums, gate, w1, b1, w2, mean, hidden, grad_logit, grad_z, shift)
+        grad_x = gw1 = gb1 = gw2 = gb2 = None
+        needs_x, *needs_params, _ = ctx.needs_input_grad
+        if any(needs_params):
+            gw1, gb1, gw2, gb2 = map(torch.empty_like, (w1, b1, w2, b2))
+            weight_grad_launch(n, c, squeeze)(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2,
+                                              gb2)
+            gw1, gw2 = gw1.view(ctx.shapes[0]), gw2.view(ctx.shapes[1])
+        if needs_x:
+            grad_x = torch.empty_like(x)
+            scale_launch(n, c, pixels, pixel_strides(grad), pixel_strides(grad_x), True)(
+                grad, gate, shift, grad_x)
+        return grad_x, gw1, gb1, gw2, gb2, None
