@@ -58,9 +58,9 @@ def cpu_kernel_takes(x: Tensor, *params: Tensor) -> bool:
 def triton_kernels_take(x: Tensor, *params: Tensor) -> bool:
     """Whether the Triton kernels compute the training form on the (N, C, H, W) map ``x``: CUDA
     tensors (CPU ones under Triton's interpreter) of dtypes the kernels take, on one device, and
-    a map with elements (an empty grid is no launch). A map or a weight they do not take trains on the stock form, without a warning (the
-    layer's own choice, not a request for a kernel: the block's ops warn where they fall
-    back)."""
+    a map with elements (an empty grid is no launch). A map or a weight they do not take trains
+    on the stock form, without a warning (the layer's own choice, not a request for a kernel:
+    the block's ops warn where they fall back)."""
     if x.dim() != 4 or not x.numel() or not (x.is_cuda or (x.is_cpu and interpreting())):
         return False
     return all(t.device == x.device and unsupported_reason(t) is None for t in (x, *params))

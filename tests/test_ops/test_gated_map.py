@@ -174,4 +174,3 @@ def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(monkeypatch, act_cf
         with torch.no_grad():
             fused.float()(x)
     assert len(applied) == takes
-
