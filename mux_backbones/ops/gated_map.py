@@ -35,6 +35,7 @@ from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._launch import KernelLaunch
 from ._triton import HAS_TRITON, interpreting, next_power_of_2, tl, triton, unsupported_reason
 from .group_conv import _ACT_CODE
+from .pointwise_conv import alignment
 from .se_gate import gate_launch, hidden_blocks
 
 if HAS_TRITON:
@@ -103,46 +104,65 @@ def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
 if HAS_TRITON:
 
     @triton.jit
+    def _tile(t, p0, C, P, TILE_P, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
+              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """``(offs_p, offs_c, mask)`` of a program's channel block and a step of its pixel tile.
+        ``ALIGN`` (a power of two dividing the map's inner extent -- C with ``VEC_C`` (channels
+        innermost), else P -- and its other strides) lets the compiler use vectors along the
+        inner dimension; the mask there is built from multiples of it, so it keeps them."""
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        offs_p = tl.multiple_of(t * TILE_P + p0, BLOCK_P) + tl.arange(0, BLOCK_P)
+        if VEC_C:
+            mask = (offs_p < P)[:, None] & ((offs_c // ALIGN) < (C // ALIGN))[None, :]
+        else:
+            mask = ((offs_p // ALIGN) < (P // ALIGN))[:, None] & (offs_c < C)[None, :]
+        return offs_p, offs_c, mask
+
+    @triton.jit
+    def _offsets(n, offs_p, offs_c, s_n, s_c, s_p, VEC_C: tl.constexpr, ALIGN: tl.constexpr):
+        """Element offsets of a (pixels, channels) tile of a map with these strides, the outer
+        dimension's starts hinted as multiples of ``ALIGN`` (see :func:`_tile`)."""
+        if VEC_C:
+            return tl.multiple_of(n * s_n + offs_p * s_p, ALIGN)[:, None] + offs_c[None, :] * s_c
+        return tl.multiple_of(n * s_n + offs_c * s_c, ALIGN)[None, :] + offs_p[:, None] * s_p
+
+    @triton.jit
     def _map_sums_kernel(a_ptr, b_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, b_sn, b_sc, b_sp,
-                         TILE_P, PRODUCT: tl.constexpr, BLOCK_P: tl.constexpr,
-                         BLOCK_C: tl.constexpr):
+                         TILE_P, PRODUCT: tl.constexpr, VEC_C: tl.constexpr,
+                         ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """Partial channel sums of map ``a`` (of ``a * b`` with ``PRODUCT``) over one tile of
         ``TILE_P`` pixels: program (n, t, channel block) writes ``out[n, t, channels]``."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
-        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask_c = offs_c < C
         total = tl.zeros((BLOCK_C, ), dtype=tl.float32)
         for p0 in range(0, TILE_P, BLOCK_P):  # (TILE_P is a multiple of BLOCK_P)
-            offs_p = t * TILE_P + p0 + tl.arange(0, BLOCK_P)
-            mask = (offs_p < P)[:, None] & mask_c[None, :]
-            values = tl.load(a_ptr + n * a_sn + offs_c[None, :] * a_sc + offs_p[:, None] * a_sp,
+            offs_p, offs_c, mask = _tile(t, p0, C, P, TILE_P, VEC_C, ALIGN, BLOCK_P, BLOCK_C)
+            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_sc, a_sp, VEC_C, ALIGN),
                              mask=mask, other=0.0).to(tl.float32)
             if PRODUCT:
-                values *= tl.load(b_ptr + n * b_sn + offs_c[None, :] * b_sc +
-                                  offs_p[:, None] * b_sp, mask=mask, other=0.0).to(tl.float32)
+                values *= tl.load(b_ptr + _offsets(n, offs_p, offs_c, b_sn, b_sc, b_sp, VEC_C,
+                                                   ALIGN), mask=mask, other=0.0).to(tl.float32)
             total += tl.sum(values, axis=0)
-        tl.store(out_ptr + (n * tl.num_programs(1) + t) * C + offs_c, total, mask=mask_c)
+        offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+        tl.store(out_ptr + (n * tl.num_programs(1) + t) * C + offs_c, total, mask=offs_c < C)
 
     @triton.jit
     def _scale_map_kernel(a_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, o_sn,
-                          o_sc, o_sp, TILE_P, SHIFT: tl.constexpr, BLOCK_P: tl.constexpr,
-                          BLOCK_C: tl.constexpr):
+                          o_sc, o_sp, TILE_P, SHIFT: tl.constexpr, VEC_C: tl.constexpr,
+                          ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """``out = a * scale[n, c] (+ shift[n, c])`` over one tile of pixels, in fp32, stored in
         ``out``'s dtype: the gated map (forward) and the input's gradient (backward)."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask_c = offs_c < C
-        scale = tl.load(scale_ptr + n * C + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        scale = tl.load(scale_ptr + n * C + offs_c, mask=offs_c < C, other=0.0).to(tl.float32)
         if SHIFT:
-            shift = tl.load(shift_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+            shift = tl.load(shift_ptr + n * C + offs_c, mask=offs_c < C, other=0.0)
         for p0 in range(0, TILE_P, BLOCK_P):
-            offs_p = t * TILE_P + p0 + tl.arange(0, BLOCK_P)
-            mask = (offs_p < P)[:, None] & mask_c[None, :]
-            values = tl.load(a_ptr + n * a_sn + offs_c[None, :] * a_sc + offs_p[:, None] * a_sp,
+            offs_p, offs_c, mask = _tile(t, p0, C, P, TILE_P, VEC_C, ALIGN, BLOCK_P, BLOCK_C)
+            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_sc, a_sp, VEC_C, ALIGN),
                              mask=mask, other=0.0).to(tl.float32) * scale[None, :]
             if SHIFT:
                 values += shift[None, :]
-            tl.store(out_ptr + n * o_sn + offs_c[None, :] * o_sc + offs_p[:, None] * o_sp,
+            tl.store(out_ptr + _offsets(n, offs_p, offs_c, o_sn, o_sc, o_sp, VEC_C, ALIGN),
                      values.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -285,27 +305,43 @@ def _walkable(t: Tensor) -> Tensor:
     return t if pixel_strides(t) is not None else t.contiguous()
 
 
+def vectors(element_size: int, c: int, pixels: int, *strides: tuple):
+    """``(VEC_C, ALIGN)`` of the map kernels over maps with these :func:`pixel_strides`: vectors
+    along the channels where every map has them innermost (channels-last), else along the
+    pixels where every map has those innermost (contiguous), of ``ALIGN`` elements (<= 16
+    bytes) dividing that extent and each map's other strides; else no vectors."""
+    for inner, extent, outer in ((1, c, (0, 2)), (2, pixels, (0, 1))):
+        if all(s[inner] == 1 for s in strides):
+            return inner == 1, alignment(element_size, extent,
+                                         *(s[i] for s in strides for i in outer))
+    return True, 1
+
+
 @functools.lru_cache(maxsize=1024)
-def sums_launch(n: int, c: int, pixels: int, strides: tuple, other_strides=None) -> KernelLaunch:
-    """Partial channel sums of a map with ``strides`` (:func:`pixel_strides`), or of its product
-    with a second map (``other_strides``): ``launch(a, b, out)``, ``b`` ignored without a
-    product, ``out`` (N, tiles, C) fp32."""
+def sums_launch(n: int, c: int, pixels: int, element_size: int, strides: tuple,
+                other_strides=None) -> KernelLaunch:
+    """Partial channel sums of a map with ``strides`` (:func:`pixel_strides`) and elements of
+    ``element_size`` bytes, or of its product with a second map (``other_strides``):
+    ``launch(a, b, out)``, ``b`` ignored without a product, ``out`` (N, tiles, C) fp32."""
     plan = map_plan(n, c, pixels)
+    vec_c, align = vectors(element_size, c, pixels, strides, other_strides or strides)
     return KernelLaunch(lambda: _map_sums_kernel, (n, plan.tiles, -(-c // plan.block_c)),
                         (c, pixels, *strides, *(other_strides or strides), plan.tile_p),
-                        dict(PRODUCT=other_strides is not None, BLOCK_P=BLOCK_P,
-                             BLOCK_C=plan.block_c, num_warps=4))
+                        dict(PRODUCT=other_strides is not None, VEC_C=vec_c, ALIGN=align,
+                             BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
 
 
 @functools.lru_cache(maxsize=1024)
-def scale_launch(n: int, c: int, pixels: int, strides: tuple, out_strides: tuple,
-                 shift: bool) -> KernelLaunch:
+def scale_launch(n: int, c: int, pixels: int, element_size: int, strides: tuple,
+                 out_strides: tuple, shift: bool) -> KernelLaunch:
     """``launch(a, scale, shift, out)``: ``out = a * scale (+ shift)`` per (sample, channel),
-    ``shift`` ignored without ``shift``."""
+    ``shift`` ignored without ``shift``; ``a`` and ``out`` of ``element_size``-byte elements."""
     plan = map_plan(n, c, pixels)
+    vec_c, align = vectors(element_size, c, pixels, strides, out_strides)
     return KernelLaunch(lambda: _scale_map_kernel, (n, plan.tiles, -(-c // plan.block_c)),
                         (c, pixels, *strides, *out_strides, plan.tile_p),
-                        dict(SHIFT=shift, BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
+                        dict(SHIFT=shift, VEC_C=vec_c, ALIGN=align, BLOCK_P=BLOCK_P,
+                             BLOCK_C=plan.block_c, num_warps=4))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -341,11 +377,12 @@ class _TritonGatedMap(torch.autograd.Function):
         b1, b2 = b_reduce.contiguous(), b_expand.contiguous()
         tiles = map_plan(n, c, pixels).tiles
         sums = x.new_empty((n, tiles, c), dtype=torch.float32)
-        sums_launch(n, c, pixels, pixel_strides(x))(x, x, sums)
+        size = x.element_size()
+        sums_launch(n, c, pixels, size, pixel_strides(x))(x, x, sums)
         gate = x.new_empty((n, c), dtype=w2.dtype)
         gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
         out = torch.empty_like(x)
-        scale_launch(n, c, pixels, pixel_strides(x), pixel_strides(out), False)(
+        scale_launch(n, c, pixels, size, pixel_strides(x), pixel_strides(out), False)(
             x, gate, gate, out)
         ctx.act, ctx.shapes = act, (w_reduce.shape, w_expand.shape)
         ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
@@ -357,9 +394,9 @@ class _TritonGatedMap(torch.autograd.Function):
         x, sums, gate, w1, b1, w2, b2 = ctx.saved_tensors
         n, c, h, w = x.shape
         squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
-        grad = _walkable(grad)
+        grad, size = _walkable(grad), x.element_size()
         dsums = torch.empty_like(sums)
-        sums_launch(n, c, pixels, pixel_strides(grad), pixel_strides(x))(grad, x, dsums)
+        sums_launch(n, c, pixels, size, pixel_strides(grad), pixel_strides(x))(grad, x, dsums)
         fp32 = dict(dtype=torch.float32, device=x.device)
         mean, grad_logit, shift = (torch.empty((n, c), **fp32) for _ in range(3))
         hidden, grad_z = (torch.empty((n, squeeze), **fp32) for _ in range(2))
@@ -374,6 +411,6 @@ class _TritonGatedMap(torch.autograd.Function):
             gw1, gw2 = gw1.view(ctx.shapes[0]), gw2.view(ctx.shapes[1])
         if needs_x:
             grad_x = torch.empty_like(x)
-            scale_launch(n, c, pixels, pixel_strides(grad), pixel_strides(grad_x), True)(
+            scale_launch(n, c, pixels, size, pixel_strides(grad), pixel_strides(grad_x), True)(
                 grad, gate, shift, grad_x)
         return grad_x, gw1, gb1, gw2, gb2, None

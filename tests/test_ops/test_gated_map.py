@@ -79,13 +79,16 @@ def test_equals_the_stock_expression_on_random_calls():
                                        msg=where)
 
 
-def test_a_half_precision_map_with_fp32_weights():
+@pytest.mark.parametrize('layout,h,w', [('channels_last', 9, 11), ('contiguous', 8, 8),
+                                         ('contiguous', 5, 5)])
+def test_a_half_precision_map_with_fp32_weights(layout, h, w):
     """The AMP case: an fp16 map, fp32 parameters. The map's output and gradient come back in
-    fp16, the weights' gradients in fp32, all near the fp32 computation."""
+    fp16, the weights' gradients in fp32, all near the fp32 computation. (8-element vectors
+    along the channels, along the pixels, and none: 25 pixels.)"""
     torch.manual_seed(0)
     params = [p.mul(0.3).requires_grad_() for p in _params(40, 10)]
-    x = _map(2, 40, 9, 11, 'channels_last', torch.float16).requires_grad_()
-    grad = torch.randn(2, 40, 9, 11).half()
+    x = _map(2, 40, h, w, layout, torch.float16).requires_grad_()
+    grad = torch.randn(2, 40, h, w).half()
     out = map_op.gated_map(x, *params, 'silu')
     got = torch.autograd.grad(out, [x, *params], grad)
     x32 = x.detach().float().requires_grad_()
@@ -96,6 +99,18 @@ def test_a_half_precision_map_with_fp32_weights():
     torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=2e-3)
     for a, b in zip(got, want):
         torch.testing.assert_close(a.float(), b, rtol=2e-3, atol=2e-3 * b.abs().max().item())
+
+
+def test_vectors_along_the_inner_dimension():
+    """Channels-last maps get vectors along the channels, contiguous ones along the pixels, as
+    wide as the extent and every other stride allow (16 bytes at most); mixed layouts none."""
+    last, first = (64 * 40, 1, 40), (64 * 40, 64, 1)
+    assert map_op.vectors(2, 40, 64, last, last) == (True, 8)
+    assert map_op.vectors(4, 40, 64, last) == (True, 4)
+    assert map_op.vectors(2, 40, 64, first, first) == (False, 8)
+    assert map_op.vectors(2, 40, 25, (25 * 40, 25, 1)) == (False, 1)
+    assert map_op.vectors(2, 42, 64, (64 * 42, 1, 42)) == (True, 2)
+    assert map_op.vectors(2, 40, 64, last, first) == (True, 1)
 
 
 def test_saturated_gates_and_a_single_pixel():

@@ -123,6 +123,36 @@ def test_kernel_sass_compiles_the_launch_plans_offline():
     assert all('STG.128' in line for line in gemms.splitlines()[2:-1])  # 16-byte stores
 
 
+def test_kernel_sass_compiles_the_squeeze_excite_training_form(tmp_path):
+    """The squeeze-excite training form's seven launches (``ops.gated_map``), as
+    ``kernel_sass.py --backward`` compiles them for sm_90: a map over several 64-channel
+    program blocks and pixel tiles, fp16 and fp32 (the interpreter's tests cannot compile)."""
+    triton = pytest.importorskip('triton')
+    if not osp.exists(osp.join(osp.dirname(triton.__file__), 'backends/nvidia/bin/nvdisasm')):
+        pytest.skip("this Triton has no CUDA backend tools")
+    script = """
+import os, sys
+sys.path.insert(0, os.path.join(os.getcwd(), 'tools', 'gpu'))
+import kernel_sass as k
+for dtype in ('fp16', 'fp32'):
+    for what, launch, fp32 in k.se_training_launches((24, 120, 40, 40), 20, 'silu', dtype):
+        meta = {key: v for key, v in launch.meta.items() if key != 'num_warps'}
+        kernel = k.compile_kernel(launch._jit(), meta, launch.scalars, dtype,
+                                  launch.meta['num_warps'], fp32_pointers=fp32)
+        regs = k.analyse(kernel)[0]
+        print(dtype, what.replace(' ', '_'), regs, k._memory_ops(kernel))
+"""
+    (tmp_path / 'se_sass.py').write_text(script)
+    out = run_tool(str(tmp_path / 'se_sass.py'),
+                   extra_env={'TRITON_INTERPRET': '0'}).stdout.split('\n')
+    rows = [line.split() for line in out if line]
+    assert [r[1] for r in rows[:7]] == ['sums', 'gate', 'gated_map', 'grad_sums', 'gate_grad',
+                                        'weight_grad', 'input_grad']
+    assert len(rows) == 14 and all(0 < int(r[2]) <= 255 for r in rows)
+    # the map passes of a channels-last fp16 map: 16-byte loads (and stores of the gated map)
+    assert 'LDG.E.128' in ' '.join(rows[0]) or 'LDG.128' in ' '.join(rows[0])
+
+
 def test_kernel_sass_analyses_tuned_launch_configs(tmp_path):
     """``--launch-configs``: the launches a tuned table makes (its tile and warps), not the
     planner's."""

@@ -52,12 +52,15 @@ from mux_backbones import MUXNet  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers import FusedGroupConv, block_launches  # noqa: E402
 from mux_backbones.layers.conv_bn import PointwiseConv2d, activation_name  # noqa: E402
+from mux_backbones.layers.squeeze_excite import SqueezeExcite  # noqa: E402
 from mux_backbones.ops import _triton, launch_config  # noqa: E402
 from mux_backbones.utils.hooks import module_inputs  # noqa: E402
 
 # (the package exports the op function under the module's name)
 ops = importlib.import_module('mux_backbones.ops.group_conv')
 gemm = importlib.import_module('mux_backbones.ops.pointwise_conv')
+gated = importlib.import_module('mux_backbones.ops.gated_map')
+se_gate = importlib.import_module('mux_backbones.ops.se_gate')
 
 _BIN = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
 _INSTRUCTION = re.compile(r'^\s+/\*([0-9a-f]+)\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);',
@@ -343,6 +346,8 @@ def main():
     for what, us in totals.items():
         print(f'issue-bound total, {what}: {us:.0f} us')
     print_epilogue_gemms(args, issue_rate, tuned_for)
+    if args.backward:
+        print_se_training(args)
 
 
 def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
@@ -406,6 +411,69 @@ def _memory_ops(kernel) -> str:
                                  for _, op, _ in _INSTRUCTION.findall(sass)
                                  if op.startswith(('LDG', 'STG', 'LDGSTS')))
     return ' '.join(f'{op}x{n}' for op, n in sorted(counts.items()))
+
+
+def se_maps(arch: str, shape: int, batch: int):
+    """``(name, (N, C, H, W), squeeze, act)`` of the map every squeeze-excite of the training
+    form gates (run once at batch 1, scaled to ``batch``)."""
+    model = MUXNet(arch, out_indices=(7, )).eval()
+    ses = {m: name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    with torch.no_grad():
+        inputs = module_inputs(model, list(ses), _input(shape))
+    return [(ses[se].replace('layers.', ''), (batch, ) + tuple(inputs[se].shape[1:]),
+             se.conv_reduce.out_channels, activation_name(se.act)) for se in ses if se in inputs]
+
+
+def se_training_launches(shape, squeeze: int, act: str, dtype: str):
+    """``(what, KernelLaunch, fp32 pointers)`` of the training form's launches on a channels-last
+    ``dtype`` map of ``shape`` (:mod:`mux_backbones.ops.gated_map`): three forward, four
+    backward."""
+    n, c, h, w = shape
+    size = getattr(torch, _TORCH_DTYPES[dtype]).itemsize
+    pixels, strides = h * w, (h * w * c, 1, c)
+    tiles = gated.map_plan(n, c, pixels).tiles
+    gate_ptrs = ('sums_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'b2_ptr', 'out_ptr')
+    every = ('sums_ptr', 'dsums_ptr', 'gate_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'mean_ptr',
+             'hidden_ptr', 'grad_logit_ptr', 'grad_z_ptr', 'shift_ptr', 'gw1_ptr', 'gb1_ptr',
+             'gw2_ptr', 'gb2_ptr')
+    return [('sums', gated.sums_launch(n, c, pixels, size, strides), ('out_ptr', )),
+            ('gate', se_gate.gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act), gate_ptrs),
+            ('gated map', gated.scale_launch(n, c, pixels, size, strides, strides, False),
+             ('scale_ptr', 'shift_ptr')),
+            ('grad sums', gated.sums_launch(n, c, pixels, size, strides, strides),
+             ('out_ptr', )),
+            ('gate grad', gated.gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, act),
+             every),
+            ('weight grad', gated.weight_grad_launch(n, c, squeeze), every),
+            ('input grad', gated.scale_launch(n, c, pixels, size, strides, strides, True),
+             ('scale_ptr', 'shift_ptr'))]
+
+
+def print_se_training(args):
+    """The squeeze-excites' training form on the Triton kernels (``ops.gated_map``, what
+    ``fused_ops`` trains on with CUDA), each launch compiled: registers, global loads/stores and
+    the time its map passes take at the H200's ~4.8 TB/s (these launches are memory-bound: the
+    map is read twice and written once forward, read three times and written once backward)."""
+    size = getattr(torch, _TORCH_DTYPES[args.dtype]).itemsize
+    print(f'\nsqueeze-excite training form (ops.gated_map), {args.dtype} channels-last map')
+    print(f'{"layer":<24}{"N x C x HxW":>20}{"S":>4}{"launches":>9}{"regs":>6}{"mem us":>8}  '
+          f'widest loads/stores')
+    total = 0.0
+    for name, shape, squeeze, act in se_maps(args.arch, args.shape, args.batch):
+        regs, ops_seen = [], collections.Counter()
+        launches = se_training_launches(shape, squeeze, act, args.dtype)
+        for _, launch, fp32 in launches:
+            meta = {k: v for k, v in launch.meta.items() if k != 'num_warps'}
+            kernel = compile_kernel(launch._jit(), meta, launch.scalars, _DTYPES[args.dtype],
+                                    launch.meta['num_warps'], fp32_pointers=fp32)
+            regs.append(analyse(kernel)[0] or 0)
+            ops_seen.update(_memory_ops(kernel).split())
+        mem_us = 7 * shape[0] * shape[1] * shape[2] * shape[3] * size / 4.8e6
+        total += mem_us
+        widest = ' '.join(sorted({op.split('x')[0] for op in ops_seen}))
+        print(f'{name:<24}{"x".join(map(str, shape[:2])) + f" x {shape[2]}x{shape[3]}":>20}'
+              f'{squeeze:>4}{len(launches):>9}{max(regs):>6}{mem_us:>8.1f}  {widest}')
+    print(f'squeeze-excite training form: map passes at 4.8 TB/s {total:.0f} us')
 
 
 if __name__ == '__main__':
