@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._launch import KernelLaunch
 from ._triton import HAS_TRITON, interpreting, next_power_of_2, tl, triton, unsupported_reason
@@ -59,10 +60,13 @@ def cpu_kernel_takes(x: Tensor, *params: Tensor) -> bool:
 def triton_kernels_take(x: Tensor, *params: Tensor) -> bool:
     """Whether the Triton kernels compute the training form on the (N, C, H, W) map ``x``: CUDA
     tensors (CPU ones under Triton's interpreter) of dtypes the kernels take, on one device, and
-    a map with elements (an empty grid is no launch). A map or a weight they do not take trains
+    a map with elements (an empty grid is no launch), outside a dry run
+    (:func:`~.launch_config.dry_run`). A map or a weight they do not take trains
     on the stock form, without a warning (the layer's own choice, not a request for a kernel:
     the block's ops warn where they fall back)."""
     if x.dim() != 4 or not x.numel() or not (x.is_cuda or (x.is_cpu and interpreting())):
+        return False
+    if launch_config.dry_running():  # (tuning learning a model's calls: nothing may compile)
         return False
     return all(t.device == x.device and unsupported_reason(t) is None for t in (x, *params))
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mux_backbones.layers.squeeze_excite import SqueezeExcite
-from mux_backbones.ops import _triton
+from mux_backbones.ops import _triton, launch_config
 from mux_backbones.ops.group_conv import ACTIVATIONS
 from .conftest import se_gate_params as _params
 
@@ -79,8 +79,8 @@ def test_equals_the_stock_expression_on_random_calls():
                                        msg=where)
 
 
-@pytest.mark.parametrize('layout,h,w', [('channels_last', 9, 11), ('contiguous', 8, 8),
-                                         ('contiguous', 5, 5)])
+@pytest.mark.parametrize('layout,h,w',
+                         [('channels_last', 9, 11), ('contiguous', 8, 8), ('contiguous', 5, 5)])
 def test_a_half_precision_map_with_fp32_weights(layout, h, w):
     """The AMP case: an fp16 map, fp32 parameters. The map's output and gradient come back in
     fp16, the weights' gradients in fp32, all near the fp32 computation. (8-element vectors
@@ -156,6 +156,8 @@ def test_what_the_kernels_take():
     assert not map_op.triton_kernels_take(x.double(), *params)
     assert not map_op.triton_kernels_take(x, params[0].double(), *params[1:])
     assert not map_op.triton_kernels_take(x[:0], *params)
+    with launch_config.dry_run():  # (tuning: nothing compiles or launches)
+        assert not map_op.triton_kernels_take(x, *params)
 
 
 @pytest.mark.parametrize('act_cfg', [dict(type='ReLU'), dict(type='Swish'), None,

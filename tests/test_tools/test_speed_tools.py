@@ -387,8 +387,9 @@ def test_check_kernels_rehearsal(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert done.value.code == 0, out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith(('ok', 'FAIL'))]
-    assert len(lines) >= 7 + 4 + 6 + 2 and all(line.startswith('ok') for line in lines)
+    assert len(lines) >= 7 + 4 + 4 + 6 + 2 and all(line.startswith('ok') for line in lines)
     assert any(line.startswith('ok   pointwise_conv') for line in lines)
+    assert sum(line.startswith('ok   gated_map') for line in lines) == 4
     assert any('(max rel err, kernel gradients vs stock)' in line for line in lines)
     assert any('block launches and direct launches equal the modules' in line for line in lines)
     assert any('with the SE gate in the project GEMMs' in line for line in lines)

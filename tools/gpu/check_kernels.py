@@ -1,6 +1,7 @@
 """GPU check of the fused kernels (compiled Triton, not the interpreter): each kernel against the
 stock PyTorch reference in fp32/fp16/bf16, forward and gradients, on MUXNet-m's own layer shapes,
-the squeeze-excite gate on its SE shapes, the epilogue GEMM on its channel-multiplexed blocks'
+the squeeze-excite gate on its SE shapes, the squeeze-excite's training form (``gated_map``) on
+its SE maps, the epilogue GEMM on its channel-multiplexed blocks'
 shapes (project: SE-gated input, residual, interleave; expand: activation); then whole MUXNet-m
 with ``fused_ops`` against the stock path in training and in deploy mode.
 
@@ -21,7 +22,7 @@ import torch
 from mux_backbones import MUXNet
 from mux_backbones.layers import KERNEL_GRADIENTS, GroupConv2d, MixedConv2d, block_launches
 from mux_backbones.layers.block_call import set_block_calls
-from mux_backbones.ops import (_launch, group_conv, pack_weights, pointwise_conv,
+from mux_backbones.ops import (_launch, gated_map, group_conv, pack_weights, pointwise_conv,
                                reference_group_conv, reference_pointwise_conv, reference_se_gate,
                                se_gate)
 
@@ -110,6 +111,31 @@ def check_se_gate(failures, setup: Setup = FULL):
             errs = [_rel(se_gate(parts, 196, *params, act='silu'),
                          reference_se_gate(parts, 1 / 196, *params, 'silu'))]
             _report(failures, f'se_gate C{c} S{s}', dtype, errs)
+
+
+def check_gated_map(failures, setup: Setup = FULL):
+    """The squeeze-excite's training form on MUXNet-m's SE maps at batch ``samples``, channels-last
+    as the model trains: the map's output and the input's and weights' gradients against
+    autograd through the stock expression in fp32 (the parameters fp32, as under AMP)."""
+    dev, n = setup.device, setup.samples
+    for c, s, side in ((96, 4, 56), (240, 10, 14), (480, 20, 7), (960, 40, 7)):
+        side = setup.side(side)
+        for dtype in setup.dtypes:
+            torch.manual_seed(0)
+            params = [(torch.randn(*shape, device=dev) * 0.3).requires_grad_()
+                      for shape in ((s, c), (s, ), (c, s), (c, ))]
+            x = torch.randn(n, c, side, side, device=dev, dtype=dtype).contiguous(
+                memory_format=torch.channels_last).requires_grad_()
+            out = gated_map(x, *params, 'silu')
+            g = torch.randn_like(out)
+            grads = torch.autograd.grad(out, [x, *params], g)
+            xr = x.detach().float().requires_grad_()
+            w1, b1, w2, b2 = params
+            hidden = torch.nn.functional.silu(xr.mean((2, 3)) @ w1.t() + b1)
+            ref = xr * torch.sigmoid(hidden @ w2.t() + b2)[:, :, None, None]
+            rgrads = torch.autograd.grad(ref, [xr, *params], g.float())
+            errs = [_rel(out, ref)] + [_rel(a, b) for a, b in zip(grads, rgrads)]
+            _report(failures, f'gated_map {n}x{c}x{side}x{side} S{s}', dtype, errs)
 
 
 def check_pointwise_conv(failures, setup: Setup = FULL):
@@ -260,6 +286,7 @@ def main():
     if not args.model_only:
         check_ops(failures, setup)
         check_se_gate(failures, setup)
+        check_gated_map(failures, setup)
         check_pointwise_conv(failures, setup)
     check_model(failures, setup)
     print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
