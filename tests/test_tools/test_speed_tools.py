@@ -96,6 +96,25 @@ def test_host_time_without_a_gpu():
     assert proc.returncode == 2 and "invalid choice: 'q'" in proc.stderr
 
 
+def test_host_time_of_a_training_step():
+    """``host_time.py --train``: a fused_ops training step's host time with the squeeze-excites on
+    their Triton training form and on their stock form, and each kernel's launches per step
+    (the training form's seven per SE among them)."""
+    pytest.importorskip('triton')
+    out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
+                   '--runs', '2', '--train', extra_env={'TRITON_INTERPRET': '1'}).stdout
+    times = re.findall(r'squeeze-excites on their (Triton training|stock) form.*: ([\d.]+) ms '
+                       r'per step', out)
+    assert [t[0] for t in times] == ['Triton training', 'stock'], out
+    assert all(float(t[1]) > 0 for t in times)
+    launches = {r[0]: int(r[1]) for r in (line.split() for line in out.splitlines())
+                if len(r) == 2 and r[0].endswith('_kernel')}
+    ses = int(re.search(r'stock form \((\d+) of them\)', out).group(1))
+    assert ses > 0 and launches['_gate_backward_kernel'] == ses
+    assert launches['_map_sums_kernel'] == launches['_scale_map_kernel'] == 2 * ses
+    assert launches['_weight_grad_kernel'] > 0  # (the group conv's gradients)
+
+
 def test_kernel_sass_compiles_the_launch_plans_offline():
     """tools/gpu/kernel_sass.py: every fused-kernel launch of a model compiled for sm_90 without
     a GPU, with vector loads where the channels allow and a total."""

@@ -19,7 +19,13 @@ sm_90 target, on each launch's real arguments) and nothing launched, and prints:
 * per kernel, its launches per forward and Triton's preparation per launch.
 
     TRITON_INTERPRET=1 python tools/gpu/host_time.py [--arch m] [--batch 1] [--shape 224]
-                                                     [--runs 200]
+                                                     [--runs 200] [--train]
+
+``--train``: the host time of a ``fused_ops`` training step instead (forward, backward, every
+launch direct after its first), with the squeeze-excites on their Triton training form and, in
+the same process, on their stock form (``fused_ops=False`` on them alone), and each kernel's
+launches per step. The step's stock operators (batch norm, 1x1 convs, activations) compute on the
+CPU here: use a small ``--shape``, where their compute is small next to their dispatch.
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
 (``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
@@ -52,13 +58,16 @@ except ImportError as err:  # pragma: no cover - depends on the Triton version
 from mux_backbones import MUXNet, arch_settings  # noqa: E402
 from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers.block_call import set_block_calls  # noqa: E402
+from mux_backbones.layers.squeeze_excite import SqueezeExcite  # noqa: E402
 from mux_backbones.ops import _launch  # noqa: E402
 
 # (the package exports the op functions under their modules' names)
 _KERNELS = {'mux_backbones.ops.group_conv': ('_forward_kernel', '_forward_one_kernel',
                                              '_input_grad_s2_kernel', '_weight_grad_kernel'),
             'mux_backbones.ops.pointwise_conv': ('_pointwise_kernel', ),
-            'mux_backbones.ops.se_gate': ('_se_gate_kernel', )}
+            'mux_backbones.ops.se_gate': ('_se_gate_kernel', ),
+            'mux_backbones.ops.gated_map': ('_map_sums_kernel', '_scale_map_kernel',
+                                            '_gate_backward_kernel', '_gate_weight_grad_kernel')}
 
 
 class LaunchPreparation:
@@ -149,7 +158,51 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--runs', type=positive_int, default=200,
                         help='forwards per timing round (7 rounds, the best kept)')
+    parser.add_argument('--train', action='store_true',
+                        help='a fused_ops training step\'s host time (see the module docstring)')
     return parser.parse_args(argv)
+
+
+def direct_launches() -> None:
+    """Every planned launch straight to the stand-in compiled kernel after its first (outside the
+    interpreter as far as the launches are concerned)."""
+    _launch.DIRECT, _launch.interpreting, _launch._driver = True, lambda: False, lambda: _Driver
+
+
+def train_step_host_time(args, stand_ins) -> None:
+    """Print a fused_ops training step's host time, its squeeze-excites on their Triton form and
+    on their stock form, and the launches per step of each kernel."""
+    torch.manual_seed(0)
+    model = MUXNet(args.arch, out_indices=(7, ), fused_ops=True).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    x = torch.randn(args.batch, 3, args.shape, args.shape).contiguous(
+        memory_format=torch.channels_last)
+    ses = [m for m in model.modules() if isinstance(m, SqueezeExcite)]
+
+    def step():
+        torch.autograd.grad(model(x)[0].float().sum(), params)
+
+    for stand_in in stand_ins:  # (a step through Triton's path: every launch seen)
+        stand_in.recording = True
+    step()
+    for stand_in in stand_ins:
+        stand_in.recording = False
+    direct_launches()
+    step()  # (each launch's first direct call: Triton's path)
+    fused_us = best_of(step, args.runs)
+    for se in ses:
+        se.fused_ops = False
+    stock_se_us = best_of(step, args.runs)
+    print(f'MUXNet-{args.arch} fused_ops training step (forward + backward), batch {args.batch}, '
+          f'{args.shape}x{args.shape}, host time up to Triton\'s launcher with direct launches '
+          f'(the stock operators\' CPU compute included):')
+    print(f'  squeeze-excites on their Triton training form: {fused_us / 1e3:.2f} ms per step')
+    print(f'  squeeze-excites on their stock form ({len(ses)} of them): {stock_se_us / 1e3:.2f} ms '
+          f'per step')
+    print(f'{"kernel":<26}{"launches per step":>18}')
+    for stand_in in stand_ins:
+        if stand_in.launches:
+            print(f'{stand_in.name:<26}{len(stand_in.launches):>18}')
 
 
 def main(argv=None):
@@ -159,6 +212,11 @@ def main(argv=None):
     # at 15.7 ms and the rest of the forward below it).
     torch.set_num_threads(1)
     stand_ins = install_launch_preparation()
+    if args.train:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            train_step_host_time(args, stand_ins)
+        return
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning)
@@ -175,9 +233,7 @@ def main(argv=None):
         stem_us = best_of(lambda: model.stem(x), args.runs)
         _launch.DIRECT = False
         forward_us = best_of(lambda: model(x), args.runs) - stem_us
-        # the direct launches: outside the interpreter as far as the launches are concerned
-        _launch.DIRECT, _launch.interpreting, _launch._driver = True, lambda: False, \
-            lambda: _Driver
+        direct_launches()
         set_block_calls(model, True)(x)
         direct_us = best_of(lambda: model(x), args.runs) - stem_us
     print(f'MUXNet-{args.arch} fused deploy forward, batch {args.batch}, {args.shape}x'
