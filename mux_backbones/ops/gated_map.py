@@ -369,26 +369,28 @@ def weight_grad_launch(n: int, c: int, squeeze: int) -> KernelLaunch:
 
 
 class _TritonGatedMap(torch.autograd.Function):
-    """The training form on the Triton kernels: three launches forward, four backward."""
+    """The training form on the Triton kernels: three launches forward, four backward. (The
+    kernels read the weights by pointer as (S, C) and (C, S) matrices, which a contiguous 1x1
+    conv weight already is: no reshaped views, no copies; ~0.1 ms of host time per block and
+    step goes to Python here, so each view and allocation counts.)"""
 
     @staticmethod
     def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act):
         x = _walkable(x)
         n, c, h, w = x.shape
-        squeeze, pixels = w_reduce.shape[0], h * w
-        w1 = w_reduce.reshape(squeeze, c).contiguous()
-        w2 = w_expand.reshape(c, squeeze).contiguous()
-        b1, b2 = b_reduce.contiguous(), b_expand.contiguous()
+        squeeze, pixels, size = w_reduce.shape[0], h * w, x.element_size()
+        w1, b1, w2, b2 = (t if t.is_contiguous() else t.contiguous()
+                          for t in (w_reduce, b_reduce, w_expand, b_expand))
         tiles = map_plan(n, c, pixels).tiles
+        strides = pixel_strides(x)
         sums = x.new_empty((n, tiles, c), dtype=torch.float32)
-        size = x.element_size()
-        sums_launch(n, c, pixels, size, pixel_strides(x))(x, x, sums)
+        sums_launch(n, c, pixels, size, strides)(x, x, sums)
         gate = x.new_empty((n, c), dtype=w2.dtype)
         gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
         out = torch.empty_like(x)
-        scale_launch(n, c, pixels, size, pixel_strides(x), pixel_strides(out), False)(
-            x, gate, gate, out)
-        ctx.act, ctx.shapes = act, (w_reduce.shape, w_expand.shape)
+        out_strides = strides if out.stride() == x.stride() else pixel_strides(out)
+        scale_launch(n, c, pixels, size, strides, out_strides, False)(x, gate, gate, out)
+        ctx.act, ctx.strides = act, strides
         ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
         return out
 
@@ -399,11 +401,13 @@ class _TritonGatedMap(torch.autograd.Function):
         n, c, h, w = x.shape
         squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
         grad, size = _walkable(grad), x.element_size()
+        grad_strides = ctx.strides if grad.stride() == x.stride() else pixel_strides(grad)
         dsums = torch.empty_like(sums)
-        sums_launch(n, c, pixels, size, pixel_strides(grad), pixel_strides(x))(grad, x, dsums)
-        fp32 = dict(dtype=torch.float32, device=x.device)
-        mean, grad_logit, shift = (torch.empty((n, c), **fp32) for _ in range(3))
-        hidden, grad_z = (torch.empty((n, squeeze), **fp32) for _ in range(2))
+        sums_launch(n, c, pixels, size, grad_strides, ctx.strides)(grad, x, dsums)
+        # (one allocation for the five per-sample vectors the gate's backward passes on)
+        mean, grad_logit, shift, hidden, grad_z = torch.empty(
+            n * (3 * c + 2 * squeeze), dtype=torch.float32, device=x.device).split(
+            (n * c, n * c, n * c, n * squeeze, n * squeeze))
         gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, ctx.act)(
             sums, dsums, gate, w1, b1, w2, mean, hidden, grad_logit, grad_z, shift)
         grad_x = gw1 = gb1 = gw2 = gb2 = None
@@ -412,9 +416,10 @@ class _TritonGatedMap(torch.autograd.Function):
             gw1, gb1, gw2, gb2 = map(torch.empty_like, (w1, b1, w2, b2))
             weight_grad_launch(n, c, squeeze)(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2,
                                               gb2)
-            gw1, gw2 = gw1.view(ctx.shapes[0]), gw2.view(ctx.shapes[1])
         if needs_x:
             grad_x = torch.empty_like(x)
-            scale_launch(n, c, pixels, size, pixel_strides(grad), pixel_strides(grad_x), True)(
+            out_strides = ctx.strides if grad_x.stride() == x.stride() else \
+                pixel_strides(grad_x)
+            scale_launch(n, c, pixels, size, grad_strides, out_strides, True)(
                 grad, gate, shift, grad_x)
         return grad_x, gw1, gb1, gw2, gb2, None
