@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..ops import se_gate
-from ..ops.gated_map import gated_map, gated_map_takes
+from ..ops.gated_map import gated_map_kernel
 from ._eager import eager_autograd
 from .conv_bn import PointwiseConv2d, activate_in_place, activation_name
 
@@ -91,8 +91,9 @@ class SqueezeExcite(nn.Module):
         if eager_autograd() and (x.requires_grad or any(p.requires_grad
                                                         for p in self.parameters())):
             kernel_act = activation_name(self.act) if self.fused_ops else None
-            if kernel_act is not None and gated_map_takes(x, *network[1:]):
-                return gated_map(x, *network[1:], kernel_act)
+            kernel = gated_map_kernel(x, *network[1:]) if kernel_act is not None else None
+            if kernel is not None:
+                return kernel(x, *network[1:], kernel_act)
             return _GatedMap.apply(x, *network)
         n, c = x.shape[:2]
         return x * _gate_network(x.mean((2, 3)), *network)[2].view(n, c, 1, 1)

@@ -26,7 +26,7 @@ neither kernel takes the tensors (another device or dtype, an activation without
 code), the layer trains on its stock form.
 """
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor
@@ -71,15 +71,21 @@ def triton_kernels_take(x: Tensor, *params: Tensor) -> bool:
     return all(t.device == x.device and unsupported_reason(t) is None for t in (x, *params))
 
 
-def gated_map_takes(x: Tensor, *params: Tensor) -> bool:
-    """Whether :func:`gated_map` has a kernel for these tensors (C++ or Triton)."""
-    return cpu_kernel_takes(x, *params) or triton_kernels_take(x, *params)
+def gated_map_kernel(x: Tensor, *params: Tensor) -> Optional[Callable[..., Tensor]]:
+    """The form of :func:`gated_map` that computes on these tensors -- the C++ node or the
+    Triton one, each called as ``gated_map`` is -- or None where no kernel takes them. (The
+    layer asks once per call and calls what it gets: the checks cost a few microseconds.)"""
+    if cpu_kernel_takes(x, *params):
+        return _cpu_gated_map
+    if triton_kernels_take(x, *params):
+        return _TritonGatedMap.apply
+    return None
 
 
 def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
               b_expand: Tensor, act: str) -> Tensor:
     """``x * gate`` with the gate from ``x``'s channel means, as one autograd node (where
-    :func:`gated_map_takes`; see the module docstring).
+    :func:`gated_map_kernel` finds a form; see the module docstring).
 
     Args:
         x (Tensor): The (N, C, H, W) map; on the C++ kernels contiguous or channels-last.
@@ -96,13 +102,17 @@ def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
         ValueError: No kernel takes the tensors.
     """
     params = (w_reduce, b_reduce, w_expand, b_expand)
-    if cpu_kernel_takes(x, *params):
-        return cpu_kernels().gated_map(x, *params, _ACT_CODE[act])
-    if triton_kernels_take(x, *params):
-        return _TritonGatedMap.apply(x, *params, act)
-    raise ValueError(f'gated_map: no kernel takes a {tuple(x.shape)} {x.dtype} map on '
-                     f'{x.device} with {[p.dtype for p in params]} weights (gated_map_takes '
-                     f'says which do; the stock training form takes the rest)')
+    kernel = gated_map_kernel(x, *params)
+    if kernel is None:
+        raise ValueError(f'gated_map: no kernel takes a {tuple(x.shape)} {x.dtype} map on '
+                         f'{x.device} with {[p.dtype for p in params]} weights '
+                         f'(gated_map_kernel says which do; the stock training form takes the '
+                         f'rest)')
+    return kernel(x, *params, act)
+
+
+def _cpu_gated_map(x, w_reduce, b_reduce, w_expand, b_expand, act):
+    return cpu_kernels().gated_map(x, w_reduce, b_reduce, w_expand, b_expand, _ACT_CODE[act])
 
 
 if HAS_TRITON:

@@ -150,7 +150,9 @@ def test_is_differentiable_once():
 def test_what_the_kernels_take():
     params = _params(8, 2)
     x = torch.randn(2, 8, 3, 3)
-    assert map_op.triton_kernels_take(x, *params) and map_op.gated_map_takes(x, *params)
+    assert map_op.triton_kernels_take(x, *params)
+    assert map_op.gated_map_kernel(x, *params) == map_op._TritonGatedMap.apply
+    assert map_op.gated_map_kernel(x.double(), *params) is None
     assert not map_op.cpu_kernel_takes(x, *params)  # (under the interpreter: Triton's)
     assert not map_op.triton_kernels_take(x[0], *params)
     assert not map_op.triton_kernels_take(x.double(), *params)

@@ -172,6 +172,7 @@ def test_gated_map_rejects_what_it_cannot_compute(outside_interpreter):
     with pytest.raises(RuntimeError, match='4-d fp32'):
         node(fits.double(), *params, 1)
     assert map_op.cpu_kernel_takes(fits, *params)
+    assert map_op.gated_map_kernel(fits, *params) is map_op._cpu_gated_map
     assert not map_op.cpu_kernel_takes(wide[:, ::2], *params)
     assert not map_op.cpu_kernel_takes(fits.double(), *params)
     assert not map_op.cpu_kernel_takes(fits[0], *params)
