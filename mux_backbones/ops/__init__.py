@@ -3,7 +3,9 @@ CUDA, C++ on fp32 CPU tensors (:mod:`._cpu_kernels`).
 
 Every op keeps the stock PyTorch computation as its reference and its fallback (no Triton,
 unsupported dtypes; see :mod:`._triton`); ``norm_act`` has no Triton kernel (its stock path is
-as many launches as what it replaces).
+as many launches as what it replaces). ``gated_map``, the squeeze-excite's training form, is an
+autograd node for eager training rather than a library op: under ``torch.compile`` the layer's
+stock expression is what Inductor fuses.
 """
 from ._triton import HAS_TRITON, unsupported_reason
 from .gated_map import gated_map
