@@ -53,6 +53,28 @@ def cpu_kernel_calls(monkeypatch, outside_interpreter):
     return calls
 
 
+def se_trains_as_stock(act_cfg, kernel_calls):
+    """One eager training pass of ``SqueezeExcite(fused_ops=True)`` and of its stock twin with
+    the same weights: the fused one makes one kernel call (``kernel_calls()`` counts them) where
+    the kernels have the activation, none otherwise, with the stock outputs and gradients.
+    Returns the fused layer and the input."""
+    from mux_backbones.layers.squeeze_excite import SqueezeExcite
+    torch.manual_seed(0)
+    stock = SqueezeExcite(24, 6, act_cfg)
+    fused = SqueezeExcite(24, 6, act_cfg, fused_ops=True)
+    fused.load_state_dict(stock.state_dict())
+    x = torch.randn(2, 24, 5, 6, requires_grad=True)
+    out, ref = fused(x), stock(x)
+    assert kernel_calls() == (act_cfg is None or act_cfg['type'] != 'HSwish')
+    got = torch.autograd.grad(out.sum(), [x, *fused.parameters()])
+    want = torch.autograd.grad(ref.sum(), [x, *stock.parameters()])
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    stock(x)
+    return fused, x
+
+
 def calls_of(calls, name):
     """The argument tuples of the recorded calls of extension function ``name``."""
     return [args for called, args in calls if called == name]

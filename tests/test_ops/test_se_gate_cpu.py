@@ -10,12 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mux_backbones.layers.squeeze_excite import SqueezeExcite
 from mux_backbones.ops import _cpu_kernels, reference_se_gate, se_gate
 from mux_backbones.ops.group_conv import ACTIVATIONS
 from tests.helpers import torch_threads
 from .conftest import calls_of
 from .conftest import se_gate_params as _params
+from .conftest import se_trains_as_stock
 
 map_op = sys.modules['mux_backbones.ops.gated_map']
 
@@ -189,24 +189,11 @@ def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(cpu_kernel_calls, a
     """``SqueezeExcite(fused_ops=True)`` in eager training runs ``gated_map`` (an activation the
     kernels have) with the stock form's outputs and gradients; without ``fused_ops``, with an
     activation the kernels lack, on fp64 or under autocast, the stock training form."""
-    torch.manual_seed(0)
-    stock = SqueezeExcite(24, 6, act_cfg)
-    fused = SqueezeExcite(24, 6, act_cfg, fused_ops=True)
-    fused.load_state_dict(stock.state_dict())
-    x = torch.randn(2, 24, 5, 6, requires_grad=True)
-    out, ref = fused(x), stock(x)
-    takes = act_cfg is None or act_cfg['type'] != 'HSwish'
-    assert len(calls_of(cpu_kernel_calls, 'gated_map')) == takes
-    got = torch.autograd.grad(out.sum(), [x, *fused.parameters()])
-    want = torch.autograd.grad(ref.sum(), [x, *stock.parameters()])
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    fused, x = se_trains_as_stock(act_cfg, lambda: len(calls_of(cpu_kernel_calls, 'gated_map')))
     calls = len(cpu_kernel_calls)
     fused.double()(x.double())
     with torch.autocast('cpu', dtype=torch.bfloat16):
         fused.float()(x)
     with torch.no_grad():  # (no gradient recorded: the stock expression)
         fused(x)
-    stock(x)
     assert len(cpu_kernel_calls) == calls
