@@ -26,7 +26,7 @@ neither kernel takes the tensors (another device or dtype, an activation without
 code), the layer trains on its stock form.
 """
 import functools
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -37,7 +37,7 @@ from ._launch import KernelLaunch
 from ._triton import HAS_TRITON, interpreting, next_power_of_2, tl, triton, unsupported_reason
 from .group_conv import _ACT_CODE
 from .pointwise_conv import alignment
-from .se_gate import gate_launch, hidden_blocks
+from .se_gate import gate_launch
 
 if HAS_TRITON:
     from .group_conv import _activate
@@ -117,13 +117,19 @@ def _cpu_gated_map(x, w_reduce, b_reduce, w_expand, b_expand, act):
 
 if HAS_TRITON:
 
+    # The integer arguments are not specialised (``do_not_specialize``): Triton would compile
+    # one variant per combination of sizes and strides divisible by 16 or equal to 1, and an
+    # SE's shapes vary per block; what the loads need to know comes as ``VEC_C`` and ``ALIGN``.
+    _MAP_INTS = ['C', 'P', 'a_sn', 'a_so', 'b_sn', 'b_so', 'o_sn', 'o_so', 'TILE_P']
+
     @triton.jit
     def _tile(t, p0, C, P, TILE_P, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """``(offs_p, offs_c, mask)`` of a program's channel block and a step of its pixel tile.
-        ``ALIGN`` (a power of two dividing the map's inner extent -- C with ``VEC_C`` (channels
-        innermost), else P -- and its other strides) lets the compiler use vectors along the
-        inner dimension; the mask there is built from multiples of it, so it keeps them."""
+        ``VEC_C``: the channels are the maps' unit-stride dimension (channels-last), else the
+        pixels are; ``ALIGN`` (a power of two dividing that dimension's extent and the maps'
+        other strides) lets the compiler load vectors along it, and the mask there is built
+        from multiples of it, so it keeps them."""
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         offs_p = tl.multiple_of(t * TILE_P + p0, BLOCK_P) + tl.arange(0, BLOCK_P)
         if VEC_C:
@@ -133,36 +139,36 @@ if HAS_TRITON:
         return offs_p, offs_c, mask
 
     @triton.jit
-    def _offsets(n, offs_p, offs_c, s_n, s_c, s_p, VEC_C: tl.constexpr, ALIGN: tl.constexpr):
-        """Element offsets of a (pixels, channels) tile of a map with these strides, the outer
-        dimension's starts hinted as multiples of ``ALIGN`` (see :func:`_tile`)."""
+    def _offsets(n, offs_p, offs_c, s_n, s_o, VEC_C: tl.constexpr, ALIGN: tl.constexpr):
+        """Element offsets of a (pixels, channels) tile of a map of sample stride ``s_n`` whose
+        unit-stride dimension ``VEC_C`` says; ``s_o`` is the other one's stride."""
         if VEC_C:
-            return tl.multiple_of(n * s_n + offs_p * s_p, ALIGN)[:, None] + offs_c[None, :] * s_c
-        return tl.multiple_of(n * s_n + offs_c * s_c, ALIGN)[None, :] + offs_p[:, None] * s_p
+            return tl.multiple_of(n * s_n + offs_p * s_o, ALIGN)[:, None] + offs_c[None, :]
+        return tl.multiple_of(n * s_n + offs_c * s_o, ALIGN)[None, :] + offs_p[:, None]
 
-    @triton.jit
-    def _map_sums_kernel(a_ptr, b_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, b_sn, b_sc, b_sp,
-                         TILE_P, PRODUCT: tl.constexpr, VEC_C: tl.constexpr,
-                         ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    @triton.jit(do_not_specialize=_MAP_INTS[:6] + _MAP_INTS[8:])
+    def _map_sums_kernel(a_ptr, b_ptr, out_ptr, C, P, a_sn, a_so, b_sn, b_so, TILE_P,
+                         PRODUCT: tl.constexpr, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
+                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """Partial channel sums of map ``a`` (of ``a * b`` with ``PRODUCT``) over one tile of
         ``TILE_P`` pixels: program (n, t, channel block) writes ``out[n, t, channels]``."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
         total = tl.zeros((BLOCK_C, ), dtype=tl.float32)
         for p0 in range(0, TILE_P, BLOCK_P):  # (TILE_P is a multiple of BLOCK_P)
             offs_p, offs_c, mask = _tile(t, p0, C, P, TILE_P, VEC_C, ALIGN, BLOCK_P, BLOCK_C)
-            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_sc, a_sp, VEC_C, ALIGN),
+            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_so, VEC_C, ALIGN),
                              mask=mask, other=0.0).to(tl.float32)
             if PRODUCT:
-                values *= tl.load(b_ptr + _offsets(n, offs_p, offs_c, b_sn, b_sc, b_sp, VEC_C,
-                                                   ALIGN), mask=mask, other=0.0).to(tl.float32)
+                values *= tl.load(b_ptr + _offsets(n, offs_p, offs_c, b_sn, b_so, VEC_C, ALIGN),
+                                  mask=mask, other=0.0).to(tl.float32)
             total += tl.sum(values, axis=0)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         tl.store(out_ptr + (n * tl.num_programs(1) + t) * C + offs_c, total, mask=offs_c < C)
 
-    @triton.jit
-    def _scale_map_kernel(a_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_sc, a_sp, o_sn,
-                          o_sc, o_sp, TILE_P, SHIFT: tl.constexpr, VEC_C: tl.constexpr,
-                          ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    @triton.jit(do_not_specialize=_MAP_INTS[:4] + _MAP_INTS[6:])
+    def _scale_map_kernel(a_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_so, o_sn, o_so,
+                          TILE_P, SHIFT: tl.constexpr, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
+                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         """``out = a * scale[n, c] (+ shift[n, c])`` over one tile of pixels, in fp32, stored in
         ``out``'s dtype: the gated map (forward) and the input's gradient (backward)."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
@@ -172,11 +178,11 @@ if HAS_TRITON:
             shift = tl.load(shift_ptr + n * C + offs_c, mask=offs_c < C, other=0.0)
         for p0 in range(0, TILE_P, BLOCK_P):
             offs_p, offs_c, mask = _tile(t, p0, C, P, TILE_P, VEC_C, ALIGN, BLOCK_P, BLOCK_C)
-            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_sc, a_sp, VEC_C, ALIGN),
+            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_so, VEC_C, ALIGN),
                              mask=mask, other=0.0).to(tl.float32) * scale[None, :]
             if SHIFT:
                 values += shift[None, :]
-            tl.store(out_ptr + _offsets(n, offs_p, offs_c, o_sn, o_sc, o_sp, VEC_C, ALIGN),
+            tl.store(out_ptr + _offsets(n, offs_p, offs_c, o_sn, o_so, VEC_C, ALIGN),
                      values.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -204,7 +210,7 @@ if HAS_TRITON:
                                     other=0.0), axis=0)
         return total
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['T', 'C', 'S'])
     def _gate_backward_kernel(sums_ptr, dsums_ptr, gate_ptr, w1_ptr, b1_ptr, w2_ptr,
                               mean_ptr, hidden_ptr, grad_logit_ptr, grad_z_ptr, shift_ptr, T, C,
                               S, inv_pixels, ACT: tl.constexpr, BLOCK_S: tl.constexpr,
@@ -249,7 +255,7 @@ if HAS_TRITON:
             tl.store(shift_ptr + n * C + offs_k,
                      tl.sum(w1 * grad_z[:, None], axis=0) * inv_pixels, mask=mask_k)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['N', 'C', 'S'])
     def _gate_weight_grad_kernel(grad_logit_ptr, hidden_ptr, grad_z_ptr, mean_ptr, gw1_ptr,
                                  gb1_ptr, gw2_ptr, gb2_ptr, N, C, S, BLOCK_C: tl.constexpr,
                                  BLOCK_S: tl.constexpr):
@@ -303,77 +309,104 @@ def map_plan(n: int, c: int, pixels: int) -> MapPlan:
     return MapPlan(block_c, tile_p, -(-pixels // tile_p))
 
 
-def pixel_strides(t: Tensor):
-    """``(n, c, pixel)`` strides of an (N, C, H, W) tensor whose pixels one stride walks in
-    ``h * W + w`` order (contiguous, channels-last and their channel slices), else None."""
+def map_layout(t: Tensor) -> Optional[Tuple[bool, int, int]]:
+    """``(channels_inner, sample stride, other stride)`` of an (N, C, H, W) map with a
+    unit-stride dimension the kernels walk -- its channels (channels-last), or its pixels in
+    ``h * W + w`` order (contiguous) -- and the stride of the other (pixels, or channels); None
+    for any other layout. Channel slices of either keep theirs."""
     sn, sc, sh, sw = t.stride()
     h, w = t.shape[2:]
-    if w == 1:
-        return sn, sc, sh
-    if h == 1 or sh == w * sw:
-        return sn, sc, sw
+    if sc == 1:
+        if w == 1 or h == 1 or sh == w * sw:
+            return True, sn, (sh if w == 1 else sw)
+    if (sw == 1 or w == 1) and (h == 1 or sh == w):
+        return False, sn, sc
     return None
 
 
-def _walkable(t: Tensor) -> Tensor:
-    return t if pixel_strides(t) is not None else t.contiguous()
+def _walkable(t: Tensor, channels_inner: Optional[bool] = None) -> Tuple[Tensor, tuple]:
+    """``t`` and its :func:`map_layout`: as it is where the kernels walk it (and, given
+    ``channels_inner``, its unit-stride dimension is that one), else a copy that is."""
+    layout = map_layout(t)
+    if layout is None or channels_inner is not None and layout[0] != channels_inner:
+        t = t.contiguous(memory_format=torch.channels_last if channels_inner or
+                         (channels_inner is None and t.stride(1) == 1) else
+                         torch.contiguous_format)
+        layout = map_layout(t)
+    return t, layout
 
 
-def vectors(element_size: int, c: int, pixels: int, *strides: tuple):
-    """``(VEC_C, ALIGN)`` of the map kernels over maps with these :func:`pixel_strides`: vectors
-    along the channels where every map has them innermost (channels-last), else along the
-    pixels where every map has those innermost (contiguous), of ``ALIGN`` elements (<= 16
-    bytes) dividing that extent and each map's other strides; else no vectors."""
-    for inner, extent, outer in ((1, c, (0, 2)), (2, pixels, (0, 1))):
-        if all(s[inner] == 1 for s in strides):
-            return inner == 1, alignment(element_size, extent,
-                                         *(s[i] for s in strides for i in outer))
-    return True, 1
+def _like(t: Tensor, channels_inner: bool) -> Tensor:
+    """An empty map shaped as ``t`` with the unit-stride dimension ``channels_inner`` says."""
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=(
+        torch.channels_last if channels_inner else torch.contiguous_format))
+
+
+def vectors(element_size: int, c: int, pixels: int, channels_inner: bool,
+            *strides: int) -> int:
+    """``ALIGN`` of the map kernels: the widest vector, in elements (<= 16 bytes), that divides
+    the unit-stride dimension's extent (``c`` where ``channels_inner``, else ``pixels``) and
+    the maps' other ``strides``."""
+    return alignment(element_size, c if channels_inner else pixels, *strides)
 
 
 @functools.lru_cache(maxsize=1024)
-def sums_launch(n: int, c: int, pixels: int, element_size: int, strides: tuple,
-                other_strides=None) -> KernelLaunch:
-    """Partial channel sums of a map with ``strides`` (:func:`pixel_strides`) and elements of
-    ``element_size`` bytes, or of its product with a second map (``other_strides``):
-    ``launch(a, b, out)``, ``b`` ignored without a product, ``out`` (N, tiles, C) fp32."""
+def sums_launch(n: int, c: int, pixels: int, element_size: int, layout: tuple,
+                other_layout: Optional[tuple] = None) -> KernelLaunch:
+    """Partial channel sums of a map of this :func:`map_layout` and elements of
+    ``element_size`` bytes, or of its product with a second map (``other_layout``, the same
+    unit-stride dimension): ``launch(a, b, out)``, ``b`` ignored without a product, ``out``
+    (N, tiles, C) fp32."""
     plan = map_plan(n, c, pixels)
-    vec_c, align = vectors(element_size, c, pixels, strides, other_strides or strides)
+    inner, *strides = layout
+    other = list(other_layout[1:]) if other_layout else strides
     return KernelLaunch(lambda: _map_sums_kernel, (n, plan.tiles, -(-c // plan.block_c)),
-                        (c, pixels, *strides, *(other_strides or strides), plan.tile_p),
-                        dict(PRODUCT=other_strides is not None, VEC_C=vec_c, ALIGN=align,
+                        (c, pixels, *strides, *other, plan.tile_p),
+                        dict(PRODUCT=other_layout is not None, VEC_C=inner,
+                             ALIGN=vectors(element_size, c, pixels, inner, *strides, *other),
                              BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
 
 
 @functools.lru_cache(maxsize=1024)
-def scale_launch(n: int, c: int, pixels: int, element_size: int, strides: tuple,
-                 out_strides: tuple, shift: bool) -> KernelLaunch:
+def scale_launch(n: int, c: int, pixels: int, element_size: int, layout: tuple,
+                 out_layout: tuple, shift: bool) -> KernelLaunch:
     """``launch(a, scale, shift, out)``: ``out = a * scale (+ shift)`` per (sample, channel),
-    ``shift`` ignored without ``shift``; ``a`` and ``out`` of ``element_size``-byte elements."""
+    ``shift`` ignored without ``shift``; ``a`` and ``out`` of ``element_size``-byte elements,
+    of these :func:`map_layout` (the same unit-stride dimension)."""
     plan = map_plan(n, c, pixels)
-    vec_c, align = vectors(element_size, c, pixels, strides, out_strides)
+    inner, *strides = layout
+    out = list(out_layout[1:])
     return KernelLaunch(lambda: _scale_map_kernel, (n, plan.tiles, -(-c // plan.block_c)),
-                        (c, pixels, *strides, *out_strides, plan.tile_p),
-                        dict(SHIFT=shift, VEC_C=vec_c, ALIGN=align, BLOCK_P=BLOCK_P,
-                             BLOCK_C=plan.block_c, num_warps=4))
+                        (c, pixels, *strides, *out, plan.tile_p),
+                        dict(SHIFT=shift, VEC_C=inner,
+                             ALIGN=vectors(element_size, c, pixels, inner, *strides, *out),
+                             BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
+
+
+def _squeeze_block(squeeze: int) -> int:
+    """The squeeze width's block in the gate's gradient kernels: at least 16 lanes, so the few
+    widths of an arch's SEs share compiled variants (each program is one sample's or one
+    channel block's small loop: the idle lanes cost nothing measurable)."""
+    return max(16, next_power_of_2(squeeze))
 
 
 @functools.lru_cache(maxsize=1024)
 def gate_backward_launch(n: int, tiles: int, c: int, squeeze: int, inv_pixels: float,
                          act: str) -> KernelLaunch:
     """One program per sample (:func:`_gate_backward_kernel`)."""
+    block_s = _squeeze_block(squeeze)
     return KernelLaunch(lambda: _gate_backward_kernel, (n, ),
                         (tiles, c, squeeze, inv_pixels),
-                        dict(ACT=_ACT_CODE[act], **hidden_blocks((n, tiles, c), squeeze),
-                             num_warps=4))
+                        dict(ACT=_ACT_CODE[act], BLOCK_S=block_s, BLOCK_K=max(1, 2048 // block_s),
+                             BLOCK_T=16, num_warps=4))
 
 
 @functools.lru_cache(maxsize=1024)
 def weight_grad_launch(n: int, c: int, squeeze: int) -> KernelLaunch:
     """One program per block of channels (:func:`_gate_weight_grad_kernel`), its two
-    (channels x squeeze) sums at most 2048 values each."""
-    block_s = next_power_of_2(squeeze)
-    block_c = min(next_power_of_2(c), max(1, 2048 // block_s))
+    (channels x squeeze) sums 2048 values each."""
+    block_s = _squeeze_block(squeeze)
+    block_c = max(1, 2048 // block_s)
     return KernelLaunch(lambda: _gate_weight_grad_kernel, (-(-c // block_c), ), (n, c, squeeze),
                         dict(BLOCK_C=block_c, BLOCK_S=block_s, num_warps=4))
 
@@ -386,21 +419,21 @@ class _TritonGatedMap(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act):
-        x = _walkable(x)
+        x, layout = _walkable(x)
         n, c, h, w = x.shape
         squeeze, pixels, size = w_reduce.shape[0], h * w, x.element_size()
         w1, b1, w2, b2 = (t if t.is_contiguous() else t.contiguous()
                           for t in (w_reduce, b_reduce, w_expand, b_expand))
         tiles = map_plan(n, c, pixels).tiles
-        strides = pixel_strides(x)
         sums = x.new_empty((n, tiles, c), dtype=torch.float32)
-        sums_launch(n, c, pixels, size, strides)(x, x, sums)
+        sums_launch(n, c, pixels, size, layout)(x, x, sums)
         gate = x.new_empty((n, c), dtype=w2.dtype)
         gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
-        out = torch.empty_like(x)
-        out_strides = strides if out.stride() == x.stride() else pixel_strides(out)
-        scale_launch(n, c, pixels, size, strides, out_strides, False)(x, gate, gate, out)
-        ctx.act, ctx.strides = act, strides
+        out = torch.empty_like(x) if x.is_contiguous() or x.is_contiguous(
+            memory_format=torch.channels_last) else _like(x, layout[0])
+        out_layout = layout if out.stride() == x.stride() else map_layout(out)
+        scale_launch(n, c, pixels, size, layout, out_layout, False)(x, gate, gate, out)
+        ctx.act, ctx.layout = act, layout
         ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
         return out
 
@@ -410,10 +443,11 @@ class _TritonGatedMap(torch.autograd.Function):
         x, sums, gate, w1, b1, w2, b2 = ctx.saved_tensors
         n, c, h, w = x.shape
         squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
-        grad, size = _walkable(grad), x.element_size()
-        grad_strides = ctx.strides if grad.stride() == x.stride() else pixel_strides(grad)
+        layout, size = ctx.layout, x.element_size()
+        grad, grad_layout = (grad, layout) if grad.stride() == x.stride() else \
+            _walkable(grad, layout[0])
         dsums = torch.empty_like(sums)
-        sums_launch(n, c, pixels, size, grad_strides, ctx.strides)(grad, x, dsums)
+        sums_launch(n, c, pixels, size, grad_layout, layout)(grad, x, dsums)
         # (one allocation for the five per-sample vectors the gate's backward passes on)
         mean, grad_logit, shift, hidden, grad_z = torch.empty(
             n * (3 * c + 2 * squeeze), dtype=torch.float32, device=x.device).split(
@@ -427,9 +461,7 @@ class _TritonGatedMap(torch.autograd.Function):
             weight_grad_launch(n, c, squeeze)(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2,
                                               gb2)
         if needs_x:
-            grad_x = torch.empty_like(x)
-            out_strides = ctx.strides if grad_x.stride() == x.stride() else \
-                pixel_strides(grad_x)
-            scale_launch(n, c, pixels, size, grad_strides, out_strides, True)(
+            grad_x = _like(x, layout[0])
+            scale_launch(n, c, pixels, size, grad_layout, map_layout(grad_x), True)(
                 grad, gate, shift, grad_x)
         return grad_x, gw1, gb1, gw2, gb2, None

@@ -101,16 +101,26 @@ def test_a_half_precision_map_with_fp32_weights(layout, h, w):
         torch.testing.assert_close(a.float(), b, rtol=2e-3, atol=2e-3 * b.abs().max().item())
 
 
-def test_vectors_along_the_inner_dimension():
-    """Channels-last maps get vectors along the channels, contiguous ones along the pixels, as
-    wide as the extent and every other stride allow (16 bytes at most); mixed layouts none."""
-    last, first = (64 * 40, 1, 40), (64 * 40, 64, 1)
-    assert map_op.vectors(2, 40, 64, last, last) == (True, 8)
-    assert map_op.vectors(4, 40, 64, last) == (True, 4)
-    assert map_op.vectors(2, 40, 64, first, first) == (False, 8)
-    assert map_op.vectors(2, 40, 25, (25 * 40, 25, 1)) == (False, 1)
-    assert map_op.vectors(2, 42, 64, (64 * 42, 1, 42)) == (True, 2)
-    assert map_op.vectors(2, 40, 64, last, first) == (True, 1)
+def test_layouts_the_kernels_walk():
+    """Channels-last maps are walked along the channels, contiguous ones along the pixels, each
+    with vectors as wide as the extent and every other stride allow (16 bytes at most); a
+    layout with neither dimension unit-stride is copied, and a second map (the gradient) is
+    brought to the first one's unit-stride dimension."""
+    x = torch.randn(2, 40, 8, 8)
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert map_op.map_layout(last) == (True, 64 * 40, 40)
+    assert map_op.map_layout(x) == (False, 64 * 40, 64)
+    assert map_op.map_layout(last[:, 3:20]) == (True, 64 * 40, 40)
+    assert map_op.map_layout(x[:, :, :, :5]) is None
+    assert map_op.map_layout(x.transpose(2, 3)) is None
+    assert map_op.vectors(2, 40, 64, True, 64 * 40, 40) == 8
+    assert map_op.vectors(4, 40, 64, True, 64 * 40, 40) == 4
+    assert map_op.vectors(2, 40, 25, False, 25 * 40, 25) == 1
+    assert map_op.vectors(2, 42, 64, True, 64 * 42, 42) == 2
+    walked, layout = map_op._walkable(x.transpose(2, 3))
+    assert layout == (False, 64 * 40, 64) and walked.is_contiguous()
+    walked, layout = map_op._walkable(x, channels_inner=True)
+    assert layout == (True, 64 * 40, 40) and torch.equal(walked, x)
 
 
 def test_saturated_gates_and_a_single_pixel():

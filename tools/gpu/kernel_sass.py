@@ -196,6 +196,7 @@ def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int,
     pipeline depth (None: Triton's default)."""
     names = fn.arg_names
     n_ptr = len(names) - len(scalars) - len(meta)
+    plain = {p.name for p in getattr(fn, 'params', ()) if p.do_not_specialize}
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if i < n_ptr:
@@ -209,6 +210,8 @@ def compile_kernel(fn, meta: dict, scalars, dtype: str, num_warps: int,
             value = scalars[i - n_ptr]
             if isinstance(value, float):
                 signature[name] = 'fp32'
+            elif name in plain:  # (the kernel asks Triton not to specialise it)
+                signature[name] = 'i32'
             elif value == 1:  # Triton specialises integer 1 as a constant
                 signature[name] = 'constexpr'
                 constexprs[(i, )] = 1
@@ -430,7 +433,7 @@ def se_training_launches(shape, squeeze: int, act: str, dtype: str):
     backward."""
     n, c, h, w = shape
     size = getattr(torch, _TORCH_DTYPES[dtype]).itemsize
-    pixels, strides = h * w, (h * w * c, 1, c)
+    pixels, strides = h * w, (True, h * w * c, c)  # (gated_map.map_layout)
     tiles = gated.map_plan(n, c, pixels).tiles
     gate_ptrs = ('sums_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'b2_ptr', 'out_ptr')
     every = ('sums_ptr', 'dsums_ptr', 'gate_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'mean_ptr',
