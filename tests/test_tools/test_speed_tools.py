@@ -488,6 +488,7 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     assert osp.isfile(osp.join(REPO, table))
     assert f'--launch-configs {table}' in commands['bench_fp16_b32']
     assert commands['check_kernels'].endswith('check_kernels.py --model-only')
+    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '110'
 
 
 def test_fault_probe_rehearsal_and_locating():
