@@ -422,8 +422,7 @@ class _TritonGatedMap(torch.autograd.Function):
         x, layout = _walkable(x)
         n, c, h, w = x.shape
         squeeze, pixels, size = w_reduce.shape[0], h * w, x.element_size()
-        w1, b1, w2, b2 = (t if t.is_contiguous() else t.contiguous()
-                          for t in (w_reduce, b_reduce, w_expand, b_expand))
+        w1, b1, w2, b2 = (t.contiguous() for t in (w_reduce, b_reduce, w_expand, b_expand))
         tiles = map_plan(n, c, pixels).tiles
         sums = x.new_empty((n, tiles, c), dtype=torch.float32)
         sums_launch(n, c, pixels, size, layout)(x, x, sums)

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mux_backbones.ops import _cpu_kernels
 
@@ -51,6 +52,15 @@ def cpu_kernel_calls(monkeypatch, outside_interpreter):
     for op in ('group_conv', 'pointwise_conv', 'se_gate', 'gated_map', 'norm_act'):
         monkeypatch.setattr(sys.modules[f'mux_backbones.ops.{op}'], 'cpu_kernels', lambda: spy)
     return calls
+
+
+def stock_se_map(x, params, act):
+    """The squeeze-excite's stock expression on a map, computed in fp32 (a no-op cast for fp32
+    tensors: autograd reaches them), with autograd through it."""
+    w1, b1, w2, b2 = (p.float() for p in params)
+    hidden = F.linear(x.float().mean((2, 3)), w1.flatten(1), b1)
+    hidden = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)[act](hidden)
+    return x.float() * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
 
 
 def se_trains_as_stock(act_cfg, kernel_calls):

@@ -8,25 +8,16 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mux_backbones.ops import _triton, launch_config
 from mux_backbones.ops.group_conv import ACTIVATIONS
 from .conftest import se_gate_params as _params
-from .conftest import se_trains_as_stock
+from .conftest import se_trains_as_stock, stock_se_map
 
 triton = pytest.importorskip('triton')
 pytestmark = pytest.mark.skipif(not _triton.interpreting(),
                                 reason='CPU kernel tests need TRITON_INTERPRET=1')
 map_op = sys.modules['mux_backbones.ops.gated_map']
-
-
-def _stock(x, params, act):
-    """The squeeze-excite's stock expression on a map, in fp32."""
-    w1, b1, w2, b2 = (p.float() for p in params)
-    hidden = F.linear(x.float().mean((2, 3)), w1.flatten(1), b1)
-    hidden = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)[act](hidden)
-    return x.float() * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
 
 
 def _map(n, c, h, w, layout, dtype=torch.float32):
@@ -63,7 +54,7 @@ def test_equals_the_stock_expression_on_random_calls():
         grad = torch.randn(n, c, h, w)
         out = map_op.gated_map(x, *params, act)
         got = torch.autograd.grad(out, wanted, grad)
-        ref = _stock(x, params, act)
+        ref = stock_se_map(x, params, act)
         want = torch.autograd.grad(ref, wanted, grad)
 
         def where(m):
@@ -92,7 +83,7 @@ def test_a_half_precision_map_with_fp32_weights(layout, h, w):
     out = map_op.gated_map(x, *params, 'silu')
     got = torch.autograd.grad(out, [x, *params], grad)
     x32 = x.detach().float().requires_grad_()
-    ref = _stock(x32, params, 'silu')
+    ref = stock_se_map(x32, params, 'silu')
     want = torch.autograd.grad(ref, [x32, *params], grad.float())
     assert out.dtype == got[0].dtype == torch.float16
     assert all(g.dtype == torch.float32 for g in got[1:])
@@ -132,7 +123,7 @@ def test_saturated_gates_and_a_single_pixel():
     x = torch.randn(3, 6, 1, 1, requires_grad=True)
     out = map_op.gated_map(x, *params, 'relu')
     got = torch.autograd.grad(out.sum(), [x, *params])
-    want = torch.autograd.grad(_stock(x, params, 'relu').sum(), [x, *params])
+    want = torch.autograd.grad(stock_se_map(x, params, 'relu').sum(), [x, *params])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

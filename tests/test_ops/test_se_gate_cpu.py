@@ -8,14 +8,13 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mux_backbones.ops import _cpu_kernels, reference_se_gate, se_gate
 from mux_backbones.ops.group_conv import ACTIVATIONS
 from tests.helpers import torch_threads
 from .conftest import calls_of
 from .conftest import se_gate_params as _params
-from .conftest import se_trains_as_stock
+from .conftest import se_trains_as_stock, stock_se_map
 
 map_op = sys.modules['mux_backbones.ops.gated_map']
 
@@ -86,14 +85,6 @@ def test_gradients_through_the_op(cpu_kernel_calls):
         torch.testing.assert_close(got.grad, want.grad)
 
 
-def _stock_se_map(x, params, act):
-    """The squeeze-excite's stock expression on a map, with autograd through it."""
-    w1, b1, w2, b2 = params
-    hidden = F.linear(x.mean((2, 3)), w1.flatten(1), b1)
-    hidden = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)[act](hidden)
-    return x * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
-
-
 def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpreter, two_threads):
     """The SE's training form as one C++ autograd node (``gated_map``) against autograd through
     the stock expression: 30 seeded random calls, batch 1-4, 1-150 channels, squeeze 1-40,
@@ -119,7 +110,7 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
         grad = torch.randn_like(x)
         out = map_op.gated_map(x, *params, act)
         got = torch.autograd.grad(out, wanted, grad)
-        ref = _stock_se_map(x, params, act)
+        ref = stock_se_map(x, params, act)
         want = torch.autograd.grad(ref, wanted, grad)
 
         def where(m):
