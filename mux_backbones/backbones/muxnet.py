@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..engine.checkpoint import load_weights
 from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_width
-from ..layers.conv_bn import ConvAct, activation_name
+from ..layers.conv_bn import ConvAct, activation_name, trains_in_place
 from ..ops import unsupported_reason
 from .block_spec import BlockSpec
 from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation, plan_stages,
@@ -205,7 +205,8 @@ class MUXNet(BaseModule):
         self.fused_ops = fused_ops
 
         self.stem = ConvModule(3, plan.stem_channels, 3, stride=2, padding=1, conv_cfg=conv_cfg,
-                               norm_cfg=norm_cfg, act_cfg=act_cfg)
+                               norm_cfg=norm_cfg, act_cfg=act_cfg,
+                               inplace=trains_in_place(act_cfg))
         num_blocks = sum(len(stage.blocks) for stage in plan.stages)
         block_idx, in_channels = 0, plan.stem_channels
         self.layers: List[str] = []
@@ -227,7 +228,8 @@ class MUXNet(BaseModule):
             self.layers.append(f'layer{i + 1}')
         if max(out_indices) == HEAD_INDEX:
             self.conv_head = ConvModule(in_channels, plan.head_channels, 1, conv_cfg=conv_cfg,
-                                        norm_cfg=norm_cfg, act_cfg=act_cfg)
+                                        norm_cfg=norm_cfg, act_cfg=act_cfg,
+                                        inplace=trains_in_place(act_cfg))
             self.layers.append('conv_head')
         self.feature_info = [
             dict(num_chs=plan.channels(i), reduction=plan.reduction(i), module=self.layers[i])

@@ -109,6 +109,10 @@ class _SplitChannels(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_first, grad_rest):
+        if grad_first is not None and grad_rest is not None:
+            # One pass (a copy per half before); ``cat`` keeps its inputs' common layout.
+            grad = torch.cat((grad_first, grad_rest), 1)
+            return grad.contiguous(memory_format=ctx.memory_format), None
         grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device,
                            memory_format=ctx.memory_format)
         for part, g in ((grad[:, :ctx.width], grad_first), (grad[:, ctx.width:], grad_rest)):
@@ -131,14 +135,18 @@ class _InterleaveHalves(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        if is_channels_last(grad):
+        channels_last = is_channels_last(grad)
+        if channels_last:  # (N, H, W, C/2, pair)
             pairs = grad.permute(0, 2, 3, 1).unflatten(3, (-1, 2))
-            halves = [pairs[..., i].contiguous().permute(0, 3, 1, 2) if needed else None
-                      for i, needed in enumerate(ctx.needs_input_grad)]
+        else:  # (N, C/2, pair, H, W)
+            pairs = grad.unflatten(1, (-1, 2)).movedim(2, -1)
+        if all(ctx.needs_input_grad):  # both halves in one pass, each contiguous in the layout
+            halves = list(pairs.movedim(-1, 0).contiguous())
         else:
-            halves = [grad[:, i::2].contiguous() if needed else None
+            halves = [pairs[..., i].contiguous() if needed else None
                       for i, needed in enumerate(ctx.needs_input_grad)]
-        return tuple(halves)
+        return tuple(h.permute(0, 3, 1, 2) if channels_last and h is not None else h
+                     for h in halves)
 
 
 def interleave_halves(processed: torch.Tensor, copied: torch.Tensor) -> torch.Tensor:

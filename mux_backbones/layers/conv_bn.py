@@ -195,6 +195,20 @@ class ConvAct(nn.Module):
         return self.act(self.conv(x))
 
 
+# Activations whose gradient autograd computes from their output: writing it over the input
+# costs nothing in training. For the others (SiLU, ReLU6 -- hardtanh --, Hardswish, GELU, ...)
+# autograd keeps a copy of the input before an in-place call (an ``aten::clone``: one more
+# pass over the map and launch, no memory saved).
+_OUTPUT_GRADIENT_ACTS = ('ReLU', 'LeakyReLU', 'ELU')
+
+
+def trains_in_place(act_cfg: Optional[dict]) -> bool:
+    """Whether a training form's ``act_cfg`` activation should overwrite its input (mmcv's
+    ``ConvModule(inplace=...)``): only where that is free in training (see above). The deploy
+    forms, inference only, switch every activation to in place (:func:`activate_in_place`)."""
+    return act_cfg is not None and act_cfg.get('type') in _OUTPUT_GRADIENT_ACTS
+
+
 def activate_in_place(act: nn.Module) -> None:
     """Let a deploy form's activation module overwrite its input (where it can: ``inplace``).
 
@@ -212,6 +226,7 @@ def deploy_conv_module(module: ConvModule) -> nn.Module:
             module.order != ('conv', 'norm', 'act') or not isinstance(module.conv, nn.Conv2d):
         return module
     act = module.activate if module.with_activation else nn.Identity()
+    activate_in_place(act)
     return ConvAct(fuse_conv_bn(module.conv, module.norm), act)
 
 

@@ -32,7 +32,7 @@ from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
 from .block_call import OneCallBlock
 from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, activation_name, conv_of,
-                      deploy_conv_module, fuse_conv_bn)
+                      deploy_conv_module, fuse_conv_bn, trains_in_place)
 from .fused_group_conv import FusedGroupConv
 from .group_conv import build_group_conv
 from .mixed_conv import MixedConv2d
@@ -298,7 +298,7 @@ class InvertedResidual(_ResidualBlock):
         super().__init__()
         mid_channels = int(in_channels * expand_ratio)
         self.expand_conv = ConvModule(in_channels, mid_channels, 1, norm_cfg=norm_cfg,
-                                      act_cfg=act_cfg)
+                                      act_cfg=act_cfg, inplace=trains_in_place(act_cfg))
         self._build_tail(in_channels, mid_channels, out_channels, kernel_sizes, stride, dilation,
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
                          drop_path_rate, with_cp, fused_ops)

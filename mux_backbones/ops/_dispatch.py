@@ -79,6 +79,10 @@ def _eager_function(op):
     impl, setup_context = op._init_fn, op._setup_context_fn
 
     def forward(ctx, *args):
+        # An output nothing differentiates gets None, not a zero tensor autograd would fill
+        # (a group conv's unused pooled sums: one allocation and fill per call and step); the
+        # ops' backward formulas take either.
+        ctx.set_materialize_grads(False)
         output = impl(*args)
         setup_context(ctx, args, output)
         return output

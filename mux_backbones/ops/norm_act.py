@@ -91,10 +91,9 @@ def _backward(ctx, grad_y, grad_sums):
         return None, None, None, None, None
     with torch.enable_grad():
         y, sums = reference_norm_act(*inputs, ctx.act, ctx.with_sums)
-        outputs, grads = [y], [grad_y]
-        if ctx.with_sums and grad_sums is not None:
-            outputs.append(sums)
-            grads.append(grad_sums)
+        # (an output's gradient is None where the eager path left it unmaterialised)
+        pairs = [(y, grad_y), (sums, grad_sums if ctx.with_sums else None)]
+        outputs, grads = zip(*[(out, g) for out, g in pairs if g is not None])
         found = iter(torch.autograd.grad(outputs, wanted, grads, allow_unused=True))
     g = [next(found) if t.requires_grad else None for t in inputs]
     return g[0], g[1], g[2], None, None

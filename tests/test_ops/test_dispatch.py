@@ -2,6 +2,8 @@
 node (eager inference), an autograd function of the op's own implementation and formulas where
 autograd records an eager call, the op itself under tracing, compile, dispatch modes, functorch
 transforms and tensor subclasses."""
+from typing import Tuple
+
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
@@ -127,3 +129,39 @@ def test_eager_autograd_runs_the_ops_formulas_without_the_dispatcher():
             torch.func.grad(lambda v: run(v, w.detach()).sum())(x.detach())
     with _Passthrough():
         assert 'EagerBackward' not in type(call(_scaled, x, w).grad_fn).__name__
+
+
+# A custom op with two outputs, for gradients that reach only one of them.
+@torch.library.custom_op('mux_backbones_tests::pair', mutates_args=())
+def _pair(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    return x * 2, x * 3
+
+
+@_pair.register_fake
+def _(x):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+_pair_grads = []
+
+
+def _pair_backward(ctx, grad_first, grad_second):
+    _pair_grads.append((grad_first is None, grad_second is None))
+    grads = [g * f for g, f in ((grad_first, 2), (grad_second, 3)) if g is not None]
+    return sum(grads)
+
+
+_pair.register_autograd(_pair_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def test_eager_autograd_leaves_unused_output_gradients_unmaterialised():
+    """An output nothing differentiates reaches the eager path's backward as None (the op's
+    wrapper fills a zero tensor: one allocation and fill per call); the gradients agree."""
+    x = torch.randn(5, requires_grad=True)
+    _pair_grads.clear()
+    got = torch.autograd.grad(call(_pair, x)[0].sum(), x)[0]
+    with _Passthrough():  # the op itself
+        want = torch.autograd.grad(call(_pair, x)[0].sum(), x)[0]
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got, torch.full_like(x, 2.0))
+    assert _pair_grads == [(False, True), (False, False)]
