@@ -88,18 +88,73 @@ def kernel_forward(convs: Sequence[nn.Conv2d], x: torch.Tensor,
                       kernel_sizes, dilations, stride, cpg, stock_forward=stock_forward)
 
 
-class GroupConv2d(nn.Conv2d):
+def in_kernel_order(weight: torch.Tensor) -> bool:
+    """Whether a ``(C, cpg, K, K)`` conv weight lies in memory in the op's packed order (taps,
+    channel in the group, channel: see :func:`~mux_backbones.ops.pack_weights`)."""
+    return weight.permute(2, 3, 1, 0).is_contiguous()
+
+
+class KernelOrderWeights:
+    """Keeps the conv weights of a layer with ``fused_ops`` in the op's packed order in memory.
+
+    The same parameters -- shape, values, state-dict keys -- with other strides: the channels
+    innermost, so :func:`~mux_backbones.ops.pack_weights` of a weight is a view of it, not a
+    permuted copy per call, and its gradient comes back in the parameter's own layout, which
+    autograd stores as it is instead of copying it once more: two launches per conv weight and
+    training step (54 of a MUXNet-m step). Without ``fused_ops``, the layout is the user's (the
+    standard one after the kernel's order). Setting ``fused_ops``, moving or converting the
+    module (``.to``, ``.cuda``, ``.half``, channels-last) keeps the order its ``fused_ops`` asks
+    for. Checkpoints load either way (values are copied into the parameters' own layout);
+    the state dict's tensors are the parameters themselves, strides included (as a
+    channels-last model's conv weights are): ``.contiguous()`` them for a format that requires
+    it (safetensors).
+    """
+
+    def _kernel_convs(self):
+        """The ``nn.Conv2d`` modules whose weights the layer packs for the op."""
+        raise NotImplementedError
+
+    @property
+    def fused_ops(self):
+        return self._fused_ops
+
+    @fused_ops.setter
+    def fused_ops(self, value) -> None:
+        check_training_form(value)
+        self._fused_ops = value
+        self._lay_out_weights()
+
+    def _lay_out_weights(self) -> None:
+        kernel_order = bool(getattr(self, '_fused_ops', False))
+        with torch.no_grad():
+            for conv in self._kernel_convs():
+                w = conv.weight
+                if kernel_order and not in_kernel_order(w):
+                    w.data = w.data.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+                elif not kernel_order and in_kernel_order(w) and not w.is_contiguous():
+                    w.data = w.data.contiguous()  # (any other layout is the user's: kept)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._lay_out_weights()
+        return out
+
+
+class GroupConv2d(KernelOrderWeights, nn.Conv2d):
     """A depth-wise / group-wise ``nn.Conv2d`` that can run on the fused kernel.
 
     Takes ``nn.Conv2d``'s arguments plus ``fused_ops`` (see :data:`TRAINING_FORMS`); the kernel
     is used only where :func:`kernel_can_run` holds and the input's device and dtype are
-    supported (else the stock conv runs, after one warning).
+    supported (else the stock conv runs, after one warning). With ``fused_ops`` its weight lies
+    in the kernel's order (see :class:`KernelOrderWeights`).
     """
 
     def __init__(self, *args, fused_ops=False, **kwargs):
         super().__init__(*args, **kwargs)
-        check_training_form(fused_ops)
         self.fused_ops = fused_ops
+
+    def _kernel_convs(self):
+        return [self]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = kernel_forward([self], x, self.fused_ops) if self.fused_ops else None

@@ -17,7 +17,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import FusedGroupConv, check_training_form, kernel_forward, kernel_passes
+from .fused_group_conv import (FusedGroupConv, KernelOrderWeights, check_training_form,
+                               kernel_forward, kernel_passes)
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -43,7 +44,7 @@ def _per_kernel(value: Union[int, Sequence[int]], count: int) -> List[int]:
     return values
 
 
-class MixedConv2d(nn.Module):
+class MixedConv2d(KernelOrderWeights, nn.Module):
     """Group-wise convolution with one kernel size per channel group.
 
     Args:
@@ -68,7 +69,6 @@ class MixedConv2d(nn.Module):
         self.stride = stride
         self.channels_per_group = channels_per_group
         check_training_form(fused_ops)
-        self.fused_ops = fused_ops
         self.dilations = dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
         convs = []
@@ -81,6 +81,10 @@ class MixedConv2d(nn.Module):
                           groups=c // channels_per_group, bias=bias))
         self.convs = nn.ModuleList(convs)
         self.in_channels = self.out_channels = channels
+        self.fused_ops = fused_ops
+
+    def _kernel_convs(self):
+        return list(self.convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = kernel_forward(self.convs, x, self.fused_ops) if self.fused_ops else None

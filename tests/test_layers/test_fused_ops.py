@@ -224,6 +224,64 @@ def test_stock_weights_load_into_fused_and_back():
     stock.load_state_dict(fused.state_dict())
 
 
+def test_fused_layers_keep_their_weights_in_the_kernels_order():
+    """With ``fused_ops`` a spatial conv's weights lie in the op's packed order (same values):
+    packing them is a view and their gradients reach the parameters with no copy -- no
+    ``clone`` or ``copy_`` in a training step; the order survives ``.to`` (channels-last,
+    dtype) and goes back to the standard layout without ``fused_ops``; a stock layer keeps the
+    layout it is given; checkpoints load either way."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mux_backbones.layers.fused_group_conv import in_kernel_order
+
+    class OpNames(TorchDispatchMode):  # (keeps no outputs: a reference would cost a copy)
+
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    layers = [MixedConv2d(12, (3, 5, 7), fused_ops=True),
+              GroupConv2d(8, 8, 3, padding=1, groups=4, fused_ops=True)]
+    for layer in layers:
+        weights = [m.weight for m in layer.modules() if isinstance(m, torch.nn.Conv2d)]
+        stock = type(layer)(*_layer_args(layer))
+        stock.load_state_dict(layer.state_dict())
+        assert all(in_kernel_order(w) and not w.is_contiguous() for w in weights)
+        x = torch.randn(2, layer.in_channels, 9, 7).contiguous(
+            memory_format=torch.channels_last)
+        with OpNames() as ops:
+            layer(x).square().sum().backward()
+        assert not ops.names & {'aten.clone', 'aten.copy_'}
+        stock(x).square().sum().backward()
+        for w, ref in zip(weights, stock.parameters()):
+            torch.testing.assert_close(w.grad, ref.grad, atol=1e-5, rtol=1e-4)
+            assert w.grad.stride() == w.stride()
+        layer.to(memory_format=torch.channels_last).double()
+        assert all(in_kernel_order(w) and w.dtype == torch.float64 for w in weights)
+        layer.fused_ops = False
+        assert all(w.is_contiguous() for w in weights)
+        layer.to(memory_format=torch.channels_last)
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+        layer.fused_ops = KERNEL_GRADIENTS
+        assert all(in_kernel_order(w) for w in weights)
+        stock.double().load_state_dict(layer.state_dict())
+        for w, ref in zip(weights, stock.parameters()):
+            assert torch.equal(w, ref) and ref.is_contiguous()
+
+
+def _layer_args(layer):
+    """The positional arguments that build a stock twin of a spatial conv layer."""
+    if isinstance(layer, MixedConv2d):
+        return layer.in_channels, layer.kernel_sizes
+    return (layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+            layer.padding, layer.dilation, layer.groups, layer.bias is not None)
+
+
 def test_compiled_fused_deploy_model():
     stock, fused = _pair(out_indices=(4, ))
     stock.eval()

@@ -98,8 +98,10 @@ def test_host_time_without_a_gpu():
 
 def test_host_time_of_a_training_step():
     """``host_time.py --train``: a fused_ops training step's host time with the squeeze-excites on
-    their Triton training form and on their stock form, and each kernel's launches per step
-    (the training form's seven per SE among them)."""
+    their Triton training form and on their stock form, each kernel's launches per step (the
+    training form's seven per SE among them), and the step's GPU kernels against MobileNetV2's:
+    its stock operators (no SE's, no in-place SiLU and the copy autograd makes for one, one
+    BN per BN layer) plus the Triton launches."""
     pytest.importorskip('triton')
     out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    '--runs', '2', '--train', extra_env={'TRITON_INTERPRET': '1'}).stdout
@@ -113,6 +115,16 @@ def test_host_time_of_a_training_step():
     assert ses > 0 and launches['_gate_backward_kernel'] == ses
     assert launches['_map_sums_kernel'] == launches['_scale_map_kernel'] == 2 * ses
     assert launches['_weight_grad_kernel'] > 0  # (the group conv's gradients)
+    line = re.search(r'MobileNetV2 (\d+) \(stock operators\); MUXNet-tiny fused_ops (\d+) = '
+                     r'(\d+) stock operators \+ (\d+) Triton launches \(([\d.]+)x\); its stock '
+                     r'operators: (.*)', out)
+    assert line, out
+    baseline, total, stock, triton = map(int, line.groups()[:4])
+    assert baseline > 0 and total == stock + triton and triton == sum(launches.values())
+    counts = dict(item.rsplit(' ', 1) for item in line.group(6).split(', '))
+    assert sum(map(int, counts.values())) == stock
+    assert counts['native_batch_norm'] == counts['native_batch_norm_backward']
+    assert not {'silu_', 'sigmoid', 'mean', 'addmm', 'view'} & set(counts)
 
 
 def test_kernel_sass_compiles_the_launch_plans_offline():

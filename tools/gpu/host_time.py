@@ -23,8 +23,9 @@ sm_90 target, on each launch's real arguments) and nothing launched, and prints:
 
 ``--train``: the host time of a ``fused_ops`` training step instead (forward, backward, every
 launch direct after its first), with the squeeze-excites on their Triton training form and, in
-the same process, on their stock form (``fused_ops=False`` on them alone), and each kernel's
-launches per step. The step's stock operators (batch norm, 1x1 convs, activations) compute on the
+the same process, on their stock form (``fused_ops=False`` on them alone), each kernel's
+launches per step, and the operators per step that launch a GPU kernel -- a step as training
+runs it, gradients into ``.grad`` -- against mmdet's MobileNetV2's (the goal's baseline). The step's stock operators (batch norm, 1x1 convs, activations) compute on the
 CPU here: use a small ``--shape``, where their compute is small next to their dispatch.
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
@@ -45,6 +46,7 @@ if os.environ.get('TRITON_INTERPRET') != '1':
     sys.exit('host_time.py runs the ops\' kernel path on the CPU: set TRITON_INTERPRET=1')
 
 import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 try:
     from triton import knobs  # noqa: E402
@@ -169,6 +171,46 @@ def direct_launches() -> None:
     _launch.DIRECT, _launch.interpreting, _launch._driver = True, lambda: False, lambda: _Driver
 
 
+# Operators that write no memory on a GPU: views, allocations, metadata.
+_NO_KERNEL = frozenset(
+    'aten.' + name for name in (
+        'view', '_unsafe_view', '_reshape_alias', 'reshape', 'as_strided', 'alias', 'detach',
+        't', 'transpose', 'permute', 'expand', 'unsqueeze', 'squeeze', 'unflatten', 'flatten',
+        'slice', 'select', 'narrow', 'split', 'split_with_sizes', 'unbind', 'empty',
+        'empty_like', 'empty_strided', 'new_empty', 'new_empty_strided', 'is_same_size',
+        'lift_fresh'))
+
+
+class KernelOperators(TorchDispatchMode):
+    """Counts, by name, the stock operators dispatched in its block that launch a GPU kernel:
+    none of :data:`_NO_KERNEL`, none with an empty output, none of this package's custom ops
+    (their Triton launches are the stand-ins' to count; the few operators inside them go
+    unseen). Keeps no tensor: a kept output would make autograd copy a gradient it stores."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func.overloadpacket)
+        outs = out if isinstance(out, (list, tuple)) else (out, )
+        if name.startswith('aten.') and name not in _NO_KERNEL and \
+                not all(isinstance(t, torch.Tensor) and t.numel() == 0 for t in outs):
+            self.counts[name] += 1
+        return out
+
+
+def kernel_operators(model, x) -> collections.Counter:
+    """:class:`KernelOperators` of one training step of ``model`` on ``x`` (forward, backward
+    into ``.grad``)."""
+    model.zero_grad(set_to_none=True)
+    with KernelOperators() as ops:
+        sum(o.float().sum() for o in model(x)).backward()
+    model.zero_grad(set_to_none=True)
+    return ops.counts
+
+
 def train_step_host_time(args, stand_ins) -> None:
     """Print a fused_ops training step's host time, its squeeze-excites on their Triton form and
     on their stock form, and the launches per step of each kernel."""
@@ -203,6 +245,20 @@ def train_step_host_time(args, stand_ins) -> None:
     for stand_in in stand_ins:
         if stand_in.launches:
             print(f'{stand_in.name:<26}{len(stand_in.launches):>18}')
+    for se in ses:
+        se.fused_ops = True
+    from mmdet.models.backbones import MobileNetV2  # (the goal's baseline; slow to import)
+    mobilenet = MobileNetV2(out_indices=(7, ))
+    mobilenet.train()  # (not chained: mmdet's MobileNetV2.train() returns None)
+    baseline = sum(kernel_operators(mobilenet, x).values())
+    stock = kernel_operators(model, x)
+    triton = sum(len(stand_in.launches) for stand_in in stand_ins)
+    total = sum(stock.values()) + triton
+    print(f'GPU kernels per training step (gradients into .grad), batch {args.batch}, '
+          f'{args.shape}x{args.shape}: MobileNetV2 {baseline} (stock operators); '
+          f'MUXNet-{args.arch} fused_ops {total} = {sum(stock.values())} stock operators + '
+          f'{triton} Triton launches ({total / baseline:.2f}x); its stock operators: '
+          + ', '.join(f'{name[5:]} {n}' for name, n in stock.most_common()))
 
 
 def main(argv=None):
