@@ -25,8 +25,9 @@ sm_90 target, on each launch's real arguments) and nothing launched, and prints:
 launch direct after its first), with the squeeze-excites on their Triton training form and, in
 the same process, on their stock form (``fused_ops=False`` on them alone), each kernel's
 launches per step, and the operators per step that launch a GPU kernel -- a step as training
-runs it, gradients into ``.grad`` -- against mmdet's MobileNetV2's (the goal's baseline). The step's stock operators (batch norm, 1x1 convs, activations) compute on the
-CPU here: use a small ``--shape``, where their compute is small next to their dispatch.
+runs it, gradients into ``.grad`` -- against mmdet's MobileNetV2's (the goal's baseline). The
+step's stock operators (batch norm, 1x1 convs, activations) compute on the CPU here: use a
+small ``--shape``, where their compute is small next to their dispatch.
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
 (``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
