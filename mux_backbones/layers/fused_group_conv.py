@@ -116,7 +116,9 @@ class KernelOrderWeights:
 
     @property
     def fused_ops(self):
-        return self._fused_ops
+        """The training form (:data:`TRAINING_FORMS`); setting it lays the weights out for it."""
+        # (a module pickled whole before the layout kept the value under the plain name)
+        return self.__dict__.get('_fused_ops', self.__dict__.get('fused_ops', False))
 
     @fused_ops.setter
     def fused_ops(self, value) -> None:
@@ -125,7 +127,7 @@ class KernelOrderWeights:
         self._lay_out_weights()
 
     def _lay_out_weights(self) -> None:
-        kernel_order = bool(getattr(self, '_fused_ops', False))
+        kernel_order = bool(self.fused_ops)
         with torch.no_grad():
             for conv in self._kernel_convs():
                 w = conv.weight
