@@ -1,4 +1,5 @@
 """Helpers the test modules share."""
+import collections
 import contextlib
 import os
 
@@ -27,7 +28,8 @@ def torch_threads(threads: int):
 
 class DispatchRecorder(TorchDispatchMode):
     """Records every operator dispatched inside its block, as ``(operator, output)`` pairs in
-    ``calls``."""
+    ``calls`` (the outputs kept alive: autograd then copies a gradient it would have stored as
+    it came -- count with :class:`OperatorCounts` where that matters)."""
 
     def __init__(self):
         super().__init__()
@@ -37,6 +39,19 @@ class DispatchRecorder(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         self.calls.append((func, out))
         return out
+
+
+class OperatorCounts(TorchDispatchMode):
+    """Counts the operators dispatched inside its block by name (``'aten.clone'``) in
+    ``counts``; keeps no tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
 
 
 def randomise_bn(model):

@@ -17,8 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
-from .fused_group_conv import (FusedGroupConv, KernelOrderWeights, check_training_form,
-                               kernel_forward, kernel_passes)
+from .fused_group_conv import FusedGroupConv, KernelOrderWeights, kernel_forward, kernel_passes
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
@@ -68,7 +67,6 @@ class MixedConv2d(KernelOrderWeights, nn.Module):
         self.kernel_sizes = tuple(kernel_sizes)
         self.stride = stride
         self.channels_per_group = channels_per_group
-        check_training_form(fused_ops)
         self.dilations = dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
         convs = []

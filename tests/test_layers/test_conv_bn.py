@@ -1,25 +1,12 @@
 """layers.conv_bn: which training-form activations overwrite their input, and the deploy form's."""
-import collections
-
 import pytest
 import torch
 from mmcv.cnn import ConvModule, build_activation_layer
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from mux_backbones import MUXNet
 from mux_backbones.layers.conv_bn import deploy_conv_module, trains_in_place
-
-
-class _OpCounts(TorchDispatchMode):
-
-    def __init__(self):
-        super().__init__()
-        self.counts = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
+from ..helpers import OperatorCounts
 
 
 @pytest.mark.parametrize('act_type', ['ReLU', 'LeakyReLU', 'ELU', 'SiLU', 'ReLU6', 'HSwish'])
@@ -28,7 +15,7 @@ def test_in_place_training_activations_are_those_autograd_does_not_copy(act_type
     input (its formula reads the output): pinned to torch's own behaviour."""
     act = build_activation_layer(dict(type=act_type, inplace=True))
     x = torch.randn(2, 4, 5, 5, requires_grad=True)
-    with _OpCounts() as ops:
+    with OperatorCounts() as ops:
         act(x * 1.0).sum().backward()  # (an in-place call needs a non-leaf input)
     assert (ops.counts['aten.clone'] == 0) == trains_in_place(dict(type=act_type))
 
@@ -42,7 +29,7 @@ def test_muxnet_trains_silu_out_of_place_and_deploys_it_in_place():
     assert {type(a) for a in acts} == {nn.SiLU, nn.ReLU}
     assert all(a.inplace == isinstance(a, nn.ReLU) for a in acts)
     x = torch.randn(2, 3, 32, 32)
-    with _OpCounts() as ops:
+    with OperatorCounts() as ops:
         model(x)[0].sum().backward()
     assert ops.counts['aten.silu_'] == 0 and ops.counts['aten.silu'] > 0
     module = ConvModule(4, 8, 1, norm_cfg=dict(type='BN'), act_cfg=dict(type='SiLU'),

@@ -92,8 +92,10 @@ def test_gradients_through_the_op(cpu_kernel_calls, outputs):
     assert calls_of(cpu_kernel_calls, 'norm_act_forward')
     ref = [t.detach().requires_grad_() for t in inputs]
     loss(*reference_norm_act(*ref, 'silu', True)).backward()
-    for got, want in zip(inputs, ref):  # (sin' of the kernel's sums: their fp32 rounding)
-        torch.testing.assert_close(got.grad, want.grad, rtol=2e-5, atol=1e-5)
+    # (alone, the sums' gradient is sin' of the kernel's sums: their fp32 rounding shows)
+    tol = dict(rtol=2e-5, atol=1e-5) if outputs == 'sums' else {}
+    for got, want in zip(inputs, ref):
+        torch.testing.assert_close(got.grad, want.grad, **tol)
 
 
 def test_custom_op_registration():
