@@ -121,8 +121,10 @@ class _ResidualBlock(OneCallBlock, nn.Module):
                 y = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
                 sums = y.sum((2, 3), dtype=torch.float32)
             return self.se.gated_project(y, sums, self.project_conv.conv, residual, kept)
-        x = self.depthwise_act(self.depthwise_norm(self.depthwise_conv(x)))
-        return self.project_conv(self.se(x))
+        x = self.depthwise_norm(self.depthwise_conv(x))
+        if isinstance(self.se, SqueezeExcite):  # (its training form may apply the activation)
+            return self.project_conv(self.se(x, map_act=self.depthwise_act))
+        return self.project_conv(self.depthwise_act(x))
 
     def switch_to_deploy(self, fused_ops: bool = False) -> None:
         """Rewrite the block in place for inference (eval-mode outputs unchanged).

@@ -42,8 +42,9 @@ class SqueezeExcite(nn.Module):
             Default: ReLU.
         fused_ops (bool): Train on the suite's kernels where they take the input
             (:func:`~mux_backbones.ops.gated_map.gated_map`: one C++ call each way on fp32 CPU
-            tensors, three Triton launches forward and four backward on CUDA); elsewhere, and
-            when False, the stock training form. Same parameters either way. Default: False.
+            tensors, three Triton launches forward and four backward on CUDA, the block's
+            activation before the SE included: see :meth:`forward`); elsewhere, and when False,
+            the stock training form. Same parameters either way. Default: False.
     """
 
     def __init__(self, channels: int, squeeze_channels: int,
@@ -83,8 +84,19 @@ class SqueezeExcite(nn.Module):
         also adds ``residual`` and interleaves ``kept`` in its epilogue."""
         return project(x, residual, kept, scale=self.pooled_gate(sums, x.shape[2] * x.shape[3]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, map_act: Optional[nn.Module] = None) -> torch.Tensor:
+        """The gated map ``y * gate(y)``.
+
+        Args:
+            x (Tensor): The (N, C, H, W) map; with ``map_act``, before it.
+            map_act (nn.Module, optional): The activation that gives the map the SE gates,
+                ``y = map_act(x)`` (the block's, after its spatial conv). With ``fused_ops``,
+                where the kernels take the map and have the activation, the training form applies
+                it itself: ``y`` is then never written, and the module is not called (its hooks
+                do not run). None: ``y = x``. Default: None.
+        """
         if self.deploy:
+            x = map_act(x) if map_act is not None else x
             return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
         network = (self.act, self.conv_reduce.weight, self.conv_reduce.bias,
                    self.conv_expand.weight, self.conv_expand.bias)
@@ -93,8 +105,13 @@ class SqueezeExcite(nn.Module):
             kernel_act = activation_name(self.act) if self.fused_ops else None
             kernel = gated_map_kernel(x, *network[1:]) if kernel_act is not None else None
             if kernel is not None:
-                return kernel(x, *network[1:], kernel_act)
+                map_act_name = activation_name(map_act) if map_act is not None else 'none'
+                if map_act_name is None:  # (no kernel code for it: the module, then the node)
+                    x, map_act_name = map_act(x), 'none'
+                return kernel(x, *network[1:], kernel_act, map_act_name)
+            x = map_act(x) if map_act is not None else x
             return _GatedMap.apply(x, *network)
+        x = map_act(x) if map_act is not None else x
         n, c = x.shape[:2]
         return x * _gate_network(x.mean((2, 3)), *network)[2].view(n, c, 1, 1)
 

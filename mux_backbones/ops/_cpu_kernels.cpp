@@ -37,7 +37,7 @@ torch::Tensor se_gate_forward(const torch::Tensor& sums, double inv_pixels,
                               int64_t act);
 torch::Tensor gated_map(const torch::Tensor& x, const torch::Tensor& w_reduce,
                         const torch::Tensor& b_reduce, const torch::Tensor& w_expand,
-                        const torch::Tensor& b_expand, int64_t act);
+                        const torch::Tensor& b_expand, int64_t act, int64_t map_act);
 // norm_act_cpu.cpp
 std::tuple<torch::Tensor, torch::Tensor> norm_act_forward(const torch::Tensor& x,
                                                           const torch::Tensor& scale,
@@ -59,7 +59,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "A 1x1 conv with SE scale, bias, activation, residual and interleave, fp32");
   m.def("se_gate_forward", &se_gate_forward, "The squeeze-excite gate from pooled sums, fp32");
   m.def("gated_map", &gated_map,
-        "The squeeze-excite's training form, x * gate(mean(x)), as one autograd node; fp32");
+        "The squeeze-excite's training form, y * gate(mean(y)) with y = map_act(x), as one "
+        "autograd node; fp32");
   m.def("norm_act_forward", &norm_act_forward,
         "A per-channel scale and shift, activation and channel sums, fp32 NHWC");
   using mux_backbones::FusedBlockCPU;

@@ -1,19 +1,25 @@
-"""The squeeze-excite's training form on a map, ``x * gate(x)``, forward and backward on kernels.
+"""The squeeze-excite's training form on a map, ``y * gate(y)`` with ``y = act(x)``, forward and
+backward on kernels.
 
 MUXNet's blocks gate their expanded map with a squeeze-excite (paper Sec. 4, the official
 blocks' ``se``): the channel means, two tiny fully connected layers with an activation between,
 a sigmoid, the product. Trained on stock operators that is ~6 launches forward and ~13 backward
 per block, each paying its dispatch; in a host-bound training step the squeeze-excites were
 most of the host time MUXNet-m spent beyond MobileNetV2's (docs/speed_log.md, session 32).
-Here the whole form is one autograd node:
+Here the whole form is one autograd node, and it takes the block's activation before it (the
+spatial conv's ``act(BN(conv))``) along: the activated map is never written (nor kept for the
+backward: the BN's output ``x`` is), and its gradient is the input gradient's last factor --
+two passes over the block's widest map and two launches per block and step fewer than the
+stock activation's:
 
 * on fp32 CPU tensors, one call of the C++ extension each way (``se_gate_cpu.cpp``), with no
   Python in either direction;
 * on CUDA (and on CPU tensors under ``TRITON_INTERPRET=1``, how the tests run it) three Triton
   launches forward -- the map's partial channel sums, the gate from them (the deploy gate's
   kernel, :mod:`.se_gate`), the gated map -- and four backward: the partial sums of
-  ``grad * x``, the gate's small network differentiated per sample, its weight gradients, and
-  the input's gradient ``grad * gate + d mean / (H W)`` in one pass.
+  ``grad * y``, the gate's small network differentiated per sample, its weight gradients, and
+  the input's gradient ``(grad * gate + d mean / (H W)) * act'(x)`` in one pass; the
+  activation is recomputed from ``x`` where a pass needs ``y`` (free in passes bound by memory).
 
 Every gradient is the formula autograd applies to the stock expression (the activation's as its
 backward operator takes it), in fp32 whatever the map's dtype (an fp16 map under AMP gets an
@@ -35,7 +41,7 @@ from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._launch import KernelLaunch
 from ._triton import HAS_TRITON, interpreting, next_power_of_2, tl, triton, unsupported_reason
-from .group_conv import _ACT_CODE
+from .group_conv import _ACT_CODE, check_act
 from .pointwise_conv import alignment
 from .se_gate import gate_launch
 
@@ -83,17 +89,20 @@ def gated_map_kernel(x: Tensor, *params: Tensor) -> Optional[Callable[..., Tenso
 
 
 def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
-              b_expand: Tensor, act: str) -> Tensor:
-    """``x * gate`` with the gate from ``x``'s channel means, as one autograd node (where
-    :func:`gated_map_kernel` finds a form; see the module docstring).
+              b_expand: Tensor, act: str, map_act: str = 'none') -> Tensor:
+    """``y * gate`` with ``y = map_act(x)`` and the gate from ``y``'s channel means, as one
+    autograd node (where :func:`gated_map_kernel` finds a form; see the module docstring).
 
     Args:
-        x (Tensor): The (N, C, H, W) map; on the C++ kernels contiguous or channels-last.
+        x (Tensor): The (N, C, H, W) map before ``map_act``; on the C++ kernels contiguous or
+            channels-last.
         w_reduce (Tensor): (S, C) weight of the squeeze layer, or its 1x1 conv's (S, C, 1, 1).
         b_reduce (Tensor): Its (S, ) bias.
         w_expand (Tensor): (C, S) weight of the excite layer, or (C, S, 1, 1).
         b_expand (Tensor): Its (C, ) bias.
         act (str): Activation between the two: 'none', 'relu', 'silu' or 'relu6'.
+        map_act (str): Activation applied to the map first (one of the same; the block's own,
+            after its spatial conv's BN), differentiated through by the node. Default: 'none'.
 
     Returns:
         Tensor: The gated map, in ``x``'s dtype and layout.
@@ -101,6 +110,7 @@ def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
     Raises:
         ValueError: No kernel takes the tensors.
     """
+    check_act(map_act, 'gated_map (map_act)')
     params = (w_reduce, b_reduce, w_expand, b_expand)
     kernel = gated_map_kernel(x, *params)
     if kernel is None:
@@ -108,11 +118,12 @@ def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
                          f'{x.device} with {[p.dtype for p in params]} weights '
                          f'(gated_map_kernel says which do; the stock training form takes the '
                          f'rest)')
-    return kernel(x, *params, act)
+    return kernel(x, *params, act, map_act)
 
 
-def _cpu_gated_map(x, w_reduce, b_reduce, w_expand, b_expand, act):
-    return cpu_kernels().gated_map(x, w_reduce, b_reduce, w_expand, b_expand, _ACT_CODE[act])
+def _cpu_gated_map(x, w_reduce, b_reduce, w_expand, b_expand, act, map_act):
+    return cpu_kernels().gated_map(x, w_reduce, b_reduce, w_expand, b_expand, _ACT_CODE[act],
+                                   _ACT_CODE[map_act])
 
 
 if HAS_TRITON:
@@ -148,9 +159,10 @@ if HAS_TRITON:
 
     @triton.jit(do_not_specialize=_MAP_INTS[:6] + _MAP_INTS[8:])
     def _map_sums_kernel(a_ptr, b_ptr, out_ptr, C, P, a_sn, a_so, b_sn, b_so, TILE_P,
-                         PRODUCT: tl.constexpr, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
-                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        """Partial channel sums of map ``a`` (of ``a * b`` with ``PRODUCT``) over one tile of
+                         PRODUCT: tl.constexpr, MAP_ACT: tl.constexpr, VEC_C: tl.constexpr,
+                         ALIGN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """Partial channel sums of ``act(a)`` (of ``a * act(b)`` with ``PRODUCT``; ``act`` the
+        map activation ``MAP_ACT``, applied to the map the node gates) over one tile of
         ``TILE_P`` pixels: program (n, t, channel block) writes ``out[n, t, channels]``."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
         total = tl.zeros((BLOCK_C, ), dtype=tl.float32)
@@ -159,18 +171,24 @@ if HAS_TRITON:
             values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_so, VEC_C, ALIGN),
                              mask=mask, other=0.0).to(tl.float32)
             if PRODUCT:
-                values *= tl.load(b_ptr + _offsets(n, offs_p, offs_c, b_sn, b_so, VEC_C, ALIGN),
-                                  mask=mask, other=0.0).to(tl.float32)
+                values *= _activate(tl.load(
+                    b_ptr + _offsets(n, offs_p, offs_c, b_sn, b_so, VEC_C, ALIGN),
+                    mask=mask, other=0.0).to(tl.float32), MAP_ACT)
+            else:  # (each activation maps the masked lanes' 0 to 0)
+                values = _activate(values, MAP_ACT)
             total += tl.sum(values, axis=0)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         tl.store(out_ptr + (n * tl.num_programs(1) + t) * C + offs_c, total, mask=offs_c < C)
 
-    @triton.jit(do_not_specialize=_MAP_INTS[:4] + _MAP_INTS[6:])
-    def _scale_map_kernel(a_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_so, o_sn, o_so,
-                          TILE_P, SHIFT: tl.constexpr, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
+    @triton.jit(do_not_specialize=_MAP_INTS[:4] + ['x_sn', 'x_so'] + _MAP_INTS[6:])
+    def _scale_map_kernel(a_ptr, x_ptr, scale_ptr, shift_ptr, out_ptr, C, P, a_sn, a_so, x_sn,
+                          x_so, o_sn, o_so, TILE_P, SHIFT: tl.constexpr, ACT_IN: tl.constexpr,
+                          ACT_GRAD: tl.constexpr, VEC_C: tl.constexpr, ALIGN: tl.constexpr,
                           BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        """``out = a * scale[n, c] (+ shift[n, c])`` over one tile of pixels, in fp32, stored in
-        ``out``'s dtype: the gated map (forward) and the input's gradient (backward)."""
+        """``out = act(a) * scale[n, c]`` (forward: the gated map, ``act`` = ``ACT_IN``), or
+        ``out = (a * scale[n, c] + shift[n, c]) * act'(x)`` (backward: the input's gradient,
+        through the map activation ``ACT_GRAD`` at the pre-activation map ``x``; ``x`` is read
+        only there), over one tile of pixels, in fp32, stored in ``out``'s dtype."""
         n, t = tl.program_id(0).to(tl.int64), tl.program_id(1)
         offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
         scale = tl.load(scale_ptr + n * C + offs_c, mask=offs_c < C, other=0.0).to(tl.float32)
@@ -178,10 +196,16 @@ if HAS_TRITON:
             shift = tl.load(shift_ptr + n * C + offs_c, mask=offs_c < C, other=0.0)
         for p0 in range(0, TILE_P, BLOCK_P):
             offs_p, offs_c, mask = _tile(t, p0, C, P, TILE_P, VEC_C, ALIGN, BLOCK_P, BLOCK_C)
-            values = tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_so, VEC_C, ALIGN),
-                             mask=mask, other=0.0).to(tl.float32) * scale[None, :]
+            values = _activate(tl.load(a_ptr + _offsets(n, offs_p, offs_c, a_sn, a_so, VEC_C,
+                                                        ALIGN),
+                                       mask=mask, other=0.0).to(tl.float32), ACT_IN)
+            values *= scale[None, :]
             if SHIFT:
                 values += shift[None, :]
+            if ACT_GRAD != 0:
+                values = _activation_grad(values, tl.load(
+                    x_ptr + _offsets(n, offs_p, offs_c, x_sn, x_so, VEC_C, ALIGN), mask=mask,
+                    other=0.0).to(tl.float32), ACT_GRAD)
             tl.store(out_ptr + _offsets(n, offs_p, offs_c, o_sn, o_so, VEC_C, ALIGN),
                      values.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -352,34 +376,42 @@ def vectors(element_size: int, c: int, pixels: int, channels_inner: bool,
 
 @functools.lru_cache(maxsize=1024)
 def sums_launch(n: int, c: int, pixels: int, element_size: int, layout: tuple,
-                other_layout: Optional[tuple] = None) -> KernelLaunch:
-    """Partial channel sums of a map of this :func:`map_layout` and elements of
-    ``element_size`` bytes, or of its product with a second map (``other_layout``, the same
-    unit-stride dimension): ``launch(a, b, out)``, ``b`` ignored without a product, ``out``
-    (N, tiles, C) fp32."""
+                other_layout: Optional[tuple] = None, map_act: str = 'none') -> KernelLaunch:
+    """Partial channel sums of ``map_act`` of a map of this :func:`map_layout` and elements of
+    ``element_size`` bytes, or of a second map (``other_layout``, the same unit-stride
+    dimension) times that: ``launch(a, b, out)`` sums ``act(a)`` or ``a * act(b)``, ``b``
+    ignored without a product, ``out`` (N, tiles, C) fp32."""
     plan = map_plan(n, c, pixels)
     inner, *strides = layout
     other = list(other_layout[1:]) if other_layout else strides
     return KernelLaunch(lambda: _map_sums_kernel, (n, plan.tiles, -(-c // plan.block_c)),
                         (c, pixels, *strides, *other, plan.tile_p),
-                        dict(PRODUCT=other_layout is not None, VEC_C=inner,
+                        dict(PRODUCT=other_layout is not None, MAP_ACT=_ACT_CODE[map_act],
+                             VEC_C=inner,
                              ALIGN=vectors(element_size, c, pixels, inner, *strides, *other),
                              BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
 
 
 @functools.lru_cache(maxsize=1024)
 def scale_launch(n: int, c: int, pixels: int, element_size: int, layout: tuple,
-                 out_layout: tuple, shift: bool) -> KernelLaunch:
-    """``launch(a, scale, shift, out)``: ``out = a * scale (+ shift)`` per (sample, channel),
-    ``shift`` ignored without ``shift``; ``a`` and ``out`` of ``element_size``-byte elements,
-    of these :func:`map_layout` (the same unit-stride dimension)."""
+                 out_layout: tuple, shift: bool, map_act: str = 'none',
+                 x_layout: Optional[tuple] = None) -> KernelLaunch:
+    """``launch(a, x, scale, shift, out)``, ``a`` and ``out`` of ``element_size``-byte elements,
+    of these :func:`map_layout` (the same unit-stride dimension). Forward (no ``shift``):
+    ``out = map_act(a) * scale`` per (sample, channel), ``x`` and ``shift`` ignored. Backward
+    (``shift``): ``out = (a * scale + shift) * map_act'(x)``, ``x`` the pre-activation map of
+    ``x_layout`` (read only with a ``map_act``)."""
     plan = map_plan(n, c, pixels)
     inner, *strides = layout
     out = list(out_layout[1:])
+    x_strides = list(x_layout[1:]) if x_layout else strides
+    act = _ACT_CODE[map_act]
     return KernelLaunch(lambda: _scale_map_kernel, (n, plan.tiles, -(-c // plan.block_c)),
-                        (c, pixels, *strides, *out, plan.tile_p),
-                        dict(SHIFT=shift, VEC_C=inner,
-                             ALIGN=vectors(element_size, c, pixels, inner, *strides, *out),
+                        (c, pixels, *strides, *x_strides, *out, plan.tile_p),
+                        dict(SHIFT=shift, ACT_IN=0 if shift else act, ACT_GRAD=act if shift else 0,
+                             VEC_C=inner,
+                             ALIGN=vectors(element_size, c, pixels, inner, *strides, *x_strides,
+                                           *out),
                              BLOCK_P=BLOCK_P, BLOCK_C=plan.block_c, num_warps=4))
 
 
@@ -412,27 +444,29 @@ def weight_grad_launch(n: int, c: int, squeeze: int) -> KernelLaunch:
 
 
 class _TritonGatedMap(torch.autograd.Function):
-    """The training form on the Triton kernels: three launches forward, four backward. (The
-    kernels read the weights by pointer as (S, C) and (C, S) matrices, which a contiguous 1x1
-    conv weight already is: no reshaped views, no copies; ~0.1 ms of host time per block and
-    step goes to Python here, so each view and allocation counts.)"""
+    """The training form on the Triton kernels: three launches forward, four backward, the map
+    activation applied as the forward's two passes load the map and differentiated in the
+    backward's last. (The kernels read the weights by pointer as (S, C) and (C, S) matrices,
+    which a contiguous 1x1 conv weight already is: no reshaped views, no copies; ~0.1 ms of
+    host time per block and step goes to Python here, so each view and allocation counts.)"""
 
     @staticmethod
-    def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act):
+    def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act, map_act):
         x, layout = _walkable(x)
         n, c, h, w = x.shape
         squeeze, pixels, size = w_reduce.shape[0], h * w, x.element_size()
         w1, b1, w2, b2 = (t.contiguous() for t in (w_reduce, b_reduce, w_expand, b_expand))
         tiles = map_plan(n, c, pixels).tiles
         sums = x.new_empty((n, tiles, c), dtype=torch.float32)
-        sums_launch(n, c, pixels, size, layout)(x, x, sums)
+        sums_launch(n, c, pixels, size, layout, None, map_act)(x, x, sums)
         gate = x.new_empty((n, c), dtype=w2.dtype)
         gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
         out = torch.empty_like(x) if x.is_contiguous() or x.is_contiguous(
             memory_format=torch.channels_last) else _like(x, layout[0])
         out_layout = layout if out.stride() == x.stride() else map_layout(out)
-        scale_launch(n, c, pixels, size, layout, out_layout, False)(x, gate, gate, out)
-        ctx.act, ctx.layout = act, layout
+        gated = scale_launch(n, c, pixels, size, layout, out_layout, False, map_act)
+        gated(x, x, gate, gate, out)
+        ctx.act, ctx.map_act, ctx.layout = act, map_act, layout
         ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
         return out
 
@@ -442,11 +476,11 @@ class _TritonGatedMap(torch.autograd.Function):
         x, sums, gate, w1, b1, w2, b2 = ctx.saved_tensors
         n, c, h, w = x.shape
         squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
-        layout, size = ctx.layout, x.element_size()
+        layout, size, map_act = ctx.layout, x.element_size(), ctx.map_act
         grad, grad_layout = (grad, layout) if grad.stride() == x.stride() else \
             _walkable(grad, layout[0])
         dsums = torch.empty_like(sums)
-        sums_launch(n, c, pixels, size, grad_layout, layout)(grad, x, dsums)
+        sums_launch(n, c, pixels, size, grad_layout, layout, map_act)(grad, x, dsums)
         # (one allocation for the five per-sample vectors the gate's backward passes on)
         mean, grad_logit, shift, hidden, grad_z = torch.empty(
             n * (3 * c + 2 * squeeze), dtype=torch.float32, device=x.device).split(
@@ -454,13 +488,13 @@ class _TritonGatedMap(torch.autograd.Function):
         gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, ctx.act)(
             sums, dsums, gate, w1, b1, w2, mean, hidden, grad_logit, grad_z, shift)
         grad_x = gw1 = gb1 = gw2 = gb2 = None
-        needs_x, *needs_params, _ = ctx.needs_input_grad
+        needs_x, *needs_params, _, _ = ctx.needs_input_grad
         if any(needs_params):
             gw1, gb1, gw2, gb2 = map(torch.empty_like, (w1, b1, w2, b2))
             weight_grad_launch(n, c, squeeze)(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2,
                                               gb2)
         if needs_x:
             grad_x = _like(x, layout[0])
-            scale_launch(n, c, pixels, size, grad_layout, map_layout(grad_x), True)(
-                grad, gate, shift, grad_x)
-        return grad_x, gw1, gb1, gw2, gb2, None
+            scale_launch(n, c, pixels, size, grad_layout, map_layout(grad_x), True, map_act,
+                         layout)(grad, x, gate, shift, grad_x)
+        return grad_x, gw1, gb1, gw2, gb2, None, None

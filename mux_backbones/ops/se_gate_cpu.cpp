@@ -129,16 +129,18 @@ at::Tensor se_gate_forward(const at::Tensor& sums, double inv_pixels,
 
 // ---- The squeeze-excite's training form on a whole map, forward and gradients ----
 //
-// out = x * gate(mean(x)) (SqueezeExcite with fused_ops, in eager training), each direction in
-// one call, and the autograd node joining them in C++ (gated_map below: no Python runs in
-// either direction). The stock training form runs ~7 operators forward and ~12 backward per block on
-// vectors of a few hundred values (means, two linear layers, activation, sigmoid, product; the
-// gate's product summed, the sigmoid's gradient, four matrix products, two bias sums, the
-// activation's gradient, the mean's broadcast), each with its dispatch and autograd bookkeeping:
-// at small inputs most of the host time a MUXNet-m training step spends beyond MobileNetV2's.
-// Both directions make the stock form's passes over the map: sums and product forward; the
-// gate's product summed, then the input's gradient. Every output element is summed by one
-// thread in a fixed order, so the bits do not depend on the thread count.
+// out = y * gate(mean(y)), y = map_act(x) (SqueezeExcite with fused_ops, in eager training,
+// with the block's activation before it), each direction in one call, and the autograd node
+// joining them in C++ (gated_map below: no Python runs in either direction). The stock training
+// form runs ~7 operators forward and ~12 backward per block on vectors of a few hundred values
+// (means, two linear layers, activation, sigmoid, product; the gate's product summed, the
+// sigmoid's gradient, four matrix products, two bias sums, the activation's gradient, the mean's
+// broadcast), each with its dispatch and autograd bookkeeping: at small inputs most of the host
+// time a MUXNet-m training step spends beyond MobileNetV2's. Forward: y and its sums in one
+// pass, the gate, the product in place; backward: the sums of grad * y (y recomputed from x),
+// then the input's gradient with the activation's as its last factor -- the block's activation
+// and its gradient no passes of their own. Every output element is summed by one thread in a
+// fixed order, so the bits do not depend on the thread count.
 
 namespace {
 
@@ -178,13 +180,67 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
 
 constexpr int64_t kSumBlock = 64;  // channels of a channels-last map one task sums
 
-// out[n, c] = sum over the pixels of a (b null) or of a * b; both maps in m's layout.
-void channel_sums(const float* a, const float* b, const MapShape& m, float* out) {
+// d act(z) / dz as autograd's backward operators take it (threshold_backward on ReLU's
+// output, hardtanh_backward, silu_backward); a NaN passes the gradient, as there.
+inline float activation_grad(float z, int act) {
+  if (act == kRelu) return z <= 0.f ? 0.f : 1.f;
+  if (act == kRelu6) return z <= 0.f || z >= 6.f ? 0.f : 1.f;
+  if (act == kSilu) {
+    const float sig = 1.f / (1.f + std::exp(-z));
+    return sig * (1.f + z * (1.f - sig));
+  }
+  return 1.f;
+}
+
+// g * d act(z) / dz on 8 lanes (the same rules)
+inline vec8 activation_grad(vec8 g, vec8 z, int act) {
+  const vec8 zero{};
+  if (act == kRelu) return z <= zero ? zero : g;
+  if (act == kRelu6) return (z <= zero) | (z >= splat(6.f)) ? zero : g;
+  if (act == kSilu) {
+    const vec8 one = splat(1.f);
+    const vec8 sig = one / (one + exp_any(-z));
+    return g * sig * (one + z * (one - sig));
+  }
+  return g;
+}
+
+// The map activation of the gated map (act(x) before the SE), on `width` lanes of one load.
+inline vec8 load_act(const float* p, int width, int act) {
+  return activate(width == 8 ? load8(p) : load_part(p, width), act);
+}
+
+// out[n, c] = sum over the pixels of act(a) (b null) or of a * act(b), act the map activation;
+// without b and with y, act(a) is also written to y. All maps in m's layout.
+void channel_sums(const float* a, const float* b, const MapShape& m, float* out, int act,
+                  float* y = nullptr) {
   if (!m.channels_last) {
     at::parallel_for(0, m.N * m.C, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m.P)),
                      [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r)
-        out[r] = b ? dot(a + r * m.P, b + r * m.P, m.P) : sum(a + r * m.P, m.P);
+      for (int64_t r = begin; r < end; ++r) {
+        const float* ar = a + r * m.P;
+        if (act == kNone && !y) {
+          out[r] = b ? dot(ar, b + r * m.P, m.P) : sum(ar, m.P);
+          continue;
+        }
+        vec8 acc{};
+        for (int64_t i = 0; i < m.P; i += 8) {
+          const int width = static_cast<int>(std::min<int64_t>(8, m.P - i));
+          vec8 v;
+          if (b) {
+            v = (width == 8 ? load8(ar + i) : load_part(ar + i, width)) *
+                load_act(b + r * m.P + i, width, act);
+          } else {
+            v = load_act(ar + i, width, act);
+            if (y && width == 8) store8(y + r * m.P + i, v);
+            else if (y) store_part(y + r * m.P + i, v, width);
+          }
+          acc += v;  // (the lanes past `width` load and activate to 0)
+        }
+        float total = 0.f;
+        for (int lane = 0; lane < 8; ++lane) total += acc[lane];
+        out[r] = total;
+      }
     });
     return;
   }
@@ -199,11 +255,28 @@ void channel_sums(const float* a, const float* b, const MapShape& m, float* out)
         const int64_t row = (n * m.P + p) * m.C + c0;
         const float* ar = a + row;
         const float* br = b ? b + row : nullptr;
-        for (int v = 0; v < full; ++v)
-          acc[v] += br ? load8(ar + 8 * v) * load8(br + 8 * v) : load8(ar + 8 * v);
-        if (rest)
-          acc[full] += br ? load_part(ar + 8 * full, rest) * load_part(br + 8 * full, rest)
-                          : load_part(ar + 8 * full, rest);
+        if (act == kNone && !y) {
+          for (int v = 0; v < full; ++v)
+            acc[v] += br ? load8(ar + 8 * v) * load8(br + 8 * v) : load8(ar + 8 * v);
+          if (rest)
+            acc[full] += br ? load_part(ar + 8 * full, rest) * load_part(br + 8 * full, rest)
+                            : load_part(ar + 8 * full, rest);
+          continue;
+        }
+        for (int v = 0; v <= full; ++v) {
+          const int lanes = v < full ? 8 : rest;
+          if (!lanes) break;
+          vec8 value;
+          if (br) {
+            value = (lanes == 8 ? load8(ar + 8 * v) : load_part(ar + 8 * v, lanes)) *
+                    load_act(br + 8 * v, lanes, act);
+          } else {
+            value = load_act(ar + 8 * v, lanes, act);
+            if (y && lanes == 8) store8(y + row + 8 * v, value);
+            else if (y) store_part(y + row + 8 * v, value, lanes);
+          }
+          acc[v] += value;
+        }
       }
       for (int v = 0; v < full; ++v) store8(out + n * m.C + c0 + 8 * v, acc[v]);
       if (rest) store_part(out + n * m.C + c0 + 8 * full, acc[full], rest);
@@ -211,19 +284,28 @@ void channel_sums(const float* a, const float* b, const MapShape& m, float* out)
   });
 }
 
-// out = a * g[n, c] (+ h[n, c] where h is given), in m's layout.
-void scale_map(const float* a, const float* g, const float* h, const MapShape& m, float* out) {
+// out = a * g[n, c] (+ h[n, c] where h is given), times d act(x) / dx where x is given (the
+// input's gradient through the map activation act), in m's layout; out may be a.
+void scale_map(const float* a, const float* g, const float* h, const MapShape& m, float* out,
+               const float* x = nullptr, int act = kNone) {
+  if (act == kNone) x = nullptr;
   if (!m.channels_last) {
     at::parallel_for(0, m.N * m.C, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m.P)),
                      [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const vec8 gv = splat(g[r]), hv = splat(h ? h[r] : 0.f);
         const float* ar = a + r * m.P;
+        const float* xr = x ? x + r * m.P : nullptr;
         float* o = out + r * m.P;
         int64_t i = 0;
-        for (; i + 8 <= m.P; i += 8)
-          store8(o + i, h ? load8(ar + i) * gv + hv : load8(ar + i) * gv);
-        for (; i < m.P; ++i) o[i] = h ? ar[i] * g[r] + h[r] : ar[i] * g[r];
+        for (; i + 8 <= m.P; i += 8) {
+          const vec8 v = h ? load8(ar + i) * gv + hv : load8(ar + i) * gv;
+          store8(o + i, xr ? activation_grad(v, load8(xr + i), act) : v);
+        }
+        for (; i < m.P; ++i) {
+          const float v = h ? ar[i] * g[r] + h[r] : ar[i] * g[r];
+          o[i] = xr ? v * activation_grad(xr[i], act) : v;
+        }
       }
     });
     return;
@@ -233,28 +315,22 @@ void scale_map(const float* a, const float* g, const float* h, const MapShape& m
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / m.P;
       const float* ar = a + row * m.C;
+      const float* xr = x ? x + row * m.C : nullptr;
       const float* gr = g + n * m.C;
       const float* hr = h ? h + n * m.C : nullptr;
       float* o = out + row * m.C;
       int64_t c = 0;
-      for (; c + 8 <= m.C; c += 8)
-        store8(o + c, hr ? load8(ar + c) * load8(gr + c) + load8(hr + c)
-                         : load8(ar + c) * load8(gr + c));
-      for (; c < m.C; ++c) o[c] = hr ? ar[c] * gr[c] + hr[c] : ar[c] * gr[c];
+      for (; c + 8 <= m.C; c += 8) {
+        const vec8 v = hr ? load8(ar + c) * load8(gr + c) + load8(hr + c)
+                          : load8(ar + c) * load8(gr + c);
+        store8(o + c, xr ? activation_grad(v, load8(xr + c), act) : v);
+      }
+      for (; c < m.C; ++c) {
+        const float v = hr ? ar[c] * gr[c] + hr[c] : ar[c] * gr[c];
+        o[c] = xr ? v * activation_grad(xr[c], act) : v;
+      }
     }
   });
-}
-
-// d act(z) / dz as autograd's backward operators take it (threshold_backward on ReLU's
-// output, hardtanh_backward, silu_backward); a NaN passes the gradient, as there.
-inline float activation_grad(float z, int act) {
-  if (act == kRelu) return z <= 0.f ? 0.f : 1.f;
-  if (act == kRelu6) return z <= 0.f || z >= 6.f ? 0.f : 1.f;
-  if (act == kSilu) {
-    const float sig = 1.f / (1.f + std::exp(-z));
-    return sig * (1.f + z * (1.f - sig));
-  }
-  return 1.f;
 }
 
 struct GateWeights {
@@ -278,22 +354,26 @@ GateWeights gate_weights(const at::Tensor& w_reduce, const at::Tensor& b_reduce,
           b_expand ? b_expand->data_ptr<float>() : nullptr, S};
 }
 
-// x * gate, with the gate from x's channel means; returns (out in x's layout, means (N, C),
-// gate (N, C)), what gated_map_backward takes.
+// y * gate with y = map_act(x), the gate from y's channel means; returns (out in x's layout,
+// means (N, C), gate (N, C)), what gated_map_backward takes.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_map_forward(
     const at::Tensor& x, const at::Tensor& w_reduce, const at::Tensor& b_reduce,
-    const at::Tensor& w_expand, const at::Tensor& b_expand, int64_t act) {
+    const at::Tensor& w_expand, const at::Tensor& b_expand, int64_t act, int64_t map_act) {
   const char* fn = "gated_map_forward";
   const MapShape m = map_shape(x, fn);
   const GateWeights w = gate_weights(w_reduce, b_reduce, w_expand, &b_expand, m.C, fn);
-  TORCH_CHECK(act >= kNone && act <= kRelu6, fn, ": unknown activation code");
+  TORCH_CHECK(act >= kNone && act <= kRelu6 && map_act >= kNone && map_act <= kRelu6, fn,
+              ": unknown activation code");
   auto means = at::empty({m.N, m.C}, x.options());
   auto gate = at::empty({m.N, m.C}, x.options());
   auto out = at::empty_like(x);
   const float* xp = x.data_ptr<float>();
   float* mp = means.data_ptr<float>();
   float* gp = gate.data_ptr<float>();
-  channel_sums(xp, nullptr, m, mp);
+  float* op = out.data_ptr<float>();
+  // With a map activation, y is written to out as it is summed, then gated there in place
+  // (the activation computed once per element).
+  channel_sums(xp, nullptr, m, mp, static_cast<int>(map_act), map_act != kNone ? op : nullptr);
   const float inv = 1.f / static_cast<float>(m.P);
   at::parallel_for(0, m.N, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> hidden(w.S);
@@ -303,21 +383,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_map_forward(
                   hidden.data(), gp + n * m.C);
     }
   });
-  scale_map(xp, gp, nullptr, m, out.data_ptr<float>());
+  scale_map(map_act != kNone ? op : xp, gp, nullptr, m, op);
   return {out, means, gate};
 }
 
 // The gradients of gated_map_forward's output: (d x (undefined unless input_grad), d w_reduce,
 // d b_reduce, d w_expand, d b_expand), the weights' in their shapes; grad in x's layout, means
-// and gate as the forward gave.
+// and gate as the forward gave; x the map before map_act (recomputed where y is needed).
 std::vector<at::Tensor> gated_map_backward(const at::Tensor& grad, const at::Tensor& x,
                                         const at::Tensor& means, const at::Tensor& gate,
                                         const at::Tensor& w_reduce, const at::Tensor& b_reduce,
                                         const at::Tensor& w_expand, int64_t act,
-                                        bool input_grad) {
+                                        int64_t map_act, bool input_grad) {
   const char* fn = "gated_map_backward";
   const MapShape m = map_shape(x, fn);
-  TORCH_CHECK(grad.sizes() == x.sizes() && grad.strides() == x.strides() &&
+  // (the same offsets as x's, not the same strides: a dimension of size 1 has any stride)
+  TORCH_CHECK(grad.sizes() == x.sizes() &&
+              grad.is_contiguous(m.channels_last ? at::MemoryFormat::ChannelsLast
+                                                 : at::MemoryFormat::Contiguous) &&
               grad.scalar_type() == at::kFloat && grad.device().is_cpu(), fn,
               ": grad must be an fp32 CPU tensor in the map's layout");
   check_fp32(means, "means", fn);
@@ -325,14 +408,15 @@ std::vector<at::Tensor> gated_map_backward(const at::Tensor& grad, const at::Ten
   TORCH_CHECK(means.numel() == m.N * m.C && gate.numel() == m.N * m.C, fn,
               ": means and gate must be (N, C)");
   const GateWeights w = gate_weights(w_reduce, b_reduce, w_expand, nullptr, m.C, fn);
-  TORCH_CHECK(act >= kNone && act <= kRelu6, fn, ": unknown activation code");
+  TORCH_CHECK(act >= kNone && act <= kRelu6 && map_act >= kNone && map_act <= kRelu6, fn,
+              ": unknown activation code");
   const int64_t N = m.N, C = m.C, S = w.S;
   const float* mp = means.data_ptr<float>();
   const float* gp = gate.data_ptr<float>();
   // d loss / d gate logit, from the gate's product summed per channel
   auto logit_grad = at::empty({N, C}, x.options());
   float* dl = logit_grad.data_ptr<float>();
-  channel_sums(grad.data_ptr<float>(), x.data_ptr<float>(), m, dl);
+  channel_sums(grad.data_ptr<float>(), x.data_ptr<float>(), m, dl, static_cast<int>(map_act));
   for (int64_t i = 0; i < N * C; ++i) dl[i] *= gp[i] * (1.f - gp[i]);
   // The squeeze layer again (z, h = act(z)), then the gradient of its output h and of z.
   std::vector<float> z(N * S), h(N * S), hidden_grad(N * S, 0.f);
@@ -387,7 +471,8 @@ std::vector<at::Tensor> gated_map_backward(const at::Tensor& grad, const at::Ten
       }
     });
     grad_x = at::empty_like(x);
-    scale_map(grad.data_ptr<float>(), gp, dm, m, grad_x.data_ptr<float>());
+    scale_map(grad.data_ptr<float>(), gp, dm, m, grad_x.data_ptr<float>(), x.data_ptr<float>(),
+              static_cast<int>(map_act));
   }
   return {grad_x, gw1, gb1, gw2, gb2};
 }
@@ -398,10 +483,12 @@ struct GatedMapFunction : public torch::autograd::Function<GatedMapFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& w_reduce, const at::Tensor& b_reduce,
                             const at::Tensor& w_expand, const at::Tensor& b_expand,
-                            int64_t act) {
-    auto [out, means, gate] = gated_map_forward(x, w_reduce, b_reduce, w_expand, b_expand, act);
+                            int64_t act, int64_t map_act) {
+    auto [out, means, gate] = gated_map_forward(x, w_reduce, b_reduce, w_expand, b_expand, act,
+                                                map_act);
     ctx->save_for_backward({x, means, gate, w_reduce, b_reduce, w_expand});
     ctx->saved_data["act"] = act;
+    ctx->saved_data["map_act"] = map_act;
     return out;
   }
 
@@ -415,16 +502,20 @@ struct GatedMapFunction : public torch::autograd::Function<GatedMapFunction> {
     const at::Tensor grad = grads[0].contiguous(
         x.is_contiguous() ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast);
     auto result = gated_map_backward(grad, x, saved[1], saved[2], saved[3], saved[4], saved[5],
-                                     ctx->saved_data["act"].toInt(), ctx->needs_input_grad(0));
+                                     ctx->saved_data["act"].toInt(),
+                                     ctx->saved_data["map_act"].toInt(), ctx->needs_input_grad(0));
     result.push_back(at::Tensor());  // (act)
+    result.push_back(at::Tensor());  // (map_act)
     return result;
   }
 };
 
 }  // namespace
 
-// x * gate(mean(x)) as one autograd node: the squeeze-excite's training form on its kernels.
+// y * gate(mean(y)), y = map_act(x), as one autograd node: the squeeze-excite's training form
+// on its kernels (with the block's activation before it).
 at::Tensor gated_map(const at::Tensor& x, const at::Tensor& w_reduce, const at::Tensor& b_reduce,
-                     const at::Tensor& w_expand, const at::Tensor& b_expand, int64_t act) {
-  return GatedMapFunction::apply(x, w_reduce, b_reduce, w_expand, b_expand, act);
+                     const at::Tensor& w_expand, const at::Tensor& b_expand, int64_t act,
+                     int64_t map_act) {
+  return GatedMapFunction::apply(x, w_reduce, b_reduce, w_expand, b_expand, act, map_act);
 }

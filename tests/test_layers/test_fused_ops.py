@@ -59,8 +59,17 @@ def _assert_same_forward_and_backward(stock, fused, x, out_atol, grad_atol):
 
 
 def test_training_outputs_and_gradients_equal_stock():
+    """...with the blocks' activation before their squeeze-excite inside the SE's training node
+    (its module is not called), where the stock path calls it."""
     stock, fused = _pair(out_indices=(2, 4, 7))
+    calls = {'stock': 0, 'fused': 0}
+    for name, model in (('stock', stock), ('fused', fused)):
+        for block in model.modules():
+            if isinstance(getattr(block, 'se', None), SqueezeExcite):
+                block.depthwise_act.register_forward_hook(
+                    lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
     _assert_same_forward_and_backward(stock, fused, _input(), 1e-4, 1e-5)
+    assert calls['stock'] > 0 and calls['fused'] == 0
 
 
 def test_gpu_launch_plans_over_a_whole_model(monkeypatch):

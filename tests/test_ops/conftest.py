@@ -54,27 +54,35 @@ def cpu_kernel_calls(monkeypatch, outside_interpreter):
     return calls
 
 
-def stock_se_map(x, params, act):
-    """The squeeze-excite's stock expression on a map, computed in fp32 (a no-op cast for fp32
-    tensors: autograd reaches them), with autograd through it."""
+_ACTS = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)
+
+
+def stock_se_map(x, params, act, map_act='none'):
+    """The squeeze-excite's stock expression on the map ``map_act(x)``, computed in fp32 (a
+    no-op cast for fp32 tensors: autograd reaches them), with autograd through it."""
     w1, b1, w2, b2 = (p.float() for p in params)
-    hidden = F.linear(x.float().mean((2, 3)), w1.flatten(1), b1)
-    hidden = dict(none=lambda z: z, relu=F.relu, silu=F.silu, relu6=F.relu6)[act](hidden)
-    return x.float() * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
+    y = _ACTS[map_act](x.float())
+    hidden = _ACTS[act](F.linear(y.mean((2, 3)), w1.flatten(1), b1))
+    return y * torch.sigmoid(F.linear(hidden, w2.flatten(1), b2))[:, :, None, None]
 
 
-def se_trains_as_stock(act_cfg, kernel_calls):
+def se_trains_as_stock(act_cfg, kernel_calls, map_act_cfg=None):
     """One eager training pass of ``SqueezeExcite(fused_ops=True)`` and of its stock twin with
-    the same weights: the fused one makes one kernel call (``kernel_calls()`` counts them) where
-    the kernels have the activation, none otherwise, with the stock outputs and gradients.
-    Returns the fused layer and the input."""
+    the same weights, on the map ``map_act(x)`` (``map_act_cfg``: the block's activation
+    before the SE; None: none): the fused one makes one kernel call (``kernel_calls()`` counts
+    them) where the kernels have the activation, none otherwise, with the stock outputs and
+    gradients. Returns the fused layer and the input."""
+    from mmcv.cnn import build_activation_layer
+
     from mux_backbones.layers.squeeze_excite import SqueezeExcite
     torch.manual_seed(0)
     stock = SqueezeExcite(24, 6, act_cfg)
     fused = SqueezeExcite(24, 6, act_cfg, fused_ops=True)
     fused.load_state_dict(stock.state_dict())
+    map_act = build_activation_layer(map_act_cfg) if map_act_cfg else None
     x = torch.randn(2, 24, 5, 6, requires_grad=True)
-    out, ref = fused(x), stock(x)
+    out = fused(x, map_act=map_act)
+    ref = stock(map_act(x) if map_act else x)
     assert kernel_calls() == (act_cfg is None or act_cfg['type'] != 'HSwish')
     got = torch.autograd.grad(out.sum(), [x, *fused.parameters()])
     want = torch.autograd.grad(ref.sum(), [x, *stock.parameters()])

@@ -35,13 +35,15 @@ def _map(n, c, h, w, layout, dtype=torch.float32):
 def test_equals_the_stock_expression_on_random_calls():
     """16 seeded calls: batch 1-3, 1-150 channels (over one program's 64), squeeze 1-40, maps
     1x1 to 19x19 (several 64-pixel tiles: partial sums), every layout, 2-d and 1x1-conv
-    weights, each activation, the input or the weights frozen; the gradients in their tensors'
-    shapes, the map's and its gradient in the input's layout."""
+    weights, each activation in the gate and on the map before it, the input or the weights
+    frozen; the gradients in their tensors' shapes, the map's and its gradient in the input's
+    layout."""
     rng = random.Random(3)
     for i in range(16):
         n, c, s = rng.randint(1, 3), rng.randint(1, 150), rng.randint(1, 40)
         h, w = rng.randint(1, 19), rng.randint(1, 19)
         act = ACTIVATIONS[i % len(ACTIVATIONS)]
+        map_act = ACTIVATIONS[(i // 2 + 1) % len(ACTIVATIONS)]
         layout = ('contiguous', 'channels_last', 'slice', 'transposed')[i // 4]
         frozen = rng.choice([None, 'input', 'weights'])
         params = _params(c, s, seed=i)
@@ -52,13 +54,14 @@ def test_equals_the_stock_expression_on_random_calls():
         assert map_op.triton_kernels_take(x, *params)
         wanted = [t for t in [x, *params] if t.requires_grad]
         grad = torch.randn(n, c, h, w)
-        out = map_op.gated_map(x, *params, act)
+        out = map_op.gated_map(x, *params, act, map_act)
         got = torch.autograd.grad(out, wanted, grad)
-        ref = stock_se_map(x, params, act)
+        ref = stock_se_map(x, params, act, map_act)
         want = torch.autograd.grad(ref, wanted, grad)
 
         def where(m):
-            return f'{m}\ncall {i}: {(n, c, h, w)}, squeeze {s}, {act}, {layout}, frozen {frozen}'
+            return f'{m}\ncall {i}: {(n, c, h, w)}, squeeze {s}, {act}, map {map_act}, ' \
+                   f'{layout}, frozen {frozen}'
 
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=where)
         if layout != 'slice':  # (a slice's output is a dense map)
@@ -75,15 +78,16 @@ def test_equals_the_stock_expression_on_random_calls():
 def test_a_half_precision_map_with_fp32_weights(layout, h, w):
     """The AMP case: an fp16 map, fp32 parameters. The map's output and gradient come back in
     fp16, the weights' gradients in fp32, all near the fp32 computation. (8-element vectors
-    along the channels, along the pixels, and none: 25 pixels.)"""
+    along the channels, along the pixels, and none: 25 pixels.) The block's SiLU before the SE
+    runs inside, in fp32, as MUXNet trains it."""
     torch.manual_seed(0)
     params = [p.mul(0.3).requires_grad_() for p in _params(40, 10)]
     x = _map(2, 40, h, w, layout, torch.float16).requires_grad_()
     grad = torch.randn(2, 40, h, w).half()
-    out = map_op.gated_map(x, *params, 'silu')
+    out = map_op.gated_map(x, *params, 'silu', 'silu')
     got = torch.autograd.grad(out, [x, *params], grad)
     x32 = x.detach().float().requires_grad_()
-    ref = stock_se_map(x32, params, 'silu')
+    ref = stock_se_map(x32, params, 'silu', 'silu')
     want = torch.autograd.grad(ref, [x32, *params], grad.float())
     assert out.dtype == got[0].dtype == torch.float16
     assert all(g.dtype == torch.float32 for g in got[1:])
@@ -165,16 +169,19 @@ def test_what_the_kernels_take():
 
 @pytest.mark.parametrize('act_cfg', [dict(type='ReLU'), dict(type='Swish'), None,
                                      dict(type='HSwish')], ids=lambda cfg: cfg and cfg['type'])
-def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(monkeypatch, act_cfg):
+@pytest.mark.parametrize('map_act_cfg', [None, dict(type='SiLU')],
+                         ids=lambda cfg: f'map {cfg and cfg["type"]}')
+def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(monkeypatch, act_cfg, map_act_cfg):
     """``SqueezeExcite(fused_ops=True)`` in eager training runs the Triton node (an activation
-    the kernels have) with the stock form's outputs and gradients; an activation the kernels
-    lack, fp64, ``fused_ops=False`` and a forward without gradients take the stock forms, with
-    no warning."""
+    the kernels have), the map activation before it inside, with the stock form's outputs and
+    gradients; an activation the kernels lack, fp64, ``fused_ops=False`` and a forward without
+    gradients take the stock forms, with no warning."""
     applied = []
     apply = map_op._TritonGatedMap.apply
     monkeypatch.setattr(map_op._TritonGatedMap, 'apply',
-                        lambda *args: applied.append(1) or apply(*args))
-    fused, x = se_trains_as_stock(act_cfg, lambda: len(applied))
+                        lambda *args: applied.append(args[-1]) or apply(*args))
+    fused, x = se_trains_as_stock(act_cfg, lambda: len(applied), map_act_cfg)
+    assert set(applied) <= {'silu' if map_act_cfg else 'none'}
     calls = len(applied)
     with warnings.catch_warnings():
         warnings.simplefilter('error')

@@ -89,8 +89,8 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
     """The SE's training form as one C++ autograd node (``gated_map``) against autograd through
     the stock expression: 30 seeded random calls, batch 1-4, 1-150 channels, squeeze 1-40,
     maps 1x1 to 15x15, contiguous and channels-last, 2-d and 1x1-conv weights, each
-    activation, the input or the weights frozen; the gradients in their tensors' shapes, the
-    input's in its layout."""
+    activation in the gate and on the map before it, the input or the weights frozen; the
+    gradients in their tensors' shapes, the input's in its layout."""
     rng = random.Random(1)
     for i in range(30):
         n, c, s = rng.randint(1, 4), rng.randint(1, 150), rng.randint(1, 40)
@@ -98,6 +98,7 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
         act = rng.choice(ACTIVATIONS)
         channels_last, conv_weights = rng.random() < 0.5, rng.random() < 0.5
         frozen = rng.choice([None, 'input', 'weights'])
+        map_act = ACTIVATIONS[i % len(ACTIVATIONS)]
         params = _params(c, s, seed=i)
         if conv_weights:
             params[0], params[2] = params[0][:, :, None, None], params[2][:, :, None, None]
@@ -108,14 +109,14 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
         x.requires_grad_(frozen != 'input')
         wanted = [t for t in [x, *params] if t.requires_grad]
         grad = torch.randn_like(x)
-        out = map_op.gated_map(x, *params, act)
+        out = map_op.gated_map(x, *params, act, map_act)
         got = torch.autograd.grad(out, wanted, grad)
-        ref = stock_se_map(x, params, act)
+        ref = stock_se_map(x, params, act, map_act)
         want = torch.autograd.grad(ref, wanted, grad)
 
         def where(m):
-            return f'{m}\ncall {i}: {(n, c, h, w)}, squeeze {s}, {act}, channels-last ' \
-                   f'{channels_last}, frozen {frozen}'
+            return f'{m}\ncall {i}: {(n, c, h, w)}, squeeze {s}, {act}, map {map_act}, ' \
+                   f'channels-last {channels_last}, frozen {frozen}'
 
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5, msg=where)
         assert out.stride() == x.stride()
@@ -127,6 +128,21 @@ def test_gated_map_equals_the_stock_expression_on_random_calls(outside_interpret
             assert got[0].stride() == x.stride()
 
 
+def test_gated_map_on_one_pixel_maps_of_either_stride(outside_interpreter):
+    """A 1x1 map is contiguous and channels-last at once, whatever the strides of its size-1
+    dimensions; its gradient may come with the other strides (a MUXNet-m trained at 32x32
+    ends on 1x1 maps): the node takes it, as the same offsets."""
+    params = [p.requires_grad_() for p in _params(8, 2)]
+    for x_strides, grad_strides in [((8, 1, 8, 8), (8, 1, 1, 1)), ((8, 1, 1, 1), (8, 1, 8, 8))]:
+        x = torch.empty_strided((2, 8, 1, 1), x_strides).normal_().requires_grad_()
+        grad = torch.empty_strided((2, 8, 1, 1), grad_strides).normal_()
+        out = map_op.gated_map(x, *params, 'relu', 'silu')
+        got = torch.autograd.grad(out, [x, *params], grad)
+        want = torch.autograd.grad(stock_se_map(x, params, 'relu', 'silu'), [x, *params], grad)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+
+
 def test_gated_map_bits_do_not_depend_on_the_threads(outside_interpreter):
     torch.manual_seed(0)
     params = [p.requires_grad_() for p in _params(96, 24)]
@@ -135,7 +151,7 @@ def test_gated_map_bits_do_not_depend_on_the_threads(outside_interpreter):
         results = []
         for threads in (1, 2, 3):
             with torch_threads(threads):
-                out = map_op.gated_map(x, *params, 'silu')
+                out = map_op.gated_map(x, *params, 'silu', 'silu')
                 results.append([out, *torch.autograd.grad(out.square().sum(), [x, *params])])
         for other in results[1:]:
             for a, b in zip(results[0], other):
@@ -157,11 +173,13 @@ def test_gated_map_rejects_what_it_cannot_compute(outside_interpreter):
     fits, wide = torch.randn(2, 8, 3, 3), torch.randn(2, 16, 3, 3)
     node = _cpu_kernels.cpu_kernels().gated_map
     with pytest.raises(RuntimeError, match='contiguous or channels-last'):
-        node(wide[:, ::2], *params, 1)
+        node(wide[:, ::2], *params, 1, 0)
     with pytest.raises(RuntimeError, match='do not match'):
-        node(wide, *params, 1)
+        node(wide, *params, 1, 0)
     with pytest.raises(RuntimeError, match='4-d fp32'):
-        node(fits.double(), *params, 1)
+        node(fits.double(), *params, 1, 0)
+    with pytest.raises(RuntimeError, match='unknown activation code'):
+        node(fits, *params, 1, 4)
     assert map_op.cpu_kernel_takes(fits, *params)
     assert map_op.gated_map_kernel(fits, *params) is map_op._cpu_gated_map
     assert not map_op.cpu_kernel_takes(wide[:, ::2], *params)
@@ -171,16 +189,26 @@ def test_gated_map_rejects_what_it_cannot_compute(outside_interpreter):
         assert not map_op.cpu_kernel_takes(fits, *params)
     with pytest.raises(ValueError, match='no kernel takes'):
         map_op.gated_map(fits.double(), *params, 'relu')
+    with pytest.raises(ValueError, match='must be one of'):
+        map_op.gated_map(fits, *params, 'relu', 'gelu')
 
 
 @pytest.mark.parametrize('act_cfg', [dict(type='ReLU'), dict(type='SiLU'), dict(type='Swish'),
                                      dict(type='ReLU6'), None, dict(type='HSwish')],
                          ids=lambda cfg: cfg and cfg['type'])
-def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(cpu_kernel_calls, act_cfg):
+@pytest.mark.parametrize('map_act_cfg', [None, dict(type='SiLU'), dict(type='HSwish')],
+                         ids=lambda cfg: f'map {cfg and cfg["type"]}')
+def test_squeeze_excite_trains_on_the_kernels_with_fused_ops(cpu_kernel_calls, act_cfg,
+                                                             map_act_cfg):
     """``SqueezeExcite(fused_ops=True)`` in eager training runs ``gated_map`` (an activation the
-    kernels have) with the stock form's outputs and gradients; without ``fused_ops``, with an
-    activation the kernels lack, on fp64 or under autocast, the stock training form."""
-    fused, x = se_trains_as_stock(act_cfg, lambda: len(calls_of(cpu_kernel_calls, 'gated_map')))
+    kernels have) with the stock form's outputs and gradients, the map activation before it
+    inside the node where the kernels have it (else the module, then the node); without
+    ``fused_ops``, with an activation the kernels lack, on fp64 or under autocast, the stock
+    training form."""
+    fused, x = se_trains_as_stock(act_cfg, lambda: len(calls_of(cpu_kernel_calls, 'gated_map')),
+                                  map_act_cfg)
+    map_codes = [args[-1] for args in calls_of(cpu_kernel_calls, 'gated_map')]
+    assert map_codes == ([2] if map_act_cfg == dict(type='SiLU') else [0]) * len(map_codes)
     calls = len(cpu_kernel_calls)
     fused.double()(x.double())
     with torch.autocast('cpu', dtype=torch.bfloat16):

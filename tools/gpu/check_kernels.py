@@ -115,8 +115,9 @@ def check_se_gate(failures, setup: Setup = FULL):
 
 def check_gated_map(failures, setup: Setup = FULL):
     """The squeeze-excite's training form on MUXNet-m's SE maps at batch ``samples``, channels-last
-    as the model trains: the map's output and the input's and weights' gradients against
-    autograd through the stock expression in fp32 (the parameters fp32, as under AMP)."""
+    as the model trains, with the block's SiLU before it: the map's output and the input's and
+    weights' gradients against autograd through the stock expression in fp32 (the parameters
+    fp32, as under AMP)."""
     dev, n = setup.device, setup.samples
     for c, s, side in ((96, 4, 56), (240, 10, 14), (480, 20, 7), (960, 40, 7)):
         side = setup.side(side)
@@ -126,13 +127,14 @@ def check_gated_map(failures, setup: Setup = FULL):
                       for shape in ((s, c), (s, ), (c, s), (c, ))]
             x = torch.randn(n, c, side, side, device=dev, dtype=dtype).contiguous(
                 memory_format=torch.channels_last).requires_grad_()
-            out = gated_map(x, *params, 'silu')
+            out = gated_map(x, *params, 'silu', 'silu')
             g = torch.randn_like(out)
             grads = torch.autograd.grad(out, [x, *params], g)
             xr = x.detach().float().requires_grad_()
             w1, b1, w2, b2 = params
-            hidden = torch.nn.functional.silu(xr.mean((2, 3)) @ w1.t() + b1)
-            ref = xr * torch.sigmoid(hidden @ w2.t() + b2)[:, :, None, None]
+            yr = torch.nn.functional.silu(xr)
+            hidden = torch.nn.functional.silu(yr.mean((2, 3)) @ w1.t() + b1)
+            ref = yr * torch.sigmoid(hidden @ w2.t() + b2)[:, :, None, None]
             rgrads = torch.autograd.grad(ref, [xr, *params], g.float())
             errs = [_rel(out, ref)] + [_rel(a, b) for a, b in zip(grads, rgrads)]
             _report(failures, f'gated_map {n}x{c}x{side}x{side} S{s}', dtype, errs)

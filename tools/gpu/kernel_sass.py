@@ -430,7 +430,8 @@ def se_maps(arch: str, shape: int, batch: int):
 def se_training_launches(shape, squeeze: int, act: str, dtype: str):
     """``(what, KernelLaunch, fp32 pointers)`` of the training form's launches on a channels-last
     ``dtype`` map of ``shape`` (:mod:`mux_backbones.ops.gated_map`): three forward, four
-    backward."""
+    backward, the block's activation before the SE (MUXNet's: the SE's own ``act``) in the
+    map passes."""
     n, c, h, w = shape
     size = getattr(torch, _TORCH_DTYPES[dtype]).itemsize
     pixels, strides = h * w, (True, h * w * c, c)  # (gated_map.map_layout)
@@ -439,16 +440,17 @@ def se_training_launches(shape, squeeze: int, act: str, dtype: str):
     every = ('sums_ptr', 'dsums_ptr', 'gate_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'mean_ptr',
              'hidden_ptr', 'grad_logit_ptr', 'grad_z_ptr', 'shift_ptr', 'gw1_ptr', 'gb1_ptr',
              'gw2_ptr', 'gb2_ptr')
-    return [('sums', gated.sums_launch(n, c, pixels, size, strides), ('out_ptr', )),
+    return [('sums', gated.sums_launch(n, c, pixels, size, strides, None, act), ('out_ptr', )),
             ('gate', se_gate.gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act), gate_ptrs),
-            ('gated map', gated.scale_launch(n, c, pixels, size, strides, strides, False),
+            ('gated map', gated.scale_launch(n, c, pixels, size, strides, strides, False, act),
              ('scale_ptr', 'shift_ptr')),
-            ('grad sums', gated.sums_launch(n, c, pixels, size, strides, strides),
+            ('grad sums', gated.sums_launch(n, c, pixels, size, strides, strides, act),
              ('out_ptr', )),
             ('gate grad', gated.gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, act),
              every),
             ('weight grad', gated.weight_grad_launch(n, c, squeeze), every),
-            ('input grad', gated.scale_launch(n, c, pixels, size, strides, strides, True),
+            ('input grad', gated.scale_launch(n, c, pixels, size, strides, strides, True, act,
+                                              strides),
              ('scale_ptr', 'shift_ptr'))]
 
 
@@ -456,7 +458,8 @@ def print_se_training(args):
     """The squeeze-excites' training form on the Triton kernels (``ops.gated_map``, what
     ``fused_ops`` trains on with CUDA), each launch compiled: registers, global loads/stores and
     the time its map passes take at the H200's ~4.8 TB/s (these launches are memory-bound: the
-    map is read twice and written once forward, read three times and written once backward)."""
+    map is read twice and written once forward; backward the map and its gradient are read
+    twice each and the input's gradient written)."""
     size = getattr(torch, _TORCH_DTYPES[args.dtype]).itemsize
     print(f'\nsqueeze-excite training form (ops.gated_map), {args.dtype} channels-last map')
     print(f'{"layer":<24}{"N x C x HxW":>20}{"S":>4}{"launches":>9}{"regs":>6}{"mem us":>8}  '
@@ -471,7 +474,7 @@ def print_se_training(args):
                                     launch.meta['num_warps'], fp32_pointers=fp32)
             regs.append(analyse(kernel)[0] or 0)
             ops_seen.update(_memory_ops(kernel).split())
-        mem_us = 7 * shape[0] * shape[1] * shape[2] * shape[3] * size / 4.8e6
+        mem_us = 8 * shape[0] * shape[1] * shape[2] * shape[3] * size / 4.8e6
         total += mem_us
         widest = ' '.join(sorted({op.split('x')[0] for op in ops_seen}))
         print(f'{name:<24}{"x".join(map(str, shape[:2])) + f" x {shape[2]}x{shape[3]}":>20}'
