@@ -95,23 +95,23 @@ class SqueezeExcite(nn.Module):
                 it itself: ``y`` is then never written, and the module is not called (its hooks
                 do not run). None: ``y = x``. Default: None.
         """
-        if self.deploy:
-            x = map_act(x) if map_act is not None else x
-            return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
         network = (self.act, self.conv_reduce.weight, self.conv_reduce.bias,
                    self.conv_expand.weight, self.conv_expand.bias)
-        if eager_autograd() and (x.requires_grad or any(p.requires_grad
-                                                        for p in self.parameters())):
-            kernel_act = activation_name(self.act) if self.fused_ops else None
-            kernel = gated_map_kernel(x, *network[1:]) if kernel_act is not None else None
-            if kernel is not None:
-                map_act_name = activation_name(map_act) if map_act is not None else 'none'
-                if map_act_name is None:  # (no kernel code for it: the module, then the node)
-                    x, map_act_name = map_act(x), 'none'
-                return kernel(x, *network[1:], kernel_act, map_act_name)
-            x = map_act(x) if map_act is not None else x
+        trains = not self.deploy and eager_autograd() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        kernel_act = activation_name(self.act) if trains and self.fused_ops else None
+        kernel = gated_map_kernel(x, *network[1:]) if kernel_act is not None else None
+        if kernel is not None:
+            map_act_name = activation_name(map_act) if map_act is not None else 'none'
+            if map_act_name is None:  # (no kernel code for it: the module, then the node)
+                x, map_act_name = map_act(x), 'none'
+            return kernel(x, *network[1:], kernel_act, map_act_name)
+        if map_act is not None:
+            x = map_act(x)
+        if self.deploy:
+            return x * self.gate(x.mean((2, 3))).to(x.dtype)[:, :, None, None]
+        if trains:
             return _GatedMap.apply(x, *network)
-        x = map_act(x) if map_act is not None else x
         n, c = x.shape[:2]
         return x * _gate_network(x.mean((2, 3)), *network)[2].view(n, c, 1, 1)
 

@@ -443,28 +443,61 @@ def weight_grad_launch(n: int, c: int, squeeze: int) -> KernelLaunch:
                         dict(BLOCK_C=block_c, BLOCK_S=block_s, num_warps=4))
 
 
+def _dense_layout(channels_inner: bool, c: int, pixels: int) -> tuple:
+    """:func:`map_layout` of a dense map (:func:`_like`) with this unit-stride dimension."""
+    return (True, pixels * c, c) if channels_inner else (False, c * pixels, pixels)
+
+
+@functools.lru_cache(maxsize=1024)
+def forward_launches(n: int, c: int, pixels: int, element_size: int, layout: tuple,
+                     out_layout: tuple, squeeze: int, act: str,
+                     map_act: str) -> Tuple[KernelLaunch, ...]:
+    """The training form's three forward launches on a map of this :func:`map_layout`, the
+    gated map stored in ``out_layout``: the partial sums, the gate, the gated map."""
+    tiles = map_plan(n, c, pixels).tiles
+    return (sums_launch(n, c, pixels, element_size, layout, None, map_act),
+            gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act),
+            scale_launch(n, c, pixels, element_size, layout, out_layout, False, map_act))
+
+
+@functools.lru_cache(maxsize=1024)
+def backward_launches(n: int, c: int, pixels: int, element_size: int, layout: tuple,
+                      grad_layout: tuple, squeeze: int, act: str,
+                      map_act: str) -> Tuple[KernelLaunch, ...]:
+    """The four backward launches, the gradient in ``grad_layout`` (the map's unit-stride
+    dimension), the input's gradient stored dense: the partial sums of ``grad * y``, the gate's
+    network differentiated, its weight gradients, the input's gradient."""
+    tiles = map_plan(n, c, pixels).tiles
+    return (sums_launch(n, c, pixels, element_size, grad_layout, layout, map_act),
+            gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, act),
+            weight_grad_launch(n, c, squeeze),
+            scale_launch(n, c, pixels, element_size, grad_layout,
+                         _dense_layout(layout[0], c, pixels), True, map_act, layout))
+
+
 class _TritonGatedMap(torch.autograd.Function):
     """The training form on the Triton kernels: three launches forward, four backward, the map
     activation applied as the forward's two passes load the map and differentiated in the
-    backward's last. (The kernels read the weights by pointer as (S, C) and (C, S) matrices,
-    which a contiguous 1x1 conv weight already is: no reshaped views, no copies; ~0.1 ms of
-    host time per block and step goes to Python here, so each view and allocation counts.)"""
+    backward's last (:func:`forward_launches`, :func:`backward_launches`). (The kernels read
+    the weights by pointer as (S, C) and (C, S) matrices, which a contiguous 1x1 conv weight
+    already is: no reshaped views, no copies; ~0.1 ms of host time per block and step goes to
+    Python here, so each view and allocation counts.)"""
 
     @staticmethod
     def forward(ctx, x, w_reduce, b_reduce, w_expand, b_expand, act, map_act):
         x, layout = _walkable(x)
         n, c, h, w = x.shape
-        squeeze, pixels, size = w_reduce.shape[0], h * w, x.element_size()
+        squeeze, pixels = w_reduce.shape[0], h * w
         w1, b1, w2, b2 = (t.contiguous() for t in (w_reduce, b_reduce, w_expand, b_expand))
-        tiles = map_plan(n, c, pixels).tiles
-        sums = x.new_empty((n, tiles, c), dtype=torch.float32)
-        sums_launch(n, c, pixels, size, layout, None, map_act)(x, x, sums)
-        gate = x.new_empty((n, c), dtype=w2.dtype)
-        gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act)(sums, w1, b1, w2, b2, gate)
         out = torch.empty_like(x) if x.is_contiguous() or x.is_contiguous(
             memory_format=torch.channels_last) else _like(x, layout[0])
         out_layout = layout if out.stride() == x.stride() else map_layout(out)
-        gated = scale_launch(n, c, pixels, size, layout, out_layout, False, map_act)
+        sums_of, gate_of, gated = forward_launches(n, c, pixels, x.element_size(), layout,
+                                                   out_layout, squeeze, act, map_act)
+        sums = x.new_empty((n, map_plan(n, c, pixels).tiles, c), dtype=torch.float32)
+        sums_of(x, x, sums)
+        gate = x.new_empty((n, c), dtype=w2.dtype)
+        gate_of(sums, w1, b1, w2, b2, gate)
         gated(x, x, gate, gate, out)
         ctx.act, ctx.map_act, ctx.layout = act, map_act, layout
         ctx.save_for_backward(x, sums, gate, w1, b1, w2, b2)
@@ -475,26 +508,24 @@ class _TritonGatedMap(torch.autograd.Function):
     def backward(ctx, grad):
         x, sums, gate, w1, b1, w2, b2 = ctx.saved_tensors
         n, c, h, w = x.shape
-        squeeze, pixels, tiles = w1.shape[0], h * w, sums.shape[1]
-        layout, size, map_act = ctx.layout, x.element_size(), ctx.map_act
+        squeeze, pixels, layout = w1.shape[0], h * w, ctx.layout
         grad, grad_layout = (grad, layout) if grad.stride() == x.stride() else \
             _walkable(grad, layout[0])
+        grad_sums_of, gate_grad, weight_grad, input_grad = backward_launches(
+            n, c, pixels, x.element_size(), layout, grad_layout, squeeze, ctx.act, ctx.map_act)
         dsums = torch.empty_like(sums)
-        sums_launch(n, c, pixels, size, grad_layout, layout, map_act)(grad, x, dsums)
+        grad_sums_of(grad, x, dsums)
         # (one allocation for the five per-sample vectors the gate's backward passes on)
         mean, grad_logit, shift, hidden, grad_z = torch.empty(
             n * (3 * c + 2 * squeeze), dtype=torch.float32, device=x.device).split(
             (n * c, n * c, n * c, n * squeeze, n * squeeze))
-        gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, ctx.act)(
-            sums, dsums, gate, w1, b1, w2, mean, hidden, grad_logit, grad_z, shift)
+        gate_grad(sums, dsums, gate, w1, b1, w2, mean, hidden, grad_logit, grad_z, shift)
         grad_x = gw1 = gb1 = gw2 = gb2 = None
         needs_x, *needs_params, _, _ = ctx.needs_input_grad
         if any(needs_params):
             gw1, gb1, gw2, gb2 = map(torch.empty_like, (w1, b1, w2, b2))
-            weight_grad_launch(n, c, squeeze)(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2,
-                                              gb2)
+            weight_grad(grad_logit, hidden, grad_z, mean, gw1, gb1, gw2, gb2)
         if needs_x:
             grad_x = _like(x, layout[0])
-            scale_launch(n, c, pixels, size, grad_layout, map_layout(grad_x), True, map_act,
-                         layout)(grad, x, gate, shift, grad_x)
+            input_grad(grad, x, gate, shift, grad_x)
         return grad_x, gw1, gb1, gw2, gb2, None, None

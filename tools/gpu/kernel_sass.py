@@ -429,29 +429,23 @@ def se_maps(arch: str, shape: int, batch: int):
 
 def se_training_launches(shape, squeeze: int, act: str, dtype: str):
     """``(what, KernelLaunch, fp32 pointers)`` of the training form's launches on a channels-last
-    ``dtype`` map of ``shape`` (:mod:`mux_backbones.ops.gated_map`): three forward, four
-    backward, the block's activation before the SE (MUXNet's: the SE's own ``act``) in the
-    map passes."""
+    ``dtype`` map of ``shape`` (:mod:`mux_backbones.ops.gated_map`'s forward and backward
+    launches): three forward, four backward, the block's activation before the SE (MUXNet's:
+    the SE's own ``act``) in the map passes."""
     n, c, h, w = shape
     size = getattr(torch, _TORCH_DTYPES[dtype]).itemsize
-    pixels, strides = h * w, (True, h * w * c, c)  # (gated_map.map_layout)
-    tiles = gated.map_plan(n, c, pixels).tiles
+    pixels, layout = h * w, (True, h * w * c, c)  # (gated_map.map_layout)
     gate_ptrs = ('sums_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'b2_ptr', 'out_ptr')
     every = ('sums_ptr', 'dsums_ptr', 'gate_ptr', 'w1_ptr', 'b1_ptr', 'w2_ptr', 'mean_ptr',
              'hidden_ptr', 'grad_logit_ptr', 'grad_z_ptr', 'shift_ptr', 'gw1_ptr', 'gb1_ptr',
              'gw2_ptr', 'gb2_ptr')
-    return [('sums', gated.sums_launch(n, c, pixels, size, strides, None, act), ('out_ptr', )),
-            ('gate', se_gate.gate_launch((n, tiles, c), squeeze, 1.0 / pixels, act), gate_ptrs),
-            ('gated map', gated.scale_launch(n, c, pixels, size, strides, strides, False, act),
-             ('scale_ptr', 'shift_ptr')),
-            ('grad sums', gated.sums_launch(n, c, pixels, size, strides, strides, act),
-             ('out_ptr', )),
-            ('gate grad', gated.gate_backward_launch(n, tiles, c, squeeze, 1.0 / pixels, act),
-             every),
-            ('weight grad', gated.weight_grad_launch(n, c, squeeze), every),
-            ('input grad', gated.scale_launch(n, c, pixels, size, strides, strides, True, act,
-                                              strides),
-             ('scale_ptr', 'shift_ptr'))]
+    scale_ptrs = ('scale_ptr', 'shift_ptr')
+    launches = gated.forward_launches(n, c, pixels, size, layout, layout, squeeze, act, act) + \
+        gated.backward_launches(n, c, pixels, size, layout, layout, squeeze, act, act)
+    return list(zip(('sums', 'gate', 'gated map', 'grad sums', 'gate grad', 'weight grad',
+                     'input grad'), launches,
+                    (('out_ptr', ), gate_ptrs, scale_ptrs, ('out_ptr', ), every, every,
+                     scale_ptrs)))
 
 
 def print_se_training(args):
