@@ -108,7 +108,8 @@ def gated_map(x: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_expand: Tensor,
         Tensor: The gated map, in ``x``'s dtype and layout.
 
     Raises:
-        ValueError: No kernel takes the tensors.
+        ValueError: ``map_act`` is none of the kernels' activations, or no kernel takes the
+            tensors.
     """
     check_act(map_act, 'gated_map (map_act)')
     params = (w_reduce, b_reduce, w_expand, b_expand)
