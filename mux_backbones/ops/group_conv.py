@@ -796,6 +796,9 @@ def _weight_layout(splits, kernel_sizes, channels_per_group, transpose, flip,
     groups = _groups(splits, kernel_sizes, [1] * len(splits), channels_per_group)
     last = groups[-1]
     numel = last.w_off + last.k * last.k * channels_per_group * last.size
+    # Unflipped depth-wise weights transpose to themselves (the stride-2 gradient of a plain
+    # depth-wise conv or MixConv): no copy, where nothing is windowed either.
+    transpose = transpose and (flip or channels_per_group != 1)
     if not transpose and not any(g.windowed for g in groups):
         return numel, None
     positions = []

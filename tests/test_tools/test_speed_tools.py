@@ -99,9 +99,9 @@ def test_host_time_without_a_gpu():
 def test_host_time_of_a_training_step():
     """``host_time.py --train``: a fused_ops training step's host time with the squeeze-excites on
     their Triton training form and on their stock form, each kernel's launches per step (the
-    training form's seven per SE among them), and the step's GPU kernels against MobileNetV2's:
-    its stock operators (no SE's, no in-place SiLU and the copy autograd makes for one, one
-    BN per BN layer) plus the Triton launches."""
+    training form's seven per SE among them), MobileNetV2's step in the same harness, and the
+    step's GPU kernels against MobileNetV2's: its stock operators (no SE's, no in-place SiLU and
+    the copy autograd makes for one, one BN per BN layer) plus the Triton launches."""
     pytest.importorskip('triton')
     out = run_tool('tools/gpu/host_time.py', '--arch', 'tiny', '--shape', '64', '--batch', '2',
                    '--runs', '2', '--train', extra_env={'TRITON_INTERPRET': '1'}).stdout
@@ -109,6 +109,11 @@ def test_host_time_of_a_training_step():
                        r'per step', out)
     assert [t[0] for t in times] == ['Triton training', 'stock'], out
     assert all(float(t[1]) > 0 for t in times)
+    against = re.search(r'MobileNetV2 \(mmdet\'s, stock operators, the same harness\): ([\d.]+) ms '
+                        r'per step; the fused step ([\d.]+) ms, ([\d.]+)x', out)
+    assert against, out
+    baseline_ms, fused_ms, ratio = map(float, against.groups())
+    assert baseline_ms > 0 and fused_ms > 0 and abs(ratio - fused_ms / baseline_ms) < 0.02
     launches = {r[0]: int(r[1]) for r in (line.split() for line in out.splitlines())
                 if len(r) == 2 and r[0].endswith('_kernel')}
     ses = int(re.search(r'stock form \((\d+) of them\)', out).group(1))
@@ -116,13 +121,20 @@ def test_host_time_of_a_training_step():
     assert launches['_map_sums_kernel'] == launches['_scale_map_kernel'] == 2 * ses
     assert launches['_weight_grad_kernel'] > 0  # (the group conv's gradients)
     line = re.search(r'MobileNetV2 (\d+) \(stock operators\); MUXNet-tiny fused_ops (\d+) = '
-                     r'(\d+) stock operators \+ (\d+) Triton launches \(([\d.]+)x\); its stock '
-                     r'operators: (.*)', out)
+                     r'(\d+) stock operators \+ (\d+) inside the ops \+ (\d+) Triton launches '
+                     r'\(([\d.]+)x\); its stock operators: (.*); inside the ops: (.*)', out)
     assert line, out
-    baseline, total, stock, triton = map(int, line.groups()[:4])
-    assert baseline > 0 and total == stock + triton and triton == sum(launches.values())
-    counts = dict(item.rsplit(' ', 1) for item in line.group(6).split(', '))
+    baseline, total, stock, inside, triton = map(int, line.groups()[:5])
+    assert baseline > 0 and total == stock + inside + triton and triton == sum(launches.values())
+    counts = dict(item.rsplit(' ', 1) for item in line.group(7).split(', '))
     assert sum(map(int, counts.values())) == stock
+    # inside the group conv op: its gradient's zeroed buffer, one per conv (of one or more
+    # kernel-size groups, a weight-gradient launch each) and step, and no operator that hands
+    # back its input (``to`` the weight's own dtype)
+    inside_counts = dict(item.rsplit(' ', 1) for item in line.group(8).split(', '))
+    assert sum(map(int, inside_counts.values())) == inside
+    assert 0 < int(inside_counts['zeros']) <= launches['_weight_grad_kernel']
+    assert 'to' not in inside_counts
     assert counts['native_batch_norm'] == counts['native_batch_norm_backward']
     assert not {'silu_', 'sigmoid', 'mean', 'addmm', 'view'} & set(counts)
 

@@ -24,10 +24,11 @@ sm_90 target, on each launch's real arguments) and nothing launched, and prints:
 ``--train``: the host time of a ``fused_ops`` training step instead (forward, backward, every
 launch direct after its first), with the squeeze-excites on their Triton training form and, in
 the same process, on their stock form (``fused_ops=False`` on them alone), each kernel's
-launches per step, and the operators per step that launch a GPU kernel -- a step as training
-runs it, gradients into ``.grad`` -- against mmdet's MobileNetV2's (the goal's baseline). The
-step's stock operators (batch norm, 1x1 convs, activations) compute on the CPU here: use a
-small ``--shape``, where their compute is small next to their dispatch.
+launches per step, and -- against mmdet's MobileNetV2 (the goal's baseline) -- the step's time
+in the same harness, interleaved, and the operators per step that launch a GPU kernel (a step as
+training runs it, gradients into ``.grad``). The stock operators of both steps (batch norm, 1x1
+convs, activations; all of MobileNetV2's) compute on the CPU here: use a small ``--shape``,
+where their compute is small next to their dispatch.
 
 ``TRITON_INTERPRET=1`` lets the ops take their kernel path on CPU tensors; Triton's JIT internals
 (``create_function_from_signature``, ``compute_cache_key``; Triton 3.6-3.9) supply the launch
@@ -184,32 +185,51 @@ _NO_KERNEL = frozenset(
 
 class KernelOperators(TorchDispatchMode):
     """Counts, by name, the stock operators dispatched in its block that launch a GPU kernel:
-    none of :data:`_NO_KERNEL`, none with an empty output, none of this package's custom ops
-    (their Triton launches are the stand-ins' to count; the few operators inside them go
-    unseen). Keeps no tensor: a kept output would make autograd copy a gradient it stores."""
+    none of :data:`_NO_KERNEL`, none with an empty output, none that hands back an input
+    unchanged (``to`` a tensor's own dtype). This package's custom ops run their Python
+    implementations under the count, whose stock operators (the group conv's weight layouts,
+    its gradient's zeroed buffer) go to :attr:`inside_ops`; their Triton launches are the
+    stand-ins' to count. Keeps no tensor: a kept output would make autograd copy a gradient it
+    stores."""
 
     def __init__(self):
         super().__init__()
         self.counts = collections.Counter()
+        self.inside_ops = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
         name = str(func.overloadpacket)
+        kwargs = kwargs or {}
+        if name.startswith('mux_backbones.'):
+            counts, self.counts = self.counts, self.inside_ops
+            try:
+                with self:  # (the op's own function: dispatching it would come back here)
+                    return _custom_ops()[name.replace('.', '::', 1)]._init_fn(*args, **kwargs)
+            finally:
+                self.counts = counts
+        out = func(*args, **kwargs)
         outs = out if isinstance(out, (list, tuple)) else (out, )
         if name.startswith('aten.') and name not in _NO_KERNEL and \
-                not all(isinstance(t, torch.Tensor) and t.numel() == 0 for t in outs):
+                not all(isinstance(t, torch.Tensor) and t.numel() == 0 for t in outs) and \
+                (name.endswith('_') or not any(o is a for o in outs for a in args)):
             self.counts[name] += 1
         return out
 
 
-def kernel_operators(model, x) -> collections.Counter:
+def _custom_ops() -> dict:
+    """torch.library's registry of custom ops by qualified name (PyTorch 2.4+)."""
+    from torch._library.custom_ops import OPDEFS
+    return OPDEFS
+
+
+def kernel_operators(model, x) -> KernelOperators:
     """:class:`KernelOperators` of one training step of ``model`` on ``x`` (forward, backward
     into ``.grad``)."""
     model.zero_grad(set_to_none=True)
     with KernelOperators() as ops:
         sum(o.float().sum() for o in model(x)).backward()
     model.zero_grad(set_to_none=True)
-    return ops.counts
+    return ops
 
 
 def train_step_host_time(args, stand_ins) -> None:
@@ -251,15 +271,32 @@ def train_step_host_time(args, stand_ins) -> None:
     from mmdet.models.backbones import MobileNetV2  # (the goal's baseline; slow to import)
     mobilenet = MobileNetV2(out_indices=(7, ))
     mobilenet.train()  # (not chained: mmdet's MobileNetV2.train() returns None)
-    baseline = sum(kernel_operators(mobilenet, x).values())
-    stock = kernel_operators(model, x)
+    baseline_params = [p for p in mobilenet.parameters() if p.requires_grad]
+
+    def baseline_step():
+        torch.autograd.grad(mobilenet(x)[0].float().sum(), baseline_params)
+
+    baseline_step()
+    rounds = [(best_of(step, args.runs, 1), best_of(baseline_step, args.runs, 1))
+              for _ in range(7)]  # (interleaved: a slow phase of the machine hits both alike)
+    fused_us, baseline_us = (min(times) for times in zip(*rounds))
+    print(f'  MobileNetV2 (mmdet\'s, stock operators, the same harness): {baseline_us / 1e3:.2f} '
+          f'ms per step; the fused step {fused_us / 1e3:.2f} ms, {fused_us / baseline_us:.2f}x '
+          f'(both nets\' stock operators compute on the CPU here: at a small --shape their '
+          f'compute is small next to their dispatch)')
+    baseline = sum(kernel_operators(mobilenet, x).counts.values())
+    ops = kernel_operators(model, x)
+    stock, inside = ops.counts, ops.inside_ops
     triton = sum(len(stand_in.launches) for stand_in in stand_ins)
-    total = sum(stock.values()) + triton
+    total = sum(stock.values()) + sum(inside.values()) + triton
     print(f'GPU kernels per training step (gradients into .grad), batch {args.batch}, '
           f'{args.shape}x{args.shape}: MobileNetV2 {baseline} (stock operators); '
           f'MUXNet-{args.arch} fused_ops {total} = {sum(stock.values())} stock operators + '
-          f'{triton} Triton launches ({total / baseline:.2f}x); its stock operators: '
-          + ', '.join(f'{name[5:]} {n}' for name, n in stock.most_common()))
+          f'{sum(inside.values())} inside the ops + {triton} Triton launches '
+          f'({total / baseline:.2f}x); its stock operators: '
+          + ', '.join(f'{name[5:]} {n}' for name, n in stock.most_common())
+          + '; inside the ops: '
+          + ', '.join(f'{name[5:]} {n}' for name, n in inside.most_common()))
 
 
 def main(argv=None):
