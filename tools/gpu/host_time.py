@@ -200,11 +200,12 @@ class KernelOperators(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func.overloadpacket)
         kwargs = kwargs or {}
-        if name.startswith('mux_backbones.'):
+        own = _own_function(name) if name.startswith('mux_backbones.') else None
+        if own is not None:
             counts, self.counts = self.counts, self.inside_ops
             try:
-                with self:  # (the op's own function: dispatching it would come back here)
-                    return _custom_ops()[name.replace('.', '::', 1)]._init_fn(*args, **kwargs)
+                with self:  # (the op's own function: dispatching the op would come back here)
+                    return own(*args, **kwargs)
             finally:
                 self.counts = counts
         out = func(*args, **kwargs)
@@ -216,10 +217,15 @@ class KernelOperators(TorchDispatchMode):
         return out
 
 
-def _custom_ops() -> dict:
-    """torch.library's registry of custom ops by qualified name (PyTorch 2.4+)."""
-    from torch._library.custom_ops import OPDEFS
-    return OPDEFS
+def _own_function(name: str):
+    """The Python function a ``torch.library.custom_op`` was made from (``name`` as the
+    dispatcher prints it, ``ns.op``), or None where this PyTorch keeps no such registry (the
+    operators inside the op then go uncounted)."""
+    try:
+        from torch._library.custom_ops import OPDEFS
+    except ImportError:  # pragma: no cover - depends on the PyTorch version
+        return None
+    return getattr(OPDEFS.get(name.replace('.', '::', 1)), '_init_fn', None)
 
 
 def kernel_operators(model, x) -> KernelOperators:
