@@ -210,6 +210,16 @@ inline vec8 load_act(const float* p, int width, int act) {
   return activate(width == 8 ? load8(p) : load_part(p, width), act);
 }
 
+// One vector that channel_sums adds up, on `width` lanes (those past it 0): a * act(b) where b
+// is given, else act(a), which is also stored to y where y is given.
+inline vec8 summand(const float* a, const float* b, float* y, int width, int act) {
+  if (b) return (width == 8 ? load8(a) : load_part(a, width)) * load_act(b, width, act);
+  const vec8 v = load_act(a, width, act);
+  if (y && width == 8) store8(y, v);
+  else if (y) store_part(y, v, width);
+  return v;
+}
+
 // out[n, c] = sum over the pixels of act(a) (b null) or of a * act(b), act the map activation;
 // without b and with y, act(a) is also written to y. All maps in m's layout.
 void channel_sums(const float* a, const float* b, const MapShape& m, float* out, int act,
@@ -225,20 +235,12 @@ void channel_sums(const float* a, const float* b, const MapShape& m, float* out,
           out[r] = b ? dot(ar, b + r * m.P, m.P) : sum(ar, m.P);
           continue;
         }
+        const float* br = b ? b + r * m.P : nullptr;
+        float* yr = y ? y + r * m.P : nullptr;
         vec8 acc{};
-        for (int64_t i = 0; i < m.P; i += 8) {
-          const int width = static_cast<int>(std::min<int64_t>(8, m.P - i));
-          vec8 v;
-          if (b) {
-            v = (width == 8 ? load8(ar + i) : load_part(ar + i, width)) *
-                load_act(b + r * m.P + i, width, act);
-          } else {
-            v = load_act(ar + i, width, act);
-            if (y && width == 8) store8(y + r * m.P + i, v);
-            else if (y) store_part(y + r * m.P + i, v, width);
-          }
-          acc += v;  // (the lanes past `width` load and activate to 0)
-        }
+        for (int64_t i = 0; i < m.P; i += 8)
+          acc += summand(ar + i, br ? br + i : nullptr, yr ? yr + i : nullptr,
+                         static_cast<int>(std::min<int64_t>(8, m.P - i)), act);
         float total = 0.f;
         for (int lane = 0; lane < 8; ++lane) total += acc[lane];
         out[r] = total;
@@ -265,19 +267,12 @@ void channel_sums(const float* a, const float* b, const MapShape& m, float* out,
                             : load_part(ar + 8 * full, rest);
           continue;
         }
+        float* yr = y ? y + row : nullptr;
         for (int v = 0; v <= full; ++v) {
           const int lanes = v < full ? 8 : rest;
           if (!lanes) break;
-          vec8 value;
-          if (br) {
-            value = (lanes == 8 ? load8(ar + 8 * v) : load_part(ar + 8 * v, lanes)) *
-                    load_act(br + 8 * v, lanes, act);
-          } else {
-            value = load_act(ar + 8 * v, lanes, act);
-            if (y && lanes == 8) store8(y + row + 8 * v, value);
-            else if (y) store_part(y + row + 8 * v, value, lanes);
-          }
-          acc[v] += value;
+          acc[v] += summand(ar + 8 * v, br ? br + 8 * v : nullptr, yr ? yr + 8 * v : nullptr,
+                            lanes, act);
         }
       }
       for (int v = 0; v < full; ++v) store8(out + n * m.C + c0 + 8 * v, acc[v]);
