@@ -1,4 +1,5 @@
-"""Fixes for known breakages of the pinned OpenMMLab stack, applied once on import.
+"""Fixes for known breakages of the pinned OpenMMLab stack and of Triton's CPU interpreter,
+applied once on import.
 
 Only fixes of upstream bugs live here. Each is guarded (it applies once, only where the bug can
 bite) and names the upstream issue. Nothing here edits installed files; everything is a runtime
@@ -141,6 +142,43 @@ def _patch_mmcv_nms_low_precision() -> None:
     nms_module.nms = nms
 
 
+def _patch_triton_interpreter_index() -> None:
+    """Let Triton's CPU interpreter use a runtime integer as a loop bound under numpy >= 2.4.
+
+    Triton 3.6's interpreter (the Triton torch 2.11 ships with) converts a scalar to a Python
+    integer with ``int()`` of a one-element array; numpy 2.4 refuses that for arrays of one
+    dimension, so every ``range``/``tl.range`` whose bound is a kernel argument stops with ``only
+    0-dimensional arrays can be converted to Python scalars`` (triton-lang/triton issue 9171,
+    fixed upstream by PR 9172 after 3.6). The kernels compiled for a GPU are not affected; the
+    interpreter (``TRITON_INTERPRET=1``, how the tests check the kernels) is. Applied only where
+    that interpreter is in use and its conversion is the unfixed one.
+    """
+    from .ops._triton import HAS_TRITON, interpreting
+    if not (HAS_TRITON and interpreting()):
+        return
+    import inspect
+
+    import numpy as np
+    from triton.runtime import interpreter
+    original = interpreter._patch_lang_tensor
+    if getattr(original, '_mux_patched', False):
+        return
+    try:
+        unfixed = 'int(self.handle.data)' in inspect.getsource(original)
+    except (OSError, TypeError):  # no source to read: leave it as it is
+        return
+    if not unfixed:
+        return
+
+    @functools.wraps(original)
+    def _patch_lang_tensor(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, '__index__', lambda self: int(np.asarray(self.handle.data).item()))
+
+    _patch_lang_tensor._mux_patched = True
+    interpreter._patch_lang_tensor = _patch_lang_tensor
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -149,4 +187,5 @@ def apply() -> None:
     _patch_mmengine_checkpoint_loading()
     _patch_mmcv_nms_low_precision()
     _patch_ssd_head_predict()
+    _patch_triton_interpreter_index()
     _applied = True

@@ -1,0 +1,61 @@
+"""The upstream fixes of :mod:`mux_backbones.compat`, each checked by the breakage it mends."""
+import pytest
+import torch
+
+from mux_backbones import compat
+from mux_backbones.ops._triton import HAS_TRITON, interpreting
+
+
+@pytest.mark.skipif(not (HAS_TRITON and interpreting()), reason='needs Triton\'s interpreter')
+def test_interpreter_takes_a_kernel_argument_as_loop_bound():
+    """triton-lang/triton issue 9171: under numpy >= 2.4, Triton 3.6's interpreter could not turn
+    a kernel's integer argument into a ``range`` bound."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def prefix_sums(out_ptr, count, stop):
+        start = tl.program_id(0) * count
+        total = 0
+        for j in tl.range(start, tl.minimum(start + count, stop)):
+            total += j
+        tl.store(out_ptr + tl.program_id(0), total)
+
+    out = torch.zeros(4, dtype=torch.int32)
+    prefix_sums[(4, )](out, 3, 10)
+    assert out.tolist() == [0 + 1 + 2, 3 + 4 + 5, 6 + 7 + 8, 9]
+
+
+def test_nms_takes_half_precision_boxes_and_scores():
+    """open-mmlab/mmcv issue 1663: the CPU NMS refused 16-bit boxes (as autocast hands them)."""
+    import importlib
+
+    from mmcv.ops import batched_nms
+    nms = importlib.import_module('mmcv.ops.nms').nms  # what batched_nms calls
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    for dtype in (torch.float16, torch.bfloat16):
+        dets, keep = nms(boxes.to(dtype), scores.to(dtype), 0.5)
+        assert dets.dtype == dtype and keep.tolist() == [0, 2]
+        dets, keep = batched_nms(boxes.to(dtype), scores.to(dtype), torch.tensor([0, 0, 1]),
+                                 dict(type='nms', iou_threshold=0.5))
+        assert dets.dtype == dtype and keep.tolist() == [0, 2]
+
+
+def test_ssd_head_has_the_attribute_its_predict_reads():
+    """open-mmlab/mmdetection issue 11063: SSDHead's predict read a ``loss_cls`` it never set."""
+    from mmdet.models.dense_heads import SSDHead
+    head = SSDHead(num_classes=3, in_channels=(8, 8, 8), anchor_generator=dict(
+        type='SSDAnchorGenerator', scale_major=False, input_size=64, strides=[8, 16, 32],
+        ratios=[[2], [2], [2]], min_sizes=[8, 16, 32], max_sizes=[16, 32, 64]))
+    assert head.loss_cls is None
+
+
+def test_apply_is_idempotent():
+    import importlib
+    nms_module = importlib.import_module('mmcv.ops.nms')
+    before = nms_module.nms
+    compat.apply()
+    compat._patch_mmcv_nms_low_precision()
+    compat._patch_triton_interpreter_index()
+    assert nms_module.nms is before
