@@ -515,6 +515,39 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     assert {name: cap for name, cap, _ in planned}['check_kernels'] == '110'
 
 
+def test_device_stack_rehearsal_stubs_mmcv_everywhere_and_skips_only_its_calls(tmp_path):
+    """``tools/gpu/rehearse_device_stack.sh`` puts the lease's mmcv stand-in in every process it
+    starts (the tools' subprocesses too) and reports skipped a test that failed only by calling
+    an mmcv op; any other failure stays a failure. (A stack folder already complete: no
+    downloads, this machine's torch.)"""
+    stack = tmp_path / 'stack'
+    (stack / 'torch-prepared').mkdir(parents=True)
+    (stack / 'torch-prepared' / '.complete').touch()
+    probe = tmp_path / 'test_probe.py'
+    probe.write_text(
+        'import importlib, subprocess, sys\n'
+        'def test_calls_nms():\n'  # as mmcv's extension loader reaches it
+        '    importlib.import_module("mmcv._ext").nms()\n'
+        'def test_subprocess_sees_the_stub():\n'
+        '    code = "import importlib; importlib.import_module(\'mmcv._ext\').nms()"\n'
+        '    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)\n'
+        '    assert out.returncode == 0, out.stderr\n'
+        'def test_real_failure():\n'
+        '    assert 1 == 2\n'
+        'def test_passes():\n'
+        '    assert True\n')
+    proc = subprocess.run(
+        ['bash', 'tools/gpu/rehearse_device_stack.sh', '-q', '-p', 'no:cacheprovider',
+         '--rootdir', str(tmp_path), '-rsf', str(probe)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, STACK_DIR=str(stack), DEVICE_TORCH='prepared'))
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert '1 failed, 1 passed, 2 skipped' in out, out
+    assert 'FAILED' in out and 'test_real_failure' in out
+    assert out.count("calls an mmcv op: needs mmcv's extension for this torch") == 2, out
+
+
 def test_fault_probe_rehearsal_and_locating():
     """tools/gpu/fault_probe.py (a GPU lease's tool) runs end to end on the CPU, and its
     per-module forward names the module whose work raised, with its input shapes."""
