@@ -7,6 +7,7 @@
 # wheel (the CUDA build: PyPI has no CPU one of it) with the CUDA libraries and the Triton its
 # metadata pins into a separate folder, puts the folder first on the path, and runs the suite.
 # The kernels run in Triton's interpreter as in CI; the CUDA libraries only let torch import.
+# (This machine's Python; the device's is 3.12.)
 #
 # mmcv's extension here is built against this machine's torch and does not load under another,
 # so mmcv._ext is the lease's stand-in (tools/gpu/mmcv_ext_stub.py, as gpu_check.sh SPEED_ONLY=1
