@@ -5,13 +5,16 @@ mmcv op fails loudly instead of timing something else. ``gpu_check.sh`` (SPEED_O
 to ``mmcv/_ext.py`` of the unpacked mmcv sources; the full check builds the real extension.
 """
 
+# What every op's error says; rehearse_device_stack.sh recognises a test failed by the stub by it.
+NOT_BUILT = "mmcv's extension was not built on this machine"
+
 
 def __getattr__(name):
     if name.startswith('__'):
         raise AttributeError(name)
 
     def missing(*args, **kwargs):
-        raise RuntimeError(f'mmcv op "{name}" called, but mmcv\'s extension was not built on this '
-                           f'machine (gpu_check.sh SPEED_ONLY=1 uses a stub)')
+        raise RuntimeError(f'mmcv op "{name}" called, but {NOT_BUILT} (gpu_check.sh SPEED_ONLY=1 '
+                           f'uses a stub)')
 
     return missing

@@ -62,9 +62,11 @@ EOF
 cat > "$shim/mmcv_stub_skips.py" <<'EOF'
 """pytest plugin of rehearse_device_stack.sh: a test that failed only because it called an mmcv
 op (the stand-in's message) is reported skipped."""
+import sys
+
 import pytest
 
-STUB_MESSAGE = "mmcv's extension was not built on this machine"
+STUB_MESSAGE = sys.modules['mmcv._ext'].NOT_BUILT  # the stand-in sitecustomize installed
 
 
 @pytest.hookimpl(hookwrapper=True)
