@@ -27,7 +27,8 @@ buffer (:mod:`mux_backbones.utils.weight_buffer`); by default the
 stock-path forms (merged MixConv kernels, pairwise rewrite of 2-channels-per-group convs).
 ``fused_ops='auto'`` times both forms of every block on the device with an example input (on CUDA
 in CUDA-graph replays, as a captured or compiled model runs) and keeps the faster, so a deployed
-model is never slower than either form layer by layer.
+model is never slower than either form layer by layer; its log names the blocks it kept
+stock, and ``stock_blocks`` rebuilds that mix without timing.
 Outputs equal the eval-mode outputs (tested to 1e-4 for every arch). Spatially multiplexed convs
 keep their BN: a channel-to-space branch feeds four output channels from one conv channel, which
 one folded bias per conv channel cannot express.
@@ -36,7 +37,7 @@ one folded bias per conv channel cannot express.
 call on the device and keeps the fastest.
 """
 import copy
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn import ConvModule
@@ -56,7 +57,8 @@ from .utils.weight_buffer import gather_weights
 def switch_to_deploy(model: nn.Module, channels_last: bool = False,
                      fused_ops: Union[None, bool, str] = None,
                      example_input: Optional[torch.Tensor] = None,
-                     gather: Optional[bool] = None) -> nn.Module:
+                     gather: Optional[bool] = None,
+                     stock_blocks: Sequence[str] = ()) -> nn.Module:
     """Rewrite ``model`` in place for inference (see module docstring) and put it in eval mode.
 
     Args:
@@ -75,19 +77,28 @@ def switch_to_deploy(model: nn.Module, channels_last: bool = False,
         gather (bool, optional): Put the deployed model's CPU weights into one buffer on huge
             pages (:func:`mux_backbones.utils.weight_buffer.gather_weights`: a few percent per
             CPU forward at batch 1). None (default): for a model with weights on the CPU.
+        stock_blocks (Sequence[str]): MUXNet blocks, by module name, kept on the stock form
+            whatever ``fused_ops`` says -- the names ``'auto'`` logs for the blocks it keeps
+            there, so a mix it measured can be rebuilt without timing. Default: none.
 
     Returns:
         nn.Module: The same model object.
+
+    Raises:
+        ValueError: ``fused_ops`` is none of the above, ``'auto'`` lacks ``example_input``, or a
+            name in ``stock_blocks`` is no MUXNet block of ``model`` not yet deployed.
     """
     model.eval()
+    if fused_ops not in (None, True, False, 'auto'):
+        raise ValueError(f"fused_ops must be True, False, None or 'auto', got {fused_ops!r}")
+    stock = _named_blocks(model, stock_blocks)
     choices: Dict[int, bool] = {}
     if fused_ops == 'auto':
         if example_input is None:
             raise ValueError("fused_ops='auto' needs example_input (what the model will run on)")
-        choices = _fastest_forms(model, example_input, channels_last)
+        choices = _fastest_forms(model, example_input, channels_last, skip=stock)
         fused_ops = False
-    elif fused_ops not in (None, True, False):
-        raise ValueError(f"fused_ops must be True, False, None or 'auto', got {fused_ops!r}")
+    choices.update((id(block), False) for block in stock)
     fused_ops = bool(fused_ops)
     if type(model).__module__.startswith('mux_backbones.layers.'):
         model.switch_to_deploy(fused_ops=choices.get(id(model), fused_ops))  # a single layer
@@ -130,19 +141,38 @@ def _walk(module: nn.Module, fused_ops: bool, choices: Dict[int, bool]) -> None:
                 setattr(module, name, OneCallStage.from_sequential(child))
 
 
+def _blocks(model: nn.Module) -> Dict[str, nn.Module]:
+    """MUXNet's blocks of ``model`` not yet deployed, by module name (a channel-multiplexed
+    block's is its body's: what runs the kernels)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, (InvertedResidual, DepthwiseSeparable)) and not m.deploy}
+
+
+def _named_blocks(model: nn.Module, names: Sequence[str]) -> list:
+    """The blocks ``names`` names (see :func:`_blocks`); ValueError naming any that is not one."""
+    if isinstance(names, str):
+        names = [names]
+    blocks = _blocks(model) if names else {}
+    unknown = [name for name in names if name not in blocks]
+    if unknown:
+        raise ValueError(f'stock_blocks: {unknown} name no MUXNet block of the model that is '
+                         f'not yet deployed; its blocks: {list(blocks)}')
+    return [blocks[name] for name in names]
+
+
 @torch.no_grad()
-def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
-                   channels_last: bool) -> Dict[int, bool]:
-    """Per MUXNet block (by ``id``): whether its fused deploy form beats its stock one on the
-    input it receives from ``example_input``."""
-    blocks = [m for m in model.modules() if isinstance(m, (InvertedResidual, DepthwiseSeparable))
-              and not m.deploy]
+def _fastest_forms(model: nn.Module, example_input: torch.Tensor, channels_last: bool,
+                   skip: Sequence[nn.Module] = ()) -> Dict[int, bool]:
+    """Per MUXNet block (by ``id``) but those in ``skip``: whether its fused deploy form beats
+    its stock one on the input it receives from ``example_input``."""
+    names = {m: name for name, m in _blocks(model).items() if all(m is not s for s in skip)}
+    blocks = list(names)
     # Record in the model's own precision (BN is folded in it); time in the example's.
     param = next(model.parameters(), None)
     inputs = module_inputs(model, blocks, example_input.to(param.dtype) if param is not None
                            else example_input)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    choices, times = {}, []
+    choices, times, stock = {}, [], []
     for block in blocks:
         x = inputs.get(block)
         if x is None:  # not on the path of this input
@@ -160,11 +190,15 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor,
         stock_us, fused_us = (device_time_us(lambda f=f: f(x), x.device) for f in forms)
         choices[id(block)] = fused_us < stock_us
         times.append((stock_us, min(stock_us, fused_us)))
+        if not choices[id(block)]:
+            stock.append(f'{names[block]} ({fused_us:.0f} vs {stock_us:.0f} us)')
     if times:
+        # (the stock blocks named: what reproduces this model's mix of forms)
+        kept = f"; stock form kept in {', '.join(stock)}" if stock else ''
         print_log(f"switch_to_deploy(fused_ops='auto'): fused kernels in "
                   f'{sum(choices.values())} of {len(choices)} blocks; their spatial + SE + '
                   f'project time {sum(t[0] for t in times):.0f} -> '
-                  f'{sum(t[1] for t in times):.0f} us', logger='current')
+                  f'{sum(t[1] for t in times):.0f} us{kept}', logger='current')
     return choices
 
 

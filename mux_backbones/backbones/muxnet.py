@@ -311,7 +311,8 @@ class MUXNet(BaseModule):
                 module.with_cp = with_cp
 
     def switch_to_deploy(self, channels_last: bool = False, fused_ops=None,
-                         example_input: Optional[torch.Tensor] = None) -> 'MUXNet':
+                         example_input: Optional[torch.Tensor] = None,
+                         stock_blocks: Sequence[str] = ()) -> 'MUXNet':
         """Every layer in its deploy form (see :mod:`mux_backbones.deploy`).
 
         Args:
@@ -320,11 +321,14 @@ class MUXNet(BaseModule):
                 activation then goes into its GEMM too), the stock forms (False), or per block
                 the faster on ``example_input`` (``'auto'``). None (default): ``self.fused_ops``.
             example_input (Tensor, optional): What ``'auto'`` times the forms on.
+            stock_blocks (Sequence[str]): Blocks, by module name, kept on the stock form (as
+                ``'auto'`` logs them). Default: none.
         """
         from ..deploy import switch_to_deploy
         if fused_ops is None:
             fused_ops = self.fused_ops
-        switch_to_deploy(self, channels_last, fused_ops, example_input)
+        switch_to_deploy(self, channels_last, fused_ops, example_input,
+                         stock_blocks=stock_blocks)
         head = getattr(self, 'conv_head', None)
         if fused_ops is True and isinstance(head, ConvAct) and \
                 unsupported_reason(head.conv.weight) is None:

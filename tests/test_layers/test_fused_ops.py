@@ -1,6 +1,7 @@
 """MUXNet with ``fused_ops=True`` equals the stock path: training (outputs and gradients), deploy
 mode (BN, activation and SE pooling in the kernel; residual and channel interleave in the project
 GEMM's epilogue), checkpoints in both directions, compile; the GPU's launch plans."""
+import copy
 import sys
 
 import pytest
@@ -312,6 +313,8 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
         return 1.0 if fused == prefer_fused else 2.0
 
     monkeypatch.setattr(deploy, 'device_time_us', fake_timer)
+    logged = []
+    monkeypatch.setattr(deploy, 'print_log', lambda msg, logger=None: logged.append(msg))
     stock, fused = _pair(out_indices=(4, ))
     stock.eval()
     x = _input((32, 32), 1)
@@ -322,8 +325,43 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
               not isinstance(m.depthwise_conv, SpatialMuxConv)]  # which have no fused form
     kernels = [isinstance(b.depthwise_conv, FusedGroupConv) for b in blocks]
     assert kernels and (all(kernels) if prefer_fused else not any(kernels))
+    # The log names each block kept on the stock form, with its fused and stock times.
+    named = [name for name, m in fused.named_modules() if m in blocks]
+    assert len(logged) == 1 and len(named) == len(blocks)
+    assert all((f'{name} (2 vs 1 us)' in logged[0]) != prefer_fused for name in named)
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_deploy_keeps_named_blocks_on_the_stock_form(monkeypatch):
+    """``stock_blocks`` rebuilds a mix of forms by the names ``'auto'`` logs: those blocks stock,
+    the others fused, the outputs unchanged; ``'auto'`` does not time them; a name that is no
+    undeployed block is a ValueError naming the model's blocks."""
+    import mux_backbones.deploy as deploy
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    blocks = {name: m for name, m in fused.named_modules() if isinstance(m, InvertedResidual)
+              and not isinstance(m.depthwise_conv, SpatialMuxConv)}
+    kept = [name for name in blocks if name.endswith('.body')][:1] + \
+        [name for name in blocks if not name.endswith('.body')][:1]
+    assert len(kept) == 2  # a channel-multiplexed block's body and a plain block
+    with pytest.raises(ValueError, match=r"\['layer9.0'\] name no MUXNet block.*layer1"):
+        deploy.switch_to_deploy(copy.deepcopy(fused), fused_ops=True, stock_blocks=['layer9.0'])
+    timed = []
+    monkeypatch.setattr(deploy, 'device_time_us', lambda fn, device: timed.append(fn) or 1.0)
+    auto = deploy.switch_to_deploy(copy.deepcopy(fused), channels_last=True, fused_ops='auto',
+                                   example_input=x, stock_blocks=kept)
+    assert timed and not any(fn.__defaults__[0] is blocks[name] for fn in timed
+                             for name in kept)
+    fused.switch_to_deploy(channels_last=True, fused_ops=True, stock_blocks=kept)
+    for name, block in blocks.items():
+        assert isinstance(block.depthwise_conv, FusedGroupConv) == (name not in kept), name
+    with pytest.raises(ValueError, match='not yet deployed'):  # deployed: no block left
+        deploy.switch_to_deploy(fused, fused_ops=True, stock_blocks=kept)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(auto(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
 
 
 def _cycling_timer():

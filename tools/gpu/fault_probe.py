@@ -10,13 +10,17 @@ module, and names the first module whose work faulted, with its input shapes::
 
     python tools/gpu/fault_probe.py [--arch m] [--batch 32] [--amp fp16] [--mode deploy|graph]
                                     [--tune --save-configs FILE | --launch-configs FILE]
+                                    [--stock-blocks NAME ...]
 
 ``--mode graph`` captures the forward in a CUDA graph and replays it (as ``benchmark.py``'s
-``graph`` mode); a fault there is only located to the graph. Run with ``CUDA_LAUNCH_BLOCKING=1``
-for the launching Python frame, or under ``compute-sanitizer`` for the kernel and address --
-with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` (deploy mode only: graphs need the caching allocator),
-else an access past a tensor but inside the allocator's cached segment goes unseen (session 24's
-sanitizer run, 0 errors, had the cache on).
+``graph`` mode); a fault there is only located to the graph. ``--stock-blocks NAME ...``
+keeps those blocks on the stock form: the mix that ``fused_ops='auto'`` chose in a benchmark
+(its log names them; the ``graph-auto`` rows run such a model), rebuilt without timing.
+Run with ``CUDA_LAUNCH_BLOCKING=1`` for the launching Python frame, or under
+``compute-sanitizer`` for the kernel and address -- with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``
+(deploy mode only: graphs need the caching allocator), else an access past a tensor but inside
+the allocator's cached segment goes unseen (session 24's sanitizer run, 0 errors, had the
+cache on).
 Exit status: 0 no fault, 3 a fault (located), 1 anything else.
 """
 import argparse
@@ -84,6 +88,8 @@ def main(argv=None) -> int:
     group.add_argument('--launch-configs', metavar='FILE', help='run with this tuned table')
     parser.add_argument('--save-configs', metavar='FILE',
                         help='with --tune: the tuned table, saved before the probed forward')
+    parser.add_argument('--stock-blocks', nargs='*', default=[], metavar='NAME',
+                        help="blocks kept on the stock form (as fused_ops='auto' logs them)")
     args = parser.parse_args(argv)
     if args.save_configs and not args.tune:
         parser.error('--save-configs needs --tune')
@@ -96,7 +102,11 @@ def main(argv=None) -> int:
     model = MUXNet(args.arch, out_indices=(7, )).to(device).eval()
     x = torch.randn(args.batch, 3, args.shape, args.shape, device=device).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    switch_to_deploy(model, channels_last=True, fused_ops=True)
+    try:
+        switch_to_deploy(model, channels_last=True, fused_ops=True,
+                         stock_blocks=args.stock_blocks)
+    except ValueError as err:  # (a name that is no block of this arch)
+        sys.exit(f'error: {err}')
     model.to(dtype)
     if args.launch_configs:
         print(f'{launch_config.load(args.launch_configs)} launch configs from '
@@ -109,7 +119,8 @@ def main(argv=None) -> int:
             print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}',
                   flush=True)
     case = f'MUXNet-{args.arch} {args.mode} {args.amp} batch {args.batch} ' \
-           f'({"tuned" if not launch_config.empty() else "planner"} launch configs)'
+           f'({"tuned" if not launch_config.empty() else "planner"} launch configs' + \
+           (f'; stock form in {" ".join(args.stock_blocks)})' if args.stock_blocks else ')')
     if args.mode == 'graph':
         try:
             with torch.no_grad():
