@@ -8,6 +8,7 @@
 #   bench_fp16_b32_graph     the batch-32 CUDA-graph rows (own process: session 24's fault)
 #   bench_fp16_b32_blocking  on a fault above, its rerun with synchronous launches
 #   fault_sanitizer          fault_probe.py under compute-sanitizer, caching allocator off
+#                            (the graph-auto mix of forms where the graph rows faulted)
 #   bench_profile            per-kernel time and bandwidth at batch 32 (explains each miss)
 #   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
 #   bench_compile            torch.compile reduce-overhead at batch 32
