@@ -191,7 +191,7 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor, channels_last:
         choices[id(block)] = fused_us < stock_us
         times.append((stock_us, min(stock_us, fused_us)))
         if not choices[id(block)]:
-            stock.append(f'{names[block]} ({fused_us:.0f} vs {stock_us:.0f} us)')
+            stock.append(f'{names[block]} (fused {fused_us:.0f} vs stock {stock_us:.0f} us)')
     if times:
         # (the stock blocks named: what reproduces this model's mix of forms)
         kept = f"; stock form kept in {', '.join(stock)}" if stock else ''

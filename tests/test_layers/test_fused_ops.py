@@ -328,7 +328,7 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
     # The log names each block kept on the stock form, with its fused and stock times.
     named = [name for name, m in fused.named_modules() if m in blocks]
     assert len(logged) == 1 and len(named) == len(blocks)
-    assert all((f'{name} (2 vs 1 us)' in logged[0]) != prefer_fused for name in named)
+    assert all((f'{name} (fused 2 vs stock 1 us)' in logged[0]) != prefer_fused for name in named)
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
 
