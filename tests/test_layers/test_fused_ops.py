@@ -349,14 +349,25 @@ def test_deploy_keeps_named_blocks_on_the_stock_form(monkeypatch):
     with pytest.raises(ValueError, match=r"\['layer9.0'\] name no MUXNet block.*layer1"):
         deploy.switch_to_deploy(copy.deepcopy(fused), fused_ops=True, stock_blocks=['layer9.0'])
     timed = []
-    monkeypatch.setattr(deploy, 'device_time_us', lambda fn, device: timed.append(fn) or 1.0)
+
+    def fused_faster(fn, device):  # (each form timed: the fused one faster)
+        timed.append(fn)
+        return 1.0 if any(isinstance(m, FusedGroupConv) for m in fn.__defaults__[0].modules()) \
+            else 2.0
+
+    monkeypatch.setattr(deploy, 'device_time_us', fused_faster)
+    every = deploy.switch_to_deploy(copy.deepcopy(fused), channels_last=True, fused_ops='auto',
+                                    example_input=x)
+    timed_every, timed[:] = len(timed), []
     auto = deploy.switch_to_deploy(copy.deepcopy(fused), channels_last=True, fused_ops='auto',
                                    example_input=x, stock_blocks=kept)
-    assert timed and not any(fn.__defaults__[0] is blocks[name] for fn in timed
-                             for name in kept)
+    assert len(timed) == timed_every - 2 * len(kept)  # (two forms per block timed)
     fused.switch_to_deploy(channels_last=True, fused_ops=True, stock_blocks=kept)
-    for name, block in blocks.items():
-        assert isinstance(block.depthwise_conv, FusedGroupConv) == (name not in kept), name
+    for model, stock_names in ((fused, kept), (auto, kept), (every, [])):
+        for name, block in model.named_modules():
+            if name in blocks:
+                assert isinstance(block.depthwise_conv, FusedGroupConv) == \
+                    (name not in stock_names), name
     with pytest.raises(ValueError, match='not yet deployed'):  # deployed: no block left
         deploy.switch_to_deploy(fused, fused_ops=True, stock_blocks=kept)
     with torch.no_grad():
