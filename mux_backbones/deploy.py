@@ -37,7 +37,8 @@ one folded bias per conv channel cannot express.
 call on the device and keeps the fastest.
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple, Union
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmcv.cnn import ConvModule
@@ -160,12 +161,24 @@ def _named_blocks(model: nn.Module, names: Sequence[str]) -> list:
     return [blocks[name] for name in names]
 
 
+# 'auto''s log line, and what comes before its stock blocks there
+_AUTO_LOG, _STOCK_KEPT = "switch_to_deploy(fused_ops='auto'): ", '; stock form kept in '
+
+
+def stock_blocks_logged(log: str) -> List[str]:
+    """The blocks the first ``fused_ops='auto'`` log line in ``log`` says it kept on the stock
+    form (none where it fused every block, or no such line): what ``stock_blocks`` takes to
+    rebuild that model without timing."""
+    line = next((line for line in log.splitlines() if _AUTO_LOG in line), '')
+    return re.findall(r'([\w.]+) \(fused ', line.partition(_STOCK_KEPT)[2])
+
+
 @torch.no_grad()
 def _fastest_forms(model: nn.Module, example_input: torch.Tensor, channels_last: bool,
                    skip: Sequence[nn.Module] = ()) -> Dict[int, bool]:
     """Per MUXNet block (by ``id``) but those in ``skip``: whether its fused deploy form beats
     its stock one on the input it receives from ``example_input``."""
-    names = {m: name for name, m in _blocks(model).items() if all(m is not s for s in skip)}
+    names = {m: name for name, m in _blocks(model).items() if m not in skip}
     blocks = list(names)
     # Record in the model's own precision (BN is folded in it); time in the example's.
     param = next(model.parameters(), None)
@@ -193,11 +206,11 @@ def _fastest_forms(model: nn.Module, example_input: torch.Tensor, channels_last:
         if not choices[id(block)]:
             stock.append(f'{names[block]} (fused {fused_us:.0f} vs stock {stock_us:.0f} us)')
     if times:
-        # (the stock blocks named: what reproduces this model's mix of forms)
-        kept = f"; stock form kept in {', '.join(stock)}" if stock else ''
-        print_log(f"switch_to_deploy(fused_ops='auto'): fused kernels in "
-                  f'{sum(choices.values())} of {len(choices)} blocks; their spatial + SE + '
-                  f'project time {sum(t[0] for t in times):.0f} -> '
+        # (the stock blocks named: what reproduces this model's mix of forms; read back by
+        # stock_blocks_logged)
+        kept = f"{_STOCK_KEPT}{', '.join(stock)}" if stock else ''
+        print_log(f'{_AUTO_LOG}fused kernels in {sum(choices.values())} of {len(choices)} '
+                  f'blocks; their spatial + SE + project time {sum(t[0] for t in times):.0f} -> '
                   f'{sum(t[1] for t in times):.0f} us{kept}', logger='current')
     return choices
 

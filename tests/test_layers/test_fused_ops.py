@@ -329,6 +329,12 @@ def test_auto_deploy_keeps_the_faster_form_per_block(monkeypatch, prefer_fused):
     named = [name for name, m in fused.named_modules() if m in blocks]
     assert len(logged) == 1 and len(named) == len(blocks)
     assert all((f'{name} (fused 2 vs stock 1 us)' in logged[0]) != prefer_fused for name in named)
+    # ... which is what stock_blocks_logged reads back from it (the first such line of a log)
+    # (ties -- blocks the stand-in timer sees as neither -- are kept stock too)
+    kept = deploy.stock_blocks_logged(f'other output\n{logged[0]}\n{logged[0]} x (fused 1 us)')
+    assert kept and kept == [name for name, _ in fused.named_modules() if name in kept]
+    assert [name for name in named if name in kept] == ([] if prefer_fused else named)
+    assert deploy.stock_blocks_logged('no such line') == []
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
 

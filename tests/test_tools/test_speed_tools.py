@@ -501,22 +501,10 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
 
 def test_gpu_check_probes_the_graph_rows_mix_of_forms(tmp_path):
     """Where the batch-32 graph rows faulted, the sanitizer's probe rebuilds their graph-auto
-    model: the blocks the log says ``fused_ops='auto'`` kept stock, passed to fault_probe.py
-    (whose parser takes them); without such a log line, every block fused."""
-    out = tmp_path / 'out'
-    out.mkdir()
-    (out / 'bench_fp16_b32_graph.txt').write_text(
-        "12/01 00:09:19 - mmengine - INFO - switch_to_deploy(fused_ops='auto'): fused kernels "
-        'in 16 of 18 blocks; their spatial + SE + project time 2543 -> 771 us; stock form kept '
-        'in layer2.1.body (fused 41 vs stock 38 us), layer7.0 (fused 12 vs stock 11 us)\n'
-        'torch.AcceleratorError: CUDA error: an illegal memory access was encountered\n')
-    planned, _ = _gpu_check_plan(out, PHASES='fault_sanitizer')
-    (name, _, command), = planned
-    assert name == 'fault_sanitizer' and 'fault_probe.py --batch 32 ' in command
-    assert command.endswith(' --stock-blocks layer2.1.body layer7.0')
-    (out / 'bench_fp16_b32_graph.txt').write_text('')
-    (_, _, command), = _gpu_check_plan(out, PHASES='fault_sanitizer')[0]
-    assert '--stock-blocks' not in command
+    model from their log (the blocks ``fused_ops='auto'`` says it kept stock there)."""
+    (_, _, command), = _gpu_check_plan(tmp_path, PHASES='fault_sanitizer')[0]
+    assert 'fault_probe.py --batch 32 ' in command
+    assert command.endswith(f' --stock-blocks-from {tmp_path}/bench_fp16_b32_graph.txt')
 
 
 def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
@@ -568,12 +556,17 @@ def test_device_stack_rehearsal_stubs_mmcv_everywhere_and_skips_only_its_calls(t
     assert out.count("calls an mmcv op: needs mmcv's extension for this torch") == 2, out
 
 
-def test_fault_probe_rehearsal_and_locating():
-    """tools/gpu/fault_probe.py (a GPU lease's tool) runs end to end on the CPU, and its
-    per-module forward names the module whose work raised, with its input shapes."""
+def test_fault_probe_rehearsal_and_locating(tmp_path):
+    """tools/gpu/fault_probe.py (a GPU lease's tool) runs end to end on the CPU, with the stock
+    blocks a benchmark's log names, and its per-module forward names the module whose work
+    raised, with its input shapes."""
+    log = tmp_path / 'bench.txt'
+    log.write_text("12/01 00:09:19 - mmengine - INFO - switch_to_deploy(fused_ops='auto'): fused "
+                   'kernels in 9 of 11 blocks; their spatial + SE + project time 253 -> 171 us; '
+                   'stock form kept in layer2.1.body (fused 41 vs stock 38 us), layer7.0 '
+                   '(fused 12 vs stock 11 us)\n')
     out = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--arch', 'tiny', '--batch',
-                   '2', '--shape', '64', '--amp', 'fp32', '--stock-blocks', 'layer2.1.body',
-                   'layer7.0').stdout
+                   '2', '--shape', '64', '--amp', 'fp32', '--stock-blocks-from', str(log)).stdout
     assert 'no fault: MUXNet-tiny deploy fp32 batch 2 (planner launch configs; stock form in ' \
         'layer2.1.body layer7.0)' in out
     proc = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--tune', check=False)

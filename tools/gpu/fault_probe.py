@@ -10,12 +10,13 @@ module, and names the first module whose work faulted, with its input shapes::
 
     python tools/gpu/fault_probe.py [--arch m] [--batch 32] [--amp fp16] [--mode deploy|graph]
                                     [--tune --save-configs FILE | --launch-configs FILE]
-                                    [--stock-blocks NAME ...]
+                                    [--stock-blocks NAME ... | --stock-blocks-from LOG]
 
 ``--mode graph`` captures the forward in a CUDA graph and replays it (as ``benchmark.py``'s
 ``graph`` mode); a fault there is only located to the graph. ``--stock-blocks NAME ...``
 keeps those blocks on the stock form: the mix that ``fused_ops='auto'`` chose in a benchmark
-(its log names them; the ``graph-auto`` rows run such a model), rebuilt without timing.
+(the ``graph-auto`` rows run such a model), rebuilt without timing; ``--stock-blocks-from LOG``
+takes the names from the benchmark's output, where ``'auto'`` logs them.
 Run with ``CUDA_LAUNCH_BLOCKING=1`` for the launching Python frame, or under
 ``compute-sanitizer`` for the kernel and address -- with ``PYTORCH_NO_CUDA_MEMORY_CACHING=1``
 (deploy mode only: graphs need the caching allocator), else an access past a tensor but inside
@@ -32,7 +33,7 @@ import torch
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet
 from mux_backbones.cli import PRECISIONS
-from mux_backbones.deploy import switch_to_deploy
+from mux_backbones.deploy import stock_blocks_logged, switch_to_deploy
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import tune_kernels
 from mux_backbones.utils.timing import capture_cuda_graph, synchronize
@@ -88,9 +89,15 @@ def main(argv=None) -> int:
     group.add_argument('--launch-configs', metavar='FILE', help='run with this tuned table')
     parser.add_argument('--save-configs', metavar='FILE',
                         help='with --tune: the tuned table, saved before the probed forward')
-    parser.add_argument('--stock-blocks', nargs='*', default=[], metavar='NAME',
-                        help="blocks kept on the stock form (as fused_ops='auto' logs them)")
+    stock = parser.add_mutually_exclusive_group()
+    stock.add_argument('--stock-blocks', nargs='*', default=[], metavar='NAME',
+                       help="blocks kept on the stock form (as fused_ops='auto' logs them)")
+    stock.add_argument('--stock-blocks-from', metavar='LOG',
+                       help="the blocks a benchmark's output says fused_ops='auto' kept stock")
     args = parser.parse_args(argv)
+    if args.stock_blocks_from:
+        with open(args.stock_blocks_from) as log:
+            args.stock_blocks = stock_blocks_logged(log.read())
     if args.save_configs and not args.tune:
         parser.error('--save-configs needs --tune')
     device = torch.device(args.device)
@@ -118,9 +125,10 @@ def main(argv=None) -> int:
             launch_config.save(args.save_configs)
             print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}',
                   flush=True)
+    configs = 'planner' if launch_config.empty() else 'tuned'
+    stock_form = f'; stock form in {" ".join(args.stock_blocks)}' if args.stock_blocks else ''
     case = f'MUXNet-{args.arch} {args.mode} {args.amp} batch {args.batch} ' \
-           f'({"tuned" if not launch_config.empty() else "planner"} launch configs' + \
-           (f'; stock form in {" ".join(args.stock_blocks)})' if args.stock_blocks else ')')
+           f'({configs} launch configs{stock_form})'
     if args.mode == 'graph':
         try:
             with torch.no_grad():

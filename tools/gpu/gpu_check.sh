@@ -131,16 +131,14 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         # (which hides an access past a tensor inside its cached segment from the sanitizer;
         # so no tuning there either: it times on CUDA graphs, which need that allocator).
         # Where the graph rows faulted, the probe rebuilds their graph-auto model's mix of
-        # forms from the blocks the log says 'auto' kept stock (session 24's faulting
+        # forms from the blocks their log says 'auto' kept stock (session 24's faulting
         # processes ran that model; the probes since ran every block fused).
-        STOCK_BLOCKS=""
-        if [[ "$FAULTED" == *graph-auto* ]]; then
-            STOCK_BLOCKS=$(grep -ho 'stock form kept in .*' "$OUT/bench_fp16_b32_graph.txt" \
-                2>/dev/null | head -1 | grep -oE '[A-Za-z0-9_.]+ \(' | tr -d ' (' | tr '\n' ' ')
-        fi
+        STOCK_FROM=""
+        [[ "$FAULTED" == *graph-auto* ]] && \
+            STOCK_FROM="--stock-blocks-from $OUT/bench_fp16_b32_graph.txt"
         phase fault_sanitizer 90 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer \
             --tool memcheck --print-limit 5 python3 tools/gpu/fault_probe.py --batch 32 $TUNED \
-            ${STOCK_BLOCKS:+--stock-blocks $STOCK_BLOCKS}
+            $STOCK_FROM
     fi
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
         --runs 2 --profile fp16:32 $TUNED
