@@ -7,7 +7,10 @@ patch of one named function.
 """
 import functools
 import pickle
-from typing import List
+from typing import TYPE_CHECKING, List
+
+if TYPE_CHECKING:
+    import torch
 
 _applied = False
 
@@ -177,6 +180,41 @@ def _patch_triton_interpreter_index() -> None:
 
     _patch_lang_tensor._mux_patched = True
     interpreter._patch_lang_tensor = _patch_lang_tensor
+
+
+def _documented_shape(x: 'torch.Tensor', channel_factor: float, size_factor: float) -> tuple:
+    *lead, c, h, w = x.shape
+    return (*lead, int(c * channel_factor), int(h * size_factor), int(w * size_factor))
+
+
+def pixel_unshuffle(x: 'torch.Tensor', downscale_factor: int) -> 'torch.Tensor':
+    """``F.pixel_unshuffle`` with the documented output shape, and gradient, for an input without
+    elements (an empty batch).
+
+    On CPU tensors torch returns a copy of a zero-element input in the *input's* shape (``(0, C,
+    H, W)`` stays ``(0, C, H, W)`` where ``(0, 4C, H/2, W/2)`` is documented and what CUDA, meta
+    and ``torch.compile`` give), so the group-wise conv after it fails on the channel count
+    (pytorch/pytorch PR 192816, open; the early return came with PR 86262). ``pixel_shuffle``'s
+    forward is right but its backward is this op, hence :func:`pixel_shuffle`. Without elements
+    the result is a reshape (a view: autograd reaches the input); otherwise torch's op.
+    """
+    import torch.nn.functional as F
+    y = F.pixel_unshuffle(x, downscale_factor)  # (its shape checks stay torch's)
+    if x.numel():
+        return y
+    r = downscale_factor
+    return x.reshape(_documented_shape(x, r * r, 1 / r))
+
+
+def pixel_shuffle(x: 'torch.Tensor', upscale_factor: int) -> 'torch.Tensor':
+    """``F.pixel_shuffle`` whose gradient has the input's shape for an input without elements
+    (its backward is the ``pixel_unshuffle`` of :func:`pixel_unshuffle`'s upstream bug)."""
+    import torch.nn.functional as F
+    y = F.pixel_shuffle(x, upscale_factor)
+    if x.numel():
+        return y
+    r = upscale_factor
+    return x.reshape(_documented_shape(x, 1 / (r * r), r))
 
 
 def apply() -> None:

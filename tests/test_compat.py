@@ -59,3 +59,26 @@ def test_apply_is_idempotent():
     compat._patch_mmcv_nms_low_precision()
     compat._patch_triton_interpreter_index()
     assert nms_module.nms is before
+
+
+@pytest.mark.parametrize('op, factor, shape, expected', [
+    ('pixel_unshuffle', 2, (0, 3, 6, 4), (0, 12, 3, 2)),
+    ('pixel_shuffle', 2, (0, 12, 3, 2), (0, 3, 6, 4)),
+    ('pixel_unshuffle', 3, (2, 0, 6, 9), (2, 0, 2, 3)),
+])
+def test_pixel_shuffles_of_empty_maps_have_the_documented_shape(op, factor, shape, expected):
+    """An empty batch through the spatial multiplexing's folds: the documented shape forward, the
+    input's shape backward (torch's CPU op keeps the input's shape: compat.pixel_unshuffle)."""
+    x = torch.randn(shape, requires_grad=True)
+    y = getattr(compat, op)(x, factor)
+    assert y.shape == expected
+    assert y.shape == getattr(torch.nn.functional, op)(x.to('meta'), factor).shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_pixel_shuffles_keep_torchs_results_and_checks():
+    x = torch.randn(2, 8, 6, 4)
+    torch.testing.assert_close(compat.pixel_shuffle(compat.pixel_unshuffle(x, 2), 2), x)
+    with pytest.raises(RuntimeError):
+        compat.pixel_unshuffle(torch.randn(0, 3, 5, 4), 2)  # 5 rows do not fold by 2

@@ -239,10 +239,11 @@ class BlockCall:
 
 
 def _plain_input(x: torch.Tensor) -> bool:
-    """An input a call runs on: a plain fp32 CPU map with its channels innermost, gradients and
-    CPU autocast off."""
+    """An input a call runs on: a plain fp32 CPU map with elements (an empty batch runs the
+    modules) and its channels innermost, gradients and CPU autocast off."""
     return not torch.is_grad_enabled() and type(x) is torch.Tensor and x.dim() == 4 and \
-        x.stride(1) == 1 and cpu_kernels_take(x) and not torch.is_autocast_enabled('cpu')
+        x.numel() > 0 and x.stride(1) == 1 and cpu_kernels_take(x) and \
+        not torch.is_autocast_enabled('cpu')
 
 
 class OneCallBlock:

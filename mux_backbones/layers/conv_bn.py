@@ -115,7 +115,7 @@ class PointwiseConv2d(nn.Conv2d):
         b, _, h, w = x.shape
         out = pointwise_conv(_as_rows(x), self.matrix(), self.bias, _as_rows(residual),
                              _as_rows(kept), act, scale)
-        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+        return out.view(b, h, w, out.shape[1]).permute(0, 3, 1, 2)
 
 
 def is_pointwise(conv: nn.Conv2d) -> bool:

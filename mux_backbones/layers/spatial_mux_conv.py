@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..compat import pixel_shuffle, pixel_unshuffle
 from ..ops import norm_act
 from ..ops.group_conv import check_act
 from .conv_bn import bn_scale_shift
@@ -133,9 +134,9 @@ class SpatialMuxConv(nn.Module):
         h, w = x.shape[-2:]
         out_h, out_w = -(-h // self.stride), -(-w // self.stride)
         if scale < 0:
-            y = F.pixel_shuffle(conv(F.pixel_unshuffle(_pad_to_multiple(x, 2 * self.stride), 2)), 2)
+            y = pixel_shuffle(conv(pixel_unshuffle(_pad_to_multiple(x, 2 * self.stride), 2)), 2)
         else:
-            y = F.pixel_unshuffle(conv(F.pixel_shuffle(_pad_to_multiple(x, self.stride), 2)), 2)
+            y = pixel_unshuffle(conv(pixel_shuffle(_pad_to_multiple(x, self.stride), 2)), 2)
         if y.shape[-2] != out_h or y.shape[-1] != out_w:
             y = y[..., :out_h, :out_w]
         return y

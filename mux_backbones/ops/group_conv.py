@@ -731,7 +731,8 @@ def _tile_broadcast(grad: Tensor, out_h: int, out_w: int, tile_h: int, tile_w: i
     rows = torch.arange(out_h, device=grad.device) // tile_h
     cols = torch.arange(out_w, device=grad.device) // tile_w
     tile = rows[:, None] * output_size(out_w, tile_w) + cols[None, :]
-    return grad[:, tile.flatten()].view(grad.shape[0], out_h, out_w, -1).permute(0, 3, 1, 2)
+    return grad[:, tile.flatten()].view(grad.shape[0], out_h, out_w, grad.shape[2]).permute(
+        0, 3, 1, 2)
 
 
 def _align(channels: int, c_start: int, size: int, w_off: int, block_c: int) -> int:
@@ -1184,6 +1185,8 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                          channels_per_group: int) -> Tuple[Tensor, Tensor]:
     """Gradients of the bias-free, activation-free conv: (d input, d packed weight)."""
     n, c, h, w = x.shape
+    if not x.numel():  # (an empty batch: nothing to reduce, and no launch plan of no work)
+        return _empty_channels_last(n, c, h, w, x), torch.zeros_like(weight)
     if cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group):
         return _cpu_backward(grad, x, weight, splits, kernel_sizes, dilations, stride,
                              channels_per_group)

@@ -77,8 +77,10 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
     m, k = rows.shape
     if weight.dim() != 2 or weight.shape[0] != k:
         raise ValueError(f'pointwise_conv: weight must be ({k}, C), got {tuple(weight.shape)}')
-    if scale is not None and (scale.dim() != 2 or scale.shape[1] != k or scale.shape[0] < 1 or
-                              m % scale.shape[0]):
+    samples = scale.shape[0] if scale is not None and scale.dim() == 2 else -1
+    # (no samples only for no rows: an empty batch)
+    if scale is not None and (samples < 0 or scale.shape[1] != k or
+                              not (samples > 0 and m % samples == 0 or samples == m == 0)):
         raise ValueError(f'pointwise_conv: scale must be (N, {k}) with N dividing the {m} rows, '
                          f'got {tuple(scale.shape)}')
     c = weight.shape[1]
@@ -96,7 +98,8 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
     """The op with stock PyTorch (the fallback and the tests' reference), in ``rows``' dtype."""
     if scale is not None:
         samples, k = scale.shape
-        rows = (rows.reshape(samples, -1, k) * scale[:, None, :].to(rows.dtype)).flatten(0, 1)
+        pixels = rows.shape[0] // samples if samples else 0  # (no samples: an empty batch)
+        rows = (rows.reshape(samples, pixels, k) * scale[:, None, :].to(rows.dtype)).flatten(0, 1)
     out = rows @ weight.to(rows.dtype)
     if bias is not None:
         out = out + bias.to(out.dtype)
@@ -421,14 +424,14 @@ def _pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor],
     if launch_config.dry_running():
         return launch_config.dry_outputs(_pointwise_conv_fake(rows, weight, bias, residual, kept,
                                                               act, scale))
+    if rows.shape[0] == 0:  # (an empty batch: no launch, and no kernel's grid of nothing)
+        return rows.new_empty(_out_shape(rows, weight, kept))
     if cpu_kernels_take(rows, weight, bias, residual, kept, scale):
         return cpu_kernels().pointwise_conv_forward(
             _unit_columns(rows), weight, bias, _unit_columns(residual), _unit_columns(kept),
             _ACT_CODE[act], scale)
     if not can_use_triton(rows, 'pointwise_conv'):
         return reference_pointwise_conv(rows, weight, bias, residual, kept, act, scale)
-    if rows.shape[0] == 0:
-        return rows.new_empty(_out_shape(rows, weight, kept))
     plan, args = _planned(rows, weight, bias, residual, kept, act, scale)
     return _compute(plan, args, plan.config)
 

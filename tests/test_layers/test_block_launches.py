@@ -124,6 +124,18 @@ def test_the_modules_run_wherever_something_needs_them(launched):
         assert launched == [block]
 
 
+def test_an_empty_batch_runs_the_modules(launched):
+    """No launch plan of no work: an empty batch's blocks run their modules (empty maps of the
+    output shapes)."""
+    model = deployed_muxnet()
+    with torch.no_grad():
+        expected = [o.shape[1:] for o in model(_input(1))]
+        launched.clear()
+        outs = model(_input(0))
+    assert not launched
+    assert [o.shape for o in outs] == [(0, *shape) for shape in expected]
+
+
 def test_block_launches_follow_the_weights(launched):
     """A weight changed in place (what ``load_state_dict`` does) is planned again: the output
     follows the modules'."""

@@ -174,6 +174,23 @@ def test_bad_arguments():
         pointwise_conv(rows, weight, act='gelu')
     with pytest.raises(ValueError, match=r'scale must be \(N, 8\)'):
         pointwise_conv(rows, weight, scale=torch.rand(5, 8))
+    with pytest.raises(ValueError, match=r'scale must be \(N, 8\)'):
+        pointwise_conv(rows, weight, scale=torch.rand(0, 8))  # no samples for 12 rows
+
+
+@pytest.mark.parametrize('kernels', ['triton', 'cpu'])
+def test_empty_batch(kernels, request):
+    """No rows (an empty batch: a scale of no samples) give no rows of the output's width, and
+    gradients of the inputs' shapes."""
+    if kernels == 'cpu':
+        request.getfixturevalue('outside_interpreter')
+    rows, weight, bias, residual, kept = _inputs(0, 6, 8, 4, False, grads=True)
+    scale = torch.rand(0, 8, requires_grad=True)
+    out = pointwise_conv(rows, weight, bias, residual, kept, 'relu', scale)
+    assert out.shape == (0, 8)
+    out.sum().backward()
+    for t in (rows, weight, bias, residual, kept, scale):
+        assert t.grad is not None and t.grad.shape == t.shape and not t.grad.any()
 
 
 @pytest.fixture
