@@ -73,6 +73,20 @@ def test_training_outputs_and_gradients_equal_stock():
     assert calls['stock'] > 0 and calls['fused'] == 0
 
 
+@pytest.mark.parametrize('kernels', ['triton', 'cpu'])
+@pytest.mark.parametrize('size', [(1, 1), (2, 3), (5, 1)])
+def test_training_on_the_smallest_maps_equals_stock(size, kernels, request):
+    """Inputs that leave every stage one pixel or a few wide (stride 2 of one pixel, tiles larger
+    than the map, the spatial multiplexing's padding to a fold): the kernels' training form equals
+    the stock path. (BN on running statistics: batch statistics of two pixels make gradients
+    ill-conditioned for either path.)"""
+    if kernels == 'cpu':
+        request.getfixturevalue('outside_interpreter')
+    stock, fused = _pair(out_indices=(2, 7), norm_eval=True)
+    stock.train(), fused.train()  # (norm_eval applies in train())
+    _assert_same_forward_and_backward(stock, fused, _input(size), 1e-4, 1e-5)
+
+
 def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
     """The launches a GPU gets (smaller pixel tiles and more programs, pair partners swapped in
     registers, 64-row GEMM tiles; the interpreter otherwise plans fewer, larger programs), run by
