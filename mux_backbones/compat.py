@@ -182,11 +182,6 @@ def _patch_triton_interpreter_index() -> None:
     interpreter._patch_lang_tensor = _patch_lang_tensor
 
 
-def _documented_shape(x: 'torch.Tensor', channel_factor: float, size_factor: float) -> tuple:
-    *lead, c, h, w = x.shape
-    return (*lead, int(c * channel_factor), int(h * size_factor), int(w * size_factor))
-
-
 def pixel_unshuffle(x: 'torch.Tensor', downscale_factor: int) -> 'torch.Tensor':
     """``F.pixel_unshuffle`` with the documented output shape, and gradient, for an input without
     elements (an empty batch).
@@ -202,8 +197,9 @@ def pixel_unshuffle(x: 'torch.Tensor', downscale_factor: int) -> 'torch.Tensor':
     y = F.pixel_unshuffle(x, downscale_factor)  # (its shape checks stay torch's)
     if x.numel():
         return y
+    *lead, c, h, w = x.shape
     r = downscale_factor
-    return x.reshape(_documented_shape(x, r * r, 1 / r))
+    return x.reshape(*lead, c * r * r, h // r, w // r)
 
 
 def pixel_shuffle(x: 'torch.Tensor', upscale_factor: int) -> 'torch.Tensor':
@@ -213,8 +209,9 @@ def pixel_shuffle(x: 'torch.Tensor', upscale_factor: int) -> 'torch.Tensor':
     y = F.pixel_shuffle(x, upscale_factor)
     if x.numel():
         return y
+    *lead, c, h, w = x.shape
     r = upscale_factor
-    return x.reshape(_documented_shape(x, 1 / (r * r), r))
+    return x.reshape(*lead, c // (r * r), h * r, w * r)
 
 
 def apply() -> None:

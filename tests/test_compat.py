@@ -65,6 +65,7 @@ def test_apply_is_idempotent():
     ('pixel_unshuffle', 2, (0, 3, 6, 4), (0, 12, 3, 2)),
     ('pixel_shuffle', 2, (0, 12, 3, 2), (0, 3, 6, 4)),
     ('pixel_unshuffle', 3, (2, 0, 6, 9), (2, 0, 2, 3)),
+    ('pixel_shuffle', 7, (0, 49, 1, 2), (0, 1, 7, 14)),  # (49 * (1 / 49) is 0.999... in floats)
 ])
 def test_pixel_shuffles_of_empty_maps_have_the_documented_shape(op, factor, shape, expected):
     """An empty batch through the spatial multiplexing's folds: the documented shape forward, the

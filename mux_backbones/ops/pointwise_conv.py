@@ -77,10 +77,9 @@ def check_args(rows: Tensor, weight: Tensor, bias: Optional[Tensor], residual: O
     m, k = rows.shape
     if weight.dim() != 2 or weight.shape[0] != k:
         raise ValueError(f'pointwise_conv: weight must be ({k}, C), got {tuple(weight.shape)}')
-    samples = scale.shape[0] if scale is not None and scale.dim() == 2 else -1
-    # (no samples only for no rows: an empty batch)
-    if scale is not None and (samples < 0 or scale.shape[1] != k or
-                              not (samples > 0 and m % samples == 0 or samples == m == 0)):
+    # (a scale of no samples only for no rows: an empty batch)
+    if scale is not None and (scale.dim() != 2 or scale.shape[1] != k or
+                              (m % scale.shape[0] if scale.shape[0] else m)):
         raise ValueError(f'pointwise_conv: scale must be (N, {k}) with N dividing the {m} rows, '
                          f'got {tuple(scale.shape)}')
     c = weight.shape[1]
