@@ -19,7 +19,8 @@
 #      per block the epilogue GEMM against cuBLAS + passes (tail and expand conv), planned and
 #      with its own launch config tuned (saved in the same file);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
-#      the per-kernel profile and per kind of layer time, bytes and TB/s, SSDLite and PSPNet
+#      the per-kernel profile and per kind of layer time, bytes and TB/s, the CUDA-graph rows
+#      at batch 128/32/1 in fp16 and bf16 (untuned, one process), SSDLite and PSPNet
 #      training steps (with their top kernels), torch.compile at batch 32, the batch-1 graph
 #      row with and without the SE gate in the project GEMMs (graph_probe), batch 1/128 and bf16
 #      (tuned in their own process), the training steps with tuned kernels, graph_probe,
@@ -142,6 +143,12 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     fi
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
         --runs 2 --profile fp16:32 $TUNED
+    # The other target cases' CUDA-graph rows in one process, without tuning: batch 128, 32 and 1
+    # in fp16 then bf16 (the batch-32 table's configs where its signatures match, the planner's
+    # compiled ahead elsewhere). Rows print per precision and batch as each is timed, so a fault
+    # keeps the rows before it; fp16 batch 32 a second time is a replicate of the phase above.
+    phase bench_graph_more 90 $BENCH --amp fp16 bf16 --batch 128 32 1 --runs 100 $TUNED \
+        --modes graph-stock graph --target-table-rows
     # 180 s: four rows per task, each building its detector or segmentor, the fused ones
     # compiling their kernels first (session 24's 120 s ended after SSDLite's stock rows).
     phase bench_train 180 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \

@@ -10,6 +10,7 @@
 #   fault_sanitizer          fault_probe.py under compute-sanitizer, caching allocator off
 #                            (the graph-auto mix of forms where the graph rows faulted)
 #   bench_profile            per-kernel time and bandwidth at batch 32 (explains each miss)
+#   bench_graph_more         the CUDA-graph rows at batch 128/32/1, fp16 and bf16, untuned
 #   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
 #   bench_compile            torch.compile reduce-overhead at batch 32
 #   graph_gate_b1            batch-1 CUDA graphs with and without the SE gate in the GEMMs
@@ -17,6 +18,10 @@
 # bash tools/gpu/rehearse_device_stack.sh runs the tests under the device's torch and Triton.
 # On the device: bash tools/gpu/next_lease.sh (with the run's timeout ~600 s); DRY_RUN=1 prints
 # the plan without a GPU. Update this file, not the docs, when the plan changes.
+#
+# The device tool brings back at most 8 files from $OUT, and the phases write one log each: they
+# are written to a folder of their own and packed into $OUT/lease_logs.tar.gz (every 20 s, so a
+# call cut off at its limit still brings back what was done), summary.txt beside it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SPEED_ONLY=1
@@ -26,5 +31,21 @@ export CHECK_ARGS=${CHECK_ARGS:---model-only}
 # ~20 s on the 2-core CPU machine)
 export CHECK_TIMEOUT=${CHECK_TIMEOUT:-110}
 export PHASES=${PHASES:-"check_kernels bench_fp16_b32 bench_fp16_b32_graph bench_fp16_b32_blocking \
-fault_sanitizer bench_profile bench_train bench_compile graph_gate_b1"}
-exec bash tools/gpu/gpu_check.sh
+fault_sanitizer bench_profile bench_graph_more bench_train bench_compile graph_gate_b1"}
+if [[ "${DRY_RUN:-0}" == "1" || -z "${OUT:-}" ]]; then
+    exec bash tools/gpu/gpu_check.sh
+fi
+RETURN_DIR=$OUT
+export OUT=/tmp/lease_logs
+mkdir -p "$OUT"
+pack() { tar czf "$RETURN_DIR/lease_logs.tar.gz.part" -C "$OUT" . && \
+    mv "$RETURN_DIR/lease_logs.tar.gz.part" "$RETURN_DIR/lease_logs.tar.gz"; }
+(while sleep 20; do pack 2>/dev/null || true; done) &
+PACKER=$!
+rc=0
+bash tools/gpu/gpu_check.sh || rc=$?
+kill "$PACKER" 2>/dev/null || true
+wait "$PACKER" 2>/dev/null || true
+pack
+cp "$OUT/summary.txt" "$RETURN_DIR/" 2>/dev/null || true
+exit $rc
