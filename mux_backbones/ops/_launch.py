@@ -62,7 +62,7 @@ class KernelLaunch:
     Args:
         kernel: The ``@triton.jit`` function, or a callable returning it (looked up at the
             first call, so a tool that swaps a module's kernel sees its stand-in).
-        grid (tuple): The launch grid.
+        grid (tuple): The launch grid, one to three dimensions.
         scalars (tuple): The arguments after the tensors: integers and floats fixed by the plan
             (a plan is cached per call signature, so they never differ between its calls).
         meta (dict): Compile-time arguments and launch options (``num_warps``, ...).
@@ -71,7 +71,10 @@ class KernelLaunch:
     __slots__ = ('kernel', 'grid', 'scalars', 'meta', '_compiled')
 
     def __init__(self, kernel, grid: Tuple[int, ...], scalars: tuple, meta: dict):
-        self.kernel, self.grid, self.scalars, self.meta = kernel, tuple(grid), tuple(scalars), meta
+        # Three dimensions: ``kernel[grid]`` pads a shorter grid with ones, the compiled
+        # kernel's launcher (Triton 3.6) reads grid[0], grid[1] and grid[2] as given.
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        self.kernel, self.grid, self.scalars, self.meta = kernel, grid, tuple(scalars), meta
         self._compiled: Dict[tuple, Tuple[object, tuple]] = {}
 
     def _jit(self):

@@ -462,10 +462,10 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:10] == [
+    assert names[:11] == [
         'check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
-        'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile', 'bench_train',
-        'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 18
+        'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile', 'bench_graph_more',
+        'bench_train', 'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 19
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))
@@ -476,6 +476,9 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     commands = {name: command for name, _, command in planned}
     assert f'--launch-configs {table}' in commands['bench_fp16_b32']
     assert f'--launch-configs {table}' in commands['bench_compile']
+    more = parse_args(shlex.split(commands['bench_graph_more'])[2:])
+    assert (more.amp, more.batch, more.modes) == (['fp16', 'bf16'], [128, 1, 32],
+                                                  ['graph-stock', 'graph'])
     modes = {name: parse_args(shlex.split(commands[name])[2:]).modes
              for name in ('bench_fp16_b32', 'bench_fp16_b32_graph')}
     assert modes == {'bench_fp16_b32': ['eager', 'deploy-stock', 'deploy'],
@@ -514,7 +517,8 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     planned, _ = _gpu_check_plan(tmp_path, 'tools/gpu/next_lease.sh')
     assert [name for name, _, _ in planned] == [
         'check_kernels', 'bench_fp16_b32', 'bench_fp16_b32_graph', 'bench_fp16_b32_blocking',
-        'fault_sanitizer', 'bench_profile', 'bench_train', 'bench_compile', 'graph_gate_b1']
+        'fault_sanitizer', 'bench_profile', 'bench_graph_more', 'bench_train', 'bench_compile',
+        'graph_gate_b1']
     commands = {name: command for name, _, command in planned}
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
