@@ -394,6 +394,29 @@ def test_benchmark_profile_by_kind_of_layer():
         assert rows[-2][:2] == ['(outside', 'layers)'] and rows[-1][0] == 'total'
 
 
+def test_fused_kernel_summary_by_family():
+    """The fused Triton kernels' time per forward by family, with the bandwidth on the bytes of
+    the kind of layer a family is the whole work of: both spatial-conv kernels count (session
+    40's H200 profile left out ``_forward_one_kernel``, 283 of its 380 us), other kernels do not;
+    no fused kernel, no line."""
+    from mux_backbones.utils.layer_profile import LayerCost
+    summary = load_tool(BENCH).fused_kernel_summary
+
+    class Event:
+        def __init__(self, key, us):
+            self.key, self.self_device_time_total = key, us
+
+    events = [Event('_forward_kernel', 970.0), Event('_forward_one_kernel', 2830.0),
+              Event('_pointwise_kernel', 4970.0), Event('_se_gate_kernel', 560.0),
+              Event('aten::cudnn_convolution', 300.0), Event('_weight_grad_kernel', 99.0)]
+    layers = [LayerCost('FusedGroupConv', 18, 5.8, 380e6), LayerCost('Conv2d', 1, 54.2, 29e6),
+              LayerCost('(outside layers)', 0, 809.0, None)]
+    assert summary(events, layers, runs=10) == (
+        'fused Triton kernels per forward: spatial convs 380 us (362.4 MiB of FusedGroupConv, '
+        '1.00 TB/s); epilogue GEMMs 497 us; SE gates 56 us')
+    assert summary(events[-2:], layers, runs=10) == ''
+
+
 def test_benchmark_training_step_with_profile():
     """``--train-step``: SSDLite training steps of MobileNetV2, MUXNet-m and MUXNet-m with
     ``fused_ops``, all layers and as chosen in one table with ratios and peak memory, and with
@@ -462,10 +485,11 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:11] == [
+    assert names[:14] == [
         'check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
         'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile', 'bench_graph_more',
-        'bench_train', 'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 19
+        'bench_graph_b128', 'fault_probe_b128', 'fault_sanitizer_b128', 'bench_train',
+        'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 22
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))
@@ -476,9 +500,13 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     commands = {name: command for name, _, command in planned}
     assert f'--launch-configs {table}' in commands['bench_fp16_b32']
     assert f'--launch-configs {table}' in commands['bench_compile']
-    more = parse_args(shlex.split(commands['bench_graph_more'])[2:])
-    assert (more.amp, more.batch, more.modes) == (['fp16', 'bf16'], [128, 1, 32],
-                                                  ['graph-stock', 'graph'])
+    cases = {name: (a.amp, a.batch, a.modes) for name in ('bench_graph_more', 'bench_graph_b128')
+             for a in [parse_args(shlex.split(commands[name])[2:])]}
+    assert cases == {'bench_graph_more': (['fp16', 'bf16'], [1, 32], ['graph-stock', 'graph']),
+                     'bench_graph_b128': (['fp16', 'bf16'], [128], ['graph-stock', 'graph'])}
+    # (the batch-128 probes: planned only after a fault there; always in a dry run)
+    assert '--batch 128 --amp fp16' in commands['fault_probe_b128']
+    assert commands['fault_sanitizer_b128'].endswith(commands['fault_probe_b128'])
     modes = {name: parse_args(shlex.split(commands[name])[2:]).modes
              for name in ('bench_fp16_b32', 'bench_fp16_b32_graph')}
     assert modes == {'bench_fp16_b32': ['eager', 'deploy-stock', 'deploy'],
@@ -516,15 +544,14 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     committed launch-config table, a file this repository holds."""
     planned, _ = _gpu_check_plan(tmp_path, 'tools/gpu/next_lease.sh')
     assert [name for name, _, _ in planned] == [
-        'check_kernels', 'bench_fp16_b32', 'bench_fp16_b32_graph', 'bench_fp16_b32_blocking',
-        'fault_sanitizer', 'bench_profile', 'bench_graph_more', 'bench_train', 'bench_compile',
-        'graph_gate_b1']
+        'check_kernels', 'bench_graph_more', 'bench_graph_b128', 'fault_probe_b128',
+        'fault_sanitizer_b128', 'bench_train', 'bench_compile', 'graph_gate_b1']
     commands = {name: command for name, _, command in planned}
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
-    assert f'--launch-configs {table}' in commands['bench_fp16_b32']
+    assert f'--launch-configs {table}' in commands['bench_graph_b128']
     assert commands['check_kernels'].endswith('check_kernels.py --model-only')
-    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '110'
+    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '150'
 
 
 def test_device_stack_rehearsal_stubs_mmcv_everywhere_and_skips_only_its_calls(tmp_path):

@@ -20,7 +20,8 @@
 #      with its own launch config tuned (saved in the same file);
 #   c. benchmark.py: MobileNetV2 vs MUXNet-m in every mode at batch 32 fp16 (the target rows),
 #      the per-kernel profile and per kind of layer time, bytes and TB/s, the CUDA-graph rows
-#      at batch 128/32/1 in fp16 and bf16 (untuned, one process), SSDLite and PSPNet
+#      at batch 1/32 and at 128 in fp16 and bf16 (untuned; a fault at 128 located by
+#      fault_probe.py, then under compute-sanitizer), SSDLite and PSPNet
 #      training steps (with their top kernels), torch.compile at batch 32, the batch-1 graph
 #      row with and without the SE gate in the project GEMMs (graph_probe), batch 1/128 and bf16
 #      (tuned in their own process), the training steps with tuned kernels, graph_probe,
@@ -143,12 +144,26 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
     fi
     phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
         --runs 2 --profile fp16:32 $TUNED
-    # The other target cases' CUDA-graph rows in one process, without tuning: batch 128, 1 and 32
-    # in fp16 then bf16 (the batch-32 table's configs where its signatures match, the planner's
-    # compiled ahead elsewhere). Rows print per precision and batch as each is timed, so a fault
-    # keeps the rows before it; fp16 batch 32 a second time is a replicate of the phase above.
-    phase bench_graph_more 90 $BENCH --amp fp16 bf16 --batch 128 1 32 --runs 100 $TUNED \
+    # The other target cases' CUDA-graph rows, without tuning (the batch-32 table's configs where
+    # its signatures match, the planner's compiled ahead elsewhere): batch 1 and 32 in fp16 and
+    # bf16, then batch 128 in its own process (session 40: a fault there, before any row, killed
+    # the batch-1 and bf16 rows timed after it). Rows print per precision and batch as timed.
+    phase bench_graph_more 70 $BENCH --amp fp16 bf16 --batch 1 32 --runs 100 $TUNED \
         --modes graph-stock graph --target-table-rows
+    phase bench_graph_b128 50 $BENCH --amp fp16 bf16 --batch 128 --runs 100 $TUNED \
+        --modes graph-stock graph --target-table-rows
+    # A fault at batch 128: the fused MUXNet-m alone in deploy mode at the faulted case,
+    # synchronised after every module (names the module; exit 3), then under the sanitizer
+    # without the caching allocator (names the kernel and the address).
+    if [[ "$DRY" == "1" ]] || grep -qs 'CUDA error' "$OUT/bench_graph_b128.txt"; then
+        CASE=$(grep -oE '\[[a-z-]+, (fp16|bf16), batch [0-9]+\] failed' \
+            "$OUT/bench_graph_b128.txt" 2>/dev/null | head -1)
+        AMP=$(grep -oE 'fp16|bf16' <<< "${CASE:-fp16}")
+        PROBE="python3 tools/gpu/fault_probe.py --batch 128 --amp $AMP $TUNED"
+        phase fault_probe_b128 40 $PROBE
+        phase fault_sanitizer_b128 90 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer \
+            --tool memcheck --print-limit 5 $PROBE
+    fi
     # 180 s: four rows per task, each building its detector or segmentor, the fused ones
     # compiling their kernels first (session 24's 120 s ended after SSDLite's stock rows).
     phase bench_train 180 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \
