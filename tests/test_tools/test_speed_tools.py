@@ -460,6 +460,15 @@ def test_check_kernels_rehearsal(monkeypatch, capsys):
     assert any('block launches and direct launches equal the modules' in line for line in lines)
     assert any('with the SE gate in the project GEMMs' in line for line in lines)
     assert 'kernel check: all passed' in out
+    # the next lease's: the deploy checks alone (the training ones passed on the H200)
+    monkeypatch.setattr(sys, 'argv', ['check_kernels.py', '--quick', '--model-only',
+                                      '--deploy-only'])
+    with pytest.raises(SystemExit) as done:
+        check_kernels.main()
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith(('ok', 'FAIL'))]
+    assert len(lines) == 3 and 'deploy (fused kernels) vs eval' in lines[0]
     monkeypatch.setenv('TRITON_INTERPRET', '0')
     with pytest.raises(SystemExit, match='set TRITON_INTERPRET=1'):
         check_kernels.main()
@@ -550,8 +559,8 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
     assert f'--launch-configs {table}' in commands['bench_graph_b128']
-    assert commands['check_kernels'].endswith('check_kernels.py --model-only')
-    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '150'
+    assert commands['check_kernels'].endswith('check_kernels.py --model-only --deploy-only')
+    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '90'
 
 
 def test_device_stack_rehearsal_stubs_mmcv_everywhere_and_skips_only_its_calls(tmp_path):
@@ -600,8 +609,16 @@ def test_fault_probe_rehearsal_and_locating(tmp_path):
                    '2', '--shape', '64', '--amp', 'fp32', '--stock-blocks-from', str(log)).stdout
     assert 'no fault: MUXNet-tiny deploy fp32 batch 2 (planner launch configs; stock form in ' \
         'layer2.1.body layer7.0)' in out
-    proc = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--tune', check=False)
-    assert proc.returncode != 0 and 'need --device cuda' in proc.stderr
+    for flags in (['--tune'], ['--gpu-plans']):  # (--gpu-plans: only in the interpreter)
+        proc = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', *flags, check=False)
+        assert proc.returncode != 0 and ('need --device cuda' in proc.stderr or
+                                         'under TRITON_INTERPRET=1' in proc.stderr)
+    # On the CPU with the launches a GPU plans for a large batch, every access checked.
+    out = run_tool('tools/gpu/fault_probe.py', '--device', 'cpu', '--gpu-plans',
+                   '--large-batch-plan', '--arch', 'tiny', '--batch', '2', '--shape', '40',
+                   '--amp', 'fp32', extra_env={'TRITON_INTERPRET': '1'}).stdout
+    assert 'no fault: MUXNet-tiny deploy fp32 batch 2 (GPU large-batch planner launch ' \
+        'configs)' in out
     probe = load_tool('tools/gpu/fault_probe.py')
 
     class Faulty(torch.nn.Module):

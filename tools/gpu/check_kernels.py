@@ -5,7 +5,8 @@ its SE maps, the epilogue GEMM on its channel-multiplexed blocks'
 shapes (project: SE-gated input, residual, interleave; expand: activation); then whole MUXNet-m
 with ``fused_ops`` against the stock path in training and in deploy mode.
 
-    python tools/gpu/check_kernels.py [--model-only]  # one line per check; exit 1 on a mismatch
+    python tools/gpu/check_kernels.py [--model-only [--deploy-only]]  # one line per check;
+                                                                       # exit 1 on a mismatch
 
 ``--quick`` rehearses the same checks on the CPU under Triton's interpreter
 (``TRITON_INTERPRET=1``) with small shapes, fp16 ops (the unit tests cover fp32; the interpreter
@@ -176,7 +177,9 @@ def _train_errors(run, reference) -> Tuple[float, float]:
                 for a, b in zip(grads, ref_grads)))
 
 
-def check_model(failures, setup: Setup = FULL):
+def check_model(failures, setup: Setup = FULL, training: bool = True):
+    """Whole MUXNet with ``fused_ops`` against the stock path: training (outputs and weight
+    gradients, fp32 and autocast; left out without ``training``), then the deploy forms."""
     torch.manual_seed(0)
     # fp32 means fp32 here: cuDNN's convs would run in TF32 on an H100/H200 (PyTorch's default),
     # the kernels do not, and the fp32 run is the half-precision runs' reference.
@@ -193,7 +196,7 @@ def check_model(failures, setup: Setup = FULL):
             m.fused_ops = KERNEL_GRADIENTS
     x = torch.randn(setup.model_batch, 3, setup.image, setup.image, device=dev).contiguous(
         memory_format=torch.channels_last)
-    for dtype in setup.autocast:
+    for dtype in setup.autocast if training else ():
         name = 'fp32' if dtype is None else f'{str(dtype)[6:]} autocast'
         outs = []
         for model in (stock, fused, grads_only):
@@ -223,6 +226,12 @@ def check_model(failures, setup: Setup = FULL):
             print(f'{"ok  " if ok else "FAIL"} MUXNet-{arch} training {name}: outputs '
                   f'{err_out:.1e}, weight grads {err_grad:.1e} (max rel err, {form} vs stock'
                   f'{against_fp32})', flush=True)
+    if not training:  # the BN statistics the training passes leave: a well-conditioned eval
+        with torch.no_grad():  # model (fp16 deploy of the initial statistics: 1.5e-1 off)
+            for dtype in setup.autocast:
+                with torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
+                                    enabled=dtype is not None):
+                    stock(x)
     # The training passes moved each model's BN statistics by its own batch statistics: compare
     # the deploy forms from the same state, so only the kernels differ.
     fused.load_state_dict(stock.state_dict())
@@ -275,6 +284,9 @@ def check_model(failures, setup: Setup = FULL):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model-only', action='store_true', help='only the whole-model checks')
+    parser.add_argument('--deploy-only', action='store_true',
+                        help='of the whole-model checks only the deploy ones (the training ones '
+                        'compile every gradient kernel: ~100 s of a lease)')
     parser.add_argument('--quick', action='store_true',
                         help='small shapes and MUXNet-tiny on the CPU under TRITON_INTERPRET=1 '
                         '(a rehearsal of the tool, not a check of compiled kernels)')
@@ -290,7 +302,7 @@ def main():
         check_se_gate(failures, setup)
         check_gated_map(failures, setup)
         check_pointwise_conv(failures, setup)
-    check_model(failures, setup)
+    check_model(failures, setup, training=not args.deploy_only)
     print('kernel check:', 'all passed' if not failures else f'FAILED: {failures}')
     sys.exit(1 if failures else 0)
 

@@ -22,9 +22,23 @@ Run with ``CUDA_LAUNCH_BLOCKING=1`` for the launching Python frame, or under
 (deploy mode only: graphs need the caching allocator), else an access past a tensor but inside
 the allocator's cached segment goes unseen (session 24's sanitizer run, 0 errors, had the
 cache on).
+
+``--device cpu --gpu-plans`` (under ``TRITON_INTERPRET=1``) replays the forward on the CPU with
+the launches planned as on a GPU -- pixel tiles, channel blocks, pair partners swapped in
+registers, 64-row GEMM tiles; the interpreter otherwise plans fewer, larger programs -- and
+every load, store and hint checked (``tests/interpreter_checks.py``): a violation is the fault.
+``--large-batch-plan`` adds what a GPU plans only for a large batch: no pixel tile shrunk for
+programs, the squeeze-excite gate as a launch of its own (session 40's batch-128 fault; MUXNet-m
+at 224x224, batch 2: clean in 217 s)::
+
+    TRITON_INTERPRET=1 python tools/gpu/fault_probe.py --device cpu --gpu-plans \
+        --large-batch-plan --batch 2 --amp fp16
+
 Exit status: 0 no fault, 3 a fault (located), 1 anything else.
 """
 import argparse
+import importlib
+import os.path as osp
 import sys
 import traceback
 
@@ -43,11 +57,28 @@ def _shapes(values) -> str:
     return ', '.join(str(tuple(v.shape)) for v in values if isinstance(v, torch.Tensor))
 
 
-def located_forward(model: torch.nn.Module, x: torch.Tensor):
-    """``model(x)`` with a synchronisation after each module: None, or on an error, ``((the
-    innermost module still running, its input shapes), traceback)`` -- each module's work is
-    synchronised when it returns, its children's before, so the fault lies in that module's
-    own work."""
+def use_gpu_plans(large_batch: bool = False) -> None:
+    """Plan this process's kernel launches as on a GPU, Triton's interpreter running them with
+    every access and hint checked (``--gpu-plans``; see the module docstring)."""
+    from mux_backbones.layers import block_launches
+    group_conv = importlib.import_module('mux_backbones.ops.group_conv')
+    for module in (group_conv, importlib.import_module('mux_backbones.ops.pointwise_conv')):
+        module.interpreting = lambda: False  # the planners' view; the launches stay interpreted
+    if large_batch:
+        group_conv.MIN_PROGRAMS = 0
+        block_launches.GATE_IN_GEMM = '0'
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    from tests.interpreter_checks import install
+    if not install():
+        sys.exit("error: this Triton's interpreter is not one tests/interpreter_checks.py can "
+                 'check')
+
+
+def located_forward(model: torch.nn.Module, x: torch.Tensor, errors=(RuntimeError, )):
+    """``model(x)`` with a synchronisation after each module: None, or on one of ``errors``,
+    ``((the innermost module still running, its input shapes), traceback)`` -- each module's
+    work is synchronised when it returns, its children's before, so the fault lies in that
+    module's own work."""
     running = []
 
     def before(module, inputs, name):
@@ -67,7 +98,7 @@ def located_forward(model: torch.nn.Module, x: torch.Tensor):
             model(x)
         synchronize(x.device)
         return None
-    except RuntimeError:
+    except errors:
         return running[-1] if running else ('(after the model returned)', ''), \
             traceback.format_exc(limit=-6)
     finally:
@@ -89,6 +120,12 @@ def main(argv=None) -> int:
     group.add_argument('--launch-configs', metavar='FILE', help='run with this tuned table')
     parser.add_argument('--save-configs', metavar='FILE',
                         help='with --tune: the tuned table, saved before the probed forward')
+    parser.add_argument('--gpu-plans', action='store_true',
+                        help='with --device cpu under TRITON_INTERPRET=1: the launches planned '
+                        'as on a GPU, every access and hint checked')
+    parser.add_argument('--large-batch-plan', action='store_true',
+                        help='with --gpu-plans: as a GPU plans a large batch (no tile shrunk for '
+                        'programs, the SE gate launched on its own)')
     stock = parser.add_mutually_exclusive_group()
     stock.add_argument('--stock-blocks', nargs='*', default=[], metavar='NAME',
                        help="blocks kept on the stock form (as fused_ops='auto' logs them)")
@@ -105,6 +142,15 @@ def main(argv=None) -> int:
         sys.exit('error: no CUDA device')
     if device.type != 'cuda' and (args.tune or args.mode == 'graph'):
         sys.exit('error: --tune and --mode graph need --device cuda')
+    if args.large_batch_plan and not args.gpu_plans:
+        parser.error('--large-batch-plan needs --gpu-plans')
+    errors = (RuntimeError, )
+    if args.gpu_plans:
+        from mux_backbones.ops._triton import interpreting
+        if device.type != 'cpu' or not interpreting():
+            sys.exit('error: --gpu-plans replays on --device cpu under TRITON_INTERPRET=1')
+        use_gpu_plans(args.large_batch_plan)
+        errors = (RuntimeError, AssertionError)  # (the checks' errors are AssertionErrors)
     dtype = PRECISIONS[args.amp]
     model = MUXNet(args.arch, out_indices=(7, )).to(device).eval()
     x = torch.randn(args.batch, 3, args.shape, args.shape, device=device).to(dtype)
@@ -126,6 +172,8 @@ def main(argv=None) -> int:
             print(f'{len(launch_config.entries())} tuned launch configs -> {args.save_configs}',
                   flush=True)
     configs = 'planner' if launch_config.empty() else 'tuned'
+    if args.gpu_plans:
+        configs = f'GPU {"large-batch " if args.large_batch_plan else ""}{configs}'
     stock_form = f'; stock form in {" ".join(args.stock_blocks)}' if args.stock_blocks else ''
     case = f'MUXNet-{args.arch} {args.mode} {args.amp} batch {args.batch} ' \
            f'({configs} launch configs{stock_form})'
@@ -140,7 +188,7 @@ def main(argv=None) -> int:
         except RuntimeError:
             fault = ('(the captured graph)', _shapes([x])), traceback.format_exc(limit=-6)
     else:
-        fault = located_forward(model, x)
+        fault = located_forward(model, x, errors)
     if fault is None:
         print(f'no fault: {case}')
         return 0
