@@ -196,13 +196,17 @@ def check_model(failures, setup: Setup = FULL, training: bool = True):
             m.fused_ops = KERNEL_GRADIENTS
     x = torch.randn(setup.model_batch, 3, setup.image, setup.image, device=dev).contiguous(
         memory_format=torch.channels_last)
+
+    def autocast(dtype):  # (None: fp32, no autocast)
+        return torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
     for dtype in setup.autocast if training else ():
         name = 'fp32' if dtype is None else f'{str(dtype)[6:]} autocast'
         outs = []
         for model in (stock, fused, grads_only):
             model.zero_grad()
-            with torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
+            with autocast(dtype):
                 out = model(x)
             sum(o.float().square().mean() for o in out).backward()
             outs.append((out, [p.grad.clone() for p in model.parameters()]))
@@ -229,8 +233,7 @@ def check_model(failures, setup: Setup = FULL, training: bool = True):
     if not training:  # the BN statistics the training passes leave: a well-conditioned eval
         with torch.no_grad():  # model (fp16 deploy of the initial statistics: 1.5e-1 off)
             for dtype in setup.autocast:
-                with torch.autocast(torch.device(dev).type, dtype=dtype or torch.float32,
-                                    enabled=dtype is not None):
+                with autocast(dtype):
                     stock(x)
     # The training passes moved each model's BN statistics by its own batch statistics: compare
     # the deploy forms from the same state, so only the kernels differ.
