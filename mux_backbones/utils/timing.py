@@ -107,6 +107,9 @@ def time_forward(fn, x, device, warmup, runs) -> Timing:
 def capture_cuda_graph(fn, calls: int = 1, warmup: int = 3):
     """``calls`` calls of ``fn()`` captured in one CUDA graph: ``(graph, last output)``.
 
+    The graph keeps no tensor alive but the pool's: whatever ``fn`` reads (a model's weights)
+    must outlive every replay, so a caller that keeps the graph keeps the model too.
+
     ``fn`` first runs ``warmup`` times on a side stream, so kernels are compiled and the caching
     allocator has settled before the capture (which forbids both).
     """

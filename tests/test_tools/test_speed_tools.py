@@ -394,6 +394,33 @@ def test_benchmark_profile_by_kind_of_layer():
         assert rows[-2][:2] == ['(outside', 'layers)'] and rows[-1][0] == 'total'
 
 
+def test_cuda_graphed_model_outlives_its_capture(monkeypatch):
+    """A graph-mode case holds its model: a CUDA graph keeps no tensor alive, and a model freed
+    after its capture left the replays reading blocks a later capture's ``empty_cache`` had
+    released (session 40's batch-128 "illegal memory access" in MobileNetV2's graph-stock
+    warm-up). The stand-in graph, like CUDA's, drops the captured callable."""
+    import gc
+    import weakref
+    bench = load_tool(BENCH)
+
+    class Graph:
+        replays = 0
+
+        def replay(self):
+            Graph.replays += 1
+
+    monkeypatch.setattr(bench, 'capture_cuda_graph', lambda fn: (Graph(), fn()))
+    model = torch.nn.Conv2d(3, 4, 1)
+    alive = weakref.ref(model)
+    graphed = bench.CudaGraphed(model, torch.randn(1, 3, 4, 4))
+    del model
+    gc.collect()
+    assert alive() is not None
+    out = graphed(torch.zeros(1, 3, 4, 4))
+    assert Graph.replays == 1 and out.shape == (1, 4, 4, 4)
+    assert graphed.static_x.abs().sum() == 0  # the new input copied into the captured buffer
+
+
 def test_fused_kernel_summary_by_family():
     """The fused Triton kernels' time per forward by family, with the bandwidth on the bytes of
     the kind of layer a family is the whole work of: both spatial-conv kernels count (session

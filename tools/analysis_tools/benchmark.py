@@ -70,9 +70,18 @@ def _autocast(device, amp):
 
 
 class CudaGraphed:
-    """A model's forward captured once in a CUDA graph and replayed on a static input buffer."""
+    """A model's forward captured once in a CUDA graph and replayed on a static input buffer.
+
+    It holds the model: a graph replays the addresses it captured and keeps no tensor alive, so
+    a model freed after its capture leaves the replays reading released memory once a later
+    capture's ``empty_cache`` hands its blocks back (``torch.cuda.graph`` empties the cache on
+    entry). That was session 40's "illegal memory access" at batch 128, raised in the first
+    candidate's replays; at batch 32 the freed blocks were reused by later cases and the
+    replays read other models' tensors without faulting.
+    """
 
     def __init__(self, model, x):
+        self.model = model
         self.static_x = x.clone()
         with torch.no_grad():
             self.graph, self.static_out = capture_cuda_graph(lambda: model(self.static_x))
