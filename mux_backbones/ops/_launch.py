@@ -19,17 +19,20 @@ a stand-in -- every call goes through ``kernel[grid]``.
 
 ``MUX_BACKBONES_DIRECT_LAUNCH=0`` (read at import) sends every launch through ``kernel[grid]``.
 """
+import contextlib
 import functools
 import inspect
 import operator
 import os
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 
 from ._triton import interpreting
 
 DIRECT = os.environ.get('MUX_BACKBONES_DIRECT_LAUNCH', '1') != '0'
+# Callables told of every launch before it is issued (:func:`observe_launches`); empty: none.
+_observers = []
 _data_ptr, _dtype = torch.Tensor.data_ptr, operator.attrgetter('dtype')
 
 
@@ -41,6 +44,20 @@ def _driver():
         from triton.runtime import driver
         _triton_driver.append(driver)
     return _triton_driver[0].active
+
+
+@contextlib.contextmanager
+def observe_launches(callback: Callable[['KernelLaunch'], None]):
+    """Within the block, ``callback(launch)`` runs before every :class:`KernelLaunch` is issued,
+    in issue order -- the order the kernels run in on one stream. Triton's launcher reaches
+    the profiler without a CPU-side event to hang its kernels under, so the layer profile
+    (:mod:`mux_backbones.utils.layer_profile`) matches the profiler's kernels to these calls by
+    that order instead."""
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
 
 
 def bound_values(kernel, args: tuple, kwargs: dict) -> tuple:
@@ -81,7 +98,16 @@ class KernelLaunch:
         kernel = self.kernel
         return kernel if hasattr(kernel, '__getitem__') else kernel()
 
+    @property
+    def name(self) -> str:
+        """The kernel's function name (what a profiler calls its launches)."""
+        jit = self._jit()
+        return getattr(jit, '__name__', None) or jit.fn.__name__
+
     def __call__(self, *tensors: torch.Tensor) -> None:
+        if _observers:
+            for observe in _observers:
+                observe(self)
         if not DIRECT or interpreting():
             self._jit()[self.grid](*tensors, *self.scalars, **self.meta)
             return

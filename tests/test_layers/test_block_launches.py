@@ -271,6 +271,30 @@ def test_direct_launch_arguments_are_tritons(monkeypatch, gate_in_gemm):
         assert len(got) == len(expected) and all(a is b or a == b for a, b in zip(got, expected))
 
 
+def test_launch_observers_see_every_launch_in_issue_order(monkeypatch):
+    """``observe_launches`` (the layer profile's attribution of Triton's kernels on the GPU) is
+    told of every planned launch of a fused forward, in the order they are issued, with the
+    kernel's name; outside its block nothing is observed."""
+    issued, observed = [], []
+    original = KernelLaunch.__call__
+
+    def recorded(self, *tensors):
+        issued.append(self)
+        return original(self, *tensors)
+
+    monkeypatch.setattr(KernelLaunch, '__call__', recorded)
+    model = deployed_muxnet()
+    x = _input(batch=1, size=(16, 16))
+    with torch.no_grad():
+        with _launch.observe_launches(observed.append):
+            model(x)
+        assert observed == issued and len(issued) > 3
+        assert {launch.name for launch in observed} >= {'_forward_one_kernel',
+                                                        '_pointwise_kernel'}
+        model(x)
+    assert len(observed) == len(issued) // 2 and not _launch._observers
+
+
 def test_gate_in_gemm_policy_from_the_environment():
     """``MUX_BACKBONES_GATE_IN_GEMM``: 'auto' (by the GEMM's programs), '1', '0'; anything else
     is 'auto' after a warning."""

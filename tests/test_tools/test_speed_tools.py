@@ -381,9 +381,19 @@ def test_layer_bench_tunes_convs_and_gemms_end_to_end(tmp_path, monkeypatch, cap
 
 def test_benchmark_profile_by_kind_of_layer():
     """``--profile``: the top operators, then per kind of layer its calls, time, bytes and
-    achieved bandwidth, for every model (on the CPU: CPU time)."""
+    achieved bandwidth, for every model (on the CPU: CPU time), then its slowest layers by
+    name."""
     out = run_tool(BENCH, '--models', 'mobilenetv2', 'muxnet-tiny', '--modes', 'deploy',
-                   '--profile', 'fp32:1', *FAST, extra_env=COMPILED).stdout
+                   '--profile', 'fp32:1', '--profile-top', '5', *FAST,
+                   extra_env=COMPILED).stdout
+    slowest = out.split('the slowest layers --')[1:]
+    assert len(slowest) == 2
+    for table in slowest:
+        lines = table.splitlines()
+        assert lines[1].split()[:3] == ['slowest', '5', 'layers']
+        rows = [line.split() for line in lines[2:9]]
+        assert rows[5][:2] == ['(outside', 'layers)'] and rows[6][0] == 'total'
+        assert all(r[1].startswith('(') for r in rows[:5])  # "<name> (<Kind>)"
     tables = out.split('time per forward by kind of layer')[1:]
     assert len(tables) == 2
     for table in tables:

@@ -97,3 +97,59 @@ def test_gpu_attribution_from_the_kernels():
     rows = _costs(events, range_kind, {}, {}, runs=1, on_gpu=True)
     by_kind = {r.kind: r.time_us for r in rows}
     assert by_kind == {'Conv2d': 30.0, 'Block (own ops)': 25.0, '(outside layers)': 7.0}
+
+
+def test_triton_launches_matched_to_their_layers_by_order():
+    """Kernels Triton's launcher issued reach the profiler under no range (session 40, H200);
+    each is charged to the layer whose range was open at its launch, the n-th kernel of a name
+    to the n-th launch of it. A name whose counts disagree stays outside every layer; a matched
+    kernel a range happens to hold counts once."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Interval, Kernel
+
+    from mux_backbones.utils.layer_profile import _PREFIX, _costs, match_launches
+
+    def cpu(name, kernels=(), children=()):
+        return SimpleNamespace(name=name, device_type=DeviceType.CPU, cpu_children=list(children),
+                               kernels=[Kernel(k, 0, us) for k, us in kernels])
+
+    def kernel(name, start, us):
+        return SimpleNamespace(name=name, device_type=DeviceType.CUDA, self_device_time_total=us,
+                               time_range=Interval(start, start + us))
+
+    expand, project = _PREFIX + 'b.expand', _PREFIX + 'b.project'
+    conv = _PREFIX + 'b.conv'
+    events = [cpu(_PREFIX + 'b', children=[cpu(expand), cpu(conv), cpu(project)]),
+              cpu(expand), cpu(conv, [('_forward_kernel', 9.0)]), cpu(project),
+              # listed out of order: the match goes by start time
+              kernel('_pointwise_kernel', 50, 30.0), kernel('_pointwise_kernel', 0, 10.0),
+              kernel('_forward_kernel', 20, 9.0), kernel('_se_gate_kernel', 40, 2.0)]
+    launches = [('_pointwise_kernel', expand), ('_forward_kernel', conv),
+                ('_se_gate_kernel', project), ('_se_gate_kernel', project),  # one never ran
+                ('_pointwise_kernel', project)]
+    assert match_launches(events, launches) == {
+        '_pointwise_kernel': [(expand, 10.0), (project, 30.0)], '_forward_kernel': [(conv, 9.0)]}
+    range_kind = {_PREFIX + 'b': 'Block (own ops)', expand: 'PointwiseConv2d',
+                  project: 'PointwiseConv2d', conv: 'FusedGroupConv'}
+    rows = _costs(events, range_kind, {}, {}, runs=1, on_gpu=True, launches=launches)
+    by_kind = {r.kind: r.time_us for r in rows}
+    assert by_kind == {'PointwiseConv2d': 40.0, 'FusedGroupConv': 9.0, 'Block (own ops)': 0.0,
+                       '(outside layers)': 2.0}
+
+
+def test_profile_forward_per_layer_and_kind():
+    """One profiled run gives both tables; a layer's row names it and its kind, and the layers
+    of a kind add up to the kind's row."""
+    from mux_backbones.utils.layer_profile import profile_forward
+    model, x = _model(), torch.randn(2, 3, 16, 16)
+    tables = profile_forward(model, x, runs=2, warmup=1)
+    by_layer = {r.kind: r for r in tables['module']}
+    by_kind = {r.kind: r for r in tables['kind']}
+    assert {'0 (Conv2d)', '1.conv (Conv2d)', '2.conv (Conv2d)', '1 (Residual (own ops))',
+            '(outside layers)'} <= set(by_layer)
+    convs = ['0 (Conv2d)', '1.conv (Conv2d)', '2.conv (Conv2d)']
+    assert sum(by_layer[n].bytes for n in convs) == by_kind['Conv2d'].bytes
+    assert by_layer['1.conv (Conv2d)'].bytes == 2 * (2 * 8 * 16 * 16 * 4) + (64 + 8) * 4
+    assert all(by_layer[n].calls == 1 for n in convs)

@@ -32,7 +32,7 @@ from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import choose_training_kernels, precompile_kernels, tune_kernels
-from mux_backbones.utils.layer_profile import format_layer_costs, profile_layers
+from mux_backbones.utils.layer_profile import format_layer_costs, profile_forward
 from mux_backbones.utils.timing import (Timing, capture_cuda_graph, cpu_description, time_forward,
                                         time_interleaved)
 
@@ -200,24 +200,26 @@ def profile_models(args, device):
                 with profile(activities=activities) as prof:
                     for _ in range(10):
                         model(x)
-                layers = profile_layers(model, x, runs=10, warmup=1)
+                tables = profile_forward(model, x, runs=10, warmup=1)
             key = 'self_device_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
             print(f'\n== {name} [{mode}, {amp}, batch {batch}] top operators (10 runs) ==')
             print(prof.key_averages().table(sort_by=key, row_limit=15))
             unit = 'GPU' if device.type == 'cuda' else 'CPU'
             print(f'-- {name} [{mode}, {amp}, batch {batch}]: {unit} time per forward by kind of '
                   f'layer (bytes: what a layer reads and writes at least once) --')
-            print(format_layer_costs(layers))
+            print(format_layer_costs(tables['kind']))
+            print(f'-- {name} [{mode}, {amp}, batch {batch}]: the slowest layers --')
+            print(format_layer_costs(tables['module'], top=args.profile_top))
             if device.type == 'cuda':
-                summary = fused_kernel_summary(prof.key_averages(), layers, runs=10)
+                summary = fused_kernel_summary(prof.key_averages(), tables['kind'], runs=10)
                 if summary:
                     print(summary)
 
 
 # The fused Triton kernels by family: (kernel names, the kind of layer whose bytes they move).
-# The layer table cannot charge them to their layers on the GPU: launched by Triton's own
-# launcher, they reach the profiler without a CPU-side operator to hang under (session 40's
-# lease: 91% of MUXNet-m's fused forward "outside layers").
+# The layer tables charge them to their layers by launch order (session 40's lease, before that:
+# 91% of MUXNet-m's fused forward "outside layers"); this sums them by kernel name, whichever
+# layer launched them.
 _FUSED_FAMILIES = {
     'spatial convs': (('_forward_kernel', '_forward_one_kernel'), 'FusedGroupConv'),
     'epilogue GEMMs': (('_pointwise_kernel', ), 'PointwiseConv2d'),
@@ -449,6 +451,9 @@ def parse_args(argv=None):
                         metavar='PREC:BATCH',
                         help='per-kernel GPU time, and per kind of layer time, bytes and '
                         'bandwidth, of one case')
+    parser.add_argument('--profile-top', type=int, default=20, metavar='N',
+                        help='with --profile: the N slowest layers, each with its bytes and '
+                        'bandwidth')
     parser.add_argument('--train-step', nargs='*', choices=sorted(_TRAIN_CASES), default=None,
                         help='also time training steps (default when given bare: ssdlite)')
     parser.add_argument('--train-batch', nargs='+', type=_train_batch, default=[],
