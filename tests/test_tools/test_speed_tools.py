@@ -590,14 +590,18 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     committed launch-config table, a file this repository holds."""
     planned, _ = _gpu_check_plan(tmp_path, 'tools/gpu/next_lease.sh')
     assert [name for name, _, _ in planned] == [
-        'check_kernels', 'bench_graph_more', 'bench_graph_b128', 'fault_probe_b128',
-        'fault_sanitizer_b128', 'bench_train', 'bench_compile', 'graph_gate_b1']
+        'check_kernels', 'bench_profile', 'bench_graph_more', 'bench_graph_b128',
+        'fault_probe_b128', 'fault_sanitizer_b128', 'bench_train', 'bench_compile',
+        'graph_gate_b1']
     commands = {name: command for name, _, command in planned}
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
     assert f'--launch-configs {table}' in commands['bench_graph_b128']
     assert commands['check_kernels'].endswith('check_kernels.py --model-only --deploy-only')
     assert {name: cap for name, cap, _ in planned}['check_kernels'] == '90'
+    # the fused forms alone, their slowest layers by name
+    assert ' --modes deploy --runs 2 --profile fp16:32 --profile-top 25 ' in \
+        commands['bench_profile']
 
 
 def test_device_stack_rehearsal_stubs_mmcv_everywhere_and_skips_only_its_calls(tmp_path):

@@ -142,8 +142,11 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
             --tool memcheck --print-limit 5 python3 tools/gpu/fault_probe.py --batch 32 $TUNED \
             $STOCK_FROM
     fi
-    phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes deploy-stock deploy \
-        --runs 2 --profile fp16:32 $TUNED
+    # Per kernel, per kind of layer and the slowest layers by name (the fused kernels charged to
+    # their layers by launch order since session 41), bytes and TB/s. PROFILE_MODES=deploy
+    # profiles the fused forms alone (session 40's four cases ran out of its 45 s).
+    phase bench_profile 45 $BENCH --batch 32 --amp fp16 --modes ${PROFILE_MODES:-deploy-stock deploy} \
+        --runs 2 --profile fp16:32 --profile-top 25 $TUNED
     # The other target cases' CUDA-graph rows, without tuning (the batch-32 table's configs where
     # its signatures match, the planner's compiled ahead elsewhere): batch 1 and 32 in fp16 and
     # bf16, then batch 128 in its own process (session 40: a fault there, before any row, killed

@@ -6,8 +6,13 @@
 # lease measured the batch-32 eager and graph rows and the profile; these are what it left):
 #   check_kernels            compiled kernels vs the stock path in deploy mode (session 40's
 #                            training checks passed; its deploy ones had not run at 110 s)
+#   bench_profile            the fused deploy forward at batch 32 fp16: each layer's kernels
+#                            (Triton's too, by launch order), bytes and TB/s, the slowest 25
+#                            by name -- which epilogue GEMMs make session 40's 497 us
 #   bench_graph_more         the CUDA-graph rows at batch 1 and 32, fp16 and bf16, untuned
-#   bench_graph_b128         the same at batch 128 (own process: session 40's fault there)
+#   bench_graph_b128         the same at batch 128 (own process: session 40's fault there,
+#                            explained in session 41 -- the benchmark's graphs did not hold
+#                            their models -- and fixed; this row shows whether it was all)
 #   fault_probe_b128         on a fault above, the fused MUXNet-m alone, synchronised per module
 #   fault_sanitizer_b128     the same under compute-sanitizer, caching allocator off
 #   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
@@ -27,8 +32,9 @@ export SPEED_ONLY=1
 export LAUNCH_CONFIGS=${LAUNCH_CONFIGS:-tools/gpu/tuned/h200_muxnet-m_fp16_b32.json}
 export CHECK_ARGS=${CHECK_ARGS:---model-only --deploy-only}
 export CHECK_TIMEOUT=${CHECK_TIMEOUT:-90}
-export PHASES=${PHASES:-"check_kernels bench_graph_more bench_graph_b128 fault_probe_b128 \
-fault_sanitizer_b128 bench_train bench_compile graph_gate_b1"}
+export PROFILE_MODES=${PROFILE_MODES:-deploy}
+export PHASES=${PHASES:-"check_kernels bench_profile bench_graph_more bench_graph_b128 \
+fault_probe_b128 fault_sanitizer_b128 bench_train bench_compile graph_gate_b1"}
 if [[ "${DRY_RUN:-0}" == "1" || -z "${OUT:-}" ]]; then
     exec bash tools/gpu/gpu_check.sh
 fi
