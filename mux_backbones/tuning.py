@@ -59,9 +59,12 @@ def _gemm_label(call) -> str:
             f'{str(rows.dtype).replace("torch.", "")} {epilogue or "plain"}')
 
 
+TUNED_KERNELS = ('all', 'gemms', 'convs')  # what tune_kernels(kernels=...) may tune
+
+
 @torch.no_grad()
 def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None,
-                 processes: Optional[int] = None) -> Dict[str, dict]:
+                 processes: Optional[int] = None, kernels: str = 'all') -> Dict[str, dict]:
     """Tune the launch configs of every fused-kernel call ``model(*inputs)`` makes.
 
     The choices hold for every call with the same signature (shape, dtype, device) from then on,
@@ -79,13 +82,21 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
             CUDA-graph replays.
         processes (int, optional): Worker processes compiling the candidates ahead of timing;
             default: up to 16, one core left (each holds a CUDA context of ~0.5 GB).
+        kernels (str): Which calls: ``'all'``, ``'gemms'`` (the 1x1 convs' GEMMs alone, e.g.
+            new GEMM candidates over a saved table's spatial convs) or ``'convs'``.
 
     Returns:
         dict: Per call signature (a readable label), per kernel ('forward', 'weight_grad',
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
+    if kernels not in TUNED_KERNELS:
+        raise ValueError(f'tune_kernels: kernels must be one of {TUNED_KERNELS}, got {kernels!r}')
     distinct, distinct_gemms = _kernel_calls(model, *inputs)
+    if kernels == 'gemms':
+        distinct = {}
+    elif kernels == 'convs':
+        distinct_gemms = {}
     _precompile(distinct, distinct_gemms, backward, False, processes)
     results = {}
     for call in distinct.values():

@@ -34,11 +34,22 @@ class LaunchConfig(NamedTuple):
     software-pipeline depth of its main loop (the forward's tap rows, the weight gradient's tiles,
     a GEMM's reduction; 1: none; ``s``: the loads of ``s - 1`` iterations ahead in flight through
     shared memory while one is computed). A spatial conv's tile is ``tile_h x tile_w`` pixels; a
-    GEMM's (:mod:`.pointwise_conv`) is ``tile_h`` rows x ``tile_w`` output channels."""
+    GEMM's (:mod:`.pointwise_conv`) is ``tile_h`` rows x ``tile_w`` output channels, and
+    ``tiles_per_program`` of those row tiles run one after another in one program (a loop the
+    pipeline depth applies to; 1: one tile per program, the only value the spatial conv
+    takes)."""
     tile_h: int
     tile_w: int
     num_warps: int
     num_stages: int = 1
+    tiles_per_program: int = 1
+
+
+def describe(config: LaunchConfig) -> str:
+    """``config`` as a tuple for logs: ``tiles_per_program`` only where it is not 1 (the
+    spatial conv's configs, and the GEMM's of one tile per program, read as they always did)."""
+    values = tuple(config)
+    return str(values if len(values) > 4 and values[4] != 1 else values[:4])
 
 
 # A tuned entry that says: this call runs the op's stock PyTorch path (cuBLAS/cuDNN and plain
@@ -52,12 +63,12 @@ _version = [0]
 
 def _check(config: LaunchConfig) -> LaunchConfig:
     config = LaunchConfig(*(int(v) for v in config))
-    powers_of_two = all(v > 0 and v & (v - 1) == 0 for v in config[:3])
+    powers_of_two = all(v > 0 and v & (v - 1) == 0 for v in config[:3] + config[4:])
     if not powers_of_two or config.num_warps > 32 or config.tile_h * config.tile_w > 16384 or \
-            not 1 <= config.num_stages <= 4:
-        raise ValueError(f'invalid launch config {tuple(config)}: tile_h, tile_w and num_warps '
-                         f'must be powers of two (num_warps <= 32, tile <= 16384 values), '
-                         f'num_stages 1-4')
+            not 1 <= config.num_stages <= 4 or config.tiles_per_program > 64:
+        raise ValueError(f'invalid launch config {describe(config)}: tile_h, tile_w, num_warps and '
+                         f'tiles_per_program must be powers of two (num_warps <= 32, tile <= '
+                         f'16384 values, tiles_per_program <= 64), num_stages 1-4')
     return config
 
 
@@ -255,13 +266,13 @@ def tune(key: tuple, candidates: Sequence[LaunchConfig], run: Callable, same: Ca
             try:
                 result = run()
             except Exception as err:
-                warnings.warn(f'{key[0]} tuning: config {tuple(config)} failed ({err}); '
+                warnings.warn(f'{key[0]} tuning: config {describe(config)} failed ({err}); '
                               f'skipped', RuntimeWarning)
                 continue
             if reference is None:
                 reference = result
             elif not same(result, reference):
-                warnings.warn(f'{key[0]} tuning: config {tuple(config)} changed the result; '
+                warnings.warn(f'{key[0]} tuning: config {describe(config)} changed the result; '
                               f'skipped', RuntimeWarning)
                 continue
             times[config] = time_us(run)

@@ -62,6 +62,9 @@ if HAS_TRITON:
 
 NUM_WARPS = 4
 NUM_STAGES = 3  # Triton's default on NVIDIA GPUs, said here so a tuned config can differ
+# The largest K a launch with several row tiles per program takes (its weight tile, K x
+# BLOCK_N, is loaded once and kept).
+LOOP_MAX_K = 128
 # The epilogue and layout flags of a launch: what, besides the shapes, a tuned config is kept by.
 # (Not SE_GATE: a launch computing its gate takes the tile tuned for the call reading it.)
 _FLAGS = ('HAS_BIAS', 'HAS_RESIDUAL', 'INTERLEAVE', 'ACT', 'HAS_SCALE', 'WEIGHT_ROWS',
@@ -113,64 +116,12 @@ def reference_pointwise_conv(rows: Tensor, weight: Tensor, bias: Optional[Tensor
 if HAS_TRITON:
 
     @triton.jit
-    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, w1_ptr, b1_ptr,
-                          w2_ptr, b2_ptr, ROWS, K, C, OUT_C, x_row, r_row, k_row, w_k, w_c, T,
-                          S, inv_pixels, HAS_BIAS: tl.constexpr,
-                          HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
-                          ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
-                          WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
-                          ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr, SE_GATE: tl.constexpr, SE_ACT: tl.constexpr,
-                          BLOCK_S: tl.constexpr, SE_BLOCK_K: tl.constexpr,
-                          BLOCK_T: tl.constexpr):
-        """BLOCK_M rows of one sample (``program_id(1)``: its input scale) x BLOCK_N
-        output channels. ``program_id(0)`` runs over the channel blocks of a row block first:
-        programs launched together read the same input tile (once from memory, then from L2),
-        and the row blocks have the grid's unlimited axis (a large map at batch 128 has more
-        than the 65535 the other axes allow).
-
-        ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
-        vectors it may use where Triton's own specialisation (multiples of 16) misses them
-        (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
-        vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (a contiguous
-        ``(K, C)`` matrix); else K is (the conv's own ``(C, K)`` weight, transposed).
-
-        ``SE_GATE`` (with ``HAS_SCALE``): the scale is a squeeze-excite gate the program computes
-        itself, from the sample's ``(T, K)`` partial channel sums at ``s_ptr`` and the SE's
-        weights ``w1`` (S, K), ``b1``, ``w2`` (K, S), ``b2`` (:mod:`.se_gate`'s computation,
-        in its order): the hidden vector once, then each K block's gate as its tile arrives --
-        instead of a gate launch before this one."""
-        sample = tl.program_id(1)
-        n_blocks = tl.cdiv(C, BLOCK_N)
-        block_m = tl.program_id(0) // n_blocks
-        block_n = tl.program_id(0) % n_blocks
-        local = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        ok_m = local < ROWS
-        ok_n = (cols // ALIGN) < (C // ALIGN)
-        row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
-        if SE_GATE:
-            hidden = se_hidden(s_ptr, w1_ptr, b1_ptr, sample, T, K, S, inv_pixels, SE_ACT,
-                               BLOCK_S, SE_BLOCK_K, BLOCK_T)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            ks = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
-            ok_k = (ks // ALIGN) < (K // ALIGN)
-            a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
-                        mask=ok_m[:, None] & ok_k[None, :], other=0.0)
-            if HAS_SCALE:  # the sample's input-channel scale (an SE gate), as the tile arrives
-                if SE_GATE:
-                    gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
-                                          BLOCK_S).to(tl.float32)
-                else:
-                    gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
-                a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
-            if WEIGHT_ROWS:
-                w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
-            else:
-                w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
-            b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
-            acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+    def _epilogue(acc, row, ok_m, cols, ok_n, block_n, b_ptr, r_ptr, k_ptr, out_ptr, C, OUT_C,
+                  r_row, k_row, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                  INTERLEAVE: tl.constexpr, ACT: tl.constexpr, ALIGN: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """One output tile from its fp32 product: bias, activation, residual, then the store
+        (with ``INTERLEAVE``, next to the kept channels)."""
         mask = ok_m[:, None] & ok_n[None, :]
         if HAS_BIAS:
             acc += tl.load(b_ptr + cols, mask=ok_n, other=0.0).to(tl.float32)[None, :]
@@ -191,6 +142,107 @@ if HAS_TRITON:
                      mask=ok_m[:, None] & ((out_cols // ALIGN) < (OUT_C // ALIGN))[None, :])
         else:
             tl.store(out_ptr + out_row[:, None] + cols[None, :], y, mask=mask)
+
+    @triton.jit
+    def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, w1_ptr, b1_ptr,
+                          w2_ptr, b2_ptr, ROWS, K, C, OUT_C, x_row, r_row, k_row, w_k, w_c, T,
+                          S, inv_pixels, HAS_BIAS: tl.constexpr,
+                          HAS_RESIDUAL: tl.constexpr, INTERLEAVE: tl.constexpr,
+                          ACT: tl.constexpr, HAS_SCALE: tl.constexpr,
+                          WEIGHT_ROWS: tl.constexpr, PRECISION: tl.constexpr,
+                          ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_K: tl.constexpr, SE_GATE: tl.constexpr, SE_ACT: tl.constexpr,
+                          BLOCK_S: tl.constexpr, SE_BLOCK_K: tl.constexpr,
+                          BLOCK_T: tl.constexpr, TILES: tl.constexpr = 1):
+        """TILES row blocks of BLOCK_M rows of one sample (``program_id(1)``: its input scale)
+        x BLOCK_N output channels. ``program_id(0)`` runs over the channel blocks of a row
+        block first: programs launched together read the same input tile (once from memory,
+        then from L2), and the row blocks have the grid's unlimited axis (a large map at batch
+        128 has more than the 65535 the other axes allow).
+
+        ``TILES`` > 1 (a tuned launch, only where K fits one BLOCK_K): the program loads its
+        weight tile, bias and input scale once, then runs its row blocks in a loop that the
+        compiler software-pipelines (``num_stages``): the next block's rows are in flight while
+        this one's result is stored. A skinny GEMM (K of 12-80: every expand conv, the early
+        project convs) has a few microseconds of work per tile; one tile per program leaves
+        its load latency exposed.
+
+        ``ALIGN`` (a power of two dividing K, C and every row stride) tells the compiler the
+        vectors it may use where Triton's own specialisation (multiples of 16) misses them
+        (e.g. 40 channels); masks are built from multiples of it so they stay constant over a
+        vector. ``WEIGHT_ROWS``: the weight's C is its unit-stride dimension (a contiguous
+        ``(K, C)`` matrix); else K is (the conv's own ``(C, K)`` weight, transposed).
+
+        ``SE_GATE`` (with ``HAS_SCALE``): the scale is a squeeze-excite gate the program computes
+        itself, from the sample's ``(T, K)`` partial channel sums at ``s_ptr`` and the SE's
+        weights ``w1`` (S, K), ``b1``, ``w2`` (K, S), ``b2`` (:mod:`.se_gate`'s computation,
+        in its order): the hidden vector once, then each K block's gate as its tile arrives --
+        instead of a gate launch before this one."""
+        sample = tl.program_id(1)
+        n_blocks = tl.cdiv(C, BLOCK_N)
+        block_m = tl.program_id(0) // n_blocks
+        block_n = tl.program_id(0) % n_blocks
+        cols = block_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ok_n = (cols // ALIGN) < (C // ALIGN)
+        if SE_GATE:
+            hidden = se_hidden(s_ptr, w1_ptr, b1_ptr, sample, T, K, S, inv_pixels, SE_ACT,
+                               BLOCK_S, SE_BLOCK_K, BLOCK_T)
+        if TILES == 1:
+            local = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            ok_m = local < ROWS
+            row = (sample * ROWS + local).to(tl.int64)  # batch-128 maps pass 2**31 elements
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                ks = tl.max_contiguous(tl.multiple_of(k0 + tl.arange(0, BLOCK_K), BLOCK_K),
+                                       BLOCK_K)
+                ok_k = (ks // ALIGN) < (K // ALIGN)
+                a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
+                            mask=ok_m[:, None] & ok_k[None, :], other=0.0)
+                if HAS_SCALE:  # the sample's input-channel scale (an SE gate), as it arrives
+                    if SE_GATE:
+                        gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
+                                              BLOCK_S).to(tl.float32)
+                    else:
+                        gate = tl.load(s_ptr + sample * K + ks, mask=ok_k,
+                                       other=0.0).to(tl.float32)
+                    a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
+                if WEIGHT_ROWS:
+                    w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
+                else:
+                    w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
+                b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
+                acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
+            _epilogue(acc, row, ok_m, cols, ok_n, block_n, b_ptr, r_ptr, k_ptr, out_ptr, C,
+                      OUT_C, r_row, k_row, HAS_BIAS, HAS_RESIDUAL, INTERLEAVE, ACT, ALIGN,
+                      BLOCK_M, BLOCK_N)
+        else:
+            # K in one block: the weight tile and the scale are the same for every row block.
+            ks = tl.max_contiguous(tl.multiple_of(tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
+            ok_k = (ks // ALIGN) < (K // ALIGN)
+            if WEIGHT_ROWS:
+                w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
+            else:
+                w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
+            b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :],
+                        other=0.0).to(x_ptr.dtype.element_ty)
+            if HAS_SCALE:
+                if SE_GATE:
+                    gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
+                                          BLOCK_S).to(tl.float32)
+                else:
+                    gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
+            for tile in range(0, TILES):
+                local = (block_m * TILES + tile) * BLOCK_M + tl.arange(0, BLOCK_M)
+                ok_m = local < ROWS
+                row = (sample * ROWS + local).to(tl.int64)
+                a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
+                            mask=ok_m[:, None] & ok_k[None, :], other=0.0)
+                if HAS_SCALE:
+                    a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
+                acc = tl.dot(a, b, input_precision=PRECISION)
+                _epilogue(acc, row, ok_m, cols, ok_n, block_n, b_ptr, r_ptr, k_ptr, out_ptr, C,
+                          OUT_C, r_row, k_row, HAS_BIAS, HAS_RESIDUAL, INTERLEAVE, ACT, ALIGN,
+                          BLOCK_M, BLOCK_N)
 
 
 def _unit_columns(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -224,7 +276,14 @@ def launch_blocks(rows_per_sample: int, k: int, c: int,
                   config: Optional[LaunchConfig] = None):
     """``(BLOCK_M, BLOCK_N, BLOCK_K)``: output channels and the reduction in blocks of 16-64
     (``tl.dot``'s minimum is 16), rows in blocks of 64 (the interpreter: up to 256, fewer
-    programs); a tuned ``config`` sets the rows (``tile_h``) and channels (``tile_w``)."""
+    programs); a tuned ``config`` sets the rows (``tile_h``) and channels (``tile_w``), and
+    one with several tiles per program takes the whole reduction in one block (at most
+    :data:`LOOP_MAX_K`)."""
+    if config is not None and config.tiles_per_program > 1:
+        if k > LOOP_MAX_K:
+            raise ValueError(f'pointwise_conv: {config.tiles_per_program} tiles per program '
+                             f'need K <= {LOOP_MAX_K}, got {k}')
+        return config.tile_h, config.tile_w, max(16, next_power_of_2(k))
     block_k = min(64, max(16, next_power_of_2(k)))
     if config is not None:
         return config.tile_h, config.tile_w, block_k
@@ -249,7 +308,14 @@ def launch_meta(dtype: torch.dtype, rows_per_sample: int, k: int, c: int, stride
                 ACT=_ACT_CODE[act], HAS_SCALE=has_scale, WEIGHT_ROWS=weight_rows,
                 PRECISION='tf32' if tf32 else 'ieee',
                 ALIGN=alignment(dtype.itemsize, k, c, *strides),
-                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **_NO_GATE)
+                BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                TILES=config.tiles_per_program if config else 1, **_NO_GATE)
+
+
+def launch_programs(rows_per_sample: int, c: int, meta: dict) -> int:
+    """Programs per sample of a launch with the compile-time arguments ``meta``."""
+    row_groups = -(-rows_per_sample // (meta['BLOCK_M'] * meta['TILES']))
+    return row_groups * -(-c // meta['BLOCK_N'])
 
 
 # A launch without the gate's computation: its compile-time arguments and its integer and
@@ -338,8 +404,7 @@ class _Call:
             meta = self.meta if config is None else launch_meta(*self.args, config=config)
             if gate is not None:
                 meta = dict(meta, **gate.meta(self.samples, self.k))
-            grid = (triton.cdiv(self.per_sample, meta['BLOCK_M']) *
-                    triton.cdiv(self.c, meta['BLOCK_N']), self.samples)
+            grid = (launch_programs(self.per_sample, self.c, meta), self.samples)
             launch = self._launches[config, gate] = KernelLaunch(
                 lambda: _pointwise_kernel, grid,
                 (self.per_sample, self.k, self.c, self.out_c, *self.strides,
@@ -381,26 +446,39 @@ def tuning_key(meta: dict, dtype, device, samples: int, rows_per_sample: int, k:
             rows_per_sample, k, c, tuple(meta[name] for name in _FLAGS))
 
 
+def _warps(block_m: int, block_n: int) -> int:
+    """4 warps up to 64 x 64 values per tile, 8 above."""
+    return NUM_WARPS if block_m * block_n <= 64 * 64 else 2 * NUM_WARPS
+
+
 def candidates(rows_per_sample: int, k: int, c: int) -> List[LaunchConfig]:
     """Launch configs worth timing for a call, the planner's own first: tiles of 32-256 rows
     (no taller than a sample's rows) x the planner's channel block or up to 128 channels (fewer
-    programs re-reading the same input rows), 4 warps up to 64 x 64 values per tile and 8
-    above, each with the reduction loop pipelined 3 deep (the planner's) and not at all (less
-    shared memory, more programs per SM); last, the stock path (:data:`.launch_config.STOCK`:
-    cuBLAS and separate passes), which the tuner keeps where no kernel config beats it."""
+    programs re-reading the same input rows), :func:`_warps`, each with the reduction loop
+    pipelined 3 deep (the planner's) and not at all (less shared memory, more programs per
+    SM); where K fits one block (:data:`LOOP_MAX_K`) and a sample has the rows, 4 or 16 row
+    tiles of 64 or 128 rows per program, as wide as C up to 128 channels, their loop
+    pipelined 3 deep; last, the stock path (:data:`.launch_config.STOCK`: cuBLAS and separate
+    passes), which the tuner keeps where no kernel config beats it."""
     planned = launch_blocks(rows_per_sample, k, c)
     configs = [LaunchConfig(planned[0], planned[1], NUM_WARPS, NUM_STAGES)]
-    widths = sorted({planned[1], min(128, max(16, next_power_of_2(c)))})
+    widest = min(128, max(16, next_power_of_2(c)))
+    widths = sorted({planned[1], widest})
     tallest = max(32, next_power_of_2(rows_per_sample))
     for stages in (NUM_STAGES, 1):
         for block_m in (32, 64, 128, 256):
             for block_n in widths:
                 if block_m > tallest or block_m * block_n > 128 * 128:
                     continue
-                warps = NUM_WARPS if block_m * block_n <= 64 * 64 else 2 * NUM_WARPS
-                config = LaunchConfig(block_m, block_n, warps, stages)
+                config = LaunchConfig(block_m, block_n, _warps(block_m, block_n), stages)
                 if config not in configs:
                     configs.append(config)
+    if k <= LOOP_MAX_K:
+        for block_m in (64, 128):
+            for tiles in (4, 16):
+                if block_m * tiles <= rows_per_sample:
+                    configs.append(LaunchConfig(block_m, widest, _warps(block_m, widest),
+                                                NUM_STAGES, tiles))
     return configs + [launch_config.STOCK]
 
 

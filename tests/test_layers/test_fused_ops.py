@@ -449,6 +449,28 @@ def test_tune_kernels_on_a_deployed_model():
         launch_config.forget()
 
 
+def test_tune_kernels_gemms_alone_keeps_the_convs_table():
+    """``kernels='gemms'`` tunes the 1x1 convs' GEMMs and leaves the spatial convs' entries as
+    loaded (new GEMM candidates over a committed table); an unknown selection is refused."""
+    from mux_backbones.ops import launch_config
+    from mux_backbones.tuning import tune_kernels
+    stock, fused = _pair(out_indices=(4, ))
+    stock.eval()
+    x = _input((32, 32), 1)
+    fused.switch_to_deploy(channels_last=True, fused_ops=True)
+    launch_config.forget()
+    try:
+        with pytest.raises(ValueError, match='kernels must be one of'):
+            tune_kernels(fused, x, kernels='spatial')
+        results = tune_kernels(fused, x, time_us=_cycling_timer(), kernels='gemms')
+        assert results and all(set(r) == {'pointwise_conv'} for r in results.values())
+        assert {key[0] for key in launch_config.entries()} == {'pointwise_conv'}
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
+    finally:
+        launch_config.forget()
+
+
 @pytest.mark.parametrize('training', [False, True])
 def test_precompile_kernels_compiles_what_an_untuned_run_launches(monkeypatch, training):
     """``precompile_kernels`` hands the workers one job per kernel a model's calls launch

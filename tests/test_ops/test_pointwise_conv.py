@@ -207,7 +207,7 @@ def test_candidates():
         configs = candidates(rows, k, c)
         assert configs[-1] == launch_config.STOCK  # cuBLAS + passes, timed like the others
         configs = configs[:-1]
-        assert configs[0] == (*launch_blocks(rows, k, c)[:2], 4, 3)
+        assert configs[0] == LaunchConfig(*launch_blocks(rows, k, c)[:2], 4, 3)
         assert len(set(configs)) == len(configs) >= 4
         assert {config.num_stages for config in configs} == {1, 3}
         assert all(config.tile_h <= max(32, next_power_of_2(rows))
@@ -216,6 +216,53 @@ def test_candidates():
                    for config in configs[1:])
     assert max(config.tile_w for config in candidates(3136, 24, 960)) == 128
     assert max(config.tile_h for config in candidates(49, 480, 80)) == 64
+    # Several row tiles per program: K in one block, a sample's rows for every tile, as wide
+    # as C (up to 128), pipelined
+    looped = [config for config in candidates(12544, 16, 96) if config.tiles_per_program > 1]
+    assert {(config.tile_h, config.tiles_per_program) for config in looped} == \
+        {(64, 4), (64, 16), (128, 4), (128, 16)}
+    assert all(config.tile_w == 128 and config.num_stages == 3 for config in looped)
+    assert [config for config in candidates(300, 40, 20) if config.tiles_per_program > 1] == \
+        [LaunchConfig(64, 32, 4, 3, 4)]
+    for rows, k, c in ((49, 480, 80), (12544, 160, 96), (196, 24, 96)):
+        assert all(config.tiles_per_program == 1 for config in candidates(rows, k, c))
+    with pytest.raises(ValueError, match='K <= 128'):
+        launch_blocks(12544, 160, 96, LaunchConfig(64, 64, 4, 3, 4))
+
+
+@pytest.mark.parametrize('weight_rows', [False, True])
+@pytest.mark.parametrize('samples,pixels,k,c,config,dtype', [
+    (2, 300, 20, 12, LaunchConfig(32, 16, 4, 3, 4), torch.float32),  # last program's tail
+    (1, 700, 96, 40, LaunchConfig(64, 64, 4, 3, 4), torch.float32),  # K past one 64 block
+    (3, 130, 40, 24, LaunchConfig(16, 32, 4, 3, 2), torch.float16),
+    (2, 64, 24, 24, LaunchConfig(16, 16, 4, 3, 16), torch.float32)])  # tiles past the rows
+def test_several_row_tiles_per_program(samples, pixels, k, c, config, dtype, weight_rows):
+    """A launch whose programs run several row tiles in turn (weight tile, bias and scale
+    loaded once) computes what the planner's launch does, with every epilogue, an input
+    scale and the SE gate computed in the kernel; its grid has the fewer programs."""
+    rows, weight, bias, residual, kept = _inputs(samples, pixels, k, c, weight_rows, dtype=dtype)
+    scale = torch.rand(samples, k, dtype=dtype)
+    tol = 2e-2 if dtype == torch.float16 else 1e-4
+    for args in ((bias, None, None, 'silu', None), (bias, residual, kept, 'none', scale),
+                 (None, residual, None, 'relu', scale)):
+        plan, planned = gemm._planned(rows, weight, *args)
+        want = pointwise_conv(rows, weight, *args[:3], act=args[3], scale=args[4])
+        got = torch.empty_like(want)
+        plan.launch(*planned[:5], planned[6], got, config)
+        torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
+    launch = plan.kernel_launch(config)
+    assert launch.meta['TILES'] == config.tiles_per_program
+    assert launch.grid[0] == -(-pixels // (config.tile_h * config.tiles_per_program)) * \
+        -(-c // config.tile_w)
+    se_weights = [t.contiguous() for t in se_gate_params(k, 4, dtype)]
+    sums = torch.randn(samples, 3, k) * pixels / 3
+    gate = se_gate(sums, pixels, *se_weights, act='relu')
+    want = pointwise_conv(rows, weight, bias, residual, kept, scale=gate)
+    plan, planned = gemm._planned(rows, weight, bias, residual, kept, 'none', gate)
+    got = torch.empty_like(want)
+    plan.gated_launch(gemm.Gate(3, 4, 1.0 / pixels, 'relu'), *planned[:5], sums, se_weights,
+                      got, config)
+    torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)
 
 
 def _timer_preferring(wanted, key):
@@ -296,7 +343,7 @@ def test_tuning_skips_configs_that_fail(clean_launch_configs, monkeypatch):
     monkeypatch.setattr(gemm._Call, 'launch', launch)
     rows, weight, bias, _, _ = _inputs(1, 300, 24, 130, False)
     key = call_key(rows, weight, bias, None, None, 'none', None)
-    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8, \d\) failed.*shared'):
+    with pytest.warns(RuntimeWarning, match=r'config \(\d+, \d+, 8, \d(, \d+)?\) failed.*shared'):
         times = tune_pointwise_conv(rows, weight, bias,
                                     time_us=_timer_preferring(LaunchConfig(128, 128, 8, 3), key))
     assert times and all(config.num_warps != 8 for config in times)

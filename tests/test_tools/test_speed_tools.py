@@ -531,11 +531,11 @@ def test_gpu_check_plans_valid_phases_and_runs_only_those_named(tmp_path):
     table.write_text('{}\n')
     planned, _ = _gpu_check_plan(tmp_path / 'all', LAUNCH_CONFIGS=str(table))
     names = [name for name, _, _ in planned]
-    assert names[:14] == [
+    assert names[:15] == [
         'check_kernels', 'layer_bench', 'bench_fp16_b32', 'bench_fp16_b32_graph',
         'bench_fp16_b32_blocking', 'fault_sanitizer', 'bench_profile', 'bench_graph_more',
-        'bench_graph_b128', 'fault_probe_b128', 'fault_sanitizer_b128', 'bench_train',
-        'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 22
+        'bench_graph_b128', 'fault_probe_b128', 'fault_sanitizer_b128', 'bench_tune_gemms',
+        'bench_train', 'bench_compile', 'graph_gate_b1'] and len(names) == len(set(names)) == 23
     for name, cap, command in planned:
         argv = shlex.split(command)
         script = next(a for a in argv if a.endswith('.py'))
@@ -591,14 +591,18 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     planned, _ = _gpu_check_plan(tmp_path, 'tools/gpu/next_lease.sh')
     assert [name for name, _, _ in planned] == [
         'check_kernels', 'bench_profile', 'bench_graph_more', 'bench_graph_b128',
-        'fault_probe_b128', 'fault_sanitizer_b128', 'bench_train', 'bench_compile',
-        'graph_gate_b1']
+        'fault_probe_b128', 'fault_sanitizer_b128', 'bench_tune_gemms', 'bench_train',
+        'bench_compile', 'graph_gate_b1']
     commands = {name: command for name, _, command in planned}
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
     assert f'--launch-configs {table}' in commands['bench_graph_b128']
     assert commands['check_kernels'].endswith('check_kernels.py --model-only --deploy-only')
-    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '90'
+    assert {name: cap for name, cap, _ in planned}['check_kernels'] == '60'
+    # the GEMMs alone re-tuned over the committed table, the table saved to come back
+    tune = load_tool(BENCH).parse_args(shlex.split(commands['bench_tune_gemms'])[2:])
+    assert tune.tune_kernels == 'gemms' and tune.launch_configs == table
+    assert tune.save_launch_configs.endswith('launch_configs_gemms.json')
     # the fused forms alone, their slowest layers by name
     assert ' --modes deploy --runs 2 --profile fp16:32 --profile-top 25 ' in \
         commands['bench_profile']

@@ -31,7 +31,8 @@ from mux_backbones.cli import (PRECISIONS, ToolError, build_model_from_config, e
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
-from mux_backbones.tuning import choose_training_kernels, precompile_kernels, tune_kernels
+from mux_backbones.tuning import (TUNED_KERNELS, choose_training_kernels, precompile_kernels,
+                                  tune_kernels)
 from mux_backbones.utils.layer_profile import format_layer_costs, profile_forward
 from mux_backbones.utils.timing import (Timing, capture_cuda_graph, cpu_description, time_forward,
                                         time_interleaved)
@@ -123,7 +124,7 @@ def _prepare(name, mode, batch, args, device, amp='fp32'):
     if device.type == 'cuda' and not mode.endswith('-stock') and (name, amp, batch) not in _READY:
         _READY.add((name, amp, batch))  # the table and Triton's cache are process-wide
         if args.tune_kernels:
-            tune_kernels(model, x)
+            tune_kernels(model, x, kernels=args.tune_kernels)
             save_tuned(args)  # at once: a run that faults later keeps it for the next one
         else:  # its kernels compiled at once, not one by one in the first forward
             precompile_kernels(model, x)
@@ -339,7 +340,8 @@ def bench_train_step(args, device):
             with _autocast(device, args.train_amp):  # the dtypes the kernels will see
                 if fused and device.type == 'cuda':
                     if args.tune_kernels:
-                        tune_kernels(model.backbone, inputs, backward=True)
+                        tune_kernels(model.backbone, inputs, backward=True,
+                                     kernels=args.tune_kernels)
                         save_tuned(args)
                     elif fused is True:
                         # Compiled ahead, not one by one in the first step (what lost session
@@ -469,9 +471,11 @@ def parse_args(argv=None):
                         'every mode at batch 1/32/128 in fp16 and bf16, both training steps')
     parser.add_argument('--target-table-rows', action='store_true',
                         help='print the target table for the cases given (no preset matrix)')
-    parser.add_argument('--tune-kernels', action='store_true',
+    parser.add_argument('--tune-kernels', nargs='?', const='all', choices=TUNED_KERNELS,
+                        default=None,
                         help='tune the fused kernels\' launch configs of every case (CUDA; the '
-                        'training steps\' gradient kernels too) before timing it')
+                        'training steps\' gradient kernels too) before timing it; "gemms": the '
+                        '1x1 convs\' GEMMs alone (over --launch-configs\' spatial convs)')
     parser.add_argument('--launch-configs', metavar='FILE',
                         help='tuned launch configs of the fused kernels to run with (written by '
                         'tools/gpu/layer_bench.py --tune --save-configs)')

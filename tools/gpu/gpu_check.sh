@@ -22,7 +22,8 @@
 #      the per-kernel profile and per kind of layer time, bytes and TB/s, the CUDA-graph rows
 #      at batch 1/32 and at 128 in fp16 and bf16 (untuned; a fault at 128 located by
 #      fault_probe.py, then under compute-sanitizer), SSDLite and PSPNet
-#      training steps (with their top kernels), torch.compile at batch 32, the batch-1 graph
+#      the GEMMs re-tuned over that table with the graph rows again (bench_tune_gemms), SSDLite
+#      and PSPNet training steps (with their top kernels), torch.compile at batch 32, the batch-1 graph
 #      row with and without the SE gate in the project GEMMs (graph_probe), batch 1/128 and bf16
 #      (tuned in their own process), the training steps with tuned kernels, graph_probe,
 #      batch-1 layers, and tools/gpu/host_time.py (the eager forward's host time as the CPU
@@ -167,6 +168,11 @@ if [[ "${SPEED_ONLY:-0}" == "1" ]]; then
         phase fault_sanitizer_b128 90 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer \
             --tool memcheck --print-limit 5 $PROBE
     fi
+    # The epilogue GEMMs re-tuned over the table's spatial convs, the new candidates included
+    # (session 41: several row tiles per program, their loop software-pipelined), then the
+    # batch-32 graph rows with that table; the table comes back for the next lease to commit.
+    phase bench_tune_gemms 150 $B32 $GRAPH_MODES --runs 100 $TUNED --tune-kernels gemms \
+        --save-launch-configs "$OUT/launch_configs_gemms.json" --target-table-rows
     # 180 s: four rows per task, each building its detector or segmentor, the fused ones
     # compiling their kernels first (session 24's 120 s ended after SSDLite's stock rows).
     phase bench_train 180 $BENCH --batch 1 --modes deploy --runs 2 --train-step ssdlite pspnet \

@@ -381,7 +381,7 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
         meta = gemm.launch_meta(*flags, config=config)
         warps, stages = (config.num_warps, config.num_stages) if config else \
             (gemm.NUM_WARPS, gemm.NUM_STAGES)
-        programs = samples * -(-rows // meta['BLOCK_M']) * -(-c // meta['BLOCK_N'])
+        programs = samples * gemm.launch_programs(rows, c, meta)
         if gate is not None and not block_launches.gate_in_gemm(programs):
             gate = None
         if gate is not None:  # the SE gate computed in the kernel, from fp32 pooled sums
@@ -393,13 +393,16 @@ def print_epilogue_gemms(args, issue_rate: float, tuned_for=None):
                                 warps, stages, ('s_ptr', ) if gate else ())
         regs, static, loop = analyse(kernel)
         body = sum(loop.values())
-        per_program = static - body + body * -(-k // meta['BLOCK_K'])
+        # the loop: over K blocks, or (several tiles per program) over its row tiles
+        trips = meta['TILES'] if meta['TILES'] > 1 else -(-k // meta['BLOCK_K'])
+        per_program = static - body + body * trips
         us = programs * warps * per_program / issue_rate
         moved = samples * rows * (k + c * (1 + residual + 2 * interleave)) * size
         mem_us = moved / 4.8e6
         total, total_mem = total + us, total_mem + mem_us
         tile = f'{meta["BLOCK_M"]}x{meta["BLOCK_N"]}x{meta["BLOCK_K"]}' + \
-            (f'/{warps}/{stages}' if config else '')
+            (f'/{warps}/{stages}' if config else '') + \
+            (f'x{meta["TILES"]}' if meta['TILES'] > 1 else '')
         print(f'{name.replace("layers.", ""):<28}{samples * rows:>8}{k:>5}{c:>5}'
               f'{epilogue or "-":>15}{tile:>16}{regs or "?":>5}'
               f'{kernel.metadata.shared / 1024:>8.1f}{us:>7.1f}{mem_us:>8.1f}  '

@@ -15,6 +15,9 @@
 #                            their models -- and fixed; this row shows whether it was all)
 #   fault_probe_b128         on a fault above, the fused MUXNet-m alone, synchronised per module
 #   fault_sanitizer_b128     the same under compute-sanitizer, caching allocator off
+#   bench_tune_gemms         the epilogue GEMMs re-tuned with session 41's candidates (several
+#                            row tiles per program, pipelined), then the batch-32 graph rows;
+#                            its table ($OUT/launch_configs_gemms.json) is the one to commit
 #   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
 #   bench_compile            torch.compile reduce-overhead at batch 32
 #   graph_gate_b1            batch-1 CUDA graphs with and without the SE gate in the GEMMs
@@ -31,10 +34,10 @@ cd "$(dirname "$0")/../.."
 export SPEED_ONLY=1
 export LAUNCH_CONFIGS=${LAUNCH_CONFIGS:-tools/gpu/tuned/h200_muxnet-m_fp16_b32.json}
 export CHECK_ARGS=${CHECK_ARGS:---model-only --deploy-only}
-export CHECK_TIMEOUT=${CHECK_TIMEOUT:-90}
+export CHECK_TIMEOUT=${CHECK_TIMEOUT:-60}
 export PROFILE_MODES=${PROFILE_MODES:-deploy}
 export PHASES=${PHASES:-"check_kernels bench_profile bench_graph_more bench_graph_b128 \
-fault_probe_b128 fault_sanitizer_b128 bench_train bench_compile graph_gate_b1"}
+fault_probe_b128 fault_sanitizer_b128 bench_tune_gemms bench_train bench_compile graph_gate_b1"}
 if [[ "${DRY_RUN:-0}" == "1" || -z "${OUT:-}" ]]; then
     exec bash tools/gpu/gpu_check.sh
 fi
