@@ -31,6 +31,13 @@ _warned = set()
 _interpreting = os.environ.get('TRITON_INTERPRET', '0') == '1'
 
 
+# The modules whose launch planners ask their own ``interpreting`` (under the interpreter they
+# plan fewer, larger programs). Replaying a GPU's launch plans in the interpreter means setting
+# it to ``lambda: False`` in each (tools/gpu/fault_probe.py --gpu-plans, and the tests' replay
+# over a whole model); the launches themselves stay interpreted.
+PLANNING_MODULES = ('mux_backbones.ops.group_conv', 'mux_backbones.ops.pointwise_conv')
+
+
 def interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` when
     :mod:`mux_backbones.ops` was imported)."""

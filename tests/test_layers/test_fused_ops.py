@@ -94,7 +94,8 @@ def test_gpu_launch_plans_over_a_whole_model(monkeypatch):
     deploy form -- equal to the stock path, every alignment and contiguity hint held to its
     values, no two programs storing to one address, nothing accessed outside its tensors
     (tests/interpreter_checks.py)."""
-    for name in ('mux_backbones.ops.group_conv', 'mux_backbones.ops.pointwise_conv'):
+    from mux_backbones.ops._triton import PLANNING_MODULES
+    for name in PLANNING_MODULES:
         monkeypatch.setattr(sys.modules[name], 'interpreting', lambda: False)
     monkeypatch.setattr(sys.modules['mux_backbones.ops.group_conv'], 'PAIR_SWAP', True)
     gemm_plans = sys.modules['mux_backbones.ops.pointwise_conv']._plan

@@ -61,9 +61,10 @@ def use_gpu_plans(large_batch: bool = False) -> None:
     """Plan this process's kernel launches as on a GPU, Triton's interpreter running them with
     every access and hint checked (``--gpu-plans``; see the module docstring)."""
     from mux_backbones.layers import block_launches
+    from mux_backbones.ops._triton import PLANNING_MODULES
+    for name in PLANNING_MODULES:  # the planners' view; the launches stay interpreted
+        importlib.import_module(name).interpreting = lambda: False
     group_conv = importlib.import_module('mux_backbones.ops.group_conv')
-    for module in (group_conv, importlib.import_module('mux_backbones.ops.pointwise_conv')):
-        module.interpreting = lambda: False  # the planners' view; the launches stay interpreted
     if large_batch:
         group_conv.MIN_PROGRAMS = 0
         block_launches.GATE_IN_GEMM = '0'
