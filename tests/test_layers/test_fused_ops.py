@@ -424,48 +424,40 @@ def _check_tuned(results, kernels):
     assert len(launch_config.entries()) == len(chosen)  # one per call signature and kernel
 
 
-def test_tune_kernels_on_a_deployed_model():
+@pytest.mark.parametrize('kernels', ['all', 'gemms'])
+def test_tune_kernels_on_a_deployed_model(kernels):
     """``tune_kernels`` records every fused-kernel call of a deployed model, tunes each call
-    signature and keeps the fastest config; the model computes the same outputs with them."""
+    signature and keeps the fastest config; the model computes the same outputs with them.
+    ``kernels='gemms'`` tunes the 1x1 convs' GEMMs alone, the table's spatial-conv entries
+    left as they were (new GEMM candidates over a committed table)."""
     from mux_backbones.ops import launch_config
+    from mux_backbones.ops.launch_config import LaunchConfig
     from mux_backbones.tuning import tune_kernels
     stock, fused = _pair(out_indices=(4, ))
     stock.eval()
     x = _input((32, 32), 1)
     fused.switch_to_deploy(channels_last=True, fused_ops=True)
     launch_config.forget()
-    try:
-        results = tune_kernels(fused, x, time_us=_cycling_timer())
-        _check_tuned(results, {'forward'})
-        # the fused deploy forms and the spatially multiplexed convs' per-scale kernel calls
-        convs = [r for r in results.values() if 'forward' in r]
-        assert len(convs) > sum(isinstance(m, FusedGroupConv) for m in fused.modules())
-        # and the 1x1 convs with an epilogue (expand + act, project + residual / interleave)
-        gemms = [label for label, r in results.items() if 'pointwise_conv' in r]
-        assert any('+mux' in label for label in gemms)
-        assert any('+silu' in label or '+relu' in label for label in gemms)
-        with torch.no_grad():
-            torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
-    finally:
-        launch_config.forget()
-
-
-def test_tune_kernels_gemms_alone_keeps_the_convs_table():
-    """``kernels='gemms'`` tunes the 1x1 convs' GEMMs and leaves the spatial convs' entries as
-    loaded (new GEMM candidates over a committed table); an unknown selection is refused."""
-    from mux_backbones.ops import launch_config
-    from mux_backbones.tuning import tune_kernels
-    stock, fused = _pair(out_indices=(4, ))
-    stock.eval()
-    x = _input((32, 32), 1)
-    fused.switch_to_deploy(channels_last=True, fused_ops=True)
-    launch_config.forget()
+    loaded = ('group_conv', 'cpu', 'float32', (1, 8, 4, 4), (8, ), (3, ), (1, ), 1, 1)
+    if kernels == 'gemms':  # a table's spatial-conv entry, to be left alone
+        launch_config.record(loaded, LaunchConfig(4, 4, 2))
     try:
         with pytest.raises(ValueError, match='kernels must be one of'):
             tune_kernels(fused, x, kernels='spatial')
-        results = tune_kernels(fused, x, time_us=_cycling_timer(), kernels='gemms')
-        assert results and all(set(r) == {'pointwise_conv'} for r in results.values())
-        assert {key[0] for key in launch_config.entries()} == {'pointwise_conv'}
+        results = tune_kernels(fused, x, time_us=_cycling_timer(), kernels=kernels)
+        # the 1x1 convs with an epilogue (expand + act, project + residual / interleave)
+        gemms = [label for label, r in results.items() if 'pointwise_conv' in r]
+        assert any('+mux' in label for label in gemms)
+        assert any('+silu' in label or '+relu' in label for label in gemms)
+        convs = [r for r in results.values() if 'forward' in r]
+        if kernels == 'all':
+            _check_tuned(results, {'forward'})
+            # the fused deploy forms and the spatially multiplexed convs' per-scale calls
+            assert len(convs) > sum(isinstance(m, FusedGroupConv) for m in fused.modules())
+        else:
+            assert not convs and len(gemms) == len(results)
+            assert {key for key in launch_config.entries() if key[0] == 'group_conv'} == \
+                {loaded}
         with torch.no_grad():
             torch.testing.assert_close(fused(x)[0], stock(x)[0], atol=1e-4, rtol=1e-4)
     finally:
