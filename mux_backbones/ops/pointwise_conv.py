@@ -144,6 +144,27 @@ if HAS_TRITON:
             tl.store(out_ptr + out_row[:, None] + cols[None, :], y, mask=mask)
 
     @triton.jit
+    def _weight_tile(w_ptr, ks, ok_k, cols, ok_n, w_k, w_c, WEIGHT_ROWS: tl.constexpr,
+                     ALIGN: tl.constexpr):
+        """The weight's (K block x channel block) tile, in either layout (``WEIGHT_ROWS``)."""
+        if WEIGHT_ROWS:
+            w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
+        else:
+            w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
+        return tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
+
+    @triton.jit
+    def _input_scale(s_ptr, w2_ptr, b2_ptr, hidden, sample, K, S, ks, ok_k,
+                     SE_GATE: tl.constexpr, BLOCK_S: tl.constexpr):
+        """The sample's fp32 input-channel scale of the K block ``ks``: the SE gate computed
+        from ``hidden`` (``SE_GATE``) or loaded."""
+        if SE_GATE:
+            gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S, BLOCK_S).to(tl.float32)
+        else:
+            gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
+        return gate
+
+    @triton.jit
     def _pointwise_kernel(x_ptr, w_ptr, b_ptr, r_ptr, k_ptr, s_ptr, out_ptr, w1_ptr, b1_ptr,
                           w2_ptr, b2_ptr, ROWS, K, C, OUT_C, x_row, r_row, k_row, w_k, w_c, T,
                           S, inv_pixels, HAS_BIAS: tl.constexpr,
@@ -187,6 +208,8 @@ if HAS_TRITON:
         if SE_GATE:
             hidden = se_hidden(s_ptr, w1_ptr, b1_ptr, sample, T, K, S, inv_pixels, SE_ACT,
                                BLOCK_S, SE_BLOCK_K, BLOCK_T)
+        else:
+            hidden = 0.0  # (unread: the scale is loaded)
         if TILES == 1:
             local = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
             ok_m = local < ROWS
@@ -199,18 +222,10 @@ if HAS_TRITON:
                 a = tl.load(x_ptr + tl.multiple_of(row * x_row, ALIGN)[:, None] + ks[None, :],
                             mask=ok_m[:, None] & ok_k[None, :], other=0.0)
                 if HAS_SCALE:  # the sample's input-channel scale (an SE gate), as it arrives
-                    if SE_GATE:
-                        gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
-                                              BLOCK_S).to(tl.float32)
-                    else:
-                        gate = tl.load(s_ptr + sample * K + ks, mask=ok_k,
-                                       other=0.0).to(tl.float32)
+                    gate = _input_scale(s_ptr, w2_ptr, b2_ptr, hidden, sample, K, S, ks, ok_k,
+                                        SE_GATE, BLOCK_S)
                     a = (a.to(tl.float32) * gate[None, :]).to(x_ptr.dtype.element_ty)
-                if WEIGHT_ROWS:
-                    w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
-                else:
-                    w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
-                b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :], other=0.0)
+                b = _weight_tile(w_ptr, ks, ok_k, cols, ok_n, w_k, w_c, WEIGHT_ROWS, ALIGN)
                 acc = tl.dot(a, b.to(a.dtype), acc, input_precision=PRECISION)
             _epilogue(acc, row, ok_m, cols, ok_n, block_n, b_ptr, r_ptr, k_ptr, out_ptr, C,
                       OUT_C, r_row, k_row, HAS_BIAS, HAS_RESIDUAL, INTERLEAVE, ACT, ALIGN,
@@ -219,18 +234,11 @@ if HAS_TRITON:
             # K in one block: the weight tile and the scale are the same for every row block.
             ks = tl.max_contiguous(tl.multiple_of(tl.arange(0, BLOCK_K), BLOCK_K), BLOCK_K)
             ok_k = (ks // ALIGN) < (K // ALIGN)
-            if WEIGHT_ROWS:
-                w_offs = tl.multiple_of(ks * w_k, ALIGN)[:, None] + cols[None, :]
-            else:
-                w_offs = ks[:, None] + tl.multiple_of(cols * w_c, ALIGN)[None, :]
-            b = tl.load(w_ptr + w_offs, mask=ok_k[:, None] & ok_n[None, :],
-                        other=0.0).to(x_ptr.dtype.element_ty)
+            b = _weight_tile(w_ptr, ks, ok_k, cols, ok_n, w_k, w_c, WEIGHT_ROWS,
+                             ALIGN).to(x_ptr.dtype.element_ty)
             if HAS_SCALE:
-                if SE_GATE:
-                    gate = se_gate_values(w2_ptr, b2_ptr, hidden, ks, ok_k, S,
-                                          BLOCK_S).to(tl.float32)
-                else:
-                    gate = tl.load(s_ptr + sample * K + ks, mask=ok_k, other=0.0).to(tl.float32)
+                gate = _input_scale(s_ptr, w2_ptr, b2_ptr, hidden, sample, K, S, ks, ok_k,
+                                    SE_GATE, BLOCK_S)
             for tile in range(0, TILES):
                 local = (block_m * TILES + tile) * BLOCK_M + tl.arange(0, BLOCK_M)
                 ok_m = local < ROWS
