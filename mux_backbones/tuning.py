@@ -90,13 +90,7 @@ def tune_kernels(model: nn.Module, *inputs, backward: bool = False, time_us=None
         'input_grad_s2' of a spatial conv, 'pointwise_conv' of a GEMM), microseconds per launch
         config (the planner's own first; the fastest is kept).
     """
-    if kernels not in TUNED_KERNELS:
-        raise ValueError(f'tune_kernels: kernels must be one of {TUNED_KERNELS}, got {kernels!r}')
-    distinct, distinct_gemms = _kernel_calls(model, *inputs)
-    if kernels == 'gemms':
-        distinct = {}
-    elif kernels == 'convs':
-        distinct_gemms = {}
+    distinct, distinct_gemms = _kernel_calls(model, *inputs, kernels=kernels)
     _precompile(distinct, distinct_gemms, backward, False, processes)
     results = {}
     for call in distinct.values():
@@ -136,17 +130,33 @@ def precompile_kernels(model: nn.Module, *inputs, backward: bool = False,
     Triton's disk cache then serves them. Arguments as :func:`tune_kernels`'.
 
     Returns:
-        int: How many compile jobs ran in workers (0 where nothing compiles: the interpreter,
-        fewer than two processes or jobs).
+        int: How many compile jobs ran (in this process where their kernels were cached, else
+        in workers; 0 where nothing compiles: the interpreter, fewer than two processes or
+        jobs).
     """
     distinct, distinct_gemms = _kernel_calls(model, *inputs)
     return _precompile(distinct, distinct_gemms, backward, True, processes)
 
 
-def _kernel_calls(model: nn.Module, *inputs):
+@torch.no_grad()
+def compile_jobs_of(model: nn.Module, *inputs, backward: bool = False, kernels: str = 'all',
+                    current_only: bool = True) -> list:
+    """The compile jobs :func:`precompile_kernels` (``current_only``) or :func:`tune_kernels`
+    (every candidate) hands its worker processes for ``model(*inputs)``: ``(function,
+    *arguments)``, each launching one kernel config once on zeros. For a tool that runs them
+    itself, e.g. compiling them for a GPU without one (``tools/gpu/prebuild_triton_cache.py``).
+    Arguments as :func:`tune_kernels`'."""
+    distinct, distinct_gemms = _kernel_calls(model, *inputs, kernels=kernels)
+    return _jobs(distinct, distinct_gemms, backward, current_only)
+
+
+def _kernel_calls(model: nn.Module, *inputs, kernels: str = 'all'):
     """The distinct spatial-conv and GEMM calls of ``model(*inputs)``, from a dry run (the ops
     record their calls and compile nothing); a GEMM reading an SE gate as its scale is kept
-    with the gate op's call (what a deployed block's launches may have the GEMM compute)."""
+    with the gate op's call (what a deployed block's launches may have the GEMM compute).
+    ``kernels``: as :func:`tune_kernels`' (the other kind's calls left out)."""
+    if kernels not in TUNED_KERNELS:
+        raise ValueError(f'kernels must be one of {TUNED_KERNELS}, got {kernels!r}')
     with torch.no_grad(), _buffers_kept(model), recorded_calls('group_conv') as calls, \
             recorded_calls('pointwise_conv') as gemms, recorded_calls('se_gate') as gates, \
             dry_run():
@@ -163,6 +173,10 @@ def _kernel_calls(model: nn.Module, *inputs):
         scale = call[6]
         distinct_gemms.setdefault(call_key(*call),
                                   (call, None if scale is None else gate_of.get(id(scale))))
+    if kernels == 'gemms':
+        distinct = {}
+    elif kernels == 'convs':
+        distinct_gemms = {}
     return distinct, distinct_gemms
 
 
@@ -188,11 +202,14 @@ def _precompile(convs: dict, gemms: dict, backward: bool, current_only: bool,
     :func:`precompile_kernels`), compiled in worker processes."""
     if processes is None:
         processes = min(16, (os.cpu_count() or 1) - 1)
+    return precompile(_jobs(convs, gemms, backward, current_only), processes)
+
+
+def _jobs(convs: dict, gemms: dict, backward: bool, current_only: bool) -> list:
     jobs = [job for call in convs.values()
             for job in compile_jobs(*call, backward=backward, current_only=current_only)]
-    jobs += [job for call, se_call in gemms.values()
-             for job in _gemm_jobs(call, se_call, current_only)]
-    return precompile(jobs, processes)
+    return jobs + [job for call, se_call in gemms.values()
+                   for job in _gemm_jobs(call, se_call, current_only)]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ an op, to replay it), :func:`precompile` (every candidate compiled ahead in work
 import contextlib
 import functools
 import json
+import os
 import warnings
 from typing import Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -215,28 +216,53 @@ def _run_compile_jobs(jobs) -> int:
     return ran
 
 
+def _triton_cache_entries() -> Optional[int]:
+    """How many entries Triton's on-disk cache holds (one more per kernel compiled or launcher
+    built); None where this Triton does not say where its cache is."""
+    try:
+        from triton import knobs
+        folder = knobs.cache.dir
+    except (ImportError, AttributeError):  # pragma: no cover - Triton before 3.4
+        return None
+    return len(os.listdir(folder)) if folder and os.path.isdir(folder) else 0
+
+
 def precompile(jobs: Sequence[tuple], processes: int) -> int:
     """Compile the candidates' launches (the ops' ``compile_jobs``) in ``processes`` worker
     processes at once, so tuning (one compile per candidate and call, ~1-2 s each) finds them
     in Triton's on-disk cache instead of compiling one after another. Best effort: a worker that
-    fails leaves its jobs to be compiled when tuning runs them. Returns how many jobs ran in
-    workers."""
+    fails leaves its jobs to be compiled when tuning runs them.
+
+    The jobs run in this process first as long as each finds its kernel in the cache (a warm
+    cache: a rerun, or one built ahead, ``tools/gpu/prebuild_triton_cache.py``): a worker costs
+    seconds to start (imports, a CUDA context), a cached job milliseconds. The first job that
+    adds to the cache (a compile) hands the rest to the workers. Returns how many jobs ran."""
     jobs = list(jobs)
     if processes < 2 or len(jobs) < 2 or interpreting():  # the interpreter compiles nothing
         return 0
+    done = ran = 0
+    entries = _triton_cache_entries()
+    while entries is not None and done < len(jobs):
+        ran += _run_compile_jobs(jobs[done:done + 1])
+        done += 1
+        now = _triton_cache_entries()
+        if now != entries:
+            break
+    rest = jobs[done:]
+    if len(rest) < 2:
+        return ran + _run_compile_jobs(rest)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    chunks = [jobs[i::processes] for i in range(min(processes, len(jobs)))]
-    done = 0
+    chunks = [rest[i::processes] for i in range(min(processes, len(rest)))]
     # spawn: a forked child cannot initialise CUDA once the parent has.
     with ProcessPoolExecutor(len(chunks),
                              mp_context=multiprocessing.get_context('spawn')) as pool:
         for future in [pool.submit(_run_compile_jobs, chunk) for chunk in chunks]:
             try:
-                done += future.result()
+                ran += future.result()
             except Exception as err:  # the parent compiles them itself
                 warnings.warn(f'precompile: a worker failed ({err})', RuntimeWarning)
-    return done
+    return ran
 
 
 def timer(time_us: Optional[Callable], device: torch.device) -> Callable:

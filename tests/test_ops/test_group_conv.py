@@ -478,3 +478,27 @@ def test_candidates_compile_ahead_in_worker_processes(monkeypatch):
     with pytest.warns(RuntimeWarning, match='float64'):  # nothing the kernels would run
         assert compile_jobs(x.double(), weight.double(), None, [16, 8], [3, 5], [1, 2], 2,
                             2) == []
+
+
+def test_precompile_runs_cached_jobs_here_and_hands_compiles_to_workers(monkeypatch, tmp_path):
+    """``precompile`` runs the jobs in this process while each finds its kernel in Triton's
+    cache (no entry added); the first that adds one (a compile) hands the rest to workers.
+    Stand-in jobs: checking a folder (cached), copying the running process's ``stat`` (its pid
+    first) into the cache (a compile, which says where it ran)."""
+    import os
+    import shutil
+    pytest.importorskip('triton.knobs')
+    if not os.path.exists('/proc/self/stat'):
+        pytest.skip('needs /proc')
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(cache))
+    monkeypatch.setattr(launch_config, 'interpreting', lambda: False)
+    cached = [(os.path.isdir, str(cache))] * 3
+    compiles = [(shutil.copy, '/proc/self/stat', str(cache / name)) for name in 'abc']
+    assert launch_config.precompile(cached + compiles, 2) == 6
+    ran_in = {name: int((cache / name).read_text().split()[0]) for name in 'abc'}
+    assert ran_in['a'] == os.getpid()  # the first compile here, the rest in workers
+    assert ran_in['b'] != os.getpid() and ran_in['c'] != os.getpid()
+    # a warm cache: every job runs here
+    assert launch_config.precompile(cached + [(os.path.isdir, str(cache))], 2) == 4

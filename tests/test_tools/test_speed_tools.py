@@ -685,3 +685,58 @@ def test_fault_probe_rehearsal_and_locating(tmp_path):
     (where, _), _ = probe.located_forward(model, torch.zeros(1, 3, 4, 4))
     assert where == '1'  # not its child, which returned clean
     assert probe.located_forward(torch.nn.Identity(), torch.zeros(1)) is None
+
+
+def test_prebuilt_triton_cache_serves_tritons_own_lookups(tmp_path):
+    """tools/gpu/prebuild_triton_cache.py: a deployed model's launches compiled for sm_90 without
+    a GPU (the GPU's plans, Triton's own specialisation), the cache cut to what a hit reads, and
+    Triton's own JIT path then finding every kernel -- an entry taken out is the one it adds."""
+    triton = pytest.importorskip('triton')
+    if not osp.exists(osp.join(osp.dirname(triton.__file__), 'backends/nvidia/bin/ptxas')):
+        pytest.skip("this Triton has no CUDA backend tools")
+    script = """
+import os, shutil, sys
+sys.path.insert(0, os.path.join(os.getcwd(), 'tools', 'gpu'))
+import prebuild_triton_cache as p
+from triton.backends.compiler import GPUTarget
+cache = os.environ['TRITON_CACHE_DIR']
+p.MODEL, p.IMAGE = 'muxnet-tiny', 32
+p.plan_as_on_the_gpu()
+p.stand_in_libcuda(os.environ['LIBCUDA_DIR'])
+tool = p.CompileForTarget(GPUTarget('cuda', 90, 32))
+tool.install()
+case = ('deploy', 'fp32', 2, None)
+print('case', p.run_case(*case))
+print('counts', tool.compiled, tool.failed, tool.repeated)
+print('kept', p.prune(cache))
+files = {e: os.listdir(os.path.join(cache, e)) for e in os.listdir(cache)}
+kernels = sorted(e for e, names in files.items() if any(n.endswith('.cubin') for n in names))
+launchers = [e for e, names in files.items() if any(n.endswith('.so') for n in names)]
+print('entries', len(files), len(kernels), len(launchers))
+from triton.backends.nvidia import driver
+print('launcher_per_signature', hasattr(driver, 'make_launcher'))  # (Triton before 3.9)
+print('suffixes', sorted({n.rsplit('.', 1)[-1] for e in kernels for n in files[e]}))
+shutil.rmtree(os.path.join(cache, kernels[0]))
+print('missed', sorted(p.verify(tool.target, [case], cache)) == [kernels[0]])
+"""
+    (tmp_path / 'prebuild.py').write_text(script)
+    cache = tmp_path / 'cache'
+    out = run_tool(str(tmp_path / 'prebuild.py'), extra_env={
+        'TRITON_INTERPRET': '0', 'TRITON_CACHE_DIR': str(cache),
+        'LIBCUDA_DIR': str(tmp_path)}).stdout
+    lines = dict(line.split(' ', 1) for line in out.splitlines() if ' ' in line)
+    assert lines['case'] == 'deploy fp32 batch 2'
+    compiled, failed, repeated = map(int, lines['counts'].split())
+    # the spatial convs and epilogue GEMMs of every block, each specialisation compiled once
+    assert compiled >= 10 and failed == 0 and repeated > 0
+    entries, kernels, launchers = map(int, lines['entries'].split())
+    assert int(lines['kept']) == compiled == kernels and entries == kernels + launchers
+    # a C launcher per kernel signature where this Triton builds them (fewer: shared)
+    assert (0 < launchers < kernels) if lines['launcher_per_signature'] == 'True' \
+        else launchers == 0
+    assert lines['suffixes'] == "['cubin', 'json']"
+    assert lines['missed'] == 'True'
+    # the device unpacks the cache at one absolute path: any other is refused at once
+    proc = run_tool('tools/gpu/prebuild_triton_cache.py', '--no-verify', check=False,
+                    extra_env={'TRITON_INTERPRET': '0', 'TRITON_CACHE_DIR': str(cache)})
+    assert proc.returncode != 0 and 'TRITON_CACHE_DIR=/tmp/mux_triton_cache' in proc.stderr

@@ -57,6 +57,27 @@ if [[ "$DRY" != "1" ]]; then
 
     # Kept if present, so a rerun on the same machine resumes an interrupted build.
     [[ -d /tmp/mmcv-2.1.0 ]] || tar xzf .whl/mmcv-2.1.0.tar.gz -C /tmp
+
+    # The fused kernels compiled ahead on the CPU machine (tools/gpu/prebuild_triton_cache.sh,
+    # carried): unpacked at the absolute path its cache entries name. The entries the phases
+    # add are the kernels it did not have (summary.txt, at the end).
+    if [[ -s .triton_cache.tar.gz ]]; then
+        tar xzf .triton_cache.tar.gz -C /tmp
+        export TRITON_CACHE_DIR=/tmp/mux_triton_cache
+        ours() {  # fused kernels (not Inductor's) and C launchers in the cache
+            echo "$(ls "$TRITON_CACHE_DIR"/*/_*_kernel.json 2>/dev/null | grep -vc __grp__)" \
+                "$(ls "$TRITON_CACHE_DIR"/*/__triton_launcher*.so 2>/dev/null | wc -l)"
+        }
+        read -r KERNELS LAUNCHERS <<< "$(ours)"
+        stamp "triton cache: $KERNELS fused kernels and $LAUNCHERS launchers carried"
+        added() {
+            local k l
+            read -r k l <<< "$(ours)"
+            stamp "triton cache: $((k - KERNELS)) fused kernels and $((l - LAUNCHERS)) launchers" \
+                "built here (not carried)"
+        }
+        trap added EXIT
+    fi
 fi
 
 if [[ "${SPEED_ONLY:-0}" == "1" ]]; then

@@ -21,7 +21,9 @@
 #   bench_train              SSDLite and PSPNet training steps, stock and fused_ops
 #   bench_compile            torch.compile reduce-overhead at batch 32
 #   graph_gate_b1            batch-1 CUDA graphs with and without the SE gate in the GEMMs
-# Before the lease, here: bash tools/gpu/fetch_wheels.sh (fills .whl/, carried to the device);
+# Before the lease, here: bash tools/gpu/fetch_wheels.sh (fills .whl/) and
+# bash tools/gpu/prebuild_triton_cache.sh (the phases' fused kernels compiled for the H200:
+# .triton_cache.tar.gz), both carried to the device (carry: .whl .triton_cache.tar.gz);
 # bash tools/gpu/rehearse_device_stack.sh runs the tests under the device's torch and Triton.
 # On the device: bash tools/gpu/next_lease.sh (with the run's timeout ~600 s); DRY_RUN=1 prints
 # the plan without a GPU. Update this file, not the docs, when the plan changes.
