@@ -718,6 +718,11 @@ print('launcher_per_signature', hasattr(driver, 'make_launcher'))  # (Triton bef
 print('suffixes', sorted({n.rsplit('.', 1)[-1] for e in kernels for n in files[e]}))
 shutil.rmtree(os.path.join(cache, kernels[0]))
 print('missed', sorted(p.verify(tool.target, [case], cache)) == [kernels[0]])
+import json, types
+p.write_manifest(cache, types.SimpleNamespace(capability=90, cases=['deploy'],
+                                              launch_configs=p.TABLE), tool)
+with open(os.path.join(cache, p.MANIFEST)) as f:
+    print('manifest', json.load(f)['kernel_sources_sha256'])
 """
     (tmp_path / 'prebuild.py').write_text(script)
     cache = tmp_path / 'cache'
@@ -736,6 +741,14 @@ print('missed', sorted(p.verify(tool.target, [case], cache)) == [kernels[0]])
         else launchers == 0
     assert lines['suffixes'] == "['cubin', 'json']"
     assert lines['missed'] == 'True'
+    # the manifest's digest of the kernel sources is the one gpu_check.sh computes on the device
+    # to say whether the carried cache was built from the tree it runs
+    with open(osp.join(REPO, 'tools', 'gpu', 'gpu_check.sh')) as f:
+        digest = next(line.strip()[len('DIGEST='):] for line in f
+                      if line.strip().startswith('DIGEST='))
+    on_device = subprocess.run(['bash', '-c', f'echo {digest}'], cwd=REPO, check=True,
+                               capture_output=True, text=True).stdout.strip()
+    assert lines['manifest'] == on_device and len(on_device) == 64
     # the device unpacks the cache at one absolute path: any other is refused at once
     proc = run_tool('tools/gpu/prebuild_triton_cache.py', '--no-verify', check=False,
                     extra_env={'TRITON_INTERPRET': '0', 'TRITON_CACHE_DIR': str(cache)})

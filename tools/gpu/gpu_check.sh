@@ -70,6 +70,16 @@ if [[ "$DRY" != "1" ]]; then
         }
         read -r KERNELS LAUNCHERS <<< "$(ours)"
         stamp "triton cache: $KERNELS fused kernels and $LAUNCHERS launchers carried"
+        # Built from this tree's kernels? (prebuild_triton_cache.kernel_sources_digest: a stale
+        # cache is never used wrongly, Triton's keys see to that, but its kernels are rebuilt.)
+        DIGEST=$(export LC_ALL=C; cat mux_backbones/ops/*.py | sha256sum | cut -d' ' -f1)
+        MANIFEST=$TRITON_CACHE_DIR/mux_prebuild.json
+        if grep -qs "\"$DIGEST\"" "$MANIFEST"; then
+            stamp "triton cache: built from these kernel sources ($(tr -d '{}"' < "$MANIFEST"))"
+        else
+            stamp "triton cache: NOT built from these kernel sources (their kernels compile" \
+                "here): $(tr -d '{}"' < "$MANIFEST" 2>/dev/null || echo 'no manifest')"
+        fi
         added() {
             local k l
             read -r k l <<< "$(ours)"
@@ -77,6 +87,9 @@ if [[ "$DRY" != "1" ]]; then
                 "built here (not carried)"
         }
         trap added EXIT
+    else
+        stamp 'triton cache: none carried (tools/gpu/prebuild_triton_cache.sh): every process' \
+            'compiles the fused kernels it launches'
     fi
 fi
 

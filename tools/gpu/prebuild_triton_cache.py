@@ -32,8 +32,10 @@ ships with it, the options and the specialisation. Run it with the device's Pyth
         [--cases deploy train tune_gemms] [--out .triton_cache.tar.gz]
 
 Keeps only what a cache hit reads (each kernel's cubin and metadata; the IR stages go) and packs
-the folder into ``--out``. ``tools/gpu/gpu_check.sh`` unpacks a carried ``.triton_cache.tar.gz``
-to the same path and counts the entries its phases add (kernels the cache did not have).
+the folder into ``--out``, with a manifest (``mux_prebuild.json``: the kernel sources' digest,
+the commit, the versions). ``tools/gpu/gpu_check.sh`` unpacks a carried ``.triton_cache.tar.gz``
+to the same path, says whether it was built from the kernel sources it runs, and counts the
+entries its phases add (kernels the cache did not have).
 Needs Triton's CUDA backend, not a GPU; refuses ``TRITON_INTERPRET=1`` (the interpreter's
 kernels cannot be compiled).
 """
@@ -73,6 +75,7 @@ from mux_backbones.ops._triton import PLANNING_MODULES  # noqa: E402
 CACHE_DIR = '/tmp/mux_triton_cache'  # gpu_check.sh unpacks the cache here on the device
 DEVICE_NAME = 'NVIDIA H200'  # what the committed launch-config table was tuned on
 TABLE = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'  # what next_lease.sh loads
+MANIFEST = 'mux_prebuild.json'
 
 # The lease's cases (tools/gpu/next_lease.sh): (kind, precision, batch, extra).
 #   deploy: the fused deploy forward, 224x224 (check_kernels --deploy-only at batch 4 in each
@@ -313,6 +316,32 @@ def prune(cache_dir: str) -> int:
     return kept
 
 
+def kernel_sources_digest() -> str:
+    """SHA-256 of the kernels' sources (``mux_backbones/ops/*.py``, concatenated in name order):
+    what ``gpu_check.sh`` computes the same way (``sha256sum``) to tell whether the carried
+    cache was built from the tree it runs. A different digest only costs compiles (Triton's
+    keys keep a stale kernel from being used), but says why the lease built them."""
+    import hashlib
+    digest = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(REPO, 'mux_backbones', 'ops', '*.py'))):
+        with open(path, 'rb') as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def write_manifest(cache_dir: str, args, tool) -> None:
+    """``MANIFEST`` (beside the cache's entries, which Triton never lists) for the lease's
+    stamps: the kernel sources' digest and what the cache was built with."""
+    import subprocess
+    commit = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', 'HEAD'],
+                            capture_output=True, text=True).stdout.strip() or 'unknown'
+    with open(os.path.join(cache_dir, MANIFEST), 'w') as f:
+        json.dump({'kernel_sources_sha256': kernel_sources_digest(), 'commit': commit,
+                   'triton': triton.__version__, 'python': sys.version.split()[0],
+                   'capability': args.capability, 'cases': args.cases,
+                   'launch_configs': args.launch_configs, 'kernels': tool.compiled}, f)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
@@ -365,6 +394,7 @@ def main(argv=None):
               f'in the cache', flush=True)
         if missed:
             sys.exit('error: the cache misses kernels Triton looks up (see above)')
+    write_manifest(cache_dir, args, tool)
     with tarfile.open(args.out, 'w:gz') as tar:
         tar.add(cache_dir, arcname=os.path.basename(cache_dir))
     print(f'{args.out}: {os.path.getsize(args.out) / 2**20:.1f} MiB')
