@@ -83,6 +83,9 @@ MANIFEST = 'mux_prebuild.json'
 #           the SE gate outside the GEMMs, extra '0': block_launches.GATE_IN_GEMM)
 #   tune_gemms: every GEMM candidate of the fused deploy forward (bench_tune_gemms)
 #   train: a training task's backbone with fused_ops, forward + backward (bench_train)
+# Every case runs with TABLE loaded, the phases that load none (check_kernels, bench_train,
+# graph_probe) included: its entries are keyed by shape, all batch-32 fp16, so at their
+# shapes the planner's launches are the ones compiled either way.
 CASES = {
     'deploy': [('deploy', amp, batch, None) for amp in ('fp32', 'fp16', 'bf16')
                for batch in (4, )] +
