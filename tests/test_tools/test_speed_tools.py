@@ -592,7 +592,7 @@ def test_next_lease_plans_its_phases_with_the_committed_table(tmp_path):
     assert [name for name, _, _ in planned] == [
         'check_kernels', 'bench_profile', 'bench_graph_more', 'bench_graph_b128',
         'fault_probe_b128', 'fault_sanitizer_b128', 'bench_tune_gemms', 'bench_train',
-        'bench_compile', 'graph_gate_b1']
+        'bench_compile', 'graph_gate_b1', 'host_time']
     commands = {name: command for name, _, command in planned}
     table = 'tools/gpu/tuned/h200_muxnet-m_fp16_b32.json'
     assert osp.isfile(osp.join(REPO, table))
