@@ -245,8 +245,7 @@ def precompile(jobs: Sequence[tuple], processes: int) -> int:
     while entries is not None and done < len(jobs):
         ran += _run_compile_jobs(jobs[done:done + 1])
         done += 1
-        now = _triton_cache_entries()
-        if now != entries:
+        if _triton_cache_entries() != entries:
             break
     rest = jobs[done:]
     if len(rest) < 2:

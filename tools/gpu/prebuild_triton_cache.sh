@@ -42,7 +42,8 @@ for r in m.requires('torch') or []:
         print(spec.strip().replace(' ', ''))")
         $PIP --target "$libs" "${pins[@]}"
     fi
-    echo "$libs" > "$($PY -c 'import site; print(site.getsitepackages()[0])')/mux_stack.pth"
+    site_pth=$($PY -c 'import site; print(site.getsitepackages()[0])')/mux_stack.pth
+    echo "$libs" > "$site_pth"
     $PIP triton==3.6.0 numpy 'setuptools<82' 'mmengine==0.10.7' addict yapf pillow \
         opencv-python-headless 'mmdet==3.3.0' 'mmsegmentation==1.2.2' ftfy regex pycocotools \
         scipy typing_extensions sympy networkx jinja2 fsspec filelock
@@ -53,7 +54,7 @@ for r in m.requires('torch') or []:
         --no-build-isolation --no-binary=:all: mmcv==2.1.0 -d "$STACK_DIR/sdist"; sdist=$STACK_DIR/sdist/mmcv-2.1.0.tar.gz; }
     tar xzf "$sdist" -C "$STACK_DIR" mmcv-2.1.0/mmcv
     cp tools/gpu/mmcv_ext_stub.py "$STACK_DIR/mmcv-2.1.0/mmcv/_ext.py"
-    echo "$STACK_DIR/mmcv-2.1.0" >> "$($PY -c 'import site; print(site.getsitepackages()[0])')/mux_stack.pth"
+    echo "$STACK_DIR/mmcv-2.1.0" >> "$site_pth"
     touch "$STACK_DIR/.complete"
 fi
 
