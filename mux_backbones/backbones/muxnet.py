@@ -8,6 +8,7 @@ into an OpenMMLab backbone with the standard contract (``out_indices``, ``frozen
 The stage layout mirrors mmdet's MobileNetV2 (seven stages, then the 1x1 head conv as output
 index 7), so configs written for it translate index for index.
 """
+import numbers
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,8 +24,8 @@ from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_wid
 from ..layers.conv_bn import ConvAct, activation_name, trains_in_place
 from ..ops import unsupported_reason
 from .block_spec import BlockSpec
-from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation, plan_stages,
-                         scale_width)
+from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, is_int, kernel_dilation,
+                         plan_stages, scale_width)
 
 # Per arch: stem channels, head (1x1 conv) channels, and seven stages of block strings.
 # Stages end at output strides 2, 4, 8, 16, 16, 32, 32 (indices 0..6); index 7 is the head conv.
@@ -190,9 +191,18 @@ class MUXNet(BaseModule):
             raise ValueError(f'fused_ops must be True or False, got {fused_ops!r} (per layer, '
                              f'choose_training_kernels may also pick the kernels\' gradients '
                              f'alone)')
-        if frozen_stages not in range(-1, NUM_STAGES + 1):
+        if not is_int(frozen_stages) or frozen_stages not in range(-1, NUM_STAGES + 1):
             raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}) (-1: none, '
-                             f'0: the stem, i: the stem and stages 1..i), got {frozen_stages}')
+                             f'0: the stem, i: the stem and stages 1..i), got {frozen_stages!r}')
+        if not isinstance(drop_path_rate, numbers.Real) or isinstance(drop_path_rate, bool) \
+                or not 0 <= drop_path_rate < 1:
+            # The deepest block drops its branch with this probability: 1 or more would always drop
+            # it (and DropPath would divide by a keep probability of zero or less).
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
+        for name, cfg in (('conv_cfg', conv_cfg), ('norm_cfg', norm_cfg), ('act_cfg', act_cfg)):
+            if cfg is not None and not isinstance(cfg, dict):
+                raise ValueError(f'{name} must be a dict such as dict(type=...) or None, got '
+                                 f'{cfg!r}')
         self.arch = arch if isinstance(arch, str) else 'custom'
         self.plan = plan
         self.widen_factor = widen_factor

@@ -6,6 +6,8 @@ output channels, stride, dilation and cumulative reduction, and the head width. 
 builds itself from it, :func:`muxnet_out_channels` reads channels off it without building a net,
 and the tools read output strides off it; nobody works the geometry out a second time.
 """
+import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
@@ -90,13 +92,21 @@ def resolve_arch(arch, registry: Dict[str, dict]) -> dict:
     return arch
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer argument (``True``/``False`` are flags, not counts)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
     """Output indices as a tuple: strictly increasing, each in 0..7 (returned in that order)."""
+    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence):
+        raise ValueError(f'out_indices must be a sequence of output indices such as (7, ), got '
+                         f'{out_indices!r}')
     out_indices = tuple(out_indices)
     if not out_indices:
         raise ValueError('out_indices must name at least one output')
     for i in out_indices:
-        if not isinstance(i, int) or not 0 <= i <= HEAD_INDEX:
+        if not is_int(i) or not 0 <= i <= HEAD_INDEX:
             raise ValueError(f'out_indices entry {i!r} is out of range 0..{HEAD_INDEX}')
     if any(b <= a for a, b in zip(out_indices, out_indices[1:])):
         raise ValueError(f'out_indices must be strictly increasing (outputs come in network '
@@ -113,15 +123,16 @@ def resolve_strides(default_strides: Sequence[int], strides: Optional[Sequence[i
             raise ValueError('give either output_stride or strides/dilations, not both')
         if output_stride not in OUTPUT_STRIDE_SETTINGS:
             raise ValueError(f'output_stride must be one of {sorted(OUTPUT_STRIDE_SETTINGS)}, '
-                             f'got {output_stride}')
+                             f'got {output_stride!r}')
         return OUTPUT_STRIDE_SETTINGS[output_stride]
     strides = tuple(strides) if strides is not None else tuple(default_strides)
     dilations = tuple(dilations) if dilations is not None else (1, ) * NUM_STAGES
     if len(strides) != NUM_STAGES or len(dilations) != NUM_STAGES:
         raise ValueError(f'strides and dilations need {NUM_STAGES} entries, got '
                          f'{len(strides)} and {len(dilations)}')
-    if any(s not in (1, 2) for s in strides) or any(d < 1 for d in dilations):
-        raise ValueError(f'strides must be 1 or 2 and dilations >= 1, got {strides}, '
+    if not all(is_int(s) and s in (1, 2) for s in strides) or \
+            not all(is_int(d) and d >= 1 for d in dilations):
+        raise ValueError(f'strides must be 1 or 2 and dilations integers >= 1, got {strides}, '
                          f'{dilations}')
     return strides, dilations
 
@@ -184,8 +195,9 @@ def plan_stages(arch, widen_factor: float = 1.0, strides: Optional[Sequence[int]
     if registry is None:
         from .muxnet import arch_settings as registry
     setting = resolve_arch(arch, registry)
-    if not widen_factor > 0:
-        raise ValueError(f'widen_factor must be positive, got {widen_factor}')
+    if not isinstance(widen_factor, numbers.Real) or isinstance(widen_factor, bool) or \
+            not (widen_factor > 0 and math.isfinite(widen_factor)):
+        raise ValueError(f'widen_factor must be a positive finite number, got {widen_factor!r}')
     specs = [tuple(decode_stage(s)) for s in setting['stages']]
     strides, dilations = resolve_strides([s[0].stride for s in specs], strides, dilations,
                                          output_stride)

@@ -7,6 +7,14 @@ from mmengine.registry import HOOKS
 from ..tuning import choose_training_kernels, kernel_layers
 
 
+def _is_device_type(name: str) -> bool:
+    """Whether torch knows ``name`` as a device type (``'cuda'``, not ``'cuda:0'`` or ``'gpu'``)."""
+    try:
+        return torch.device(name).type == name
+    except RuntimeError:
+        return False
+
+
 @HOOKS.register_module()
 class EvaluateBeforeTrainHook(Hook):
     """Run the validation loop once before the first training iteration.
@@ -35,14 +43,19 @@ class ChannelsLastHook(Hook):
     same objects (the optimizer keeps them) and checkpoints load either way.
 
     Args:
-        devices (Sequence[str]): Device types to apply it on. Default: ``('cpu', )``: on CUDA,
-            cuDNN has no fast NHWC half-precision kernel for 2-channels-per-group convs.
+        devices (str | Sequence[str]): Device type(s) to apply it on. Default: ``('cpu', )``:
+            on CUDA, cuDNN has no fast NHWC half-precision kernel for 2-channels-per-group convs.
     """
 
     priority = 'VERY_HIGH'
 
     def __init__(self, devices=('cpu', )):
-        self.devices = tuple(devices)
+        # One name is one device type, not the letters of one ('cuda' -> 'c', 'u', ...).
+        self.devices = (devices, ) if isinstance(devices, str) else tuple(devices)
+        for device in self.devices:
+            if not isinstance(device, str) or not _is_device_type(device):
+                raise ValueError(f'ChannelsLastHook: devices must be device types such as '
+                                 f'"cpu" or "cuda", got {device!r}')
 
     def before_run(self, runner) -> None:
         param = next(runner.model.parameters(), None)

@@ -160,7 +160,22 @@ def test_custom_norm_and_act():
     (dict(output_stride=8, strides=(1, 2, 2, 2, 1, 2, 1)), 'not both'),
     (dict(strides=(1, 2)), '7 entries'),
     (dict(widen_factor=0), 'widen_factor'),
+    (dict(widen_factor=float('inf')), 'positive finite number'),
+    (dict(widen_factor='1.0'), 'positive finite number'),
     (dict(fused_ops='auto'), 'fused_ops must be True or False'),
+    # Values Python would let through where an int or a range is meant.
+    (dict(out_indices=7), 'sequence of output indices'),
+    (dict(out_indices=(True, )), 'out of range'),
+    (dict(frozen_stages=3.0), 'frozen_stages must be in range'),
+    (dict(frozen_stages=True), 'frozen_stages must be in range'),
+    (dict(strides=(1, 2, 2, 2, 1, 2, 1.5)), 'strides must be 1 or 2'),
+    (dict(dilations=(1, 1, 1, 1, 1, 1, 1.5)), 'dilations integers'),
+    (dict(output_stride='8'), "got '8'"),
+    (dict(drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(drop_path_rate=-0.1), 'drop_path_rate'),
+    (dict(drop_path_rate=float('nan')), 'drop_path_rate'),
+    (dict(norm_cfg='BN'), 'norm_cfg must be a dict'),
+    (dict(act_cfg='SiLU'), 'act_cfg must be a dict'),
 ])
 def test_bad_arguments(kwargs, match):
     kwargs.setdefault('arch', 'tiny')

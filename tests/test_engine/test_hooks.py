@@ -3,6 +3,7 @@ import contextlib
 from types import SimpleNamespace
 from unittest import mock
 
+import pytest
 import torch
 from mmengine.registry import HOOKS
 
@@ -52,6 +53,16 @@ def test_channels_last_hook_skips_other_devices():
     ChannelsLastHook(devices=('cuda', )).before_run(_runner(model))
     assert all(m.weight.is_contiguous() for m in model.modules()
                if isinstance(m, torch.nn.Conv2d))
+
+
+def test_channels_last_hook_devices_argument():
+    # A config's devices='cpu' means the CPU, not the letters c, p, u.
+    model = MUXNet('tiny')
+    ChannelsLastHook(devices='cpu').before_run(_runner(model))
+    assert model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for bad in ('gpu', ('cpu', 0)):
+        with pytest.raises(ValueError, match='device types'):
+            ChannelsLastHook(devices=bad)
 
 
 class _Detector(torch.nn.Module):
