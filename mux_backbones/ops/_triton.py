@@ -53,7 +53,12 @@ def unsupported_reason(x: torch.Tensor) -> Optional[str]:
     if x.device.type == 'cpu' and interpreting():
         return None if x.dtype in _INTERPRETER_DTYPES else \
             f'dtype {x.dtype} is not supported by the Triton interpreter'
-    return f'device {x.device.type} has no Triton kernels (CUDA only; CPU under TRITON_INTERPRET=1)'
+    reason = (f'device {x.device.type} has no Triton kernels (CUDA only; CPU under '
+              f'TRITON_INTERPRET=1)')
+    if x.device.type == 'cpu' and x.dtype != torch.float32:
+        # Else a float64 model reads as if only a missing Triton kept it off the kernels.
+        reason += f', and the CPU kernels take float32, not {x.dtype}'
+    return reason
 
 
 def can_use_triton(x: torch.Tensor, op_name: str) -> bool:
