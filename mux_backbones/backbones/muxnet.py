@@ -131,7 +131,8 @@ class MUXNet(BaseModule):
         act_cfg (dict, optional): The network's main activation; blocks marked ``nre`` use ReLU.
             None: no activation anywhere (the SE gate keeps its sigmoid).
             Default: ``dict(type='SiLU')`` (swish, as the paper).
-        drop_path_rate (float): Stochastic depth, growing linearly over the blocks. Default: 0.
+        drop_path_rate (float): Stochastic depth, growing linearly over the blocks to this
+            rate at the last block; in [0, 1). Default: 0.
         norm_eval (bool): Keep norm layers in eval mode while training. Default: False.
         with_cp (bool): Activation checkpointing in every block. Default: False.
         fused_ops (bool): Run the spatial convs (MixConv, depth-wise, 2 channels per group) on the
