@@ -8,7 +8,6 @@ into an OpenMMLab backbone with the standard contract (``out_indices``, ``frozen
 The stage layout mirrors mmdet's MobileNetV2 (seven stages, then the 1x1 head conv as output
 index 7), so configs written for it translate index for index.
 """
-import numbers
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -24,8 +23,8 @@ from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_wid
 from ..layers.conv_bn import ConvAct, activation_name, trains_in_place
 from ..ops import unsupported_reason
 from .block_spec import BlockSpec
-from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, is_int, kernel_dilation,
-                         plan_stages, scale_width)
+from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, is_int, is_real,
+                         kernel_dilation, plan_stages, scale_width)
 
 # Per arch: stem channels, head (1x1 conv) channels, and seven stages of block strings.
 # Stages end at output strides 2, 4, 8, 16, 16, 32, 32 (indices 0..6); index 7 is the head conv.
@@ -195,8 +194,7 @@ class MUXNet(BaseModule):
         if not is_int(frozen_stages) or frozen_stages not in range(-1, NUM_STAGES + 1):
             raise ValueError(f'frozen_stages must be in range(-1, {NUM_STAGES + 1}) (-1: none, '
                              f'0: the stem, i: the stem and stages 1..i), got {frozen_stages!r}')
-        if not isinstance(drop_path_rate, numbers.Real) or isinstance(drop_path_rate, bool) \
-                or not 0 <= drop_path_rate < 1:
+        if not (is_real(drop_path_rate) and 0 <= drop_path_rate < 1):
             # The deepest block drops its branch with this probability: 1 or more would always drop
             # it (and DropPath would divide by a keep probability of zero or less).
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')

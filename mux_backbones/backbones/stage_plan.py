@@ -97,6 +97,11 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_real(value) -> bool:
+    """Whether ``value`` is a number argument (not a flag, not a string of digits)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
     """Output indices as a tuple: strictly increasing, each in 0..7 (returned in that order)."""
     if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence):
@@ -195,8 +200,7 @@ def plan_stages(arch, widen_factor: float = 1.0, strides: Optional[Sequence[int]
     if registry is None:
         from .muxnet import arch_settings as registry
     setting = resolve_arch(arch, registry)
-    if not isinstance(widen_factor, numbers.Real) or isinstance(widen_factor, bool) or \
-            not (widen_factor > 0 and math.isfinite(widen_factor)):
+    if not (is_real(widen_factor) and widen_factor > 0 and math.isfinite(widen_factor)):
         raise ValueError(f'widen_factor must be a positive finite number, got {widen_factor!r}')
     specs = [tuple(decode_stage(s)) for s in setting['stages']]
     strides, dilations = resolve_strides([s[0].stride for s in specs], strides, dilations,
