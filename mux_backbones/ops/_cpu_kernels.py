@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 
 from . import _triton
+from ._triton import CPU_KERNEL_DTYPE
 
 _HERE = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_HERE, name)
@@ -95,10 +96,11 @@ def cpu_kernels():
 
 def cpu_kernels_take(*tensors: Optional[torch.Tensor]) -> bool:
     """Whether an op's C++ kernel computes a call on these tensors (None: an absent argument):
-    all fp32 CPU tensors that Triton's kernels do not take (they do under its interpreter), the
-    extension built. (Called per op call: written for ~1 us, not for brevity.)"""
+    all CPU tensors of :data:`~._triton.CPU_KERNEL_DTYPE` (fp32) that Triton's kernels do not
+    take (they do under its interpreter), the extension built. (Called per op call: written for
+    ~1 us, not for brevity.)"""
     for t in tensors:
-        if t is not None and not (t.is_cpu and t.dtype is torch.float32):
+        if t is not None and not (t.is_cpu and t.dtype is CPU_KERNEL_DTYPE):
             return False
     return _kernels_in_use()
 

@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - depends on the machine
 _CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The interpreter computes in numpy, which has no bfloat16.
 _INTERPRETER_DTYPES = (torch.float32, torch.float16)
+# The one dtype the C++ CPU kernels (see _cpu_kernels) take; said here, where the fallback
+# warning names it, since _cpu_kernels imports this module.
+CPU_KERNEL_DTYPE = torch.float32
 _warned = set()
 
 
@@ -55,9 +58,9 @@ def unsupported_reason(x: torch.Tensor) -> Optional[str]:
             f'dtype {x.dtype} is not supported by the Triton interpreter'
     reason = (f'device {x.device.type} has no Triton kernels (CUDA only; CPU under '
               f'TRITON_INTERPRET=1)')
-    if x.device.type == 'cpu' and x.dtype != torch.float32:
+    if x.device.type == 'cpu' and x.dtype is not CPU_KERNEL_DTYPE:
         # Else a float64 model reads as if only a missing Triton kept it off the kernels.
-        reason += f', and the CPU kernels take float32, not {x.dtype}'
+        reason += f', and the CPU kernels take {CPU_KERNEL_DTYPE}, not {x.dtype}'
     return reason
 
 

@@ -47,8 +47,8 @@ from . import launch_config
 from ._cpu_kernels import cpu_kernels, cpu_kernels_take
 from ._dispatch import call
 from ._launch import KernelLaunch
-from ._triton import (HAS_TRITON, can_use_triton, interpreting, next_power_of_2, tl, triton,
-                      unsupported_reason)
+from ._triton import (CPU_KERNEL_DTYPE, HAS_TRITON, can_use_triton, interpreting, next_power_of_2,
+                      tl, triton, unsupported_reason)
 from .launch_config import LaunchConfig
 
 ACTIVATIONS = ('none', 'relu', 'silu', 'relu6')
@@ -215,7 +215,7 @@ def kernel_passes(x: Tensor, splits: Sequence[int], kernel_sizes: Sequence[int],
     is the faster CPU path there, or the extension is off), else after one warning."""
     if unsupported_reason(x) is None:
         return True, needs_grad
-    if x.device.type == 'cpu' and x.dtype == torch.float32:
+    if x.device.type == 'cpu' and x.dtype is CPU_KERNEL_DTYPE:
         return cpu_kernel_serves(x, splits, channels_per_group), needs_grad and \
             cpu_backward_serves(x, splits, kernel_sizes, dilations, channels_per_group)
     can_use_triton(x, 'group_conv')
@@ -1192,7 +1192,7 @@ def _group_conv_backward(grad: Tensor, x: Tensor, weight: Tensor, splits: List[i
                              channels_per_group)
     # (on fp32 CPU tensors the stock gradients are the plan where the C++ ones do not serve --
     # e.g. after the forward kernel on groups with channels left over: no warning)
-    cpu_plan = x.device.type == 'cpu' and x.dtype == torch.float32 and \
+    cpu_plan = x.device.type == 'cpu' and x.dtype is CPU_KERNEL_DTYPE and \
         unsupported_reason(x) is not None
     if cpu_plan or not _triton_ok(x, grad.shape):
         grad_x, grad_w = reference_group_conv_backward(grad, x, weight, splits, kernel_sizes,

@@ -56,7 +56,8 @@ def test_op_takes_the_kernel_on_a_cpu(cpu_kernel_calls):
     got = se_gate(sums, 49, *params, act='silu')
     torch.testing.assert_close(got, reference_se_gate(sums, 1 / 49, *params, 'silu'))
     assert len(calls_of(cpu_kernel_calls, 'se_gate_forward')) == 1
-    with pytest.warns(RuntimeWarning, match='no Triton kernels.*take float32, not torch.float64'):
+    with pytest.warns(RuntimeWarning,
+                      match='no Triton kernels.*take torch.float32, not torch.float64'):
         got = se_gate(sums.double(), 49, *(p.double() for p in params))
     assert got.dtype == torch.float64 and len(cpu_kernel_calls) == 1
 
