@@ -5,9 +5,9 @@ Example:
     python tools/train.py CONFIG --resume                 # continue from the last checkpoint
     python tools/train.py CONFIG --cfg-options train_cfg.max_iters=100
 
-Before the runner starts, every image and annotation the config reads is checked (missing,
-undecodable, malformed, boxes outside their image), and a checkpoint to resume from must be
-readable and fit the model exactly. Checkpoints are written atomically (the ``atomic_local``
+Before the runner starts, a MUXNet backbone's arguments and every image and annotation the
+config reads are checked (missing, undecodable, malformed, boxes outside their image), and a
+checkpoint to resume from must be readable and fit the model exactly. Checkpoints are written atomically (the ``atomic_local``
 file backend) unless the config chose a storage backend itself.
 """
 import argparse

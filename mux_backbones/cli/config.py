@@ -6,6 +6,7 @@ config's ``default_scope``. Also here: the config changes a tool makes on the us
 (atomic checkpoint writes, visualisation) and the exact check of a checkpoint against the model a
 runner built.
 """
+import inspect
 import os
 import os.path as osp
 from typing import Optional
@@ -27,8 +28,37 @@ def load_config(path: str, args) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     ensure_custom_imports(cfg)
+    check_backbone_arguments(cfg)
     set_work_dir(cfg, args.work_dir)
     return cfg
+
+
+def check_backbone_arguments(cfg: Config) -> None:
+    """Build a MUXNet ``model.backbone`` alone first, so a bad argument ends in one line.
+
+    The runner builds the model deep inside mmengine's registry, where MUXNet's ``ValueError``
+    (which names the argument) would arrive under a long traceback; an unknown key would end in
+    a bare ``TypeError``. Other backbones are left to their own builders.
+    """
+    from ..backbones import MUXNet
+    model = cfg.get('model', None)
+    backbone = model.get('backbone', None) if isinstance(model, dict) else None
+    if not isinstance(backbone, dict):
+        return
+    kind = backbone.get('type', None)
+    named = isinstance(kind, str) and kind.rpartition('.')[2] == MUXNet.__name__
+    if not (named or isinstance(kind, type) and issubclass(kind, MUXNet)):
+        return
+    cls = kind if isinstance(kind, type) else MUXNet
+    args = {key: value for key, value in backbone.items() if key != 'type'}
+    try:
+        inspect.signature(cls).bind(**args)
+    except TypeError as err:  # an argument MUXNet does not have
+        raise ToolError(f'model.backbone: {err}') from None
+    try:
+        cls(**args)
+    except ValueError as err:
+        raise ToolError(f'model.backbone: {err}') from None
 
 
 def task_of(cfg: Config) -> str:
@@ -70,6 +100,7 @@ def build_model_from_config(cfg: Config):
         from mmdet.registry import MODELS
     else:
         from mmseg.registry import MODELS
+    check_backbone_arguments(cfg)
     model_cfg = cfg.model
     model_cfg.pop('pretrained', None)
     model_cfg.backbone['init_cfg'] = None

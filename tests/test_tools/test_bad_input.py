@@ -6,7 +6,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mux_backbones.cli import build_model_from_config
+from mux_backbones import MUXNet
+from mux_backbones.cli import ToolError, build_model_from_config
+from mux_backbones.cli.config import check_backbone_arguments
 from .helpers import run_tool, write_det_config, write_seg_config
 
 
@@ -141,3 +143,33 @@ def test_train_tool_names_a_missing_load_from(tmp_path, det_cfg):
     proc = run_tool('tools/train.py', det_cfg, '--work-dir', str(tmp_path / 'w'),
                     '--cfg-options', f'load_from={missing}', check=False)
     _one_line_error(proc, f'checkpoint not found: {missing}')
+
+
+@pytest.mark.parametrize('tool, option, expected', [
+    ('tools/train.py', 'model.backbone.arch=zz', 'model.backbone: unknown MUXNet arch "zz"'),
+    ('tools/test.py', 'model.backbone.archh=m',
+     "model.backbone: got an unexpected keyword argument 'archh'"),
+])
+def test_runner_tools_name_a_bad_backbone_argument(tmp_path, det_cfg, tool, option, expected):
+    """The runner would build the model deep inside mmengine and end in a traceback."""
+    ckpt = () if tool == 'tools/train.py' else (str(tmp_path / 'never_read.pth'), )
+    proc = run_tool(tool, det_cfg, *ckpt, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    option, check=False)
+    _one_line_error(proc, expected)
+
+
+def test_backbone_arguments_checked_for_muxnet_alone(det_cfg):
+    cfg = Config.fromfile(det_cfg)
+    for kind in ('MUXNet', 'mmdet.MUXNet', MUXNet):
+        cfg.model.backbone.type = kind
+        cfg.model.backbone.fused_ops = 'maybe'
+        with pytest.raises(ToolError, match=r'^model.backbone: fused_ops must be True or False'):
+            check_backbone_arguments(cfg)
+    # another backbone's arguments are its own builder's business
+    cfg.model.backbone = dict(type='MobileNetV2', widen_factor='wide')
+    check_backbone_arguments(cfg)
+    cfg.model.backbone = dict(type='MUXNet', widen_factor=0.5, frozen_stages=2)
+    check_backbone_arguments(cfg)
+    cfg.model.backbone.out_indices = (9, )  # the analysis tools' builder checks the same
+    with pytest.raises(ToolError, match='model.backbone: out_indices entry 9 is out of range'):
+        build_model_from_config(cfg)

@@ -404,6 +404,14 @@ def test_benchmark_profile_by_kind_of_layer():
         assert rows[-2][:2] == ['(outside', 'layers)'] and rows[-1][0] == 'total'
 
 
+def test_ratio_column_without_mobilenetv2_alongside():
+    """``--models muxnet-xs`` alone has no MobileNetV2 row to divide by: a dash, not "nanx",
+    in the same width as a ratio (the row keeps its column count)."""
+    column = load_tool(BENCH).vs_mobilenetv2
+    assert column(float('nan')).split() == ['-'] and column(1.234).split() == ['1.23x']
+    assert len(column(float('nan'))) == len(column(1.234))
+
+
 def test_cuda_graphed_model_outlives_its_capture(monkeypatch):
     """A graph-mode case holds its model: a CUDA graph keeps no tensor alive, and a model freed
     after its capture left the replays reading blocks a later capture's ``empty_cache`` had

@@ -18,6 +18,7 @@ is a benchmark: tests only check that it runs.
 import argparse
 import contextlib
 import copy
+import math
 import os
 import tempfile
 from typing import List, NamedTuple
@@ -174,12 +175,17 @@ def bench_models(args, device) -> List[Row]:
     return rows
 
 
+def vs_mobilenetv2(ratio: float) -> str:
+    """The "vs MNv2" column: the ratio, or a dash where MobileNetV2 was not timed alongside."""
+    return f'{"-":>10}' if math.isnan(ratio) else f'{ratio:9.2f}x'
+
+
 def print_rows(rows, flush=False):
     for r in rows:
         t = r.timing
         print(f'{r.model:<12}{r.mode:>13}{r.precision:>6}{r.batch:>6}{t.median_ms:11.3f}'
               f'{t.iqr_ms:8.3f}{t.host_ms:9.3f}{r.batch / t.median_ms * 1e3:10.1f}'
-              f'{t.peak_mib:10.0f}{r.ratio:9.2f}x', flush=flush)
+              f'{t.peak_mib:10.0f}{vs_mobilenetv2(r.ratio)}', flush=flush)
 
 
 def profile_models(args, device):
@@ -273,7 +279,7 @@ def bench_onnx(args):
     print(f'{"model":<14}{"median ms":>10}{"IQR":>8}{"vs MNv2":>9}')
     for name, t in zip(names, results):
         ratio = t.median_ms / base if base else float('nan')
-        print(f'{name:<14}{t.median_ms:10.2f}{t.iqr_ms:8.2f}{ratio:9.2f}x')
+        print(f'{name:<14}{t.median_ms:10.2f}{t.iqr_ms:8.2f}{vs_mobilenetv2(ratio)}')
 
 
 _TRAIN_CASES = {
