@@ -7,8 +7,8 @@ Example:
 
 Before the runner starts, a MUXNet backbone's arguments and every image and annotation the
 config reads are checked (missing, undecodable, malformed, boxes outside their image), and a
-checkpoint to resume from must be readable and fit the model exactly. Checkpoints are written atomically (the ``atomic_local``
-file backend) unless the config chose a storage backend itself.
+checkpoint to resume from must be readable and fit the model exactly. Checkpoints are written
+atomically (the ``atomic_local`` file backend) unless the config chose a storage backend itself.
 """
 import argparse
 import os.path as osp

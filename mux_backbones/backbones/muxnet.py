@@ -22,9 +22,10 @@ from ..engine.checkpoint import load_weights
 from ..layers import ChannelMux, DepthwiseSeparable, InvertedResidual, split_width
 from ..layers.conv_bn import ConvAct, activation_name, trains_in_place
 from ..ops import unsupported_reason
+from ..utils.arguments import is_int, is_real
 from .block_spec import BlockSpec
-from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, is_int, is_real,
-                         kernel_dilation, plan_stages, scale_width)
+from .stage_plan import (HEAD_INDEX, NUM_STAGES, check_out_indices, kernel_dilation, plan_stages,
+                         scale_width)
 
 # Per arch: stem channels, head (1x1 conv) channels, and seven stages of block strings.
 # Stages end at output strides 2, 4, 8, 16, 16, 32, 32 (indices 0..6); index 7 is the head conv.

@@ -7,11 +7,11 @@ builds itself from it, :func:`muxnet_out_channels` reads channels off it without
 and the tools read output strides off it; nobody works the geometry out a second time.
 """
 import math
-import numbers
 import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
+from ..utils.arguments import is_int, is_real
 from .block_spec import BlockSpec, decode_stage
 
 NUM_STAGES = 7
@@ -90,16 +90,6 @@ def resolve_arch(arch, registry: Dict[str, dict]) -> dict:
         if not isinstance(arch[key], int) or arch[key] < 1:
             raise ValueError(f'arch "{key}" must be a positive int, got {arch[key]!r}')
     return arch
-
-
-def is_int(value) -> bool:
-    """Whether ``value`` is an integer argument (``True``/``False`` are flags, not counts)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_real(value) -> bool:
-    """Whether ``value`` is a number argument (not a flag, not a string of digits)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:

@@ -14,13 +14,14 @@ the input's own memory layout, in training as in deploy. Deploy form
 import torch
 from torch import nn
 
+from ..utils.arguments import is_int, is_real
 from ._eager import eager_autograd
 from .channel_shuffle import channel_shuffle, is_channels_last
 
 
 def split_width(channels: int, split_ratio: float) -> int:
     """Channels processed by a channel-multiplexed block (rounded down as the official code)."""
-    if not 0.0 < split_ratio < 1.0:
+    if not (is_real(split_ratio) and 0.0 < split_ratio < 1.0):
         raise ValueError(f'split_ratio must lie strictly between 0 and 1, got {split_ratio}')
     processed = int(channels * split_ratio)
     if processed == 0 or processed == channels:
@@ -43,7 +44,7 @@ class ChannelMux(nn.Module):
                  shuffle_groups: int = 2):
         super().__init__()
         self.processed = split_width(channels, split_ratio)
-        if shuffle_groups < 1 or channels % shuffle_groups != 0:
+        if not is_int(shuffle_groups) or shuffle_groups < 1 or channels % shuffle_groups != 0:
             raise ValueError(f'ChannelMux: {channels} channels cannot be shuffled in '
                              f'{shuffle_groups} groups')
         self.body = body
@@ -54,6 +55,9 @@ class ChannelMux(nn.Module):
         self.interleave = shuffle_groups == 2 and 2 * self.processed == channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:  # (a wrong split fails far from here)
+            raise ValueError(f'ChannelMux: expected an (N, {self.channels}, H, W) input, got '
+                             f'shape {tuple(x.shape)}')
         if _layout_keeping_grads(x):
             processed, copied = _SplitChannels.apply(x, self.processed)
         else:

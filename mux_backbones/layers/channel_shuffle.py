@@ -6,6 +6,8 @@ interleaves the two groups so the next block's split sees a mixture of both.
 import torch
 from torch import nn
 
+from ..utils.arguments import is_int
+
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` is a 4-D map stored channels-last (and not NCHW at the same time, as a 1x1
@@ -26,6 +28,9 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
         input channel ``g * (C // groups) + i``.
     """
     n, c, h, w = x.shape
+    if not is_int(groups) or groups < 1 or c % groups != 0:
+        raise ValueError(f'channel_shuffle: {c} channels cannot be split into {groups!r} equal '
+                         f'groups')
     if is_channels_last(x):
         # Shuffle the channels-last layout itself: the NCHW reshape would return an NCHW copy,
         # and every later layer (and its gradient) would then run in mixed layouts.
@@ -44,7 +49,7 @@ class ChannelShuffle(nn.Module):
 
     def __init__(self, channels: int, groups: int):
         super().__init__()
-        if groups < 1 or channels % groups != 0:
+        if not is_int(groups) or groups < 1 or channels % groups != 0:
             raise ValueError(f'ChannelShuffle: {channels} channels cannot be split into '
                              f'{groups} equal groups')
         self.channels = channels

@@ -30,6 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops._cpu_kernels import cpu_kernels_take
 from ..ops._triton import can_use_triton
+from ..utils.arguments import check_positive_int, is_real
 from .block_call import OneCallBlock
 from .conv_bn import (ConvAct, PointwiseConv2d, activate_in_place, activation_name, conv_of,
                       deploy_conv_module, fuse_conv_bn, trains_in_place)
@@ -46,6 +47,20 @@ class _ResidualBlock(OneCallBlock, nn.Module):
 
     has_residual: bool
     with_cp: bool
+
+    def _check_arguments(self, in_channels: int, out_channels: int, se_ratio: float,
+                         drop_path_rate: float) -> None:
+        """The arguments a block adds to its layers' own checks, each named in a ValueError."""
+        owner = type(self).__name__
+        check_positive_int(owner, 'in_channels', in_channels)
+        check_positive_int(owner, 'out_channels', out_channels)
+        if not (is_real(se_ratio) and se_ratio >= 0):
+            raise ValueError(f'{owner}: se_ratio must be a number >= 0 (0: no squeeze-excite), '
+                             f'got {se_ratio!r}')
+        # a rate of 1 would divide the kept paths by a keep probability of 0
+        if not (is_real(drop_path_rate) and 0 <= drop_path_rate < 1):
+            raise ValueError(f'{owner}: drop_path_rate must lie in [0, 1), got '
+                             f'{drop_path_rate!r}')
 
     def _build_tail(self, in_channels: int, channels: int, out_channels: int,
                     kernel_sizes: Sequence[int], stride: int, dilation: Union[int, Sequence[int]],
@@ -298,7 +313,11 @@ class InvertedResidual(_ResidualBlock):
                  act_cfg: Optional[dict] = dict(type='ReLU'), drop_path_rate: float = 0.0,
                  with_cp: bool = False, fused_ops: bool = False):
         super().__init__()
-        mid_channels = int(in_channels * expand_ratio)
+        self._check_arguments(in_channels, out_channels, se_ratio, drop_path_rate)
+        mid_channels = int(in_channels * expand_ratio) if is_real(expand_ratio) else 0
+        if mid_channels < 1:
+            raise ValueError(f'InvertedResidual: expand_ratio {expand_ratio!r} leaves no hidden '
+                             f'channels out of {in_channels} input channels')
         self.expand_conv = ConvModule(in_channels, mid_channels, 1, norm_cfg=norm_cfg,
                                       act_cfg=act_cfg, inplace=trains_in_place(act_cfg))
         self._build_tail(in_channels, mid_channels, out_channels, kernel_sizes, stride, dilation,
@@ -337,6 +356,7 @@ class DepthwiseSeparable(_ResidualBlock):
                  act_cfg: Optional[dict] = dict(type='ReLU'),
                  drop_path_rate: float = 0.0, with_cp: bool = False, fused_ops: bool = False):
         super().__init__()
+        self._check_arguments(in_channels, out_channels, se_ratio, drop_path_rate)
         self._build_tail(in_channels, in_channels, out_channels, kernel_sizes, stride, dilation,
                          se_ratio, channels_per_group, scales, norm_cfg, act_cfg,
                          drop_path_rate, with_cp, fused_ops)

@@ -16,13 +16,14 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..utils.arguments import check_positive_int, is_int
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
 from .fused_group_conv import FusedGroupConv, KernelOrderWeights, kernel_forward, kernel_passes
 
 
 def split_channels(channels: int, num_groups: int) -> List[int]:
     """Split ``channels`` into ``num_groups`` near-equal parts, remainder on the first."""
-    if num_groups < 1 or channels < num_groups:
+    if not is_int(channels) or num_groups < 1 or channels < num_groups:
         raise ValueError(f'cannot split {channels} channels into {num_groups} groups')
     parts = [channels // num_groups] * num_groups
     parts[0] += channels - sum(parts)
@@ -30,17 +31,37 @@ def split_channels(channels: int, num_groups: int) -> List[int]:
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
-    """Padding that keeps the size at stride 1 (and gives ceil(H / s) at stride s)."""
-    if kernel_size % 2 != 1:
-        raise ValueError(f'only odd kernel sizes are supported, got {kernel_size}')
+    """Padding that keeps the size at stride 1 (and gives ceil(H / s) at stride s).
+
+    Every spatial conv of the layers gets its padding here, so here its kernel size and
+    dilation are checked: a positive odd integer and a positive integer.
+    """
+    if not (is_int(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1):
+        raise ValueError(f'only positive odd kernel sizes are supported, got {kernel_size!r}')
+    if not (is_int(dilation) and dilation >= 1):
+        raise ValueError(f'dilation must be a positive integer, got {dilation!r}')
     return dilation * (kernel_size // 2)
 
 
+def kernel_size_tuple(kernel_sizes: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+    """``kernel_sizes`` as a non-empty tuple: one integer is one kernel size."""
+    if is_int(kernel_sizes):
+        return (kernel_sizes, )
+    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or \
+            not kernel_sizes:
+        raise ValueError(f'kernel_sizes must be an odd integer or a non-empty sequence of them, '
+                         f'got {kernel_sizes!r}')
+    return tuple(kernel_sizes)
+
+
 def _per_kernel(value: Union[int, Sequence[int]], count: int) -> List[int]:
-    values = [value] * count if isinstance(value, int) else list(value)
-    if len(values) != count:
-        raise ValueError(f'{len(values)} dilations given for {count} kernels')
-    return values
+    if is_int(value):
+        return [value] * count
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f'dilation must be an integer or one per kernel, got {value!r}')
+    if len(value) != count:
+        raise ValueError(f'{len(value)} dilations given for {count} kernels')
+    return list(value)
 
 
 class MixedConv2d(KernelOrderWeights, nn.Module):
@@ -48,7 +69,7 @@ class MixedConv2d(KernelOrderWeights, nn.Module):
 
     Args:
         channels (int): Input and output channels.
-        kernel_sizes (Sequence[int]): One odd kernel size per channel group.
+        kernel_sizes (int | Sequence[int]): One odd kernel size per channel group.
         stride (int): Stride of every group. Default: 1.
         dilation (int | Sequence[int]): Dilation of every group, or one per kernel. Default: 1.
         channels_per_group (int): Channels per convolution group inside each kernel group;
@@ -60,13 +81,14 @@ class MixedConv2d(KernelOrderWeights, nn.Module):
             :data:`~.fused_group_conv.TRAINING_FORMS`). Default: False.
     """
 
-    def __init__(self, channels: int, kernel_sizes: Sequence[int], stride: int = 1,
+    def __init__(self, channels: int, kernel_sizes: Union[int, Sequence[int]], stride: int = 1,
                  dilation: Union[int, Sequence[int]] = 1, channels_per_group: int = 1,
                  bias: bool = False, fused_ops: bool = False):
         super().__init__()
-        self.kernel_sizes = tuple(kernel_sizes)
-        self.stride = stride
-        self.channels_per_group = channels_per_group
+        self.kernel_sizes = kernel_size_tuple(kernel_sizes)
+        self.stride = check_positive_int('MixedConv2d', 'stride', stride)
+        self.channels_per_group = check_positive_int('MixedConv2d', 'channels_per_group',
+                                                     channels_per_group)
         self.dilations = dilations = _per_kernel(dilation, len(self.kernel_sizes))
         self.splits = split_channels(channels, len(self.kernel_sizes))
         convs = []

@@ -32,9 +32,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..compat import pixel_shuffle, pixel_unshuffle
 from ..ops import norm_act
 from ..ops.group_conv import check_act
+from ..utils.arguments import check_positive_int, is_int
 from .conv_bn import bn_scale_shift
 from .fused_group_conv import GroupConv2d
-from .mixed_conv import _per_kernel, same_padding
+from .mixed_conv import _per_kernel, kernel_size_tuple, same_padding
 
 # Channels a group at each scale needs a multiple of, per channel of its group-wise conv:
 # pixel_shuffle(2) consumes channels in fours.
@@ -47,9 +48,13 @@ def split_for_scales(channels: int, scales: Sequence[int], channels_per_group: i
     Every group gets an equal share rounded down to what its scale needs; the remainder goes to the
     first identity group (scale 0), or else to the first group that can take it.
     """
+    check_positive_int('SpatialMuxConv', 'channels', channels)
+    check_positive_int('SpatialMuxConv', 'channels_per_group', channels_per_group)
+    if not scales:
+        raise ValueError('SpatialMuxConv: needs at least one scale')
     aligns = []
     for s in scales:
-        if s not in _SCALE_ALIGN:
+        if not is_int(s) or s not in _SCALE_ALIGN:
             raise ValueError(f'SpatialMuxConv: scale {s} is not supported; use -1 (space-to-'
                              f'channel), 0 (identity) or 1 (channel-to-space)')
         a = _SCALE_ALIGN[s] * channels_per_group
@@ -100,13 +105,14 @@ class SpatialMuxConv(nn.Module):
                  dilation: Union[int, Sequence[int]] = 1,
                  channels_per_group: int = 1, bias: bool = False, fused_ops: bool = False):
         super().__init__()
-        scales = tuple(int(s) for s in scales)
-        if isinstance(kernel_sizes, int):
-            kernel_sizes = (kernel_sizes, ) * len(scales)
+        scales = tuple(scales)
+        kernel_sizes = kernel_size_tuple(kernel_sizes)
+        if len(kernel_sizes) == 1:
+            kernel_sizes *= len(scales)
         if len(kernel_sizes) != len(scales):
             raise ValueError(f'SpatialMuxConv: {len(kernel_sizes)} kernel sizes for '
                              f'{len(scales)} scales')
-        if stride not in (1, 2):
+        if not is_int(stride) or stride not in (1, 2):
             raise ValueError(f'SpatialMuxConv: stride must be 1 or 2, got {stride}')
         self.scales = scales
         self.kernel_sizes = tuple(kernel_sizes)

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from ..ops import se_gate
 from ..ops.gated_map import gated_map_kernel
+from ..utils.arguments import check_positive_int
 from ._eager import eager_autograd
 from .conv_bn import PointwiseConv2d, activate_in_place, activation_name
 
@@ -50,9 +51,8 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeeze_channels: int,
                  act_cfg: Optional[dict] = dict(type='ReLU'), fused_ops: bool = False):
         super().__init__()
-        if squeeze_channels < 1:
-            raise ValueError(f'SqueezeExcite: squeeze_channels must be >= 1, got '
-                             f'{squeeze_channels}')
+        check_positive_int('SqueezeExcite', 'channels', channels)
+        check_positive_int('SqueezeExcite', 'squeeze_channels', squeeze_channels)
         self.conv_reduce = nn.Conv2d(channels, squeeze_channels, 1, bias=True)
         self.act = build_activation_layer(act_cfg) if act_cfg is not None else nn.Identity()
         self.conv_expand = nn.Conv2d(squeeze_channels, channels, 1, bias=True)
