@@ -105,7 +105,7 @@ class SpatialMuxConv(nn.Module):
                  dilation: Union[int, Sequence[int]] = 1,
                  channels_per_group: int = 1, bias: bool = False, fused_ops: bool = False):
         super().__init__()
-        scales = tuple(scales)
+        scales = tuple(int(s) if is_int(s) else s for s in scales)  # (split_for_scales checks)
         kernel_sizes = kernel_size_tuple(kernel_sizes)
         if len(kernel_sizes) == 1:
             kernel_sizes *= len(scales)
