@@ -87,7 +87,7 @@ def resolve_arch(arch, registry: Dict[str, dict]) -> dict:
             for s in stages):
         raise ValueError(f'arch "stages" must be {NUM_STAGES} non-empty lists of block strings')
     for key in ('stem_channels', 'head_channels'):
-        if not isinstance(arch[key], int) or arch[key] < 1:
+        if not is_int(arch[key]) or arch[key] < 1:
             raise ValueError(f'arch "{key}" must be a positive int, got {arch[key]!r}')
     return arch
 

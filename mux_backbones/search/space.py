@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..backbones.block_spec import decode_block_string, decode_stage
-from ..backbones.stage_plan import NUM_STAGES, arch_from_string, arch_to_string
+from ..backbones.stage_plan import NUM_STAGES, arch_from_string, arch_to_string, resolve_arch
 from ..layers.channel_mux import split_width
 from ..layers.spatial_mux_conv import split_for_scales
 
@@ -124,9 +124,25 @@ class MUXNetSpace:
                 + ('_nre' if g['act'] else ''))
         return [first, rest]
 
+    def check_point(self, x: Sequence[int]) -> np.ndarray:
+        """``x`` as an integer vector; a ``ValueError`` naming the gene unless it has
+        :attr:`n_var` whole-number genes, each within its choices (a float vector of whole
+        numbers, as pymoo hands them, is taken)."""
+        values = np.asarray(x)
+        if values.shape != (self.n_var, ) or not (np.issubdtype(values.dtype, np.integer) or
+                                                  np.issubdtype(values.dtype, np.floating)):
+            raise ValueError(f'a point of the space is {self.n_var} integers, got '
+                             f'{values.dtype} of shape {values.shape}')
+        for i, (gene, value) in enumerate(zip(self.genes, values)):
+            if value != np.rint(value) or not 0 <= value < gene.choices:
+                where = '' if gene.stage is None else f' of stage {gene.stage + 1}'
+                raise ValueError(f'gene {i} ({gene.name}{where}) is {value}; its choices are '
+                                 f'0..{gene.choices - 1}')
+        return values.astype(int)
+
     def decode(self, x: Sequence[int]) -> dict:
         """The arch dict of point ``x`` (buildable by ``MUXNet(arch=...)``)."""
-        x = np.asarray(x, dtype=int)
+        x = self.check_point(x)
         return dict(stem_channels=STEM_WIDTHS[x[0]], head_channels=HEAD_WIDTHS[x[1]],
                     stages=[self.stage_strings(x, s) for s in range(NUM_STAGES)])
 
@@ -162,9 +178,9 @@ class MUXNetSpace:
         return x
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` uniformly drawn points, in canonical form."""
+        """``n`` uniformly drawn points, in canonical form: an ``(n, n_var)`` array."""
         raw = rng.integers(self.xl, self.xu + 1, size=(n, self.n_var))
-        return np.stack([self.canonical(x) for x in raw])
+        return np.array([self.canonical(x) for x in raw], dtype=int).reshape(n, self.n_var)
 
     # -- encoding ----------------------------------------------------------------------------
     def encode_string(self, arch: str) -> np.ndarray:
@@ -173,6 +189,7 @@ class MUXNetSpace:
 
     def encode(self, arch: dict) -> np.ndarray:
         """The point of an arch dict; ``ValueError`` if the space cannot express it."""
+        arch = resolve_arch(arch, {})  # (a dict with the keys and 7 stages of strings)
         x = np.zeros(self.n_var, dtype=int)
         x[0] = _choice(STEM_WIDTHS, arch['stem_channels'], 'stem width')
         x[1] = _choice(HEAD_WIDTHS, arch['head_channels'], 'head width')

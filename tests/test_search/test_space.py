@@ -61,3 +61,26 @@ def test_canonical_zeroes_unused_genes_and_drops_impossible_scale_splits():
     for name in ('e_rest', 'k_rest', 'mux', 'scales'):
         assert z[SPACE._index(name, 1)] == 0
     assert SPACE.decode(z)['stages'][1] == [arch_settings['s']['stages'][1][0]]
+
+
+@pytest.mark.parametrize('point, match', [
+    (np.zeros(10, int), 'a point of the space is 72 integers, got int64 of shape'),
+    (np.ones(72, bool), 'a point of the space is 72 integers, got bool'),
+    ('abc', 'a point of the space is 72 integers'),
+    (np.r_[-1, np.zeros(71, int)], r'gene 0 \(stem\) is -1; its choices are 0..3'),
+    (np.r_[0, 0, 0, 0, 0, 1, np.zeros(66, int)],
+     r'gene 5 \(e_rest of stage 1\) is 1; its choices are 0..0'),
+    (np.r_[0.5, np.zeros(71)], r'gene 0 \(stem\) is 0.5'),
+])
+def test_points_outside_the_space_are_named(point, match):
+    """(numpy would wrap -1 to the last choice, and 0.5 would round down silently)"""
+    with pytest.raises(ValueError, match=match):
+        SPACE.decode(point)
+
+
+def test_pymoos_float_points_and_empty_samples():
+    x = SPACE.encode(arch_settings['m'])
+    assert SPACE.decode(x.astype(float)) == arch_settings['m']
+    assert SPACE.sample(np.random.default_rng(0), 0).shape == (0, SPACE.n_var)
+    with pytest.raises(ValueError, match='arch dict lacks "stem_channels"'):
+        SPACE.encode(dict(stages=[]))
