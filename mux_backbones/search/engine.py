@@ -14,6 +14,7 @@ evaluators), params, MAdds, latency, each normalised by fixed bounds (``SearchSe
 import csv
 import json
 import logging
+import math
 import os
 import os.path as osp
 import pickle
@@ -23,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..engine.atomic_backend import atomic_write
+from ..utils.arguments import is_int, is_real
 from .algorithms import ALGORITHMS, build_algorithm, mutate, nondominated_rank
 from .objectives import arch_hash, build_evaluator, check_objectives, complexity, measure_latency
 from .space import MUXNetSpace
@@ -77,6 +79,25 @@ class SearchSettings:
                                                        shape=224))
     algorithm_args: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Each setting's type and range, named in a :class:`SearchError` before a search
+        starts (the objectives, evaluator and algorithm are checked by :class:`Search`)."""
+        for name, minimum in (('pop_size', 2), ('budget', 1), ('surrogate_candidates', 1),
+                              ('seed', 0)):
+            value = getattr(self, name)
+            if not (is_int(value) and value >= minimum):
+                raise SearchError(f'{name} must be an integer >= {minimum}, got {value!r}')
+        if not (is_real(self.roi_width) and 0 < self.roi_width <= 1):
+            raise SearchError(f'roi_width must lie in (0, 1], got {self.roi_width!r}')
+        for name in ('evaluator', 'bounds', 'latency', 'algorithm_args'):
+            if not isinstance(getattr(self, name), dict):
+                raise SearchError(f'{name} must be a dict, got {getattr(self, name)!r}')
+        for name, pair in self.bounds.items():
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or \
+                    len(pair) != 2 or not all(is_real(v) and math.isfinite(v) for v in pair):
+                raise SearchError(f'bounds.{name} must be (best, worst), two finite numbers, '
+                                  f'got {pair!r}')
+
     def fingerprint(self) -> dict:
         """The settings as plain data (lists for tuples), for the resume check."""
         return json.loads(json.dumps(asdict(self), default=list))
@@ -87,13 +108,14 @@ def settings_from_config(path: str, **overrides) -> SearchSettings:
     from mmengine.config import Config
     if not osp.isfile(path):
         raise SearchError(f'config file not found: {path}')
-    values = dict(Config.fromfile(path).get('search', {}))
+    values = Config.fromfile(path).get('search', {})
+    if not isinstance(values, dict):
+        raise SearchError(f'{path}: "search" must be a dict of search settings, got {values!r}')
+    values = dict(values)
     unknown = set(values) - set(SearchSettings.__dataclass_fields__)
     if unknown:
         raise SearchError(f'{path}: unknown search setting "{sorted(unknown)[0]}"')
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if not 0 < values.get('roi_width', 1.0) <= 1:
-        raise SearchError(f'roi_width must lie in (0, 1], got {values["roi_width"]}')
     return SearchSettings(**values)
 
 
@@ -189,11 +211,15 @@ class Search:
         self.settings = settings
         self.work_dir = work_dir
         self.space = MUXNetSpace()
-        self.objectives = check_objectives(settings.objectives)
+        try:
+            self.objectives = check_objectives(settings.objectives)
+            # names an unknown evaluator, or an argument it lacks, now, not mid-search
+            build_evaluator(settings.evaluator)
+        except (TypeError, ValueError) as err:
+            raise SearchError(str(err)) from None
         if settings.algorithm not in ALGORITHMS:
             raise SearchError(f'unknown algorithm "{settings.algorithm}"; choose one of '
                               f'{ALGORITHMS}')
-        build_evaluator(settings.evaluator)  # names an unknown evaluator now, not mid-search
         for name, limit in (settings.limits or {}).items():
             if name not in ('params', 'madds', 'latency') or not limit > 0:
                 raise SearchError(f'limit {name}={limit!r}: limits are positive budgets of '
@@ -213,10 +239,13 @@ class Search:
                 raise SearchError(f'{self.state_file} exists: pass --resume to continue that '
                                   f'search, or choose another --work-dir')
             ref = self._normalise_ref_point()
-            self.algorithm = build_algorithm(
-                settings.algorithm, self.space, len(self.objectives), settings.pop_size,
-                settings.seed, ref_point=ref, roi_width=settings.roi_width,
-                **settings.algorithm_args)
+            try:
+                self.algorithm = build_algorithm(
+                    settings.algorithm, self.space, len(self.objectives), settings.pop_size,
+                    settings.seed, ref_point=ref, roi_width=settings.roi_width,
+                    **settings.algorithm_args)
+            except TypeError as err:  # an algorithm_args key the algorithm does not take
+                raise SearchError(f'algorithm_args: {err}') from None
             self.rng = np.random.default_rng(settings.seed + 1)
             self.cache: Dict[str, dict] = {}
             self.history: List[dict] = []

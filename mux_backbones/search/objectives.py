@@ -25,6 +25,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
+from ..backbones.stage_plan import check_out_indices
+from ..utils.arguments import check_positive_int
+
 OBJECTIVES = ('acc', 'params', 'madds', 'latency')
 
 
@@ -71,8 +74,8 @@ class SynflowEvaluator:
     cheap = True  # seconds per arch: the plot scores the released MUXNets with it too
 
     def __init__(self, shape: int = 64, out_indices: Sequence[int] = (7, )):
-        self.shape = shape
-        self.out_indices = tuple(out_indices)
+        self.shape = check_positive_int('SynflowEvaluator', 'shape', shape)
+        self.out_indices = check_out_indices(out_indices)
 
     def __call__(self, arch: str) -> float:
         from ..backbones import MUXNet

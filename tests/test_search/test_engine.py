@@ -109,9 +109,25 @@ def test_outputs(tmp_path):
      'no bounds for objective "latency"'),
     (dict(limits=dict(acc=0.5)), 'limits are positive budgets'),
     (dict(limits=dict(params=0)), 'limits are positive budgets'),
+    (dict(objectives=('acc', )), 'objectives must be at least two distinct names'),
+    (dict(evaluator=dict(type='synflow', shape=-1)),
+     'SynflowEvaluator: shape must be a positive integer, got -1'),
+    (dict(evaluator=dict(type='synflow', out_indices=(9, ))), 'out_indices entry 9'),
+    (dict(evaluator=dict(type='synflow', foo=1)), "unexpected keyword argument 'foo'"),
+    (dict(algorithm_args=dict(foo=1)), "algorithm_args: .*unexpected keyword argument 'foo'"),
+    (dict(pop_size='4'), "pop_size must be an integer >= 2, got '4'"),
+    (dict(seed=-1), 'seed must be an integer >= 0, got -1'),
+    (dict(seed=1.5), 'seed must be an integer >= 0, got 1.5'),
+    (dict(surrogate_candidates=0), 'surrogate_candidates must be an integer >= 1'),
+    (dict(roi_width=float('nan')), r'roi_width must lie in \(0, 1\], got nan'),
+    (dict(bounds=dict(acc=(1.0, ))), r'bounds.acc must be \(best, worst\)'),
+    (dict(bounds=dict(acc=(1.0, float('inf')), params=(1.0, 5.5), madds=(25.0, 650.0))),
+     r'bounds.acc must be \(best, worst\), two finite numbers'),
+    (dict(algorithm_args=[('n_neighbors', 3)]), 'algorithm_args must be a dict'),
 ])
 def test_bad_settings_are_named(tmp_path, kwargs, message):
-    with pytest.raises((SearchError, ValueError), match=message):
+    """Each a SearchError (what the tool turns into one line), before any evaluation."""
+    with pytest.raises(SearchError, match=message):
         Search(_settings(**kwargs), str(tmp_path))
 
 

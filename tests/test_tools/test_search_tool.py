@@ -52,6 +52,7 @@ def test_search_bad_input(tmp_path):
         (('--budget', '2', '--pop-size', '4'), 'budget 2 is below one generation'),
         (('--ref-point', 'params=0.1'), 'params=0.1M is unreachable'),
         (('--ref-point', 'speed=3'), "--ref-point 'speed=3'"),
+        (('--objectives', 'acc'), 'objectives must be at least two distinct names'),
         (('--resume', ), 'nothing to resume'),
         (('--export-config', '0'), 'run the search first'),
         (('--within', 'params=1'), 'run the search first'),
