@@ -31,6 +31,12 @@ def preference_ref_dirs(n_obj: int, n_points: int, ref_point: Optional[np.ndarra
         seed (int): Seed of the Riesz-energy construction of the directions.
     """
     from pymoo.util.ref_dirs import get_reference_directions
+    if n_points < n_obj:
+        # Fewer directions than objectives leave an objective without its own; pymoo 0.6.2's
+        # Riesz-energy factory also fails there (its reduction step starts its farthest-point
+        # selection from no point and no random state: AttributeError on None.integers).
+        raise ValueError(f'{n_points} reference directions for {n_obj} objectives: MOEA/D and '
+                         f'NSGA-III need a population of at least one per objective')
     dirs = get_reference_directions('energy', n_obj, n_points, seed=seed)
     if ref_point is None or roi_width >= 1:
         return dirs

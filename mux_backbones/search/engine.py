@@ -12,6 +12,7 @@ evaluators), params, MAdds, latency, each normalised by fixed bounds (``SearchSe
 [0, 1] for the algorithms and the hypervolume.
 """
 import csv
+import functools
 import json
 import logging
 import math
@@ -224,6 +225,7 @@ class Search:
             if name not in ('params', 'madds', 'latency') or not limit > 0:
                 raise SearchError(f'limit {name}={limit!r}: limits are positive budgets of '
                                   f'params, madds or latency')
+            self._check_reachable('limit', name, limit)
         if settings.budget < settings.pop_size:
             raise SearchError(f'budget {settings.budget} is below one generation (pop_size '
                               f'{settings.pop_size} evaluations)')
@@ -246,6 +248,8 @@ class Search:
                     **settings.algorithm_args)
             except TypeError as err:  # an algorithm_args key the algorithm does not take
                 raise SearchError(f'algorithm_args: {err}') from None
+            except ValueError as err:  # a population the algorithm cannot work with
+                raise SearchError(str(err)) from None
             self.rng = np.random.default_rng(settings.seed + 1)
             self.cache: Dict[str, dict] = {}
             self.history: List[dict] = []
@@ -285,6 +289,17 @@ class Search:
             total += np.clip(values / limit - 1, 0, None)
         return total
 
+    @functools.cached_property
+    def _smallest(self) -> Dict[str, float]:
+        """Params and MAdds (M) of the space's smallest architecture."""
+        return dict(zip(('params', 'madds'), smallest_complexity(self.space)))
+
+    def _check_reachable(self, what: str, name: str, value: float) -> None:
+        """No architecture of the space lies below its smallest one's params or MAdds."""
+        if name in self._smallest and value < self._smallest[name]:
+            raise SearchError(f'{what} {name}={value:g}M is unreachable: the smallest '
+                              f'architecture of the space has {self._smallest[name]:.3g}M')
+
     def _normalise_ref_point(self) -> Optional[np.ndarray]:
         ref = self.settings.ref_point
         if not ref:
@@ -293,11 +308,10 @@ class Search:
         if unknown:
             raise SearchError(f'reference point names "{sorted(unknown)[0]}", which is not an '
                               f'objective of this search {self.objectives}')
-        floors = dict(zip(('params', 'madds'), smallest_complexity(self.space)))
         for name, value in ref.items():
-            if name in floors and value < floors[name]:
-                raise SearchError(f'reference point {name}={value:g}M is unreachable: the '
-                                  f'smallest architecture of the space has {floors[name]:.3g}M')
+            if not (is_real(value) and math.isfinite(value)):
+                raise SearchError(f'reference point {name}={value!r}: expected a finite number')
+            self._check_reachable('reference point', name, value)
             best, worst = self.bounds[name]
             if name == 'acc' and (value - best) * (best - worst) > 0:
                 raise SearchError(f'reference point acc={value:g} is unreachable: scores of '

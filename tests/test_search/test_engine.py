@@ -124,6 +124,10 @@ def test_outputs(tmp_path):
     (dict(bounds=dict(acc=(1.0, float('inf')), params=(1.0, 5.5), madds=(25.0, 650.0))),
      r'bounds.acc must be \(best, worst\), two finite numbers'),
     (dict(algorithm_args=[('n_neighbors', 3)]), 'algorithm_args must be a dict'),
+    (dict(pop_size=2, budget=4), '2 reference directions for 3 objectives'),
+    (dict(limits=dict(params=0.01)), 'limit params=0.01M is unreachable: the smallest'),
+    (dict(ref_point=dict(acc=float('nan'))), 'reference point acc=nan: expected a finite'),
+    (dict(pop_size=2, budget=4, algorithm='nsga3'), 'need a population of at least one per'),
 ])
 def test_bad_settings_are_named(tmp_path, kwargs, message):
     """Each a SearchError (what the tool turns into one line), before any evaluation."""
