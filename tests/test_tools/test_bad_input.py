@@ -101,6 +101,10 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --train-batch: 0 is below the minimum 1'),
     ('tools/analysis_tools/benchmark.py', ('--profile-train', ),
      '--profile-train needs --train-step'),
+    ('tools/dataset_converters/make_toy_data.py', ('--seed', '-1'),
+     'argument --seed: -1 is below the minimum 0'),
+    ('tools/dataset_converters/make_toy_data.py', ('--seed', str(2**32)),
+     'argument --seed: 4294967296 is above the maximum 2**32 - 1'),
 ])
 def test_impossible_numbers_are_usage_errors(tool, args, expected):
     _one_line_error(run_tool(tool, *args, check=False), expected, status=2)
@@ -173,3 +177,11 @@ def test_backbone_arguments_checked_for_muxnet_alone(det_cfg):
     cfg.model.backbone.out_indices = (9, )  # the analysis tools' builder checks the same
     with pytest.raises(ToolError, match='model.backbone: out_indices entry 9 is out of range'):
         build_model_from_config(cfg)
+
+
+def test_toy_data_under_a_file_is_one_line(tmp_path):
+    afile = tmp_path / 'a_file'
+    afile.write_text('')
+    proc = run_tool('tools/dataset_converters/make_toy_data.py', '--out', str(afile), '--task',
+                    'det', check=False)
+    _one_line_error(proc, f'cannot write {afile}/toy_voc/VOCdevkit: Not a directory')

@@ -10,32 +10,49 @@ import argparse
 import os.path as osp
 import shutil
 
+from mux_backbones.cli import ToolError, exits_cleanly, int_at_least
 from mux_backbones.datasets.toy_data import make_toy_ade20k, make_toy_voc
+
+
+def seed(text: str) -> int:
+    """An argparse ``type``: a seed numpy takes (0 .. 2**32 - 1)."""
+    value = int_at_least(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f'{value} is above the maximum 2**32 - 1')
+    return value
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Make the embedded toy VOC / ADE20K datasets')
     parser.add_argument('--out', default='data', help='folder to write the datasets under')
     parser.add_argument('--task', choices=['det', 'seg', 'all'], default='all')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=seed, default=0)
     parser.add_argument('--force', action='store_true', help='rewrite existing datasets')
     return parser.parse_args()
 
 
+def write(make, root: str, seed: int) -> str:
+    """``make(root, seed)``, its folder written afresh; one line where it cannot be."""
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        return make(root, seed=seed)
+    except OSError as err:
+        raise ToolError(f'cannot write {root}: {err.strerror} ({err.filename})') from None
+
+
+@exits_cleanly
 def main():
     args = parse_args()
     if args.task in ('det', 'all'):
         root = osp.join(args.out, 'toy_voc', 'VOCdevkit')
         if args.force or not osp.exists(osp.join(root, 'VOC2007', 'ImageSets')):
-            shutil.rmtree(root, ignore_errors=True)
-            print('toy VOC written to', make_toy_voc(root, seed=args.seed))
+            print('toy VOC written to', write(make_toy_voc, root, args.seed))
         else:
             print('toy VOC already present at', root)
     if args.task in ('seg', 'all'):
         root = osp.join(args.out, 'toy_ade', 'ADEChallengeData2016')
         if args.force or not osp.exists(osp.join(root, 'annotations')):
-            shutil.rmtree(root, ignore_errors=True)
-            print('toy ADE20K written to', make_toy_ade20k(root, seed=args.seed))
+            print('toy ADE20K written to', write(make_toy_ade20k, root, args.seed))
         else:
             print('toy ADE20K already present at', root)
 
