@@ -54,6 +54,17 @@ def user_errors():
     return ToolError, DatasetError, CheckpointError
 
 
+def error_line(err: BaseException) -> str:
+    """The message of a bad-input error. One raised in a DataLoader worker arrives re-raised
+    by torch with "Caught ... in DataLoader worker process N" and the worker's traceback as its
+    message: its own message is then that traceback's last line, after the type's name."""
+    text = str(err)
+    if '\nOriginal Traceback' in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.partition(': ')[2] or last
+    return text
+
+
 def exits_cleanly(main):
     """Decorate a tool's ``main``: a bad-input error becomes ``error: ...`` and exit status 1."""
 
@@ -62,6 +73,6 @@ def exits_cleanly(main):
         try:
             return main(*args, **kwargs)
         except user_errors() as err:
-            sys.exit(f'error: {err}')
+            sys.exit(f'error: {error_line(err)}')
 
     return run

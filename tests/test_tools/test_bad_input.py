@@ -185,3 +185,28 @@ def test_toy_data_under_a_file_is_one_line(tmp_path):
     proc = run_tool('tools/dataset_converters/make_toy_data.py', '--out', str(afile), '--task',
                     'det', check=False)
     _one_line_error(proc, f'cannot write {afile}/toy_voc/VOCdevkit: Not a directory')
+
+
+class _BadLabels(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        from mux_backbones.datasets.checks import DatasetError
+        raise DatasetError('label map x.png has value 21, above the 5 allowed')
+
+
+def test_a_bad_input_found_in_a_dataloader_worker_is_still_one_line():
+    """torch re-raises a worker's error with the worker's whole traceback as its message."""
+    from mux_backbones.cli import exits_cleanly
+    from mux_backbones.cli.args import error_line
+    from mux_backbones.datasets.checks import DatasetError
+
+    @exits_cleanly
+    def main():
+        next(iter(torch.utils.data.DataLoader(_BadLabels(), num_workers=1)))
+
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 'error: label map x.png has value 21, above the 5 allowed'
+    assert error_line(DatasetError('a: b')) == 'a: b'  # raised in this process: as it is
