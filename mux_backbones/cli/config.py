@@ -3,8 +3,9 @@
 The tools stay thin (Config -> --cfg-options -> Runner.from_cfg, as in mmdet/mmseg); what differs
 between detection and segmentation (visualisation, result dumping) is dispatched here on the
 config's ``default_scope``. Also here: the config changes a tool makes on the user's behalf
-(atomic checkpoint writes, visualisation) and the exact check of a checkpoint against the model a
-runner built.
+(atomic checkpoint writes, visualisation), the checks of a MUXNet backbone's arguments and of the
+channels its neck or heads read before a runner builds the model, and the exact check of a
+checkpoint against the model a runner built.
 """
 import inspect
 import os
@@ -56,9 +57,44 @@ def check_backbone_arguments(cfg: Config) -> None:
     except TypeError as err:  # an argument MUXNet does not have
         raise ToolError(f'model.backbone: {err}') from None
     try:
-        cls(**args)
+        backbone = cls(**args)
     except ValueError as err:
         raise ToolError(f'model.backbone: {err}') from None
+    check_channels_read(model, tuple(backbone.out_channels), backbone.out_indices)
+
+
+def check_channels_read(model: dict, channels: tuple, out_indices: tuple) -> None:
+    """The neck's (or the decode heads') ``in_channels`` against the backbone's outputs.
+
+    A config computes them when it is read (``muxnet_out_channels``), so a ``--cfg-options``
+    change of the backbone's ``out_indices`` or ``widen_factor`` leaves them stale, and the
+    first training step would end in a conv's channel error inside the neck.
+    """
+    fix = (f'the backbone gives {channels} at out_indices {out_indices}; compute them with '
+           f'mux_backbones.muxnet_out_channels(arch, out_indices, widen_factor), as the '
+           f'shipped configs do')
+    neck = model.get('neck', None)
+    if isinstance(neck, dict) and isinstance(neck.get('in_channels', None), (list, tuple)):
+        if tuple(neck['in_channels']) != channels:
+            raise ToolError(f'model.neck.in_channels {tuple(neck["in_channels"])}: {fix}')
+        return
+    if neck is not None:
+        return  # a neck of another kind, or a chain of necks: their own business
+    for key in ('decode_head', 'auxiliary_head'):
+        heads = model.get(key, None)
+        for i, head in enumerate(heads if isinstance(heads, (list, tuple)) else [heads]):
+            if not isinstance(head, dict) or 'in_channels' not in head:
+                continue
+            name = key if isinstance(heads, dict) else f'{key}[{i}]'
+            index, given = head.get('in_index', -1), head['in_channels']
+            indices = list(index) if isinstance(index, (list, tuple)) else [index]
+            if not all(isinstance(j, int) and -len(channels) <= j < len(channels)
+                       for j in indices):
+                raise ToolError(f'model.{name}.in_index {index} reads outside the '
+                                f'{len(channels)} backbone outputs; {fix}')
+            read = [channels[j] for j in indices]
+            if list(given if isinstance(given, (list, tuple)) else [given]) != read:
+                raise ToolError(f'model.{name}.in_channels {given} at in_index {index}: {fix}')
 
 
 def task_of(cfg: Config) -> str:

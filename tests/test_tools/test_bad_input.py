@@ -172,11 +172,37 @@ def test_backbone_arguments_checked_for_muxnet_alone(det_cfg):
     # another backbone's arguments are its own builder's business
     cfg.model.backbone = dict(type='MobileNetV2', widen_factor='wide')
     check_backbone_arguments(cfg)
-    cfg.model.backbone = dict(type='MUXNet', widen_factor=0.5, frozen_stages=2)
+    cfg.model.backbone = dict(type='MUXNet', arch='tiny', out_indices=(4, 7), frozen_stages=2)
     check_backbone_arguments(cfg)
     cfg.model.backbone.out_indices = (9, )  # the analysis tools' builder checks the same
     with pytest.raises(ToolError, match='model.backbone: out_indices entry 9 is out of range'):
         build_model_from_config(cfg)
+
+
+@pytest.mark.parametrize('option, match', [
+    # the neck's in_channels were computed when the config was read
+    ({'model.backbone.widen_factor': 2.0},
+     r'model.neck.in_channels \(32, 64\): the backbone gives \(64, 128\) at out_indices'),
+    ({'model.backbone.out_indices': (7, )}, r'the backbone gives \(64,\) at out_indices \(7,\)'),
+])
+def test_channels_the_neck_reads_checked_against_the_backbone(det_cfg, option, match):
+    cfg = Config.fromfile(det_cfg)
+    cfg.merge_from_dict(option)
+    with pytest.raises(ToolError, match=match):
+        check_backbone_arguments(cfg)
+
+
+def test_channels_the_decode_heads_read_checked_against_the_backbone(tmp_path, toy_ade):
+    cfg = Config.fromfile(write_seg_config(tmp_path, toy_ade))
+    check_backbone_arguments(cfg)
+    cfg.model.backbone.out_indices = (6, )
+    with pytest.raises(ToolError, match=r'model.decode_head.in_index 1 reads outside the 1 '
+                                        r'backbone outputs'):
+        check_backbone_arguments(cfg)
+    cfg.model.backbone.out_indices = (5, 6)
+    cfg.model.auxiliary_head.in_channels += 1
+    with pytest.raises(ToolError, match=r'model.auxiliary_head.in_channels \d+ at in_index 0'):
+        check_backbone_arguments(cfg)
 
 
 def test_toy_data_under_a_file_is_one_line(tmp_path):
