@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
-from ..utils.arguments import is_int, is_real
+from ..utils.arguments import is_int, is_real, is_sequence
 from .block_spec import BlockSpec, decode_stage
 
 NUM_STAGES = 7
@@ -94,7 +94,7 @@ def resolve_arch(arch, registry: Dict[str, dict]) -> dict:
 
 def check_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
     """Output indices as a tuple: strictly increasing, each in 0..7 (returned in that order)."""
-    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Sequence):
+    if not is_sequence(out_indices):
         raise ValueError(f'out_indices must be a sequence of output indices such as (7, ), got '
                          f'{out_indices!r}')
     out_indices = tuple(out_indices)

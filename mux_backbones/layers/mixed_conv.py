@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..utils.arguments import check_positive_int, is_int
+from ..utils.arguments import check_positive_int, is_int, is_sequence
 from .conv_bn import bn_scale_shift, fuse_conv_scale_shift
 from .fused_group_conv import FusedGroupConv, KernelOrderWeights, kernel_forward, kernel_passes
 
@@ -47,8 +47,7 @@ def kernel_size_tuple(kernel_sizes: Union[int, Sequence[int]]) -> Tuple[int, ...
     """``kernel_sizes`` as a non-empty tuple: one integer is one kernel size."""
     if is_int(kernel_sizes):
         return (kernel_sizes, )
-    if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or \
-            not kernel_sizes:
+    if not is_sequence(kernel_sizes) or not kernel_sizes:
         raise ValueError(f'kernel_sizes must be an odd integer or a non-empty sequence of them, '
                          f'got {kernel_sizes!r}')
     return tuple(kernel_sizes)
@@ -57,7 +56,7 @@ def kernel_size_tuple(kernel_sizes: Union[int, Sequence[int]]) -> Tuple[int, ...
 def _per_kernel(value: Union[int, Sequence[int]], count: int) -> List[int]:
     if is_int(value):
         return [value] * count
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    if not is_sequence(value):
         raise ValueError(f'dilation must be an integer or one per kernel, got {value!r}')
     if len(value) != count:
         raise ValueError(f'{len(value)} dilations given for {count} kernels')

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..engine.atomic_backend import atomic_write
-from ..utils.arguments import is_int, is_real
+from ..utils.arguments import is_int, is_real, is_sequence
 from .algorithms import ALGORITHMS, build_algorithm, mutate, nondominated_rank
 from .objectives import arch_hash, build_evaluator, check_objectives, complexity, measure_latency
 from .space import MUXNetSpace
@@ -94,8 +94,8 @@ class SearchSettings:
             if not isinstance(getattr(self, name), dict):
                 raise SearchError(f'{name} must be a dict, got {getattr(self, name)!r}')
         for name, pair in self.bounds.items():
-            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or \
-                    len(pair) != 2 or not all(is_real(v) and math.isfinite(v) for v in pair):
+            if not is_sequence(pair) or len(pair) != 2 or \
+                    not all(is_real(v) and math.isfinite(v) for v in pair):
                 raise SearchError(f'bounds.{name} must be (best, worst), two finite numbers, '
                                   f'got {pair!r}')
 

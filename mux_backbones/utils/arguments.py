@@ -4,6 +4,7 @@ A count must be an ``int`` (``True`` is a flag, ``3.0`` a float a slice or ``ran
 later, far from the argument), a rate a real number (not a string of digits).
 """
 import numbers
+from collections.abc import Sequence
 
 
 def is_int(value) -> bool:
@@ -14,6 +15,11 @@ def is_int(value) -> bool:
 def is_real(value) -> bool:
     """Whether ``value`` is a number argument (not a flag, not a string of digits)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_sequence(value) -> bool:
+    """Whether ``value`` is a sequence argument (a string is one value, not its letters)."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
 
 
 def check_positive_int(owner: str, name: str, value) -> int:
