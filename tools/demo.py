@@ -14,7 +14,7 @@ import numpy as np
 from mmengine.config import Config
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
-from mux_backbones.cli import ToolError, exits_cleanly, task_of, verify_checkpoint
+from mux_backbones.cli import ToolError, exits_cleanly, float_at_least, task_of, verify_checkpoint
 from mux_backbones.compat import mmengine_checkpoint_types
 from mux_backbones.datasets import check_image_file
 
@@ -30,8 +30,10 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-file', default=None, help='output image (default: <img>_pred.jpg)')
     parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
-    parser.add_argument('--score-thr', type=float, default=0.3, help='detection score threshold')
-    parser.add_argument('--opacity', type=float, default=0.5, help='segmentation mask opacity')
+    parser.add_argument('--score-thr', type=float_at_least(0, 1), default=0.3,
+                        help='detection score threshold, in [0, 1]')
+    parser.add_argument('--opacity', type=float_at_least(0, 1), default=0.5,
+                        help='segmentation mask opacity, in [0, 1]')
     return parser.parse_args()
 
 

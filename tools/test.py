@@ -12,7 +12,7 @@ import argparse
 from mmengine.runner import Runner
 
 from mux_backbones.cli import (ToolError, add_runner_args, enable_visualization, exits_cleanly,
-                               load_config, task_of, verify_checkpoint)
+                               float_at_least, load_config, task_of, verify_checkpoint)
 from mux_backbones.datasets import check_datasets, insert_seg_map_validation
 
 
@@ -23,7 +23,8 @@ def parse_args():
     parser.add_argument('--out', help='dump the predictions to this pickle file')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='save images with predictions drawn to this dir')
-    parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
+    parser.add_argument('--wait-time', type=float_at_least(0), default=2,
+                        help='interval of --show (s)')
     add_runner_args(parser)
     return parser.parse_args()
 

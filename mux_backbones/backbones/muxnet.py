@@ -278,6 +278,25 @@ class MUXNet(BaseModule):
         names = [f'layer{i + 1}.' for i in range(NUM_STAGES)] + ['conv_head.']
         return tuple(n for n in names if n[:-1] not in self.layers)
 
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        map_location='cpu', strict: bool = True) -> int:
+        """Load weights as an ``init_cfg`` ``Pretrained`` entry does: exactly, but for the
+        checkpoint's stages this truncated backbone did not build.
+
+        Args:
+            checkpoint (str): A backbone's, classifier's, detector's or segmentor's checkpoint
+                (a local file or any URI mmengine reads).
+            prefix (str, optional): Keys to take, e.g. ``'backbone.'``. None: ``'backbone.'``
+                when the checkpoint has such keys, else all.
+            map_location: Passed to the loader. Default: ``'cpu'``.
+            strict (bool): Refuse missing and mis-shaped weights. Default: True.
+
+        Returns:
+            int: Number of tensors loaded.
+        """
+        return load_weights(self, checkpoint, prefix, map_location, strict,
+                            ignore_prefixes=self._unbuilt_prefixes())
+
     def init_weights(self):
         """Initialise as ``init_cfg`` says; ``Pretrained`` entries load exactly (see Args)."""
         if self.is_init:
@@ -294,9 +313,8 @@ class MUXNet(BaseModule):
             unknown = set(cfg) - {'type', 'checkpoint', 'prefix', 'map_location', 'strict'}
             if unknown:
                 raise ValueError(f'MUXNet init_cfg Pretrained: unknown key "{sorted(unknown)[0]}"')
-            load_weights(self, cfg['checkpoint'], cfg.get('prefix'),
-                         cfg.get('map_location', 'cpu'), cfg.get('strict', True),
-                         ignore_prefixes=self._unbuilt_prefixes())
+            self.load_pretrained(cfg['checkpoint'], cfg.get('prefix'),
+                                 cfg.get('map_location', 'cpu'), cfg.get('strict', True))
         if self.zero_init_residual and not pretrained:
             for m in self.modules():
                 if isinstance(m, (InvertedResidual, DepthwiseSeparable)) and m.has_residual:

@@ -5,7 +5,9 @@ on stderr and exit status 1 (argparse's own usage errors keep its status 2).
 """
 import argparse
 import functools
+import math
 import sys
+from typing import Optional
 
 import torch
 
@@ -17,8 +19,9 @@ class ToolError(ValueError):
     """A user input a tool cannot work with; the message names the file, key or argument."""
 
 
-def int_at_least(minimum: int):
-    """An argparse ``type``: an integer ``>= minimum``, else a usage error naming the value."""
+def int_at_least(minimum: int, maximum: Optional[int] = None):
+    """An argparse ``type``: an integer ``>= minimum`` (and ``<= maximum`` when given), else a
+    usage error naming the value."""
 
     def parse(text: str) -> int:
         try:
@@ -27,9 +30,32 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f'{value} is below the minimum {minimum}')
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f'{value} is above the maximum {maximum}')
         return value
 
     parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+
+def float_at_least(minimum: float, maximum: Optional[float] = None):
+    """An argparse ``type``: a finite number ``>= minimum`` (and ``<= maximum`` when given), else
+    a usage error naming the value."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+        upper = math.inf if maximum is None else maximum
+        if not minimum <= value <= upper:  # NaN fails too
+            within = f'>= {minimum}' if maximum is None else f'in [{minimum}, {maximum}]'
+            raise argparse.ArgumentTypeError(f'{text} is not a number {within}')
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f'{text} is not a finite number')
+        return value
+
+    parse.__name__ = f'number >= {minimum}'
     return parse
 
 

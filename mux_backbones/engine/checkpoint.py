@@ -186,6 +186,7 @@ def load_weights(module: torch.nn.Module, checkpoint: str, prefix: Optional[str]
     own = module.state_dict()
     if strict:
         check_state_dict(own, state, f'checkpoint {checkpoint}', ignore_prefixes)
+        state = {k: v for k, v in state.items() if k in own}  # less the ignored keys
     else:
         state = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     module.load_state_dict(state, strict=False)

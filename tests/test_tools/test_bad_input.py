@@ -104,7 +104,17 @@ def test_converter_on_corrupt_files(tmp_path):
     ('tools/dataset_converters/make_toy_data.py', ('--seed', '-1'),
      'argument --seed: -1 is below the minimum 0'),
     ('tools/dataset_converters/make_toy_data.py', ('--seed', str(2**32)),
-     'argument --seed: 4294967296 is above the maximum 2**32 - 1'),
+     'argument --seed: 4294967296 is above the maximum 4294967295'),
+    ('tools/demo.py', ('img.png', 'cfg.py', 'ckpt.pth', '--opacity', '1.5'),
+     'argument --opacity: 1.5 is not a number in [0, 1]'),
+    ('tools/demo.py', ('img.png', 'cfg.py', 'ckpt.pth', '--score-thr', 'nan'),
+     'argument --score-thr: nan is not a number in [0, 1]'),
+    ('tools/test.py', ('cfg.py', 'ckpt.pth', '--wait-time', '-2'),
+     'argument --wait-time: -2 is not a number >= 0'),
+    ('tools/deployment/pytorch2onnx.py', ('--arch', 'tiny', '--out', 'x.onnx', '--atol', '-1'),
+     'argument --atol: -1 is not a number >= 0'),
+    ('tools/deployment/pytorch2onnx.py', ('--arch', 'tiny', '--out', 'x.onnx', '--opset', '3'),
+     'argument --opset: 3 is below the minimum 7'),
 ])
 def test_impossible_numbers_are_usage_errors(tool, args, expected):
     _one_line_error(run_tool(tool, *args, check=False), expected, status=2)

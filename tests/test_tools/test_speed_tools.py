@@ -286,11 +286,47 @@ def test_export_backbone_and_detector(tmp_path):
     assert 'outputs, max |onnxruntime - torch|' in out
 
 
+def test_export_backbone_with_a_classifier_checkpoint(tmp_path):
+    """--arch with --checkpoint: the classifier's backbone weights are what the ONNX file holds,
+    up to a truncated backbone's last stage (the unbuilt stages' keys are not refused)."""
+    import onnxruntime as ort
+
+    from mux_backbones import MUXNet
+    from mux_backbones.models import MUXNetClassifier
+    classifier = MUXNetClassifier('tiny', num_classes=5)
+    for module in classifier.modules():  # BN statistics that are not the initial ones
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2)
+    ckpt = str(tmp_path / 'classifier.pth')
+    torch.save({'state_dict': classifier.state_dict()}, ckpt)
+    out = str(tmp_path / 'tiny.onnx')
+    run_tool(EXPORT, '--arch', 'tiny', '--out-indices', '4', '--checkpoint', ckpt, '--shape',
+             '32', '32', '--out', out)
+    x = torch.randn(1, 3, 32, 32)
+    (onnx_out, ) = ort.InferenceSession(out, providers=['CPUExecutionProvider']).run(
+        None, {'input': x.numpy()})
+    reference = MUXNet('tiny', out_indices=(4, )).eval()
+    assert reference.load_pretrained(ckpt) == len(reference.state_dict())
+    with torch.no_grad():
+        (expected, ) = reference(x)
+        (fresh, ) = MUXNet('tiny', out_indices=(4, )).eval()(x)
+    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fresh, expected, atol=1e-3)
+
+
 def test_export_bad_input(tmp_path):
     _clean_failure(run_tool(EXPORT, '--arch', 'zz', '--out', str(tmp_path / 'x.onnx'),
                             check=False), 'unknown MUXNet arch "zz"')
     _clean_failure(run_tool(EXPORT, '--out', str(tmp_path / 'x.onnx'), check=False),
                    'either --arch or --config')
+    _clean_failure(run_tool(EXPORT, '--arch', 'tiny', '--checkpoint', str(tmp_path / 'no.pth'),
+                            '--out', str(tmp_path / 'x.onnx'), check=False),
+                   'checkpoint not found')
+    cfg = write_det_config(tmp_path, str(tmp_path / 'unused'))
+    _clean_failure(run_tool(EXPORT, '--config', cfg, '--out-indices', '4', '--out',
+                            str(tmp_path / 'x.onnx'), check=False),
+                   '--out-indices goes with --arch')
     # A user layer the exporter has no ONNX mapping for: one line naming the operator.
     (tmp_path / 'unexportable_backbone.py').write_text(
         'import torch\n'
@@ -300,7 +336,6 @@ def test_export_bad_input(tmp_path):
         'class HistogramMUXNet(MUXNet):\n'
         '    def forward(self, x):\n'
         '        return tuple(o + torch.histc(o).mean() for o in super().forward(x))\n')
-    cfg = write_det_config(tmp_path, str(tmp_path / 'unused'))
     with open(cfg, 'a') as f:
         f.write("custom_imports = dict(imports=['mux_backbones', 'unexportable_backbone'])\n"
                 "model['backbone']['type'] = 'HistogramMUXNet'\n")

@@ -14,19 +14,12 @@ from mux_backbones.cli import ToolError, exits_cleanly, int_at_least
 from mux_backbones.datasets.toy_data import make_toy_ade20k, make_toy_voc
 
 
-def seed(text: str) -> int:
-    """An argparse ``type``: a seed numpy takes (0 .. 2**32 - 1)."""
-    value = int_at_least(0)(text)
-    if value >= 2**32:
-        raise argparse.ArgumentTypeError(f'{value} is above the maximum 2**32 - 1')
-    return value
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description='Make the embedded toy VOC / ADE20K datasets')
     parser.add_argument('--out', default='data', help='folder to write the datasets under')
     parser.add_argument('--task', choices=['det', 'seg', 'all'], default='all')
-    parser.add_argument('--seed', type=seed, default=0)
+    parser.add_argument('--seed', type=int_at_least(0, 2**32 - 1), default=0,
+                        help='random seed, as numpy takes it (0 .. 2**32 - 1)')
     parser.add_argument('--force', action='store_true', help='rewrite existing datasets')
     return parser.parse_args()
 
