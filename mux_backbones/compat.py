@@ -214,6 +214,21 @@ def pixel_shuffle(x: 'torch.Tensor', upscale_factor: int) -> 'torch.Tensor':
     return x.reshape(*lead, c // (r * r), h * r, w * r)
 
 
+def _quiet_mmengine_pkg_resources() -> None:
+    """mmengine 0.10.7 finds ``mmdet::``/``mmseg::`` base configs with ``pkg_resources``, whose
+    import warns that it is deprecated, twice, at the top of every tool's output with a config.
+    The user cannot act on it: mmcv's build needs ``setuptools<82``, which still has the module
+    (tools/install.sh). Upstream moved to ``importlib`` (open-mmlab/mmengine#1676, after 0.10.7),
+    so only this one message is silenced, and only while mmengine has no such fix."""
+    import warnings
+
+    from mmengine.utils import package_utils
+    if 'pkg_resources' not in package_utils.is_installed.__code__.co_names:
+        return
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                            category=UserWarning)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -223,4 +238,5 @@ def apply() -> None:
     _patch_mmcv_nms_low_precision()
     _patch_ssd_head_predict()
     _patch_triton_interpreter_index()
+    _quiet_mmengine_pkg_resources()
     _applied = True

@@ -51,6 +51,20 @@ def test_ssd_head_has_the_attribute_its_predict_reads():
     assert head.loss_cls is None
 
 
+def test_mmengine_config_lookup_does_not_warn_about_pkg_resources():
+    """open-mmlab/mmengine#1676: mmengine 0.10.7 imports ``pkg_resources`` (deprecated) to find
+    ``mmdet::`` base configs; a tool's output no longer starts with that warning, twice."""
+    import subprocess
+    import sys
+    code = ('import mux_backbones\n'
+            'from mmengine.utils import is_installed\n'
+            'assert is_installed("mmdet")\n')
+    proc = subprocess.run([sys.executable, '-W', 'default', '-c', code], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pkg_resources' not in proc.stderr, proc.stderr
+
+
 def test_apply_is_idempotent():
     import importlib
     nms_module = importlib.import_module('mmcv.ops.nms')

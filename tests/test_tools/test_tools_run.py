@@ -59,6 +59,10 @@ def test_get_flops_arch_and_config(repo_root):
     assert 'ssdlite_muxnet-m' in out and 'MAdds' in out and 'paper: 3.2M' in out
     bad = run_tool('tools/analysis_tools/get_flops.py', '--arch', 'zz', check=False)
     assert bad.returncode != 0 and 'unknown MUXNet arch "zz"' in bad.stderr
+    # options of a config's model given without a config: refused, not ignored
+    bad = run_tool('tools/analysis_tools/get_flops.py', '--arch', 'm', '--cfg-options',
+                   'model.backbone.widen_factor=0.5', check=False)
+    assert bad.returncode != 0 and '--cfg-options goes with a config' in bad.stderr
 
 
 def test_converter_cli(tmp_path):

@@ -86,6 +86,8 @@ def main():
     args = parse_args()
     if bool(args.config) == bool(args.arch):
         raise ToolError('give either a config or --arch')
+    if args.arch and args.cfg_options:
+        raise ToolError('--cfg-options goes with a config, not --arch')
     shape = None
     if args.shape:
         if len(args.shape) not in (1, 2):
