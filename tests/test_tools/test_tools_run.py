@@ -76,3 +76,11 @@ def test_converter_cli(tmp_path):
     bad = run_tool('tools/model_converters/muxnet_official_to_mmengine.py', src, dst, '--arch',
                    'l', check=False)
     assert bad.returncode != 0 and bad.stderr.strip().startswith('error:')
+    # an output that is a folder, or the official file itself: refused before anything is read
+    before = osp.getmtime(src)
+    for out, message in ((str(tmp_path), 'is a folder'), (src, 'the official checkpoint itself')):
+        bad = run_tool('tools/model_converters/muxnet_official_to_mmengine.py', src, out,
+                       '--arch', 'm', check=False)
+        assert bad.returncode == 1 and 'Traceback' not in bad.stderr, bad.stderr
+        assert bad.stderr.strip().startswith('error:') and message in bad.stderr
+    assert osp.getmtime(src) == before and 'state_dict_ema' in torch.load(src)
