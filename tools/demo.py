@@ -89,6 +89,18 @@ def run_segmentation(args, out_file):
     print(f'classes found: {", ".join(names)}')
 
 
+def check_out_file(out_file: str, img: str) -> None:
+    """Refuse, before the model runs, an output the drawing cannot or must not be written to."""
+    import cv2
+    if osp.isdir(out_file):
+        raise ToolError(f'--out-file {out_file} is a folder: give the image file to write')
+    if osp.exists(out_file) and osp.samefile(out_file, img):
+        raise ToolError(f'--out-file {out_file} is the input image: it would be overwritten')
+    if not cv2.haveImageWriter(out_file):
+        raise ToolError(f'--out-file {out_file}: no image format for its extension '
+                        '(e.g. .jpg, .png)')
+
+
 @exits_cleanly
 def main():
     args = parse_args()
@@ -101,6 +113,7 @@ def main():
         raise ToolError(f'image {args.img} is {width}x{height}; the demo needs at least '
                         f'{MIN_SIDE} pixels a side')
     out_file = args.out_file or osp.splitext(args.img)[0] + '_pred.jpg'
+    check_out_file(out_file, args.img)
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     task = task_of(Config.fromfile(args.config))
     (run_detection if task == 'det' else run_segmentation)(args, out_file)

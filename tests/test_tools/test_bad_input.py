@@ -133,6 +133,24 @@ def test_demo_refuses_an_image_too_small_to_draw(tmp_path, toy_ade):
     assert not osp.exists(tmp_path / 'out.png')
 
 
+def test_demo_refuses_an_output_it_cannot_or_must_not_write(tmp_path, toy_ade):
+    """A folder, the input image itself, or a name without an image format: refused before the
+    model runs, the input left as it was."""
+    import numpy as np
+    from PIL import Image
+    cfg = write_seg_config(tmp_path, toy_ade)
+    img = tmp_path / 'photo.png'
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(img)
+    ckpt = _save_model_of(cfg, tmp_path / 'seg.pth')
+    before = img.read_bytes()
+    for out, message in ((tmp_path, 'is a folder'), (img, 'is the input image'),
+                         (tmp_path / 'drawing', 'no image format for its extension')):
+        proc = run_tool('tools/demo.py', str(img), cfg, ckpt, '--out-file', str(out),
+                        check=False)
+        _one_line_error(proc, f'--out-file {out}', message)
+    assert img.read_bytes() == before and not osp.exists(tmp_path / 'drawing')
+
+
 def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
     from mmdet.structures import DetDataSample
     model = build_model_from_config(Config.fromfile(det_cfg)).eval()
