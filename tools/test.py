@@ -8,6 +8,7 @@ The checkpoint must be readable and fill the model exactly (no missing, unexpect
 key): another model's weights are refused, naming the first key that does not fit.
 """
 import argparse
+import os.path as osp
 
 from mmengine.runner import Runner
 
@@ -43,6 +44,8 @@ def main():
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ToolError('--out must be a .pkl or .pickle file')
+        if osp.isdir(args.out):  # found only when the results are written, after the test run
+            raise ToolError(f'--out {args.out} is a folder: give the pickle file to write')
         dump = dict(type='DumpDetResults' if task == 'det' else 'DumpResults',
                     out_file_path=args.out)
         evaluator = cfg.test_evaluator

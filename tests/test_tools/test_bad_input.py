@@ -151,6 +151,14 @@ def test_demo_refuses_an_output_it_cannot_or_must_not_write(tmp_path, toy_ade):
     assert img.read_bytes() == before and not osp.exists(tmp_path / 'drawing')
 
 
+def test_test_tool_refuses_a_results_file_that_is_a_folder(tmp_path, det_cfg):
+    folder = tmp_path / 'results.pkl'
+    folder.mkdir()
+    proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--out',
+                    str(folder), '--work-dir', str(tmp_path / 'w'), check=False)
+    _one_line_error(proc, f'--out {folder} is a folder')
+
+
 def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
     from mmdet.structures import DetDataSample
     model = build_model_from_config(Config.fromfile(det_cfg)).eval()
