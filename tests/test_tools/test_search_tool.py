@@ -1,5 +1,6 @@
 """tools/search/search_muxnet.py end to end: a small search prints its front and writes its
-files, resumes, exports a config that trains as it is, and names bad input in one line."""
+files, resumes, exports a config that trains as it is, and names bad input in one line; and
+tools/search/compare_algorithms.py's hypervolume curves over algorithms and seeds."""
 import csv
 import os.path as osp
 
@@ -61,3 +62,41 @@ def test_search_bad_input(tmp_path):
         proc = run_tool(TOOL, CONFIG, '--work-dir', str(tmp_path / 'w'), *args, check=False)
         assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
         assert message in proc.stderr.strip().splitlines()[-1], proc.stderr[-500:]
+
+
+def test_compare_algorithms_writes_hypervolume_curves(tmp_path):
+    work = str(tmp_path / 'compare')
+    args = (CONFIG, '--work-dir', work, '--algos', 'nsga2', 're', '--seeds', '0', '1',
+            '--budget', '12')
+    out = run_tool('tools/search/compare_algorithms.py', *args).stdout
+    assert 'hypervolume (mean +- std over seeds 0, 1)' in out
+    for algo in ('nsga2', 're'):
+        for seed in (0, 1):
+            assert osp.isfile(osp.join(work, f'{algo}_seed{seed}', 'state.pkl'))
+    with open(osp.join(work, 'hv.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r['evaluations']) for r in rows] == list(range(1, 13))
+    assert set(rows[0]) == {'evaluations', 'nsga2_mean', 'nsga2_std', 're_mean', 're_std'}
+    # No archive before the first generation (12 evaluations) ends: no number, not a 0.
+    assert all(r['nsga2_mean'] == '' for r in rows[:11]) and rows[11]['nsga2_mean'] != ''
+    for algo in ('nsga2', 're'):  # an archive's hypervolume never shrinks as it grows
+        means = [float(r[f'{algo}_mean']) for r in rows[11:]]
+        assert means[0] > 0 and all(b >= a - 1e-9 for a, b in zip(means, means[1:]))
+    assert osp.getsize(osp.join(work, 'hv.png')) > 0
+    # Run again: every search resumes finished, and the curves are the same.
+    before = open(osp.join(work, 'hv.csv')).read()
+    run_tool('tools/search/compare_algorithms.py', *args)
+    assert open(osp.join(work, 'hv.csv')).read() == before
+
+
+def test_compare_algorithms_bad_input(tmp_path):
+    tool = 'tools/search/compare_algorithms.py'
+    work = ('--work-dir', str(tmp_path / 'w'))
+    proc = run_tool(tool, CONFIG, *work, '--seeds', '0', '0', check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert '--seeds names a value twice: [0, 0]' in proc.stderr
+    proc = run_tool(tool, CONFIG, *work, '--seeds', '-1', check=False)
+    assert proc.returncode == 2 and 'argument --seeds: -1 is below the minimum 0' in proc.stderr
+    proc = run_tool(tool, CONFIG, *work, '--budget', '4', check=False)
+    assert proc.returncode == 1 and 'budget 4 is below one generation' in proc.stderr
+    assert not osp.exists(tmp_path / 'w' / 'hv.csv')

@@ -15,7 +15,7 @@ import os.path as osp
 
 import numpy as np
 
-from mux_backbones.cli import ToolError, exits_cleanly, positive_int
+from mux_backbones.cli import ToolError, exits_cleanly, int_at_least, positive_int
 from mux_backbones.search.algorithms import ALGORITHMS
 from mux_backbones.search.engine import LocalExecutor, Search, SearchError, settings_from_config
 
@@ -25,17 +25,22 @@ def parse_args():
     parser.add_argument('config', help='search config (configs/search/*.py)')
     parser.add_argument('--work-dir', required=True)
     parser.add_argument('--algos', nargs='+', choices=ALGORITHMS, default=['moead', 'nsga2', 're'])
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--seeds', nargs='+', type=int_at_least(0), default=[0, 1, 2])
     parser.add_argument('--budget', type=positive_int, help='evaluations per search')
     return parser.parse_args()
 
 
 def hv_curve(progress, evaluations: np.ndarray) -> np.ndarray:
-    """The archive's hypervolume after each count of evaluations (a step function)."""
+    """The archive's hypervolume after each count of evaluations (a step function, recorded at
+    the end of each generation); NaN before the first generation ends, where there is none."""
     counts = np.array([p['evaluations'] for p in progress])
     hv = np.array([p['hypervolume'] for p in progress])
     idx = np.searchsorted(counts, evaluations, side='right') - 1
-    return np.where(idx >= 0, hv[np.clip(idx, 0, None)], 0.0)
+    return np.where(idx >= 0, hv[np.clip(idx, 0, None)], np.nan)
+
+
+def _cell(value: float, digits: int = 5) -> str:
+    return '' if np.isnan(value) else f'{value:.{digits}f}'
 
 
 def plot(curves: dict, evaluations: np.ndarray, path: str, title: str) -> None:
@@ -60,6 +65,10 @@ def plot(curves: dict, evaluations: np.ndarray, path: str, title: str) -> None:
 @exits_cleanly
 def main():
     args = parse_args()
+    for name in ('algos', 'seeds'):  # a repeat would count one run twice in the mean and spread
+        values = getattr(args, name)
+        if len(set(values)) != len(values):
+            raise ToolError(f'--{name} names a value twice: {values}')
     curves, budget = {}, None
     try:
         for algo in args.algos:
@@ -82,16 +91,17 @@ def main():
         writer = csv.writer(f)
         writer.writerow(['evaluations'] + [f'{a}_{s}' for a in curves for s in ('mean', 'std')])
         for i, n in enumerate(evaluations):
-            writer.writerow([n] + [f'{v:.5f}' for a in curves
+            writer.writerow([n] + [_cell(v) for a in curves
                                    for v in (curves[a][:, i].mean(), curves[a][:, i].std())])
     plot(curves, evaluations, osp.join(args.work_dir, 'hv.png'),
          f'{osp.basename(args.config)}: hypervolume vs evaluations')
-    marks = sorted({budget // 4, budget // 2, 3 * budget // 4, budget})
+    marks = sorted({n for n in (budget // 4, budget // 2, 3 * budget // 4, budget) if n})
     print('hypervolume (mean +- std over seeds ' + ', '.join(map(str, args.seeds)) + ')')
     print(f'{"evaluations":>12}' + ''.join(f'{a:>18}' for a in curves))
-    for n in marks:
-        print(f'{n:>12}' + ''.join(f'{curves[a][:, n - 1].mean():11.4f} +- '
-                                   f'{curves[a][:, n - 1].std():.3f}' for a in curves))
+    for n in marks:  # a mean over seeds is there once every seed's first generation is
+        cells = [f'{_cell(curves[a][:, n - 1].mean(), 4)} +- {_cell(curves[a][:, n - 1].std(), 3)}'
+                 if not np.isnan(curves[a][:, n - 1]).any() else '-' for a in curves]
+        print(f'{n:>12}' + ''.join(f'{c:>18}' for c in cells))
     print(f'wrote {osp.join(args.work_dir, "hv.csv")} and hv.png')
 
 
