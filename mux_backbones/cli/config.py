@@ -3,9 +3,9 @@
 The tools stay thin (Config -> --cfg-options -> Runner.from_cfg, as in mmdet/mmseg); what differs
 between detection and segmentation (visualisation, result dumping) is dispatched here on the
 config's ``default_scope``. Also here: the config changes a tool makes on the user's behalf
-(atomic checkpoint writes, visualisation), the checks of a MUXNet backbone's arguments and of the
-channels its neck or heads read before a runner builds the model, and the exact check of a
-checkpoint against the model a runner built.
+(atomic checkpoint writes, visualisation), the checks of a distributed launcher's needs, of a
+MUXNet backbone's arguments and of the channels its neck or heads read before a runner builds
+the model, and the exact check of a checkpoint against the model a runner built.
 """
 import inspect
 import os
@@ -24,6 +24,7 @@ def load_config(path: str, args) -> Config:
     if not osp.isfile(path):
         raise ToolError(f'config file not found: {path}')
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    check_launcher(args.launcher)
     cfg = Config.fromfile(path)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -32,6 +33,33 @@ def load_config(path: str, args) -> Config:
     check_backbone_arguments(cfg)
     set_work_dir(cfg, args.work_dir)
     return cfg
+
+
+def check_launcher(launcher: str) -> None:
+    """A distributed launcher's needs, named in one line before mmengine's ``init_dist``.
+
+    mmengine 0.10.7 binds each process to an accelerator (``torch.cuda.set_device(local_rank)``
+    on CUDA machines) and wraps the model in DDP with that device: without one, each process
+    ends in a traceback from inside torch, and so does a rank with no GPU of its own.
+    """
+    if launcher == 'none':
+        return
+    import torch
+    from mmengine.device import get_device
+    device = get_device()
+    if device in ('cpu', 'mps'):
+        raise ToolError(f'--launcher {launcher} needs one GPU per process and torch sees none '
+                        f'({device} only): run the tool without --launcher')
+    if launcher != 'pytorch':
+        return
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+        raise ToolError('--launcher pytorch: RANK and WORLD_SIZE are not set; start the tool '
+                        'with torchrun (tools/dist_train.sh, tools/dist_test.sh)')
+    local_rank = int(os.environ['LOCAL_RANK'])
+    if device == 'cuda' and local_rank >= torch.cuda.device_count():
+        raise ToolError(f'--launcher pytorch: local rank {local_rank} has no GPU (this node has '
+                        f'{torch.cuda.device_count()}): start at most that many processes per '
+                        'node')
 
 
 def check_backbone_arguments(cfg: Config) -> None:

@@ -1,6 +1,8 @@
 """Broken inputs to the tools end in one line naming the file, key or argument: checkpoints of
 another model, corrupt checkpoints, impossible numbers, images too small to draw on."""
 import os.path as osp
+import re
+import subprocess
 
 import pytest
 import torch
@@ -8,8 +10,8 @@ from mmengine.config import Config
 
 from mux_backbones import MUXNet
 from mux_backbones.cli import ToolError, build_model_from_config
-from mux_backbones.cli.config import check_backbone_arguments
-from .helpers import run_tool, write_det_config, write_seg_config
+from mux_backbones.cli.config import check_backbone_arguments, check_launcher
+from .helpers import REPO, run_tool, tool_env, write_det_config, write_seg_config
 
 
 def _one_line_error(proc, *expected, status=1):
@@ -157,6 +159,49 @@ def test_test_tool_refuses_a_results_file_that_is_a_folder(tmp_path, det_cfg):
     proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--out',
                     str(folder), '--work-dir', str(tmp_path / 'w'), check=False)
     _one_line_error(proc, f'--out {folder} is a folder')
+
+
+def test_distributed_launch_without_a_gpu_is_one_line(tmp_path, det_cfg):
+    """tools/dist_train.sh on a machine without GPUs: each process names the cause in one line
+    before mmengine's init_dist (torchrun's own failure report follows it)."""
+    assert subprocess.run(['bash', 'tools/dist_train.sh'], cwd=REPO, capture_output=True,
+                          text=True).returncode == 2  # usage
+    if torch.cuda.is_available():
+        pytest.skip('a GPU machine launches for real')
+    import socket
+    with socket.socket() as sock:  # a free port for torchrun's rendezvous
+        sock.bind(('127.0.0.1', 0))
+        port = str(sock.getsockname()[1])
+    proc = subprocess.run(['bash', osp.join(REPO, 'tools/dist_train.sh'), det_cfg, '1',
+                           '--work-dir', str(tmp_path / 'w')], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=tool_env(extra_env=dict(PORT=port)))
+    assert proc.returncode != 0
+    assert 'error: --launcher pytorch needs one GPU per process and torch sees none' in \
+        proc.stderr, proc.stderr[-3000:]
+    assert 'set_device' not in proc.stderr
+
+
+@pytest.mark.parametrize('device, count, env, message', [
+    ('cuda', 2, dict(LOCAL_RANK='0'), 'RANK and WORLD_SIZE are not set'),
+    ('cuda', 2, dict(LOCAL_RANK='2', RANK='2', WORLD_SIZE='4'),
+     'local rank 2 has no GPU (this node has 2)'),
+    ('cuda', 2, dict(LOCAL_RANK='1', RANK='1', WORLD_SIZE='2'), None),
+    ('mps', 0, dict(LOCAL_RANK='0', RANK='0', WORLD_SIZE='1'), 'torch sees none (mps only)'),
+])
+def test_launcher_needs(monkeypatch, device, count, env, message):
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: device)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: count)
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    check_launcher('none')
+    if message is None:
+        check_launcher('pytorch')
+    else:
+        with pytest.raises(ToolError, match=re.escape(message)):
+            check_launcher('pytorch')
 
 
 def test_ssdlite_predicts_under_bf16_autocast(det_cfg):
