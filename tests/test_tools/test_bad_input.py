@@ -223,6 +223,44 @@ def test_summarize_run_without_a_run(tmp_path):
     _one_line_error(proc, f'no scalars.json under {tmp_path}')
 
 
+def _scalars(work_dir, *records, tail=''):
+    import json
+    folder = work_dir / '20261205_000000' / 'vis_data'
+    folder.mkdir(parents=True)
+    (folder / 'scalars.json').write_text(''.join(json.dumps(r) + '\n' for r in records) + tail)
+    return str(work_dir)
+
+
+def test_summarize_run_reads_what_a_run_logged(tmp_path):
+    """Before/after only where an evaluation preceded training; any evaluator's metrics."""
+    train = dict(lr=0.1, loss=2.0, time=1.0, iter=10, step=10)
+
+    def voc(value):
+        return {'pascal_voc/mAP': value, 'pascal_voc/AP50': value, 'time': 0.2, 'step': 0}
+
+    runs = {
+        'hooked': (_scalars(tmp_path / 'hooked', voc(0.01), train, voc(0.75)),
+                   'hooked: before training pascal_voc/mAP=0.01 -> after training '
+                   'pascal_voc/mAP=0.75'),
+        'periodic': (_scalars(tmp_path / 'periodic', train, voc(0.5), train, voc(0.75)),
+                     'periodic: last evaluation pascal_voc/mAP=0.75'),
+        'coco': (_scalars(tmp_path / 'coco', train, {'coco/bbox_mAP': 0.3, 'coco/bbox_mAP_50':
+                                                     0.5, 'data_time': 0.1, 'step': 2}),
+                 'coco: last evaluation coco/bbox_mAP=0.3, coco/bbox_mAP_50=0.5'),
+        'untrained': (_scalars(tmp_path / 'untrained', voc(0.02)),
+                      'untrained: untrained pascal_voc/mAP=0.02'),
+    }
+    out = run_tool('tools/analysis_tools/summarize_run.py',
+                   *(path for path, _ in runs.values())).stdout.splitlines()
+    assert out == [line for _, line in runs.values()]
+    cut = _scalars(tmp_path / 'cut', voc(0.01), train, tail='{"lr": 0.1, "lo')
+    proc = run_tool('tools/analysis_tools/summarize_run.py', cut, check=False)
+    _one_line_error(proc, 'line 3: not a JSON record (a run stopped while writing it?)')
+    proc = run_tool('tools/analysis_tools/summarize_run.py',
+                    _scalars(tmp_path / 'no_eval', train), check=False)
+    _one_line_error(proc, 'no evaluation recorded in')
+
+
 def test_train_tool_names_a_missing_load_from(tmp_path, det_cfg):
     missing = str(tmp_path / 'nowhere.pth')
     proc = run_tool('tools/train.py', det_cfg, '--work-dir', str(tmp_path / 'w'),
