@@ -16,8 +16,8 @@ import os.path as osp
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from mux_backbones.cli import (ToolError, add_runner_args, exits_cleanly, load_config, task_of,
-                               use_atomic_checkpoints, verify_checkpoint)
+from mux_backbones.cli import (ToolError, add_runner_args, check_amp_device, exits_cleanly,
+                               load_config, task_of, use_atomic_checkpoints, verify_checkpoint)
 from mux_backbones.datasets import (check_datasets, check_segmentation_config,
                                     insert_seg_map_validation)
 
@@ -57,6 +57,7 @@ def main():
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    check_amp_device(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ToolError('--auto-scale-lr needs "auto_scale_lr.base_batch_size" in the config')

@@ -10,6 +10,7 @@ the model, and the exact check of a checkpoint against the model a runner built.
 import inspect
 import os
 import os.path as osp
+import sys
 from typing import Optional
 
 from mmengine.config import Config
@@ -60,6 +61,19 @@ def check_launcher(launcher: str) -> None:
         raise ToolError(f'--launcher pytorch: local rank {local_rank} has no GPU (this node has '
                         f'{torch.cuda.device_count()}): start at most that many processes per '
                         'node')
+
+
+def check_amp_device(cfg: Config) -> None:
+    """mmengine's ``AmpOptimWrapper`` (``--amp``) asserts an accelerator when it is built, deep
+    in the runner: named here in one line instead, on a machine with none."""
+    wrapper = cfg.get('optim_wrapper', None) or {}
+    if wrapper.get('type') not in ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper'):
+        return
+    from mmengine.device import get_device
+    if get_device() in ('cpu', 'mps'):
+        raise ToolError('optim_wrapper AmpOptimWrapper (--amp) trains on a GPU only (mmengine '
+                        'asserts one): train without --amp here, or set optim_wrapper.type='
+                        'OptimWrapper')
 
 
 def check_backbone_arguments(cfg: Config) -> None:
@@ -175,6 +189,11 @@ def build_model_from_config(cfg: Config):
 def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False,
                          wait_time: float = 2.0) -> None:
     """Turn on the visualization hook so predictions are drawn over the test images."""
+    if show and sys.platform.startswith('linux') and not (os.environ.get('DISPLAY') or
+                                                          os.environ.get('WAYLAND_DISPLAY')):
+        # found otherwise at the first image, after the model is built (an OpenCV/Qt abort)
+        raise ToolError('--show needs a display and this session has none (DISPLAY is not '
+                        'set): use --show-dir DIR to save the drawings instead')
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise ToolError('the config has no "visualization" hook in default_hooks')

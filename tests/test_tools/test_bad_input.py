@@ -181,6 +181,21 @@ def test_distributed_launch_without_a_gpu_is_one_line(tmp_path, det_cfg):
     assert 'set_device' not in proc.stderr
 
 
+def test_test_tool_show_without_a_display_is_one_line(tmp_path, det_cfg):
+    proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--show',
+                    '--work-dir', str(tmp_path / 'w'), check=False,
+                    extra_env=dict(DISPLAY='', WAYLAND_DISPLAY=''))
+    _one_line_error(proc, '--show needs a display', '--show-dir')
+
+
+def test_train_tool_amp_without_a_gpu_is_one_line(tmp_path, det_cfg):
+    if torch.cuda.is_available():
+        pytest.skip('AMP trains on a GPU machine')
+    proc = run_tool('tools/train.py', det_cfg, '--amp', '--work-dir', str(tmp_path / 'w'),
+                    check=False)
+    _one_line_error(proc, 'AmpOptimWrapper (--amp) trains on a GPU only')
+
+
 @pytest.mark.parametrize('device, count, env, message', [
     ('cuda', 2, dict(LOCAL_RANK='0'), 'RANK and WORLD_SIZE are not set'),
     ('cuda', 2, dict(LOCAL_RANK='2', RANK='2', WORLD_SIZE='4'),

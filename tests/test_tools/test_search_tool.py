@@ -22,6 +22,17 @@ def test_search_prints_the_front_and_exports_a_config(tmp_path):
     assert rows and rows[0]['arch'].startswith('muxnet_stem')
     best = run_tool(TOOL, CONFIG, '--work-dir', work, '--within', 'params=10', 'madds=1000')
     assert best.stdout.startswith('Pareto row ') and 'muxnet_stem' in best.stdout
+    score = float(best.stdout.split('score ')[1].split()[0])
+    # acc is a score to reach; a limit is named with its own option
+    for limits, message in ((('acc=1e9', ), 'no Pareto architecture within'),
+                            (('latency=5', ), 'has no latency_ms column'),
+                            (('madds', ), "--within 'madds': expected OBJECTIVE=NUMBER"),
+                            (('speed=3', ), "--within 'speed=3': objective must be one of")):
+        proc = run_tool(TOOL, CONFIG, '--work-dir', work, '--within', *limits, check=False)
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        assert message in proc.stderr, proc.stderr[-500:]
+    reached = run_tool(TOOL, CONFIG, '--work-dir', work, '--within', f'acc={score}')
+    assert reached.stdout == best.stdout
     # A finished search resumes to the same front without evaluating anything again.
     again = run_tool(TOOL, CONFIG, '--work-dir', work, *SMALL, '--resume')
     assert 'resumed at generation' in again.stderr and 'Pareto front' in again.stdout
@@ -53,6 +64,7 @@ def test_search_bad_input(tmp_path):
         (('--budget', '2', '--pop-size', '4'), 'budget 2 is below one generation'),
         (('--ref-point', 'params=0.1'), 'params=0.1M is unreachable'),
         (('--ref-point', 'speed=3'), "--ref-point 'speed=3'"),
+        (('--limits', 'params'), "--limits 'params': expected OBJECTIVE=NUMBER"),
         (('--objectives', 'acc'), 'objectives must be at least two distinct names'),
         (('--resume', ), 'nothing to resume'),
         (('--export-config', '0'), 'run the search first'),

@@ -16,6 +16,7 @@ as it is.
 """
 import argparse
 import csv
+import math
 import os.path as osp
 
 from mux_backbones.cli import ToolError, exits_cleanly, int_at_least, positive_int
@@ -50,24 +51,25 @@ def parse_args():
                         help='write an mm config for row IDX of work-dir/pareto.csv and exit')
     parser.add_argument('--within', nargs='+', metavar='OBJ=LIMIT',
                         help='print the best-scoring Pareto architecture within these limits '
-                        '(e.g. params=1.8 madds=66) and exit')
+                        '(e.g. params=1.8 madds=66; acc=0.7: a score of at least 0.7) and exit')
     parser.add_argument('--task', choices=['det', 'seg'], default='det',
                         help='task of --export-config')
     parser.add_argument('--out', help='file of --export-config (default: in work-dir)')
     return parser.parse_args()
 
 
-def _ref_point(items):
-    """``['params=1.8', ...]`` as ``{'params': 1.8, ...}`` (None when empty)."""
+def _ref_point(items, option: str = '--ref-point'):
+    """``['params=1.8', ...]`` as ``{'params': 1.8, ...}`` (None when empty); a bad item is
+    named with its ``option``."""
     ref = {}
     for item in items or ():
         name, sep, value = item.partition('=')
         try:
             ref[name] = float(value)
         except ValueError:
-            raise ToolError(f'--ref-point {item!r}: expected OBJECTIVE=NUMBER') from None
+            raise ToolError(f'{option} {item!r}: expected OBJECTIVE=NUMBER') from None
         if not sep or name not in OBJECTIVES:
-            raise ToolError(f'--ref-point {item!r}: objective must be one of {OBJECTIVES}')
+            raise ToolError(f'{option} {item!r}: objective must be one of {OBJECTIVES}')
     return ref or None
 
 
@@ -75,7 +77,7 @@ def load_settings(args) -> SearchSettings:
     return settings_from_config(
         args.config, budget=args.budget, pop_size=args.pop_size, algorithm=args.algo,
         objectives=args.objectives, ref_point=_ref_point(args.ref_point),
-        roi_width=args.roi_width, seed=args.seed, limits=_ref_point(args.limits))
+        roi_width=args.roi_width, seed=args.seed, limits=_ref_point(args.limits, '--limits'))
 
 
 def _pareto(work_dir):
@@ -86,15 +88,30 @@ def _pareto(work_dir):
         return path, list(csv.DictReader(f))
 
 
+# pareto.csv's column of each objective; acc is a score to reach, the others limits to stay under
+_COLUMNS = dict(acc='score', params='params', madds='madds', latency='latency_ms')
+
+
 def within(args) -> None:
-    limits = _ref_point(args.within)
-    _, rows = _pareto(args.work_dir)
-    fits = [(i, r) for i, r in enumerate(rows)
-            if all(float(r['latency_ms' if k == 'latency' else k]) <= v
-                   for k, v in limits.items() if k != 'acc')]
-    if not fits:
+    limits = _ref_point(args.within, '--within')
+    path, rows = _pareto(args.work_dir)
+    for name in limits:
+        if rows and _COLUMNS[name] not in rows[0]:
+            raise ToolError(f'--within {name}: {path} has no {_COLUMNS[name]} column (the '
+                            'search did not have that objective)')
+
+    def fits(row) -> bool:
+        return all(float(row[_COLUMNS[k]]) >= v if k == 'acc' else float(row[_COLUMNS[k]]) <= v
+                   for k, v in limits.items())
+
+    def score(item) -> float:  # rows without a score (no acc objective) rank by order
+        value = float(item[1].get('score') or 'nan')
+        return -math.inf if math.isnan(value) else value
+
+    candidates = [(i, r) for i, r in enumerate(rows) if fits(r)]
+    if not candidates:
         raise ToolError(f'no Pareto architecture within {args.within}')
-    i, row = max(fits, key=lambda item: float(item[1].get('score') or 'nan'))
+    i, row = max(candidates, key=score)
     print(f'Pareto row {i}: {float(row["params"]):.3f}M params, {float(row["madds"]):.1f}M '
           f'MAdds, score {row.get("score")}\n{row["arch"]}')
 
