@@ -14,7 +14,8 @@ import numpy as np
 from mmengine.config import Config
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
-from mux_backbones.cli import ToolError, exits_cleanly, float_at_least, task_of, verify_checkpoint
+from mux_backbones.cli import (ToolError, check_output_file, exits_cleanly, float_at_least, task_of,
+                               verify_checkpoint)
 from mux_backbones.compat import mmengine_checkpoint_types
 from mux_backbones.datasets import check_image_file
 
@@ -92,10 +93,7 @@ def run_segmentation(args, out_file):
 def check_out_file(out_file: str, img: str) -> None:
     """Refuse, before the model runs, an output the drawing cannot or must not be written to."""
     import cv2
-    if osp.isdir(out_file):
-        raise ToolError(f'--out-file {out_file} is a folder: give the image file to write')
-    if osp.exists(out_file) and osp.samefile(out_file, img):
-        raise ToolError(f'--out-file {out_file} is the input image: it would be overwritten')
+    check_output_file(out_file, '--out-file', [(img, 'the input image')])
     if not cv2.haveImageWriter(out_file):
         raise ToolError(f'--out-file {out_file}: no image format for its extension '
                         '(e.g. .jpg, .png)')

@@ -8,12 +8,12 @@ The checkpoint must be readable and fill the model exactly (no missing, unexpect
 key): another model's weights are refused, naming the first key that does not fit.
 """
 import argparse
-import os.path as osp
 
 from mmengine.runner import Runner
 
-from mux_backbones.cli import (ToolError, add_runner_args, enable_visualization, exits_cleanly,
-                               float_at_least, load_config, task_of, verify_checkpoint)
+from mux_backbones.cli import (ToolError, add_runner_args, check_output_file, enable_visualization,
+                               exits_cleanly, float_at_least, load_config, task_of,
+                               verify_checkpoint)
 from mux_backbones.datasets import check_datasets, insert_seg_map_validation
 
 
@@ -44,8 +44,9 @@ def main():
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ToolError('--out must be a .pkl or .pickle file')
-        if osp.isdir(args.out):  # found only when the results are written, after the test run
-            raise ToolError(f'--out {args.out} is a folder: give the pickle file to write')
+        # found otherwise when the results are written, after the whole test run
+        check_output_file(args.out, '--out', [(args.checkpoint, 'the checkpoint'),
+                                              (args.config, 'the config')])
         dump = dict(type='DumpDetResults' if task == 'det' else 'DumpResults',
                     out_file_path=args.out)
         evaluator = cfg.test_evaluator

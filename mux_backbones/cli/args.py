@@ -6,8 +6,9 @@ on stderr and exit status 1 (argparse's own usage errors keep its status 2).
 import argparse
 import functools
 import math
+import os
 import sys
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -60,6 +61,22 @@ def float_at_least(minimum: float, maximum: Optional[float] = None):
 
 
 positive_int = int_at_least(1)
+
+
+def check_output_file(path: str, option: str, inputs: Sequence[Tuple[str, str]] = ()) -> None:
+    """Refuse, before any work, an output file that is a folder or one of the tool's inputs.
+
+    Args:
+        path (str): The file the tool will write.
+        option (str): How the user gave it (e.g. ``'--out'``), for the message.
+        inputs: ``(path, description)`` of the files it must not overwrite.
+    """
+    if os.path.isdir(path):
+        raise ToolError(f'{option} {path} is a folder: give the file to write')
+    for source, description in inputs:
+        if source and os.path.exists(path) and os.path.exists(source) and \
+                os.path.samefile(path, source):
+            raise ToolError(f'{option} {path} is {description}: it would be overwritten')
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

@@ -323,6 +323,12 @@ def test_export_bad_input(tmp_path):
     _clean_failure(run_tool(EXPORT, '--arch', 'tiny', '--checkpoint', str(tmp_path / 'no.pth'),
                             '--out', str(tmp_path / 'x.onnx'), check=False),
                    'checkpoint not found')
+    weights = tmp_path / 'weights.pth'
+    weights.write_bytes(b'kept')
+    _clean_failure(run_tool(EXPORT, '--arch', 'tiny', '--checkpoint', str(weights), '--out',
+                            str(weights), check=False),
+                   'is the checkpoint: it would be overwritten')
+    assert weights.read_bytes() == b'kept'
     cfg = write_det_config(tmp_path, str(tmp_path / 'unused'))
     _clean_failure(run_tool(EXPORT, '--config', cfg, '--out-indices', '4', '--out',
                             str(tmp_path / 'x.onnx'), check=False),

@@ -20,8 +20,8 @@ import torch
 
 import mux_backbones  # noqa: F401
 from mux_backbones import MUXNet
-from mux_backbones.cli import (ToolError, build_model_from_config, exits_cleanly, float_at_least,
-                               int_at_least, positive_int)
+from mux_backbones.cli import (ToolError, build_model_from_config, check_output_file, exits_cleanly,
+                               float_at_least, int_at_least, positive_int)
 from mux_backbones.deploy import RawOutputs, switch_to_deploy
 from mux_backbones.engine import load_weights
 
@@ -72,6 +72,8 @@ def main():
     args = parser.parse_args()
     if bool(args.arch) == bool(args.config):
         raise ToolError('give either --arch or --config')
+    check_output_file(args.out, '--out', [(args.checkpoint, 'the checkpoint'),
+                                          (args.config, 'the config')])
     if args.config and args.out_indices:
         raise ToolError('--out-indices goes with --arch; a config names its own '
                         '(--cfg-options is not read here: edit the config)')

@@ -14,7 +14,7 @@ import os.path as osp
 
 import torch
 
-from mux_backbones.cli import ToolError, exits_cleanly
+from mux_backbones.cli import check_output_file, exits_cleanly
 from mux_backbones.engine.atomic_backend import atomic_write
 from mux_backbones.models.official_weights import (convert_official_state_dict,
                                                    load_official_checkpoint)
@@ -33,11 +33,7 @@ def parse_args():
 @exits_cleanly
 def main():
     args = parse_args()
-    if osp.isdir(args.dst):
-        raise ToolError(f'output {args.dst} is a folder: give the checkpoint file to write')
-    if osp.exists(args.dst) and osp.exists(args.src) and osp.samefile(args.src, args.dst):
-        raise ToolError(f'output {args.dst} is the official checkpoint itself: it would be '
-                        'overwritten')
+    check_output_file(args.dst, 'output', [(args.src, 'the official checkpoint itself')])
     state = load_official_checkpoint(args.src, trust=args.trust_checkpoint)
     converted = convert_official_state_dict(state, args.arch)
     buffer = io.BytesIO()
