@@ -79,11 +79,26 @@ def check_output_file(path: str, option: str, inputs: Sequence[Tuple[str, str]] 
             raise ToolError(f'{option} {path} is {description}: it would be overwritten')
 
 
+def cfg_options_action():
+    """mmengine's ``DictAction`` (``--cfg-options key=value ...``), with an item that has no
+    ``=`` a usage error naming it (mmengine's own ends in an unpacking ValueError traceback)."""
+    from mmengine.config import DictAction
+
+    class CfgOptions(DictAction):
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            for item in values:
+                if '=' not in item:
+                    parser.error(f'argument {option_string}: {item!r} is not KEY=VALUE')
+            super().__call__(parser, namespace, values, option_string)
+
+    return CfgOptions
+
+
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
     """Arguments ``tools/train.py`` and ``tools/test.py`` share (as mmdet's/mmseg's tools)."""
-    from mmengine.config import DictAction
     parser.add_argument('--work-dir', help='the dir to save logs, models and metrics')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=cfg_options_action(),
                         help='override settings of the config, as key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')

@@ -86,7 +86,10 @@ def check_backbone_arguments(cfg: Config) -> None:
     from ..backbones import MUXNet
     model = cfg.get('model', None)
     backbone = model.get('backbone', None) if isinstance(model, dict) else None
-    if not isinstance(backbone, dict):
+    if backbone is not None and not isinstance(backbone, dict):  # the registry's TypeError
+        raise ToolError(f'model.backbone must be a dict such as dict(type=\'MUXNet\', '
+                        f'arch=\'m\'), got {backbone!r}')
+    if backbone is None:
         return
     kind = backbone.get('type', None)
     named = isinstance(kind, str) and kind.rpartition('.')[2] == MUXNet.__name__

@@ -117,6 +117,10 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --atol: -1 is not a number >= 0'),
     ('tools/deployment/pytorch2onnx.py', ('--arch', 'tiny', '--out', 'x.onnx', '--opset', '3'),
      'argument --opset: 3 is below the minimum 7'),
+    ('tools/train.py', ('cfg.py', '--cfg-options', 'model.backbone.arch'),
+     "argument --cfg-options: 'model.backbone.arch' is not KEY=VALUE"),
+    ('tools/analysis_tools/get_flops.py', ('cfg.py', '--cfg-options', 'a=1', 'b'),
+     "argument --cfg-options: 'b' is not KEY=VALUE"),
 ])
 def test_impossible_numbers_are_usage_errors(tool, args, expected):
     _one_line_error(run_tool(tool, *args, check=False), expected, status=2)
@@ -285,6 +289,7 @@ def test_train_tool_names_a_missing_load_from(tmp_path, det_cfg):
 
 @pytest.mark.parametrize('tool, option, expected', [
     ('tools/train.py', 'model.backbone.arch=zz', 'model.backbone: unknown MUXNet arch "zz"'),
+    ('tools/train.py', 'model.backbone=3', 'model.backbone must be a dict such as'),
     ('tools/test.py', 'model.backbone.archh=m',
      "model.backbone: got an unexpected keyword argument 'archh'"),
 ])

@@ -13,11 +13,11 @@ import argparse
 import os.path as osp
 
 import torch
-from mmengine.config import DictAction
 
 import mux_backbones
 from mux_backbones import MUXNetClassifier, arch_settings
-from mux_backbones.cli import ToolError, build_model_from_config, exits_cleanly, positive_int
+from mux_backbones.cli import (ToolError, build_model_from_config, cfg_options_action,
+                               exits_cleanly, positive_int)
 from mux_backbones.utils import PAPER_RESULTS, count_macs, count_params
 
 _PAPER_KEYS = {
@@ -33,7 +33,7 @@ def parse_args():
     parser.add_argument('config', nargs='?', help='an mmdet/mmseg config (or use --arch)')
     parser.add_argument('--arch', help=f'MUXNet arch: {", ".join(arch_settings)} or "all"')
     parser.add_argument('--shape', type=positive_int, nargs='+', help='input height [width]')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+    parser.add_argument('--cfg-options', nargs='+', action=cfg_options_action(), default=None,
                         help='override settings of the config, as key=value pairs')
     return parser.parse_args()
 
