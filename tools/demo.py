@@ -15,7 +15,7 @@ from mmengine.config import Config
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
 from mux_backbones.cli import (ToolError, check_output_file, exits_cleanly, float_at_least, task_of,
-                               verify_checkpoint)
+                               usable_device, verify_checkpoint)
 from mux_backbones.compat import mmengine_checkpoint_types
 from mux_backbones.datasets import check_image_file
 
@@ -112,6 +112,7 @@ def main():
                         f'{MIN_SIDE} pixels a side')
     out_file = args.out_file or osp.splitext(args.img)[0] + '_pred.jpg'
     check_out_file(out_file, args.img)
+    usable_device(args.device)
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     task = task_of(Config.fromfile(args.config))
     (run_detection if task == 'det' else run_segmentation)(args, out_file)

@@ -63,6 +63,19 @@ def float_at_least(minimum: float, maximum: Optional[float] = None):
 positive_int = int_at_least(1)
 
 
+def usable_device(text: str) -> torch.device:
+    """``text`` as a device this machine can put a tensor on, else a :class:`ToolError` naming
+    why (an unknown device type, CUDA absent, an index beyond the GPUs)."""
+    try:
+        device = torch.device(text)
+        if device.type == 'cuda' and not torch.cuda.is_available():
+            raise RuntimeError('CUDA is not available on this machine')
+        torch.empty(1, device=device)
+    except RuntimeError as err:
+        raise ToolError(f'device "{text}" is not usable: {str(err).splitlines()[0]}') from None
+    return device
+
+
 def check_output_file(path: str, option: str, inputs: Sequence[Tuple[str, str]] = ()) -> None:
     """Refuse, before any work, an output file that is a folder or one of the tool's inputs.
 

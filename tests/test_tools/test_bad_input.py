@@ -154,6 +154,9 @@ def test_demo_refuses_an_output_it_cannot_or_must_not_write(tmp_path, toy_ade):
         proc = run_tool('tools/demo.py', str(img), cfg, ckpt, '--out-file', str(out),
                         check=False)
         _one_line_error(proc, f'--out-file {out}', message)
+    proc = run_tool('tools/demo.py', str(img), cfg, ckpt, '--out-file',
+                    str(tmp_path / 'drawing.png'), '--device', 'gpu', check=False)
+    _one_line_error(proc, 'device "gpu" is not usable')
     assert img.read_bytes() == before and not osp.exists(tmp_path / 'drawing')
 
 

@@ -28,7 +28,7 @@ import torch
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet
 from mux_backbones.cli import (PRECISIONS, ToolError, build_model_from_config, exits_cleanly,
-                               int_at_least, positive_int)
+                               int_at_least, positive_int, usable_device)
 from mux_backbones.deploy import switch_to_deploy
 from mux_backbones.layers.block_call import set_block_calls
 from mux_backbones.ops import launch_config
@@ -533,14 +533,7 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-        if device.type == 'cuda' and not torch.cuda.is_available():
-            raise RuntimeError('CUDA is not available on this machine')
-        torch.empty(1, device=device)
-    except RuntimeError as err:
-        raise ToolError(f'device "{args.device}" is not usable: '
-                        f'{str(err).splitlines()[0]}') from None
+    device = usable_device(args.device)
     if args.launch_configs:
         try:
             count = launch_config.load(args.launch_configs)
