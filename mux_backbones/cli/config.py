@@ -197,6 +197,8 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         # found otherwise at the first image, after the model is built (an OpenCV/Qt abort)
         raise ToolError('--show needs a display and this session has none (DISPLAY is not '
                         'set): use --show-dir DIR to save the drawings instead')
+    if show_dir and osp.exists(show_dir) and not osp.isdir(show_dir):
+        raise ToolError(f'--show-dir {show_dir} is a file: give a folder to save the drawings in')
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise ToolError('the config has no "visualization" hook in default_hooks')

@@ -188,11 +188,16 @@ def test_distributed_launch_without_a_gpu_is_one_line(tmp_path, det_cfg):
     assert 'set_device' not in proc.stderr
 
 
-def test_test_tool_show_without_a_display_is_one_line(tmp_path, det_cfg):
+def test_test_tool_show_without_a_display_or_into_a_file_is_one_line(tmp_path, det_cfg):
     proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--show',
                     '--work-dir', str(tmp_path / 'w'), check=False,
                     extra_env=dict(DISPLAY='', WAYLAND_DISPLAY=''))
     _one_line_error(proc, '--show needs a display', '--show-dir')
+    afile = tmp_path / 'drawings'
+    afile.write_text('')
+    proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--show-dir',
+                    str(afile), '--work-dir', str(tmp_path / 'w'), check=False)
+    _one_line_error(proc, f'--show-dir {afile} is a file')
 
 
 def test_train_tool_amp_without_a_gpu_is_one_line(tmp_path, det_cfg):
