@@ -164,11 +164,16 @@ def ensure_custom_imports(cfg: Config) -> None:
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str]) -> None:
-    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``."""
+    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``;
+    made here, so a path that cannot be a folder ends in one line."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
+    try:  # the runner makes it too, deep inside its set-up, where an error is a traceback
+        os.makedirs(cfg.work_dir, exist_ok=True)
+    except OSError as err:
+        raise ToolError(f'work_dir {cfg.work_dir} cannot be made: {err.strerror}') from None
 
 
 def build_model_from_config(cfg: Config):
