@@ -512,7 +512,10 @@ def _write_csv(path: str, rows: List[dict], columns: List[str]) -> None:
 
 
 def _logger(work_dir: str) -> logging.Logger:
-    os.makedirs(work_dir, exist_ok=True)
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+    except OSError as err:
+        raise SearchError(f'work_dir {work_dir} cannot be made: {err.strerror}') from None
     log = logging.getLogger(f'mux_backbones.search.{osp.abspath(work_dir)}')
     if not log.handlers:
         log.setLevel(logging.INFO)

@@ -40,6 +40,11 @@ def test_search_prints_the_front_and_exports_a_config(tmp_path):
                    'seg').stdout
     path = osp.join(work, 'configs', 'muxnet-pareto0_seg.py')
     assert f'wrote {path}' in out
+    for target, message in ((tmp_path, 'is a folder'), (tmp_path / 'c.txt', 'ends in .py')):
+        proc = run_tool(TOOL, CONFIG, '--work-dir', work, '--export-config', '0', '--out',
+                        str(target), check=False)
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        assert message in proc.stderr
     root = _toy_ade_root(tmp_path)
     train = run_tool('tools/train.py', path, '--work-dir', str(tmp_path / 'train'),
                      '--cfg-options', 'train_cfg.max_iters=1', 'train_cfg.val_interval=5',
@@ -99,6 +104,16 @@ def test_compare_algorithms_writes_hypervolume_curves(tmp_path):
     before = open(osp.join(work, 'hv.csv')).read()
     run_tool('tools/search/compare_algorithms.py', *args)
     assert open(osp.join(work, 'hv.csv')).read() == before
+
+
+def test_search_work_dir_that_cannot_be_made(tmp_path):
+    afile = tmp_path / 'taken'
+    afile.write_text('')
+    for tool, extra in ((TOOL, SMALL), ('tools/search/compare_algorithms.py',
+                                        ('--algos', 're', '--seeds', '0', '--budget', '12'))):
+        proc = run_tool(tool, CONFIG, '--work-dir', str(afile / 'w'), *extra, check=False)
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        assert 'cannot be made: Not a directory' in proc.stderr
 
 
 def test_compare_algorithms_bad_input(tmp_path):

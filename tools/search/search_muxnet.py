@@ -19,7 +19,8 @@ import csv
 import math
 import os.path as osp
 
-from mux_backbones.cli import ToolError, exits_cleanly, int_at_least, positive_int
+from mux_backbones.cli import (ToolError, check_output_file, exits_cleanly, int_at_least,
+                               positive_int)
 from mux_backbones.search.algorithms import ALGORITHMS
 from mux_backbones.search.engine import (LocalExecutor, RayExecutor, Search, SearchError,
                                          SearchSettings, settings_from_config)
@@ -122,6 +123,9 @@ def export(args) -> None:
         raise ToolError(f'--export-config {args.export_config}: {path} has {len(rows)} rows')
     out = args.out or osp.join(args.work_dir, 'configs',
                                f'muxnet-pareto{args.export_config}_{args.task}.py')
+    check_output_file(out, '--out')
+    if not out.endswith('.py'):
+        raise ToolError(f'--out {out}: an mm config file ends in .py')
     write_candidate_config(rows[args.export_config]['arch'], args.task, out)
     print(f'wrote {out}: train it with python tools/train.py {out}')
 
