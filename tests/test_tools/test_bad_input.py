@@ -101,6 +101,8 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --train-batch: unknown task "yolo"'),
     ('tools/analysis_tools/benchmark.py', ('--train-batch', 'pspnet:0'),
      'argument --train-batch: 0 is below the minimum 1'),
+    ('tools/analysis_tools/benchmark.py', ('--profile-top', '-1'),
+     'argument --profile-top: -1 is below the minimum 1'),
     ('tools/analysis_tools/benchmark.py', ('--profile-train', ),
      '--profile-train needs --train-step'),
     ('tools/dataset_converters/make_toy_data.py', ('--seed', '-1'),

@@ -459,7 +459,7 @@ def parse_args(argv=None):
                         metavar='PREC:BATCH',
                         help='per-kernel GPU time, and per kind of layer time, bytes and '
                         'bandwidth, of one case')
-    parser.add_argument('--profile-top', type=int, default=20, metavar='N',
+    parser.add_argument('--profile-top', type=positive_int, default=20, metavar='N',
                         help='with --profile: the N slowest layers, each with its bytes and '
                         'bandwidth')
     parser.add_argument('--train-step', nargs='*', choices=sorted(_TRAIN_CASES), default=None,
