@@ -46,7 +46,7 @@ import torch
 
 import mux_backbones  # noqa: F401  (registers MUXNet, applies stack fixes)
 from mux_backbones import MUXNet
-from mux_backbones.cli import PRECISIONS
+from mux_backbones.cli import PRECISIONS, positive_int
 from mux_backbones.deploy import stock_blocks_logged, switch_to_deploy
 from mux_backbones.ops import launch_config
 from mux_backbones.tuning import tune_kernels
@@ -110,8 +110,8 @@ def located_forward(model: torch.nn.Module, x: torch.Tensor, errors=(RuntimeErro
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--arch', default='m')
-    parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--batch', type=positive_int, default=32)
+    parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--amp', default='fp16', choices=sorted(PRECISIONS))
     parser.add_argument('--mode', default='deploy', choices=['deploy', 'graph'])
     parser.add_argument('--device', default='cuda',

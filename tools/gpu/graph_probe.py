@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
                                 'analysis_tools'))
 from benchmark import _prepare, parse_args, profile_models  # noqa: E402
 
+from mux_backbones.cli import positive_int  # noqa: E402
 from mux_backbones.layers import block_launches  # noqa: E402
 
 
@@ -39,8 +40,8 @@ def replay_ms(fn, x, reps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--batches', type=int, nargs='+', default=[128, 32])
-    parser.add_argument('--reps', type=int, default=50)
+    parser.add_argument('--batches', type=positive_int, nargs='+', default=[128, 32])
+    parser.add_argument('--reps', type=positive_int, default=50)
     parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
     parser.add_argument('--gate-policies', nargs='+', default=[block_launches.GATE_IN_GEMM],
                         choices=['auto', '0', '1'],

@@ -33,7 +33,7 @@ import time
 import torch
 
 from mux_backbones import MUXNet
-from mux_backbones.cli import PRECISIONS
+from mux_backbones.cli import PRECISIONS, positive_int
 from mux_backbones.layers import (ChannelMux, DepthwiseSeparable, FusedGroupConv, InvertedResidual,
                                   interleave_halves)
 from mux_backbones.ops import launch_config
@@ -84,8 +84,8 @@ def spatial_inputs(model, x):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--arch', default='m')
-    parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--shape', type=int, default=224)
+    parser.add_argument('--batch', type=positive_int, default=32)
+    parser.add_argument('--shape', type=positive_int, default=224)
     parser.add_argument('--amp', default='fp16', choices=['fp16', 'bf16', 'fp32'])
     parser.add_argument('--device', default='cuda',
                         help='cuda; cpu only to check the tool itself (the kernels run there '
