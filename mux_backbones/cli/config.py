@@ -164,16 +164,27 @@ def ensure_custom_imports(cfg: Config) -> None:
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str]) -> None:
-    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``;
-    made here, so a path that cannot be a folder ends in one line."""
+    """``--work-dir`` wins, then the config's ``work_dir``, then ``work_dirs/<config name>``; a
+    path that cannot be a folder ends in one line."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
-    try:  # the runner makes it too, deep inside its set-up, where an error is a traceback
-        os.makedirs(cfg.work_dir, exist_ok=True)
-    except OSError as err:
-        raise ToolError(f'work_dir {cfg.work_dir} cannot be made: {err.strerror}') from None
+    check_folder_can_be_made(cfg.work_dir, 'work_dir')
+
+
+def check_folder_can_be_made(path: str, what: str) -> None:
+    """One line where ``path`` cannot become a folder (it, or a folder above it, is a file, or
+    the nearest existing folder is not writable). Nothing is made: a tool writes nothing before
+    its inputs are known good, and the runner makes the folder itself, deep in its set-up,
+    where such an error would be a traceback."""
+    existing = osp.abspath(path)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise ToolError(f'{what} {path} cannot be made: {existing} is a file')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ToolError(f'{what} {path} cannot be made: {existing} is not writable')
 
 
 def build_model_from_config(cfg: Config):

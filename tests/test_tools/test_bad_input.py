@@ -207,7 +207,7 @@ def test_runner_tools_name_a_work_dir_that_cannot_be_made(tmp_path, det_cfg):
     afile.write_text('')
     for tool, args in (('tools/train.py', ()), ('tools/test.py', (str(tmp_path / 'n.pth'), ))):
         proc = run_tool(tool, det_cfg, *args, '--work-dir', str(afile / 'w'), check=False)
-        _one_line_error(proc, f'work_dir {afile / "w"} cannot be made: Not a directory')
+        _one_line_error(proc, f'work_dir {afile / "w"} cannot be made: {afile} is a file')
 
 
 def test_train_tool_amp_without_a_gpu_is_one_line(tmp_path, det_cfg):
