@@ -3,6 +3,7 @@
 Example:
     python tools/test.py CONFIG CHECKPOINT
     python tools/test.py CONFIG CHECKPOINT --out results.pkl --show-dir vis
+    python tools/test.py CONFIG CHECKPOINT --tta
 
 The checkpoint must be readable and fill the model exactly (no missing, unexpected or mis-shaped
 key): another model's weights are refused, naming the first key that does not fit.
@@ -13,7 +14,7 @@ from mmengine.runner import Runner
 
 from mux_backbones.cli import (ToolError, add_runner_args, check_output_file, enable_visualization,
                                exits_cleanly, float_at_least, load_config, task_of,
-                               verify_checkpoint)
+                               use_test_time_augmentation, verify_checkpoint)
 from mux_backbones.datasets import check_datasets, insert_seg_map_validation
 
 
@@ -26,6 +27,10 @@ def parse_args():
     parser.add_argument('--show-dir', help='save images with predictions drawn to this dir')
     parser.add_argument('--wait-time', type=float_at_least(0), default=2,
                         help='interval of --show (s)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation: the config\'s tta_model and tta_pipeline '
+                        '(detection without them: each image as is and flipped, boxes merged '
+                        'by NMS)')
     add_runner_args(parser)
     return parser.parse_args()
 
@@ -36,6 +41,8 @@ def main():
     cfg = load_config(args.config, args)
     task = task_of(cfg)
     cfg.load_from = args.checkpoint
+    if args.tta:
+        use_test_time_augmentation(cfg)
     if task == 'seg':
         insert_seg_map_validation(cfg)
     check_datasets(cfg, ('test', ))

@@ -7,6 +7,7 @@ config's ``default_scope``. Also here: the config changes a tool makes on the us
 MUXNet backbone's arguments and of the channels its neck or heads read before a runner builds
 the model, and the exact check of a checkpoint against the model a runner built.
 """
+import copy
 import inspect
 import os
 import os.path as osp
@@ -234,6 +235,60 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
             cfg.visualizer['vis_backends'] = [dict(type='LocalVisBackend')]
 
 
+# What mmdet's test tool puts in for a detection config without its own test-time augmentation:
+# each image's boxes from all its views merged by NMS.
+_DET_TTA_MODEL = dict(type='DetTTAModel',
+                      tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+
+
+def use_test_time_augmentation(cfg: Config) -> None:
+    """``--tta``: the config's ``tta_model`` wraps its model and its ``tta_pipeline`` replaces the
+    test pipeline, as mmdet's and mmseg's test tools do.
+
+    mmseg's dataset and runtime bases define both (six scales, each with and without a flip);
+    this suite's VOC bases define a flip. A detection config without them gets mmdet's
+    default: ``DetTTAModel`` over the test pipeline with and without a horizontal flip. A
+    segmentation config without them is refused in one line (mmseg's tool: a KeyError).
+    """
+    task = task_of(cfg)
+    dataset = cfg.test_dataloader.dataset
+    while isinstance(dataset.get('dataset', None), dict):  # a wrapper: its inner dataset reads
+        dataset = dataset.dataset
+    if task == 'det':
+        if 'tta_model' not in cfg:
+            cfg.tta_model = copy.deepcopy(_DET_TTA_MODEL)
+        if 'tta_pipeline' not in cfg:
+            cfg.tta_pipeline = flip_views(dataset.pipeline)
+    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
+    if missing:
+        raise ToolError(f'--tta needs {" and ".join(missing)} in the config (mmseg\'s dataset '
+                        f'bases define tta_pipeline, its default_runtime tta_model)')
+    dataset.pipeline = cfg.tta_pipeline
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+
+
+def flip_views(pipeline: list) -> list:
+    """A detection test pipeline run on each image as it is and flipped horizontally.
+
+    The flip goes before the annotations are loaded, and the unflipped view comes first:
+    ``DetTTAModel`` maps every view's boxes back to the image but keeps the first view's data
+    sample, whose ground truth a VOC metric reads (mmdet's own default flips the loaded boxes
+    and puts the flipped view first). The packer keeps the flip in each view's meta data.
+    """
+    types = [t.get('type') if isinstance(t, dict) else None for t in pipeline]
+    if not types or not str(types[-1]).endswith('PackDetInputs'):
+        raise ToolError('--tta: the test pipeline does not end in PackDetInputs; give the '
+                        'config a tta_pipeline')
+    at = types.index('LoadAnnotations') if 'LoadAnnotations' in types else len(types) - 1
+    pack = copy.deepcopy(pipeline[-1])
+    if 'meta_keys' in pack:  # (PackDetInputs' default keys hold the flip)
+        pack['meta_keys'] = tuple(pack['meta_keys']) + tuple(
+            key for key in ('flip', 'flip_direction') if key not in pack['meta_keys'])
+    views = [[dict(type='RandomFlip', prob=0.), dict(type='RandomFlip', prob=1.)]]
+    views += [[copy.deepcopy(t)] for t in pipeline[at:-1]] + [[pack]]
+    return copy.deepcopy(pipeline[:at]) + [dict(type='TestTimeAug', transforms=views)]
+
+
 def use_atomic_checkpoints(cfg: Config) -> bool:
     """Have the checkpoint hook write through the ``atomic_local`` backend.
 
@@ -254,8 +309,9 @@ def verify_checkpoint(model, path: str) -> None:
     mmengine's runner loads ``load_from`` and resumes non-strictly: another model's weights
     evaluate as an ordinary, wrong result behind one warning. The tools call this first.
     """
-    from mmengine.model import is_model_wrapper
+    from mmengine.model import BaseTTAModel, is_model_wrapper
     model = model.module if is_model_wrapper(model) else model
+    model = model.module if isinstance(model, BaseTTAModel) else model  # (as mmengine loads it)
     checkpoint = read_checkpoint(path, training_state=True)
     check_state_dict(model.state_dict(), state_dict_of(checkpoint, f'checkpoint {path}'),
                      f'checkpoint {path}')

@@ -291,7 +291,10 @@ class ValidateSegMap(BaseTransform):
 
 def insert_seg_map_validation(cfg: Config) -> None:
     """Insert ``ValidateSegMap`` after every ``LoadAnnotations`` of the segmentation loaders."""
-    num_classes = cfg.get('model', {}).get('decode_head', {}).get('num_classes', 150)
+    model = cfg.get('model', {})
+    if 'decode_head' not in model and isinstance(model.get('module', None), dict):
+        model = model['module']  # (wrapped for test-time augmentation)
+    num_classes = model.get('decode_head', {}).get('num_classes', 150)
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader', None)
         if not loader:
@@ -300,8 +303,24 @@ def insert_seg_map_validation(cfg: Config) -> None:
             pipeline = ds.get('pipeline')
             if not isinstance(pipeline, list):
                 continue
-            types = [t.get('type') for t in pipeline if isinstance(t, dict)]
-            if 'ValidateSegMap' in types or 'LoadAnnotations' not in types:
-                continue
-            at = types.index('LoadAnnotations') + 1
-            pipeline.insert(at, dict(type='ValidateSegMap', num_classes=num_classes))
+            validate = dict(type='ValidateSegMap', num_classes=num_classes)
+            _insert_after_annotations(pipeline, validate)
+            for t in pipeline:  # test-time augmentation: one step of views per list
+                if isinstance(t, dict) and t.get('type') == 'TestTimeAug':
+                    steps = t.get('transforms')
+                    if isinstance(steps, list) and all(isinstance(s, list) for s in steps):
+                        _insert_after_annotations(steps, [validate])
+
+
+def _insert_after_annotations(steps: list, validate) -> None:
+    """``validate`` after the first ``LoadAnnotations`` of ``steps`` (transforms, or a
+    ``TestTimeAug``'s lists of views: a one-view list is one transform), unless it is there."""
+    def types(step):
+        views = step if isinstance(step, list) else [step]
+        return {t.get('type') for t in views if isinstance(t, dict)}
+    if any('ValidateSegMap' in types(s) for s in steps):
+        return
+    for i, step in enumerate(steps):
+        if 'LoadAnnotations' in types(step):
+            steps.insert(i + 1, validate)
+            return

@@ -9,6 +9,7 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
+from mux_backbones.cli import use_test_time_augmentation
 from mux_backbones.datasets import (DatasetError, check_ade20k_dataset, check_datasets,
                                     check_segmentation_config, check_voc_dataset,
                                     insert_seg_map_validation)
@@ -145,6 +146,19 @@ def test_seg_map_validation_is_inserted(tmp_path, toy_ade):
     types = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
     assert types[types.index('LoadAnnotations') + 1] == 'ValidateSegMap'
     check_datasets(cfg)
+
+
+def test_seg_map_validation_is_inserted_into_test_time_augmentation(tmp_path, toy_ade):
+    cfg = Config.fromfile(write_seg_config(tmp_path, toy_ade))
+    cfg.model.decode_head.num_classes = 7
+    use_test_time_augmentation(cfg)  # (the model wrapped: its classes still found)
+    insert_seg_map_validation(cfg)
+    insert_seg_map_validation(cfg)  # (once only)
+    tta = cfg.test_dataloader.dataset.pipeline[-1]
+    steps = [[view['type'] for view in step] for step in tta['transforms']]
+    assert steps[steps.index(['LoadAnnotations']) + 1] == ['ValidateSegMap']
+    assert steps.count(['ValidateSegMap']) == 1
+    assert tta['transforms'][steps.index(['ValidateSegMap'])][0]['num_classes'] == 7
 
 
 def _xml_of(voc):

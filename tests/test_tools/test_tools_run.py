@@ -1,5 +1,5 @@
-"""The command-line tools run end to end on tiny models: train, test (--out, --show-dir), demo,
-get_flops and the checkpoint converter."""
+"""The command-line tools run end to end on tiny models: train, test (--out, --show-dir, --tta),
+demo, get_flops and the checkpoint converter."""
 import os
 import os.path as osp
 import pickle
@@ -26,6 +26,11 @@ def test_det_train_test_demo(tmp_path, toy_voc):
     assert len(results) == 8 and 'pred_instances' in results[0]
     drawn = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.jpg')]
     assert len(drawn) == 8, 'one drawn image per test image expected'
+    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--out', pkl, '--tta')
+    assert 'pascal_voc/mAP' in out.stdout + out.stderr
+    with open(pkl, 'rb') as f:
+        results = pickle.load(f)  # (merged into the first, unflipped view)
+    assert len(results) == 8 and results[0]['flip'] is False
     img = osp.join(toy_voc, 'VOC2007/JPEGImages/000000.jpg')
     out_img = str(tmp_path / 'demo.jpg')
     run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img, '--score-thr', '0.0')
@@ -45,6 +50,9 @@ def test_seg_train_test_demo(tmp_path, toy_ade):
     assert 'mIoU' in out.stdout + out.stderr
     drawn = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.png')]
     assert len(drawn) == 4
+    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--tta')
+    log = out.stdout + out.stderr
+    assert "type='SegTTAModel'" in log and 'mIoU' in log
     img = osp.join(toy_ade, 'images/validation/ADE_valid_00000000.jpg')
     out_img = str(tmp_path / 'demo.png')
     out = run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img)

@@ -38,3 +38,19 @@ train_dataloader = dict(
         ])))
 val_dataloader = dict(batch_size=8, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# Test-time augmentation (tools/test.py --tta): each image as is and flipped, the boxes of both
+# views merged by NMS. The flip comes before the annotations are read and the unflipped view
+# first, because DetTTAModel keeps the first view's ground truth for VOCMetric.
+tta_model = dict(type='DetTTAModel',
+                 tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.45), max_per_img=200))
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(input_size, input_size), keep_ratio=False)],
+        [dict(type='RandomFlip', prob=0.), dict(type='RandomFlip', prob=1.)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                               'scale_factor', 'flip', 'flip_direction'))],
+    ])
+]
