@@ -251,20 +251,31 @@ def use_test_time_augmentation(cfg: Config) -> None:
     segmentation config without them is refused in one line (mmseg's tool: a KeyError).
     """
     task = task_of(cfg)
-    dataset = cfg.test_dataloader.dataset
-    while isinstance(dataset.get('dataset', None), dict):  # a wrapper: its inner dataset reads
-        dataset = dataset.dataset
+    datasets = list(_reading_datasets(cfg.test_dataloader.dataset))
     if task == 'det':
         if 'tta_model' not in cfg:
             cfg.tta_model = copy.deepcopy(_DET_TTA_MODEL)
         if 'tta_pipeline' not in cfg:
-            cfg.tta_pipeline = flip_views(dataset.pipeline)
+            cfg.tta_pipeline = flip_views(datasets[0].pipeline)
     missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
     if missing:
         raise ToolError(f'--tta needs {" and ".join(missing)} in the config (mmseg\'s dataset '
                         f'bases define tta_pipeline, its default_runtime tta_model)')
-    dataset.pipeline = cfg.tta_pipeline
+    for dataset in datasets:
+        dataset.pipeline = copy.deepcopy(cfg.tta_pipeline)
     cfg.model = dict(**cfg.tta_model, module=cfg.model)
+
+
+def _reading_datasets(dataset: dict):
+    """The datasets that read samples through a pipeline: a wrapper's (``RepeatDataset``) inner
+    one, each of a ``ConcatDataset``'s."""
+    if isinstance(dataset.get('dataset', None), dict):
+        yield from _reading_datasets(dataset['dataset'])
+    elif isinstance(dataset.get('datasets', None), (list, tuple)):
+        for inner in dataset['datasets']:
+            yield from _reading_datasets(inner)
+    else:
+        yield dataset
 
 
 def flip_views(pipeline: list) -> list:

@@ -58,13 +58,16 @@ def test_flip_views_of_pipelines_with_and_without_annotations():
         flip_views(pipeline[:-1])
 
 
-def test_the_inner_dataset_of_a_wrapper_gets_the_augmentation(tmp_path, toy_voc):
+def test_the_inner_datasets_of_wrappers_get_the_augmentation(tmp_path, toy_voc):
     cfg = Config.fromfile(write_det_config(tmp_path, toy_voc))
     inner = cfg.test_dataloader.dataset
-    cfg.test_dataloader.dataset = dict(type='RepeatDataset', times=2, dataset=inner)
+    cfg.test_dataloader.dataset = dict(type='RepeatDataset', times=2, dataset=dict(
+        type='ConcatDataset', datasets=[inner, inner.copy()]))
     use_test_time_augmentation(cfg)
-    assert cfg.test_dataloader.dataset.dataset.pipeline == cfg.tta_pipeline
-    assert 'pipeline' not in cfg.test_dataloader.dataset
+    wrapper = cfg.test_dataloader.dataset
+    assert 'pipeline' not in wrapper and 'pipeline' not in wrapper.dataset
+    for dataset in wrapper.dataset.datasets:
+        assert dataset.pipeline == cfg.tta_pipeline
 
 
 def test_a_segmentation_config_without_one_is_refused(tmp_path, toy_ade):
