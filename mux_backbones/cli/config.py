@@ -250,8 +250,9 @@ def use_test_time_augmentation(cfg: Config) -> None:
     default: ``DetTTAModel`` over the test pipeline with and without a horizontal flip. A
     segmentation config without them is refused in one line (mmseg's tool: a KeyError).
     """
+    from ..datasets import leaf_datasets
     task = task_of(cfg)
-    datasets = list(_reading_datasets(cfg.test_dataloader.dataset))
+    datasets = list(leaf_datasets(cfg.test_dataloader.dataset))
     if task == 'det':
         if 'tta_model' not in cfg:
             cfg.tta_model = copy.deepcopy(_DET_TTA_MODEL)
@@ -264,18 +265,6 @@ def use_test_time_augmentation(cfg: Config) -> None:
     for dataset in datasets:
         dataset.pipeline = copy.deepcopy(cfg.tta_pipeline)
     cfg.model = dict(**cfg.tta_model, module=cfg.model)
-
-
-def _reading_datasets(dataset: dict):
-    """The datasets that read samples through a pipeline: a wrapper's (``RepeatDataset``) inner
-    one, each of a ``ConcatDataset``'s."""
-    if isinstance(dataset.get('dataset', None), dict):
-        yield from _reading_datasets(dataset['dataset'])
-    elif isinstance(dataset.get('datasets', None), (list, tuple)):
-        for inner in dataset['datasets']:
-            yield from _reading_datasets(inner)
-    else:
-        yield dataset
 
 
 def flip_views(pipeline: list) -> list:

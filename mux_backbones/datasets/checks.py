@@ -60,14 +60,15 @@ def check_image_file(path: str) -> Tuple[int, int]:
     return size
 
 
-def _datasets(cfg_node) -> Iterator[dict]:
-    """Every leaf dataset config (inside Repeat/Concat/ClassBalanced wrappers)."""
+def leaf_datasets(cfg_node) -> Iterator[dict]:
+    """Every leaf dataset config (inside Repeat/Concat/ClassBalanced wrappers): the ones that
+    read samples through a pipeline."""
     if isinstance(cfg_node, dict):
         if 'datasets' in cfg_node:
             for d in cfg_node['datasets']:
-                yield from _datasets(d)
+                yield from leaf_datasets(d)
         elif 'dataset' in cfg_node:
-            yield from _datasets(cfg_node['dataset'])
+            yield from leaf_datasets(cfg_node['dataset'])
         else:
             yield cfg_node
 
@@ -184,7 +185,7 @@ def check_datasets(cfg: Config, splits=('train', 'val', 'test'), clip_boxes: boo
         loader = cfg.get(f'{split}_dataloader', None)
         if not loader:
             continue
-        for ds in _datasets(loader.get('dataset', {})):
+        for ds in leaf_datasets(loader.get('dataset', {})):
             ds_type = str(ds.get('type', ''))
             if ds_type.endswith('VOCDataset'):
                 classes = (ds.get('metainfo') or {}).get('classes')
