@@ -21,5 +21,10 @@ for CFG in "$DET" "$SEG"; do
     $PYTHON tools/train.py "$CFG" --work-dir "work_dirs/$NAME"
 done
 echo '================ summary ================'
-$PYTHON tools/analysis_tools/summarize_run.py "work_dirs/$(basename "$DET" .py)" \
-    "work_dirs/$(basename "$SEG" .py)"
+# Per task: this run's metrics and curves, beside the other backbone's where that one has run.
+for TASK in "ssdlite_*_1xb8-300it_toyvoc toyvoc" "pspnet_*-d8_1xb4-220it_toyade-192x192 toyade"; do
+    read -r PATTERN DATA <<< "$TASK"
+    # shellcheck disable=SC2086  # the pattern is meant to glob
+    $PYTHON tools/analysis_tools/summarize_run.py $(ls -d work_dirs/$PATTERN) \
+        --plot "work_dirs/curves_$DATA.png"
+done

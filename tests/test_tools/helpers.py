@@ -75,6 +75,18 @@ def run_tool(*args, timeout=600, check=True, extra_path=None, extra_env=None):
     return proc
 
 
+def save_model_of(cfg_path, path, **cfg_options):
+    """Save the untrained model of a config (with ``cfg_options`` merged) as a checkpoint."""
+    import torch
+    from mmengine.config import Config
+
+    from mux_backbones.cli import build_model_from_config
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict(cfg_options)
+    torch.save(dict(state_dict=build_model_from_config(cfg).state_dict(), meta={}), path)
+    return str(path)
+
+
 def load_tool(path):
     """The tool at ``path`` (relative to the repository) as a module, to call in this process:
     it then shares the suite's Triton interpreter set-up (tests/conftest.py) and its imports."""

@@ -1,5 +1,6 @@
 """Broken inputs to the tools end in one line naming the file, key or argument: checkpoints of
 another model, corrupt checkpoints, impossible numbers, images too small to draw on."""
+import os
 import os.path as osp
 import re
 import subprocess
@@ -11,7 +12,8 @@ from mmengine.config import Config
 from mux_backbones import MUXNet
 from mux_backbones.cli import ToolError, build_model_from_config
 from mux_backbones.cli.config import check_backbone_arguments, check_launcher
-from .helpers import REPO, run_tool, tool_env, write_det_config, write_seg_config
+from .helpers import (REPO, load_tool, run_tool, save_model_of, tool_env, write_det_config,
+                      write_seg_config)
 
 
 def _one_line_error(proc, *expected, status=1):
@@ -24,27 +26,20 @@ def _one_line_error(proc, *expected, status=1):
     return last
 
 
-def _save_model_of(cfg_path, path, **cfg_options):
-    cfg = Config.fromfile(cfg_path)
-    cfg.merge_from_dict(cfg_options)
-    torch.save(dict(state_dict=build_model_from_config(cfg).state_dict(), meta={}), path)
-    return str(path)
-
-
 @pytest.fixture(scope='module')
 def det_cfg(tmp_path_factory, toy_voc):
     return write_det_config(tmp_path_factory.mktemp('det'), toy_voc, max_iters=1)
 
 
 def test_test_tool_refuses_a_segmentation_checkpoint_on_a_detector(tmp_path, det_cfg, toy_ade):
-    seg = _save_model_of(write_seg_config(tmp_path, toy_ade), tmp_path / 'seg.pth')
+    seg = save_model_of(write_seg_config(tmp_path, toy_ade), tmp_path / 'seg.pth')
     proc = run_tool('tools/test.py', det_cfg, seg, '--work-dir', str(tmp_path / 'w'),
                     check=False)
     _one_line_error(proc, f'checkpoint {seg} does not fit the model', 'first: "')
 
 
 def test_test_tool_refuses_m_weights_on_tiny(tmp_path, det_cfg):
-    m = _save_model_of(det_cfg, tmp_path / 'm.pth', **{
+    m = save_model_of(det_cfg, tmp_path / 'm.pth', **{
         'model.backbone.arch': 'm', 'model.neck.in_channels': (112, 1280),
         'model.neck.out_channels': (112, 1280, 64, 32, 32, 16),
         'model.bbox_head.in_channels': (112, 1280, 64, 32, 32, 16)})
@@ -61,7 +56,7 @@ def test_test_tool_refuses_m_weights_on_tiny(tmp_path, det_cfg):
 def test_corrupt_checkpoints_for_test_and_resume(tmp_path, det_cfg, content, message):
     path = tmp_path / 'iter_1.pth'
     if content == 'half':
-        good = _save_model_of(det_cfg, tmp_path / 'good.pth')
+        good = save_model_of(det_cfg, tmp_path / 'good.pth')
         data = open(good, 'rb').read()
         content = data[:len(data) // 2]
     path.write_bytes(content)
@@ -134,7 +129,7 @@ def test_demo_refuses_an_image_too_small_to_draw(tmp_path, toy_ade):
     cfg = write_seg_config(tmp_path, toy_ade)
     img = tmp_path / 'dot.png'
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(img)
-    ckpt = _save_model_of(cfg, tmp_path / 'seg.pth')
+    ckpt = save_model_of(cfg, tmp_path / 'seg.pth')
     proc = run_tool('tools/demo.py', str(img), cfg, ckpt, '--out-file',
                     str(tmp_path / 'out.png'), check=False)
     _one_line_error(proc, f'image {img} is 1x1', 'at least 8 pixels')
@@ -149,7 +144,7 @@ def test_demo_refuses_an_output_it_cannot_or_must_not_write(tmp_path, toy_ade):
     cfg = write_seg_config(tmp_path, toy_ade)
     img = tmp_path / 'photo.png'
     Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(img)
-    ckpt = _save_model_of(cfg, tmp_path / 'seg.pth')
+    ckpt = save_model_of(cfg, tmp_path / 'seg.pth')
     before = img.read_bytes()
     for out, message in ((tmp_path, 'is a folder'), (img, 'is the input image'),
                          (tmp_path / 'drawing', 'no image format for its extension')):
@@ -160,6 +155,76 @@ def test_demo_refuses_an_output_it_cannot_or_must_not_write(tmp_path, toy_ade):
                     str(tmp_path / 'drawing.png'), '--device', 'gpu', check=False)
     _one_line_error(proc, 'device "gpu" is not usable')
     assert img.read_bytes() == before and not osp.exists(tmp_path / 'drawing')
+
+
+def test_demo_refuses_a_folder_it_cannot_draw(tmp_path, toy_ade):
+    """Before the model is built: both outputs given, --out-file for a folder, drawings that
+    would land on their images, a folder with no image or none that decodes."""
+    import numpy as np
+    from PIL import Image
+    cfg = write_seg_config(tmp_path, toy_ade)
+    ckpt = str(tmp_path / 'never_read.pth')
+    photos, empty = tmp_path / 'photos', tmp_path / 'empty'
+    photos.mkdir()
+    empty.mkdir()
+    Image.fromarray(np.full((16, 16, 3), 7, np.uint8)).save(photos / 'a.png')
+    open(ckpt, 'wb').close()
+    before = (photos / 'a.png').read_bytes()
+    for args, message in (
+            ((str(photos), '--out-file', 'x.png', '--out-dir', 'y'), 'not both'),
+            ((str(photos), '--out-file', 'x.png'), 'is a folder: give --out-dir'),
+            ((str(photos), '--out-dir', str(photos)), 'is the images\' folder'),
+            ((str(photos / 'a.png'), '--out-dir', str(photos)), 'is the images\' folder'),
+            ((str(photos), '--out-dir', str(photos / 'a.png')), 'is a file: give a folder'),
+            ((str(empty),), 'no image (.jpg'),
+            ((str(tmp_path / 'nowhere'),), 'image file or folder not found')):
+        _one_line_error(run_tool('tools/demo.py', args[0], cfg, ckpt, *args[1:], check=False),
+                        message)
+    (empty / 'bad.jpg').write_bytes(b'garbage')
+    proc = run_tool('tools/demo.py', str(empty), cfg, ckpt, check=False)
+    _one_line_error(proc, f'none of the 1 images in {empty} can be drawn')
+    assert 'warning: skipped image' in proc.stderr
+    assert (photos / 'a.png').read_bytes() == before and os.listdir(photos) == ['a.png']
+
+
+def test_summarize_run_plots_the_curves_of_several_runs(tmp_path):
+    """Evaluations sit at the iteration trained before them, also in an epoch-based run (whose
+    validation ``step`` is the epoch); every run's curves share the axes of one image."""
+    from PIL import Image
+    tool = load_tool('tools/analysis_tools/summarize_run.py')
+
+    def train(step, epoch=None):
+        record = dict(lr=0.1 / step, loss=3.0 / step, loss_cls=2.0 / step, step=step)
+        return dict(record, epoch=epoch, iter=(step - 1) % 4 + 1) if epoch else record
+
+    by_iter = _scalars(tmp_path / 'muxnet', {'mIoU': 1.0, 'step': 0}, train(1), train(2),
+                       {'mIoU': 20.0, 'mAcc': 30.0, 'aAcc': 60.0, 'step': 2})
+    by_epoch = _scalars(tmp_path / 'ssd', *(train(s, epoch=1) for s in (1, 2, 3, 4)),
+                        {'pascal_voc/mAP': 0.2, 'step': 1},
+                        *(train(s, epoch=2) for s in (5, 6, 7, 8)),
+                        {'pascal_voc/mAP': 0.4, 'step': 2})
+    runs = [tool.read_run(by_iter), tool.read_run(by_epoch)]
+    placed = [(e.iteration, e.before_training) for e in runs[0].evaluations]
+    assert placed == [(0, True), (2, False)]
+    assert [e.iteration for e in runs[1].evaluations] == [4, 8]
+    assert [r['iter'] for r in runs[1].training] == list(range(1, 9))
+    out = tmp_path / 'plots' / 'curves.png'
+    proc = run_tool('tools/analysis_tools/summarize_run.py', by_iter, by_epoch, '--plot', str(out))
+    assert proc.stdout.splitlines()[-1] == f'saved {out}'
+    with Image.open(out) as image:
+        width, height = image.size
+        colours = len(set(image.convert('RGB').getdata()))
+    assert width > 3 * height  # loss, lr, mIoU and mAP side by side
+    assert colours > 50  # drawn curves, not a blank canvas
+
+
+def test_summarize_run_plot_refuses_what_it_cannot_write(tmp_path):
+    run = _scalars(tmp_path / 'run', dict(lr=0.1, loss=2.0, step=1), {'mIoU': 5.0, 'step': 1})
+    for out, message in ((tmp_path, 'is a folder'),
+                         (tmp_path / 'curves.docx', 'no image format for its extension')):
+        proc = run_tool('tools/analysis_tools/summarize_run.py', run, '--plot', str(out),
+                        check=False)
+        _one_line_error(proc, f'--plot {out}', message)
 
 
 def test_test_tool_refuses_a_results_file_that_is_a_folder(tmp_path, det_cfg):

@@ -1,5 +1,5 @@
 """The command-line tools run end to end on tiny models: train, test (--out, --show-dir, --tta),
-demo, get_flops and the checkpoint converter."""
+demo (an image, a folder), get_flops and the checkpoint converter."""
 import os
 import os.path as osp
 import pickle
@@ -7,7 +7,7 @@ import re
 
 import torch
 
-from .helpers import run_tool, write_det_config, write_seg_config
+from .helpers import run_tool, save_model_of, write_det_config, write_seg_config
 
 
 def test_det_train_test_demo(tmp_path, toy_voc):
@@ -57,6 +57,35 @@ def test_seg_train_test_demo(tmp_path, toy_ade):
     out_img = str(tmp_path / 'demo.png')
     out = run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img)
     assert 'classes found' in out.stdout and osp.getsize(out_img) > 0
+
+
+def test_demo_draws_every_image_of_a_folder(tmp_path, toy_ade):
+    """The model is built once; each image gets a drawing of its own name in FOLDER_pred, a
+    file that is not an image is ignored, an image that cannot be drawn is skipped with a
+    warning."""
+    import numpy as np
+    from PIL import Image
+    cfg = write_seg_config(tmp_path, toy_ade)
+    ckpt = save_model_of(cfg, tmp_path / 'seg.pth')
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name, side in (('a.jpg', 40), ('b.png', 24), ('dot.png', 1)):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), np.uint8)).save(photos / name)
+    (photos / 'broken.jpg').write_bytes(b'\xff\xd8 not really a jpeg')
+    (photos / 'notes.txt').write_text('not an image')
+    proc = run_tool('tools/demo.py', str(photos), cfg, ckpt)
+    assert sorted(os.listdir(tmp_path / 'photos_pred')) == ['a.jpg', 'b.png']
+    assert 'saved 2 drawings in' in proc.stdout
+    assert proc.stdout.count('classes found') == 2
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith('warning: skipped')]
+    assert len(warnings) == 2 and 'broken.jpg' in warnings[0] and 'dot.png is 1x1' in warnings[1]
+    drawn = np.asarray(Image.open(tmp_path / 'photos_pred' / 'b.png'))
+    assert drawn.shape[0] >= 24 and drawn.shape[1] > 24  # the image and its legend
+    # one image into a folder of drawings
+    out_dir = tmp_path / 'drawings'
+    run_tool('tools/demo.py', str(photos / 'a.jpg'), cfg, ckpt, '--out-dir', str(out_dir))
+    assert os.listdir(out_dir) == ['a.jpg']
 
 
 def test_get_flops_arch_and_config(repo_root):

@@ -1,17 +1,23 @@
-"""Print the evaluation metrics of a run before and after training, from its work_dir.
+"""Summarise runs from their work_dirs: the metrics before and after training, and their curves.
 
     python tools/analysis_tools/summarize_run.py work_dirs/ssdlite_muxnet-m_1xb8-300it_toyvoc
+    python tools/analysis_tools/summarize_run.py work_dirs/A work_dirs/B --plot curves.png
 
 Reads the newest ``<timestamp>/vis_data/scalars.json`` that mmengine's LocalVisBackend wrote. An
 evaluation logged before the first training record is the untrained model's
 (``EvaluateBeforeTrainHook``); the line then compares it with the last evaluation.
+
+``--plot`` draws, for every run given (so a MUXNet run and its MobileNetV2 baseline share the
+axes), the training loss, the learning rate and each headline metric against the iteration.
 """
 import argparse
 import glob
 import json
+import os
 import os.path as osp
+from typing import List, NamedTuple
 
-from mux_backbones.cli import ToolError, exits_cleanly
+from mux_backbones.cli import ToolError, check_output_file, exits_cleanly
 
 # The metrics shown first (VOC and ADE20K's); a run evaluated with others (COCO, Cityscapes)
 # shows all of its evaluation's numbers instead.
@@ -21,12 +27,30 @@ _BOOKKEEPING = ('data_time', 'time', 'step', 'iter', 'epoch', 'memory')
 _TRAINING = ('lr', 'loss')
 
 
-def read_evaluations(work_dir):
-    """The newest run's evaluations, each as ``(before_training, {metric: value})``."""
+class Evaluation(NamedTuple):
+    """One evaluation: after how many training iterations, and what it measured."""
+    iteration: int
+    before_training: bool
+    metrics: dict
+
+
+class Run(NamedTuple):
+    """What one run logged: its training records (with their iteration) and its evaluations."""
+    name: str
+    training: List[dict]
+    evaluations: List[Evaluation]
+
+
+def read_run(work_dir) -> Run:
+    """The newest run under ``work_dir``.
+
+    An evaluation is placed at the iteration of the training record before it: mmengine logs
+    validation by epoch in epoch-based loops, so its own ``step`` is not an iteration there.
+    """
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
         raise ToolError(f'no scalars.json under {work_dir}/*/vis_data')
-    evals, trained = [], False
+    training, evals, iteration = [], [], 0
     with open(files[-1]) as f:
         for number, line in enumerate(f, 1):
             try:
@@ -37,37 +61,101 @@ def read_evaluations(work_dir):
             if not isinstance(record, dict):
                 raise ToolError(f'{files[-1]}, line {number}: not a JSON record')
             if any(key in record for key in _TRAINING):
-                trained = True
+                # ``step`` is the global iteration; an epoch-based loop's ``iter`` restarts.
+                iteration = int(record.get('step', record.get('iter', iteration + 1)))
+                training.append(dict(record, iter=iteration))
                 continue
             metrics = {k: v for k, v in record.items()
                        if k not in _BOOKKEEPING and isinstance(v, (int, float))}
             shown = {m: metrics[m] for m in METRICS if m in metrics} or metrics
             if shown:
-                evals.append((not trained, shown))
-    return evals
+                evals.append(Evaluation(iteration, not training, shown))
+    return Run(osp.basename(osp.normpath(work_dir)), training, evals)
 
 
 def fmt(metrics) -> str:
     return ', '.join(f'{k}={v:.4g}' for k, v in metrics.items())
 
 
+def summary_line(run: Run) -> str:
+    if not run.evaluations:
+        raise ToolError(f'no evaluation recorded in {run.name}')
+    first, last = run.evaluations[0], run.evaluations[-1]
+    if first.before_training and not last.before_training:
+        return (f'{run.name}: before training {fmt(first.metrics)} -> after training '
+                f'{fmt(last.metrics)}')
+    if last.before_training:
+        return f'{run.name}: untrained {fmt(last.metrics)}'
+    return f'{run.name}: last evaluation {fmt(last.metrics)}'
+
+
+def headline(evaluation: Evaluation) -> str:
+    """The metric a run is judged by: VOC's mAP or ADE20K's mIoU, else its first one."""
+    return next(iter(evaluation.metrics))
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')  # files only: never open a window, work without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_runs(runs: List[Run], path: str) -> None:
+    """Write the loss, learning-rate and headline-metric curves of ``runs`` to one image."""
+    plt = _pyplot()
+
+    metrics = list(dict.fromkeys(headline(e) for run in runs for e in run.evaluations[:1]))
+    panels = ['loss', 'lr'] + metrics
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=110,
+                             squeeze=False)
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for index, run in enumerate(runs):
+        colour = colours[index % len(colours)]
+        for axis, key in zip(axes[0][:2], ('loss', 'lr')):
+            points = [(r['iter'], r[key]) for r in run.training if key in r]
+            if points:
+                axis.plot(*zip(*points), color=colour, lw=1.2, label=run.name)
+        for axis, metric in zip(axes[0][2:], metrics):
+            points = [(e.iteration, e.metrics[metric]) for e in run.evaluations
+                      if metric in e.metrics]
+            if points:
+                axis.plot(*zip(*points), color=colour, marker='o', ms=4, lw=1.2,
+                          label=run.name)
+    for axis, key in zip(axes[0], panels):
+        axis.set_title({'loss': 'training loss', 'lr': 'learning rate'}.get(key, key),
+                       fontsize=10)
+        axis.set_xlabel('iteration')
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 @exits_cleanly
 def main():
     parser = argparse.ArgumentParser(description='Summarise a run\'s evaluations')
     parser.add_argument('work_dirs', nargs='+')
+    parser.add_argument('--plot', metavar='FILE.png', default=None,
+                        help='also draw every run\'s loss, learning rate and metric curves')
     args = parser.parse_args()
-    for work_dir in args.work_dirs:
-        evals = read_evaluations(work_dir)
-        if not evals:
-            raise ToolError(f'no evaluation recorded in {work_dir}')
-        name = osp.basename(osp.normpath(work_dir))
-        (first_before, first), (last_before, last) = evals[0], evals[-1]
-        if first_before and not last_before:
-            print(f'{name}: before training {fmt(first)} -> after training {fmt(last)}')
-        elif last_before:
-            print(f'{name}: untrained {fmt(last)}')
-        else:
-            print(f'{name}: last evaluation {fmt(last)}')
+    if args.plot:
+        check_output_file(args.plot, '--plot')
+        plt = _pyplot()
+        supported = plt.figure().canvas.get_supported_filetypes()
+        plt.close('all')
+        if osp.splitext(args.plot)[1][1:].lower() not in supported:
+            raise ToolError(f'--plot {args.plot}: no image format for its extension '
+                            '(e.g. .png, .pdf, .svg)')
+    runs = [read_run(work_dir) for work_dir in args.work_dirs]
+    for run in runs:
+        print(summary_line(run))
+    if args.plot:
+        os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
+        plot_runs(runs, args.plot)
+        print(f'saved {args.plot}')
 
 
 if __name__ == '__main__':
