@@ -110,26 +110,29 @@ def plot_runs(runs: List[Run], path: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=110,
                              squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    handles = []
     for index, run in enumerate(runs):
         colour = colours[index % len(colours)]
+        handles.append(plt.Line2D([], [], color=colour, lw=1.5, label=run.name))
         for axis, key in zip(axes[0][:2], ('loss', 'lr')):
             points = [(r['iter'], r[key]) for r in run.training if key in r]
             if points:
-                axis.plot(*zip(*points), color=colour, lw=1.2, label=run.name)
+                axis.plot(*zip(*points), color=colour, lw=1.2)
         for axis, metric in zip(axes[0][2:], metrics):
             points = [(e.iteration, e.metrics[metric]) for e in run.evaluations
                       if metric in e.metrics]
             if points:
-                axis.plot(*zip(*points), color=colour, marker='o', ms=4, lw=1.2,
-                          label=run.name)
+                axis.plot(*zip(*points), color=colour, marker='o', ms=4, lw=1.2)
     for axis, key in zip(axes[0], panels):
         axis.set_title({'loss': 'training loss', 'lr': 'learning rate'}.get(key, key),
                        fontsize=10)
         axis.set_xlabel('iteration')
         axis.grid(alpha=0.3)
-        if axis.lines:
-            axis.legend(fontsize=7)
-    fig.tight_layout()
+    # One legend for all panels, above them: a run has one colour everywhere.
+    rows = -(-len(runs) // 3)
+    fig.legend(handles=handles, loc='upper center', ncol=min(len(runs), 3), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * rows))
     fig.savefig(path)
     plt.close(fig)
 
