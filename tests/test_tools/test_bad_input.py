@@ -218,6 +218,28 @@ def test_summarize_run_plots_the_curves_of_several_runs(tmp_path):
     assert colours > 50  # drawn curves, not a blank canvas
 
 
+def test_summarize_run_joins_a_resumed_run_and_not_a_new_one(tmp_path):
+    """A resumed run's log continues its killed one's (cut last line and all) from the
+    checkpoint on; a run started again from the beginning in the same work_dir stands alone."""
+    tool = load_tool('tools/analysis_tools/summarize_run.py')
+
+    def train(*steps):
+        return [dict(lr=0.1, loss=1.0 / step, step=step) for step in steps]
+
+    work = tmp_path / 'resumed'
+    _scalars(work, {'mIoU': 1.0, 'step': 0}, *train(1, 2, 3, 4, 5), stamp='20261206_010000',
+             tail='{"lr": 0.1, "lo')
+    _scalars(work, *train(4, 5, 6), {'mIoU': 50.0, 'step': 6}, stamp='20261206_020000')
+    run = tool.read_run(str(work))
+    assert [r['iter'] for r in run.training] == [1, 2, 3, 4, 5, 6]
+    assert [(e.iteration, e.metrics['mIoU']) for e in run.evaluations] == [(0, 1.0), (6, 50.0)]
+    assert tool.summary_line(run) == 'resumed: before training mIoU=1 -> after training mIoU=50'
+    _scalars(work, {'mIoU': 2.0, 'step': 0}, *train(1, 2), stamp='20261206_030000')
+    run = tool.read_run(str(work))
+    assert [r['iter'] for r in run.training] == [1, 2]
+    assert tool.summary_line(run) == 'resumed: untrained mIoU=2'
+
+
 def test_summarize_run_plot_refuses_what_it_cannot_write(tmp_path):
     run = _scalars(tmp_path / 'run', dict(lr=0.1, loss=2.0, step=1), {'mIoU': 5.0, 'step': 1})
     for out, message in ((tmp_path, 'is a folder'),
@@ -325,9 +347,9 @@ def test_summarize_run_without_a_run(tmp_path):
     _one_line_error(proc, f'no scalars.json under {tmp_path}')
 
 
-def _scalars(work_dir, *records, tail=''):
+def _scalars(work_dir, *records, tail='', stamp='20261205_000000'):
     import json
-    folder = work_dir / '20261205_000000' / 'vis_data'
+    folder = work_dir / stamp / 'vis_data'
     folder.mkdir(parents=True)
     (folder / 'scalars.json').write_text(''.join(json.dumps(r) + '\n' for r in records) + tail)
     return str(work_dir)

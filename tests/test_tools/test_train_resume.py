@@ -1,4 +1,5 @@
-"""kill -9 during training, then tools/train.py --resume continues where it stopped."""
+"""kill -9 during training, then tools/train.py --resume continues where it stopped, and
+summarize_run reads the two logs as one run."""
 import os
 import os.path as osp
 import signal
@@ -10,7 +11,7 @@ import time
 import torch
 
 from mux_backbones.compat import mmengine_checkpoint_types
-from .helpers import REPO, run_tool, tool_env, write_det_config
+from .helpers import REPO, load_tool, run_tool, tool_env, write_det_config
 
 
 def _last_checkpoint(work_dir):
@@ -76,3 +77,7 @@ def test_resume_after_kill(tmp_path, toy_voc):
     assert os.stat(final_path).st_mode & 0o777 == 0o666 & ~umask
     # The optimizer continued from its saved state (AdamW step counts carry over).
     assert _adam_steps(final) == {float(n + 3)}
+    # The killed run's log up to the checkpoint, then the resumed one's: every iteration once.
+    run = load_tool('tools/analysis_tools/summarize_run.py').read_run(work_dir)
+    assert [r['iter'] for r in run.training] == list(range(1, n + 4))
+    assert [e.iteration for e in run.evaluations] == [n + 3]

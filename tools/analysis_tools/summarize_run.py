@@ -3,9 +3,10 @@
     python tools/analysis_tools/summarize_run.py work_dirs/ssdlite_muxnet-m_1xb8-300it_toyvoc
     python tools/analysis_tools/summarize_run.py work_dirs/A work_dirs/B --plot curves.png
 
-Reads the newest ``<timestamp>/vis_data/scalars.json`` that mmengine's LocalVisBackend wrote. An
-evaluation logged before the first training record is the untrained model's
-(``EvaluateBeforeTrainHook``); the line then compares it with the last evaluation.
+Reads the ``<timestamp>/vis_data/scalars.json`` that mmengine's LocalVisBackend wrote: the newest
+one, joined to the logs it resumed from (``train.py --resume``). An evaluation logged before the
+first training record is the untrained model's (``EvaluateBeforeTrainHook``); the line then
+compares it with the last evaluation.
 
 ``--plot`` draws, for every run given (so a MUXNet run and its MobileNetV2 baseline share the
 axes), the training loss, the learning rate and each headline metric against the iteration.
@@ -41,35 +42,59 @@ class Run(NamedTuple):
     evaluations: List[Evaluation]
 
 
-def read_run(work_dir) -> Run:
-    """The newest run under ``work_dir``.
+def _read_scalars(path: str, last: bool):
+    """One ``scalars.json``: its training records and evaluations.
 
     An evaluation is placed at the iteration of the training record before it: mmengine logs
-    validation by epoch in epoch-based loops, so its own ``step`` is not an iteration there.
+    validation by epoch in epoch-based loops, so its own ``step`` is not an iteration there. A
+    cut last line is an error in the newest file (``last``) and the mark of a killed run, which
+    was resumed, in an earlier one.
+    """
+    training, evals, iteration = [], [], 0
+    with open(path) as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not last:
+                break
+            raise ToolError(f'{path}, line {number}: not a JSON record (a run stopped '
+                            'while writing it?)') from None
+        if not isinstance(record, dict):
+            raise ToolError(f'{path}, line {number}: not a JSON record')
+        if any(key in record for key in _TRAINING):
+            # ``step`` is the global iteration; an epoch-based loop's ``iter`` restarts.
+            iteration = int(record.get('step', record.get('iter', iteration + 1)))
+            training.append(dict(record, iter=iteration))
+            continue
+        metrics = {k: v for k, v in record.items()
+                   if k not in _BOOKKEEPING and isinstance(v, (int, float))}
+        shown = {m: metrics[m] for m in METRICS if m in metrics} or metrics
+        if shown:
+            evals.append(Evaluation(iteration, not training, shown))
+    return training, evals
+
+
+def read_run(work_dir) -> Run:
+    """The newest run under ``work_dir``, with the parts it resumed from.
+
+    Every ``train.py --resume`` logs to a new timestamped folder, from the checkpoint's
+    iteration on. A folder whose training starts past the iterations logged before it continues
+    them (its records replace any logged again after the checkpoint); one that starts from
+    the beginning, or trains nothing, is a new run and the earlier folders are not part of it.
     """
     files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
         raise ToolError(f'no scalars.json under {work_dir}/*/vis_data')
-    training, evals, iteration = [], [], 0
-    with open(files[-1]) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ToolError(f'{files[-1]}, line {number}: not a JSON record (a run stopped '
-                                'while writing it?)') from None
-            if not isinstance(record, dict):
-                raise ToolError(f'{files[-1]}, line {number}: not a JSON record')
-            if any(key in record for key in _TRAINING):
-                # ``step`` is the global iteration; an epoch-based loop's ``iter`` restarts.
-                iteration = int(record.get('step', record.get('iter', iteration + 1)))
-                training.append(dict(record, iter=iteration))
-                continue
-            metrics = {k: v for k, v in record.items()
-                       if k not in _BOOKKEEPING and isinstance(v, (int, float))}
-            shown = {m: metrics[m] for m in METRICS if m in metrics} or metrics
-            if shown:
-                evals.append(Evaluation(iteration, not training, shown))
+    training, evals = [], []
+    for index, path in enumerate(files):
+        new_training, new_evals = _read_scalars(path, last=index == len(files) - 1)
+        start = new_training[0]['iter'] if new_training else 0
+        if not training or start <= training[0]['iter']:
+            training, evals = [], []
+        training = [r for r in training if r['iter'] < start] + new_training
+        evals = [e for e in evals if e.iteration < start] + new_evals
     return Run(osp.basename(osp.normpath(work_dir)), training, evals)
 
 
