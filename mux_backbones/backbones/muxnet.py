@@ -229,9 +229,16 @@ class MUXNet(BaseModule):
                                  kernel_dilation(k, stage.dilation) for k in spec.kernel_sizes)
                 # No activation anywhere when act_cfg is None, "nre" blocks included.
                 act = None if act_cfg is None else (spec.act_cfg or act_cfg)
-                blocks.append(self._make_block(spec, in_channels, out_channels,
-                                               stage.stride if j == 0 else 1, dilation,
-                                               norm_cfg, act, rate, fused_ops))
+                try:
+                    blocks.append(self._make_block(spec, in_channels, out_channels,
+                                                   stage.stride if j == 0 else 1, dilation,
+                                                   norm_cfg, act, rate, fused_ops))
+                except ValueError as err:
+                    # The layer's own message names its channels, not the block or the width
+                    # multiplier that made them.
+                    name = f'MUXNet-{arch}' if self.arch in arch_settings else 'MUXNet'
+                    raise ValueError(f'{name}: block layer{i + 1}.{j} at widen_factor '
+                                     f'{widen_factor}: {err}') from err
                 in_channels = out_channels
                 block_idx += 1
             self.add_module(f'layer{i + 1}', nn.Sequential(*blocks))

@@ -162,6 +162,9 @@ def test_custom_norm_and_act():
     (dict(widen_factor=0), 'widen_factor'),
     (dict(widen_factor=float('inf')), 'positive finite number'),
     (dict(widen_factor='1.0'), 'positive finite number'),
+    # Too narrow to multiplex over three scales: the message names the block and the width.
+    (dict(arch='xs', widen_factor=0.35),
+     r'MUXNet-xs: block layer2.1 at widen_factor 0.35: SpatialMuxConv: 12 channels'),
     (dict(fused_ops='auto'), 'fused_ops must be True or False'),
     # Values Python would let through where an int or a range is meant.
     (dict(out_indices=7), 'sequence of output indices'),
