@@ -4,6 +4,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import shutil
 
 import torch
 
@@ -35,6 +36,14 @@ def test_det_train_test_demo(tmp_path, toy_voc):
     out_img = str(tmp_path / 'demo.jpg')
     run_tool('tools/demo.py', img, cfg, ckpt, '--out-file', out_img, '--score-thr', '0.0')
     assert osp.getsize(out_img) > 0
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for name in ('000000.jpg', '000001.jpg'):
+        shutil.copy(osp.join(toy_voc, 'VOC2007/JPEGImages', name), photos / name)
+    out = run_tool('tools/demo.py', str(photos), cfg, ckpt, '--out-dir', str(tmp_path / 'drawn'),
+                   '--score-thr', '0.0')
+    assert out.stdout.count('objects above score 0.0') == 2
+    assert sorted(os.listdir(tmp_path / 'drawn')) == ['000000.jpg', '000001.jpg']
 
 
 def test_seg_train_test_demo(tmp_path, toy_ade):
