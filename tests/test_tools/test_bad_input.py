@@ -193,16 +193,14 @@ def test_summarize_run_plots_the_curves_of_several_runs(tmp_path):
     from PIL import Image
     tool = load_tool('tools/analysis_tools/summarize_run.py')
 
-    def train(step, epoch=None):
-        record = dict(lr=0.1 / step, loss=3.0 / step, loss_cls=2.0 / step, step=step)
-        return dict(record, epoch=epoch, iter=(step - 1) % 4 + 1) if epoch else record
+    def train(step):  # as mmengine logs them, in both kinds of loop
+        return dict(lr=0.1 / step, loss=3.0 / step, loss_cls=2.0 / step, iter=step, step=step)
 
     by_iter = _scalars(tmp_path / 'muxnet', {'mIoU': 1.0, 'step': 0}, train(1), train(2),
                        {'mIoU': 20.0, 'mAcc': 30.0, 'aAcc': 60.0, 'step': 2})
-    by_epoch = _scalars(tmp_path / 'ssd', *(train(s, epoch=1) for s in (1, 2, 3, 4)),
-                        {'pascal_voc/mAP': 0.2, 'step': 1},
-                        *(train(s, epoch=2) for s in (5, 6, 7, 8)),
-                        {'pascal_voc/mAP': 0.4, 'step': 2})
+    by_epoch = _scalars(tmp_path / 'ssd', *map(train, (1, 2, 3, 4)),
+                        {'pascal_voc/mAP': 0.2, 'step': 1},  # (the step of epoch 1)
+                        *map(train, (5, 6, 7, 8)), {'pascal_voc/mAP': 0.4, 'step': 2})
     runs = [tool.read_run(by_iter), tool.read_run(by_epoch)]
     placed = [(e.iteration, e.before_training) for e in runs[0].evaluations]
     assert placed == [(0, True), (2, False)]

@@ -64,7 +64,6 @@ def _read_scalars(path: str, last: bool):
         if not isinstance(record, dict):
             raise ToolError(f'{path}, line {number}: not a JSON record')
         if any(key in record for key in _TRAINING):
-            # ``step`` is the global iteration; an epoch-based loop's ``iter`` restarts.
             iteration = int(record.get('step', record.get('iter', iteration + 1)))
             training.append(dict(record, iter=iteration))
             continue
