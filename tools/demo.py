@@ -172,7 +172,7 @@ def plan_drawings(args):
         try:
             check_drawable(img)
         except (ToolError, DatasetError) as err:
-            if len(images) == 1 and not osp.isdir(args.img):
+            if not osp.isdir(args.img):
                 raise
             print(f'warning: skipped {err}', file=sys.stderr)
             continue

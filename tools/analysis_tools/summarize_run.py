@@ -92,8 +92,10 @@ def read_run(work_dir) -> Run:
         start = new_training[0]['iter'] if new_training else 0
         if not training or start <= training[0]['iter']:
             training, evals = [], []
-        training = [r for r in training if r['iter'] < start] + new_training
-        evals = [e for e in evals if e.iteration < start] + new_evals
+        training = [r for r in training if r['iter'] < start]
+        evals = [e for e in evals if e.iteration < start] + [
+            e._replace(before_training=e.before_training and not training) for e in new_evals]
+        training += new_training
     return Run(osp.basename(osp.normpath(work_dir)), training, evals)
 
 
