@@ -62,6 +62,12 @@ def _legend(image: np.ndarray, names, colours) -> np.ndarray:
     return np.concatenate([canvas, panel], axis=1)
 
 
+def _drawing_only(visualizer_cfg) -> dict:
+    """The config's visualizer without its storage backends: the demo writes its drawings
+    itself, and a LocalVisBackend without a ``save_dir`` only warns that it cannot store."""
+    return dict(visualizer_cfg, vis_backends=None)
+
+
 class DetectionDrawer:
     """A detector built once, drawing its boxes on one image at a time."""
 
@@ -71,7 +77,7 @@ class DetectionDrawer:
         with mmengine_checkpoint_types():
             self.model = init_detector(args.config, args.checkpoint, device=args.device)
         verify_checkpoint(self.model, args.checkpoint)
-        self.visualizer = VISUALIZERS.build(self.model.cfg.visualizer)
+        self.visualizer = VISUALIZERS.build(_drawing_only(self.model.cfg.visualizer))
         self.visualizer.dataset_meta = self.model.dataset_meta
         self.score_thr = args.score_thr
 
@@ -94,7 +100,7 @@ class SegmentationDrawer:
         with mmengine_checkpoint_types():
             self.model = init_model(args.config, args.checkpoint, device=args.device)
         verify_checkpoint(self.model, args.checkpoint)
-        self.visualizer = VISUALIZERS.build(self.model.cfg.visualizer)
+        self.visualizer = VISUALIZERS.build(_drawing_only(self.model.cfg.visualizer))
         self.visualizer.set_dataset_meta(self.model.dataset_meta['classes'],
                                          self.model.dataset_meta['palette'])
         self.visualizer.alpha = args.opacity
