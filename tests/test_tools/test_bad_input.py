@@ -212,8 +212,12 @@ def test_summarize_run_plots_the_curves_of_several_runs(tmp_path):
     with Image.open(out) as image:
         width, height = image.size
         colours = len(set(image.convert('RGB').getdata()))
-    assert width > 3 * height  # loss, lr, mIoU and mAP side by side
+    assert width > 4 * height  # loss, lr, mIoU and mAP side by side
     assert colours > 50  # drawn curves, not a blank canvas
+    run_tool('tools/analysis_tools/summarize_run.py', by_iter, by_epoch, '--plot', str(out),
+             '--keys', 'loss_cls')
+    with Image.open(out) as image:
+        assert 3 * image.size[1] < image.size[0] < 4 * image.size[1]  # loss_cls, mIoU, mAP
 
 
 def test_summarize_run_joins_a_resumed_run_and_not_a_new_one(tmp_path):
@@ -245,6 +249,10 @@ def test_summarize_run_plot_refuses_what_it_cannot_write(tmp_path):
         proc = run_tool('tools/analysis_tools/summarize_run.py', run, '--plot', str(out),
                         check=False)
         _one_line_error(proc, f'--plot {out}', message)
+    proc = run_tool('tools/analysis_tools/summarize_run.py', run, '--plot',
+                    str(tmp_path / 'curves.png'), '--keys', 'loss', 'loss_ce', check=False)
+    _one_line_error(proc, "--keys loss_ce: not in any run's training records; they have loss, lr")
+    assert not osp.exists(tmp_path / 'curves.png')
 
 
 def test_test_tool_refuses_a_results_file_that_is_a_folder(tmp_path, det_cfg):

@@ -16,7 +16,7 @@ import glob
 import json
 import os
 import os.path as osp
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Sequence
 
 from mux_backbones.cli import ToolError, check_output_file, exits_cleanly
 
@@ -26,6 +26,8 @@ METRICS = ('pascal_voc/mAP', 'mIoU', 'mAcc', 'aAcc')
 # What mmengine logs beside the metrics of an evaluation, and what marks a training record.
 _BOOKKEEPING = ('data_time', 'time', 'step', 'iter', 'epoch', 'memory')
 _TRAINING = ('lr', 'loss')
+# What --plot draws of the training records by default.
+TRAINING_KEYS = ('loss', 'lr')
 
 
 class Evaluation(NamedTuple):
@@ -127,12 +129,13 @@ def _pyplot():
     return plt
 
 
-def plot_runs(runs: List[Run], path: str) -> None:
-    """Write the loss, learning-rate and headline-metric curves of ``runs`` to one image."""
+def plot_runs(runs: List[Run], path: str, keys: Sequence[str] = TRAINING_KEYS) -> None:
+    """Write the curves of ``runs`` to one image: one panel per training key (``keys``), then
+    one per headline metric."""
     plt = _pyplot()
 
     metrics = list(dict.fromkeys(headline(e) for run in runs for e in run.evaluations[:1]))
-    panels = ['loss', 'lr'] + metrics
+    panels = list(keys) + metrics
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=110,
                              squeeze=False)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
@@ -140,11 +143,11 @@ def plot_runs(runs: List[Run], path: str) -> None:
     for index, run in enumerate(runs):
         colour = colours[index % len(colours)]
         handles.append(plt.Line2D([], [], color=colour, lw=1.5, label=run.name))
-        for axis, key in zip(axes[0][:2], ('loss', 'lr')):
+        for axis, key in zip(axes[0], keys):
             points = [(r['iter'], r[key]) for r in run.training if key in r]
             if points:
                 axis.plot(*zip(*points), color=colour, lw=1.2)
-        for axis, metric in zip(axes[0][2:], metrics):
+        for axis, metric in zip(axes[0][len(keys):], metrics):
             points = [(e.iteration, e.metrics[metric]) for e in run.evaluations
                       if metric in e.metrics]
             if points:
@@ -169,6 +172,9 @@ def main():
     parser.add_argument('work_dirs', nargs='+')
     parser.add_argument('--plot', metavar='FILE.png', default=None,
                         help='also draw every run\'s loss, learning rate and metric curves')
+    parser.add_argument('--keys', nargs='+', default=list(TRAINING_KEYS),
+                        help='the training records\' keys to draw with --plot, e.g. loss '
+                        'loss_cls loss_bbox (default: loss lr)')
     args = parser.parse_args()
     if args.plot:
         check_output_file(args.plot, '--plot')
@@ -182,8 +188,15 @@ def main():
     for run in runs:
         print(summary_line(run))
     if args.plot:
+        logged = sorted({k for run in runs for r in run.training for k, v in r.items()
+                         if k not in _BOOKKEEPING and isinstance(v, (int, float))})
+        missing = [k for k in args.keys if k not in logged]
+        if missing:
+            raise ToolError(f'--keys {" ".join(missing)}: not in any run\'s training records; '
+                            f'they have {", ".join(logged) or "none"}')
+    if args.plot:
         os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
-        plot_runs(runs, args.plot)
+        plot_runs(runs, args.plot, args.keys)
         print(f'saved {args.plot}')
 
 
