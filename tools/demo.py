@@ -62,10 +62,15 @@ def _legend(image: np.ndarray, names, colours) -> np.ndarray:
     return np.concatenate([canvas, panel], axis=1)
 
 
-def _drawing_only(visualizer_cfg) -> dict:
-    """The config's visualizer without its storage backends: the demo writes its drawings
+def _model_and_visualizer(init_model, visualizers, args):
+    """The model of ``args.config`` with ``args.checkpoint`` loaded (by mmdet's or mmseg's
+    ``init_model`` function) and checked, and the config's visualizer (from that library's
+    ``visualizers`` registry) without its storage backends: the demo writes its drawings
     itself, and a LocalVisBackend without a ``save_dir`` only warns that it cannot store."""
-    return dict(visualizer_cfg, vis_backends=None)
+    with mmengine_checkpoint_types():
+        model = init_model(args.config, args.checkpoint, device=args.device)
+    verify_checkpoint(model, args.checkpoint)
+    return model, visualizers.build(dict(model.cfg.visualizer, vis_backends=None))
 
 
 class DetectionDrawer:
@@ -74,10 +79,7 @@ class DetectionDrawer:
     def __init__(self, args):
         from mmdet.apis import init_detector
         from mmdet.registry import VISUALIZERS
-        with mmengine_checkpoint_types():
-            self.model = init_detector(args.config, args.checkpoint, device=args.device)
-        verify_checkpoint(self.model, args.checkpoint)
-        self.visualizer = VISUALIZERS.build(_drawing_only(self.model.cfg.visualizer))
+        self.model, self.visualizer = _model_and_visualizer(init_detector, VISUALIZERS, args)
         self.visualizer.dataset_meta = self.model.dataset_meta
         self.score_thr = args.score_thr
 
@@ -97,10 +99,7 @@ class SegmentationDrawer:
     def __init__(self, args):
         from mmseg.apis import init_model
         from mmseg.registry import VISUALIZERS
-        with mmengine_checkpoint_types():
-            self.model = init_model(args.config, args.checkpoint, device=args.device)
-        verify_checkpoint(self.model, args.checkpoint)
-        self.visualizer = VISUALIZERS.build(_drawing_only(self.model.cfg.visualizer))
+        self.model, self.visualizer = _model_and_visualizer(init_model, VISUALIZERS, args)
         self.visualizer.set_dataset_meta(self.model.dataset_meta['classes'],
                                          self.model.dataset_meta['palette'])
         self.visualizer.alpha = args.opacity

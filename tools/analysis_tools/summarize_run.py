@@ -44,6 +44,12 @@ class Run(NamedTuple):
     evaluations: List[Evaluation]
 
 
+def _logged_values(record: dict) -> dict:
+    """The numbers a record logged: its metrics or losses, not mmengine's bookkeeping."""
+    return {k: v for k, v in record.items()
+            if k not in _BOOKKEEPING and isinstance(v, (int, float))}
+
+
 def _read_scalars(path: str, last: bool):
     """One ``scalars.json``: its training records and evaluations.
 
@@ -69,8 +75,7 @@ def _read_scalars(path: str, last: bool):
             iteration = int(record.get('step', record.get('iter', iteration + 1)))
             training.append(dict(record, iter=iteration))
             continue
-        metrics = {k: v for k, v in record.items()
-                   if k not in _BOOKKEEPING and isinstance(v, (int, float))}
+        metrics = _logged_values(record)
         shown = {m: metrics[m] for m in METRICS if m in metrics} or metrics
         if shown:
             evals.append(Evaluation(iteration, not training, shown))
@@ -188,13 +193,11 @@ def main():
     for run in runs:
         print(summary_line(run))
     if args.plot:
-        logged = sorted({k for run in runs for r in run.training for k, v in r.items()
-                         if k not in _BOOKKEEPING and isinstance(v, (int, float))})
+        logged = sorted({k for run in runs for r in run.training for k in _logged_values(r)})
         missing = [k for k in args.keys if k not in logged]
         if missing:
             raise ToolError(f'--keys {" ".join(missing)}: not in any run\'s training records; '
                             f'they have {", ".join(logged) or "none"}')
-    if args.plot:
         os.makedirs(osp.dirname(osp.abspath(args.plot)), exist_ok=True)
         plot_runs(runs, args.plot, args.keys)
         print(f'saved {args.plot}')
