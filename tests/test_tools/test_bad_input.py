@@ -5,6 +5,7 @@ import os.path as osp
 import re
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -486,3 +487,25 @@ def test_a_bad_input_found_in_a_dataloader_worker_is_still_one_line():
         main()
     assert info.value.code == 'error: label map x.png has value 21, above the 5 allowed'
     assert error_line(DatasetError('a: b')) == 'a: b'  # raised in this process: as it is
+
+
+def test_publish_model_refuses_what_it_cannot_publish(tmp_path, det_cfg, toy_ade):
+    tool = 'tools/model_converters/publish_model.py'
+    ckpt = save_model_of(det_cfg, tmp_path / 'det.pth')
+    out = str(tmp_path / 'pub' / 'det.pth')
+    _one_line_error(run_tool(tool, ckpt, out, '--save-keys', 'optimizer', check=False),
+                    '--save-keys optimizer:', 'has no such key (it has meta, state_dict)')
+    seg_cfg = write_seg_config(tmp_path, toy_ade)
+    _one_line_error(run_tool(tool, ckpt, out, '--config', seg_cfg, check=False),
+                    f'checkpoint {ckpt} does not fit the model', 'first: "')
+    _one_line_error(run_tool(tool, ckpt, str(tmp_path), check=False), 'is a folder')
+    (tmp_path / 'file').write_text('')
+    _one_line_error(run_tool(tool, ckpt, str(tmp_path / 'file' / 'det.pth'), check=False),
+                    'the folder of out_file', 'is a file')
+    numpy_meta = str(tmp_path / 'numpy_meta.pth')  # readable as a training checkpoint is
+    torch.save(dict(torch.load(ckpt), meta=dict(best=np.float64(0.5))), numpy_meta)
+    _one_line_error(run_tool(tool, numpy_meta, out, check=False),
+                    'its "meta" would not load weights-only', 'numpy', '--save-keys')
+    assert not osp.exists(tmp_path / 'pub'), 'nothing is written for a refused checkpoint'
+    proc = run_tool(tool, numpy_meta, out, '--save-keys', 'state_dict')
+    assert 'left out: meta' in proc.stdout

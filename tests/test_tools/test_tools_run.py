@@ -1,5 +1,6 @@
 """The command-line tools run end to end on tiny models: train, test (--out, --show-dir, --tta),
-demo (an image, a folder), get_flops and the checkpoint converter."""
+demo (an image, a folder), get_flops, the checkpoint converter and publish_model."""
+import hashlib
 import os
 import os.path as osp
 import pickle
@@ -22,6 +23,7 @@ def test_det_train_test_demo(tmp_path, toy_voc):
     vis, pkl = str(tmp_path / 'vis'), str(tmp_path / 'res.pkl')
     out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--out', pkl, '--show-dir', vis)
     assert 'pascal_voc/mAP' in out.stdout + out.stderr
+    trained_map = _voc_map(out)
     with open(pkl, 'rb') as f:
         results = pickle.load(f)
     assert len(results) == 8 and 'pred_instances' in results[0]
@@ -44,6 +46,25 @@ def test_det_train_test_demo(tmp_path, toy_voc):
                    '--score-thr', '0.0')
     assert out.stdout.count('objects above score 0.0') == 2
     assert sorted(os.listdir(tmp_path / 'drawn')) == ['000000.jpg', '000001.jpg']
+
+    out = run_tool('tools/model_converters/publish_model.py', ckpt,
+                   str(tmp_path / 'published' / 'ssdlite.pth'), '--config', cfg)
+    published = re.search(r'published (\S+):', out.stdout).group(1)
+    assert re.fullmatch(r'.*/published/ssdlite-[0-9a-f]{8}\.pth', published), published
+    data = open(published, 'rb').read()
+    assert published.endswith(f'-{hashlib.sha256(data).hexdigest()[:8]}.pth')
+    assert 'optimizer' in out.stdout.partition('left out: ')[2]  # (and the message hub)
+    loaded = torch.load(published, weights_only=True)  # no allow-list needed
+    assert set(loaded) == {'meta', 'state_dict'} and loaded['meta']['dataset_meta']['classes']
+    assert all(v.is_contiguous() for v in loaded['state_dict'].values())
+    trained = torch.load(ckpt, weights_only=False)['state_dict']
+    assert all(torch.equal(trained[k], v) for k, v in loaded['state_dict'].items())
+    out = run_tool('tools/test.py', cfg, published, '--work-dir', work)
+    assert _voc_map(out) == trained_map
+
+
+def _voc_map(proc):
+    return re.findall(r'pascal_voc/mAP: ([0-9.]+)', proc.stdout + proc.stderr)[-1]
 
 
 def test_seg_train_test_demo(tmp_path, toy_ade):
