@@ -4,8 +4,9 @@ The tools stay thin (Config -> --cfg-options -> Runner.from_cfg, as in mmdet/mms
 between detection and segmentation (visualisation, result dumping) is dispatched here on the
 config's ``default_scope``. Also here: the config changes a tool makes on the user's behalf
 (atomic checkpoint writes, visualisation), the checks of a distributed launcher's needs, of a
-MUXNet backbone's arguments and of the channels its neck or heads read before a runner builds
-the model, and the exact check of a checkpoint against the model a runner built.
+MUXNet backbone's arguments, of the channels its neck or heads read and of the dataloaders'
+sizes before a runner builds the model, and the exact check of a checkpoint against the model
+a runner built.
 """
 import copy
 import inspect
@@ -18,6 +19,7 @@ from mmengine.config import Config
 
 from ..engine.atomic_backend import BACKEND_NAME
 from ..engine.checkpoint import check_state_dict, read_checkpoint, state_dict_of
+from ..utils.arguments import is_int
 from .args import ToolError
 
 
@@ -33,8 +35,36 @@ def load_config(path: str, args) -> Config:
         cfg.merge_from_dict(args.cfg_options)
     ensure_custom_imports(cfg)
     check_backbone_arguments(cfg)
+    check_dataloaders(cfg)
     set_work_dir(cfg, args.work_dir)
     return cfg
+
+
+_DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def check_dataloaders(cfg: Config) -> None:
+    """A dataloader's ``batch_size`` and ``num_workers``, checked in one line before the runner.
+
+    torch's ``DataLoader`` refuses a batch size below 1, a negative worker count and
+    ``persistent_workers`` without workers with a ValueError from deep inside the runner. The
+    last one is what ``--cfg-options train_dataloader.num_workers=0`` (workers off, to debug)
+    meets in every mmdet/mmseg config, which keep their workers alive: there is nothing to keep
+    alive then, so ``persistent_workers`` is turned off with a note instead.
+    """
+    for name in _DATALOADERS:
+        loader = cfg.get(name, None)
+        if not isinstance(loader, dict):
+            continue
+        batch, workers = loader.get('batch_size', 1), loader.get('num_workers', 0)
+        if not is_int(batch) or batch < 1:
+            raise ToolError(f'{name}.batch_size must be a positive integer, got {batch!r}')
+        if not is_int(workers) or workers < 0:
+            raise ToolError(f'{name}.num_workers must be an integer >= 0, got {workers!r}')
+        if workers == 0 and loader.get('persistent_workers', False):
+            loader['persistent_workers'] = False
+            print(f'note: {name}.num_workers is 0, so its persistent_workers is turned off '
+                  f'(there are no workers to keep alive)')
 
 
 def check_launcher(launcher: str) -> None:

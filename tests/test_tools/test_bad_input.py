@@ -312,6 +312,29 @@ def test_train_tool_amp_without_a_gpu_is_one_line(tmp_path, det_cfg):
     _one_line_error(proc, 'AmpOptimWrapper (--amp) trains on a GPU only')
 
 
+@pytest.mark.parametrize('option, message', [
+    ('train_dataloader.batch_size=0', 'train_dataloader.batch_size must be a positive integer'),
+    ('val_dataloader.batch_size=2.5', 'val_dataloader.batch_size must be a positive integer'),
+    ('test_dataloader.num_workers=-1', 'test_dataloader.num_workers must be an integer >= 0'),
+])
+def test_runner_tools_name_a_dataloader_size_torch_refuses(tmp_path, det_cfg, option, message):
+    proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'n.pth'), '--cfg-options', option,
+                    check=False)
+    _one_line_error(proc, message)
+
+
+def test_no_workers_turns_persistent_workers_off(tmp_path, det_cfg):
+    """``num_workers=0`` in a config that keeps its workers alive (every mmdet/mmseg one) trains,
+    where torch's DataLoader would refuse the pair."""
+    proc = run_tool('tools/train.py', det_cfg, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', 'train_dataloader.persistent_workers=True',
+                    'train_dataloader.num_workers=0', 'val_dataloader.persistent_workers=True')
+    assert 'note: train_dataloader.num_workers is 0, so its persistent_workers is turned off' \
+        in proc.stdout
+    assert 'note: val_dataloader.num_workers is 0' in proc.stdout
+    assert osp.isfile(tmp_path / 'w' / 'iter_1.pth')
+
+
 @pytest.mark.parametrize('device, count, env, message', [
     ('cuda', 2, dict(LOCAL_RANK='0'), 'RANK and WORLD_SIZE are not set'),
     ('cuda', 2, dict(LOCAL_RANK='2', RANK='2', WORLD_SIZE='4'),
