@@ -16,8 +16,9 @@ import os.path as osp
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from mux_backbones.cli import (ToolError, add_runner_args, check_amp_device, exits_cleanly,
-                               load_config, task_of, use_atomic_checkpoints, verify_checkpoint)
+from mux_backbones.cli import (ToolError, add_runner_args, check_amp_device, check_schedule_length,
+                               exits_cleanly, finished_schedule_note, load_config, task_of,
+                               use_atomic_checkpoints, verify_checkpoint)
 from mux_backbones.datasets import (check_datasets, check_segmentation_config,
                                     insert_seg_map_validation)
 
@@ -58,6 +59,7 @@ def main():
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     check_amp_device(cfg)
+    check_schedule_length(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ToolError('--auto-scale-lr needs "auto_scale_lr.base_batch_size" in the config')
@@ -78,7 +80,10 @@ def main():
     runner = Runner.from_cfg(cfg)
     for path in {resume_from, cfg.get('load_from')} - {None}:
         if '://' not in path:  # remote weights are left to mmengine's loader
-            verify_checkpoint(runner.model, path)
+            checkpoint = verify_checkpoint(runner.model, path)
+            note = finished_schedule_note(cfg, checkpoint) if path == resume_from else None
+            if note:
+                print(note)
     runner.train()
 
 

@@ -333,11 +333,14 @@ def use_atomic_checkpoints(cfg: Config) -> bool:
     return True
 
 
-def verify_checkpoint(model, path: str) -> None:
+def verify_checkpoint(model, path: str) -> dict:
     """Refuse a checkpoint that does not fill ``model`` exactly (or cannot be read), in one line.
 
     mmengine's runner loads ``load_from`` and resumes non-strictly: another model's weights
     evaluate as an ordinary, wrong result behind one warning. The tools call this first.
+
+    Returns:
+        dict: The checkpoint as read.
     """
     from mmengine.model import BaseTTAModel, is_model_wrapper
     model = model.module if is_model_wrapper(model) else model
@@ -345,3 +348,36 @@ def verify_checkpoint(model, path: str) -> None:
     checkpoint = read_checkpoint(path, training_state=True)
     check_state_dict(model.state_dict(), state_dict_of(checkpoint, f'checkpoint {path}'),
                      f'checkpoint {path}')
+    return checkpoint
+
+
+def _schedule_length(cfg: Config):
+    """``(unit, key, length)`` of the config's training loop: ``('iter', 'max_iters', N)`` or
+    ``('epoch', 'max_epochs', N)``, N None where the config sets none."""
+    train = cfg.get('train_cfg', None) or {}
+    by_epoch = train.get('by_epoch', 'max_epochs' in train) or \
+        str(train.get('type', '')).endswith('EpochBasedTrainLoop')
+    key = 'max_epochs' if by_epoch else 'max_iters'
+    return ('epoch' if by_epoch else 'iter'), key, train.get(key, None)
+
+
+def check_schedule_length(cfg: Config) -> None:
+    """A training schedule of no iterations or epochs trains nothing and says nothing (mmengine's
+    loop ends at once): refused in one line instead."""
+    _, key, length = _schedule_length(cfg)
+    if length is not None and (not is_int(length) or length < 1):
+        raise ToolError(f'train_cfg.{key} must be a positive integer, got {length!r}')
+
+
+def finished_schedule_note(cfg: Config, checkpoint: dict) -> Optional[str]:
+    """A note where a checkpoint to resume from has trained the whole schedule already.
+
+    mmengine then advances its loop to the end and stops without a word; the checkpoint's
+    ``meta`` holds the epoch and iteration it was saved at.
+    """
+    unit, key, length = _schedule_length(cfg)
+    done = (checkpoint.get('meta') or {}).get(unit, None) if isinstance(checkpoint, dict) else None
+    if not is_int(length) or not is_int(done) or done < length:
+        return None
+    return (f'note: the checkpoint resumed from was saved at {unit} {done} and train_cfg.{key} '
+            f'is {length}: there is nothing left to train (raise train_cfg.{key} to train on)')

@@ -12,7 +12,8 @@ from mmengine.config import Config
 
 from mux_backbones import MUXNet
 from mux_backbones.cli import ToolError, build_model_from_config
-from mux_backbones.cli.config import check_backbone_arguments, check_launcher
+from mux_backbones.cli.config import (check_backbone_arguments, check_launcher,
+                                      check_schedule_length, finished_schedule_note)
 from .helpers import (REPO, load_tool, run_tool, save_model_of, tool_env, write_det_config,
                       write_seg_config)
 
@@ -321,6 +322,32 @@ def test_runner_tools_name_a_dataloader_size_torch_refuses(tmp_path, det_cfg, op
     proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'n.pth'), '--cfg-options', option,
                     check=False)
     _one_line_error(proc, message)
+
+
+@pytest.mark.parametrize('train_cfg, meta, note', [
+    (dict(type='IterBasedTrainLoop', max_iters=300), dict(epoch=0, iter=300),
+     'saved at iter 300 and train_cfg.max_iters is 300'),
+    (dict(by_epoch=False, max_iters=300), dict(epoch=0, iter=120), None),
+    (dict(type='EpochBasedTrainLoop', max_epochs=24), dict(epoch=24, iter=9000),
+     'saved at epoch 24 and train_cfg.max_epochs is 24'),
+    (dict(by_epoch=True, max_epochs=24), dict(epoch=12, iter=9000), None),
+    (dict(max_epochs=12), dict(epoch=13, iter=9000), 'saved at epoch 13'),
+    (dict(max_iters=10), dict(), None),  # a checkpoint without the runner's meta
+])
+def test_resuming_a_finished_schedule_is_noted(train_cfg, meta, note):
+    found = finished_schedule_note(Config(dict(train_cfg=train_cfg)), dict(meta=meta))
+    assert found == note if note is None else note in found and 'nothing left to train' in found
+
+
+@pytest.mark.parametrize('train_cfg, message', [
+    (dict(type='IterBasedTrainLoop', max_iters=0), 'train_cfg.max_iters must be a positive'),
+    (dict(by_epoch=True, max_epochs=-1), 'train_cfg.max_epochs must be a positive'),
+    (dict(max_epochs=2.5), 'train_cfg.max_epochs must be a positive integer, got 2.5'),
+])
+def test_a_schedule_of_nothing_is_refused(train_cfg, message):
+    with pytest.raises(ToolError, match=re.escape(message)):
+        check_schedule_length(Config(dict(train_cfg=train_cfg)))
+    check_schedule_length(Config(dict(train_cfg=dict(train_cfg, max_iters=1, max_epochs=1))))
 
 
 def test_no_workers_turns_persistent_workers_off(tmp_path, det_cfg):

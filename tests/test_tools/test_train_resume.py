@@ -81,3 +81,10 @@ def test_resume_after_kill(tmp_path, toy_voc):
     run = load_tool('tools/analysis_tools/summarize_run.py').read_run(work_dir)
     assert [r['iter'] for r in run.training] == list(range(1, n + 4))
     assert [e.iteration for e in run.evaluations] == [n + 3]
+    assert 'nothing left to train' not in log
+    # Resuming the finished run trains nothing (mmengine's loop ends at once) and says so.
+    out = run_tool('tools/train.py', cfg, '--work-dir', work_dir, '--resume',
+                   '--cfg-options', f'train_cfg.max_iters={n + 3}')
+    assert (f'note: the checkpoint resumed from was saved at iter {n + 3} and '
+            f'train_cfg.max_iters is {n + 3}: there is nothing left to train') in out.stdout
+    assert _load(final_path)['meta']['iter'] == n + 3

@@ -22,8 +22,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from mux_backbones.cli import ToolError, check_output_file, exits_cleanly
-from mux_backbones.cli.config import check_folder_can_be_made
+from mux_backbones.cli import ToolError, check_folder_can_be_made, check_output_file, exits_cleanly
 from mux_backbones.engine.atomic_backend import atomic_write
 from mux_backbones.engine.checkpoint import check_state_dict, read_checkpoint, state_dict_of
 
