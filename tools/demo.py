@@ -14,7 +14,6 @@ import os.path as osp
 import sys
 
 import mmcv
-import numpy as np
 from mmengine.config import Config
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
@@ -22,6 +21,7 @@ from mux_backbones.cli import (ToolError, check_output_file, exits_cleanly, floa
                                usable_device, verify_checkpoint)
 from mux_backbones.compat import mmengine_checkpoint_types
 from mux_backbones.datasets import DatasetError, check_image_file
+from mux_backbones.utils.drawing import save_segmentation
 
 # Below this the visualizers' label boxes and our legend have no room (mmseg's visualizer
 # crashes on a 1x1 image).
@@ -45,21 +45,6 @@ def parse_args():
     parser.add_argument('--opacity', type=float_at_least(0, 1), default=0.5,
                         help='segmentation mask opacity, in [0, 1]')
     return parser.parse_args()
-
-
-def _legend(image: np.ndarray, names, colours) -> np.ndarray:
-    """Append a legend panel (one colour swatch and name per class) to the right of ``image``."""
-    import cv2
-    row, width = 22, 180
-    panel = np.full((max(image.shape[0], row * len(names) + 10), width, 3), 255, np.uint8)
-    for i, (name, colour) in enumerate(zip(names, colours)):
-        y = 5 + i * row
-        cv2.rectangle(panel, (5, y), (25, y + 16), tuple(int(c) for c in colour), -1)
-        cv2.putText(panel, str(name), (32, y + 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    canvas = np.full((panel.shape[0], image.shape[1], 3), 255, np.uint8)
-    canvas[:image.shape[0]] = image
-    return np.concatenate([canvas, panel], axis=1)
 
 
 def _model_and_visualizer(init_model, visualizers, args):
@@ -108,13 +93,7 @@ class SegmentationDrawer:
         from mmseg.apis import inference_model
         result = inference_model(self.model, img)
         image = mmcv.imconvert(mmcv.imread(img), 'bgr', 'rgb')
-        self.visualizer.add_datasample('prediction', image, result, draw_gt=False, show=False,
-                                       with_labels=False)
-        drawn = self.visualizer.get_image()
-        labels = np.unique(result.pred_sem_seg.data.cpu().numpy())
-        names = [self.model.dataset_meta['classes'][i] for i in labels]
-        colours = [self.model.dataset_meta['palette'][i] for i in labels]
-        mmcv.imwrite(mmcv.imconvert(_legend(drawn, names, colours), 'rgb', 'bgr'), out_file)
+        names = save_segmentation(self.visualizer, image, result, out_file)
         return f'classes found: {", ".join(names)}'
 
 

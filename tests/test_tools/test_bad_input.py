@@ -102,6 +102,8 @@ def test_converter_on_corrupt_files(tmp_path):
      'argument --profile-top: -1 is below the minimum 1'),
     ('tools/analysis_tools/benchmark.py', ('--profile-train', ),
      '--profile-train needs --train-step'),
+    ('tools/analysis_tools/browse_dataset.py', ('cfg.py', '--num', '0'),
+     'argument --num: 0 is below the minimum 1'),
     ('tools/dataset_converters/make_toy_data.py', ('--seed', '-1'),
      'argument --seed: -1 is below the minimum 0'),
     ('tools/dataset_converters/make_toy_data.py', ('--seed', str(2**32)),
@@ -559,3 +561,17 @@ def test_publish_model_refuses_what_it_cannot_publish(tmp_path, det_cfg, toy_ade
     assert not osp.exists(tmp_path / 'pub'), 'nothing is written for a refused checkpoint'
     proc = run_tool(tool, numpy_meta, out, '--save-keys', 'state_dict')
     assert 'left out: meta' in proc.stdout
+
+
+def test_browse_dataset_names_what_it_cannot_browse(tmp_path, det_cfg):
+    tool = 'tools/analysis_tools/browse_dataset.py'
+    _one_line_error(run_tool(tool, str(tmp_path / 'none.py'), check=False),
+                    'config file not found')
+    missing = str(tmp_path / 'no_voc')
+    proc = run_tool(tool, det_cfg, '--out-dir', str(tmp_path / 'b'), '--cfg-options',
+                    f'train_dataloader.dataset.data_root={missing}', check=False)
+    _one_line_error(proc, missing)
+    (tmp_path / 'file').write_text('')
+    _one_line_error(run_tool(tool, det_cfg, '--out-dir', str(tmp_path / 'file'), check=False),
+                    f'--out-dir {tmp_path / "file"} cannot be made')
+    assert not osp.exists(tmp_path / 'b')

@@ -1,5 +1,5 @@
 """The command-line tools run end to end on tiny models: train, test (--out, --show-dir, --tta),
-demo (an image, a folder), get_flops, the checkpoint converter and publish_model."""
+demo (an image, a folder), get_flops, browse_dataset, the checkpoint converter and publish_model."""
 import hashlib
 import os
 import os.path as osp
@@ -7,6 +7,8 @@ import pickle
 import re
 import shutil
 
+import mmcv
+import pytest
 import torch
 
 from .helpers import run_tool, save_model_of, write_det_config, write_seg_config
@@ -116,6 +118,26 @@ def test_demo_draws_every_image_of_a_folder(tmp_path, toy_ade):
     out_dir = tmp_path / 'drawings'
     run_tool('tools/demo.py', str(photos / 'a.jpg'), cfg, ckpt, '--out-dir', str(out_dir))
     assert os.listdir(out_dir) == ['a.jpg']
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_browse_dataset_draws_the_training_pipeline(tmp_path, toy_voc, toy_ade, task):
+    cfg = (write_det_config(tmp_path, toy_voc) if task == 'det'
+           else write_seg_config(tmp_path, toy_ade))
+    out_dir = tmp_path / 'browse'
+    out = run_tool('tools/analysis_tools/browse_dataset.py', cfg, '--num', '2', '--out-dir',
+                   str(out_dir))
+    drawn = sorted(os.listdir(out_dir))
+    assert len(drawn) == 2 and drawn[0].startswith('0000_') and drawn[1].startswith('0001_')
+    assert f'saved 2 drawings of the train pipeline in {out_dir}' in out.stdout
+    lines = out.stdout.splitlines()[:2]
+    if task == 'det':
+        assert all(re.search(r'\.jpg: [1-9]\d* boxes \(\w', line) for line in lines), lines
+    else:
+        assert all(re.search(r'\.jpg: classes: \w', line) for line in lines), lines
+    # The drawing is the pipeline's output size (a segmentation map gets a legend beside it).
+    height, width = mmcv.imread(str(out_dir / drawn[0])).shape[:2]
+    assert (height, width) == ((320, 320) if task == 'det' else (192, 192 + 180))
 
 
 def test_get_flops_arch_and_config(repo_root):
