@@ -1,5 +1,6 @@
 """The command-line tools run end to end on tiny models: train, test (--out, --show-dir, --tta),
-demo (an image, a folder), get_flops, browse_dataset, the checkpoint converter and publish_model."""
+demo (an image, a folder), get_flops, browse_dataset, print_config, the checkpoint converter and
+publish_model."""
 import hashlib
 import os
 import os.path as osp
@@ -138,6 +139,27 @@ def test_browse_dataset_draws_the_training_pipeline(tmp_path, toy_voc, toy_ade, 
     # The drawing is the pipeline's output size (a segmentation map gets a legend beside it).
     height, width = mmcv.imread(str(out_dir / drawn[0])).shape[:2]
     assert (height, width) == ((320, 320) if task == 'det' else (192, 192 + 180))
+
+
+def test_print_config_merges_bases_and_names_the_backbone_outputs(tmp_path):
+    from mmengine.config import Config
+    saved = str(tmp_path / 'merged' / 'retinanet.py')
+    out = run_tool('tools/misc/print_config.py', 'configs/swap/retinanet_muxnet-m_fpn_1x_coco.py',
+                   '--cfg-options', 'train_dataloader.batch_size=4', '--save-path', saved)
+    lines = out.stdout.strip().splitlines()
+    assert lines[-2] == ('# backbone MUXNet-m gives 40 ch at stride 8, 112 ch at stride 16, '
+                         '200 ch at stride 32 (out_indices (2, 4, 6))')
+    assert "type='RetinaHead'" in out.stdout  # from the mmdet:: base
+    merged = Config.fromfile(saved)  # reads on its own, without the upstream bases
+    assert merged.train_dataloader.batch_size == 4 and merged.model.neck.in_channels == [
+        40, 112, 200]
+    bad = run_tool('tools/misc/print_config.py', 'configs/swap/retinanet_muxnet-m_fpn_1x_coco.py',
+                   '--cfg-options', 'model.backbone.arch=l', check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
+        'error: model.neck.in_channels (40, 112, 200): the backbone gives (40, 120, 200)')
+    bad = run_tool('tools/misc/print_config.py', 'configs/swap/retinanet_muxnet-m_fpn_1x_coco.py',
+                   '--save-path', str(tmp_path / 'merged.txt'), check=False)
+    assert bad.returncode == 1 and '.py, .json, .yaml, .yml file' in bad.stderr
 
 
 def test_get_flops_arch_and_config(repo_root):
