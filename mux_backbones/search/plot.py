@@ -16,12 +16,13 @@ def plot_front(search, path: str, released: dict) -> None:
         released (dict): Per released arch name, its row (``madds`` and, where known,
             ``score``).
     """
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    # A figure of its own, not pyplot's: no window, no display needed, and the caller's
+    # matplotlib backend (a notebook's, say) is left as it was.
+    from matplotlib.figure import Figure
 
     history, front = search.history, search.pareto_rows()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.subplots()
     ax.scatter([r['madds'] for r in history], [r['score'] for r in history], s=12, c='0.75',
                label=f'evaluated ({len(history)})')
     front = sorted(front, key=lambda r: r['madds'])
@@ -50,4 +51,3 @@ def plot_front(search, path: str, released: dict) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

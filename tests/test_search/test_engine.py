@@ -78,7 +78,14 @@ def test_resume_after_a_kill_mid_generation_repeats_nothing(tmp_path):
 
 
 def test_outputs(tmp_path):
-    search = _run(tmp_path, surrogate_candidates=3, budget=16)
+    import matplotlib
+    before = matplotlib.get_backend()
+    matplotlib.use('svg')  # the caller's backend (a notebook's, say)
+    try:
+        search = _run(tmp_path, surrogate_candidates=3, budget=16)
+        assert matplotlib.get_backend() == 'svg', 'the plot must not switch the backend'
+    finally:
+        matplotlib.use(before)
     with open(tmp_path / 'pareto.csv') as f:
         front = list(csv.DictReader(f))
     with open(tmp_path / 'history.csv') as f:

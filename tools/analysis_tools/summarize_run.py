@@ -127,31 +127,28 @@ def headline(evaluation: Evaluation) -> str:
     return next(iter(evaluation.metrics))
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')  # files only: never open a window, work without a display
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_runs(runs: List[Run], path: str, keys: Sequence[str] = TRAINING_KEYS) -> None:
     """Write the curves of ``runs`` to one image: one panel per training key (``keys``), then
     one per headline metric."""
-    plt = _pyplot()
+    import matplotlib
+    from matplotlib.figure import Figure  # (not pyplot: no window, no display needed)
+    from matplotlib.lines import Line2D
 
     metrics = list(dict.fromkeys(headline(e) for run in runs for e in run.evaluations[:1]))
     panels = list(keys) + metrics
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=110,
-                             squeeze=False)
-    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=110)
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    colours = matplotlib.rcParams['axes.prop_cycle'].by_key()['color']
     handles = []
     for index, run in enumerate(runs):
         colour = colours[index % len(colours)]
-        handles.append(plt.Line2D([], [], color=colour, lw=1.5, label=run.name))
+        handles.append(Line2D([], [], color=colour, lw=1.5, label=run.name))
         for axis, key in zip(axes[0], keys):
             points = [(r['iter'], r[key]) for r in run.training if key in r]
             if points:
-                axis.plot(*zip(*points), color=colour, lw=1.2)
+                # (a lone record, as a run resumed for one iteration logs, as a dot)
+                axis.plot(*zip(*points), color=colour, lw=1.2,
+                          marker='o' if len(points) == 1 else None, ms=4)
         for axis, metric in zip(axes[0][len(keys):], metrics):
             points = [(e.iteration, e.metrics[metric]) for e in run.evaluations
                       if metric in e.metrics]
@@ -168,7 +165,6 @@ def plot_runs(runs: List[Run], path: str, keys: Sequence[str] = TRAINING_KEYS) -
                frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 * rows))
     fig.savefig(path)
-    plt.close(fig)
 
 
 @exits_cleanly
@@ -183,9 +179,8 @@ def main():
     args = parser.parse_args()
     if args.plot:
         check_output_file(args.plot, '--plot')
-        plt = _pyplot()
-        supported = plt.figure().canvas.get_supported_filetypes()
-        plt.close('all')
+        from matplotlib.backend_bases import FigureCanvasBase
+        supported = FigureCanvasBase.get_supported_filetypes()
         if osp.splitext(args.plot)[1][1:].lower() not in supported:
             raise ToolError(f'--plot {args.plot}: no image format for its extension '
                             '(e.g. .png, .pdf, .svg)')

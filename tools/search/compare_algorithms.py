@@ -44,10 +44,9 @@ def _cell(value: float, digits: int = 5) -> str:
 
 
 def plot(curves: dict, evaluations: np.ndarray, path: str, title: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=120)
+    from matplotlib.figure import Figure  # (not pyplot: no window, no display needed)
+    fig = Figure(figsize=(6.4, 4), dpi=120)
+    ax = fig.subplots()
     for algo, runs in curves.items():
         mean, std = runs.mean(0), runs.std(0)
         ax.plot(evaluations, mean, label=f'{algo} ({len(runs)} seeds)')
@@ -59,7 +58,6 @@ def plot(curves: dict, evaluations: np.ndarray, path: str, title: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 @exits_cleanly
