@@ -355,8 +355,9 @@ def _schedule_length(cfg: Config):
     """``(unit, key, length)`` of the config's training loop: ``('iter', 'max_iters', N)`` or
     ``('epoch', 'max_epochs', N)``, N None where the config sets none."""
     train = cfg.get('train_cfg', None) or {}
+    loop = train.get('type', '')
     by_epoch = train.get('by_epoch', 'max_epochs' in train) or \
-        str(train.get('type', '')).endswith('EpochBasedTrainLoop')
+        getattr(loop, '__name__', str(loop)).endswith('EpochBasedTrainLoop')
     key = 'max_epochs' if by_epoch else 'max_iters'
     return ('epoch' if by_epoch else 'iter'), key, train.get(key, None)
 

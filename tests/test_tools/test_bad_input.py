@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.runner import EpochBasedTrainLoop
 
 from mux_backbones import MUXNet
 from mux_backbones.cli import ToolError, build_model_from_config
@@ -335,6 +336,8 @@ def test_runner_tools_name_a_dataloader_size_torch_refuses(tmp_path, det_cfg, op
     (dict(by_epoch=True, max_epochs=24), dict(epoch=12, iter=9000), None),
     (dict(max_epochs=12), dict(epoch=13, iter=9000), 'saved at epoch 13'),
     (dict(max_iters=10), dict(), None),  # a checkpoint without the runner's meta
+    # the loop as a class, not its registry name (as lazy-import configs give it)
+    (dict(type=EpochBasedTrainLoop, max_epochs=2), dict(epoch=2, iter=90), 'at epoch 2'),
 ])
 def test_resuming_a_finished_schedule_is_noted(train_cfg, meta, note):
     found = finished_schedule_note(Config(dict(train_cfg=train_cfg)), dict(meta=meta))
