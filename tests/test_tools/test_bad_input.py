@@ -266,6 +266,22 @@ def test_test_tool_refuses_a_results_file_that_is_a_folder(tmp_path, det_cfg):
     proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--out',
                     str(folder), '--work-dir', str(tmp_path / 'w'), check=False)
     _one_line_error(proc, f'--out {folder} is a folder')
+    proc = run_tool('tools/test.py', det_cfg, str(tmp_path / 'never_read.pth'), '--out',
+                    str(tmp_path / 'maps'), '--work-dir', str(tmp_path / 'w'), check=False)
+    _one_line_error(proc, '--out must be a .pkl or .pickle file')
+
+
+def test_test_tool_label_maps_need_a_folder_and_an_iou_metric(tmp_path, toy_ade):
+    cfg = write_seg_config(tmp_path, toy_ade)
+    taken = tmp_path / 'maps'
+    taken.write_text('')
+    proc = run_tool('tools/test.py', cfg, str(tmp_path / 'never_read.pth'), '--out', str(taken),
+                    '--work-dir', str(tmp_path / 'w'), check=False)
+    _one_line_error(proc, f'--out {taken} is a file: give a folder for the label maps')
+    proc = run_tool('tools/test.py', cfg, str(tmp_path / 'never_read.pth'), '--out',
+                    str(tmp_path / 'new'), '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    'test_evaluator.type=CityscapesMetric', check=False)
+    _one_line_error(proc, 'the test evaluator has no IoUMetric to save the label maps')
 
 
 def test_distributed_launch_without_a_gpu_is_one_line(tmp_path, det_cfg):

@@ -78,11 +78,19 @@ def test_seg_train_test_demo(tmp_path, toy_ade):
     assert 'mIoU' in log and 'aAcc' in log
     assert re.search(r'\|\s+wall\s+\|', log)  # per-class IoU table
     ckpt = osp.join(work, 'iter_2.pth')
-    vis = str(tmp_path / 'vis')
-    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--show-dir', vis)
+    vis, maps = str(tmp_path / 'vis'), tmp_path / 'maps'
+    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--show-dir', vis,
+                   '--out', str(maps))
     assert 'mIoU' in out.stdout + out.stderr
     drawn = [f for _, _, fs in os.walk(vis) for f in fs if f.endswith('.png')]
     assert len(drawn) == 4
+    # --out FOLDER: each predicted label map as a PNG named after its image, in ADE20K's own
+    # numbering (1-150 for the classes; the toy set reduces the zero label)
+    images = sorted(os.listdir(osp.join(toy_ade, 'images/validation')))[:4]
+    assert sorted(os.listdir(maps)) == [osp.splitext(name)[0] + '.png' for name in images]
+    label_map = mmcv.imread(str(maps / os.listdir(maps)[0]), flag='unchanged')
+    image = mmcv.imread(osp.join(toy_ade, 'images/validation', images[0]))
+    assert label_map.shape == image.shape[:2] and 1 <= label_map.min() <= label_map.max() <= 150
     out = run_tool('tools/test.py', cfg, ckpt, '--work-dir', work, '--tta')
     log = out.stdout + out.stderr
     assert "type='SegTTAModel'" in log and 'mIoU' in log
