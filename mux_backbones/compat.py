@@ -59,30 +59,35 @@ def mmengine_checkpoint_types():
 
 
 def _patch_mmengine_checkpoint_loading() -> None:
-    """Let ``Runner.load_checkpoint`` (resume, ``load_from``) read mmengine's own checkpoints.
+    """Let mmengine read its own checkpoints: ``Runner.load_checkpoint`` (resume, ``load_from``)
+    and ``CheckpointHook._publish_model`` (``published_keys``, after training).
 
     Under torch >= 2.6, mmengine 0.10.7 loads with torch's default ``weights_only=True``, which
     rejects the HistoryBuffer and numpy objects its message hub pickles into every training
-    checkpoint, so resuming fails (open-mmlab/mmengine PR 1670, unreleased). Here the loading stays
+    checkpoint, so resuming fails, and so does publishing the last checkpoint at the end of a
+    training that asked for it (open-mmlab/mmengine PR 1670, unreleased). Here the loading stays
     weights-only -- no arbitrary unpickling -- and only those few data types are allow-listed, and
-    only for the duration of the runner's call. Backbone weights loaded through ``init_cfg``
+    only for the duration of those two calls. Backbone weights loaded through ``init_cfg``
     (``Pretrained``) are untouched and strictly weights-only. This is deliberately narrower than
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which disables the protection process-wide.
     """
     import torch
+    from mmengine.hooks import CheckpointHook
     from mmengine.runner import Runner
-    if getattr(Runner.load_checkpoint, '_mux_patched', False) or not hasattr(
-            torch.serialization, 'safe_globals'):
+    if not hasattr(torch.serialization, 'safe_globals'):
         return
-    original = Runner.load_checkpoint
+    for owner, name in ((Runner, 'load_checkpoint'), (CheckpointHook, '_publish_model')):
+        original = getattr(owner, name)
+        if getattr(original, '_mux_patched', False):
+            continue
 
-    def load_checkpoint(self, *args, **kwargs):
-        with mmengine_checkpoint_types():
-            return original(self, *args, **kwargs)
+        @functools.wraps(original)
+        def reads_mmengine_types(*args, _original=original, **kwargs):
+            with mmengine_checkpoint_types():
+                return _original(*args, **kwargs)
 
-    load_checkpoint._mux_patched = True
-    load_checkpoint.__doc__ = original.__doc__
-    Runner.load_checkpoint = load_checkpoint
+        reads_mmengine_types._mux_patched = True
+        setattr(owner, name, reads_mmengine_types)
 
 
 def _patch_ssd_head_predict() -> None:

@@ -11,7 +11,9 @@ SHA-256 prefix is appended to its name, so a download can be checked against it.
 read back as plain ``torch.load(..., weights_only=True)`` reads it, with no allow-list, before it
 is written (atomically). With ``--config`` the weights must also fill that config's model
 exactly. It serves ``tools/test.py``, ``load_from`` and a backbone's ``init_cfg=dict(
-type='Pretrained', checkpoint=FILE, prefix='backbone.')`` alike.
+type='Pretrained', checkpoint=FILE, prefix='backbone.')`` alike. (mmengine's checkpoint hook
+publishes the last checkpoint when training ends, given ``published_keys``; this tool serves
+any checkpoint, after the fact.)
 """
 import argparse
 import hashlib
