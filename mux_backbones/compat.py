@@ -52,42 +52,42 @@ def _mmengine_checkpoint_globals() -> List[object]:
 def mmengine_checkpoint_types():
     """Context manager: weights-only loading that also admits mmengine's own checkpoint types.
 
-    For tools that read the run's own training checkpoints outside the runner (e.g. the demo).
+    For code that reads a run's training checkpoints without mmengine's loader (which has it, see
+    :func:`_patch_mmengine_checkpoint_loading`), e.g. the checks of
+    :func:`mux_backbones.engine.checkpoint.read_checkpoint`.
     """
     import torch
     return torch.serialization.safe_globals(_mmengine_checkpoint_globals())
 
 
 def _patch_mmengine_checkpoint_loading() -> None:
-    """Let mmengine read its own checkpoints: ``Runner.load_checkpoint`` (resume, ``load_from``)
-    and ``CheckpointHook._publish_model`` (``published_keys``, after training).
+    """Let mmengine read its own checkpoints, wherever it loads one.
 
     Under torch >= 2.6, mmengine 0.10.7 loads with torch's default ``weights_only=True``, which
     rejects the HistoryBuffer and numpy objects its message hub pickles into every training
-    checkpoint, so resuming fails, and so does publishing the last checkpoint at the end of a
-    training that asked for it (open-mmlab/mmengine PR 1670, unreleased). Here the loading stays
-    weights-only -- no arbitrary unpickling -- and only those few data types are allow-listed, and
-    only for the duration of those two calls. Backbone weights loaded through ``init_cfg``
-    (``Pretrained``) are untouched and strictly weights-only. This is deliberately narrower than
+    checkpoint (open-mmlab/mmengine PR 1670, unreleased). So resuming failed, and ``load_from``,
+    the checkpoint hook's ``published_keys`` (publishing the last checkpoint after training),
+    and mmdet's and mmseg's own inference APIs (``init_detector``, ``init_model``, the
+    inferencers) given a checkpoint of a training run. All of them load through
+    ``CheckpointLoader.load_checkpoint``, so that one call is patched: its loading stays
+    weights-only -- no arbitrary unpickling -- with only those few data types allow-listed, and
+    only for its duration. This is deliberately narrower than
     ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which disables the protection process-wide.
     """
     import torch
-    from mmengine.hooks import CheckpointHook
-    from mmengine.runner import Runner
-    if not hasattr(torch.serialization, 'safe_globals'):
+    from mmengine.runner.checkpoint import CheckpointLoader
+    original = CheckpointLoader.__dict__['load_checkpoint'].__func__
+    if getattr(original, '_mux_patched', False) or not hasattr(torch.serialization,
+                                                               'safe_globals'):
         return
-    for owner, name in ((Runner, 'load_checkpoint'), (CheckpointHook, '_publish_model')):
-        original = getattr(owner, name)
-        if getattr(original, '_mux_patched', False):
-            continue
 
-        @functools.wraps(original)
-        def reads_mmengine_types(*args, _original=original, **kwargs):
-            with mmengine_checkpoint_types():
-                return _original(*args, **kwargs)
+    @functools.wraps(original)
+    def load_checkpoint(cls, *args, **kwargs):
+        with mmengine_checkpoint_types():
+            return original(cls, *args, **kwargs)
 
-        reads_mmengine_types._mux_patched = True
-        setattr(owner, name, reads_mmengine_types)
+    load_checkpoint._mux_patched = True
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
 
 
 def _patch_ssd_head_predict() -> None:

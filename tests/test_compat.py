@@ -1,4 +1,7 @@
 """The upstream fixes of :mod:`mux_backbones.compat`, each checked by the breakage it mends."""
+import argparse
+
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +100,22 @@ def test_pixel_shuffles_keep_torchs_results_and_checks():
     torch.testing.assert_close(compat.pixel_shuffle(compat.pixel_unshuffle(x, 2), 2), x)
     with pytest.raises(RuntimeError):
         compat.pixel_unshuffle(torch.randn(0, 3, 5, 4), 2)  # 5 rows do not fold by 2
+
+
+def test_mmdet_and_mmseg_inference_apis_read_a_training_checkpoint(tmp_path):
+    """A run's checkpoint pickles mmengine's message hub (HistoryBuffer, numpy values), which
+    torch's default weights-only loading refuses: mmdet's ``init_detector`` and every other
+    mmengine load must read it, and still refuse a global outside mmengine's few."""
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
+    hub = HistoryBuffer()
+    hub.update(np.float64(0.5))
+    path = str(tmp_path / 'iter_1.pth')
+    torch.save(dict(state_dict=dict(w=torch.ones(2)), message_hub=dict(log_scalars=dict(
+        loss=hub)), meta=dict(iter=1)), path)
+    checkpoint = _load_checkpoint(path, map_location='cpu')
+    assert checkpoint['message_hub']['log_scalars']['loss'].current() == 0.5
+    refused = str(tmp_path / 'refused.pth')
+    torch.save(dict(state_dict=dict(w=torch.ones(2)), meta=argparse.Namespace(a=1)), refused)
+    with pytest.raises(Exception, match='Namespace'):
+        CheckpointLoader.load_checkpoint(refused, map_location='cpu')

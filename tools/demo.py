@@ -19,7 +19,6 @@ from mmengine.config import Config
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
 from mux_backbones.cli import (ToolError, check_output_file, exits_cleanly, float_at_least, task_of,
                                usable_device, verify_checkpoint)
-from mux_backbones.compat import mmengine_checkpoint_types
 from mux_backbones.datasets import DatasetError, check_image_file
 from mux_backbones.utils.drawing import save_segmentation
 
@@ -52,8 +51,7 @@ def _model_and_visualizer(init_model, visualizers, args):
     ``init_model`` function) and checked, and the config's visualizer (from that library's
     ``visualizers`` registry) without its storage backends: the demo writes its drawings
     itself, and a LocalVisBackend without a ``save_dir`` only warns that it cannot store."""
-    with mmengine_checkpoint_types():
-        model = init_model(args.config, args.checkpoint, device=args.device)
+    model = init_model(args.config, args.checkpoint, device=args.device)
     verify_checkpoint(model, args.checkpoint)
     return model, visualizers.build(dict(model.cfg.visualizer, vis_backends=None))
 
