@@ -40,6 +40,18 @@ def load_config(path: str, args) -> Config:
     return cfg
 
 
+def read_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Read a config for a tool without a runner: ``--cfg-options`` applied, ``mux_backbones``
+    among its imports; a missing file ends in one line."""
+    if not osp.isfile(path):
+        raise ToolError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    ensure_custom_imports(cfg)
+    return cfg
+
+
 _DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 

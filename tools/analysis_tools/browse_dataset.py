@@ -18,7 +18,7 @@ import mmcv
 
 import mux_backbones  # noqa: F401  (registers MUXNet and applies the stack fixes)
 from mux_backbones.cli import (ToolError, cfg_options_action, check_folder_can_be_made,
-                               ensure_custom_imports, exits_cleanly, int_at_least, task_of)
+                               exits_cleanly, int_at_least, read_config, task_of)
 from mux_backbones.datasets import check_datasets, insert_seg_map_validation
 from mux_backbones.utils.drawing import save_segmentation
 
@@ -78,13 +78,7 @@ def draw_sample(visualizer, item: dict, task: str, out_file: str) -> str:
 @exits_cleanly
 def main():
     args = parse_args()
-    from mmengine.config import Config
-    if not osp.isfile(args.config):
-        raise ToolError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    ensure_custom_imports(cfg)
+    cfg = read_config(args.config, args.cfg_options)
     task = task_of(cfg)
     if not isinstance(cfg.get(f'{args.split}_dataloader', None), dict):
         raise ToolError(f'the config has no {args.split}_dataloader')

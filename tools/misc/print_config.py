@@ -16,7 +16,7 @@ import os.path as osp
 from mmengine.config import Config
 
 from mux_backbones.cli import (ToolError, cfg_options_action, check_folder_can_be_made,
-                               check_output_file, ensure_custom_imports, exits_cleanly)
+                               check_output_file, exits_cleanly, read_config)
 from mux_backbones.cli.config import check_backbone_arguments, check_dataloaders
 
 SAVE_FORMATS = ('.py', '.json', '.yaml', '.yml')
@@ -48,18 +48,13 @@ def backbone_outputs(cfg: Config) -> str:
 @exits_cleanly
 def main():
     args = parse_args()
-    if not osp.isfile(args.config):
-        raise ToolError(f'config file not found: {args.config}')
     if args.save_path:
         if not args.save_path.endswith(SAVE_FORMATS):
             raise ToolError(f'--save-path {args.save_path}: give a {", ".join(SAVE_FORMATS)} '
                             f'file')
         check_output_file(args.save_path, '--save-path', [(args.config, 'the config itself')])
         check_folder_can_be_made(osp.dirname(args.save_path) or '.', 'the folder of --save-path')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    ensure_custom_imports(cfg)
+    cfg = read_config(args.config, args.cfg_options)
     check_backbone_arguments(cfg)
     check_dataloaders(cfg)
     print(cfg.pretty_text)
