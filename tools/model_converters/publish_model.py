@@ -93,12 +93,8 @@ def hashed_name(out_file: str, data: bytes) -> str:
 
 def check_fits_config(state: dict, config: str, source: str) -> None:
     """Refuse weights that do not fill the model of ``config`` exactly, naming the first key."""
-    from mmengine.config import Config
-
-    from mux_backbones.cli import build_model_from_config
-    if not osp.isfile(config):
-        raise ToolError(f'config file not found: {config}')
-    model = build_model_from_config(Config.fromfile(config))
+    from mux_backbones.cli import build_model_from_config, read_config
+    model = build_model_from_config(read_config(config))
     check_state_dict(model.state_dict(), state, source)
 
 
